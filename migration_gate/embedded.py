@@ -1,0 +1,266 @@
+"""A throwaway PostgreSQL cluster for the sandbox and our tests.
+
+Facts behind the choices (../shared/reference/embedded-postgres.md): initdb/pg_ctl refuse to run as root, so as
+root they run as an unprivileged user that owns the cluster folders; sockets live in a short folder (107-byte
+limit); the server listens on 127.0.0.1 on a free port; durability is off; a killed test run leaves its server
+behind, so clusters of ours whose owning process is gone are swept at start-up.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+OWNER_FILE = "owner.pid"
+KEEP_FILE = "keep"
+DEFAULT_BASE = Path(tempfile.gettempdir()) / f"mgpg-{os.getuid()}"
+
+INSTALL_HINT = (
+    "PostgreSQL server binaries (initdb, pg_ctl, pg_dump, pg_restore) were not found. "
+    "On Debian/Ubuntu run scripts/setup (it installs them with apt-get), or: "
+    "apt-get install -y --no-install-recommends postgresql; on macOS: brew install postgresql@16; "
+    "elsewhere install PostgreSQL 15+ and set PG_BINDIR to its bin folder."
+)
+
+SERVER_SETTINGS = {
+    "fsync": "off",
+    "full_page_writes": "off",
+    "synchronous_commit": "off",
+    "dynamic_shared_memory_type": "mmap",
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "max_wal_size": "4GB",
+    "shared_buffers": "256MB",
+    "maintenance_work_mem": "512MB",
+    "work_mem": "32MB",
+    "max_connections": "60",
+}
+
+
+class EmbeddedError(RuntimeError):
+    """The embedded cluster could not be found, started or stopped; the message is one clear line."""
+
+
+@dataclass(frozen=True)
+class PgBinaries:
+    bindir: Path
+    major: int
+
+    def tool(self, name: str) -> str:
+        return str(self.bindir / name)
+
+
+def _major_of(bindir: Path) -> int:
+    out = subprocess.run([str(bindir / "pg_ctl"), "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"(\d+)(?:\.\d+)?", out)
+    if not match:
+        raise EmbeddedError(f"cannot read the PostgreSQL version from {bindir}/pg_ctl")
+    return int(match.group(1))
+
+
+def _candidate_bindirs() -> list[Path]:
+    found: list[Path] = []
+    if os.environ.get("PG_BINDIR"):
+        found.append(Path(os.environ["PG_BINDIR"]))
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(subprocess.CalledProcessError, OSError):
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True).stdout
+            found.append(Path(out.strip()))
+    debian = Path("/usr/lib/postgresql")
+    if debian.is_dir():
+        versions = sorted((p for p in debian.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+        found.extend(p / "bin" for p in reversed(versions))
+    on_path = shutil.which("pg_dump")
+    if on_path:
+        found.append(Path(on_path).resolve().parent)
+    return found
+
+
+def find_binaries() -> PgBinaries:
+    """The newest complete set of server and client binaries on this machine."""
+    needed = ("initdb", "pg_ctl", "postgres", "pg_dump", "pg_restore")
+    for bindir in _candidate_bindirs():
+        if all((bindir / name).is_file() for name in needed):
+            return PgBinaries(bindir=bindir, major=_major_of(bindir))
+    raise EmbeddedError(INSTALL_HINT)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _run_as() -> pwd.struct_passwd | None:
+    """The unprivileged account that runs the server when we are root (None when we are not root)."""
+    if os.geteuid() != 0:
+        return None
+    for name in filter(None, (os.environ.get("MIGRATION_GATE_PG_USER"), "postgres", "nobody")):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise EmbeddedError("running as root and no unprivileged user (postgres, nobody) exists to run PostgreSQL")
+
+
+def _postmaster_pid(data_dir: Path) -> int | None:
+    try:
+        return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def sweep_stale(base: Path = DEFAULT_BASE) -> list[Path]:
+    """Stop and delete clusters of ours whose owning process is gone (not those kept on purpose)."""
+    swept: list[Path] = []
+    if not base.is_dir():
+        return swept
+    for cluster_dir in base.iterdir():
+        if (cluster_dir / KEEP_FILE).exists():
+            continue
+        try:
+            owner = int((cluster_dir / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            owner = None
+        if owner is not None and _pid_alive(owner):
+            continue
+        server = _postmaster_pid(cluster_dir / "data")
+        if server and _pid_alive(server):
+            with contextlib.suppress(OSError):
+                os.kill(server, signal.SIGQUIT)
+            for _ in range(50):
+                if not _pid_alive(server):
+                    break
+                time.sleep(0.1)
+        shutil.rmtree(cluster_dir, ignore_errors=True)
+        swept.append(cluster_dir)
+    return swept
+
+
+class EmbeddedPostgres:
+    """One throwaway cluster: ``with EmbeddedPostgres() as pg: psycopg.connect(pg.dsn())``."""
+
+    user = "postgres"
+    host = "127.0.0.1"
+
+    def __init__(self, binaries: PgBinaries | None = None, base: Path = DEFAULT_BASE) -> None:
+        self.binaries = binaries or find_binaries()
+        self.base = base
+        self.port: int | None = None
+        self.dir: Path | None = None
+        self._account = _run_as()
+
+    # -- paths
+    @property
+    def data_dir(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "s"
+
+    @property
+    def log_file(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "server.log"
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        if self.port is None:
+            raise EmbeddedError("the embedded cluster is not running")
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
+
+    # -- lifecycle
+    def _run(self, args: list[str]) -> subprocess.CompletedProcess[str]:
+        kwargs: dict = {"capture_output": True, "text": True, "cwd": str(self.dir)}
+        if self._account is not None:
+            kwargs.update(user=self._account.pw_uid, group=self._account.pw_gid, extra_groups=[])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["LC_ALL"] = "C.UTF-8"
+        env["LANG"] = "C.UTF-8"
+        return subprocess.run(args, env=env, **kwargs)
+
+    def start(self) -> EmbeddedPostgres:
+        sweep_stale(self.base)
+        self.base.mkdir(mode=0o711, parents=True, exist_ok=True)
+        os.chmod(self.base, 0o711)
+        self.dir = Path(tempfile.mkdtemp(prefix="c", dir=self.base))
+        (self.dir / OWNER_FILE).write_text(str(os.getpid()))
+        self.socket_dir.mkdir()
+        if self._account is not None:
+            for path in (self.dir, self.socket_dir):
+                os.chown(path, self._account.pw_uid, self._account.pw_gid)
+            os.chmod(self.dir, 0o700)
+        init = self._run([
+            self.binaries.tool("initdb"), "-D", str(self.data_dir), "-U", self.user, "--auth=trust",
+            "-E", "UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions",
+        ])
+        if init.returncode != 0:
+            self._discard()
+            raise EmbeddedError(f"initdb failed: {init.stderr.strip().splitlines()[-1] if init.stderr else ''}")
+        settings = " ".join(f"-c {k}={v}" for k, v in SERVER_SETTINGS.items())
+        for _attempt in range(3):
+            self.port = _free_port()
+            opts = f"-p {self.port} -k {self.socket_dir} -h 127.0.0.1 {settings}"
+            started = self._run([
+                self.binaries.tool("pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "60",
+                "-l", str(self.log_file), "-o", opts, "start",
+            ])
+            if started.returncode == 0:
+                atexit.register(self.stop)
+                return self
+        tail = self.log_file.read_text(errors="replace").strip().splitlines()[-1:] if self.log_file.exists() else []
+        self._discard()
+        raise EmbeddedError(f"PostgreSQL did not start: {' '.join(tail) or started.stderr.strip()}")
+
+    def keep(self) -> None:
+        """Leave the cluster running after this process ends (for inspection); the sweep will spare it."""
+        if self.dir is not None:
+            (self.dir / KEEP_FILE).write_text("kept on purpose\n")
+            atexit.unregister(self.stop)
+
+    def stop(self) -> None:
+        if self.dir is None:
+            return
+        if self.data_dir.exists() and _postmaster_pid(self.data_dir):
+            stopped = self._run([self.binaries.tool("pg_ctl"), "-D", str(self.data_dir), "-w", "-m", "fast", "stop"])
+            if stopped.returncode != 0:
+                server = _postmaster_pid(self.data_dir)
+                if server:
+                    with contextlib.suppress(OSError):
+                        os.kill(server, signal.SIGQUIT)
+        self._discard()
+        atexit.unregister(self.stop)
+
+    def _discard(self) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+        self.port = None
+
+    def __enter__(self) -> EmbeddedPostgres:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,139 @@
+"""Running a migration file: SQL statements plus Python data steps, all in one transaction.
+
+A migration file is plain SQL. A line ``-- migration-gate: data-step package.module:function`` runs a Python
+function at that point, inside the same transaction, for what SQL cannot do (encrypting with the PHI key).
+The function receives the open connection and a ``DataStepContext``. Any error rolls the whole file back.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import sqlparse
+
+from migration_gate.phi import PhiCodec
+
+MARKER = re.compile(r"^--\s*migration-gate:\s*data-step\s+(\S+)\s*$", re.MULTILINE)
+
+
+class MigrationFileError(ValueError):
+    """The migration file cannot be read or names a data step that does not exist."""
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str  # "sql" or "data"
+    text: str  # the statement, or "module:function"
+    line: int
+
+    @property
+    def label(self) -> str:
+        if self.kind == "data":
+            return f"data step {self.text}"
+        first = sqlparse.format(self.text, strip_comments=True).strip().splitlines()[0]
+        return first if len(first) <= 90 else first[:87] + "..."
+
+
+@dataclass
+class DataStepContext:
+    codec: PhiCodec
+    progress: Callable[[str], None] = lambda _message: None
+
+
+@dataclass
+class StepTiming:
+    step: Step
+    seconds: float
+    rows: int | None = None
+
+
+@dataclass
+class MigrationResult:
+    path: Path
+    timings: list[StepTiming] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(t.seconds for t in self.timings)
+
+
+def parse(text: str) -> list[Step]:
+    """Split a migration into statements and data steps, in order, with their line numbers."""
+    steps: list[Step] = []
+    cursor = 0
+    for match in [*MARKER.finditer(text), None]:
+        segment_end = match.start() if match else len(text)
+        segment = text[cursor:segment_end]
+        line = text.count("\n", 0, cursor) + 1
+        offset = 0
+        for statement in sqlparse.split(segment):
+            at = segment.find(statement, offset)
+            offset = at + len(statement)
+            if sqlparse.format(statement, strip_comments=True).strip():
+                steps.append(Step("sql", statement, line + segment.count("\n", 0, at)))
+        if match:
+            steps.append(Step("data", match.group(1), text.count("\n", 0, match.start()) + 1))
+            cursor = match.end()
+    return steps
+
+
+def load(path: Path) -> list[Step]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MigrationFileError(f"cannot read migration file {path}: {exc.__class__.__name__}") from None
+    steps = parse(text)
+    if not steps:
+        raise MigrationFileError(f"migration file {path} holds no SQL statements")
+    for step in steps:
+        if step.kind == "data":
+            resolve_data_step(step.text)
+    return steps
+
+
+def resolve_data_step(target: str) -> Callable[[psycopg.Connection, DataStepContext], int | None]:
+    module_name, _, function_name = target.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError, ValueError):
+        raise MigrationFileError(f"data step {target} not found (expected package.module:function)") from None
+    if not callable(function):
+        raise MigrationFileError(f"data step {target} is not a function")
+    return function
+
+
+def apply(conn: psycopg.Connection, steps: list[Step], context: DataStepContext,
+          on_step: Callable[[int, int, StepTiming], None] | None = None) -> list[StepTiming]:
+    """Run every step on an open transaction (the caller commits or rolls back)."""
+    timings = []
+    for index, step in enumerate(steps, start=1):
+        started = time.perf_counter()
+        rows: int | None = None
+        if step.kind == "sql":
+            cur = conn.execute(step.text)
+            rows = cur.rowcount if cur.rowcount >= 0 else None
+        else:
+            rows = resolve_data_step(step.text)(conn, context)
+        timing = StepTiming(step, time.perf_counter() - started, rows)
+        timings.append(timing)
+        if on_step:
+            on_step(index, len(steps), timing)
+    return timings
+
+
+def run_file(dsn: str, path: Path, key: str, *, lock_timeout: str = "10s", statement_timeout: str = "0",
+             on_step: Callable[[int, int, StepTiming], None] | None = None) -> MigrationResult:
+    """Run a migration (or rollback) file in one transaction; on any error nothing is changed."""
+    steps = load(path)
+    context = DataStepContext(codec=PhiCodec(key))
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+                     (lock_timeout, statement_timeout))
+        timings = apply(conn, steps, context, on_step)
+    return MigrationResult(path=path, timings=timings)
