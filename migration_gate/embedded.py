@@ -205,6 +205,11 @@ class EmbeddedPostgres:
         sweep_stale(self.base)
         self.base.mkdir(mode=0o711, parents=True, exist_ok=True)
         os.chmod(self.base, 0o711)
+        if self._account is not None:
+            for folder in self.base.resolve().parents:
+                if not folder.stat().st_mode & 0o001:
+                    raise EmbeddedError(f"user {self._account.pw_name} cannot enter {folder}: "
+                                        "put the cluster base folder where it can (default: under /tmp)")
         self.dir = Path(tempfile.mkdtemp(prefix="c", dir=self.base))
         (self.dir / OWNER_FILE).write_text(str(os.getpid()))
         self.socket_dir.mkdir()

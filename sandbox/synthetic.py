@@ -225,12 +225,12 @@ def users(plan: Plan, key: str) -> dict[str, list[tuple]]:
             username, pw_hash = f"therapist{uid:07d}", pool[uid % len(pool)]
         email = _email(rng, f"therapist{uid}") if uid > 1 else "demo_therapist1@example.com"
         tables["users_auth"].append((uid, username, pw_hash, email, "active", False, None, 0, created, created))
-        # Edge cases: every 17th therapist has no profile, every 19th a blank profile name (fallback: username).
-        if uid > len(DEMO_USERS) and uid % 17 == 0:
+        # Edge cases: some therapists have no profile, some a blank profile name (both: "<username>'s Practice").
+        if uid > len(DEMO_USERS) and uid % 17 == 4:
             pass
         else:
             profile_id += 1
-            name = "" if (uid > len(DEMO_USERS) and uid % 19 == 0) else _person(rng, uid)
+            name = "" if (uid > len(DEMO_USERS) and uid % 19 == 5) else _person(rng, uid)
             ein = None if uid % 5 == 0 else f"{_between(rng, 10, 99)}-{_between(rng, 10**6, 10**7)}"
             tables["therapist_profiles"].append((
                 profile_id, uid, name, _pick(rng, ("LCSW", "PhD", "LMFT", "PsyD", None)), f"LIC-{uid:06d}",
@@ -240,7 +240,7 @@ def users(plan: Plan, key: str) -> dict[str, list[tuple]]:
                 f"{_between(rng, 10000, 99999)}", _phone(rng), f"office{uid}@example.com",
                 f"{_between(rng, 10**9, 10**10)}", "101YM0800X", ein,
                 None if uid % 3 == 0 else f"Practice {uid} LLC", _pick(rng, MONEY), created, created))
-        if uid % 23 != 0:  # some therapists never filled in their private details
+        if uid % 23 != 6:  # some therapists never filled in their private details
             phi_id += 1
             phone, mail = _phone(rng), _email(rng, f"home{uid}")
             values = (f"900-{_between(rng, 10, 99)}-{_between(rng, 1000, 9999)}",

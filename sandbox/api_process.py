@@ -1,0 +1,136 @@
+"""Run the reference API (sandbox.api) as a child process on 127.0.0.1, the way a deploy would.
+
+Tests and the rehearsal use it to start the app against a database, flip maintenance mode, and "deploy" the
+new schema flag with a restart, all through real HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from sandbox.api import HOST
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    """A port nobody listens on now (the OS picks it); a tiny race with other processes is acceptable here."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+class ApiProcess:
+    """One API server process; start() returns once GET /health answers (any status)."""
+
+    def __init__(self, database_url: str, phi_key: str, use_hipaa_schema: bool, log_file: Path,
+                 maintenance_file: Path, port: int | None = None, jwt_secret: str = "sandbox-secret") -> None:
+        self.database_url = database_url
+        self.phi_key = phi_key
+        self.use_hipaa_schema = use_hipaa_schema
+        self.log_file = Path(log_file)
+        self.maintenance_file = Path(maintenance_file)
+        self.port = port or free_port()
+        self.jwt_secret = jwt_secret
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: tempfile._TemporaryFileWrapper[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def child_env(self) -> dict[str, str]:
+        """os.environ plus the API's configuration (the key goes only into the child's environment)."""
+        env = dict(os.environ)
+        env.update({
+            "DATABASE_URL": self.database_url,
+            "PHI_ENCRYPTION_KEY": self.phi_key,
+            "USE_HIPAA_SCHEMA": "true" if self.use_hipaa_schema else "false",
+            "JWT_SECRET": self.jwt_secret,
+            "MAINTENANCE_FLAG_FILE": str(self.maintenance_file),
+            "API_LOG_FILE": str(self.log_file),
+            "PORT": str(self.port),
+        })
+        return env
+
+    def start(self) -> ApiProcess:
+        """Start the child and wait for /health; an early exit raises with the child's last stderr line."""
+        if self.running:
+            raise RuntimeError("the API process is already running")
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen([sys.executable, "-m", "sandbox.api"], cwd=ROOT, env=self.child_env(),
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        deadline = time.monotonic() + START_TIMEOUT
+        with httpx.Client(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    message = self._last_stderr_line()
+                    self._close_stderr()
+                    raise RuntimeError(f"API exited with code {self._proc.returncode}: {message}")
+                with contextlib.suppress(httpx.TransportError):
+                    client.get(f"{self.base_url}/health")
+                    return self
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"API did not answer GET /health within {START_TIMEOUT:.0f}s")
+
+    def stop(self) -> None:
+        """SIGTERM, wait, then SIGKILL if it does not go."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(STOP_TIMEOUT)
+        self._close_stderr()
+
+    def restart(self, use_hipaa_schema: bool | None = None) -> ApiProcess:
+        """The deploy step: stop, optionally flip USE_HIPAA_SCHEMA, start again on the same port."""
+        self.stop()
+        if use_hipaa_schema is not None:
+            self.use_hipaa_schema = use_hipaa_schema
+        return self.start()
+
+    def maintenance(self, on: bool) -> None:
+        """Switch maintenance mode; the server checks the flag file on every request, no restart needed."""
+        if on:
+            self.maintenance_file.touch()
+        else:
+            self.maintenance_file.unlink(missing_ok=True)
+
+    def _last_stderr_line(self) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else "(no output)"
+
+    def _close_stderr(self) -> None:
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def __enter__(self) -> ApiProcess:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,71 @@
+"""Fixtures for our own tests: one embedded cluster per session, databases cloned from seeded templates."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from migration_gate import migration
+from migration_gate.embedded import EmbeddedPostgres
+from sandbox.seed import seed_legacy
+from sandbox.synthetic import SANDBOX_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+MIGRATION = ROOT / "sandbox" / "migrations" / "001_schema_refactor.sql"
+ROLLBACK = ROOT / "sandbox" / "migrations" / "001_rollback.sql"
+TEST_PATIENTS = 120
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[EmbeddedPostgres]:
+    with EmbeddedPostgres() as cluster:
+        yield cluster
+
+
+def _create(pg: EmbeddedPostgres, name: str, template: str | None = None) -> str:
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        if template:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
+                                                                           sql.Identifier(template)))
+        else:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return pg.dsn(name)
+
+
+@pytest.fixture(scope="session")
+def legacy_template(pg: EmbeddedPostgres) -> str:
+    """Name of a database seeded with TEST_PATIENTS legacy patients (seed 1); clone it, never change it."""
+    seed_legacy(_create(pg, "tpl_legacy"), TEST_PATIENTS, seed=1, workers=1)
+    return "tpl_legacy"
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg: EmbeddedPostgres, legacy_template: str) -> str:
+    """Name of a database holding the legacy template after a clean 001 migration."""
+    dsn = _create(pg, "tpl_migrated", legacy_template)
+    migration.run_file(dsn, MIGRATION, SANDBOX_KEY)
+    return "tpl_migrated"
+
+
+@pytest.fixture
+def new_db(pg: EmbeddedPostgres):
+    """Factory: a fresh database (empty, or cloned from a template name); returns its DSN."""
+    def make(template: str | None = None) -> str:
+        return _create(pg, f"t{next(_names)}", template)
+    return make
+
+
+@pytest.fixture
+def legacy_db(new_db, legacy_template: str) -> str:
+    return new_db(legacy_template)
+
+
+@pytest.fixture
+def migrated_db(new_db, migrated_template: str) -> str:
+    return new_db(migrated_template)

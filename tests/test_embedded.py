@@ -1,0 +1,129 @@
+"""The embedded cluster: starts as root and as an ordinary user, listens on 127.0.0.1 only, cleans up after
+itself, and sweeps clusters left behind by a killed run."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from migration_gate.embedded import OWNER_FILE, EmbeddedPostgres, find_binaries, sweep_stale
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_cluster_runs_on_loopback_with_durability_off(pg: EmbeddedPostgres) -> None:
+    with psycopg.connect(pg.dsn()) as conn:
+        settings = dict(conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('listen_addresses', 'fsync', "
+            "'synchronous_commit', 'full_page_writes')").fetchall())
+    assert settings == {"listen_addresses": "127.0.0.1", "fsync": "off", "synchronous_commit": "off",
+                        "full_page_writes": "off"}
+    assert len(str(pg.socket_dir)) < 60, "socket folder must stay short (107-byte socket path limit)"
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """A cluster base folder of this test's own, where the server's account can enter (tmp_path is private)."""
+    folder = Path(tempfile.mkdtemp(prefix="mgpg-test-"))
+    os.chmod(folder, 0o711)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_stop_deletes_the_cluster(base: Path) -> None:
+    cluster = EmbeddedPostgres(base=base).start()
+    folder, port = cluster.dir, cluster.port
+    with psycopg.connect(cluster.dsn()) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    cluster.stop()
+    assert not folder.exists()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=2)
+
+
+def test_sweep_removes_a_cluster_whose_owner_was_killed(base: Path) -> None:
+    code = ("import sys, os, time; from pathlib import Path; from migration_gate.embedded import EmbeddedPostgres;"
+            f"c = EmbeddedPostgres(base=Path({str(base)!r})).start(); print(c.dir, flush=True); time.sleep(600)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    folder = Path(child.stdout.readline().strip())
+    server_pid = int((folder / "data" / "postmaster.pid").read_text().splitlines()[0])
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    os.kill(server_pid, 0)  # the server outlived its owner, as after a killed test run
+    swept = sweep_stale(base)
+    assert folder in swept and not folder.exists()
+    for _ in range(50):
+        try:
+            os.kill(server_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the stale server is still running after the sweep")
+
+
+def test_sweep_spares_live_and_kept_clusters(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    live, kept = base / "live", base / "kept"
+    live.mkdir(parents=True)
+    kept.mkdir()
+    (live / OWNER_FILE).write_text(str(os.getpid()))
+    (kept / OWNER_FILE).write_text("999999999")
+    (kept / "keep").write_text("kept")
+    assert sweep_stale(base) == []
+    assert live.exists() and kept.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the ordinary-user path is the one this run already takes")
+def test_starts_when_run_by_an_ordinary_user() -> None:
+    """As root the launcher runs initdb as postgres; here an unprivileged user drives the launcher itself."""
+    account = pwd.getpwnam("postgres") if _has("postgres") else pwd.getpwnam("nobody")
+    code = ("from migration_gate.embedded import EmbeddedPostgres; import psycopg\n"
+            "with EmbeddedPostgres() as pg:\n"
+            "    print(psycopg.connect(pg.dsn()).execute('SELECT current_user').fetchone()[0])\n")
+    python = _interpreter_for_others()
+    if python is None:
+        pytest.skip("no Python interpreter of this version that an unprivileged user may run")
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd="/", user=account.pw_uid, group=account.pw_gid, extra_groups=[],
+                          env={"PATH": os.environ["PATH"], "HOME": "/tmp",
+                               "PYTHONPATH": os.pathsep.join([str(ROOT), *site])})
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.strip() == "postgres"
+
+
+def test_binaries_include_dump_and_restore() -> None:
+    binaries = find_binaries()
+    assert binaries.major >= 15
+    for tool in ("pg_dump", "pg_restore"):
+        assert Path(binaries.tool(tool)).is_file()
+
+
+def _has(user: str) -> bool:
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return False
+    return True
+
+
+def _interpreter_for_others() -> str | None:
+    """sys.executable if others may run it (it often lives under a private /root), else the system twin."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (os.path.realpath(sys.executable), f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+        path = Path(candidate)
+        if path.is_file() and all(p.stat().st_mode & 0o001 for p in path.parents):
+            return str(path)
+    return None
