@@ -15,11 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import httpx
 
-from sandbox.api import HOST
-
+HOST = "127.0.0.1"  # the API binds only here (sandbox.api.HOST)
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
@@ -45,11 +45,16 @@ class ApiProcess:
         self.port = port or free_port()
         self.jwt_secret = jwt_secret
         self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr: tempfile._TemporaryFileWrapper[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid while it runs (lets a caller tell a restart from a live switch)."""
+        return self._proc.pid if self.running else None
 
     @property
     def running(self) -> bool:
@@ -73,7 +78,7 @@ class ApiProcess:
         """Start the child and wait for /health; an early exit raises with the child's last stderr line."""
         if self.running:
             raise RuntimeError("the API process is already running")
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - open for the whole life of the child
         self._proc = subprocess.Popen([sys.executable, "-m", "sandbox.api"], cwd=ROOT, env=self.child_env(),
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr)
         deadline = time.monotonic() + START_TIMEOUT

@@ -1,0 +1,39 @@
+"""Secrets out of anything we print: connection strings, keys, tokens."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+MASK = "***"
+_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)")
+_KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_HEX_KEY = re.compile(r"\b[0-9a-fA-F]{64}\b")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+def redact_dsn(dsn: str) -> str:
+    """The connection string with its password masked, in URL or key=value form."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        if parts.password is not None:
+            netloc = parts.netloc.replace(f":{parts.password}@", f":{MASK}@", 1)
+            dsn = urlunsplit(parts._replace(netloc=netloc))
+        return re.sub(r"([?&]password=)[^&]*", rf"\g<1>{MASK}", dsn)
+    return _KV_PASSWORD.sub(rf"\g<1>{MASK}", dsn)
+
+
+def redact_text(text: str) -> str:
+    """Mask passwords in connection strings, 64-hex keys and JWTs anywhere in free text."""
+    text = _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", text)
+    text = _KV_PASSWORD.sub(rf"\g<1>{MASK}", text)
+    text = _HEX_KEY.sub(MASK, text)
+    return _JWT.sub(MASK, text)
+
+
+def describe_target(dsn: str) -> str:
+    """host:port/dbname of a connection string, for reports (no user, no password)."""
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"

@@ -1,0 +1,67 @@
+"""The embedded sandbox target: a throwaway PostgreSQL, the legacy database with synthetic PHI, and the
+reference API on the legacy schema. What a user's staging or production is to the gate, this is on a fresh
+machine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from migration_gate.embedded import EmbeddedPostgres
+from migration_gate.progress import Progress
+from sandbox.api_process import ApiProcess
+from sandbox.seed import SeedSummary, seed_legacy
+from sandbox.synthetic import SANDBOX_KEY
+
+DATABASE = "therapy_app"
+
+
+@dataclass
+class Sandbox:
+    workdir: Path
+    patients: int
+    seed: int = 1
+    key: str = SANDBOX_KEY
+    progress: Progress = field(default_factory=Progress)
+    cluster: EmbeddedPostgres | None = None
+    api: ApiProcess | None = None
+    seeded: SeedSummary | None = None
+
+    @property
+    def dsn(self) -> str:
+        assert self.cluster is not None
+        return self.cluster.dsn(DATABASE)
+
+    def start(self) -> Sandbox:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.progress.say("starting the embedded PostgreSQL")
+        self.cluster = EmbeddedPostgres().start()
+        with psycopg.connect(self.cluster.dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+        self.progress.say(f"seeding the legacy database with {self.patients:,} synthetic patients")
+        self.seeded = seed_legacy(self.dsn, self.patients, seed=self.seed, key=self.key,
+                                  progress=lambda done, total: self.progress.count("patients", done, total))
+        self.progress.say(f"seeded in {self.seeded.seconds:.1f} s")
+        self.api = ApiProcess(self.dsn, self.key, use_hipaa_schema=False, log_file=self.workdir / "api.log",
+                              maintenance_file=self.workdir / "maintenance.flag")
+        self.api.start()
+        self.progress.say(f"reference API on {self.api.base_url} (legacy schema)")
+        return self
+
+    def stop(self, keep: bool = False) -> None:
+        if self.api is not None and not keep:
+            self.api.stop()
+        if self.cluster is not None:
+            if keep:
+                self.cluster.keep()
+            else:
+                self.cluster.stop()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
