@@ -45,6 +45,8 @@ COOKIE = "auth_token"
 THERAPIST_ROLES = ("business_owner", "admin", "therapist")
 ENC = "_encrypted"
 MAX_LIMIT, DEFAULT_LIMIT = 100, 50
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+MAX_PAGE = 10**9  # keeps OFFSET inside bigint whatever a client sends
 SELF_TEST_TEXT = "phi-encryption-self-test"
 
 NOT_FOUND = {"error": "NOT_FOUND", "message": "API endpoint not found"}
@@ -330,7 +332,7 @@ def page_args(request: Request) -> tuple[int, int]:
             return int(request.args.get(name, default))
         except ValueError:
             return default
-    return max(1, number("page", 1)), min(MAX_LIMIT, max(1, number("limit", DEFAULT_LIMIT)))
+    return min(MAX_PAGE, max(1, number("page", 1))), min(MAX_LIMIT, max(1, number("limit", DEFAULT_LIMIT)))
 
 
 def paginated(data: list[dict[str, Any]], page: int, limit: int, total: int) -> dict[str, Any]:
@@ -412,7 +414,8 @@ class ApiApp:
         except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback to the client
             self.log.write("error", "unhandled", error=type(exc).__name__)
             response = json_response({"error": "INTERNAL_SERVER_ERROR"}, 500)
-        self.log.write("info", "request", method=request.method, path=logged_path, status=response.status_code,
+        method = request.method if request.method in HTTP_METHODS else "OTHER"  # the method is client text too
+        self.log.write("info", "request", method=method, path=logged_path, status=response.status_code,
                        ms=round((time.perf_counter() - began) * 1000, 1), userId=ctx.user_id)
         return response(environ, start_response)
 
@@ -773,7 +776,10 @@ def main(env: Mapping[str, str] | None = None) -> int:
     encryption_valid = self_test(PhiCodec(config.phi_key))
     if not encryption_valid:
         return fail("PHI encryption self-test failed")
-    log = JsonLog(config.log_file)
+    try:
+        log = JsonLog(config.log_file)
+    except OSError as exc:
+        return fail(f"cannot open API_LOG_FILE ({type(exc).__name__})")
     pool = ConnectionPool(config.database_url, min_size=1, max_size=8, open=False, name="sandbox-api",
                           kwargs={"connect_timeout": 3, "application_name": "sandbox-api"})
     pool.open(wait=False)
@@ -796,7 +802,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     log.write("info", "startup", port=config.port, useHipaaSchema=config.use_hipaa_schema,
               environment=config.environment, pid=os.getpid())
     try:
-        server.serve_forever()
+        server.serve_forever(poll_interval=0.1)
     finally:
         server.server_close()
         with contextlib.suppress(Exception):

@@ -36,7 +36,7 @@ class ApiProcess:
     """One API server process; start() returns once GET /health answers (any status)."""
 
     def __init__(self, database_url: str, phi_key: str, use_hipaa_schema: bool, log_file: Path,
-                 maintenance_file: Path, port: int | None = None, jwt_secret: str = "sandbox-secret") -> None:
+                 maintenance_file: Path, port: int | None = None, jwt_secret: str = "sandbox-jwt-secret-not-for-production-0123456789") -> None:
         self.database_url = database_url
         self.phi_key = phi_key
         self.use_hipaa_schema = use_hipaa_schema

@@ -1,0 +1,165 @@
+"""PHI at rest: every stored value is v1 ciphertext that decrypts with the key, is not itself ciphertext,
+has its own IV, and search hashes are hashes of the decrypted values.
+
+Format checks run in SQL. Decryption streams each table once through a server-side cursor, in key order, all
+of its encrypted columns together; only counts and row ids come back out.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+
+import psycopg
+from psycopg import sql
+
+from migration_gate.checks import Result, first_ids
+from migration_gate.config import SearchHash
+from migration_gate.phi import V1_PATTERN, CiphertextFormatError, DecryptionError, PhiCodec, search_hash
+
+BATCH = 2_000
+# What PHI looks like in the clear: an email, a US phone number, an SSN, an ISO or US date.
+PLAINTEXT_PATTERNS = {
+    "an email": r"[^\s@:]+@[^\s@]+\.[a-z]{2,}",
+    "a phone number": r"^\+?1?[\s.(-]*\d{3}[\s.)-]*\d{3}[\s.-]*\d{4}$",
+    "an SSN": r"^\d{3}-\d{2}-\d{4}$",
+    "a date": r"^(\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4})$",
+}
+
+
+def by_table(columns: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for table, column in columns:
+        grouped[table].append(column)
+    return dict(grouped)
+
+
+def _ids(conn: psycopg.Connection, table: str, condition: sql.Composable, key: str = "id") -> list[int]:
+    query = sql.SQL("SELECT {k} FROM {t} WHERE {cond} ORDER BY 1").format(
+        k=sql.Identifier(key), t=sql.Identifier(table), cond=condition)
+    return [r[0] for r in conn.execute(query)]
+
+
+def well_formed(conn: psycopg.Connection, columns: Iterable[tuple[str, str]]) -> Result:
+    """Every non-empty value matches ^v1:<32 hex>:<32 hex>:(hex pairs)+$ (no plaintext, v2 or truncation)."""
+    result = Result("PHI values are v1 ciphertext")
+    for table, cols in by_table(columns).items():
+        for column in cols:
+            c = sql.Identifier(column)
+            bad = _ids(conn, table, sql.SQL("{c} IS NOT NULL AND {c} <> '' AND {c} !~ {p}").format(
+                c=c, p=sql.Literal(V1_PATTERN)))
+            result.checked += conn.execute(sql.SQL("SELECT count({c}) FROM {t}").format(
+                c=c, t=sql.Identifier(table))).fetchone()[0]
+            if bad:
+                v2 = len(_ids(conn, table, sql.SQL("{c} LIKE 'v2:%'").format(c=c)))
+                kind = f", {v2} of them v2:" if v2 else ""
+                result.add(f"{table}.{column}: {len(bad)} values are not v1 ciphertext{kind} ({first_ids(bad)})")
+    return result
+
+
+def _stream(conn: psycopg.Connection, table: str, columns: list[str], limit: int | None,
+            key: str = "id") -> Iterator[tuple]:
+    query = sql.SQL("SELECT {k}, {cols} FROM {t} ORDER BY {k}{limit}").format(
+        k=sql.Identifier(key), cols=sql.SQL(", ").join(map(sql.Identifier, columns)), t=sql.Identifier(table),
+        limit=sql.SQL(" LIMIT {}").format(sql.Literal(limit)) if limit else sql.SQL(""))
+    with conn.cursor(name=f"gate_{table}") as cur:
+        cur.itersize = BATCH
+        cur.execute(query)
+        yield from cur
+
+
+def decrypts(conn: psycopg.Connection, codec: PhiCodec, columns: Iterable[tuple[str, str]],
+             sample: int | None = None, check: str = "PHI decrypts with the key") -> Result:
+    """Every value (or the first `sample` rows per table) decrypts, and its plaintext is not ciphertext again."""
+    result = Result(check)
+    with conn.transaction():
+        for table, cols in by_table(columns).items():
+            failures: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+            for row in _stream(conn, table, cols, sample):
+                row_id = row[0]
+                for column, value in zip(cols, row[1:], strict=True):
+                    if value is None or value == "":
+                        continue
+                    result.checked += 1
+                    try:
+                        plain = codec.decrypt(value)
+                    except CiphertextFormatError:
+                        failures[column]["are not v1 ciphertext"].append(row_id)
+                        continue
+                    except DecryptionError:
+                        failures[column]["do not decrypt with this key (wrong key or corrupted)"].append(row_id)
+                        continue
+                    if plain.startswith(("v1:", "v2:")):
+                        failures[column]["decrypt to ciphertext again (double encryption)"].append(row_id)
+            for column, kinds in failures.items():
+                for kind, ids in kinds.items():
+                    result.add(f"{table}.{column}: {len(ids)} values {kind} ({first_ids(ids)})")
+    return result
+
+
+def unique_ivs(conn: psycopg.Connection, columns: Iterable[tuple[str, str]]) -> Result:
+    """No two stored values share an IV (GCM with a repeated IV leaks plaintext)."""
+    result = Result("no two PHI values share an IV")
+    parts = [sql.SQL("SELECT {tn} AS tbl, {cn} AS col, id, substr({c}, 4, 32) AS iv FROM {t} "
+                     "WHERE {c} LIKE 'v1:%'").format(tn=sql.Literal(t), cn=sql.Literal(c), c=sql.Identifier(c),
+                                                       t=sql.Identifier(t))
+             for t, c in columns]
+    if not parts:
+        return result
+    query = sql.SQL("WITH v AS ({u}) SELECT iv, count(*), array_agg(tbl || '.' || col || ' id ' || id ORDER BY "
+                    "tbl, col, id) FROM v GROUP BY iv HAVING count(*) > 1").format(u=sql.SQL(" UNION ALL ").join(parts))
+    repeats = conn.execute(query).fetchall()
+    result.checked = conn.execute(sql.SQL("WITH v AS ({u}) SELECT count(*) FROM v").format(
+        u=sql.SQL(" UNION ALL ").join(parts))).fetchone()[0]
+    if repeats:
+        places = [p for _, _, where in repeats for p in where][:6]
+        result.add(f"{len(repeats)} IVs are used by more than one value (e.g. {'; '.join(places)})")
+    return result
+
+
+def no_plaintext(conn: psycopg.Connection, columns: Iterable[tuple[str, str]]) -> Result:
+    """No encrypted column holds something that looks like PHI in the clear."""
+    result = Result("no plaintext-looking PHI in encrypted columns")
+    for table, cols in by_table(columns).items():
+        for column in cols:
+            c = sql.Identifier(column)
+            for label, pattern in PLAINTEXT_PATTERNS.items():
+                ids = _ids(conn, table, sql.SQL("{c} ~* {p}").format(c=c, p=sql.Literal(pattern)))
+                if ids:
+                    result.add(f"{table}.{column}: {len(ids)} values look like {label} in the clear "
+                               f"({first_ids(ids)})")
+            result.checked += 1
+    return result
+
+
+def search_hashes(conn: psycopg.Connection, codec: PhiCodec, specs: Iterable[SearchHash]) -> Result:
+    """Each hash equals sha256(lower(trim(decrypted source))); NULL exactly when the source is blank."""
+    result = Result("search hashes are hashes of the decrypted values")
+    grouped: dict[str, list[SearchHash]] = defaultdict(list)
+    for spec in specs:
+        grouped[spec.table].append(spec)
+    with conn.transaction():
+        for table, table_specs in grouped.items():
+            cols = [c for s in table_specs for c in (s.hash, s.source)]
+            wrong: dict[str, list[int]] = defaultdict(list)
+            missing: dict[str, list[int]] = defaultdict(list)
+            for row in _stream(conn, table, cols, None):
+                for i, spec in enumerate(table_specs):
+                    stored, source = row[1 + 2 * i], row[2 + 2 * i]
+                    try:
+                        plain = source if spec.plaintext else codec.decrypt(source)
+                    except (CiphertextFormatError, DecryptionError):
+                        continue  # reported by the decryption check
+                    expected = search_hash(plain)
+                    result.checked += 1
+                    if stored is None and expected is not None:
+                        missing[spec.hash].append(row[0])
+                    elif stored != expected:
+                        wrong[spec.hash].append(row[0])
+            for column, ids in missing.items():
+                result.add(f"{table}.{column}: {len(ids)} hashes missing where the source has a value "
+                           f"({first_ids(ids)})")
+            for column, ids in wrong.items():
+                result.add(f"{table}.{column}: {len(ids)} hashes differ from the hash of the decrypted value "
+                           f"({first_ids(ids)})")
+    return result

@@ -1,0 +1,136 @@
+"""The new schema against the legacy data as it was at backup time (a restored copy of the backup).
+
+Counts and row correspondence run inside PostgreSQL on both sides (migration_gate.compare); PHI is compared
+after decryption in one streaming pass per table that walks both sides in key order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import psycopg
+from psycopg import sql
+
+from migration_gate.checks import Result, first_ids
+from migration_gate.compare import Side, compare
+from migration_gate.config import TableMap
+from migration_gate.phi import CiphertextFormatError, DecryptionError, PhiCodec
+
+BATCH = 2_000
+
+
+def _count(conn: psycopg.Connection, table: str, where: sql.Composable = sql.SQL("true")) -> int:
+    return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(table), where)).fetchone()[0]
+
+
+def _grouped(conn: psycopg.Connection, table: str, column: str) -> dict:
+    query = sql.SQL("SELECT {c}, count(*) FROM {t} GROUP BY 1").format(c=sql.Identifier(column),
+                                                                       t=sql.Identifier(table))
+    return dict(conn.execute(query).fetchall())
+
+
+def counts(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap) -> Result:
+    """Exact row counts, soft-deleted rows included, in total, per therapist, per status and per deleted flag."""
+    result = Result(f"{mapping.legacy} -> {mapping.new}: row counts")
+    before, after = _count(baseline, mapping.legacy), _count(target, mapping.new)
+    result.checked = before
+    if before != after:
+        result.add(f"{mapping.new}: {after} rows, legacy {mapping.legacy} had {before}")
+    groupings = []
+    if mapping.owner:
+        groupings.append(("therapist", *mapping.owner))
+    if mapping.soft_delete:
+        groupings.append(("deleted flag", mapping.soft_delete, mapping.soft_delete))
+    if "status" in mapping.columns:
+        groupings.append(("status", "status", mapping.columns["status"]))
+    for label, legacy_column, new_column in groupings:
+        old, new = _grouped(baseline, mapping.legacy, legacy_column), _grouped(target, mapping.new, new_column)
+        differing = sorted((k for k in set(old) | set(new) if old.get(k, 0) != new.get(k, 0)), key=str)
+        if differing:
+            what = first_ids(differing) if label == "therapist" else f"{len(differing)} values"
+            result.add(f"{mapping.new}: counts per {label} differ for {len(differing)} groups ({what})")
+    return result
+
+
+def rows_correspond(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap) -> Result:
+    """Every legacy row maps to exactly one new row, and no new row lacks a legacy source."""
+    result = Result(f"{mapping.legacy} -> {mapping.new}: one new row per legacy row")
+    diff = compare(Side(baseline, mapping.legacy, mapping.key, ()), Side(target, mapping.new, mapping.key, ()))
+    result.checked = diff.buckets_compared
+    if diff.missing:
+        result.add(f"{mapping.new}: {len(diff.missing)} legacy rows have no new row ({first_ids(diff.missing)})")
+    if diff.extra:
+        result.add(f"{mapping.new}: {len(diff.extra)} new rows have no legacy source ({first_ids(diff.extra)})")
+    if diff.duplicated:
+        result.add(f"{mapping.new}: {len(diff.duplicated)} keys appear more than once ({first_ids(diff.duplicated)})")
+    return result
+
+
+def columns_equal(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap,
+                  only: list[str] | None = None, check: str | None = None) -> Result:
+    """Every mapped non-PHI column equal after the mapping (money, dates, flags, statuses, names, links)."""
+    pairs = [(old, new) for old, new in mapping.columns.items() if only is None or new in only]
+    result = Result(check or f"{mapping.legacy} -> {mapping.new}: non-PHI columns equal")
+    diff = compare(Side(baseline, mapping.legacy, mapping.key, [o for o, _ in pairs]),
+                   Side(target, mapping.new, mapping.key, [n for _, n in pairs]))
+    result.checked = _count(target, mapping.new) * len(pairs)
+    for column, keys in diff.columns.items():
+        if keys:
+            result.add(f"{mapping.new}.{column}: {len(keys)} rows differ from the legacy value ({first_ids(keys)})")
+    return result
+
+
+def _ordered(conn: psycopg.Connection, table: str, key: str, columns: list[str], name: str):
+    query = sql.SQL("SELECT {k}, {cols} FROM {t} ORDER BY {k}").format(
+        k=sql.Identifier(key), cols=sql.SQL(", ").join(map(sql.Identifier, columns)), t=sql.Identifier(table))
+    cur = conn.cursor(name=name)
+    cur.itersize = BATCH
+    cur.execute(query)
+    return cur
+
+
+def _plain(codec: PhiCodec, value: str | None) -> str | None | Exception:
+    try:
+        return codec.decrypt(value)
+    except (CiphertextFormatError, DecryptionError) as exc:
+        return exc
+
+
+def phi_equal(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap, codec: PhiCodec) -> Result:
+    """Every PHI value equal after decryption on both sides (re-encryption with new IVs is fine)."""
+    result = Result(f"{mapping.legacy} -> {mapping.new}: PHI equal after decryption")
+    if not mapping.phi:
+        return result
+    old_cols, new_cols = list(mapping.phi), list(mapping.phi.values())
+    differing: dict[str, list[int]] = defaultdict(list)
+    unreadable: dict[str, list[int]] = defaultdict(list)
+    with baseline.transaction(), target.transaction():
+        left = _ordered(baseline, mapping.legacy, mapping.key, old_cols, "gate_phi_left")
+        right = _ordered(target, mapping.new, mapping.key, new_cols, "gate_phi_right")
+        a, b = next(left, None), next(right, None)
+        while a is not None and b is not None:
+            if a[0] < b[0]:
+                a = next(left, None)  # missing rows are reported by rows_correspond
+            elif a[0] > b[0]:
+                b = next(right, None)
+            else:
+                for i, column in enumerate(new_cols):
+                    old, new = a[i + 1], b[i + 1]
+                    if old == new:  # the same ciphertext (or both empty) decrypts the same
+                        result.checked += old is not None
+                        continue
+                    result.checked += 1
+                    p, q = _plain(codec, old), _plain(codec, new)
+                    if isinstance(q, Exception) or isinstance(p, Exception):
+                        unreadable[column].append(a[0])
+                    elif p != q:
+                        differing[column].append(a[0])
+                a, b = next(left, None), next(right, None)
+        left.close()
+        right.close()
+    for column, keys in differing.items():
+        result.add(f"{mapping.new}.{column}: {len(keys)} values differ from the legacy value after decryption "
+                   f"({first_ids(keys)})")
+    for column, keys in unreadable.items():
+        result.add(f"{mapping.new}.{column}: {len(keys)} values cannot be decrypted on one side ({first_ids(keys)})")
+    return result
