@@ -22,6 +22,7 @@ import httpx
 HOST = "127.0.0.1"  # the API binds only here (sandbox.api.HOST)
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 15.0
+SANDBOX_JWT_SECRET = "sandbox-jwt-secret-not-for-production-0123456789"  # 32+ bytes: pyjwt warns on shorter
 STOP_TIMEOUT = 10.0
 
 
@@ -36,7 +37,7 @@ class ApiProcess:
     """One API server process; start() returns once GET /health answers (any status)."""
 
     def __init__(self, database_url: str, phi_key: str, use_hipaa_schema: bool, log_file: Path,
-                 maintenance_file: Path, port: int | None = None, jwt_secret: str = "sandbox-jwt-secret-not-for-production-0123456789") -> None:
+                 maintenance_file: Path, port: int | None = None, jwt_secret: str = SANDBOX_JWT_SECRET) -> None:
         self.database_url = database_url
         self.phi_key = phi_key
         self.use_hipaa_schema = use_hipaa_schema

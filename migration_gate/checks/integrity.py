@@ -19,8 +19,8 @@ from migration_gate.phi import CiphertextFormatError, DecryptionError, PhiCodec
 BATCH = 2_000
 
 
-def _count(conn: psycopg.Connection, table: str, where: sql.Composable = sql.SQL("true")) -> int:
-    return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(table), where)).fetchone()[0]
+def _count(conn: psycopg.Connection, table: str) -> int:
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
 
 
 def _grouped(conn: psycopg.Connection, table: str, column: str) -> dict:
