@@ -1,0 +1,3 @@
+"""The phase suites' fixtures and reports come from the migration-gate plugin."""
+
+pytest_plugins = ["migration_gate.plugin"]

@@ -1,0 +1,192 @@
+"""Backups with pg_dump, their record (size, sha256, versions, content checksums), and restores.
+
+The dump and the content checksums come from the same snapshot: a REPEATABLE READ transaction exports its
+snapshot, pg_dump dumps exactly that snapshot, and the checksums are computed inside the same transaction. So
+"the restored backup holds exactly the data of the live database at backup time" can be checked by content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from migration_gate.catalog import existing_tables
+from migration_gate.checksums import table_checksum
+from migration_gate.embedded import PgBinaries, find_binaries
+from migration_gate.redact import describe_target, redact_text
+
+RECORD_SUFFIX = ".json"
+
+
+class BackupError(RuntimeError):
+    """A backup or restore step failed; the message is one clear line, with secrets redacted."""
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    path: str
+    size: int
+    sha256: str
+    taken_at: str
+    target: str
+    server_version: str
+    pg_dump_version: str
+    checksums: dict[str, list]  # table -> [rows, digest] at the dump's snapshot
+
+    def save(self) -> Path:
+        record = Path(self.path + RECORD_SUFFIX)
+        record.write_text(json.dumps(asdict(self), indent=2))
+        os.chmod(record, 0o600)
+        return record
+
+    @classmethod
+    def load(cls, dump: Path) -> BackupRecord:
+        try:
+            return cls(**json.loads(Path(str(dump) + RECORD_SUFFIX).read_text()))
+        except (OSError, ValueError, TypeError):
+            raise BackupError(f"no readable backup record next to {dump}") from None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def split_password(dsn: str) -> tuple[str, dict[str, str]]:
+    """The DSN without its password, and an environment carrying it, so it never shows on a command line."""
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    password = info.pop("password", None)
+    if password:
+        env["PGPASSWORD"] = str(password)
+    return psycopg.conninfo.make_conninfo(**info), env
+
+
+def tool_major(binaries: PgBinaries, tool: str) -> int:
+    out = subprocess.run([binaries.tool(tool), "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"(\d+)(?:\.\d+)?", out)
+    return int(match.group(1)) if match else 0
+
+
+def server_major(conn: psycopg.Connection) -> int:
+    return int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
+
+
+def _fail(message: str, stderr: str) -> BackupError:
+    last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "")
+    if "No space left on device" in stderr:
+        return BackupError(f"{message}: the disk is full")
+    return BackupError(redact_text(f"{message}: {last}" if last else message))
+
+
+def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name: str | None = None
+                ) -> BackupRecord:
+    """pg_dump (custom format) to a file only its owner can read, plus a JSON record beside it."""
+    binaries = binaries or find_binaries()
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackupError(f"backup folder {folder} cannot be created: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BackupError(f"backup folder {folder} is not writable")
+    try:
+        conn = psycopg.connect(dsn, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise BackupError(redact_text(f"database {describe_target(dsn)} is unreachable: "
+                                      f"{str(exc).strip().splitlines()[-1]}")) from None
+    with conn:
+        server = server_major(conn)
+        dump_major = tool_major(binaries, "pg_dump")
+        if dump_major < server:
+            raise BackupError(f"pg_dump {dump_major} is older than the server ({server}); "
+                              f"use pg_dump {server} or newer")
+        taken_at = datetime.now(UTC)
+        target = folder / (name or f"backup-{taken_at:%Y%m%dT%H%M%SZ}.dump")
+        partial = target.with_name(target.name + ".partial")
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        plain_dsn, env = split_password(dsn)
+        old_umask = os.umask(0o077)
+        try:
+            done = subprocess.run([binaries.tool("pg_dump"), "--format=custom", "--compress=1",
+                                   f"--snapshot={snapshot}", f"--file={partial}", f"--dbname={plain_dsn}"],
+                                  capture_output=True, text=True, env=env)
+        finally:
+            os.umask(old_umask)
+        if done.returncode != 0:
+            partial.unlink(missing_ok=True)
+            raise _fail("pg_dump failed", done.stderr)
+        checksums = {t: list(astuple(table_checksum(conn, t))) for t in sorted(existing_tables(conn))}
+        version = conn.execute("SHOW server_version").fetchone()[0]
+        conn.execute("COMMIT")
+    os.chmod(partial, 0o600)
+    partial.replace(target)
+    record = BackupRecord(
+        path=str(target), size=target.stat().st_size, sha256=sha256_file(target), taken_at=taken_at.isoformat(),
+        target=describe_target(dsn), server_version=version,
+        pg_dump_version=subprocess.run([binaries.tool("pg_dump"), "--version"], capture_output=True,
+                                       text=True).stdout.strip(),
+        checksums=checksums)
+    record.save()
+    return record
+
+
+def astuple(checksum) -> tuple[int, str]:
+    return checksum.rows, checksum.digest
+
+
+def list_contents(path: Path, binaries: PgBinaries | None = None) -> list[str]:
+    """pg_restore --list: the dump's table of contents (raises when pg_restore cannot read it)."""
+    binaries = binaries or find_binaries()
+    done = subprocess.run([binaries.tool("pg_restore"), "--list", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise _fail(f"pg_restore cannot read {path}", done.stderr)
+    return [line for line in done.stdout.splitlines() if line and not line.startswith(";")]
+
+
+def database_dsn(dsn: str, dbname: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    info["dbname"] = dbname
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+def restore(path: Path, server_dsn: str, dbname: str, binaries: PgBinaries | None = None,
+            replace: bool = False) -> str:
+    """Restore a dump into a new database on the server of server_dsn; returns that database's DSN."""
+    binaries = binaries or find_binaries()
+    admin = database_dsn(server_dsn, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if replace:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    target = database_dsn(server_dsn, dbname)
+    plain_dsn, env = split_password(target)
+    done = subprocess.run([binaries.tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
+                           f"--dbname={plain_dsn}", str(path)], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        drop_database(server_dsn, dbname)
+        raise _fail("pg_restore failed", done.stderr)
+    return target
+
+
+def drop_database(server_dsn: str, dbname: str) -> None:
+    with psycopg.connect(database_dsn(server_dsn, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+def free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free

@@ -1,0 +1,104 @@
+"""The backup taken before the migration: present, readable, private, recorded, and exactly the live data."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import psycopg
+
+from migration_gate import backup
+from migration_gate.catalog import existing_tables
+from migration_gate.checks import Result
+from migration_gate.checksums import table_checksum
+
+
+def exists_and_not_empty(dump: Path) -> Result:
+    result = Result("the dump exists and is not empty")
+    if not dump.is_file():
+        result.add(f"{dump} does not exist")
+    elif dump.stat().st_size == 0:
+        result.add(f"{dump} is empty")
+    return result
+
+
+def readable_by_pg_restore(dump: Path) -> Result:
+    result = Result("the dump is readable by pg_restore")
+    try:
+        entries = backup.list_contents(dump)
+    except backup.BackupError as exc:
+        result.add(str(exc))
+        return result
+    data = [e for e in entries if " TABLE DATA " in e]
+    result.checked = len(entries)
+    result.notes.append(f"{len(entries)} entries, {len(data)} tables with data")
+    if not data:
+        result.add(f"{dump} holds no table data")
+    return result
+
+
+def record_matches(dump: Path) -> Result:
+    """The record beside the dump names its size and sha256, and the file still has them."""
+    result = Result("sha256 and size recorded and matching")
+    try:
+        record = backup.BackupRecord.load(dump)
+    except backup.BackupError as exc:
+        result.add(str(exc))
+        return result
+    result.notes.append(f"{record.size} bytes, sha256 {record.sha256}")
+    if not dump.is_file():
+        result.add(f"{dump} does not exist")
+        return result
+    if dump.stat().st_size != record.size:
+        result.add(f"{dump} is {dump.stat().st_size} bytes, the record says {record.size}")
+    if backup.sha256_file(dump) != record.sha256:
+        result.add(f"{dump} sha256 no longer matches the record (the file changed since the backup)")
+    return result
+
+
+def owner_only(dump: Path) -> Result:
+    result = Result("the dump is readable by its owner only")
+    for path in (dump, Path(str(dump) + backup.RECORD_SUFFIX)):
+        if path.exists():
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                result.add(f"{path.name} has mode {mode:o}: group or others can access it")
+            if path.stat().st_uid != os.geteuid():
+                result.add(f"{path.name} is not owned by the user running the gate")
+    return result
+
+
+def restores_to_recorded_content(dump: Path, server_dsn: str) -> Result:
+    """Restored into a scratch database, every table's content checksum equals the one recorded at the dump's
+    snapshot (computed from the live database in the same transaction as pg_dump)."""
+    result = Result("the restored dump holds exactly the live data at backup time")
+    try:
+        record = backup.BackupRecord.load(dump)
+    except backup.BackupError as exc:
+        result.add(str(exc))
+        return result
+    scratch = f"gate_backup_check_{os.getpid()}_{int(time.time())}"
+    try:
+        restored = backup.restore(dump, server_dsn, scratch)
+    except backup.BackupError as exc:
+        result.add(str(exc))
+        return result
+    try:
+        with psycopg.connect(restored) as conn:
+            tables = existing_tables(conn)
+            for table, (rows, digest) in sorted(record.checksums.items()):
+                result.checked += 1
+                if table not in tables:
+                    result.add(f"{table}: missing from the restored dump")
+                    continue
+                found = table_checksum(conn, table)
+                if (found.rows, found.digest) != (rows, digest):
+                    result.add(f"{table}: restored content differs from the live data at backup time "
+                               f"({found.rows} rows restored, {rows} live)")
+            for table in sorted(tables - set(record.checksums)):
+                result.add(f"{table}: in the dump but not in the record")
+    finally:
+        backup.drop_database(server_dsn, scratch)
+    return result

@@ -1,0 +1,78 @@
+"""The migration checklist's criteria. Every phase-suite test names the one it proves
+(``@pytest.mark.criterion("POST-03")``), so a report can list each criterion with its tests and results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Criterion:
+    id: str
+    phase: str
+    text: str
+
+
+CRITERIA: dict[str, Criterion] = {c.id: c for c in (
+    Criterion("PRE-01", "premigration", "Database reachable; its version recorded"),
+    Criterion("PRE-02", "premigration", "pg_dump present and not older than the server"),
+    Criterion("PRE-03", "premigration", "PHI_ENCRYPTION_KEY present and 64 hex characters"),
+    Criterion("PRE-04", "premigration", "The key decrypts existing ciphertext in every legacy PHI column"),
+    Criterion("PRE-05", "premigration", "Every legacy PHI value is well-formed v1 ciphertext (no plaintext, v2:, "
+                                        "or double encryption)"),
+    Criterion("PRE-06", "premigration", "The legacy schema is what the migration expects (no drift)"),
+    Criterion("PRE-07", "premigration", "The data meets the migration's preconditions (no orphans, no duplicate "
+                                        "natural keys, money values the new types accept)"),
+    Criterion("PRE-08", "premigration", "Migration and rollback rehearsed on a scratch copy, both passed"),
+    Criterion("PRE-09", "premigration", "Backup folder writable with room for the dump"),
+    Criterion("PRE-10", "premigration", "No long-running transactions"),
+    Criterion("PRE-11", "premigration", "API healthy and on the legacy schema"),
+    Criterion("BAK-01", "backup", "The dump exists and is not empty"),
+    Criterion("BAK-02", "backup", "The dump is readable by pg_restore"),
+    Criterion("BAK-03", "backup", "Restored into a scratch database, the dump holds exactly the live data at "
+                                  "backup time (by content)"),
+    Criterion("BAK-04", "backup", "The dump's sha256 and size are recorded and still match"),
+    Criterion("BAK-05", "backup", "The dump is readable by its owner only"),
+    Criterion("POST-01", "postmigration", "Every new table with its columns and types; no leftover columns"),
+    Criterion("POST-02", "postmigration", "organization_id is NOT NULL, with no NULLs"),
+    Criterion("POST-03", "postmigration", "Every foreign key points at the right table with the right ON DELETE; "
+                                          "no orphans"),
+    Criterion("POST-04", "postmigration", "An index covers every foreign-key column"),
+    Criterion("POST-05", "postmigration", "Sequences owned by their column and ahead of max(id)"),
+    Criterion("POST-06", "postmigration", "The app is healthy with useHipaaSchema true"),
+    Criterion("POST-07", "postmigration", "Login works for existing users"),
+    Criterion("POST-08", "postmigration", "Protected routes answer 401 without a token and 200 with one"),
+    Criterion("POST-09", "postmigration", "Every endpoint answers with the documented shape; counts agree with "
+                                          "the database"),
+    Criterion("POST-10", "postmigration", "p95 latency within budget"),
+    Criterion("POST-11", "postmigration", "No error lines in the application log since the deploy"),
+    Criterion("POST-12", "postmigration", "PHI reads write audit rows"),
+    Criterion("POST-13", "postmigration", "Every *_encrypted value is well-formed, decrypts with the key and is "
+                                          "not itself ciphertext"),
+    Criterion("POST-14", "postmigration", "No two encrypted values share an IV"),
+    Criterion("POST-15", "postmigration", "No plaintext-looking PHI (emails, phones, SSNs, dates) in encrypted "
+                                          "columns"),
+    Criterion("POST-16", "postmigration", "Search hashes equal the hash of the decrypted value"),
+    Criterion("POST-17", "postmigration", "One active primary business owner per organization; no duplicate "
+                                          "memberships"),
+    Criterion("INT-01", "integrity", "Exact counts per table, soft-deleted rows included, and per therapist"),
+    Criterion("INT-02", "integrity", "Every legacy row maps to exactly one new row; no new row lacks a source"),
+    Criterion("INT-03", "integrity", "Every non-PHI column equal after the mapping"),
+    Criterion("INT-04", "integrity", "Every PHI value equal after decryption on both sides"),
+    Criterion("INT-05", "integrity", "Relationships preserved: a session's patient and therapist, a plan's "
+                                     "patient, each row's organization its therapist's practice"),
+    Criterion("RB-01", "rollback", "After a rollback the legacy schema is back exactly"),
+    Criterion("RB-02", "rollback", "After a rollback every legacy table's data equals the state at backup time"),
+    Criterion("RB-03", "rollback", "After a rollback the app is healthy on the legacy schema"),
+)}
+
+# The checklist's "the migration fails if" lines, and the criteria whose failure means it.
+FAILURE_CRITERIA: dict[str, tuple[str, ...]] = {
+    "Data loss or a row-count mismatch": ("INT-01", "INT-02", "INT-03", "BAK-03"),
+    "PHI that cannot be decrypted, or is stored in the clear": ("PRE-04", "PRE-05", "POST-13", "POST-15", "INT-04"),
+    "API errors (500) or wrong answers": ("POST-09", "POST-06"),
+    "Authentication failures": ("POST-07", "POST-08"),
+    "Performance degradation": ("POST-10",),
+    "Broken relationships or tenant boundaries": ("POST-03", "POST-17", "INT-05"),
+    "A rollback that does not restore the legacy state": ("RB-01", "RB-02", "RB-03", "PRE-08"),
+}

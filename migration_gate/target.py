@@ -1,0 +1,76 @@
+"""What the phase suites run against: one TargetState per phase.
+
+A real target (DATABASE_URL set) is whatever state the user's database is in; the user runs each phase at its
+moment. The embedded sandbox (sandbox.phases) builds the state each phase needs. Either way the suites see the
+same TargetState.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import psycopg
+
+from migration_gate import backup
+from migration_gate.config import Environment
+
+PHASES = ("premigration", "backup", "postmigration", "integrity", "rollback")
+NEW_SCHEMA_PHASES = ("postmigration", "integrity")
+
+
+@dataclass
+class TargetState:
+    phase: str
+    dsn: str
+    use_hipaa_schema: bool
+    api_base_url: str | None = None
+    app_log_file: Path | None = None
+    log_offset: int = 0
+    backup_file: Path | None = None
+    baseline_dsn: str | None = None
+    api_username: str | None = None
+    api_password: str | None = None
+    _baseline_scratch: str | None = field(default=None, repr=False)
+
+
+class Targets(Protocol):
+    def state(self, phase: str) -> TargetState: ...
+    def close(self) -> None: ...
+
+
+class RealTargets:
+    """The user's database and API, from the environment."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self._states: dict[str, TargetState] = {}
+
+    def state(self, phase: str) -> TargetState:
+        if phase not in self._states:
+            self._states[phase] = TargetState(
+                phase=phase, dsn=self.env.database_url, use_hipaa_schema=phase in NEW_SCHEMA_PHASES,
+                api_base_url=self.env.api_base_url, app_log_file=self.env.app_log_file,
+                log_offset=int(self.env.extra.get("log_offset", 0)), backup_file=self.env.backup_file,
+                baseline_dsn=self.env.baseline_url, api_username=self.env.api_username,
+                api_password=self.env.api_password)
+        return self._states[phase]
+
+    def baseline(self, state: TargetState) -> str:
+        """The legacy data at backup time: BASELINE_DATABASE_URL, or BACKUP_FILE restored to a scratch database."""
+        if state.baseline_dsn:
+            return state.baseline_dsn
+        if state.backup_file is None:
+            raise LookupError("integrity needs BASELINE_DATABASE_URL or BACKUP_FILE (the verified backup)")
+        name = f"gate_baseline_{abs(hash(state.backup_file)) % 10**8}"
+        state.baseline_dsn = backup.restore(state.backup_file, state.dsn, name, replace=True)
+        state._baseline_scratch = name
+        return state.baseline_dsn
+
+    def close(self) -> None:
+        for state in self._states.values():
+            if state._baseline_scratch:
+                with contextlib.suppress(psycopg.Error):
+                    backup.drop_database(state.dsn, state._baseline_scratch)

@@ -1,0 +1,106 @@
+"""The embedded sandbox in the state each phase needs, built on demand, one database per state in one cluster.
+
+premigration: the seeded legacy database, API on the legacy schema.
+backup:       the same, plus a backup taken with migration_gate.backup.
+postmigration/integrity: seeded, backed up, the backup restored as the baseline, migrated, API deployed
+              with USE_HIPAA_SCHEMA=true.
+rollback:     seeded, backed up, migrated, rolled back, API on the legacy schema.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from migration_gate import backup, migration
+from migration_gate.config import GateConfig
+from migration_gate.embedded import EmbeddedPostgres
+from migration_gate.target import TargetState
+from sandbox.api_process import ApiProcess
+from sandbox.seed import seed_legacy
+from sandbox.synthetic import SANDBOX_KEY
+
+TEMPLATE = "gate_legacy_template"
+
+
+class SandboxTargets:
+    def __init__(self, gate: GateConfig, workdir: Path, patients: int | None = None, key: str = SANDBOX_KEY) -> None:
+        self.gate = gate
+        self.workdir = workdir
+        self.patients = patients or gate.sandbox_patients
+        self.key = key
+        self.cluster: EmbeddedPostgres | None = None
+        self._states: dict[str, TargetState] = {}
+        self._apis: list[ApiProcess] = []
+
+    def _database(self, name: str) -> str:
+        if self.cluster is None:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.cluster = EmbeddedPostgres().start()
+            with psycopg.connect(self.cluster.dsn(), autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+            seed_legacy(self.cluster.dsn(TEMPLATE), self.patients, seed=self.gate.sandbox_seed, key=self.key,
+                        workers=1 if self.patients <= 5_000 else None)
+        with psycopg.connect(self.cluster.dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
+                                                                           sql.Identifier(TEMPLATE)))
+        return self.cluster.dsn(name)
+
+    def _api(self, dsn: str, name: str, use_hipaa_schema: bool) -> ApiProcess:
+        api = ApiProcess(dsn, self.key, use_hipaa_schema=use_hipaa_schema, log_file=self.workdir / f"{name}-api.log",
+                         maintenance_file=self.workdir / f"{name}-maintenance.flag").start()
+        self._apis.append(api)
+        return api
+
+    def _state(self, phase: str, dsn: str, api: ApiProcess, **extra) -> TargetState:
+        return TargetState(phase=phase, dsn=dsn, use_hipaa_schema=api.use_hipaa_schema, api_base_url=api.base_url,
+                           app_log_file=api.log_file, api_username=self.gate.sandbox_username,
+                           api_password=self.gate.sandbox_password, **extra)
+
+    def state(self, phase: str) -> TargetState:
+        key = "postmigration" if phase == "integrity" else phase
+        if key not in self._states:
+            self._states[key] = getattr(self, f"_build_{key}")()
+        state = self._states[key]
+        state.phase = phase
+        return state
+
+    def _build_premigration(self) -> TargetState:
+        dsn = self._database("gate_premigration")
+        return self._state("premigration", dsn, self._api(dsn, "premigration", False))
+
+    def _build_backup(self) -> TargetState:
+        dsn = self._database("gate_backup")
+        record = backup.take_backup(dsn, self.workdir / "backups", name="gate_backup.dump")
+        return self._state("backup", dsn, self._api(dsn, "backup", False), backup_file=Path(record.path))
+
+    def _migrated(self, name: str) -> tuple[str, Path]:
+        dsn = self._database(name)
+        record = backup.take_backup(dsn, self.workdir / "backups", name=f"{name}.dump")
+        migration.run_file(dsn, self.gate.migration_file, self.key)
+        return dsn, Path(record.path)
+
+    def _build_postmigration(self) -> TargetState:
+        dsn, dump = self._migrated("gate_postmigration")
+        baseline = backup.restore(dump, dsn, "gate_baseline")
+        api = self._api(dsn, "postmigration", True)
+        offset = api.log_file.stat().st_size if api.log_file.exists() else 0
+        return self._state("postmigration", dsn, api, backup_file=dump, baseline_dsn=baseline, log_offset=offset)
+
+    def _build_rollback(self) -> TargetState:
+        dsn, dump = self._migrated("gate_rollback")
+        migration.run_file(dsn, self.gate.rollback_file, self.key)
+        return self._state("rollback", dsn, self._api(dsn, "rollback", False), backup_file=dump)
+
+    def baseline(self, state: TargetState) -> str:
+        if state.baseline_dsn is None:
+            raise LookupError(f"the sandbox's {state.phase} state has no baseline")
+        return state.baseline_dsn
+
+    def close(self) -> None:
+        for api in self._apis:
+            api.stop()
+        if self.cluster is not None:
+            self.cluster.stop()

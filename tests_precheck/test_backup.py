@@ -1,0 +1,39 @@
+"""Backup: the dump taken before the migration is complete, readable, private and exactly the live data."""
+
+import pytest
+
+from migration_gate.checks import backups
+
+pytestmark = pytest.mark.backup
+
+
+@pytest.fixture
+def dump(target):
+    if target.backup_file is None:
+        pytest.fail("BACKUP_FILE is not set: the backup phase checks the dump scripts/backup wrote")
+    return target.backup_file
+
+
+@pytest.mark.criterion("BAK-01")
+def test_dump_exists_and_is_not_empty(dump):
+    backups.exists_and_not_empty(dump).expect()
+
+
+@pytest.mark.criterion("BAK-02")
+def test_dump_is_readable_by_pg_restore(dump):
+    backups.readable_by_pg_restore(dump).expect()
+
+
+@pytest.mark.criterion("BAK-03")
+def test_restored_dump_holds_exactly_the_live_data_at_backup_time(dump, target):
+    backups.restores_to_recorded_content(dump, target.dsn).expect()
+
+
+@pytest.mark.criterion("BAK-04")
+def test_sha256_and_size_recorded_and_matching(dump):
+    backups.record_matches(dump).expect()
+
+
+@pytest.mark.criterion("BAK-05")
+def test_dump_is_readable_by_its_owner_only(dump):
+    backups.owner_only(dump).expect()

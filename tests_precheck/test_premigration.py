@@ -1,0 +1,81 @@
+"""Pre-migration: on the legacy target, before cut-over."""
+
+import pytest
+
+from migration_gate.checks import data, encryption, environment, schema
+from migration_gate.embedded import find_binaries
+from migration_gate.scratch import rehearse_on_copy
+
+pytestmark = pytest.mark.premigration
+
+
+@pytest.mark.criterion("PRE-01")
+def test_database_is_reachable_and_its_version_recorded(db):
+    environment.server_reachable(db).expect()
+
+
+@pytest.mark.criterion("PRE-02")
+def test_pg_dump_is_present_and_not_older_than_the_server(db):
+    environment.pg_dump_compatible(db, find_binaries()).expect()
+
+
+@pytest.mark.criterion("PRE-03")
+def test_phi_key_is_present_and_64_hex_characters(gate_session):
+    environment.key_configured(gate_session.key).expect()
+
+
+@pytest.mark.criterion("PRE-04")
+def test_key_decrypts_existing_ciphertext_in_every_legacy_phi_column(db, codec, gate_config):
+    encryption.decrypts(db, codec, gate_config.legacy_phi_columns(), sample=200,
+                        check="the key decrypts a sample of every legacy PHI column").expect()
+
+
+@pytest.mark.criterion("PRE-05")
+def test_every_legacy_phi_value_is_well_formed_v1_ciphertext(db, gate_config):
+    encryption.well_formed(db, gate_config.legacy_phi_columns()).expect()
+
+
+@pytest.mark.criterion("PRE-05")
+def test_no_legacy_phi_value_is_double_encrypted(db, codec, gate_config):
+    encryption.decrypts(db, codec, gate_config.legacy_phi_columns(),
+                        check="no legacy PHI value decrypts to ciphertext again").expect()
+
+
+@pytest.mark.criterion("PRE-06")
+def test_legacy_schema_is_what_the_migration_expects(db, gate_config):
+    schema.matches(db, gate_config.legacy_schema, check="legacy schema (no drift)").expect()
+
+
+@pytest.mark.criterion("PRE-06")
+def test_legacy_foreign_keys_are_what_the_migration_expects(db, gate_config):
+    schema.foreign_keys(db, gate_config.legacy_foreign_keys).expect()
+
+
+@pytest.mark.criterion("PRE-07")
+def test_no_orphans_in_the_legacy_data(db, gate_config):
+    schema.orphans(db, gate_config.legacy_foreign_keys).expect()
+
+
+@pytest.mark.criterion("PRE-07")
+def test_no_duplicates_on_natural_keys(db, gate_config):
+    data.duplicates(db, gate_config.unique_keys).expect()
+
+
+@pytest.mark.criterion("PRE-07")
+def test_money_values_fit_the_new_types(db, gate_config):
+    data.money_fits(db, gate_config.money).expect()
+
+
+@pytest.mark.criterion("PRE-08")
+def test_migration_and_rollback_rehearsed_on_a_scratch_copy(target, gate_config, gate_session):
+    rehearse_on_copy(target.dsn, gate_config, gate_session.key).expect()
+
+
+@pytest.mark.criterion("PRE-09")
+def test_backup_folder_is_writable_with_room_for_the_dump(db, gate_session):
+    environment.backup_folder_ready(gate_session.env.reports_dir, db).expect()
+
+
+@pytest.mark.criterion("PRE-10")
+def test_no_long_running_transactions(db):
+    environment.no_long_transactions(db).expect()
