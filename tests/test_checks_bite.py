@@ -1,0 +1,268 @@
+"""Every database check goes red on a sandbox broken the way it guards against (target-app.md section 8), with
+a message that names the table, column and rows, and carries no PHI. And each is green on a clean sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from migration_gate.checks import Result, data, encryption, environment, integrity, organizations, schema
+from migration_gate.config import load_config
+from migration_gate.embedded import PgBinaries, find_binaries
+from migration_gate.phi import PhiCodec
+from sandbox.synthetic import SANDBOX_KEY
+
+GATE = load_config()
+CODEC = PhiCodec(SANDBOX_KEY)
+WRONG = PhiCodec("22" * 32)
+DOUBLE = CODEC.encrypt(CODEC.encrypt("jane@example.com"))
+
+
+@pytest.fixture(scope="module")
+def known_phi(pg, legacy_template) -> list[str]:
+    """Plaintext PHI of the seeded data: no failure message may contain any of it."""
+    with psycopg.connect(pg.dsn(legacy_template)) as conn:
+        names = [n.strip() for (n,) in conn.execute("SELECT name FROM clients_hipaa") if len(n.strip()) > 4]
+        emails = [CODEC.decrypt(v).strip() for (v,) in conn.execute(
+            "SELECT email_encrypted FROM clients_hipaa WHERE email_encrypted <> '' LIMIT 50")]
+    return names + emails + ["jane@example.com"]
+
+
+def red(result: Result, fragment: str, known_phi: list[str]) -> None:
+    assert not result.ok, f"{result.check} stayed green on a broken sandbox"
+    message = "\n".join(result.problems)
+    assert fragment in message, message
+    leaked = [p for p in known_phi if p in message]
+    assert not leaked, f"PHI in a failure message of {result.check}"
+
+
+def _break(dsn: str, statements: list[str]) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def _run(dsn: str, check: Callable[[psycopg.Connection], Result]) -> Result:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return check(conn)
+
+
+LEGACY_PHI = GATE.legacy_phi_columns()
+NEW_PHI = GATE.new_encrypted_columns()
+
+# (label, breakage, check, fragment expected in the message)
+PREMIGRATION = [
+    ("plaintext PHI in a legacy column", ["UPDATE clients_hipaa SET email_encrypted = 'jane@example.com' WHERE id = 3"],
+     lambda c: encryption.well_formed(c, LEGACY_PHI), "clients_hipaa.email_encrypted: 1 values are not v1"),
+    ("v2 ciphertext in a legacy column",
+     ["UPDATE clients_hipaa SET phone_encrypted = 'v2' || substr(phone_encrypted, 3) WHERE id = 5"],
+     lambda c: encryption.well_formed(c, LEGACY_PHI), "1 of them v2:"),
+    ("double encryption in a legacy column", [f"UPDATE sessions_hipaa SET notes_encrypted = '{DOUBLE}' WHERE id = 2"],
+     lambda c: encryption.decrypts(c, CODEC, LEGACY_PHI), "sessions_hipaa.notes_encrypted: 1 values decrypt to"),
+    ("a dropped legacy column", ["ALTER TABLE clients_hipaa DROP COLUMN pronouns_encrypted"],
+     lambda c: schema.matches(c, GATE.legacy_schema), "clients_hipaa.pronouns_encrypted is missing"),
+    ("a changed legacy type", ["ALTER TABLE clients_hipaa ALTER COLUMN session_cost TYPE text"],
+     lambda c: schema.matches(c, GATE.legacy_schema), "clients_hipaa.session_cost is text, expected numeric(10,2)"),
+    ("orphaned sessions", ["ALTER TABLE sessions_hipaa DROP CONSTRAINT sessions_hipaa_client_id_clients_hipaa_id_fk",
+                           "UPDATE sessions_hipaa SET client_id = 999999 WHERE id IN (1, 2)"],
+     lambda c: schema.orphans(c, GATE.legacy_foreign_keys), "sessions_hipaa.client_id -> clients_hipaa: 2 orphan"),
+    ("a missing legacy foreign key",
+     ["ALTER TABLE sessions_hipaa DROP CONSTRAINT sessions_hipaa_client_id_clients_hipaa_id_fk"],
+     lambda c: schema.foreign_keys(c, GATE.legacy_foreign_keys), "sessions_hipaa.client_id -> clients_hipaa: no"),
+    ("a duplicated therapist profile",
+     ["INSERT INTO therapist_profiles (user_id, name) SELECT user_id, name FROM therapist_profiles WHERE user_id = 1"],
+     lambda c: data.duplicates(c, GATE.unique_keys), "therapist_profiles(user_id): 1 duplicated keys"),
+    ("money the new type rejects", ["ALTER TABLE clients_hipaa ALTER COLUMN copay_amount TYPE text",
+                                    "UPDATE clients_hipaa SET copay_amount = '$150' WHERE id = 7",
+                                    "UPDATE clients_hipaa SET copay_amount = '1,200.50' WHERE id = 8"],
+     lambda c: data.money_fits(c, GATE.money), "clients_hipaa.copay_amount: 2 values would not survive"),
+]
+
+POSTMIGRATION = [
+    ("a missing column (500 on GET /api/patients)", ["ALTER TABLE patients DROP COLUMN patient_name_search_hash"],
+     lambda c: schema.matches(c, GATE.new_schema), "patients.patient_name_search_hash is missing"),
+    ("a leftover legacy column", ["ALTER TABLE clinical_sessions ADD COLUMN notes_encrypted text"],
+     lambda c: schema.matches(c, GATE.new_schema), "clinical_sessions.notes_encrypted is a leftover"),
+    ("patient_age still present", ["ALTER TABLE patients ADD COLUMN patient_age integer"],
+     lambda c: schema.matches(c, GATE.new_schema), "patients.patient_age is a leftover"),
+    ("a boolean left as text", ["ALTER TABLE patients ALTER COLUMN authorization_required TYPE text"],
+     lambda c: schema.matches(c, GATE.new_schema), "patients.authorization_required is text, expected boolean"),
+    ("nullable, unfilled organization_id",
+     ["ALTER TABLE clinical_sessions ALTER COLUMN organization_id DROP NOT NULL",
+      "UPDATE clinical_sessions SET organization_id = NULL WHERE id IN (3, 4, 5)"],
+     lambda c: schema.not_null(c, "clinical_sessions", "organization_id"),
+     "clinical_sessions.organization_id: 3 rows NULL"),
+    ("ON DELETE CASCADE instead of RESTRICT",
+     ["ALTER TABLE patients DROP CONSTRAINT patients_organization_id_organizations_id_fk",
+      "ALTER TABLE patients ADD FOREIGN KEY (organization_id) REFERENCES organizations(id) ON DELETE CASCADE"],
+     lambda c: schema.foreign_keys(c, GATE.new_foreign_keys), "ON DELETE CASCADE, expected RESTRICT"),
+    ("patient_id still pointing at the legacy table (0009)",
+     ["CREATE TABLE clients_hipaa (id integer PRIMARY KEY)", "INSERT INTO clients_hipaa SELECT id FROM patients",
+      "ALTER TABLE clinical_sessions ADD FOREIGN KEY (patient_id) REFERENCES clients_hipaa(id)"],
+     lambda c: schema.foreign_keys(c, GATE.new_foreign_keys), "clinical_sessions.patient_id references clients_hipaa"),
+    ("an orphaned plan", ["ALTER TABLE patient_treatment_plans DROP CONSTRAINT "
+                          "patient_treatment_plans_patient_id_patients_id_fk",
+                          "UPDATE patient_treatment_plans SET patient_id = 999999 WHERE id = 1"],
+     lambda c: schema.orphans(c, GATE.new_foreign_keys), "patient_treatment_plans.patient_id -> patients: 1 orphan"),
+    ("a foreign key without an index", ["DROP INDEX idx_clinical_sessions_patient_id"],
+     lambda c: schema.index_coverage(c, GATE.new_foreign_keys), "clinical_sessions.patient_id: no index"),
+    ("a sequence behind max(id)", ["SELECT setval('patients_id_seq', 1)"],
+     lambda c: schema.sequences(c, list(GATE.new_schema)), "patients.id: sequence would hand out 2"),
+    ("an id without its default (0010)", ["ALTER TABLE audit_logs_hipaa ALTER COLUMN id DROP DEFAULT"],
+     lambda c: schema.sequences(c, list(GATE.new_schema)), "audit_logs_hipaa.id: no nextval default"),
+    ("v2 ciphertext carried over", ["UPDATE patients SET patient_dob_encrypted = 'v2' || "
+                                    "substr(patient_dob_encrypted, 3) WHERE id = 9"],
+     lambda c: encryption.well_formed(c, NEW_PHI), "patients.patient_dob_encrypted: 1 values are not v1"),
+    ("plaintext left behind", ["UPDATE patients SET patient_contact_email_encrypted = 'jane@example.com' WHERE id = 4"],
+     lambda c: encryption.no_plaintext(c, NEW_PHI), "patients.patient_contact_email_encrypted: 1 values look like an"),
+    ("double encryption", [f"UPDATE clinical_sessions SET session_progress_notes_encrypted = '{DOUBLE}' WHERE id = 6"],
+     lambda c: encryption.decrypts(c, CODEC, NEW_PHI), "clinical_sessions.session_progress_notes_encrypted: 1 values "
+                                                       "decrypt to ciphertext again"),
+    ("corrupted ciphertext", ["UPDATE therapist_phi SET therapist_ssn_encrypted = overlay(therapist_ssn_encrypted "
+                              "placing (CASE WHEN substr(therapist_ssn_encrypted, 40, 1) = 'a' THEN 'b' ELSE 'a' END) "
+                              "from 40 for 1) WHERE id = 1"],
+     lambda c: encryption.decrypts(c, CODEC, NEW_PHI), "therapist_phi.therapist_ssn_encrypted: 1 values do not"),
+    ("a reused IV", ["UPDATE patients SET patient_gender_encrypted = (SELECT patient_gender_encrypted FROM patients "
+                     "WHERE patient_gender_encrypted LIKE 'v1:%' ORDER BY id LIMIT 1) WHERE id = 120"],
+     lambda c: encryption.unique_ivs(c, NEW_PHI), "1 IVs are used by more than one value"),
+    ("hash of the ciphertext", ["UPDATE patients SET patient_contact_email_search_hash = encode(sha256(convert_to("
+                                "patient_contact_email_encrypted, 'UTF8')), 'hex') WHERE id IN (1, 2, 3)"],
+     lambda c: encryption.search_hashes(c, CODEC, GATE.search_hashes),
+     "patients.patient_contact_email_search_hash: 3 hashes differ"),
+    ("missing search hashes", ["UPDATE patients SET patient_name_search_hash = NULL"],
+     lambda c: encryption.search_hashes(c, CODEC, GATE.search_hashes), "patients.patient_name_search_hash: 120 "
+                                                                       "hashes missing"),
+    ("two primary owners", ["INSERT INTO organization_memberships (organization_id, user_id, role, is_primary_owner) "
+                            "VALUES (1, 2, 'business_owner', true)"],
+     organizations.one_primary_owner, "organizations: 1 with more than one primary owner"),
+    ("no primary owner", ["UPDATE organization_memberships SET is_primary_owner = false WHERE organization_id = 2"],
+     organizations.one_primary_owner, "organizations: 1 without an active primary business owner"),
+    ("a duplicated membership", ["INSERT INTO organization_memberships (organization_id, user_id, role) "
+                                 "VALUES (1, 1, 'therapist')"],
+     organizations.no_duplicate_memberships, "organization_memberships: 2 rows repeat"),
+    ("an inactive owner (403 on the API)", ["UPDATE organization_memberships SET is_active = false WHERE user_id = 2"],
+     organizations.owners_have_full_rights, "users_auth: 1 therapists with patients lack"),
+    ("a cross-tenant patient", ["UPDATE patients SET organization_id = 1 WHERE primary_therapist_id = 2 AND id < 30"],
+     organizations.rows_in_their_therapists_practice, "patients: "),
+    ("duplicated organizations (a re-run derivation)",
+     ["INSERT INTO organizations (name, type) SELECT name, type FROM organizations WHERE id = 1"],
+     organizations.solo_practice_per_therapist, "organizations: 7 rows for 6 users"),
+]
+
+
+@pytest.mark.parametrize("label, breakage, check, fragment", PREMIGRATION, ids=[p[0] for p in PREMIGRATION])
+def test_premigration_check_goes_red(legacy_db, known_phi, label, breakage, check, fragment):
+    assert _run(legacy_db, check).ok, f"{label}: red before the sandbox was broken"
+    _break(legacy_db, breakage)
+    red(_run(legacy_db, check), fragment, known_phi)
+
+
+@pytest.mark.parametrize("label, breakage, check, fragment", POSTMIGRATION, ids=[p[0] for p in POSTMIGRATION])
+def test_postmigration_check_goes_red(migrated_db, known_phi, label, breakage, check, fragment):
+    assert _run(migrated_db, check).ok, f"{label}: red before the sandbox was broken"
+    _break(migrated_db, breakage)
+    red(_run(migrated_db, check), fragment, known_phi)
+
+
+INTEGRITY = [
+    ("soft-deleted patients not copied (WHERE deleted = false)",
+     ["DELETE FROM clinical_sessions WHERE patient_id IN (SELECT id FROM patients WHERE deleted)",
+      "DELETE FROM patient_treatment_plans WHERE patient_id IN (SELECT id FROM patients WHERE deleted)",
+      "DELETE FROM patients WHERE deleted"], "patients", integrity.counts,
+     "patients: 116 rows, legacy clients_hipaa had 120"),
+    ("a patient moved to another therapist",
+     ["UPDATE patients SET primary_therapist_id = 3 WHERE id = 1"], "patients", integrity.counts,
+     "counts per therapist differ for 2 groups"),
+    ("a lost session", ["DELETE FROM clinical_sessions WHERE id = 10"], "clinical_sessions",
+     integrity.rows_correspond, "clinical_sessions: 1 legacy rows have no new row (first ids: 10)"),
+    ("a session without a source",
+     ["INSERT INTO clinical_sessions (id, organization_id, patient_id, therapist_id, date) "
+      "VALUES (900000, 1, 1, 1, now())"], "clinical_sessions",
+     integrity.rows_correspond, "1 new rows have no legacy source (first ids: 900000)"),
+    ("money zeroed (0011)", ["UPDATE patients SET session_cost = 0 WHERE session_cost < 0 OR session_cost > 1000"],
+     "patients", integrity.columns_equal, "patients.session_cost: "),
+    ("soft-delete flags reset (0002)", ["UPDATE patients SET deleted = false"], "patients", integrity.columns_equal,
+     "patients.deleted: 4 rows differ"),
+    ("a status rewritten", ["UPDATE clinical_sessions SET status = 'completed' WHERE status = 'no_show'"],
+     "clinical_sessions", integrity.columns_equal, "clinical_sessions.status: "),
+    ("a session re-pointed at another patient (id remapping)", ["UPDATE clinical_sessions SET patient_id = 1 "
+                                                                "WHERE id = 20 AND patient_id <> 1"],
+     "clinical_sessions", integrity.columns_equal,
+     "clinical_sessions.patient_id: 1 rows differ from the legacy value (first ids: 20)"),
+]
+
+
+@pytest.mark.parametrize("label, breakage, table, check, fragment", INTEGRITY, ids=[p[0] for p in INTEGRITY])
+def test_integrity_check_goes_red(legacy_template, pg, migrated_db, known_phi, label, breakage, table, check,
+                                  fragment):
+    mapping = GATE.table(table)
+    with psycopg.connect(pg.dsn(legacy_template)) as baseline, psycopg.connect(migrated_db, autocommit=True) as new:
+        assert check(baseline, new, mapping).ok, f"{label}: red before the sandbox was broken"
+        for statement in breakage:
+            new.execute(statement)
+        red(check(baseline, new, mapping), fragment, known_phi)
+
+
+def test_swapped_ciphertexts_are_caught_after_decryption(legacy_template, pg, migrated_db, known_phi):
+    """No AAD: a value moved to another row still decrypts; only comparing plaintexts per row finds it."""
+    mapping = GATE.table("patients")
+    with psycopg.connect(pg.dsn(legacy_template)) as baseline, psycopg.connect(migrated_db, autocommit=True) as new:
+        assert integrity.phi_equal(baseline, new, mapping, CODEC).ok
+        new.execute("UPDATE patients p SET patient_contact_email_encrypted = q.patient_contact_email_encrypted "
+                    "FROM patients q WHERE (p.id, q.id) IN ((1, 2), (2, 1))")
+        red(integrity.phi_equal(baseline, new, mapping, CODEC), "patient_contact_email_encrypted: 2 values differ",
+            known_phi)
+
+
+def test_re_encrypted_values_still_compare_equal(legacy_template, pg, migrated_db):
+    """A migration may re-encrypt with fresh IVs: equal plaintexts are equal."""
+    with psycopg.connect(migrated_db, autocommit=True) as new:
+        old = new.execute("SELECT patient_home_city_encrypted FROM patients WHERE id = 3").fetchone()[0]
+        new.execute("UPDATE patients SET patient_home_city_encrypted = %s WHERE id = 3",
+                    (CODEC.encrypt(CODEC.decrypt(old)),))
+        with psycopg.connect(pg.dsn(legacy_template)) as baseline:
+            assert integrity.phi_equal(baseline, new, GATE.table("patients"), CODEC).ok
+
+
+def test_a_key_that_does_not_match_the_data_is_caught(legacy_db, known_phi):
+    assert _run(legacy_db, lambda c: encryption.decrypts(c, CODEC, LEGACY_PHI, sample=20)).ok
+    red(_run(legacy_db, lambda c: encryption.decrypts(c, WRONG, LEGACY_PHI, sample=20)),
+        "do not decrypt with this key", known_phi)
+
+
+def test_pg_dump_older_than_the_server_is_caught(pg, tmp_path: Path, known_phi):
+    real = find_binaries()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("pg_dump", "pg_restore"):
+        script = fake / tool
+        script.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 11.22'\n")
+        script.chmod(0o755)
+    with psycopg.connect(pg.dsn()) as conn:
+        assert environment.pg_dump_compatible(conn, real).ok
+        red(environment.pg_dump_compatible(conn, PgBinaries(fake, 11)), "pg_dump 11 is older than the server",
+            known_phi)
+
+
+def test_a_long_open_transaction_is_caught(legacy_db, known_phi):
+    with psycopg.connect(legacy_db) as idle, psycopg.connect(legacy_db) as conn:
+        idle.execute("SELECT 1")  # psycopg opened a transaction and leaves it open
+        conn.execute("SELECT pg_sleep(0.05)")
+        red(environment.no_long_transactions(conn, max_seconds=0), "1 transactions open too long", known_phi)
+
+
+def test_an_unwritable_backup_folder_is_caught(legacy_db, tmp_path: Path, known_phi):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with psycopg.connect(legacy_db) as conn:
+        assert environment.backup_folder_ready(tmp_path / "backups", conn).ok
+        red(environment.backup_folder_ready(blocker / "backups", conn), "is not writable", known_phi)
+
+
+@pytest.mark.parametrize("key, fragment", [(None, "not set"), ("ab" * 31, "got 62"), ("xy" * 32, "hexadecimal")])
+def test_a_bad_key_is_caught(key, fragment, known_phi):
+    assert environment.key_configured(SANDBOX_KEY).ok
+    red(environment.key_configured(key), fragment, known_phi)
