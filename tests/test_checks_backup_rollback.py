@@ -1,0 +1,118 @@
+"""The backup, rollback and scratch-rehearsal checks go red when the dump, the rollback or the migration is
+broken, and are green when nothing is."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from migration_gate import backup, migration
+from migration_gate.checks import backups, rollback
+from migration_gate.config import load_config
+from migration_gate.scratch import rehearse_on_copy
+from sandbox.synthetic import SANDBOX_KEY
+from tests.conftest import MIGRATION, ROLLBACK
+
+GATE = load_config()
+LEGACY = list(GATE.legacy_schema)
+
+
+@pytest.fixture
+def dump(legacy_db: str, tmp_path: Path) -> Path:
+    return Path(backup.take_backup(legacy_db, tmp_path / "backups").path)
+
+
+def test_a_good_backup_passes_every_check(dump: Path, legacy_db: str) -> None:
+    for result in (backups.exists_and_not_empty(dump), backups.readable_by_pg_restore(dump),
+                   backups.record_matches(dump), backups.owner_only(dump),
+                   backups.restores_to_recorded_content(dump, legacy_db)):
+        assert result.ok, result.problems
+
+
+def test_an_empty_or_missing_dump_is_caught(dump: Path) -> None:
+    dump.write_bytes(b"")
+    assert "is empty" in backups.exists_and_not_empty(dump).problems[0]
+    dump.unlink()
+    assert "does not exist" in backups.exists_and_not_empty(dump).problems[0]
+
+
+def test_an_unreadable_dump_is_caught(dump: Path) -> None:
+    dump.write_bytes(b"PGDMP but not really a dump")
+    result = backups.readable_by_pg_restore(dump)
+    assert not result.ok and "pg_restore cannot read" in result.problems[0]
+
+
+def test_a_changed_dump_no_longer_matches_its_record(dump: Path) -> None:
+    with open(dump, "ab") as handle:
+        handle.write(b"\0")
+    problems = backups.record_matches(dump).problems
+    assert any("bytes, the record says" in p for p in problems)
+    assert any("sha256 no longer matches" in p for p in problems)
+
+
+def test_a_dump_others_can_read_is_caught(dump: Path) -> None:
+    dump.chmod(0o644)
+    assert "group or others can access it" in backups.owner_only(dump).problems[0]
+
+
+def test_a_dump_that_is_not_the_live_data_is_caught(dump: Path, legacy_db: str, new_db, legacy_template,
+                                                     tmp_path: Path) -> None:
+    """A dump of other data under the right record (say, yesterday's file) restores to other content."""
+    other = new_db(legacy_template)
+    with psycopg.connect(other, autocommit=True) as conn:
+        conn.execute("DELETE FROM audit_logs_hipaa WHERE id = 1")
+    shutil.copyfile(backup.take_backup(other, tmp_path / "other").path, dump)
+    result = backups.restores_to_recorded_content(dump, legacy_db)
+    assert result.problems == ["audit_logs_hipaa: restored content differs from the live data at backup time "
+                               "(5 rows restored, 6 live)"]
+
+
+def test_a_rollback_that_restores_the_data_passes(legacy_db: str, dump: Path) -> None:
+    migration.run_file(legacy_db, MIGRATION, SANDBOX_KEY)
+    migration.run_file(legacy_db, ROLLBACK, SANDBOX_KEY)
+    with psycopg.connect(legacy_db) as conn:
+        assert rollback.data_as_at_backup(conn, dump, LEGACY).ok
+
+
+def test_a_rollback_that_loses_or_changes_data_is_caught(legacy_db: str, dump: Path) -> None:
+    migration.run_file(legacy_db, MIGRATION, SANDBOX_KEY)
+    with psycopg.connect(legacy_db, autocommit=True) as conn:
+        conn.execute("UPDATE patients SET deleted = false")  # lost in the migration, so lost after the rollback
+    migration.run_file(legacy_db, ROLLBACK, SANDBOX_KEY)
+    with psycopg.connect(legacy_db) as conn:
+        result = rollback.data_as_at_backup(conn, dump, LEGACY)
+    assert result.problems == ["clients_hipaa: content differs from backup time (120 rows now, 120 then)"]
+
+
+def test_the_scratch_rehearsal_passes_on_clean_data(legacy_db: str) -> None:
+    result = rehearse_on_copy(legacy_db, GATE, SANDBOX_KEY)
+    assert result.ok, result.problems
+    with psycopg.connect(legacy_db) as conn:
+        left = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'gate_scratch_%'").fetchone()[0]
+    assert left == 0, "the scratch copy was not dropped"
+
+
+def test_the_scratch_rehearsal_fails_when_the_migration_fails_on_this_data(legacy_db: str) -> None:
+    """Duplicated therapist_phi rows break the migration's UNIQUE(user_id): found before cut-over."""
+    with psycopg.connect(legacy_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO therapist_phi (user_id) VALUES (1)")
+        before = conn.execute("SELECT count(*) FROM therapist_phi").fetchone()[0]
+    result = rehearse_on_copy(legacy_db, GATE, SANDBOX_KEY)
+    assert result.problems and "the migration failed on the copy: UniqueViolation" in result.problems[0]
+    with psycopg.connect(legacy_db) as conn:
+        assert conn.execute("SELECT count(*) FROM therapist_phi").fetchone()[0] == before
+
+
+def test_the_scratch_rehearsal_fails_when_the_migration_loses_rows(legacy_db: str, tmp_path: Path) -> None:
+    lossy = tmp_path / "lossy.sql"
+    lossy.write_text(MIGRATION.read_text().replace(
+        "-- 7. sessions_hipaa becomes clinical_sessions",
+        "DELETE FROM sessions_hipaa WHERE status = 'cancelled';\n-- 7. sessions_hipaa becomes clinical_sessions"))
+    gate = load_config()
+    object.__setattr__(gate, "migration_file", lossy)
+    result = rehearse_on_copy(legacy_db, gate, SANDBOX_KEY)
+    assert any("after migrating the copy: clinical_sessions: " in p and "rows, legacy sessions_hipaa had" in p
+               for p in result.problems), result.problems
