@@ -155,3 +155,14 @@ def test_a_missing_data_step_is_refused_before_anything_runs(tmp_path: Path) -> 
     path.write_text("SELECT 1;\n-- migration-gate: data-step sandbox.data_steps:no_such_step\n")
     with pytest.raises(MigrationFileError, match="no_such_step not found"):
         migration.load(path)
+
+
+@pytest.mark.parametrize("name", ["Vivian Lev", "v", "\u00a0Olav\u3000", "\tIvan\x0b"])
+def test_name_hash_trims_whitespace_not_letters(legacy_db: str, name: str) -> None:
+    """Found by hypothesis: PostgreSQL has no \\v escape, so E'\\v' in the trim set stripped the letter v."""
+    with psycopg.connect(legacy_db, autocommit=True) as conn:
+        conn.execute("UPDATE clients_hipaa SET name = %s WHERE id = 1", (name,))
+    migration.run_file(legacy_db, MIGRATION, SANDBOX_KEY)
+    with psycopg.connect(legacy_db) as conn:
+        stored = conn.execute("SELECT patient_name_search_hash FROM patients WHERE id = 1").fetchone()[0]
+    assert stored == search_hash(name)

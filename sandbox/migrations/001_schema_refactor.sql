@@ -179,9 +179,9 @@ UPDATE patients p
 SET organization_id = m.organization_id,
     assigned_therapist_ids = '[]'::jsonb,
     patient_name_search_hash = CASE
-        WHEN btrim(p.name, E' \t\n\r\f\v\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff') = '' THEN NULL
+        WHEN btrim(p.name, E' \t\n\r\f\x0b\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff') = '' THEN NULL
         ELSE encode(sha256(convert_to(btrim(lower(p.name COLLATE "und-x-icu"),
-            E' \t\n\r\f\v\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff'),
+            E' \t\n\r\f\x0b\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff'),
             'UTF8')), 'hex')
     END
 FROM organization_memberships m
