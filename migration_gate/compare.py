@@ -25,6 +25,12 @@ class Side:
     table: str
     key: str
     columns: Sequence[str]
+    max_key: int | None = None  # only rows up to this key (append-only tables: rows written later are not compared)
+
+    def bound(self) -> sql.Composable:
+        if self.max_key is None:
+            return sql.SQL("true")
+        return sql.SQL("{} <= {}").format(sql.Identifier(self.key), sql.Literal(self.max_key))
 
 
 @dataclass
@@ -51,16 +57,17 @@ def bucket_digests(side: Side, chunk: int = CHUNK) -> dict[int, tuple[int, int, 
     query = sql.SQL(
         "SELECT div({k}, {n}) AS b, count(*), "
         "sum(('x' || substr({h}, 1, 16))::bit(64)::bigint::numeric), "
-        "bit_xor(('x' || substr({h}, 17, 16))::bit(64)::bigint) FROM {t} GROUP BY b").format(
-        k=sql.Identifier(side.key), n=sql.Literal(chunk), h=h, t=sql.Identifier(side.table))
+        "bit_xor(('x' || substr({h}, 17, 16))::bit(64)::bigint) FROM {t} WHERE {bound} GROUP BY b").format(
+        k=sql.Identifier(side.key), n=sql.Literal(chunk), h=h, t=sql.Identifier(side.table), bound=side.bound())
     return {b: (n, s, x) for b, n, s, x in side.conn.execute(query)}
 
 
 def _row_hashes(side: Side, bucket: int, chunk: int, duplicated: list[int]) -> dict[int, tuple[str, ...]]:
     per_column = sql.SQL(", ").join(sql.SQL("md5(ROW({})::text)").format(sql.Identifier(c)) for c in side.columns)
-    query = sql.SQL("SELECT {k}{sep}{cols} FROM {t} WHERE {k} >= {lo} AND {k} < {hi}").format(
+    query = sql.SQL("SELECT {k}{sep}{cols} FROM {t} WHERE {k} >= {lo} AND {k} < {hi} AND {bound}").format(
         k=sql.Identifier(side.key), sep=sql.SQL(", ") if side.columns else sql.SQL(""), cols=per_column,
-        t=sql.Identifier(side.table), lo=sql.Literal(bucket * chunk), hi=sql.Literal((bucket + 1) * chunk))
+        t=sql.Identifier(side.table), lo=sql.Literal(bucket * chunk), hi=sql.Literal((bucket + 1) * chunk),
+        bound=side.bound())
     rows: dict[int, tuple[str, ...]] = {}
     for row in side.conn.execute(query):
         if row[0] in rows:

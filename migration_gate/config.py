@@ -47,6 +47,7 @@ class TableMap:
     hashes: dict[str, str]  # legacy -> new, search hashes
     owner: tuple[str, str] | None = None  # (legacy, new) therapist column
     soft_delete: str | None = None
+    append_only: bool = False  # rows added after the backup are expected (audit logs); only older rows compared
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def load_config(path: Path | None = None) -> GateConfig:
             hashes=dict(spec.get("hashes", {})),
             owner=(_need(owner, "legacy", str, spot + " owner"), _need(owner, "new", str, spot + " owner"))
             if owner else None,
-            soft_delete=spec.get("soft_delete")))
+            soft_delete=spec.get("soft_delete"), append_only=bool(spec.get("append_only", False))))
     pre = data.get("preconditions", {})
     config = GateConfig(
         path=path, migration_file=migration_file, rollback_file=rollback_file,
@@ -258,4 +259,6 @@ def load_environment(env: dict[str, str] | None = None) -> Environment:
         app_log_file=Path(env["APP_LOG_FILE"]) if env.get("APP_LOG_FILE") else None,
         backup_file=Path(env["BACKUP_FILE"]) if env.get("BACKUP_FILE") else None,
         baseline_url=env.get("BASELINE_DATABASE_URL") or None,
+        extra={k: v for k, v in (("log_offset", env.get("APP_LOG_OFFSET")),
+                                 ("allow_writes", env.get("GATE_ALLOW_WRITES"))) if v},
     )

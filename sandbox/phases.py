@@ -2,8 +2,9 @@
 
 premigration: the seeded legacy database, API on the legacy schema.
 backup:       the same, plus a backup taken with migration_gate.backup.
-postmigration/integrity: seeded, backed up, the backup restored as the baseline, migrated, API deployed
-              with USE_HIPAA_SCHEMA=true.
+postmigration: seeded, backed up, migrated, API deployed with USE_HIPAA_SCHEMA=true.
+integrity:    seeded, backed up, migrated, the backup restored as the baseline; no app traffic (integrity runs
+              right after the migration, before go-live).
 rollback:     seeded, backed up, migrated, rolled back, API on the legacy schema.
 """
 
@@ -60,12 +61,9 @@ class SandboxTargets:
                            api_password=self.gate.sandbox_password, **extra)
 
     def state(self, phase: str) -> TargetState:
-        key = "postmigration" if phase == "integrity" else phase
-        if key not in self._states:
-            self._states[key] = getattr(self, f"_build_{key}")()
-        state = self._states[key]
-        state.phase = phase
-        return state
+        if phase not in self._states:
+            self._states[phase] = getattr(self, f"_build_{phase}")()
+        return self._states[phase]
 
     def _build_premigration(self) -> TargetState:
         dsn = self._database("gate_premigration")
@@ -84,10 +82,16 @@ class SandboxTargets:
 
     def _build_postmigration(self) -> TargetState:
         dsn, dump = self._migrated("gate_postmigration")
-        baseline = backup.restore(dump, dsn, "gate_baseline")
         api = self._api(dsn, "postmigration", True)
         offset = api.log_file.stat().st_size if api.log_file.exists() else 0
-        return self._state("postmigration", dsn, api, backup_file=dump, baseline_dsn=baseline, log_offset=offset)
+        return self._state("postmigration", dsn, api, backup_file=dump, log_offset=offset)
+
+    def _build_integrity(self) -> TargetState:
+        """Migrated and untouched by app traffic: integrity runs right after the migration, before go-live."""
+        dsn, dump = self._migrated("gate_integrity")
+        baseline = backup.restore(dump, dsn, "gate_integrity_baseline")
+        return TargetState(phase="integrity", dsn=dsn, use_hipaa_schema=True, backup_file=dump,
+                           baseline_dsn=baseline)
 
     def _build_rollback(self) -> TargetState:
         dsn, dump = self._migrated("gate_rollback")

@@ -2,6 +2,7 @@
 
 import pytest
 
+from migration_gate.checks import api as app
 from migration_gate.checks import rollback, schema
 
 pytestmark = pytest.mark.rollback
@@ -22,3 +23,8 @@ def test_new_tables_are_gone(db):
 @pytest.mark.criterion("RB-02")
 def test_every_legacy_table_equals_its_state_at_backup_time(db, target, gate_config):
     rollback.data_as_at_backup(db, target.backup_file, list(gate_config.legacy_schema)).expect()
+
+
+@pytest.mark.criterion("RB-03")
+def test_app_is_healthy_on_the_legacy_schema(api):
+    app.health(api, expect_hipaa=False).expect()

@@ -7,6 +7,7 @@ after decryption in one streaming pass per table that walks both sides in key or
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 import psycopg
 from psycopg import sql
@@ -19,20 +20,33 @@ from migration_gate.phi import CiphertextFormatError, DecryptionError, PhiCodec
 BATCH = 2_000
 
 
-def _count(conn: psycopg.Connection, table: str) -> int:
-    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
+def _count(side: Side) -> int:
+    query = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(side.table), side.bound())
+    return side.conn.execute(query).fetchone()[0]
 
 
-def _grouped(conn: psycopg.Connection, table: str, column: str) -> dict:
-    query = sql.SQL("SELECT {c}, count(*) FROM {t} GROUP BY 1").format(c=sql.Identifier(column),
-                                                                       t=sql.Identifier(table))
-    return dict(conn.execute(query).fetchall())
+def _grouped(side: Side, column: str) -> dict:
+    query = sql.SQL("SELECT {c}, count(*) FROM {t} WHERE {bound} GROUP BY 1").format(
+        c=sql.Identifier(column), t=sql.Identifier(side.table), bound=side.bound())
+    return dict(side.conn.execute(query).fetchall())
+
+
+def sides(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap,
+          old_columns: Sequence[str] = (), new_columns: Sequence[str] = ()) -> tuple[Side, Side]:
+    """The legacy and new side of a mapping; an append-only table is compared up to the baseline's last key."""
+    left = Side(baseline, mapping.legacy, mapping.key, list(old_columns))
+    limit = None
+    if mapping.append_only:
+        limit = baseline.execute(sql.SQL("SELECT coalesce(max({}), 0) FROM {}").format(
+            sql.Identifier(mapping.key), sql.Identifier(mapping.legacy))).fetchone()[0]
+    return left, Side(target, mapping.new, mapping.key, list(new_columns), max_key=limit)
 
 
 def counts(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap) -> Result:
     """Exact row counts, soft-deleted rows included, in total, per therapist, per status and per deleted flag."""
     result = Result(f"{mapping.legacy} -> {mapping.new}: row counts")
-    before, after = _count(baseline, mapping.legacy), _count(target, mapping.new)
+    left, right = sides(baseline, target, mapping)
+    before, after = _count(left), _count(right)
     result.checked = before
     if before != after:
         result.add(f"{mapping.new}: {after} rows, legacy {mapping.legacy} had {before}")
@@ -44,7 +58,7 @@ def counts(baseline: psycopg.Connection, target: psycopg.Connection, mapping: Ta
     if "status" in mapping.columns:
         groupings.append(("status", "status", mapping.columns["status"]))
     for label, legacy_column, new_column in groupings:
-        old, new = _grouped(baseline, mapping.legacy, legacy_column), _grouped(target, mapping.new, new_column)
+        old, new = _grouped(left, legacy_column), _grouped(right, new_column)
         differing = sorted((k for k in set(old) | set(new) if old.get(k, 0) != new.get(k, 0)), key=str)
         if differing:
             what = first_ids(differing) if label == "therapist" else f"{len(differing)} values"
@@ -55,7 +69,7 @@ def counts(baseline: psycopg.Connection, target: psycopg.Connection, mapping: Ta
 def rows_correspond(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap) -> Result:
     """Every legacy row maps to exactly one new row, and no new row lacks a legacy source."""
     result = Result(f"{mapping.legacy} -> {mapping.new}: one new row per legacy row")
-    diff = compare(Side(baseline, mapping.legacy, mapping.key, ()), Side(target, mapping.new, mapping.key, ()))
+    diff = compare(*sides(baseline, target, mapping))
     result.checked = diff.buckets_compared
     if diff.missing:
         result.add(f"{mapping.new}: {len(diff.missing)} legacy rows have no new row ({first_ids(diff.missing)})")
@@ -71,9 +85,9 @@ def columns_equal(baseline: psycopg.Connection, target: psycopg.Connection, mapp
     """Every mapped non-PHI column equal after the mapping (money, dates, flags, statuses, names, links)."""
     pairs = [(old, new) for old, new in mapping.columns.items() if only is None or new in only]
     result = Result(check or f"{mapping.legacy} -> {mapping.new}: non-PHI columns equal")
-    diff = compare(Side(baseline, mapping.legacy, mapping.key, [o for o, _ in pairs]),
-                   Side(target, mapping.new, mapping.key, [n for _, n in pairs]))
-    result.checked = _count(target, mapping.new) * len(pairs)
+    left, right = sides(baseline, target, mapping, [o for o, _ in pairs], [n for _, n in pairs])
+    diff = compare(left, right)
+    result.checked = _count(right) * len(pairs)
     for column, keys in diff.columns.items():
         if keys:
             result.add(f"{mapping.new}.{column}: {len(keys)} rows differ from the legacy value ({first_ids(keys)})")

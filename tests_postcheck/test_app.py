@@ -1,0 +1,67 @@
+"""Post-migration: the app, deployed with USE_HIPAA_SCHEMA=true, works for existing users."""
+
+import pytest
+
+from migration_gate.checks import api as app
+
+pytestmark = pytest.mark.postmigration
+
+
+@pytest.fixture
+def token(api, api_credentials) -> str:
+    return app.login(api, *api_credentials)
+
+
+def _paths(gate_config) -> list[str]:
+    return [e.path for e in gate_config.endpoints]
+
+
+@pytest.mark.criterion("POST-06")
+def test_app_is_healthy_on_the_new_schema(api):
+    app.health(api, expect_hipaa=True).expect()
+
+
+@pytest.mark.criterion("POST-07")
+def test_login_works_for_existing_users(api, api_credentials, db):
+    app.login_works(api, *api_credentials, conn=db).expect()
+
+
+@pytest.mark.criterion("POST-08")
+def test_protected_routes_need_a_token(api, token, gate_config):
+    app.protected_routes(api, token, _paths(gate_config)).expect()
+
+
+@pytest.mark.criterion("POST-09")
+def test_every_endpoint_answers_with_its_shape_and_counts_agree_with_the_database(api, token, gate_config, db,
+                                                                                  api_user_id):
+    app.endpoint_shapes(api, token, gate_config.endpoints, db, api_user_id, use_hipaa_schema=True).expect()
+
+
+@pytest.mark.criterion("POST-09")
+def test_no_ciphertext_or_password_hash_in_responses(api, token, gate_config):
+    app.no_secrets_in_responses(api, token, _paths(gate_config)).expect()
+
+
+@pytest.mark.criterion("POST-10")
+def test_p95_latency_within_budget(api, token, gate_config):
+    app.latency_p95(api, token, _paths(gate_config), gate_config.api_latency_samples,
+                    gate_config.api_p95_ms).expect()
+
+
+@pytest.mark.criterion("POST-11")
+def test_no_error_lines_in_the_application_log_since_the_deploy(target):
+    if target.app_log_file is None:
+        pytest.fail("APP_LOG_FILE is not set: the log check needs the application's log file")
+    app.log_clean(target.app_log_file, target.log_offset).expect()
+
+
+@pytest.mark.criterion("POST-12")
+def test_phi_reads_write_audit_rows(api, token, db, api_user_id, gate_config):
+    app.audit_rows_written(api, token, db, api_user_id, gate_config.audited).expect()
+
+
+@pytest.mark.criterion("POST-16")
+def test_search_by_a_mixed_case_padded_email_finds_the_patient(api, token, gate_session):
+    if not gate_session.env.embedded and not gate_session.env.extra.get("allow_writes"):
+        pytest.skip("writes a probe patient: only on the sandbox or with GATE_ALLOW_WRITES=1 (staging)")
+    app.search_finds_patient(api, token).expect()
