@@ -97,7 +97,8 @@ def find_binaries() -> PgBinaries:
     raise EmbeddedError(INSTALL_HINT)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nobody listens on now on 127.0.0.1 (the OS picks it; callers retry on the rare race)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -226,7 +227,7 @@ class EmbeddedPostgres:
             raise EmbeddedError(f"initdb failed: {init.stderr.strip().splitlines()[-1] if init.stderr else ''}")
         settings = " ".join(f"-c {k}={v}" for k, v in SERVER_SETTINGS.items())
         for _attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             opts = f"-p {self.port} -k {self.socket_dir} -h 127.0.0.1 {settings}"
             started = self._run([
                 self.binaries.tool("pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "60",

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from migration_gate import migration
+from migration_gate.config import load_config
 from migration_gate.embedded import EmbeddedError
 from migration_gate.progress import Progress
 from migration_gate.redact import redact_text
@@ -27,10 +28,7 @@ from sandbox.target import Sandbox
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MIGRATION = ROOT / "sandbox" / "migrations" / "001_schema_refactor.sql"
 SLOW_STEP_SECONDS = 0.5
-TABLE_PAIRS = (("users_auth", "users_auth"), ("therapist_profiles", "therapist_profiles"),
-               ("therapist_phi", "therapist_phi"), ("clients_hipaa", "patients"),
-               ("sessions_hipaa", "clinical_sessions"), ("treatment_plans_hipaa", "patient_treatment_plans"),
-               ("audit_logs_hipaa", "audit_logs_hipaa"))
+TABLE_PAIRS = tuple((t.legacy, t.new) for t in load_config().tables)
 
 
 @dataclass

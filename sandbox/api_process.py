@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,18 +18,13 @@ from typing import IO
 
 import httpx
 
+from migration_gate.embedded import free_port
+
 HOST = "127.0.0.1"  # the API binds only here (sandbox.api.HOST)
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 15.0
 SANDBOX_JWT_SECRET = "sandbox-jwt-secret-not-for-production-0123456789"  # 32+ bytes: pyjwt warns on shorter
 STOP_TIMEOUT = 10.0
-
-
-def free_port() -> int:
-    """A port nobody listens on now (the OS picks it); a tiny race with other processes is acceptable here."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 class ApiProcess:
