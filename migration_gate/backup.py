@@ -190,3 +190,45 @@ def drop_database(server_dsn: str, dbname: str) -> None:
 
 def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
+
+
+def verify_unchanged(dump: Path) -> BackupRecord:
+    """The record of a dump whose sha256 still matches it; refuses (BackupError) otherwise."""
+    record = BackupRecord.load(dump)
+    if not dump.is_file():
+        raise BackupError(f"backup {dump} does not exist")
+    if sha256_file(dump) != record.sha256:
+        raise BackupError(f"backup {dump} no longer matches its recorded sha256: refusing to restore it")
+    return record
+
+
+def restore_in_place(dump: Path, dsn: str, binaries: PgBinaries | None = None) -> None:
+    """Put the target database back to the dump, atomically: drop the public schema and restore, all inside one
+    psql transaction (pg_restore's script streamed into psql with ON_ERROR_STOP). COMMIT is sent only after
+    pg_restore finished cleanly; on any error psql ends with the transaction open, so nothing changes."""
+    binaries = binaries or find_binaries()
+    verify_unchanged(dump)
+    plain_dsn, env = split_password(dsn)
+    psql = subprocess.Popen([binaries.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", plain_dsn,
+                             "-f", "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env)
+    assert psql.stdin is not None
+    psql.stdin.write(b"BEGIN;\nSET LOCAL client_min_messages = warning;\nDROP SCHEMA public CASCADE;\n"
+                     b"CREATE SCHEMA public;\n")
+    psql.stdin.flush()  # before pg_restore writes to the same pipe
+    script = subprocess.Popen([binaries.tool("pg_restore"), "--no-owner", "--no-privileges", "-f", "-", str(dump)],
+                              stdout=psql.stdin, stderr=subprocess.PIPE)
+    script_err = script.communicate()[1]
+    try:
+        if script.returncode == 0:
+            psql.stdin.write(b"COMMIT;\n")
+        psql.stdin.close()
+    except BrokenPipeError:
+        pass  # psql stopped at an error; its stderr says which
+    psql_err = psql.stderr.read() if psql.stderr else b""
+    psql.wait()
+    if script.returncode != 0:
+        raise _fail("pg_restore could not stream the backup (nothing was changed)",
+                    script_err.decode("utf-8", "replace") + psql_err.decode("utf-8", "replace"))
+    if psql.returncode != 0:
+        raise _fail("restoring the backup failed (nothing was changed)", psql_err.decode("utf-8", "replace"))

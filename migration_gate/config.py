@@ -7,6 +7,7 @@ traceback per test. Secrets never come from the TOML file.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -102,6 +103,8 @@ class GateConfig:
     legacy_schema: dict[str, dict[str, str]]
     new_foreign_keys: tuple[ForeignKey, ...]
     legacy_foreign_keys: tuple[ForeignKey, ...]
+    rollback_method: str = "restore"  # restore the verified backup, or "sql": run rollback_file
+    hooks: dict[str, str] = field(default_factory=dict)
 
     def table(self, new: str) -> TableMap:
         for mapping in self.tables:
@@ -131,6 +134,7 @@ class Environment:
     backup_file: Path | None
     baseline_url: str | None
     extra: dict[str, str] = field(default_factory=dict)
+    api_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def embedded(self) -> bool:
@@ -175,7 +179,9 @@ def load_config(path: Path | None = None) -> GateConfig:
     base = path.parent
     where = path.name
     mig = _need(data, "migration", dict, where)
-    migration_file = (base / _need(mig, "file", str, f"{where} [migration]")).resolve()
+    # GATE_MIGRATION_FILE: rehearse another migration file with the same description (scripts/rehearse --migration)
+    migration_file = Path(os.environ.get("GATE_MIGRATION_FILE") or base / _need(mig, "file", str,
+                                                                                  f"{where} [migration]")).resolve()
     if not migration_file.is_file():
         raise ConfigError(f"{where} [migration]: migration file {migration_file} not found")
     rollback = mig.get("rollback_file")
@@ -221,7 +227,13 @@ def load_config(path: Path | None = None) -> GateConfig:
         legacy_schema={t: dict(c) for t, c in _need(data, "legacy_schema", dict, where).items()},
         new_foreign_keys=_foreign_keys(data.get("new_foreign_keys", {}), f"{where} [new_foreign_keys]"),
         legacy_foreign_keys=_foreign_keys(data.get("legacy_foreign_keys", {}), f"{where} [legacy_foreign_keys]"),
+        rollback_method=str(mig.get("rollback_method", "restore")),
+        hooks={k: str(v) for k, v in data.get("hooks", {}).items()},
     )
+    if config.rollback_method not in ("restore", "sql"):
+        raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")
+    if config.rollback_method == "sql" and config.rollback_file is None:
+        raise ConfigError(f"{where} [migration]: rollback_method 'sql' needs rollback_file")
     for mapping in config.tables:
         if mapping.new not in config.new_schema:
             raise ConfigError(f"{where} [tables.{mapping.new}]: table is not in [new_schema]")
@@ -247,6 +259,12 @@ def load_environment(env: dict[str, str] | None = None) -> Environment:
             parse_key(key)
         except PhiKeyError as exc:
             raise ConfigError(str(exc)) from None
+    try:
+        headers = json.loads(env.get("GATE_API_HEADERS") or "{}")
+        if not isinstance(headers, dict):
+            raise ValueError
+    except ValueError:
+        raise ConfigError('GATE_API_HEADERS must be a JSON object, e.g. {"X-Maintenance-Bypass": "..."}') from None
     if env.get("DATABASE_URL") and not key:
         raise ConfigError("DATABASE_URL is set but PHI_ENCRYPTION_KEY is not: the checks need the key")
     return Environment(
@@ -259,6 +277,7 @@ def load_environment(env: dict[str, str] | None = None) -> Environment:
         app_log_file=Path(env["APP_LOG_FILE"]) if env.get("APP_LOG_FILE") else None,
         backup_file=Path(env["BACKUP_FILE"]) if env.get("BACKUP_FILE") else None,
         baseline_url=env.get("BASELINE_DATABASE_URL") or None,
+        api_headers={str(k): str(v) for k, v in headers.items()},
         extra={k: v for k, v in (("log_offset", env.get("APP_LOG_OFFSET")),
                                  ("allow_writes", env.get("GATE_ALLOW_WRITES"))) if v},
     )

@@ -19,6 +19,7 @@ import httpx
 import psycopg
 import pytest
 
+from migration_gate import checks
 from migration_gate.checks import CheckFailed
 from migration_gate.config import ROOT, ConfigError, GateConfig, load_config, load_environment
 from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
@@ -127,6 +128,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     session = GateSession(config)
     config.stash[GATE] = session
+    checks.RECORDER = []
     session.run_dir.mkdir(parents=True, exist_ok=True)
     name = _slug(config.getoption("markexpr")) or "all"
     if not config.option.htmlpath:
@@ -215,6 +217,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "exitstatus": int(exitstatus),
         "criteria": {cid: {"text": CRITERIA[cid].text, "phase": CRITERIA[cid].phase, "result": verdict,
                            "tests": tests} for cid, (verdict, tests) in sorted(outcomes.items())},
+        "checks": checks.RECORDER or [],
         "failure_criteria": {line: sorted(c for c in ids if outcomes.get(c, ("",))[0] == "failed")
                              for line, ids in FAILURE_CRITERIA.items()},
     }
@@ -279,10 +282,10 @@ def baseline_db(target: TargetState, gate_session: GateSession) -> Iterator[psyc
 
 
 @pytest.fixture
-def api(target: TargetState) -> Iterator[httpx.Client]:
+def api(target: TargetState, gate_session: GateSession) -> Iterator[httpx.Client]:
     if not target.api_base_url:
         pytest.fail("API_BASE_URL is not set: the API checks need the app's address")
-    with httpx.Client(base_url=target.api_base_url, timeout=30) as client:
+    with httpx.Client(base_url=target.api_base_url, timeout=30, headers=gate_session.env.api_headers) as client:
         yield client
 
 

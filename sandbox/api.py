@@ -11,6 +11,7 @@ Run with ``python -m sandbox.api``; configuration comes from the environment, re
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import math
 import os
@@ -51,6 +52,7 @@ SELF_TEST_TEXT = "phi-encryption-self-test"
 
 NOT_FOUND = {"error": "NOT_FOUND", "message": "API endpoint not found"}
 RBAC_DENIED = {"error": "Insufficient permissions: Therapist role or above required"}
+BYPASS_HEADER = "X-Maintenance-Bypass"
 MAINTENANCE_HTML = (
     "<!doctype html><html><head><meta charset=\"utf-8\"><title>Maintenance</title></head>"
     "<body><h1>Down for maintenance</h1><p>We are upgrading the system. Please try again in a few minutes.</p>"
@@ -77,6 +79,7 @@ class Config:
     log_file: Path | None
     port: int
     environment: str
+    maintenance_bypass: str | None = None  # a secret header value that lets the gate check the app in maintenance
 
 
 def load_config(env: Mapping[str, str]) -> Config:
@@ -103,6 +106,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         log_file=Path(env["API_LOG_FILE"]) if env.get("API_LOG_FILE") else None,
         port=int(port_text),
         environment=env.get("NODE_ENV") or "development",
+        maintenance_bypass=env.get("MAINTENANCE_BYPASS_TOKEN") or None,
     )
 
 
@@ -426,7 +430,7 @@ class ApiApp:
             endpoint, _ = self.url_map.bind_to_environ(request.environ).match()
         except HTTPException:  # not found, wrong method, redirects: all "no such endpoint" here
             endpoint = None
-        if request.path not in ("/health", "/api/health") and self.in_maintenance():
+        if request.path not in ("/health", "/api/health") and self.in_maintenance() and not self.bypassed(request):
             return self.maintenance_response(request), endpoint is not None
         if endpoint is None:
             return json_response(NOT_FOUND, 404), False
@@ -474,6 +478,12 @@ class ApiApp:
     def in_maintenance(self) -> bool:
         flag = self.config.maintenance_file
         return flag is not None and flag.exists()
+
+    def bypassed(self, request: Request) -> bool:
+        """The operator's checks may pass maintenance mode with the secret bypass header (hosts offer the same)."""
+        token = self.config.maintenance_bypass
+        offered = request.headers.get(BYPASS_HEADER, "")
+        return bool(token) and hmac.compare_digest(offered.encode(), token.encode())
 
     @staticmethod
     def maintenance_response(request: Request) -> Response:

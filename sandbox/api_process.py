@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -39,8 +40,14 @@ class ApiProcess:
         self.maintenance_file = Path(maintenance_file)
         self.port = port or free_port()
         self.jwt_secret = jwt_secret
+        self.bypass_token = secrets.token_hex(16)
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
+
+    @property
+    def bypass_headers(self) -> dict[str, str]:
+        """Headers that let the operator's checks through maintenance mode."""
+        return {"X-Maintenance-Bypass": self.bypass_token}
 
     @property
     def base_url(self) -> str:
@@ -66,6 +73,7 @@ class ApiProcess:
             "MAINTENANCE_FLAG_FILE": str(self.maintenance_file),
             "API_LOG_FILE": str(self.log_file),
             "PORT": str(self.port),
+            "MAINTENANCE_BYPASS_TOKEN": self.bypass_token,
         })
         return env
 
@@ -89,6 +97,10 @@ class ApiProcess:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"API did not answer GET /health within {START_TIMEOUT:.0f}s")
+
+    def detach(self) -> None:
+        """Leave the server running after we exit (scripts/rehearse --keep)."""
+        self._proc = None
 
     def stop(self) -> None:
         """SIGTERM, wait, then SIGKILL if it does not go."""
@@ -134,3 +146,16 @@ class ApiProcess:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+class SandboxHooks:
+    """The cut-over's hooks for the sandbox: maintenance is the flag file, a deploy is a restart with the flag."""
+
+    def __init__(self, api: ApiProcess) -> None:
+        self.api = api
+
+    def maintenance(self, on: bool) -> None:
+        self.api.maintenance(on)
+
+    def deploy(self, use_hipaa_schema: bool) -> None:
+        self.api.restart(use_hipaa_schema=use_hipaa_schema)

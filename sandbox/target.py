@@ -54,6 +54,8 @@ class Sandbox:
     def stop(self, keep: bool = False) -> None:
         if self.api is not None and not keep:
             self.api.stop()
+        elif self.api is not None:
+            self.api.detach()
         if self.cluster is not None:
             if keep:
                 self.cluster.keep()

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 FIRST_IDS = 5
+# When a phase-suite run sets this to a list, every expect() records (check, checked, problems) for the report.
+RECORDER: list[dict] | None = None
 
 
 class CheckFailed(AssertionError):
@@ -32,6 +34,9 @@ class Result:
     def expect(self) -> Result:
         """Raise CheckFailed naming every problem; return self when there are none."""
         __tracebackhide__ = True
+        if RECORDER is not None:
+            RECORDER.append({"check": self.check, "checked": self.checked, "problems": len(self.problems),
+                             "notes": list(self.notes)})
         if self.problems:
             shown = self.problems[:20]
             more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""

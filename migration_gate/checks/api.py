@@ -645,3 +645,17 @@ def log_clean(log_file: Path, since_offset: int = 0) -> Result:
         if numbers:
             result.add(f"{log_file.name}: {len(numbers)} lines hold what looks like {label} ({_lines(numbers)})")
     return result
+
+
+def maintenance_active(client: httpx.Client, probe_path: str = "/api/patients") -> Result:
+    """Maintenance mode is on: the app answers 503 with Retry-After, while health still answers."""
+    result = Result("maintenance mode on")
+    response = _send(client, "GET", probe_path)
+    if response.status_code != 503:
+        result.add(f"GET {probe_path}: {response.status_code}, expected 503 in maintenance mode")
+    elif not response.headers.get("Retry-After"):
+        result.add(f"GET {probe_path}: 503 without a Retry-After header")
+    health_status = _send(client, "GET", "/health").status_code
+    if health_status != 200:
+        result.add(f"GET /health: {health_status} during maintenance, expected 200")
+    return result

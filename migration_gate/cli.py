@@ -1,0 +1,279 @@
+"""Command lines behind scripts/: cutover, rehearse, backup, migrate, rollback.
+
+Exit codes (all commands):
+  0  green: every gate passed
+  1  red: a gate failed; nothing was migrated, or the rollback ran and was verified
+  2  bad usage or configuration (one line)
+  3  red and the rollback could NOT be verified: a human must look now
+  4  refused: another cut-over holds the database, earlier gates are not green, or the backup changed
+  130 interrupted (the run's state is kept; the next invocation resumes or rolls back)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from migration_gate import backup, signoff
+from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
+from migration_gate.gate import (
+    PLAN,
+    CutoverTarget,
+    Gate,
+    GateError,
+    Refused,
+    RunState,
+    ShellHooks,
+    schema_state,
+    unfinished_runs,
+)
+from migration_gate.migration import load as load_migration
+from migration_gate.progress import Progress
+from migration_gate.redact import describe_target, redact_text
+
+EXIT = {"green": 0, "red": 1, "rolled-back": 1, "rollback-failed": 3, "refused": 4, "interrupted": 130}
+EPILOG = __doc__.split("\n", 2)[2]
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=None, help="migration description (default: migration.toml)")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    return parser
+
+
+def _new_run_dir(reports: Path, kind: str) -> Path:
+    return reports / f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
+
+
+def _summary(state: RunState, report: Path | None) -> dict:
+    return {"verdict": state.status, "exit_code": EXIT.get(state.status, 1), "run_dir": state.run_dir,
+            "signoff": str(report) if report else None, "failure": state.failure,
+            "rollback_verified": state.rollback_verified, "downtime_minutes": state.downtime_minutes,
+            "phases": [{"name": p.name, "status": p.status, "seconds": p.seconds, "over_budget": p.over_budget}
+                       for p in state.phases + state.rollback_phases],
+            "counts": state.counts, "forced": state.forced}
+
+
+def _finish(args: argparse.Namespace, gate: GateConfig, state: RunState, environment: dict[str, str]) -> int:
+    report = signoff.write(state, Path(state.run_dir), environment, gate.downtime_minutes)
+    if args.json:
+        print(json.dumps(_summary(state, report), indent=2))
+    else:
+        print(f"\nVerdict: {state.status.upper()}" + (f" - {state.failure}" if state.failure else ""))
+        for record in state.phases + state.rollback_phases:
+            if record.status != "pending":
+                flag = "  OVER BUDGET" if record.over_budget else ""
+                print(f"  {record.name:<18} {record.status:<8} {record.seconds or 0:8.1f} s{flag}")
+        if state.downtime_minutes is not None:
+            print(f"  downtime {state.downtime_minutes:.2f} min (limit {gate.downtime_minutes:.0f})")
+        print(f"Sign-off: {report}")
+    return EXIT.get(state.status, 1)
+
+
+def _real_target(gate: GateConfig) -> CutoverTarget:
+    env = load_environment()
+    missing = [n for n, v in (("DATABASE_URL", env.database_url), ("PHI_ENCRYPTION_KEY", env.phi_key),
+                              ("API_BASE_URL", env.api_base_url), ("GATE_API_USERNAME", env.api_username),
+                              ("GATE_API_PASSWORD", env.api_password)) if not v]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} not set (scripts/rehearse runs on the embedded sandbox instead)")
+    return CutoverTarget(dsn=env.database_url, key=env.phi_key, api_base_url=env.api_base_url,
+                         api_username=env.api_username, api_password=env.api_password,
+                         hooks=ShellHooks(gate.hooks), app_log_file=env.app_log_file)
+
+
+def _environment(target: CutoverTarget, gate: GateConfig) -> dict[str, str]:
+    return {"Target": describe_target(target.dsn), "API": target.api_base_url, "Configuration": str(gate.path),
+            "Run by": os.environ.get("USER") or str(os.getuid()), "Host": os.uname().nodename}
+
+
+def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTarget, reports: Path,
+                   progress: Progress) -> Gate:
+    """An interrupted run for this target is resumed (or, with --rollback-interrupted, rolled back)."""
+    pending = unfinished_runs(reports, describe_target(target.dsn))
+    if not pending:
+        return Gate(gate, target, _new_run_dir(reports, "cutover"), progress, force=args.force)
+    run_dir = pending[-1]
+    state = RunState.load(run_dir)
+    with psycopg.connect(target.dsn) as conn:
+        where = schema_state(conn, gate)
+    migration_record = state.phase("migration")
+    if where == "migrated" and migration_record.status != "passed":
+        migration_record.status, migration_record.detail = "passed", "committed before the interruption"
+    elif where == "legacy" and migration_record.status == "running":
+        migration_record.status = "pending"
+    for record in state.phases:
+        if record.status == "running":
+            record.status = "pending"
+    state.pid = os.getpid()
+    resumed = Gate(gate, target, run_dir, progress, force=args.force or state.forced, state=state)
+    if args.rollback_interrupted:
+        progress.say(f"rolling back the interrupted run {run_dir.name} (database is {where})")
+        resumed.rollback_only = True
+    else:
+        following = next((r.name for r in state.phases if r.status != "passed"), "sign-off")
+        progress.say(f"resuming the interrupted run {run_dir.name} at phase {following} (database is {where})")
+    return resumed
+
+
+def cutover(argv: list[str] | None = None) -> int:
+    parser = _parser("scripts/cutover", "Run the migration day against the target in the environment: "
+                                        "pre-checks, maintenance, backup, migration, integrity, deploy, post-checks, "
+                                        "go-live, sign-off; roll back by itself when a gate after the migration fails.")
+    parser.add_argument("--force", action="store_true", help="migrate even when pre-checks or backup are not green "
+                                                             "(recorded in the report)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and check the inputs; change nothing")
+    parser.add_argument("--rollback-interrupted", action="store_true",
+                        help="roll back an interrupted run instead of resuming it")
+    args = parser.parse_args(argv)
+    progress = Progress(quiet=args.quiet or args.json)
+    try:
+        gate = load_config(args.config)
+        target = _real_target(gate)
+        if args.dry_run:
+            return dry_run(gate, target, args)
+        runner = _resume_or_new(args, gate, target, load_environment().reports_dir, progress)
+        state = runner.run_rollback_only() if getattr(runner, "rollback_only", False) else runner.run()
+    except ConfigError as exc:
+        print(f"cutover: {exc}", file=sys.stderr)
+        return 2
+    except Refused as exc:
+        print(f"cutover: {exc}", file=sys.stderr)
+        return 4
+    except (GateError, psycopg.Error) as exc:
+        print(redact_text(f"cutover: {exc}".splitlines()[0]), file=sys.stderr)
+        return 1
+    return _finish(args, gate, state, _environment(target, gate))
+
+
+def dry_run(gate: GateConfig, target: CutoverTarget, args: argparse.Namespace) -> int:
+    """What a cut-over would do, after checking that its inputs are usable: nothing is changed."""
+    steps = load_migration(gate.migration_file)
+    with psycopg.connect(target.dsn, connect_timeout=10) as conn:
+        where = schema_state(conn, gate)
+        version = conn.execute("SHOW server_version").fetchone()[0]
+    plan = {"target": describe_target(target.dsn), "server_version": version, "database_schema": where,
+            "migration_file": str(gate.migration_file), "statements": sum(s.kind == "sql" for s in steps),
+            "data_steps": [s.text for s in steps if s.kind == "data"], "rollback": gate.rollback_method,
+            "phases": [{"name": p, "budget_minutes": gate.phase_minutes.get(p)} for p in PLAN],
+            "downtime_limit_minutes": gate.downtime_minutes, "hooks": sorted(gate.hooks)}
+    if args.json:
+        print(json.dumps(plan, indent=2))
+    else:
+        print(f"Dry run against {plan['target']} (PostgreSQL {version}; schema now: {where})")
+        print(f"  migration {gate.migration_file.name}: {plan['statements']} statements, data steps "
+              f"{', '.join(plan['data_steps']) or 'none'}; rollback by {gate.rollback_method}")
+        print(f"  phases: {' -> '.join(PLAN)}; downtime limit {gate.downtime_minutes:.0f} min")
+        print("  nothing was changed")
+    return 0 if where == "legacy" else 1
+
+
+PHASE_COMMANDS = {
+    "precheck": (["premigration"], "Run the pre-migration checks against the target and record them in a run."),
+    "backup": (["backup"], "Back up the target (pg_dump custom format, owner-only file, sha256 and versions "
+                           "recorded), then run the backup checks."),
+    "migrate": (["migration"], "Run the migration file in one transaction (lock_timeout, statement_timeout, "
+                               "progress per statement). Refuses unless this run's pre-checks and backup are "
+                               "green (--force overrides, and the report says so). A failed migration changes "
+                               "nothing."),
+}
+
+
+def phase_command(name: str, argv: list[str] | None = None) -> int:
+    """One or more phases of a cut-over run, recorded in its run folder (the next command continues it)."""
+    phases, description = PHASE_COMMANDS[name]
+    parser = _parser(f"scripts/{name}", description)
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="the run to record into (default: the unfinished run for this target, or a new one)")
+    parser.add_argument("--force", action="store_true", help="(migrate) run even when earlier gates are not green")
+    args = parser.parse_args(argv)
+    args.rollback_interrupted = False
+    progress = Progress(quiet=args.quiet or args.json)
+    try:
+        gate = load_config(args.config)
+        target = _real_target(gate)
+        if args.run_dir:
+            state = RunState.load(args.run_dir) if (args.run_dir / "state.json").exists() else None
+            runner = Gate(gate, target, args.run_dir, progress, force=args.force, state=state)
+        else:
+            runner = _resume_or_new(args, gate, target, load_environment().reports_dir, progress)
+        state = runner.run(only=phases)
+    except ConfigError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    except Refused as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 4
+    except (GateError, psycopg.Error) as exc:
+        print(redact_text(f"{name}: {exc}".splitlines()[0]), file=sys.stderr)
+        return 1
+    records = [state.phase(p) for p in phases]
+    ok = all(r.status == "passed" for r in records)
+    if args.json:
+        print(json.dumps({"ok": ok, "run_dir": state.run_dir, "phases": [dataclasses.asdict(r) for r in records],
+                          "backup": state.backup}, indent=2))
+    else:
+        for record in records:
+            print(f"{record.name}: {record.status.upper()} in {record.seconds or 0:.1f} s - {record.detail or ''}")
+        print(f"run folder: {state.run_dir}")
+    return 0 if ok else 1
+
+
+def rollback_command(argv: list[str] | None = None) -> int:
+    parser = _parser("scripts/rollback", "Restore the verified backup of a run (or run the rollback SQL when "
+                                         "[migration] rollback_method = 'sql'), put the app back on the legacy "
+                                         "schema and run the rollback checks. Refuses a backup whose sha256 no "
+                                         "longer matches.")
+    parser.add_argument("--run-dir", type=Path, required=True, help="the cut-over run whose backup to restore")
+    args = parser.parse_args(argv)
+    progress = Progress(quiet=args.quiet or args.json)
+    try:
+        gate = load_config(args.config)
+        target = _real_target(gate)
+        if not (args.run_dir / "state.json").exists():
+            raise ConfigError(f"{args.run_dir} is not a run folder (no state.json)")
+        state = Gate(gate, target, args.run_dir, progress, state=RunState.load(args.run_dir)).run_rollback_only()
+    except ConfigError as exc:
+        print(f"rollback: {exc}", file=sys.stderr)
+        return 2
+    except (Refused, backup.BackupError) as exc:
+        print(f"rollback: {exc}", file=sys.stderr)
+        return 4
+    except (GateError, psycopg.Error) as exc:
+        print(redact_text(f"rollback: {exc}".splitlines()[0]), file=sys.stderr)
+        return 3
+    return _finish(args, gate, state, _environment(target, gate))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    names = ["cutover", "rehearse", *PHASE_COMMANDS, "rollback"]
+    if not argv or argv[0] not in names:
+        print(f"usage: python -m migration_gate.cli {{{','.join(names)}}} [--help]", file=sys.stderr)
+        return 2
+    name, rest = argv[0], argv[1:]
+    if name == "rehearse":
+        from migration_gate.rehearse import main as rehearse_main  # needs the sandbox package
+        return rehearse_main(rest)
+    if name in PHASE_COMMANDS:
+        return phase_command(name, rest)
+    return {"cutover": cutover, "rollback": rollback_command}[name](rest)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: the run's state is kept in its folder; run the same command again to resume or roll "
+              "back", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,169 @@
+"""The sign-off report: one self-contained HTML file a compliance officer can read, attach and sign.
+
+Built only from the run's state and the phase reports' criteria files: names, counts, timings and digests,
+never data values. Every artifact of the run is listed with its sha256, so any later edit shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
+
+from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
+from migration_gate.gate import RunState, budget_report
+
+PHI_WORDS = ("PHI", "decrypt", "ciphertext", "IV", "hash", "plaintext")
+VERDICTS = {
+    "green": ("PASSED", "#1a7f37", "The migration passed every gate. The system is live on the new schema."),
+    "rolled-back": ("FAILED - ROLLED BACK", "#b35900",
+                    "A gate failed after the migration started. The backup was restored and the rollback verified."),
+    "red": ("FAILED - NOT MIGRATED", "#b35900", "A gate failed before the migration; the database was not changed."),
+    "rollback-failed": ("FAILED - ROLLBACK NOT VERIFIED", "#cf222e",
+                        "A gate failed and the rollback could not be verified. Manual intervention is required."),
+    "refused": ("REFUSED", "#cf222e", "The gate refused to proceed."),
+    "interrupted": ("INTERRUPTED", "#cf222e", "The run was interrupted; the next invocation resumes or rolls back."),
+    "running": ("INCOMPLETE", "#cf222e", "The run has not finished."),
+}
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;
+color:#1f2328;line-height:1.4}h1{margin-bottom:.2em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em;
+margin-top:1.6em}table{border-collapse:collapse;width:100%;margin:.5em 0}th,td{border:1px solid #d0d7de;
+padding:4px 8px;text-align:left;vertical-align:top;font-size:14px}th{background:#f6f8fa}.verdict{color:#fff;
+padding:.6em 1em;border-radius:6px;font-size:1.3em;font-weight:600}.ok{color:#1a7f37;font-weight:600}
+.bad{color:#cf222e;font-weight:600}.muted{color:#59636e}.sign td{height:3em}code{font-size:13px;word-break:break-all}
+@media print{body{margin:0}}
+"""
+
+
+def _cls(ok: bool) -> str:
+    return "ok" if ok else "bad"
+
+
+def _criteria(run_dir: Path) -> tuple[dict[str, dict], list[dict]]:
+    merged: dict[str, dict] = {}
+    checks: list[dict] = []
+    for path in sorted(run_dir.glob("*/criteria-*.json")):
+        data = json.loads(path.read_text())
+        checks.extend(data.get("checks", []))
+        for cid, entry in data["criteria"].items():
+            entry = dict(entry, report=str(path.parent.relative_to(run_dir)))
+            if cid in merged and merged[cid]["result"] == "failed":
+                continue
+            merged[cid] = entry
+    return merged, checks
+
+
+def artifacts(run_dir: Path, exclude: Path | None = None) -> list[tuple[str, int, str]]:
+    found = []
+    for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+        if path == exclude or path.name.endswith(".tmp"):
+            continue
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.stat().st_size < (1 << 31) else "(large)"
+        found.append((str(path.relative_to(run_dir)), path.stat().st_size, digest))
+    return found
+
+
+def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime_limit: float = 180.0) -> str:
+    label, colour, sentence = VERDICTS.get(state.status, VERDICTS["running"])
+    criteria, checks = _criteria(run_dir)
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Migration sign-off: {escape(label)}"
+             f"</title><style>{CSS}</style></head><body>",
+             "<h1>HIPAA schema migration: sign-off</h1>",
+             f"<p class='muted'>Run {escape(Path(state.run_dir).name)} against {escape(state.target)}; started "
+             f"{escape(state.started)} UTC, finished {escape(state.finished or '-')} UTC.</p>",
+             f"<p class='verdict' style='background:{colour}'>Verdict: {escape(label)}</p>",
+             f"<p>{escape(sentence)}</p>"]
+    if state.failure:
+        parts.append(f"<p><b>What failed:</b> {escape(state.failure)}</p>")
+    if state.rollback_verified is not None:
+        parts.append(f"<p><b>Rollback verified:</b> <span class='{_cls(state.rollback_verified)}'>"
+                     f"{'yes' if state.rollback_verified else 'NO'}</span></p>")
+    if state.forced:
+        parts.append("<p class='bad'>The migration was FORCED past a gate that was not green (--force).</p>")
+
+    parts.append("<h2>Timeline</h2><table><tr><th>Phase</th><th>Status</th><th>Started (UTC)</th>"
+                 "<th>Duration</th><th>Detail</th><th>Report</th></tr>")
+    for record in state.phases + state.rollback_phases:
+        report = (f"<a href='{escape(record.report)}'>{escape(record.report)}</a>" if record.report else "")
+        seconds = f"{record.seconds:.1f} s" if record.seconds is not None else "-"
+        parts.append(f"<tr><td>{escape(record.name)}</td><td class='{_cls(record.status in ('passed', 'pending'))}'>"
+                     f"{escape(record.status)}</td><td>{escape(record.started or '-')}</td><td>{seconds}</td>"
+                     f"<td>{escape(record.detail or '')}</td><td>{report}</td></tr>")
+    parts.append("</table><table><tr><th>Checklist timebox</th><th>Used</th><th>Budget</th><th></th></tr>")
+    for name, used, budget, over in budget_report(state):
+        parts.append(f"<tr><td>{escape(name)}</td><td>{used:.2f} min</td><td>{budget or '-'} min</td>"
+                     f"<td class='{_cls(not over)}'>{'OVER BUDGET' if over else 'within'}</td></tr>")
+    downtime = state.downtime_minutes
+    parts.append(f"<tr><td><b>Downtime</b> (maintenance on to off)</td><td>"
+                 f"{f'{downtime:.2f} min' if downtime is not None else '-'}</td><td>limit {downtime_limit:.0f} min</td>"
+                 f"<td class='{_cls(not state.downtime_over_limit)}'>"
+                 f"{'OVER THE LIMIT' if state.downtime_over_limit else 'within'}</td></tr></table>")
+
+    parts.append("<h2>Success criteria</h2><table><tr><th>Criterion</th><th>Result</th><th>Tests</th></tr>")
+    for cid, criterion in CRITERIA.items():
+        entry = criteria.get(cid)
+        result = entry["result"] if entry else "not run"
+        tests = "<br>".join(f"<code>{escape(t)}</code>" for t in (entry or {}).get("tests", []))
+        parts.append(f"<tr><td><b>{cid}</b> {escape(criterion.text)}</td><td class='{_cls(result == 'passed')}'>"
+                     f"{escape(result)}</td><td>{tests}</td></tr>")
+    parts.append("</table><h2>Failure criteria</h2><p class='muted'>The checklist's \"the migration fails if\" "
+                 "lines: each is met when any criterion behind it failed.</p><table><tr><th>Fails if</th>"
+                 "<th>Criteria</th><th>Met?</th></tr>")
+    for line, ids in FAILURE_CRITERIA.items():
+        met = [c for c in ids if criteria.get(c, {}).get("result") == "failed"]
+        parts.append(f"<tr><td>{escape(line)}</td><td>{', '.join(ids)}</td><td class='{_cls(not met)}'>"
+                     f"{'YES: ' + ', '.join(met) if met else 'no'}</td></tr>")
+    over = state.downtime_over_limit
+    parts.append(f"<tr><td>Downtime over 3 hours</td><td>timeline</td><td class='{_cls(not over)}'>"
+                 f"{'YES' if over else 'no'}</td></tr></table>")
+
+    if state.counts:
+        parts.append("<h2>Row counts: legacy (at backup) vs new</h2><table><tr><th>Legacy table</th><th>Rows</th>"
+                     "<th>New table</th><th>Rows</th><th></th></tr>")
+        for row in state.counts:
+            same = row["legacy_rows"] == row["new_rows"]
+            new_rows = "-" if row["new_rows"] is None else f"{row['new_rows']:,}"
+            parts.append(f"<tr><td>{escape(row['legacy'])}</td><td>{row['legacy_rows']:,}</td><td>"
+                         f"{escape(row['new'])}</td><td>{new_rows}</td>"
+                         f"<td class='{_cls(same)}'>{'equal' if same else 'DIFFERENT'}</td></tr>")
+        parts.append("</table>")
+
+    phi = [c for c in checks if any(w in c["check"] for w in PHI_WORDS)]
+    parts.append("<h2>PHI verification</h2><table><tr><th>Check</th><th>Values or rows checked</th>"
+                 "<th>Problems</th></tr>")
+    for check in phi:
+        parts.append(f"<tr><td>{escape(check['check'])}</td><td>{check['checked']:,}</td>"
+                     f"<td class='{_cls(not check['problems'])}'>{check['problems']}</td></tr>")
+    parts.append(f"<tr><th>Total</th><th>{sum(c['checked'] for c in phi):,}</th>"
+                 f"<th>{sum(c['problems'] for c in phi)}</th></tr></table>")
+
+    if state.backup:
+        parts.append("<h2>Backup</h2><table>" + "".join(
+            f"<tr><th>{escape(k)}</th><td><code>{escape(str(state.backup.get(k, '')))}</code></td></tr>"
+            for k in ("path", "size", "sha256", "taken_at", "server_version", "pg_dump_version")) + "</table>")
+
+    parts.append("<h2>Environment</h2><table>" + "".join(
+        f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in environment.items()) +
+        f"<tr><th>Migration file</th><td><code>{escape(state.migration_file)}</code></td></tr>"
+        f"<tr><th>Migration sha256</th><td><code>{escape(state.migration_sha256)}</code></td></tr></table>")
+
+    parts.append("<h2>Artifacts</h2><p class='muted'>sha256 of every file of this run, taken when this report was "
+                 "written: any later edit shows.</p><table><tr><th>File</th><th>Bytes</th><th>sha256</th></tr>")
+    for name, size, digest in artifacts(run_dir, exclude=run_dir / "signoff.html"):
+        parts.append(f"<tr><td><a href='{escape(name)}'>{escape(name)}</a></td><td>{size:,}</td>"
+                     f"<td><code>{digest}</code></td></tr>")
+    parts.append("</table><h2>Approvals</h2><table class='sign'><tr><th>Role</th><th>Name</th><th>Signature</th>"
+                 "<th>Date</th></tr>" + "".join(f"<tr><td>{r}</td><td></td><td></td><td></td></tr>" for r in (
+                     "Release manager", "Database administrator", "Compliance / privacy officer")) + "</table>")
+    parts.append(f"<p class='muted'>Generated {datetime.now(UTC).isoformat(timespec='seconds')} by "
+                 "hipaa-migration-gate. Contains no PHI: tables, counts, timings and digests only.</p></body></html>")
+    return "".join(parts)
+
+
+def write(state: RunState, run_dir: Path, environment: dict[str, str], downtime_limit: float = 180.0) -> Path:
+    path = run_dir / "signoff.html"
+    path.write_text(render(state, run_dir, environment, downtime_limit), encoding="utf-8")
+    return path
