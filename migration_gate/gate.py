@@ -244,7 +244,7 @@ class Gate:
         folder = self.run_dir / record.name
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "-m", marker, f"--gate-run-dir={folder}", "-p", "no:cacheprovider",
-             "-q", "--no-header", "-rN", "--tb=line"], cwd=ROOT, env=self._suite_env(), capture_output=True,
+             "-q", "--no-header", "-rf", "--tb=line"], cwd=ROOT, env=self._suite_env(), capture_output=True,
             text=True)
         record.report = str((folder / f"{marker}.html").relative_to(self.run_dir))
         (folder).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,221 @@
+"""The gate end to end on the sandbox: a clean cut-over is green with a sign-off; a migration broken at each
+phase ends red at that phase with a verified rollback and the database equal to its state before; an
+interrupted migration never leaves a half-migrated database, and the next invocation resumes; a second
+cut-over against the same database refuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from migration_gate import catalog, migration
+from migration_gate.checksums import database_checksums
+from migration_gate.config import load_config
+from migration_gate.gate import LOCK_KEY, CutoverTarget, Gate, Refused, RunState, schema_state
+from migration_gate.progress import Progress
+from sandbox.api_process import SandboxHooks
+from sandbox.synthetic import SANDBOX_KEY
+from sandbox.target import Sandbox
+from tests.conftest import MIGRATION, ROOT
+
+PATIENTS = 150
+# Faults that only strike the real run, not the scratch copy the pre-checks rehearse on (as a lock timeout or
+# production-only data would): so the pre-checks pass and the fault shows at its own phase.
+NOT_SCRATCH = "current_database() NOT LIKE 'gate_scratch%'"
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path):
+    box = Sandbox(workdir=tmp_path / "sandbox", patients=PATIENTS, progress=Progress(quiet=True)).start()
+    yield box
+    box.stop()
+
+
+def _target(box: Sandbox, hooks=None) -> CutoverTarget:
+    gate = load_config()
+    return CutoverTarget(dsn=box.dsn, key=SANDBOX_KEY, api_base_url=box.api.base_url,
+                         api_username=gate.sandbox_username, api_password=gate.sandbox_password,
+                         hooks=hooks or SandboxHooks(box.api), app_log_file=box.api.log_file,
+                         api_headers=box.api.bypass_headers)
+
+
+def _snapshot(dsn: str, audit: bool = True) -> tuple:
+    """Content and schema of every legacy table (audit_logs_hipaa left out when the run's own audited reads,
+    as the app must log them, are expected to have added rows)."""
+    tables = [t for t in load_config().legacy_schema if audit or t != "audit_logs_hipaa"]
+    with psycopg.connect(dsn) as conn:
+        return database_checksums(conn, tables), catalog.fingerprint(conn, tables)
+
+
+def _broken_migration(tmp_path: Path, sql: str) -> Path:
+    path = tmp_path / "broken.sql"
+    path.write_text(MIGRATION.read_text() + f"\nDO $$ BEGIN IF {NOT_SCRATCH} THEN {sql} END IF; END $$;\n")
+    return path
+
+
+def _cutover(box: Sandbox, run_dir: Path, migration_file: Path | None = None, hooks=None) -> RunState:
+    if migration_file:
+        os.environ["GATE_MIGRATION_FILE"] = str(migration_file)
+    try:
+        return Gate(load_config(), _target(box, hooks), run_dir, Progress(quiet=True)).run()
+    finally:
+        os.environ.pop("GATE_MIGRATION_FILE", None)
+
+
+def test_a_clean_cut_over_is_green_with_a_sign_off(sandbox: Sandbox, tmp_path: Path) -> None:
+    from migration_gate import signoff
+    state = _cutover(sandbox, tmp_path / "run")
+    assert state.status == "green", state.failure
+    assert [p.status for p in state.phases] == ["passed"] * 8
+    assert all(row["legacy_rows"] == row["new_rows"] for row in state.counts) and state.counts
+    report = signoff.write(state, tmp_path / "run", {"Target": "sandbox"}).read_text()
+    assert "Verdict: PASSED" in report and "POST-16" in report and "Approvals" in report
+    with psycopg.connect(sandbox.dsn) as conn:
+        assert schema_state(conn, load_config()) == "migrated"
+
+
+class FailingHooks(SandboxHooks):
+    def __init__(self, api, fail_on: str) -> None:
+        super().__init__(api)
+        self.fail_on = fail_on
+
+    def deploy(self, use_hipaa_schema: bool) -> None:
+        if self.fail_on == "deploy" and use_hipaa_schema:
+            self.api.restart(use_hipaa_schema=False)  # the host kept the old flag
+            return
+        super().deploy(use_hipaa_schema)
+
+    def maintenance(self, on: bool) -> None:
+        if self.fail_on == "golive" and not on and not getattr(self, "failed_once", False):
+            self.failed_once = True
+            from migration_gate.gate import GateError
+            raise GateError("the host's API refused to switch maintenance off")
+        super().maintenance(on)
+
+
+BROKEN = {
+    "migration": ("RAISE EXCEPTION 'lock timeout on the real database';", None),
+    "integrity": ("DELETE FROM clinical_sessions WHERE status = 'cancelled';", None),
+    "postmigration": ("ALTER TABLE audit_logs_hipaa ALTER COLUMN id DROP DEFAULT;", None),
+    "deploy": (None, "deploy"),
+    "golive": (None, "golive"),
+}
+
+
+@pytest.mark.parametrize("phase", list(BROKEN))
+def test_a_cut_over_broken_at_each_phase_ends_red_there_with_a_verified_rollback(sandbox: Sandbox, tmp_path: Path,
+                                                                                   phase: str) -> None:
+    before = _snapshot(sandbox.dsn, audit=False)
+    sql, hook = BROKEN[phase]
+    broken = _broken_migration(tmp_path, sql) if sql else None
+    hooks = FailingHooks(sandbox.api, hook) if hook else None
+    state = _cutover(sandbox, tmp_path / "run", broken, hooks)
+    assert state.status == "rolled-back", (state.status, state.failure)
+    assert state.failure.startswith(f"phase {phase} failed")
+    statuses = {p.name: p.status for p in state.phases}
+    assert statuses[phase] == "failed"
+    assert all(statuses[p] == "passed" for p in list(statuses)[:list(statuses).index(phase)])
+    assert state.rollback_verified is True
+    assert [p.status for p in state.rollback_phases] == ["passed", "passed", "passed"]
+    assert _snapshot(sandbox.dsn, audit=False) == before, "the database differs from its state before the cut-over"
+    assert state.phase("rollback checks").status == "passed"  # RB-02: every table equal to the backup's record
+
+
+def test_a_failing_pre_check_stops_before_anything_changes(sandbox: Sandbox, tmp_path: Path) -> None:
+    with psycopg.connect(sandbox.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE clients_hipaa SET email_encrypted = 'jane@example.com' WHERE id = 1")
+    before = _snapshot(sandbox.dsn, audit=False)
+    state = _cutover(sandbox, tmp_path / "run")
+    assert state.status == "red" and state.phases[0].status == "failed"
+    assert [p.status for p in state.phases[1:]] == ["pending"] * 7
+    assert _snapshot(sandbox.dsn, audit=False) == before
+
+
+def test_the_migration_refuses_without_green_gates_unless_forced(sandbox: Sandbox, tmp_path: Path) -> None:
+    gate = Gate(load_config(), _target(sandbox), tmp_path / "run", Progress(quiet=True))
+    with pytest.raises(Refused, match="premigration, backup not green in this run"):
+        gate.run(only=["migration"])
+    forced = Gate(load_config(), _target(sandbox), tmp_path / "forced", Progress(quiet=True), force=True)
+    state = forced.run(only=["migration"])
+    assert state.phase("migration").status == "passed" and state.forced
+
+
+def test_a_second_cut_over_against_the_same_database_refuses(sandbox: Sandbox, tmp_path: Path) -> None:
+    with psycopg.connect(sandbox.dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        with pytest.raises(Refused, match="another cut-over is running"):
+            _cutover(sandbox, tmp_path / "run")
+    with psycopg.connect(sandbox.dsn) as conn:
+        assert schema_state(conn, load_config()) == "legacy"
+
+
+def _cli(box: Sandbox, *args: str, reports: Path) -> subprocess.Popen:
+    env = dict(os.environ, DATABASE_URL=box.dsn, PHI_ENCRYPTION_KEY=SANDBOX_KEY, API_BASE_URL=box.api.base_url,
+               GATE_API_USERNAME="demo_therapist1", GATE_API_PASSWORD="demo-password-1",
+               GATE_REPORTS_DIR=str(reports), GATE_API_HEADERS=json.dumps(box.api.bypass_headers))
+    return subprocess.Popen([sys.executable, "-m", "migration_gate.cli", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_killed_migration_is_never_half_way_and_the_next_run_resumes(sandbox: Sandbox, tmp_path: Path) -> None:
+    before = _snapshot(sandbox.dsn)
+    slow = tmp_path / "slow.sql"
+    text = MIGRATION.read_text()
+    # a pause in the middle of the migration, after the patients table was rebuilt: the worst moment to die
+    slow.write_text(text.replace("-- 7. sessions_hipaa becomes", "SELECT pg_sleep(30);\n-- 7. sessions_hipaa becomes"))
+    os.environ["GATE_MIGRATION_FILE"] = str(slow)
+    try:
+        child = _cli(sandbox, "migrate", "--force", reports=tmp_path / "reports")
+        deadline = time.monotonic() + 60
+        with psycopg.connect(sandbox.dsn, autocommit=True) as watch:
+            while time.monotonic() < deadline and not watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'").fetchone()[0]:
+                time.sleep(0.1)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        time.sleep(0.5)
+        with psycopg.connect(sandbox.dsn, autocommit=True) as conn:  # the server ends the orphaned transaction
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE "
+                         "'SELECT pg_sleep(30)%'")
+        time.sleep(0.5)
+        assert _snapshot(sandbox.dsn) == before, "a killed migration left the database changed"
+        runs = list((tmp_path / "reports").glob("cutover-*/state.json"))
+        assert len(runs) == 1 and json.loads(runs[0].read_text())["status"] == "running"
+    finally:
+        os.environ.pop("GATE_MIGRATION_FILE", None)
+    again = _cli(sandbox, "migrate", reports=tmp_path / "reports")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, out + err
+    assert "resuming the interrupted run" in err and "database is legacy" in err
+    with psycopg.connect(sandbox.dsn) as conn:
+        assert schema_state(conn, load_config()) == "migrated"
+
+
+def test_migration_is_all_or_nothing_under_repeated_kills(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Killed at arbitrary moments, the database is always exactly legacy or completely migrated."""
+    config = load_config()
+    before = _snapshot(sandbox.dsn)
+    for delay in (0.05, 0.15, 0.3):
+        code = ("import sys; from pathlib import Path; from migration_gate import migration; "
+                f"migration.run_file({sandbox.dsn!r}, Path({str(MIGRATION)!r}), {SANDBOX_KEY!r})")
+        child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        time.sleep(0.3)
+        with psycopg.connect(sandbox.dsn) as conn:
+            state = schema_state(conn, config)
+        assert state in ("legacy", "migrated")
+        if state == "legacy":
+            assert _snapshot(sandbox.dsn) == before
+        else:
+            migration.run_file(sandbox.dsn, config.rollback_file, SANDBOX_KEY)
+            assert _snapshot(sandbox.dsn) == before
