@@ -92,6 +92,7 @@ class CutoverTarget:
     hooks: Hooks
     app_log_file: Path | None = None
     api_headers: dict[str, str] = field(default_factory=dict)  # e.g. a maintenance-bypass header for the checks
+    allow_writes: bool = False  # the post-checks may create a probe patient (sandbox, staging)
 
 
 @dataclass
@@ -233,6 +234,8 @@ class Gate:
                     "GATE_API_PASSWORD": self.target.api_password, "GATE_CONFIG": str(self.gate.path),
                     "APP_LOG_OFFSET": str(self.state.log_offset),
                     "GATE_API_HEADERS": json.dumps(self.target.api_headers)})
+        if self.target.allow_writes:
+            env["GATE_ALLOW_WRITES"] = "1"
         if self.target.app_log_file:
             env["APP_LOG_FILE"] = str(self.target.app_log_file)
         if self.state.backup:

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         target = CutoverTarget(dsn=sandbox.dsn, key=SANDBOX_KEY, api_base_url=sandbox.api.base_url,
                                api_username=gate.sandbox_username, api_password=gate.sandbox_password,
                                hooks=SandboxHooks(sandbox.api), app_log_file=sandbox.api.log_file,
-                               api_headers=sandbox.api.bypass_headers)
+                               api_headers=sandbox.api.bypass_headers, allow_writes=True)
         state = Gate(gate, target, run_dir, progress).run()
         environment = {"Target": "embedded sandbox (throwaway PostgreSQL, synthetic PHI)",
                        "Patients seeded": f"{args.patients:,} (seed {args.seed})", "API": "sandbox reference API",

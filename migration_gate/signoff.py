@@ -47,7 +47,7 @@ def _criteria(run_dir: Path) -> tuple[dict[str, dict], list[dict]]:
     checks: list[dict] = []
     for path in sorted(run_dir.glob("*/criteria-*.json")):
         data = json.loads(path.read_text())
-        checks.extend(data.get("checks", []))
+        checks.extend(dict(c, phase=path.parent.name) for c in data.get("checks", []))
         for cid, entry in data["criteria"].items():
             entry = dict(entry, report=str(path.parent.relative_to(run_dir)))
             if cid in merged and merged[cid]["result"] == "failed":
@@ -84,7 +84,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
     if state.forced:
         parts.append("<p class='bad'>The migration was FORCED past a gate that was not green (--force).</p>")
 
-    parts.append("<h2>Timeline</h2><table><tr><th>Phase</th><th>Status</th><th>Started (UTC)</th>"
+    parts.append("<h2 id='timeline'>Timeline</h2><table><tr><th>Phase</th><th>Status</th><th>Started (UTC)</th>"
                  "<th>Duration</th><th>Detail</th><th>Report</th></tr>")
     for record in state.phases + state.rollback_phases:
         report = (f"<a href='{escape(record.report)}'>{escape(record.report)}</a>" if record.report else "")
@@ -102,14 +102,14 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
                  f"<td class='{_cls(not state.downtime_over_limit)}'>"
                  f"{'OVER THE LIMIT' if state.downtime_over_limit else 'within'}</td></tr></table>")
 
-    parts.append("<h2>Success criteria</h2><table><tr><th>Criterion</th><th>Result</th><th>Tests</th></tr>")
+    parts.append("<h2 id='success'>Success criteria</h2><table><tr><th>Criterion</th><th>Result</th><th>Tests</th></tr>")
     for cid, criterion in CRITERIA.items():
         entry = criteria.get(cid)
         result = entry["result"] if entry else "not run"
         tests = "<br>".join(f"<code>{escape(t)}</code>" for t in (entry or {}).get("tests", []))
         parts.append(f"<tr><td><b>{cid}</b> {escape(criterion.text)}</td><td class='{_cls(result == 'passed')}'>"
                      f"{escape(result)}</td><td>{tests}</td></tr>")
-    parts.append("</table><h2>Failure criteria</h2><p class='muted'>The checklist's \"the migration fails if\" "
+    parts.append("</table><h2 id='failure'>Failure criteria</h2><p class='muted'>The checklist's \"the migration fails if\" "
                  "lines: each is met when any criterion behind it failed.</p><table><tr><th>Fails if</th>"
                  "<th>Criteria</th><th>Met?</th></tr>")
     for line, ids in FAILURE_CRITERIA.items():
@@ -121,7 +121,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
                  f"{'YES' if over else 'no'}</td></tr></table>")
 
     if state.counts:
-        parts.append("<h2>Row counts: legacy (at backup) vs new</h2><table><tr><th>Legacy table</th><th>Rows</th>"
+        parts.append("<h2 id='counts'>Row counts: legacy (at backup) vs new</h2><table><tr><th>Legacy table</th><th>Rows</th>"
                      "<th>New table</th><th>Rows</th><th></th></tr>")
         for row in state.counts:
             same = row["legacy_rows"] == row["new_rows"]
@@ -131,31 +131,32 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
                          f"<td class='{_cls(same)}'>{'equal' if same else 'DIFFERENT'}</td></tr>")
         parts.append("</table>")
 
-    phi = [c for c in checks if any(w in c["check"] for w in PHI_WORDS)]
-    parts.append("<h2>PHI verification</h2><table><tr><th>Check</th><th>Values or rows checked</th>"
-                 "<th>Problems</th></tr>")
+    phi = [c for c in checks if any(w in c["check"] for w in PHI_WORDS) and "non-PHI" not in c["check"]]
+    parts.append("<h2 id='phi'>PHI verification</h2><table><tr><th>Phase</th><th>Check</th>"
+                 "<th>Values or rows checked</th><th>Problems</th></tr>")
     for check in phi:
-        parts.append(f"<tr><td>{escape(check['check'])}</td><td>{check['checked']:,}</td>"
+        parts.append(f"<tr><td>{escape(check['phase'])}</td><td>{escape(check['check'])}</td>"
+                     f"<td>{check['checked']:,}</td>"
                      f"<td class='{_cls(not check['problems'])}'>{check['problems']}</td></tr>")
-    parts.append(f"<tr><th>Total</th><th>{sum(c['checked'] for c in phi):,}</th>"
+    parts.append(f"<tr><th colspan='2'>Total</th><th>{sum(c['checked'] for c in phi):,}</th>"
                  f"<th>{sum(c['problems'] for c in phi)}</th></tr></table>")
 
     if state.backup:
-        parts.append("<h2>Backup</h2><table>" + "".join(
+        parts.append("<h2 id='backup'>Backup</h2><table>" + "".join(
             f"<tr><th>{escape(k)}</th><td><code>{escape(str(state.backup.get(k, '')))}</code></td></tr>"
             for k in ("path", "size", "sha256", "taken_at", "server_version", "pg_dump_version")) + "</table>")
 
-    parts.append("<h2>Environment</h2><table>" + "".join(
+    parts.append("<h2 id='environment'>Environment</h2><table>" + "".join(
         f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in environment.items()) +
         f"<tr><th>Migration file</th><td><code>{escape(state.migration_file)}</code></td></tr>"
         f"<tr><th>Migration sha256</th><td><code>{escape(state.migration_sha256)}</code></td></tr></table>")
 
-    parts.append("<h2>Artifacts</h2><p class='muted'>sha256 of every file of this run, taken when this report was "
+    parts.append("<h2 id='artifacts'>Artifacts</h2><p class='muted'>sha256 of every file of this run, taken when this report was "
                  "written: any later edit shows.</p><table><tr><th>File</th><th>Bytes</th><th>sha256</th></tr>")
     for name, size, digest in artifacts(run_dir, exclude=run_dir / "signoff.html"):
         parts.append(f"<tr><td><a href='{escape(name)}'>{escape(name)}</a></td><td>{size:,}</td>"
                      f"<td><code>{digest}</code></td></tr>")
-    parts.append("</table><h2>Approvals</h2><table class='sign'><tr><th>Role</th><th>Name</th><th>Signature</th>"
+    parts.append("</table><h2 id='approvals'>Approvals</h2><table class='sign'><tr><th>Role</th><th>Name</th><th>Signature</th>"
                  "<th>Date</th></tr>" + "".join(f"<tr><td>{r}</td><td></td><td></td><td></td></tr>" for r in (
                      "Release manager", "Database administrator", "Compliance / privacy officer")) + "</table>")
     parts.append(f"<p class='muted'>Generated {datetime.now(UTC).isoformat(timespec='seconds')} by "

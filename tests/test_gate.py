@@ -44,7 +44,7 @@ def _target(box: Sandbox, hooks=None) -> CutoverTarget:
     return CutoverTarget(dsn=box.dsn, key=SANDBOX_KEY, api_base_url=box.api.base_url,
                          api_username=gate.sandbox_username, api_password=gate.sandbox_password,
                          hooks=hooks or SandboxHooks(box.api), app_log_file=box.api.log_file,
-                         api_headers=box.api.bypass_headers)
+                         api_headers=box.api.bypass_headers, allow_writes=True)
 
 
 def _snapshot(dsn: str, audit: bool = True) -> tuple:
