@@ -102,15 +102,17 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
                  f"<td class='{_cls(not state.downtime_over_limit)}'>"
                  f"{'OVER THE LIMIT' if state.downtime_over_limit else 'within'}</td></tr></table>")
 
-    parts.append("<h2 id='success'>Success criteria</h2><table><tr><th>Criterion</th><th>Result</th><th>Tests</th></tr>")
+    parts.append("<h2 id='success'>Success criteria</h2><table><tr><th>Criterion</th><th>Result</th>"
+                 "<th>Tests</th></tr>")
     for cid, criterion in CRITERIA.items():
         entry = criteria.get(cid)
         result = entry["result"] if entry else "not run"
         tests = "<br>".join(f"<code>{escape(t)}</code>" for t in (entry or {}).get("tests", []))
         parts.append(f"<tr><td><b>{cid}</b> {escape(criterion.text)}</td><td class='{_cls(result == 'passed')}'>"
                      f"{escape(result)}</td><td>{tests}</td></tr>")
-    parts.append("</table><h2 id='failure'>Failure criteria</h2><p class='muted'>The checklist's \"the migration fails if\" "
-                 "lines: each is met when any criterion behind it failed.</p><table><tr><th>Fails if</th>"
+    parts.append("</table><h2 id='failure'>Failure criteria</h2><p class='muted'>The checklist's "
+                 "\"the migration fails if\" lines: each is met when any criterion behind it failed.</p>"
+                 "<table><tr><th>Fails if</th>"
                  "<th>Criteria</th><th>Met?</th></tr>")
     for line, ids in FAILURE_CRITERIA.items():
         met = [c for c in ids if criteria.get(c, {}).get("result") == "failed"]
@@ -121,8 +123,8 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
                  f"{'YES' if over else 'no'}</td></tr></table>")
 
     if state.counts:
-        parts.append("<h2 id='counts'>Row counts: legacy (at backup) vs new</h2><table><tr><th>Legacy table</th><th>Rows</th>"
-                     "<th>New table</th><th>Rows</th><th></th></tr>")
+        parts.append("<h2 id='counts'>Row counts: legacy (at backup) vs new</h2><table><tr><th>Legacy table</th>"
+                     "<th>Rows</th><th>New table</th><th>Rows</th><th></th></tr>")
         for row in state.counts:
             same = row["legacy_rows"] == row["new_rows"]
             new_rows = "-" if row["new_rows"] is None else f"{row['new_rows']:,}"
@@ -151,14 +153,16 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
         f"<tr><th>Migration file</th><td><code>{escape(state.migration_file)}</code></td></tr>"
         f"<tr><th>Migration sha256</th><td><code>{escape(state.migration_sha256)}</code></td></tr></table>")
 
-    parts.append("<h2 id='artifacts'>Artifacts</h2><p class='muted'>sha256 of every file of this run, taken when this report was "
-                 "written: any later edit shows.</p><table><tr><th>File</th><th>Bytes</th><th>sha256</th></tr>")
+    parts.append("<h2 id='artifacts'>Artifacts</h2><p class='muted'>sha256 of every file of this run, taken when "
+                 "this report was written: any later edit shows.</p>"
+                 "<table><tr><th>File</th><th>Bytes</th><th>sha256</th></tr>")
     for name, size, digest in artifacts(run_dir, exclude=run_dir / "signoff.html"):
         parts.append(f"<tr><td><a href='{escape(name)}'>{escape(name)}</a></td><td>{size:,}</td>"
                      f"<td><code>{digest}</code></td></tr>")
-    parts.append("</table><h2 id='approvals'>Approvals</h2><table class='sign'><tr><th>Role</th><th>Name</th><th>Signature</th>"
-                 "<th>Date</th></tr>" + "".join(f"<tr><td>{r}</td><td></td><td></td><td></td></tr>" for r in (
-                     "Release manager", "Database administrator", "Compliance / privacy officer")) + "</table>")
+    roles = ("Release manager", "Database administrator", "Compliance / privacy officer")
+    parts.append("</table><h2 id='approvals'>Approvals</h2><table class='sign'><tr><th>Role</th><th>Name</th>"
+                 "<th>Signature</th><th>Date</th></tr>"
+                 + "".join(f"<tr><td>{r}</td><td></td><td></td><td></td></tr>" for r in roles) + "</table>")
     parts.append(f"<p class='muted'>Generated {datetime.now(UTC).isoformat(timespec='seconds')} by "
                  "hipaa-migration-gate. Contains no PHI: tables, counts, timings and digests only.</p></body></html>")
     return "".join(parts)
