@@ -51,6 +51,17 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(name: str, exc: BaseException) -> str:
+    """The error as one redacted line: what failed and why, never a traceback."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    elif isinstance(exc, psycopg.OperationalError):
+        text = f"database unreachable or connection lost: {str(exc).strip().splitlines()[-1]}"
+    else:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    return redact_text(f"{name}: {text}")
+
+
 def _new_run_dir(reports: Path, kind: str) -> Path:
     return reports / f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
 
@@ -80,16 +91,18 @@ def _finish(args: argparse.Namespace, gate: GateConfig, state: RunState, environ
     return EXIT.get(state.status, 1)
 
 
-def _real_target(gate: GateConfig) -> CutoverTarget:
+def _real_target(gate: GateConfig, need_api: bool = True) -> CutoverTarget:
     env = load_environment()
-    missing = [n for n, v in (("DATABASE_URL", env.database_url), ("PHI_ENCRYPTION_KEY", env.phi_key),
-                              ("API_BASE_URL", env.api_base_url), ("GATE_API_USERNAME", env.api_username),
-                              ("GATE_API_PASSWORD", env.api_password)) if not v]
+    needed = [("DATABASE_URL", env.database_url), ("PHI_ENCRYPTION_KEY", env.phi_key)]
+    if need_api:
+        needed += [("API_BASE_URL", env.api_base_url), ("GATE_API_USERNAME", env.api_username),
+                   ("GATE_API_PASSWORD", env.api_password)]
+    missing = [name for name, value in needed if not value]
     if missing:
         raise ConfigError(f"{', '.join(missing)} not set (scripts/rehearse runs on the embedded sandbox instead)")
-    return CutoverTarget(dsn=env.database_url, key=env.phi_key, api_base_url=env.api_base_url,
-                         api_username=env.api_username, api_password=env.api_password,
-                         hooks=ShellHooks(gate.hooks), app_log_file=env.app_log_file)
+    return CutoverTarget(dsn=env.database_url, key=env.phi_key, api_base_url=env.api_base_url or "",
+                         api_username=env.api_username or "", api_password=env.api_password or "",
+                         hooks=ShellHooks(gate.hooks), app_log_file=env.app_log_file, api_headers=env.api_headers)
 
 
 def _environment(target: CutoverTarget, gate: GateConfig) -> dict[str, str]:
@@ -150,8 +163,8 @@ def cutover(argv: list[str] | None = None) -> int:
     except Refused as exc:
         print(f"cutover: {exc}", file=sys.stderr)
         return 4
-    except (GateError, psycopg.Error) as exc:
-        print(redact_text(f"cutover: {exc}".splitlines()[0]), file=sys.stderr)
+    except (GateError, psycopg.Error, backup.BackupError, OSError) as exc:
+        print(_one_line("cutover", exc), file=sys.stderr)
         return 1
     return _finish(args, gate, state, _environment(target, gate))
 
@@ -201,7 +214,7 @@ def phase_command(name: str, argv: list[str] | None = None) -> int:
     progress = Progress(quiet=args.quiet or args.json)
     try:
         gate = load_config(args.config)
-        target = _real_target(gate)
+        target = _real_target(gate, need_api=name != "backup")
         if args.run_dir:
             state = RunState.load(args.run_dir) if (args.run_dir / "state.json").exists() else None
             runner = Gate(gate, target, args.run_dir, progress, force=args.force, state=state)
@@ -214,8 +227,8 @@ def phase_command(name: str, argv: list[str] | None = None) -> int:
     except Refused as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 4
-    except (GateError, psycopg.Error) as exc:
-        print(redact_text(f"{name}: {exc}".splitlines()[0]), file=sys.stderr)
+    except (GateError, psycopg.Error, backup.BackupError, OSError) as exc:
+        print(_one_line(name, exc), file=sys.stderr)
         return 1
     records = [state.phase(p) for p in phases]
     ok = all(r.status == "passed" for r in records)
@@ -249,8 +262,8 @@ def rollback_command(argv: list[str] | None = None) -> int:
     except (Refused, backup.BackupError) as exc:
         print(f"rollback: {exc}", file=sys.stderr)
         return 4
-    except (GateError, psycopg.Error) as exc:
-        print(redact_text(f"rollback: {exc}".splitlines()[0]), file=sys.stderr)
+    except (GateError, psycopg.Error, OSError) as exc:
+        print(_one_line("rollback", exc), file=sys.stderr)
         return 3
     return _finish(args, gate, state, _environment(target, gate))
 

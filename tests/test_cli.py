@@ -1,0 +1,122 @@
+"""The scripts as a release manager meets them: --help everywhere, one clear line and a non-zero exit for bad
+input (never a traceback, nothing changed), a dry run, --json, and the rehearsal end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from migration_gate import backup
+from migration_gate.config import load_config
+from migration_gate.gate import schema_state
+from sandbox.synthetic import SANDBOX_KEY
+from tests.conftest import ROOT
+
+SCRIPTS = ["setup", "test", "rehearse", "precheck", "backup", "migrate", "cutover", "rollback"]
+TARGET_VARS = ("DATABASE_URL", "API_BASE_URL", "PHI_ENCRYPTION_KEY", "GATE_API_USERNAME", "GATE_API_PASSWORD",
+               "BACKUP_FILE", "GATE_CONFIG")
+
+
+def script(name: str, *args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in TARGET_VARS}
+    clean.update(env or {})
+    return subprocess.run(["bash", str(ROOT / "scripts" / name), *args], cwd=ROOT, env=clean, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def one_line_error(done: subprocess.CompletedProcess, code: int, fragment: str) -> None:
+    assert done.returncode == code, (done.returncode, done.stdout[-1000:], done.stderr[-1000:])
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("[setup]")]
+    assert len(lines) == 1 and fragment in lines[0], done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_has_help(name: str) -> None:
+    done = script(name, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "usage" in done.stdout.lower() or "Usage" in done.stdout
+
+
+def test_exit_codes_are_documented_in_help() -> None:
+    text = script("cutover", "--help").stdout
+    for code in ("0 ", "1 ", "2 ", "3 ", "4 ", "130"):
+        assert f"  {code}" in text
+
+
+def test_cutover_without_a_target_is_one_line() -> None:
+    one_line_error(script("cutover"), 2, "DATABASE_URL, PHI_ENCRYPTION_KEY, API_BASE_URL")
+
+
+def test_a_bad_key_is_one_line_without_the_key() -> None:
+    key = "z" * 64
+    done = script("cutover", env={"DATABASE_URL": "postgresql://x@127.0.0.1:1/x", "PHI_ENCRYPTION_KEY": key})
+    one_line_error(done, 2, "PHI_ENCRYPTION_KEY must be hexadecimal")
+    assert key not in done.stderr
+
+
+def test_rehearse_refuses_bad_arguments_in_one_line() -> None:
+    done = script("rehearse", "--patients", "0")
+    assert done.returncode == 2 and "--patients must be between" in done.stderr and "Traceback" not in done.stderr
+    done = script("rehearse", "--migration", "/nonexistent.sql")
+    assert done.returncode == 2 and "no such file" in done.stderr
+
+
+def test_backup_to_an_unusable_folder_is_one_line(legacy_db: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    done = script("backup", f"--run-dir={blocker / 'sub'}", env={"DATABASE_URL": legacy_db,
+                                                                   "PHI_ENCRYPTION_KEY": SANDBOX_KEY})
+    one_line_error(done, 1, "backup: Not a directory: ")
+
+
+def test_backup_of_an_unreachable_database_is_one_line_and_redacted(tmp_path: Path) -> None:
+    done = script("backup", f"--run-dir={tmp_path}", env={
+        "DATABASE_URL": "postgresql://gate:hunter2secret@127.0.0.1:1/app", "PHI_ENCRYPTION_KEY": SANDBOX_KEY})
+    one_line_error(done, 1, "backup: database unreachable or connection lost")
+    assert "hunter2secret" not in done.stderr + done.stdout
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(legacy_db: str) -> None:
+    done = script("cutover", "--dry-run", "--json", env={
+        "DATABASE_URL": legacy_db, "PHI_ENCRYPTION_KEY": SANDBOX_KEY, "API_BASE_URL": "http://127.0.0.1:9",
+        "GATE_API_USERNAME": "demo_therapist1", "GATE_API_PASSWORD": "demo-password-1"})
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["database_schema"] == "legacy" and plan["statements"] > 100
+    assert plan["data_steps"] == ["sandbox.data_steps:encrypt_organization_ein"]
+    with psycopg.connect(legacy_db) as conn:
+        assert schema_state(conn, load_config()) == "legacy"
+
+
+def test_rollback_refuses_a_backup_that_changed(legacy_db: str, tmp_path: Path) -> None:
+    record = backup.take_backup(legacy_db, tmp_path / "run" / "backup")
+    state = {"run_dir": str(tmp_path / "run"), "target": "x", "migration_file": "m", "migration_sha256": "0",
+             "status": "rolled-back", "phases": [{"name": "migration", "status": "passed"}],
+             "backup": {"path": record.path}}
+    (tmp_path / "run" / "state.json").write_text(json.dumps(state))
+    with open(record.path, "ab") as handle:
+        handle.write(b"tampered")
+    done = script("rollback", "--run-dir", str(tmp_path / "run"), env={
+        "DATABASE_URL": legacy_db, "PHI_ENCRYPTION_KEY": SANDBOX_KEY, "API_BASE_URL": "http://127.0.0.1:9",
+        "GATE_API_USERNAME": "demo_therapist1", "GATE_API_PASSWORD": "demo-password-1"})
+    assert done.returncode in (3, 4), done.stdout + done.stderr
+    assert "no longer matches its recorded sha256" in done.stdout + done.stderr
+    with psycopg.connect(legacy_db) as conn:
+        assert schema_state(conn, load_config()) == "legacy"
+
+
+def test_the_rehearsal_ends_green_with_a_sign_off(tmp_path: Path) -> None:
+    done = script("rehearse", "--patients", "120", "--json", "--quiet", "--reports", str(tmp_path), timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["verdict"] == "green" and summary["exit_code"] == 0
+    assert [p["status"] for p in summary["phases"]] == ["passed"] * 8
+    signoff = Path(summary["signoff"]).read_text()
+    assert "Verdict: PASSED" in signoff and "skipped" not in signoff
+    assert not list(tmp_path.glob("*/sandbox/*.flag")), "maintenance left on"
