@@ -7,12 +7,14 @@ snapshot, pg_dump dumps exactly that snapshot, and the checksums are computed in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,33 +204,66 @@ def verify_unchanged(dump: Path) -> BackupRecord:
     return record
 
 
-def restore_in_place(dump: Path, dsn: str, binaries: PgBinaries | None = None) -> None:
-    """Put the target database back to the dump, atomically: drop the public schema and restore, all inside one
-    psql transaction (pg_restore's script streamed into psql with ON_ERROR_STOP). COMMIT is sent only after
-    pg_restore finished cleanly; on any error psql ends with the transaction open, so nothing changes."""
+# Empties the public schema but keeps the schema itself, with its owner and grants: tables (with their indexes,
+# constraints and owned sequences), views, standalone sequences, functions and types; extension members are left.
+_EMPTY_PUBLIC = """
+DO $gate$ DECLARE r record; BEGIN
+  FOR r IN SELECT c.oid::regclass AS obj, c.relkind FROM pg_class c
+           WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
+  LOOP
+    EXECUTE format('DROP %s IF EXISTS %s CASCADE', CASE r.relkind WHEN 'v' THEN 'VIEW'
+      WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, r.obj);
+  END LOOP;
+  FOR r IN SELECT p.oid::regprocedure AS obj, p.prokind FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE format('DROP %s IF EXISTS %s CASCADE', CASE r.prokind WHEN 'p' THEN 'PROCEDURE'
+      WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END, r.obj);
+  END LOOP;
+  FOR r IN SELECT t.oid::regtype AS obj FROM pg_type t WHERE t.typnamespace = 'public'::regnamespace
+             AND t.typtype IN ('e', 'd', 'c', 'r') AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class
+             WHERE oid = t.typrelid) = 'c')
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = t.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE format('DROP TYPE IF EXISTS %s CASCADE', r.obj);
+  END LOOP;
+END $gate$;
+"""
+
+
+def restore_in_place(dump: Path, dsn: str, binaries: PgBinaries | None = None, lock_timeout_s: int = 60) -> None:
+    """Put the target database back to the dump, atomically, with owners and grants as dumped.
+
+    One psql transaction: empty the public schema, then pg_restore's script streamed in with ON_ERROR_STOP;
+    COMMIT is sent only after pg_restore finished cleanly. A dump with large objects is refused (their data
+    comes with transaction control of its own, which would break the all-or-nothing)."""
     binaries = binaries or find_binaries()
     verify_unchanged(dump)
+    if any(" BLOB " in entry or "LARGE OBJECT" in entry for entry in list_contents(dump, binaries)):
+        raise BackupError(f"{dump} holds large objects: restore it with pg_restore by hand (not atomic)")
     plain_dsn, env = split_password(dsn)
-    psql = subprocess.Popen([binaries.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", plain_dsn,
-                             "-f", "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=env)
-    assert psql.stdin is not None
-    psql.stdin.write(b"BEGIN;\nSET LOCAL client_min_messages = warning;\nDROP SCHEMA public CASCADE;\n"
-                     b"CREATE SCHEMA public;\n")
-    psql.stdin.flush()  # before pg_restore writes to the same pipe
-    script = subprocess.Popen([binaries.tool("pg_restore"), "--no-owner", "--no-privileges", "-f", "-", str(dump)],
-                              stdout=psql.stdin, stderr=subprocess.PIPE)
-    script_err = script.communicate()[1]
-    try:
-        if script.returncode == 0:
-            psql.stdin.write(b"COMMIT;\n")
-        psql.stdin.close()
-    except BrokenPipeError:
-        pass  # psql stopped at an error; its stderr says which
-    psql_err = psql.stderr.read() if psql.stderr else b""
-    psql.wait()
+    with tempfile.TemporaryFile() as psql_err, tempfile.TemporaryFile() as script_err:
+        psql = subprocess.Popen([binaries.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", plain_dsn,
+                                 "-f", "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_err,
+                                env=env)
+        assert psql.stdin is not None
+        psql.stdin.write(f"BEGIN;\nSET LOCAL client_min_messages = warning;\nSET LOCAL lock_timeout = "
+                         f"'{int(lock_timeout_s)}s';\n{_EMPTY_PUBLIC}\n".encode())
+        psql.stdin.flush()  # before pg_restore writes to the same pipe
+        script = subprocess.Popen([binaries.tool("pg_restore"), "-f", "-", str(dump)], stdout=psql.stdin,
+                                  stderr=script_err)
+        script.wait()
+        with contextlib.suppress(BrokenPipeError):  # psql stopped at an error; its stderr says which
+            if script.returncode == 0:
+                psql.stdin.write(b"COMMIT;\n")
+            psql.stdin.close()
+        psql.wait()
+        psql_err.seek(0)
+        script_err.seek(0)
+        psql_text = psql_err.read().decode("utf-8", "replace")
+        script_text = script_err.read().decode("utf-8", "replace")
     if script.returncode != 0:
-        raise _fail("pg_restore could not stream the backup (nothing was changed)",
-                    script_err.decode("utf-8", "replace") + psql_err.decode("utf-8", "replace"))
+        raise _fail("pg_restore could not stream the backup (nothing was changed)", script_text + psql_text)
     if psql.returncode != 0:
-        raise _fail("restoring the backup failed (nothing was changed)", psql_err.decode("utf-8", "replace"))
+        raise _fail("restoring the backup failed (nothing was changed)", psql_text)

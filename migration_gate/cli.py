@@ -34,11 +34,13 @@ from migration_gate.gate import (
     schema_state,
     unfinished_runs,
 )
+from migration_gate.migration import MigrationFileError
 from migration_gate.migration import load as load_migration
 from migration_gate.progress import Progress
 from migration_gate.redact import describe_target, redact_text
 
-EXIT = {"green": 0, "red": 1, "rolled-back": 1, "rollback-failed": 3, "refused": 4, "interrupted": 130}
+EXIT = {"green": 0, "red": 1, "rolled-back": 1, "over-limit": 1, "rollback-failed": 3, "refused": 4,
+        "interrupted": 130}
 EPILOG = __doc__.split("\n", 2)[2]
 
 
@@ -91,6 +93,15 @@ def _finish(args: argparse.Namespace, gate: GateConfig, state: RunState, environ
     return EXIT.get(state.status, 1)
 
 
+def _load_state(run_dir: Path) -> RunState:
+    try:
+        return RunState.load(run_dir)
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir} is not a run folder (no state.json)") from None
+    except (OSError, ValueError, TypeError, KeyError):
+        raise ConfigError(f"{run_dir}/state.json is not a readable run state") from None
+
+
 def _real_target(gate: GateConfig, need_api: bool = True) -> CutoverTarget:
     env = load_environment()
     needed = [("DATABASE_URL", env.database_url), ("PHI_ENCRYPTION_KEY", env.phi_key)]
@@ -117,9 +128,14 @@ def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTa
     if not pending:
         return Gate(gate, target, _new_run_dir(reports, "cutover"), progress, force=args.force)
     run_dir = pending[-1]
-    state = RunState.load(run_dir)
+    state = _load_state(run_dir)
     with psycopg.connect(target.dsn) as conn:
         where = schema_state(conn, gate)
+    if where == "mixed":
+        raise Refused(f"the database is neither the legacy nor the migrated schema: refusing to resume {run_dir.name}")
+    if state.migration_sha256 != backup.sha256_file(gate.migration_file):
+        raise Refused(f"the migration file changed since the interrupted run {run_dir.name} started: refusing "
+                      "to resume it (roll it back with --rollback-interrupted, or move its folder away)")
     migration_record = state.phase("migration")
     if where == "migrated" and migration_record.status != "passed":
         migration_record.status, migration_record.detail = "passed", "committed before the interruption"
@@ -130,7 +146,10 @@ def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTa
             record.status = "pending"
     state.pid = os.getpid()
     resumed = Gate(gate, target, run_dir, progress, force=args.force or state.forced, state=state)
-    if args.rollback_interrupted:
+    if state.rollback_phases or state.failure:  # it was already red: only the rollback may continue
+        progress.say(f"the interrupted run {run_dir.name} had failed ({state.failure}): rolling it back")
+        resumed.rollback_only = True
+    elif args.rollback_interrupted:
         progress.say(f"rolling back the interrupted run {run_dir.name} (database is {where})")
         resumed.rollback_only = True
     else:
@@ -156,8 +175,8 @@ def cutover(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return dry_run(gate, target, args)
         runner = _resume_or_new(args, gate, target, load_environment().reports_dir, progress)
-        state = runner.run_rollback_only() if getattr(runner, "rollback_only", False) else runner.run()
-    except ConfigError as exc:
+        state = runner.run_rollback_only() if runner.rollback_only else runner.run()
+    except (ConfigError, MigrationFileError) as exc:
         print(f"cutover: {exc}", file=sys.stderr)
         return 2
     except Refused as exc:
@@ -216,7 +235,7 @@ def phase_command(name: str, argv: list[str] | None = None) -> int:
         gate = load_config(args.config)
         target = _real_target(gate, need_api=name != "backup")
         if args.run_dir:
-            state = RunState.load(args.run_dir) if (args.run_dir / "state.json").exists() else None
+            state = _load_state(args.run_dir) if (args.run_dir / "state.json").exists() else None
             runner = Gate(gate, target, args.run_dir, progress, force=args.force, state=state)
         else:
             runner = _resume_or_new(args, gate, target, load_environment().reports_dir, progress)
@@ -253,9 +272,11 @@ def rollback_command(argv: list[str] | None = None) -> int:
     try:
         gate = load_config(args.config)
         target = _real_target(gate)
-        if not (args.run_dir / "state.json").exists():
-            raise ConfigError(f"{args.run_dir} is not a run folder (no state.json)")
-        state = Gate(gate, target, args.run_dir, progress, state=RunState.load(args.run_dir)).run_rollback_only()
+        state = _load_state(args.run_dir)
+        if state.target != describe_target(target.dsn):
+            raise Refused(f"{args.run_dir.name} is a run against {state.target}, not {describe_target(target.dsn)}: "
+                          "refusing to restore its backup here")
+        state = Gate(gate, target, args.run_dir, progress, state=state).run_rollback_only()
     except ConfigError as exc:
         print(f"rollback: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+
 from migration_gate.phi import PhiKeyError, parse_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -265,6 +267,11 @@ def load_environment(env: dict[str, str] | None = None) -> Environment:
             raise ValueError
     except ValueError:
         raise ConfigError('GATE_API_HEADERS must be a JSON object, e.g. {"X-Maintenance-Bypass": "..."}') from None
+    if env.get("DATABASE_URL"):
+        try:
+            psycopg.conninfo.conninfo_to_dict(env["DATABASE_URL"])
+        except psycopg.ProgrammingError:
+            raise ConfigError("DATABASE_URL is not a valid connection string") from None
     if env.get("DATABASE_URL") and not key:
         raise ConfigError("DATABASE_URL is set but PHI_ENCRYPTION_KEY is not: the checks need the key")
     return Environment(

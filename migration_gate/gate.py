@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -150,6 +151,16 @@ class RunState:
         return cls(**data)
 
 
+_QUOTED = re.compile(r"(\"[^\"]*\"|'[^']*')")
+
+
+def safe_message(exc: BaseException) -> str:
+    """Type and first line of an error, secrets redacted and quoted parts masked (database errors quote the
+    offending values, which may be PHI)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return redact_text(f"{exc.__class__.__name__}: {_QUOTED.sub(chr(39) + '…' + chr(39), first)}")
+
+
 def budget_report(state: RunState) -> list[tuple[str, float, float | None, bool]]:
     """(timebox, minutes used, budget minutes, over) for each of the checklist's timeboxes, in order."""
     rows = []
@@ -179,7 +190,7 @@ def unfinished_runs(reports: Path, target: str) -> list[Path]:
     for state_file in sorted(reports.glob(f"*/{STATE_FILE}")):
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             state = RunState.load(state_file.parent)
-            if state.target == target and state.status == "running" and not _alive(state.pid):
+            if state.target == target and state.status in ("running", "interrupted") and not _alive(state.pid):
                 found.append(state_file.parent)
     return found
 
@@ -208,17 +219,31 @@ class Gate:
             migration_sha256=backup.sha256_file(gate.migration_file), forced=force,
             phases=[PhaseRecord(name, budget_minutes=gate.phase_minutes.get(BUDGET_OF[name])) for name in PLAN])
         self._lock: psycopg.Connection | None = None
+        self.rollback_only = False  # set when an interrupted run may only be rolled back
 
     # -- locking -------------------------------------------------------------------------------------------
     def acquire_lock(self) -> None:
-        conn = psycopg.connect(self.target.dsn, autocommit=True)
-        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:
-            holder = conn.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND granted",
-                                  (LOCK_KEY & 0xFFFFFFFF,)).fetchone()
+        conn = psycopg.connect(self.target.dsn, autocommit=True, connect_timeout=15, keepalives=1,
+                               keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
+        try:
+            if not conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:
+                holder = conn.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %s "
+                                      "AND granted", (LOCK_KEY & 0xFFFFFFFF,)).fetchone()
+                raise Refused(f"another cut-over is running against {self.state.target} "
+                              f"(backend pid {holder[0] if holder else '?'}): refusing to start a second one")
+        except BaseException:
             conn.close()
-            raise Refused(f"another cut-over is running against {self.state.target} "
-                          f"(backend pid {holder[0] if holder else '?'}): refusing to start a second one")
+            raise
         self._lock = conn
+
+    def check_lock(self) -> None:
+        """Before anything irreversible: the lock's session must still be alive (it holds the lock)."""
+        if self._lock is None:
+            raise Refused("the cut-over lock is not held")
+        try:
+            self._lock.execute("SELECT 1")
+        except psycopg.Error:
+            raise Refused("the connection holding the cut-over lock was lost: stopping") from None
 
     def release_lock(self) -> None:
         if self._lock is not None:
@@ -270,11 +295,9 @@ class Gate:
         began = time.monotonic()
         try:
             ok = action(record)
-        except (GateError, backup.BackupError, migration.MigrationFileError, psycopg.Error, httpx.HTTPError,
-                OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of a phase is a red gate, never a traceback
             ok = False
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            record.detail = redact_text(f"{exc.__class__.__name__}: {first}")
+            record.detail = safe_message(exc)
         record.seconds = round(time.monotonic() - began, 2)
         record.status = "passed" if ok else "failed"
         self._flag_budgets()
@@ -295,6 +318,9 @@ class Gate:
         return self.run_suite("premigration", record)
 
     def _maintenance(self, record: PhaseRecord) -> bool:
+        backup_record = self.state.phase("backup")
+        if backup_record.status == "passed":  # taken while the app could still write: take it again
+            backup_record.status, backup_record.detail = "pending", "retaken after maintenance on"
         self.target.hooks.maintenance(True)
         self.state.maintenance_on_at = time.time()
         with httpx.Client(base_url=self.target.api_base_url, timeout=15) as client:  # as the public sees it
@@ -363,6 +389,11 @@ class Gate:
 
     def run_rollback_only(self) -> RunState:
         """Roll back (an interrupted run, or on an operator's decision) and verify."""
+        if self.state.backup and self.gate.rollback_method == "restore":
+            try:
+                backup.verify_unchanged(Path(self.state.backup["path"]))
+            except backup.BackupError as exc:
+                raise Refused(str(exc)) from None
         self.acquire_lock()
         try:
             self.state.failure = self.state.failure or "rollback requested by the operator"
@@ -393,16 +424,23 @@ class Gate:
 
     def _guard_migration(self) -> None:
         """The migration runs only after green pre-checks and backup in this run (or with --force)."""
+        self.check_lock()
         not_green = [p.name for p in self.state.phases
-                     if p.name in ("premigration", "backup") and p.status != "passed"]
+                     if p.name in ("premigration", "maintenance", "backup") and p.status != "passed"]
+        if self.state.backup:
+            try:
+                backup.verify_unchanged(Path(self.state.backup["path"]))
+            except backup.BackupError as exc:
+                raise Refused(f"refusing to migrate: {exc}") from None
         if not_green and not self.force:
-            raise Refused(f"refusing to migrate: {', '.join(not_green)} not green in this run (use --force)")
+            raise Refused(f"refusing to migrate: {', '.join(not_green)} not green in this run (scripts/cutover runs "
+                          "them in order; --force overrides)")
         if not_green:
             self.state.forced = True
             self.progress.say(f"FORCED: migrating although {', '.join(not_green)} are not green (in the report)")
 
     def _maintenance_off_quietly(self) -> None:
-        with contextlib.suppress(GateError, OSError):
+        with contextlib.suppress(Exception):
             self.target.hooks.maintenance(False)
             self.state.maintenance_off_at = time.time()
 
@@ -412,6 +450,13 @@ class Gate:
         self.progress.say("ROLLING BACK")
         steps = [PhaseRecord("restore"), PhaseRecord("redeploy legacy"), PhaseRecord("rollback checks")]
         self.state.rollback_phases = steps
+        if self.state.maintenance_off_at or not self.state.maintenance_on_at:
+            try:  # nobody may write while the backup goes back in
+                self.target.hooks.maintenance(True)
+                self.state.maintenance_on_at = self.state.maintenance_on_at or time.time()
+                self.state.maintenance_off_at = None
+            except Exception as exc:  # noqa: BLE001 - recorded; the restore still protects the data
+                self.progress.say(f"could not switch maintenance on before the rollback: {safe_message(exc)}")
         ok = self._step(steps[0], self._restore)
         ok = ok and self._step(steps[1], self._redeploy_legacy)
         ok = ok and self._step(steps[2], lambda r: self.run_suite("rollback", r))
@@ -421,6 +466,7 @@ class Gate:
         self.state.status = "rolled-back" if ok else "rollback-failed"
 
     def _restore(self, record: PhaseRecord) -> bool:
+        self.check_lock()
         with psycopg.connect(self.target.dsn) as conn:
             where = schema_state(conn, self.gate)
         if where == "legacy" and self.state.phase("migration").status != "passed":
@@ -465,7 +511,7 @@ class Gate:
             if self.state.downtime_minutes > self.gate.downtime_minutes:
                 self.state.downtime_over_limit = True
                 if self.state.status == "green":
-                    self.state.status = "red"
+                    self.state.status = "over-limit"
                     self.state.failure = (f"downtime {self.state.downtime_minutes:.1f} min exceeds the "
                                           f"{self.gate.downtime_minutes:.0f} min limit")
         self.state.finished = datetime.now(UTC).isoformat(timespec="seconds")

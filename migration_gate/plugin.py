@@ -64,7 +64,7 @@ class GateSession:
 
     @property
     def key(self) -> str:
-        if self.env.phi_key:
+        if self.env.phi_key and not self.env.embedded:
             return self.env.phi_key
         from sandbox.synthetic import SANDBOX_KEY
         return SANDBOX_KEY

@@ -15,6 +15,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
+
 from migration_gate.cli import EPILOG, EXIT, _finish
 from migration_gate.config import ROOT, ConfigError, load_config
 from migration_gate.embedded import EmbeddedError
@@ -83,15 +85,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Kept running: psql '{sandbox.dsn}'  API {sandbox.api.base_url} (pid {sandbox.api.pid})\n"
                   f"  stop with: kill {sandbox.api.pid}; pg_ctl -D {sandbox.cluster.data_dir} stop")
         return code
-    except (EmbeddedError, RuntimeError, OSError) as exc:
+    except Refused as exc:
+        print(f"rehearse: {exc}", file=sys.stderr)
+        return EXIT["refused"]
+    except (EmbeddedError, RuntimeError, OSError, psycopg.Error) as exc:
         message = redact_text(f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         print(f"rehearse: {message}", file=sys.stderr)
         if args.json:
             print(json.dumps({"verdict": "error", "error": message, "exit_code": 1}))
         return 1
-    except Refused as exc:
-        print(f"rehearse: {exc}", file=sys.stderr)
-        return EXIT["refused"]
     finally:
         sandbox.stop(keep=args.keep)
 

@@ -6,12 +6,12 @@ never data values. Every artifact of the run is listed with its sha256, so any l
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 
+from migration_gate.backup import sha256_file
 from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
 from migration_gate.gate import RunState, budget_report
 
@@ -20,6 +20,9 @@ VERDICTS = {
     "green": ("PASSED", "#1a7f37", "The migration passed every gate. The system is live on the new schema."),
     "rolled-back": ("FAILED - ROLLED BACK", "#b35900",
                     "A gate failed after the migration started. The backup was restored and the rollback verified."),
+    "over-limit": ("FAILED - DOWNTIME OVER THE LIMIT", "#cf222e",
+                   "Every gate passed and the system is live on the new schema, but the downtime exceeded the "
+                   "checklist's limit: the migration counts as failed. Decide on a rollback with the approvers."),
     "red": ("FAILED - NOT MIGRATED", "#b35900", "A gate failed before the migration; the database was not changed."),
     "rollback-failed": ("FAILED - ROLLBACK NOT VERIFIED", "#cf222e",
                         "A gate failed and the rollback could not be verified. Manual intervention is required."),
@@ -61,7 +64,7 @@ def artifacts(run_dir: Path, exclude: Path | None = None) -> list[tuple[str, int
     for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
         if path == exclude or path.name.endswith(".tmp"):
             continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.stat().st_size < (1 << 31) else "(large)"
+        digest = sha256_file(path)
         found.append((str(path.relative_to(run_dir)), path.stat().st_size, digest))
     return found
 

@@ -64,7 +64,9 @@ class RealTargets:
             return state.baseline_dsn
         if state.backup_file is None:
             raise LookupError("integrity needs BASELINE_DATABASE_URL or BACKUP_FILE (the verified backup)")
-        name = f"gate_baseline_{abs(hash(state.backup_file)) % 10**8}"
+        # named after the dump's sha256: the same backup always lands in the same scratch database, which a
+        # crashed run's successor reuses (replace=True) instead of leaving copies behind
+        name = f"gate_baseline_{backup.sha256_file(state.backup_file)[:16]}"
         state.baseline_dsn = backup.restore(state.backup_file, state.dsn, name, replace=True)
         state._baseline_scratch = name
         return state.baseline_dsn

@@ -14,6 +14,7 @@ import pytest
 from migration_gate import backup
 from migration_gate.config import load_config
 from migration_gate.gate import schema_state
+from migration_gate.redact import describe_target
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
 
@@ -94,21 +95,33 @@ def test_dry_run_prints_the_plan_and_changes_nothing(legacy_db: str) -> None:
         assert schema_state(conn, load_config()) == "legacy"
 
 
-def test_rollback_refuses_a_backup_that_changed(legacy_db: str, tmp_path: Path) -> None:
+def _rollback_run(legacy_db: str, tmp_path: Path, target: str) -> backup.BackupRecord:
     record = backup.take_backup(legacy_db, tmp_path / "run" / "backup")
-    state = {"run_dir": str(tmp_path / "run"), "target": "x", "migration_file": "m", "migration_sha256": "0",
+    state = {"run_dir": str(tmp_path / "run"), "target": target, "migration_file": "m", "migration_sha256": "0",
              "status": "rolled-back", "phases": [{"name": "migration", "status": "passed"}],
              "backup": {"path": record.path}}
     (tmp_path / "run" / "state.json").write_text(json.dumps(state))
+    return record
+
+
+ROLLBACK_ENV = {"PHI_ENCRYPTION_KEY": SANDBOX_KEY, "API_BASE_URL": "http://127.0.0.1:9",
+                "GATE_API_USERNAME": "demo_therapist1", "GATE_API_PASSWORD": "demo-password-1"}
+
+
+def test_rollback_refuses_a_backup_that_changed(legacy_db: str, tmp_path: Path) -> None:
+    record = _rollback_run(legacy_db, tmp_path, describe_target(legacy_db))
     with open(record.path, "ab") as handle:
         handle.write(b"tampered")
-    done = script("rollback", "--run-dir", str(tmp_path / "run"), env={
-        "DATABASE_URL": legacy_db, "PHI_ENCRYPTION_KEY": SANDBOX_KEY, "API_BASE_URL": "http://127.0.0.1:9",
-        "GATE_API_USERNAME": "demo_therapist1", "GATE_API_PASSWORD": "demo-password-1"})
-    assert done.returncode in (3, 4), done.stdout + done.stderr
-    assert "no longer matches its recorded sha256" in done.stdout + done.stderr
+    done = script("rollback", "--run-dir", str(tmp_path / "run"), env={"DATABASE_URL": legacy_db, **ROLLBACK_ENV})
+    one_line_error(done, 4, "no longer matches its recorded sha256")
     with psycopg.connect(legacy_db) as conn:
         assert schema_state(conn, load_config()) == "legacy"
+
+
+def test_rollback_refuses_a_run_of_another_database(legacy_db: str, tmp_path: Path) -> None:
+    _rollback_run(legacy_db, tmp_path, "db.example.com:5432/production")
+    done = script("rollback", "--run-dir", str(tmp_path / "run"), env={"DATABASE_URL": legacy_db, **ROLLBACK_ENV})
+    one_line_error(done, 4, "is a run against db.example.com:5432/production")
 
 
 def test_the_rehearsal_ends_green_with_a_sign_off(tmp_path: Path) -> None:

@@ -141,7 +141,7 @@ def test_a_failing_pre_check_stops_before_anything_changes(sandbox: Sandbox, tmp
 
 def test_the_migration_refuses_without_green_gates_unless_forced(sandbox: Sandbox, tmp_path: Path) -> None:
     gate = Gate(load_config(), _target(sandbox), tmp_path / "run", Progress(quiet=True))
-    with pytest.raises(Refused, match="premigration, backup not green in this run"):
+    with pytest.raises(Refused, match="premigration, maintenance, backup not green in this run"):
         gate.run(only=["migration"])
     forced = Gate(load_config(), _target(sandbox), tmp_path / "forced", Progress(quiet=True), force=True)
     state = forced.run(only=["migration"])
@@ -157,10 +157,12 @@ def test_a_second_cut_over_against_the_same_database_refuses(sandbox: Sandbox, t
         assert schema_state(conn, load_config()) == "legacy"
 
 
-def _cli(box: Sandbox, *args: str, reports: Path) -> subprocess.Popen:
+def _cli(box: Sandbox, *args: str, reports: Path, migration: Path | None = None) -> subprocess.Popen:
     env = dict(os.environ, DATABASE_URL=box.dsn, PHI_ENCRYPTION_KEY=SANDBOX_KEY, API_BASE_URL=box.api.base_url,
                GATE_API_USERNAME="demo_therapist1", GATE_API_PASSWORD="demo-password-1",
                GATE_REPORTS_DIR=str(reports), GATE_API_HEADERS=json.dumps(box.api.bypass_headers))
+    if migration is not None:
+        env["GATE_MIGRATION_FILE"] = str(migration)
     return subprocess.Popen([sys.executable, "-m", "migration_gate.cli", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -168,30 +170,36 @@ def _cli(box: Sandbox, *args: str, reports: Path) -> subprocess.Popen:
 def test_a_killed_migration_is_never_half_way_and_the_next_run_resumes(sandbox: Sandbox, tmp_path: Path) -> None:
     before = _snapshot(sandbox.dsn)
     slow = tmp_path / "slow.sql"
-    text = MIGRATION.read_text()
     # a pause in the middle of the migration, after the patients table was rebuilt: the worst moment to die
-    slow.write_text(text.replace("-- 7. sessions_hipaa becomes", "SELECT pg_sleep(30);\n-- 7. sessions_hipaa becomes"))
-    os.environ["GATE_MIGRATION_FILE"] = str(slow)
-    try:
-        child = _cli(sandbox, "migrate", "--force", reports=tmp_path / "reports")
-        deadline = time.monotonic() + 60
-        with psycopg.connect(sandbox.dsn, autocommit=True) as watch:
-            while time.monotonic() < deadline and not watch.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'").fetchone()[0]:
-                time.sleep(0.1)
+    # (only while the marker table exists, so the resumed run goes through)
+    pause = ("SELECT pg_sleep(CASE WHEN to_regclass('gate_test_pause') IS NULL THEN 0 ELSE 30 END);\n"
+             "-- 7. sessions_hipaa becomes")
+    slow.write_text(MIGRATION.read_text().replace("-- 7. sessions_hipaa becomes", pause))
+    reports = tmp_path / "reports"
+    with psycopg.connect(sandbox.dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE gate_test_pause ()")
+    child = _cli(sandbox, "migrate", "--force", reports=reports, migration=slow)
+    deadline = time.monotonic() + 60
+    with psycopg.connect(sandbox.dsn, autocommit=True) as watch:
+        while time.monotonic() < deadline and not watch.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(CASE%'").fetchone()[0]:
+            time.sleep(0.1)
         child.send_signal(signal.SIGKILL)
         child.wait()
+        # the server notices the dead client at its next write; end the orphaned transaction now
+        watch.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE "
+                      "'SELECT pg_sleep(CASE%'")
         time.sleep(0.5)
-        with psycopg.connect(sandbox.dsn, autocommit=True) as conn:  # the server ends the orphaned transaction
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE "
-                         "'SELECT pg_sleep(30)%'")
-        time.sleep(0.5)
-        assert _snapshot(sandbox.dsn) == before, "a killed migration left the database changed"
-        runs = list((tmp_path / "reports").glob("cutover-*/state.json"))
-        assert len(runs) == 1 and json.loads(runs[0].read_text())["status"] == "running"
-    finally:
-        os.environ.pop("GATE_MIGRATION_FILE", None)
-    again = _cli(sandbox, "migrate", reports=tmp_path / "reports")
+        watch.execute("DROP TABLE gate_test_pause")
+    assert _snapshot(sandbox.dsn) == before, "a killed migration left the database changed"
+    runs = list(reports.glob("cutover-*/state.json"))
+    assert len(runs) == 1 and json.loads(runs[0].read_text())["status"] == "running"
+
+    changed = _cli(sandbox, "migrate", reports=reports)  # another migration file than the interrupted run's
+    out, err = changed.communicate(timeout=120)
+    assert changed.returncode == 4 and "the migration file changed since the interrupted run" in err
+
+    again = _cli(sandbox, "migrate", reports=reports, migration=slow)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, out + err
     assert "resuming the interrupted run" in err and "database is legacy" in err
