@@ -104,7 +104,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -143,14 +143,14 @@ def sweep_stale(base: Path = DEFAULT_BASE) -> list[Path]:
             owner = int((cluster_dir / OWNER_FILE).read_text().strip())
         except (OSError, ValueError):
             owner = None
-        if owner is not None and _pid_alive(owner):
+        if owner is not None and pid_alive(owner):
             continue
         server = _postmaster_pid(cluster_dir / "data")
-        if server and _pid_alive(server):
+        if server and pid_alive(server):
             with contextlib.suppress(OSError):
                 os.kill(server, signal.SIGQUIT)
             for _ in range(50):
-                if not _pid_alive(server):
+                if not pid_alive(server):
                     break
                 time.sleep(0.1)
         shutil.rmtree(cluster_dir, ignore_errors=True)

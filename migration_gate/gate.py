@@ -31,6 +31,7 @@ from migration_gate import backup, migration
 from migration_gate.catalog import existing_tables
 from migration_gate.checks import api as app
 from migration_gate.config import ROOT, GateConfig
+from migration_gate.embedded import pid_alive
 from migration_gate.progress import Progress
 from migration_gate.redact import describe_target, redact_text
 
@@ -190,19 +191,9 @@ def unfinished_runs(reports: Path, target: str) -> list[Path]:
     for state_file in sorted(reports.glob(f"*/{STATE_FILE}")):
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             state = RunState.load(state_file.parent)
-            if state.target == target and state.status in ("running", "interrupted") and not _alive(state.pid):
+            if state.target == target and state.status in ("running", "interrupted") and not pid_alive(state.pid):
                 found.append(state_file.parent)
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Gate:
