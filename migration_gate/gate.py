@@ -439,7 +439,7 @@ class Gate:
         """Restore the verified backup (or run the rollback SQL), put the app back on the legacy schema, verify
         with the rollback suite; go back live only when that is green."""
         self.progress.say("ROLLING BACK")
-        steps = [PhaseRecord("restore"), PhaseRecord("redeploy legacy"), PhaseRecord("rollback checks")]
+        steps = [PhaseRecord("restore"), PhaseRecord("redeploy-legacy"), PhaseRecord("rollback")]
         self.state.rollback_phases = steps
         if self.state.maintenance_off_at or not self.state.maintenance_on_at:
             try:  # nobody may write while the backup goes back in
@@ -450,7 +450,7 @@ class Gate:
                 self.progress.say(f"could not switch maintenance on before the rollback: {safe_message(exc)}")
         ok = self._step(steps[0], self._restore)
         ok = ok and self._step(steps[1], self._redeploy_legacy)
-        ok = ok and self._step(steps[2], lambda r: self.run_suite("rollback", r))
+        ok = ok and self._step(steps[2], lambda r: self.run_suite("rollback", r))  # RB-01..03
         self.state.rollback_verified = ok
         if ok:
             self._maintenance_off_quietly()

@@ -36,7 +36,8 @@ color:#1f2328;line-height:1.4}h1{margin-bottom:.2em}h2{border-bottom:1px solid #
 margin-top:1.6em}table{border-collapse:collapse;width:100%;margin:.5em 0}th,td{border:1px solid #d0d7de;
 padding:4px 8px;text-align:left;vertical-align:top;font-size:14px}th{background:#f6f8fa}.verdict{color:#fff;
 padding:.6em 1em;border-radius:6px;font-size:1.3em;font-weight:600}.ok{color:#1a7f37;font-weight:600}
-.bad{color:#cf222e;font-weight:600}.muted{color:#59636e}.sign td{height:3em}code{font-size:13px;word-break:break-all}
+.bad{color:#cf222e;font-weight:600}.muted{color:#59636e}
+td a,td code{word-break:break-all}.sign td{height:3em}code{font-size:13px;word-break:break-all}
 @media print{body{margin:0}}
 """
 
@@ -92,7 +93,8 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
     for record in state.phases + state.rollback_phases:
         report = (f"<a href='{escape(record.report)}'>{escape(record.report)}</a>" if record.report else "")
         seconds = f"{record.seconds:.1f} s" if record.seconds is not None else "-"
-        parts.append(f"<tr><td>{escape(record.name)}</td><td class='{_cls(record.status in ('passed', 'pending'))}'>"
+        status_class = {"passed": "ok", "failed": "bad"}.get(record.status, "muted")
+        parts.append(f"<tr><td>{escape(record.name)}</td><td class='{status_class}'>"
                      f"{escape(record.status)}</td><td>{escape(record.started or '-')}</td><td>{seconds}</td>"
                      f"<td>{escape(record.detail or '')}</td><td>{report}</td></tr>")
     parts.append("</table><table><tr><th>Checklist timebox</th><th>Used</th><th>Budget</th><th></th></tr>")

@@ -126,7 +126,7 @@ def test_a_cut_over_broken_at_each_phase_ends_red_there_with_a_verified_rollback
     assert state.rollback_verified is True
     assert [p.status for p in state.rollback_phases] == ["passed", "passed", "passed"]
     assert _snapshot(sandbox.dsn, audit=False) == before, "the database differs from its state before the cut-over"
-    assert state.phase("rollback checks").status == "passed"  # RB-02: every table equal to the backup's record
+    assert state.phase("rollback").status == "passed"  # RB-02: every table equal to the backup's record
 
 
 def test_a_failing_pre_check_stops_before_anything_changes(sandbox: Sandbox, tmp_path: Path) -> None:
