@@ -263,7 +263,7 @@ class Gate:
         folder = self.run_dir / record.name
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "-m", marker, f"--gate-run-dir={folder}", "-p", "no:cacheprovider",
-             "-q", "--no-header", "-rf", "--tb=line"], cwd=ROOT, env=self._suite_env(), capture_output=True,
+             "-q", "--no-header", "-rf", "--tb=short"], cwd=ROOT, env=self._suite_env(), capture_output=True,
             text=True)
         record.report = str((folder / f"{marker}.html").relative_to(self.run_dir))
         (folder).mkdir(parents=True, exist_ok=True)
@@ -274,7 +274,11 @@ class Gate:
             return True
         failed = [line.split("::", 1)[1].split(" ")[0] for line in done.stdout.splitlines()
                   if line.startswith("FAILED")]
-        record.detail = (f"{summary.strip('= ')}; failed: {', '.join(failed[:8])}" if failed else
+        # our checks' problem lines (indented under "...: N problem(s)"): tables, counts, ids, never values
+        problems = [line.strip() for line in done.stdout.splitlines() if line.startswith("  ") and
+                    ("rows" in line or "values" in line or "ids" in line or "missing" in line)][:4]
+        record.detail = (f"{summary.strip('= ')}; failed: {', '.join(failed[:8])}"
+                         + (f"; first problems: {'; '.join(problems)}" if problems else "") if failed else
                          redact_text(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else summary))
         return False
 
