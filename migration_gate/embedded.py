@@ -158,6 +158,18 @@ def sweep_stale(base: Path = DEFAULT_BASE) -> list[Path]:
     return swept
 
 
+def stop_kept(base: Path = DEFAULT_BASE) -> list[Path]:
+    """Stop and delete the clusters kept with keep(), and the processes kept with them."""
+    if not base.is_dir():
+        return []
+    for marker in base.glob(f"*/{KEEP_FILE}"):
+        for line in marker.read_text().split():
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(line), signal.SIGTERM)
+        marker.unlink()
+    return sweep_stale(base)
+
+
 class EmbeddedPostgres:
     """One throwaway cluster: ``with EmbeddedPostgres() as pg: psycopg.connect(pg.dsn())``."""
 
@@ -240,10 +252,11 @@ class EmbeddedPostgres:
         self._discard()
         raise EmbeddedError(f"PostgreSQL did not start: {' '.join(tail) or started.stderr.strip()}")
 
-    def keep(self) -> None:
-        """Leave the cluster running after this process ends (for inspection); the sweep will spare it."""
+    def keep(self, companion_pids: tuple[int, ...] = ()) -> None:
+        """Leave the cluster running after this process ends (for inspection); the sweep spares it until
+        stop_kept() is called. companion_pids (e.g. the API) are stopped with it."""
         if self.dir is not None:
-            (self.dir / KEEP_FILE).write_text("kept on purpose\n")
+            (self.dir / KEEP_FILE).write_text("".join(f"{pid}\n" for pid in companion_pids))
             atexit.unregister(self.stop)
 
     def stop(self) -> None:

@@ -19,7 +19,7 @@ import psycopg
 
 from migration_gate.cli import EPILOG, EXIT, _finish
 from migration_gate.config import ROOT, ConfigError, load_config
-from migration_gate.embedded import EmbeddedError
+from migration_gate.embedded import EmbeddedError, stop_kept
 from migration_gate.gate import CutoverTarget, Gate, Refused
 from migration_gate.progress import Progress
 from migration_gate.redact import redact_text
@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reports", type=Path, default=ROOT / "reports", help="where run folders go")
     parser.add_argument("--keep", action="store_true",
                         help="leave the cluster and API running afterwards and print how to connect")
+    parser.add_argument("--stop-kept", action="store_true",
+                        help="stop and delete what earlier --keep runs left running, then exit")
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
@@ -55,6 +57,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.stop_kept:
+        stopped = stop_kept()
+        print(f"stopped {len(stopped)} kept sandbox cluster(s)")
+        return 0
     progress = Progress(quiet=args.quiet or args.json)
     if args.migration is not None:
         os.environ["GATE_MIGRATION_FILE"] = str(args.migration.resolve())  # the phase suites see it too
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         code = _finish(args, gate, state, environment)
         if args.keep and not args.json:
             print(f"Kept running: psql '{sandbox.dsn}'  API {sandbox.api.base_url} (pid {sandbox.api.pid})\n"
-                  f"  stop with: kill {sandbox.api.pid}; pg_ctl -D {sandbox.cluster.data_dir} stop")
+                  "  stop and delete with: scripts/rehearse --stop-kept")
         return code
     except Refused as exc:
         print(f"rehearse: {exc}", file=sys.stderr)

@@ -52,13 +52,13 @@ class Sandbox:
         return self
 
     def stop(self, keep: bool = False) -> None:
-        if self.api is not None and not keep:
-            self.api.stop()
-        elif self.api is not None:
-            self.api.detach()
+        """Stop everything, or with keep=True leave the cluster and the API running for inspection."""
+        api_pid = self.api.pid if self.api is not None else None
+        if self.api is not None:
+            self.api.detach() if keep else self.api.stop()
         if self.cluster is not None:
             if keep:
-                self.cluster.keep()
+                self.cluster.keep(companion_pids=(api_pid,) if api_pid else ())
             else:
                 self.cluster.stop()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate.embedded import OWNER_FILE, EmbeddedPostgres, find_binaries, sweep_stale
+from migration_gate.embedded import OWNER_FILE, EmbeddedPostgres, find_binaries, stop_kept, sweep_stale
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,3 +127,17 @@ def _interpreter_for_others() -> str | None:
         if path.is_file() and all(p.stat().st_mode & 0o001 for p in path.parents):
             return str(path)
     return None
+
+
+def test_a_kept_cluster_survives_the_sweep_until_stop_kept(base: Path) -> None:
+    companion = subprocess.Popen(["sleep", "300"])
+    cluster = EmbeddedPostgres(base=base).start()
+    folder, dsn = cluster.dir, cluster.dsn()
+    cluster.keep(companion_pids=(companion.pid,))
+    (folder / OWNER_FILE).write_text("999999999")  # as if the process that kept it had exited
+    assert sweep_stale(base) == []
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert stop_kept(base) == [folder]
+    assert not folder.exists()
+    assert companion.wait(timeout=10) == -signal.SIGTERM
