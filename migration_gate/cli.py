@@ -77,7 +77,7 @@ def _summary(state: RunState, report: Path | None) -> dict:
             "counts": state.counts, "forced": state.forced}
 
 
-def _finish(args: argparse.Namespace, gate: GateConfig, state: RunState, environment: dict[str, str]) -> int:
+def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, environment: dict[str, str]) -> int:
     report = signoff.write(state, Path(state.run_dir), environment, gate.downtime_minutes)
     if args.json:
         print(json.dumps(_summary(state, report), indent=2))
@@ -185,7 +185,7 @@ def cutover(argv: list[str] | None = None) -> int:
     except (GateError, psycopg.Error, backup.BackupError, OSError) as exc:
         print(_one_line("cutover", exc), file=sys.stderr)
         return 1
-    return _finish(args, gate, state, _environment(target, gate))
+    return finish_run(args, gate, state, _environment(target, gate))
 
 
 def dry_run(gate: GateConfig, target: CutoverTarget, args: argparse.Namespace) -> int:
@@ -286,7 +286,7 @@ def rollback_command(argv: list[str] | None = None) -> int:
     except (GateError, psycopg.Error, OSError) as exc:
         print(_one_line("rollback", exc), file=sys.stderr)
         return 3
-    return _finish(args, gate, state, _environment(target, gate))
+    return finish_run(args, gate, state, _environment(target, gate))
 
 
 def main(argv: list[str] | None = None) -> int:

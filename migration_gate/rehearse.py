@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate.cli import EPILOG, EXIT, _finish
+from migration_gate.cli import EPILOG, EXIT, finish_run
 from migration_gate.config import ROOT, ConfigError, load_config
 from migration_gate.embedded import EmbeddedError, stop_kept
 from migration_gate.gate import CutoverTarget, Gate, Refused
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         environment = {"Target": "embedded sandbox (throwaway PostgreSQL, synthetic PHI)",
                        "Patients seeded": f"{args.patients:,} (seed {args.seed})", "API": "sandbox reference API",
                        "Configuration": str(gate.path)}
-        code = _finish(args, gate, state, environment)
+        code = finish_run(args, gate, state, environment)
         if args.keep and not args.json:
             print(f"Kept running: psql '{sandbox.dsn}'  API {sandbox.api.base_url} (pid {sandbox.api.pid})\n"
                   "  stop and delete with: scripts/rehearse --stop-kept")
