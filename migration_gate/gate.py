@@ -373,9 +373,8 @@ class Gate:
         self.acquire_lock()
         try:
             self._run(only)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # resumable: the next invocation continues where this one stood
             self.state.status = "interrupted"
-            self.state.failure = "interrupted by the operator"
             self.state.save()
             raise
         finally:
