@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -259,15 +260,27 @@ class Gate:
         return env
 
     def run_suite(self, marker: str, record: PhaseRecord) -> bool:
-        """pytest -m <marker> in a child process; its HTML and JUnit reports land in the run folder."""
+        """pytest -m <marker> in a child process; its HTML and JUnit reports land in the run folder, and its
+        progress (tests done of total) is shown while it runs."""
         folder = self.run_dir / record.name
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-m", marker, f"--gate-run-dir={folder}", "-p", "no:cacheprovider",
-             "-q", "--no-header", "-rf", "--tb=short"], cwd=ROOT, env=self._suite_env(), capture_output=True,
-            text=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        progress_file = folder / "progress.jsonl"
+        progress_file.unlink(missing_ok=True)
+        env = self._suite_env() | {"GATE_PROGRESS_FILE": str(progress_file)}
+        with tempfile.TemporaryFile(mode="w+") as out:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "pytest", "-m", marker, f"--gate-run-dir={folder}", "-p", "no:cacheprovider",
+                 "-q", "--no-header", "-rf", "--tb=short"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                text=True)
+            while child.poll() is None:
+                time.sleep(0.5)
+                self._show_suite_progress(marker, progress_file)
+            self._show_suite_progress(marker, progress_file)
+            out.seek(0)
+            output = out.read()
+        done = subprocess.CompletedProcess(child.args, child.returncode, output, "")
         record.report = str((folder / f"{marker}.html").relative_to(self.run_dir))
-        (folder).mkdir(parents=True, exist_ok=True)
-        (folder / "pytest-output.txt").write_text(redact_text(done.stdout + done.stderr))
+        (folder / "pytest-output.txt").write_text(redact_text(done.stdout))
         summary = next((line for line in reversed(done.stdout.strip().splitlines()) if " in " in line), "")
         if done.returncode == 0:
             record.detail = summary.strip("= ")
@@ -279,8 +292,18 @@ class Gate:
                     ("rows" in line or "values" in line or "ids" in line or "missing" in line)][:4]
         record.detail = (f"{summary.strip('= ')}; failed: {', '.join(failed[:8])}"
                          + (f"; first problems: {'; '.join(problems)}" if problems else "") if failed else
-                         redact_text(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else summary))
+                         redact_text(next((line for line in reversed(output.splitlines()) if line.strip()), summary)))
         return False
+
+    def _show_suite_progress(self, marker: str, progress_file: Path) -> None:
+        try:
+            lines = progress_file.read_text().splitlines()
+        except OSError:
+            return
+        events = [json.loads(line) for line in lines if line.strip().endswith("}")]
+        total = next((e["total"] for e in events if "total" in e), None)
+        if total:
+            self.progress.count(f"{marker} checks", sum("done" in e for e in events), total)
 
     def _step(self, record: PhaseRecord, action: Callable[[PhaseRecord], bool]) -> bool:
         record.status = "running"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import os
 import re
 from collections import defaultdict
 from collections.abc import Iterator
@@ -148,6 +149,24 @@ def pytest_metadata(metadata: dict, config: pytest.Config) -> None:
         elif isinstance(metadata[key], str):
             metadata[key] = redact_text(metadata[key])
     metadata.update(session.metadata())  # ours: built from redacted parts (the sha256 is not a secret)
+
+
+def _progress_line(record: dict) -> None:
+    """For a parent process showing progress (the gate): one JSON line per event in GATE_PROGRESS_FILE."""
+    path = os.environ.get("GATE_PROGRESS_FILE")
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.stash.get(GATE, None) is not None:
+        _progress_line({"total": len(session.items)})
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        _progress_line({"done": report.nodeid, "outcome": report.outcome})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
