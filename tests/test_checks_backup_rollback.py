@@ -116,3 +116,30 @@ def test_the_scratch_rehearsal_fails_when_the_migration_loses_rows(legacy_db: st
     result = rehearse_on_copy(legacy_db, gate, SANDBOX_KEY)
     assert any("after migrating the copy: clinical_sessions: " in p and "rows, legacy sessions_hipaa had" in p
                for p in result.problems), result.problems
+
+
+def test_backup_with_a_pg_dump_older_than_the_server_is_refused(legacy_db: str, tmp_path: Path) -> None:
+    from migration_gate.embedded import PgBinaries
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pg_dump").write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 11.22'\n")
+    (fake / "pg_dump").chmod(0o755)
+    with pytest.raises(backup.BackupError, match="pg_dump 11 is older than the server"):
+        backup.take_backup(legacy_db, tmp_path / "out", PgBinaries(fake, 11))
+    assert not list((tmp_path / "out").glob("*.dump"))
+
+
+def test_backup_onto_a_full_disk_is_one_clear_line(legacy_db: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    mount = tmp_path / "full"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a tiny tmpfs as a full disk")
+    try:
+        with pytest.raises(backup.BackupError, match="the disk is full"):
+            backup.take_backup(legacy_db, mount)
+        assert not list(mount.glob("*.dump")) and not list(mount.glob("*.partial"))
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

@@ -227,3 +227,20 @@ def test_migration_is_all_or_nothing_under_repeated_kills(sandbox: Sandbox, tmp_
         else:
             migration.run_file(sandbox.dsn, config.rollback_file, SANDBOX_KEY)
             assert _snapshot(sandbox.dsn) == before
+
+
+def test_budgets_are_tracked_and_downtime_over_the_limit_fails_the_run(sandbox: Sandbox, tmp_path: Path) -> None:
+    import dataclasses
+
+    from migration_gate import signoff
+    from migration_gate.gate import budget_report
+    tight = dataclasses.replace(load_config(), phase_minutes=dict.fromkeys(
+        ("premigration", "backup", "migration", "deploy", "verification", "golive"), 0.0001),
+        downtime_minutes=0.0001)
+    state = Gate(tight, _target(sandbox), tmp_path / "run", Progress(quiet=True)).run()
+    assert state.status == "over-limit" and state.downtime_over_limit
+    assert "exceeds the" in state.failure
+    assert all(p.over_budget for p in state.phases)
+    assert all(over for _, _, _, over in budget_report(state))
+    report = signoff.write(state, tmp_path / "run", {}, tight.downtime_minutes).read_text()
+    assert "DOWNTIME OVER THE LIMIT" in report and "OVER BUDGET" in report
