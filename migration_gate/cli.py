@@ -24,6 +24,7 @@ import psycopg
 from migration_gate import backup, signoff
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
 from migration_gate.gate import (
+    BUDGET_OF,
     PLAN,
     CutoverTarget,
     Gate,
@@ -197,7 +198,8 @@ def dry_run(gate: GateConfig, target: CutoverTarget, args: argparse.Namespace) -
     plan = {"target": describe_target(target.dsn), "server_version": version, "database_schema": where,
             "migration_file": str(gate.migration_file), "statements": sum(s.kind == "sql" for s in steps),
             "data_steps": [s.text for s in steps if s.kind == "data"], "rollback": gate.rollback_method,
-            "phases": [{"name": p, "budget_minutes": gate.phase_minutes.get(p)} for p in PLAN],
+            "phases": [{"name": p, "timebox": BUDGET_OF[p], "budget_minutes": gate.phase_minutes.get(BUDGET_OF[p])}
+                       for p in PLAN],
             "downtime_limit_minutes": gate.downtime_minutes, "hooks": sorted(gate.hooks)}
     if args.json:
         print(json.dumps(plan, indent=2))
