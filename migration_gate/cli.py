@@ -54,6 +54,21 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+HANDLED = (ConfigError, MigrationFileError, Refused, GateError, backup.BackupError, psycopg.Error, OSError)
+
+
+def _failed(name: str, exc: BaseException, otherwise: int = 1, backup_changed: int = 1) -> int:
+    """One line on stderr and the documented exit code: 2 usage/configuration, 4 refused, else `otherwise`."""
+    if isinstance(exc, ConfigError | MigrationFileError):
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, Refused):
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 4
+    print(_one_line(name, exc), file=sys.stderr)
+    return backup_changed if isinstance(exc, backup.BackupError) else otherwise
+
+
 def _one_line(name: str, exc: BaseException) -> str:
     """The error as one redacted line: what failed and why, never a traceback."""
     if isinstance(exc, OSError) and exc.strerror:
@@ -177,15 +192,8 @@ def cutover(argv: list[str] | None = None) -> int:
             return dry_run(gate, target, args)
         runner = _resume_or_new(args, gate, target, load_environment().reports_dir, progress)
         state = runner.run_rollback_only() if runner.rollback_only else runner.run()
-    except (ConfigError, MigrationFileError) as exc:
-        print(f"cutover: {exc}", file=sys.stderr)
-        return 2
-    except Refused as exc:
-        print(f"cutover: {exc}", file=sys.stderr)
-        return 4
-    except (GateError, psycopg.Error, backup.BackupError, OSError) as exc:
-        print(_one_line("cutover", exc), file=sys.stderr)
-        return 1
+    except HANDLED as exc:
+        return _failed("cutover", exc)
     return finish_run(args, gate, state, _environment(target, gate))
 
 
@@ -217,9 +225,9 @@ PHASE_COMMANDS = {
     "backup": (["backup"], "Back up the target (pg_dump custom format, owner-only file, sha256 and versions "
                            "recorded), then run the backup checks."),
     "migrate": (["migration"], "Run the migration file in one transaction (lock_timeout, statement_timeout, "
-                               "progress per statement). Refuses unless this run's pre-checks and backup are "
-                               "green (--force overrides, and the report says so). A failed migration changes "
-                               "nothing."),
+                               "progress per statement). Refuses unless this run's pre-checks, maintenance and "
+                               "backup are green and the backup is unchanged (--force overrides, and the report "
+                               "says so). A failed migration changes nothing."),
 }
 
 
@@ -242,15 +250,8 @@ def phase_command(name: str, argv: list[str] | None = None) -> int:
         else:
             runner = _resume_or_new(args, gate, target, load_environment().reports_dir, progress)
         state = runner.run(only=phases)
-    except ConfigError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        return 2
-    except Refused as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        return 4
-    except (GateError, psycopg.Error, backup.BackupError, OSError) as exc:
-        print(_one_line(name, exc), file=sys.stderr)
-        return 1
+    except HANDLED as exc:
+        return _failed(name, exc)
     records = [state.phase(p) for p in phases]
     ok = all(r.status == "passed" for r in records)
     if args.json:
@@ -279,15 +280,8 @@ def rollback_command(argv: list[str] | None = None) -> int:
             raise Refused(f"{args.run_dir.name} is a run against {state.target}, not {describe_target(target.dsn)}: "
                           "refusing to restore its backup here")
         state = Gate(gate, target, args.run_dir, progress, state=state).run_rollback_only()
-    except ConfigError as exc:
-        print(f"rollback: {exc}", file=sys.stderr)
-        return 2
-    except (Refused, backup.BackupError) as exc:
-        print(f"rollback: {exc}", file=sys.stderr)
-        return 4
-    except (GateError, psycopg.Error, OSError) as exc:
-        print(_one_line("rollback", exc), file=sys.stderr)
-        return 3
+    except HANDLED as exc:
+        return _failed("rollback", exc, otherwise=3, backup_changed=4)
     return finish_run(args, gate, state, _environment(target, gate))
 
 
