@@ -86,20 +86,27 @@ def test_sweep_spares_live_and_kept_clusters(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the ordinary-user path is the one this run already takes")
-def test_starts_when_run_by_an_ordinary_user() -> None:
-    """As root the launcher runs initdb as postgres; here an unprivileged user drives the launcher itself."""
+def test_starts_when_run_by_an_ordinary_user(base: Path) -> None:
+    """As root the launcher runs initdb as postgres; here an unprivileged user drives the launcher itself.
+    The launcher needs only the standard library, so the user gets a world-readable copy of it (the checkout,
+    and the virtualenv in it, may be private to root)."""
     account = pwd.getpwnam("postgres") if _has("postgres") else pwd.getpwnam("nobody")
-    code = ("from migration_gate.embedded import EmbeddedPostgres; import psycopg\n"
+    package = base / "code" / "migration_gate"
+    package.mkdir(parents=True)
+    for name in ("__init__.py", "embedded.py"):
+        shutil.copy(ROOT / "migration_gate" / name, package / name)
+    for folder in (base / "code", package):
+        folder.chmod(0o755)
+    code = ("import subprocess\nfrom migration_gate.embedded import EmbeddedPostgres\n"
             "with EmbeddedPostgres() as pg:\n"
-            "    print(psycopg.connect(pg.dsn()).execute('SELECT current_user').fetchone()[0])\n")
+            "    print(subprocess.run([pg.binaries.tool('psql'), '-XAtc', 'SELECT current_user', pg.dsn()],\n"
+            "                         capture_output=True, text=True, check=True).stdout.strip())\n")
     python = _interpreter_for_others()
     if python is None:
         pytest.skip("no Python interpreter of this version that an unprivileged user may run")
-    site = [p for p in sys.path if p.endswith("site-packages")]
     done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd="/", user=account.pw_uid, group=account.pw_gid, extra_groups=[],
-                          env={"PATH": os.environ["PATH"], "HOME": "/tmp",
-                               "PYTHONPATH": os.pathsep.join([str(ROOT), *site])})
+                          env={"PATH": os.environ["PATH"], "HOME": "/tmp", "PYTHONPATH": str(base / "code")})
     assert done.returncode == 0, done.stderr[-500:]
     assert done.stdout.strip() == "postgres"
 
