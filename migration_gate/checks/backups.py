@@ -15,6 +15,15 @@ from migration_gate.checks import Result
 from migration_gate.checksums import table_checksum
 
 
+def load_record(dump: Path, result: Result) -> backup.BackupRecord | None:
+    """The record beside a dump, or None with the reason added to the result."""
+    try:
+        return backup.BackupRecord.load(dump)
+    except backup.BackupError as exc:
+        result.add(str(exc))
+        return None
+
+
 def exists_and_not_empty(dump: Path) -> Result:
     result = Result("the dump exists and is not empty")
     if not dump.is_file():
@@ -42,10 +51,8 @@ def readable_by_pg_restore(dump: Path) -> Result:
 def record_matches(dump: Path) -> Result:
     """The record beside the dump names its size and sha256, and the file still has them."""
     result = Result("sha256 and size recorded and matching")
-    try:
-        record = backup.BackupRecord.load(dump)
-    except backup.BackupError as exc:
-        result.add(str(exc))
+    record = load_record(dump, result)
+    if record is None:
         return result
     result.notes.append(f"{record.size} bytes, sha256 {record.sha256}")
     if not dump.is_file():
@@ -74,10 +81,8 @@ def restores_to_recorded_content(dump: Path, server_dsn: str) -> Result:
     """Restored into a scratch database, every table's content checksum equals the one recorded at the dump's
     snapshot (computed from the live database in the same transaction as pg_dump)."""
     result = Result("the restored dump holds exactly the live data at backup time")
-    try:
-        record = backup.BackupRecord.load(dump)
-    except backup.BackupError as exc:
-        result.add(str(exc))
+    record = load_record(dump, result)
+    if record is None:
         return result
     scratch = f"gate_backup_check_{os.getpid()}_{int(time.time())}"
     try:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate import backup
 from migration_gate.checks import Result
+from migration_gate.checks.backups import load_record
 from migration_gate.checksums import table_checksum
 
 
@@ -16,10 +16,8 @@ def data_as_at_backup(conn: psycopg.Connection, dump: Path | None, tables: list[
     if dump is None:
         result.add("BACKUP_FILE is not set: the rollback is compared with the backup's recorded checksums")
         return result
-    try:
-        record = backup.BackupRecord.load(dump)
-    except backup.BackupError as exc:
-        result.add(str(exc))
+    record = load_record(dump, result)
+    if record is None:
         return result
     for table in tables:
         result.checked += 1
