@@ -46,12 +46,12 @@ def main() -> None:
             started = time.perf_counter()
             before = database_checksums(conn, list(LEGACY_TABLES))
             checksum_time = time.perf_counter() - started
-            schema_before = catalog.fingerprint(conn, list(LEGACY_TABLES))
+            schema_before = catalog.inspect(conn).only(LEGACY_TABLES)
         result = migration.run_file(dsn, ROOT / "sandbox/migrations/001_schema_refactor.sql", SANDBOX_KEY)
         rollback = migration.run_file(dsn, ROOT / "sandbox/migrations/001_rollback.sql", SANDBOX_KEY)
         with psycopg.connect(dsn) as conn:
             after = database_checksums(conn, list(LEGACY_TABLES))
-            schema_after = catalog.fingerprint(conn, list(LEGACY_TABLES))
+            schema_after = catalog.inspect(conn).only(LEGACY_TABLES)
         print(f"checksums of all legacy tables: {checksum_time:.1f} s ({checksum_time / baseline:.0f}x count)")
         print(f"migration: {result.seconds:.1f} s ({result.seconds / baseline:.0f}x count)")
         for timing in sorted(result.timings, key=lambda t: -t.seconds)[:5]:

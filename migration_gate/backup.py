@@ -22,12 +22,13 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_gate.catalog import existing_tables
+from migration_gate import catalog
 from migration_gate.checksums import table_checksum
 from migration_gate.embedded import PgBinaries, find_binaries
 from migration_gate.redact import describe_target, redact_text
 
 RECORD_SUFFIX = ".json"
+CATALOG_SUFFIX = ".catalog.json"  # the catalog at the dump's snapshot, beside the dump
 
 
 class BackupError(RuntimeError):
@@ -43,7 +44,7 @@ class BackupRecord:
     target: str
     server_version: str
     pg_dump_version: str
-    checksums: dict[str, list]  # table -> [rows, digest] at the dump's snapshot
+    checksums: dict[str, list]  # "schema.table" -> [rows, digest] at the dump's snapshot, every user schema
 
     def save(self) -> Path:
         record = Path(self.path + RECORD_SUFFIX)
@@ -57,6 +58,13 @@ class BackupRecord:
             return cls(**json.loads(Path(str(dump) + RECORD_SUFFIX).read_text()))
         except (OSError, ValueError, TypeError):
             raise BackupError(f"no readable backup record next to {dump}") from None
+
+    def catalog(self) -> catalog.Catalog:
+        """The schema at the dump's snapshot (what a rollback must bring back exactly)."""
+        try:
+            return catalog.Catalog.load(Path(self.path + CATALOG_SUFFIX))
+        except (OSError, ValueError, TypeError, KeyError):
+            raise BackupError(f"no readable catalog record next to {self.path}") from None
 
 
 def sha256_file(path: Path) -> str:
@@ -132,11 +140,15 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
         if done.returncode != 0:
             partial.unlink(missing_ok=True)
             raise _fail("pg_dump failed", done.stderr)
-        checksums = {t: list(astuple(table_checksum(conn, t))) for t in sorted(existing_tables(conn))}
+        at_snapshot = catalog.inspect(conn)
+        checksums = {key: list(astuple(table_checksum(conn, t.name, schema=t.schema)))
+                     for key, t in sorted(at_snapshot.tables.items())}
         version = conn.execute("SHOW server_version").fetchone()[0]
         conn.execute("COMMIT")
     os.chmod(partial, 0o600)
     partial.replace(target)
+    at_snapshot.save(Path(str(target) + CATALOG_SUFFIX))
+    os.chmod(str(target) + CATALOG_SUFFIX, 0o600)
     record = BackupRecord(
         path=str(target), size=target.stat().st_size, sha256=sha256_file(target), taken_at=taken_at.isoformat(),
         target=describe_target(dsn), server_version=version,
@@ -204,10 +216,17 @@ def verify_unchanged(dump: Path) -> BackupRecord:
     return record
 
 
-# Empties the public schema but keeps the schema itself, with its owner and grants: tables (with their indexes,
-# constraints and owned sequences), views, standalone sequences, functions and types; extension members are left.
+# Drops every user schema but public (the dump creates them again: drizzle's bookkeeping, say), then empties the
+# public schema but keeps the schema itself, with its owner and grants: tables (with their indexes, constraints
+# and owned sequences), views, standalone sequences, functions and types; extension members are left.
 _EMPTY_PUBLIC = """
 DO $gate$ DECLARE r record; BEGIN
+  FOR r IN SELECT n.nspname FROM pg_namespace n WHERE n.nspname NOT IN ('public', 'pg_catalog', 'information_schema')
+             AND n.nspname NOT LIKE 'pg\\_%' AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = n.oid
+             AND d.deptype = 'e')
+  LOOP
+    EXECUTE format('DROP SCHEMA %I CASCADE', r.nspname);
+  END LOOP;
   FOR r IN SELECT c.oid::regclass AS obj, c.relkind FROM pg_class c
            WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))

@@ -38,9 +38,24 @@ class ForeignKey:
         return f"{self.table}.{self.column} -> {self.references}"
 
 
+RULES = ("null", "phi", "value", "tenancy", "search_hash", "key", "derived")
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    """How a new column without a legacy source gets its value, and so which check verifies it: "null" (every
+    migrated row NULL), "phi" (a PHI column the new schema adds: NULL after the migration, v1 ciphertext once the
+    app writes it), "value" (every migrated row equal to `value`), "tenancy" (the tenancy checks), "search_hash"
+    (the search-hash checks), "key" (the row's key), "derived" (a derived value; `reason` names its check)."""
+
+    kind: str
+    value: object = None
+    reason: str = ""
+
+
 @dataclass(frozen=True)
 class TableMap:
-    """One legacy table and the new table it becomes."""
+    """One legacy table and the new table it becomes (or feeds: `partial` new tables have rows of their own)."""
 
     new: str
     legacy: str
@@ -51,6 +66,64 @@ class TableMap:
     owner: tuple[str, str] | None = None  # (legacy, new) therapist column
     soft_delete: str | None = None
     append_only: bool = False  # rows added after the backup are expected (audit logs); only older rows compared
+    legacy_key: str = ""  # the legacy side's key column when it differs from `key` (default: the same)
+    encrypt: dict[str, str] = field(default_factory=dict)  # legacy plaintext -> new ciphertext
+    dropped: dict[str, str] = field(default_factory=dict)  # legacy column -> why it has no new column
+    new_columns: dict[str, ColumnRule] = field(default_factory=dict)  # new column without a legacy source
+    partial: bool = False  # the new table has rows without a legacy source (e.g. one per user, not per profile)
+    name: str = ""  # the [tables.<name>] section
+
+    @property
+    def source_key(self) -> str:
+        return self.legacy_key or self.key
+
+    def mapped_legacy(self) -> set[str]:
+        return {self.source_key, *self.columns, *self.phi, *self.hashes, *self.encrypt}
+
+    def mapped_new(self) -> set[str]:
+        return {self.key, *self.columns.values(), *self.phi.values(), *self.hashes.values(), *self.encrypt.values()}
+
+
+@dataclass(frozen=True)
+class TableObjects:
+    """What a table must carry besides its columns; anything else found there is a finding."""
+
+    unique: tuple[tuple[str, ...], ...] = ()
+    checks: tuple[str, ...] = ()
+    indexes: tuple[tuple[str, ...], ...] = ()  # key columns, then "WHERE <predicate>" for a partial index
+    triggers: tuple[str, ...] = ()
+    row_level_security: bool = False
+    policies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TenantRow:
+    """Which column ties a row to its organization: directly through its owner's membership, or through a parent
+    row (a session is in its patient's organization)."""
+
+    table: str
+    column: str
+    owner: str | None = None  # the user column whose primary-owner membership names the organization
+    through: str | None = None  # or: the column pointing at the parent row...
+    parent: str | None = None  # ...of this table, whose own organization column is the same
+
+
+@dataclass(frozen=True)
+class Tenancy:
+    organizations: str
+    memberships: str
+    users: str
+    membership_organization: str
+    membership_user: str
+    primary_owner: str
+    active: str
+    role_column: str
+    owner_role: str
+    owner_flags: tuple[str, ...]
+    organization_type: tuple[str, str] | None  # (column, value) every derived organization has
+    organization_name: dict[str, str]  # profiles, profile_user, profile_name, fallback, suffix
+    one_per_user: bool
+    rows: tuple[TenantRow, ...]
 
 
 @dataclass(frozen=True)
@@ -107,19 +180,36 @@ class GateConfig:
     legacy_foreign_keys: tuple[ForeignKey, ...]
     rollback_method: str = "restore"  # restore the verified backup, or "sql": run rollback_file
     hooks: dict[str, str] = field(default_factory=dict)
+    schema: str = "public"  # where the app's tables live (both sides)
+    new_objects: dict[str, TableObjects] = field(default_factory=dict)
+    legacy_objects: dict[str, TableObjects] = field(default_factory=dict)
+    new_tables: dict[str, str] = field(default_factory=dict)  # new table derived wholesale -> how (which check)
+    dropped_tables: dict[str, str] = field(default_factory=dict)  # legacy table not carried over -> why
+    tenancy: Tenancy | None = None
 
-    def table(self, new: str) -> TableMap:
+    def table(self, name: str) -> TableMap:
         for mapping in self.tables:
-            if mapping.new == new:
+            if mapping.name == name:
                 return mapping
-        raise KeyError(new)
+        raise KeyError(name)
 
     def legacy_phi_columns(self) -> list[tuple[str, str]]:
-        return [(t.legacy, c) for t in self.tables for c in t.phi]
+        return sorted({(t.legacy, c) for t in self.tables for c in t.phi})
+
+    def removed_tables(self) -> list[str]:
+        """Tables only the new schema has: gone again after a rollback."""
+        return sorted(set(self.new_schema) - set(self.legacy_schema))
+
+    def relationships(self, mapping: TableMap) -> list[str]:
+        """The mapping's new columns that are foreign keys: the links a migration must preserve."""
+        fk_columns = {fk.column for fk in self.new_foreign_keys if fk.table == mapping.new}
+        return sorted(c for c in mapping.columns.values() if c in fk_columns)
 
     def new_encrypted_columns(self) -> list[tuple[str, str]]:
-        """Every *_encrypted column of the expected new schema (not only the mapped ones)."""
-        return [(t, c) for t, cols in self.new_schema.items() for c in cols if c.endswith("_encrypted")]
+        """Every ciphertext column of the new schema: mapped PHI, encrypted on the way, and PHI columns it adds."""
+        found = {(t.new, c) for t in self.tables for c in [*t.phi.values(), *t.encrypt.values()]}
+        found |= {(t.new, c) for t in self.tables for c, rule in t.new_columns.items() if rule.kind == "phi"}
+        return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -167,6 +257,52 @@ def _foreign_keys(data: dict, where: str) -> tuple[ForeignKey, ...]:
     return tuple(found)
 
 
+def _rule(value: object, where: str) -> ColumnRule:
+    if isinstance(value, dict):
+        if "value" not in value:
+            raise ConfigError(f"{where}: a table rule needs 'value' (or use a string rule)")
+        return ColumnRule("value", value["value"])
+    text = str(value)
+    kind, _, reason = text.partition(":")
+    if kind.strip() not in RULES or kind.strip() == "value":
+        raise ConfigError(f"{where}: rule must be one of null, phi, tenancy, search_hash, key, 'derived: <how>' or "
+                          "{ value = ... }")
+    return ColumnRule(kind.strip(), reason=reason.strip())
+
+
+def _objects(spec: dict, where: str) -> TableObjects:
+    unknown = set(spec) - {"unique", "checks", "indexes", "triggers", "row_level_security", "policies"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
+    return TableObjects(unique=tuple(tuple(u) for u in spec.get("unique", [])), checks=tuple(spec.get("checks", [])),
+                        indexes=tuple(tuple(i) for i in spec.get("indexes", [])),
+                        triggers=tuple(spec.get("triggers", [])),
+                        row_level_security=bool(spec.get("row_level_security", False)),
+                        policies=tuple(spec.get("policies", [])))
+
+
+def _tenancy(spec: dict, where: str) -> Tenancy:
+    kind = spec.get("organization_type")
+    rows = []
+    for i, row in enumerate(_need(spec, "rows", list, where)):
+        spot = f"{where} rows[{i}]"
+        rows.append(TenantRow(_need(row, "table", str, spot), _need(row, "column", str, spot), row.get("owner"),
+                              row.get("through"), row.get("parent")))
+        if not (rows[-1].owner or (rows[-1].through and rows[-1].parent)):
+            raise ConfigError(f"{spot}: needs 'owner', or 'through' and 'parent'")
+    return Tenancy(
+        organizations=_need(spec, "organizations", str, where), memberships=_need(spec, "memberships", str, where),
+        users=_need(spec, "users", str, where),
+        membership_organization=_need(spec, "membership_organization", str, where),
+        membership_user=_need(spec, "membership_user", str, where),
+        primary_owner=_need(spec, "primary_owner", str, where), active=_need(spec, "active", str, where),
+        role_column=_need(spec, "role_column", str, where), owner_role=_need(spec, "owner_role", str, where),
+        owner_flags=tuple(spec.get("owner_flags", [])),
+        organization_type=(_need(kind, "column", str, where), _need(kind, "value", str, where)) if kind else None,
+        organization_name={str(k): str(v) for k, v in spec.get("organization_name", {}).items()},
+        one_per_user=bool(spec.get("one_per_user", False)), rows=tuple(rows))
+
+
 def load_config(path: Path | None = None) -> GateConfig:
     """Read and validate the migration description (default: migration.toml at the project root)."""
     path = Path(path or os.environ.get("GATE_CONFIG") or DEFAULT_CONFIG)
@@ -194,15 +330,18 @@ def load_config(path: Path | None = None) -> GateConfig:
     sandbox = data.get("sandbox", {})
     api = data.get("api", {})
     tables = []
-    for new, spec in _need(data, "tables", dict, where).items():
-        spot = f"{where} [tables.{new}]"
+    for name, spec in _need(data, "tables", dict, where).items():
+        spot = f"{where} [tables.{name}]"
         owner = spec.get("owner")
         tables.append(TableMap(
-            new=new, legacy=_need(spec, "legacy", str, spot), key=_need(spec, "key", str, spot),
+            name=name, new=str(spec.get("new", name)), legacy=_need(spec, "legacy", str, spot),
+            key=_need(spec, "key", str, spot), legacy_key=str(spec.get("legacy_key", "")),
             columns=dict(spec.get("columns", {})), phi=dict(spec.get("phi", {})),
-            hashes=dict(spec.get("hashes", {})),
+            hashes=dict(spec.get("hashes", {})), encrypt=dict(spec.get("encrypt", {})),
+            dropped={str(k): str(v) for k, v in spec.get("dropped", {}).items()},
+            new_columns={str(k): _rule(v, f"{spot} new_columns.{k}") for k, v in spec.get("new_columns", {}).items()},
             owner=(_need(owner, "legacy", str, spot + " owner"), _need(owner, "new", str, spot + " owner"))
-            if owner else None,
+            if owner else None, partial=bool(spec.get("partial", False)),
             soft_delete=spec.get("soft_delete"), append_only=bool(spec.get("append_only", False))))
     pre = data.get("preconditions", {})
     config = GateConfig(
@@ -231,6 +370,13 @@ def load_config(path: Path | None = None) -> GateConfig:
         legacy_foreign_keys=_foreign_keys(data.get("legacy_foreign_keys", {}), f"{where} [legacy_foreign_keys]"),
         rollback_method=str(mig.get("rollback_method", "restore")),
         hooks={k: str(v) for k, v in data.get("hooks", {}).items()},
+        schema=str(mig.get("schema", "public")),
+        new_objects={t: _objects(o, f"{where} [new_objects.{t}]") for t, o in data.get("new_objects", {}).items()},
+        legacy_objects={t: _objects(o, f"{where} [legacy_objects.{t}]")
+                        for t, o in data.get("legacy_objects", {}).items()},
+        new_tables={str(k): str(v) for k, v in data.get("new_tables", {}).items()},
+        dropped_tables={str(k): str(v) for k, v in data.get("dropped_tables", {}).items()},
+        tenancy=_tenancy(data["tenancy"], f"{where} [tenancy]") if "tenancy" in data else None,
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")
@@ -238,16 +384,17 @@ def load_config(path: Path | None = None) -> GateConfig:
         raise ConfigError(f"{where} [migration]: rollback_method 'sql' needs rollback_file")
     for mapping in config.tables:
         if mapping.new not in config.new_schema:
-            raise ConfigError(f"{where} [tables.{mapping.new}]: table is not in [new_schema]")
+            raise ConfigError(f"{where} [tables.{mapping.name}]: table {mapping.new} is not in [new_schema]")
         if mapping.legacy not in config.legacy_schema:
-            raise ConfigError(f"{where} [tables.{mapping.new}]: legacy table {mapping.legacy} is not in "
+            raise ConfigError(f"{where} [tables.{mapping.name}]: legacy table {mapping.legacy} is not in "
                               "[legacy_schema]")
-        for legacy_col, new_col in [*mapping.columns.items(), *mapping.phi.items(), *mapping.hashes.items()]:
+        for legacy_col, new_col in [*mapping.columns.items(), *mapping.phi.items(), *mapping.hashes.items(),
+                                    *mapping.encrypt.items()]:
             if new_col not in config.new_schema[mapping.new]:
-                raise ConfigError(f"{where} [tables.{mapping.new}]: column {new_col} is not in "
+                raise ConfigError(f"{where} [tables.{mapping.name}]: column {new_col} is not in "
                                   f"[new_schema.{mapping.new}]")
             if legacy_col not in config.legacy_schema[mapping.legacy]:
-                raise ConfigError(f"{where} [tables.{mapping.new}]: column {legacy_col} is not in "
+                raise ConfigError(f"{where} [tables.{mapping.name}]: column {legacy_col} is not in "
                                   f"[legacy_schema.{mapping.legacy}]")
     return config
 

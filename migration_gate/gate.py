@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 
 from migration_gate import backup, migration
-from migration_gate.catalog import existing_tables
+from migration_gate.catalog import inspect
 from migration_gate.checks import api as app
 from migration_gate.config import ROOT, GateConfig
 from migration_gate.embedded import pid_alive
@@ -176,7 +176,7 @@ def budget_report(state: RunState) -> list[tuple[str, float, float | None, bool]
 
 def schema_state(conn: psycopg.Connection, gate: GateConfig) -> str:
     """'legacy', 'migrated' or 'mixed', from which tables exist (one transaction never leaves it mixed)."""
-    tables = existing_tables(conn)
+    tables = inspect(conn, [gate.schema]).names(gate.schema)
     new_only = set(gate.new_schema) - set(gate.legacy_schema)
     legacy_only = set(gate.legacy_schema) - set(gate.new_schema)
     if legacy_only <= tables and not (new_only & tables):
@@ -513,13 +513,14 @@ class Gate:
             return
         with contextlib.suppress(backup.BackupError, psycopg.Error):
             recorded = backup.BackupRecord.load(Path(self.state.backup["path"])).checksums
+            schema = self.gate.schema
             with psycopg.connect(self.target.dsn) as conn:
-                tables = existing_tables(conn)
+                tables = inspect(conn, [schema]).names(schema)
                 self.state.counts = [
-                    {"legacy": t.legacy, "new": t.new, "legacy_rows": recorded.get(t.legacy, [None])[0],
-                     "new_rows": conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t.new)))
-                     .fetchone()[0] if t.new in tables else None}
-                    for t in self.gate.tables]
+                    {"legacy": t.legacy, "new": t.new, "legacy_rows": recorded.get(f"{schema}.{t.legacy}", [None])[0],
+                     "new_rows": conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+                         sql.Identifier(schema, t.new))).fetchone()[0] if t.new in tables else None}
+                    for t in self.gate.tables if not t.partial]
 
     def _finish(self) -> None:
         if self.state.maintenance_on_at:

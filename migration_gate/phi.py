@@ -44,7 +44,7 @@ def parse_key(key: str | None) -> bytes:
         raise PhiKeyError("PHI_ENCRYPTION_KEY is not set")
     if len(key) != 64:
         raise PhiKeyError(f"PHI_ENCRYPTION_KEY must be 64 hex characters, got {len(key)} characters")
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise PhiKeyError("PHI_ENCRYPTION_KEY must be hexadecimal (64 characters of 0-9, a-f)")
     return bytes.fromhex(key)
 
@@ -54,8 +54,9 @@ def is_blank(value: str | None) -> bool:
 
 
 def is_v1(value: str) -> bool:
-    """True when the value has the exact stored shape of v1 ciphertext."""
-    return _V1.match(value) is not None
+    """True when the value has the exact stored shape of v1 ciphertext: the whole value (a full match, so a
+    trailing newline, which the app rejects, is not valid ciphertext)."""
+    return _V1.fullmatch(value) is not None
 
 
 def iv_of(value: str) -> str:
@@ -86,7 +87,7 @@ class PhiCodec:
         return f"v1:{nonce.hex()}:{sealed[-16:].hex()}:{sealed[:-16].hex()}"
 
     def decrypt(self, value: str | None) -> str | None:
-        if value is None or value == "":
+        if is_blank(value):  # the app reads NULL, '' and whitespace-only values as null: not a fault
             return None
         if not is_v1(value):
             raise CiphertextFormatError("Invalid ciphertext format - expected v1:iv:authTag:encrypted")

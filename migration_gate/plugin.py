@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from migration_gate import checks
+from migration_gate.catalog import Catalog, inspect
 from migration_gate.checks import CheckFailed
 from migration_gate.config import ROOT, ConfigError, GateConfig, load_config, load_environment
 from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
@@ -169,6 +170,30 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _progress_line({"done": report.nodeid, "outcome": report.outcome})
 
 
+# Arguments a phase test can take that the migration description fans out: one test per mapping, tenant row...
+_DESCRIBED = {
+    "mapping": lambda g: [(m.name, m) for m in g.tables],
+    "phi_mapping": lambda g: [(m.name, m) for m in g.tables if m.phi or m.encrypt],
+    "linked_mapping": lambda g: [(m.name, m) for m in g.tables if g.relationships(m)],
+    "ruled_mapping": lambda g: [(m.name, m) for m in g.tables
+                                if any(r.kind in ("null", "phi", "value") for r in m.new_columns.values())],
+    "tenant_row": lambda g: [(f"{r.table}.{r.column}", r) for r in g.tenancy.rows] if g.tenancy else [],
+    "tenancy": lambda g: [("tenancy", g.tenancy)] if g.tenancy else [],
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Phase tests are parametrized from the description: a table added there is checked with no code change.
+    What the description does not have (no [tenancy], say) yields no test, and pytest says so."""
+    session = metafunc.config.stash.get(GATE, None)
+    if session is None:
+        return
+    for name, fan_out in _DESCRIBED.items():
+        if name in metafunc.fixturenames:
+            params = fan_out(session.gate)
+            metafunc.parametrize(name, [value for _, value in params], ids=[label for label, _ in params])
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         marker = item.get_closest_marker("criterion")
@@ -290,6 +315,12 @@ def db(target: TargetState) -> Iterator[psycopg.Connection]:
 
 
 @pytest.fixture
+def catalog(db: psycopg.Connection, gate_config: GateConfig) -> Catalog:
+    """The target's catalog, inspected once for the test (every schema check reads this one model)."""
+    return inspect(db)
+
+
+@pytest.fixture
 def baseline_db(target: TargetState, gate_session: GateSession) -> Iterator[psycopg.Connection]:
     """The legacy data as it was at backup time."""
     try:
@@ -317,7 +348,7 @@ def api_credentials(target: TargetState) -> tuple[str, str]:
 
 @pytest.fixture
 def api_user_id(db: psycopg.Connection, api_credentials: tuple[str, str]) -> int:
-    row = db.execute("SELECT id FROM users_auth WHERE username = %s", (api_credentials[0],)).fetchone()
+    row = db.execute("SELECT id FROM users_auth WHERE username = %s", (api_credentials[0],)).fetchone()  # app-specific
     if row is None:
         pytest.fail("the fixture user (GATE_API_USERNAME) does not exist in users_auth")
     return row[0]

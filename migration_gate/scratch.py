@@ -1,93 +1,147 @@
-"""The rehearsal on a scratch copy of the target: restore, migrate, post-check, roll back, compare.
+"""The rehearsal on a scratch copy of the target: restore, migrate, post-check, roll back (both ways), compare.
 
-Proves before cut-over that this migration and its rollback work on *this* database's data. The copy lives in
-a scratch database on the same server (the connecting role needs CREATEDB) and is always dropped afterwards.
+Proves before cut-over that this migration and its rollbacks work on *this* database's data. One dump of the
+target is restored twice: "before", the copy's own state (the app keeps writing to the live database while the
+pre-checks run, so the live database is no baseline), and the copy that is migrated. The SQL rollback and the
+restore of the dump (what a cut-over does by default) are both rehearsed and each compared with "before". The
+scratch databases live on the same server (the role needs CREATEDB) and a janitor always drops them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 
 from migration_gate import backup, catalog, migration
-from migration_gate.checks import Result, encryption, integrity, organizations, schema
+from migration_gate.checks import Result, accounting, encryption, error_text, integrity, organizations, schema
 from migration_gate.checksums import database_checksums
 from migration_gate.config import GateConfig
 from migration_gate.embedded import PgBinaries
 from migration_gate.phi import PhiCodec
 
 
+class ScratchDatabase:
+    """Owns one scratch database on the target's server: created (restored from a dump) on entry, dropped on
+    exit, whatever happened in between."""
+
+    def __init__(self, server_dsn: str, name: str, dump: Path, binaries: PgBinaries | None = None) -> None:
+        self.server_dsn, self.name, self.dump, self.binaries = server_dsn, name, dump, binaries
+        self.dsn = ""
+
+    def __enter__(self) -> ScratchDatabase:
+        self.dsn = backup.restore(self.dump, self.server_dsn, self.name, self.binaries, replace=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(psycopg.Error):
+            backup.drop_database(self.server_dsn, self.name)
+
+
 def post_checks(conn: psycopg.Connection, gate: GateConfig, codec: PhiCodec,
                 baseline: psycopg.Connection | None = None) -> list[Result]:
     """The database-side post-migration checks (and integrity against a baseline, when given)."""
+    s = gate.schema
+    found = catalog.inspect(conn, [s])
     results = [
-        schema.matches(conn, gate.new_schema, check="new schema"),
-        schema.foreign_keys(conn, gate.new_foreign_keys),
-        schema.index_coverage(conn, gate.new_foreign_keys),
-        schema.orphans(conn, gate.new_foreign_keys),
-        schema.sequences(conn, list(gate.new_schema)),
-        encryption.well_formed(conn, gate.new_encrypted_columns()),
-        encryption.decrypts(conn, codec, gate.new_encrypted_columns()),
-        encryption.search_hashes(conn, codec, gate.search_hashes),
-        organizations.one_primary_owner(conn),
-        organizations.rows_in_their_therapists_practice(conn),
+        schema.matches(found, gate.new_schema, gate.new_objects, check="new schema", schema=s),
+        schema.foreign_keys(found, gate.new_foreign_keys, schema=s),
+        schema.index_coverage(found, gate.new_foreign_keys, schema=s),
+        schema.orphans(conn, gate.new_foreign_keys, schema=s, catalog=found),
+        schema.sequences(conn, list(gate.new_schema), schema=s, catalog=found),
+        encryption.well_formed(conn, gate.new_encrypted_columns(), schema=s),
+        encryption.decrypts(conn, codec, gate.new_encrypted_columns(), schema=s),
+        encryption.search_hashes(conn, codec, gate.search_hashes, schema=s),
     ]
+    if gate.tenancy:
+        results += [organizations.one_primary_owner(conn, gate.tenancy, s),
+                    organizations.rows_in_their_organization(conn, gate.tenancy, s)]
     if baseline is not None:
         for mapping in gate.tables:
-            results += [integrity.counts(baseline, conn, mapping),
-                        integrity.rows_correspond(baseline, conn, mapping),
-                        integrity.columns_equal(baseline, conn, mapping),
-                        integrity.phi_equal(baseline, conn, mapping, codec)]
+            results += [integrity.counts(baseline, conn, mapping, s),
+                        integrity.rows_correspond(baseline, conn, mapping, s),
+                        integrity.columns_equal(baseline, conn, mapping, schema=s),
+                        integrity.phi_equal(baseline, conn, mapping, codec, s),
+                        integrity.new_column_rules(conn, mapping, s)]
     return results
 
 
-def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBinaries | None = None
-                     ) -> Result:
-    """Restore a fresh dump of the target into a scratch database, migrate, post-check, roll back, compare."""
-    result = Result("migration and rollback rehearsed on a scratch copy")
-    codec = PhiCodec(key)
-    scratch = f"gate_scratch_{os.getpid()}_{int(time.time())}"
-    legacy_tables = list(gate.legacy_schema)
-    with tempfile.TemporaryDirectory(prefix="gate-scratch-") as folder:
-        record = backup.take_backup(target_dsn, Path(folder), binaries)
-        copy_dsn = backup.restore(Path(record.path), target_dsn, scratch, binaries)
+def _state(dsn: str, gate: GateConfig) -> tuple[dict, catalog.Catalog]:
+    with psycopg.connect(dsn) as conn:
+        found = catalog.inspect(conn)
+        return (database_checksums(conn, sorted(found.names(gate.schema)), schema=gate.schema),
+                found.only(found.names(gate.schema), gate.schema))
+
+
+def _compare_with_before(result: Result, label: str, before: tuple[dict, catalog.Catalog],
+                         after: tuple[dict, catalog.Catalog]) -> None:
+    for line in before[1].differences(after[1])[:10]:
+        result.add(f"after {label}, schema differs from before the migration: {line}")
+    for table in sorted(set(before[0]) | set(after[0])):
+        was, now = before[0].get(table), after[0].get(table)
+        if was != now:
+            result.add(f"after {label}, {table} differs from before the migration "
+                       f"({was.rows if was else 0} rows before, {now.rows if now else 0} after)")
+
+
+def _migrate(result: Result, dsn: str, gate: GateConfig, key: str, what: str) -> bool:
     try:
-        with psycopg.connect(copy_dsn) as conn:
-            before = database_checksums(conn, legacy_tables)
-            schema_before = catalog.fingerprint(conn, legacy_tables)
+        migration.run_file(dsn, gate.migration_file, key, lock_timeout=gate.lock_timeout,
+                           statement_timeout=gate.statement_timeout)
+        return True
+    except (psycopg.Error, migration.MigrationFileError, ValueError) as exc:
+        result.add(f"the migration failed on the copy ({what}): {error_text(exc)}")
+        return False
+
+
+@contextlib.contextmanager
+def _dump_of(target_dsn: str, binaries: PgBinaries | None) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="gate-scratch-") as folder:
+        yield Path(backup.take_backup(target_dsn, Path(folder), binaries).path)
+
+
+def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBinaries | None = None) -> Result:
+    """Migrate a copy, post-check it against the copy's own state before, then rehearse each rollback."""
+    result = Result("migration and rollback rehearsed on a scratch copy")
+    described = accounting.columns_accounted_for(gate)
+    result.problems.extend(f"description: {p}" for p in described.problems)
+    codec = PhiCodec(key)
+    stamp = f"{os.getpid()}_{int(time.time())}"
+    with _dump_of(target_dsn, binaries) as dump, \
+            ScratchDatabase(target_dsn, f"gate_before_{stamp}", dump, binaries) as before_db, \
+            ScratchDatabase(target_dsn, f"gate_scratch_{stamp}", dump, binaries) as copy:
+        before = _state(before_db.dsn, gate)
         started = time.perf_counter()
-        try:
-            migration.run_file(copy_dsn, gate.migration_file, key, lock_timeout=gate.lock_timeout,
-                               statement_timeout=gate.statement_timeout)
-        except (psycopg.Error, migration.MigrationFileError, ValueError) as exc:
-            result.add(f"the migration failed on the copy: {exc.__class__.__name__} "
-                       f"({str(exc).splitlines()[0][:120] if str(exc) else ''})")
+        if not _migrate(result, copy.dsn, gate, key, "first run"):
             return result
         result.notes.append(f"migration on the copy took {time.perf_counter() - started:.1f} s")
-        with psycopg.connect(copy_dsn, autocommit=True) as conn, psycopg.connect(target_dsn, autocommit=True) as base:
+        with psycopg.connect(copy.dsn, autocommit=True) as conn, \
+                psycopg.connect(before_db.dsn, autocommit=True) as base:
             for check in post_checks(conn, gate, codec, baseline=base):
                 result.checked += 1
                 result.problems.extend(f"after migrating the copy: {p}" for p in check.problems)
-        if gate.rollback_file is None:
-            result.notes.append("no rollback file configured: rollback is restore-from-backup only")
-            return result
+        rehearsed = []
+        if gate.rollback_file is not None:
+            try:
+                migration.run_file(copy.dsn, gate.rollback_file, key, lock_timeout=gate.lock_timeout)
+                _compare_with_before(result, "the SQL rollback", before, _state(copy.dsn, gate))
+                rehearsed.append(f"SQL rollback ({gate.rollback_file.name})")
+            except (psycopg.Error, migration.MigrationFileError, ValueError) as exc:
+                result.add(f"the SQL rollback failed on the copy: {error_text(exc)}")
+                return result
+            if not _migrate(result, copy.dsn, gate, key, "again, before rehearsing the restore"):
+                return result
         try:
-            migration.run_file(copy_dsn, gate.rollback_file, key, lock_timeout=gate.lock_timeout)
-        except (psycopg.Error, migration.MigrationFileError, ValueError) as exc:
-            result.add(f"the rollback failed on the copy: {exc.__class__.__name__}")
-            return result
-        with psycopg.connect(copy_dsn) as conn:
-            after = database_checksums(conn, legacy_tables)
-            for line in catalog.fingerprint(conn, legacy_tables).differences(schema_before)[:10]:
-                result.add(f"after rollback, schema differs: {line}")
-        for table in legacy_tables:
-            if before[table] != after[table]:
-                result.add(f"after rollback, {table} differs from before the migration "
-                           f"({before[table].rows} rows before, {after[table].rows} after)")
-    finally:
-        backup.drop_database(target_dsn, scratch)
+            backup.restore_in_place(dump, copy.dsn, binaries)
+            _compare_with_before(result, "restoring the backup", before, _state(copy.dsn, gate))
+            rehearsed.append("restore of the backup")
+        except backup.BackupError as exc:
+            result.add(f"restoring the backup failed on the copy: {exc}")
+        result.notes.append(f"rehearsed: {', '.join(rehearsed) or 'no rollback'} (cut-over default: "
+                            f"{gate.rollback_method})")
     return result

@@ -66,7 +66,7 @@ def test_a_dump_that_is_not_the_live_data_is_caught(dump: Path, legacy_db: str, 
         conn.execute("DELETE FROM audit_logs_hipaa WHERE id = 1")
     shutil.copyfile(backup.take_backup(other, tmp_path / "other").path, dump)
     result = backups.restores_to_recorded_content(dump, legacy_db)
-    assert result.problems == ["audit_logs_hipaa: restored content differs from the live data at backup time "
+    assert result.problems == ["public.audit_logs_hipaa: restored content differs from the live data at backup time "
                                "(5 rows restored, 6 live)"]
 
 
@@ -84,7 +84,7 @@ def test_a_rollback_that_loses_or_changes_data_is_caught(legacy_db: str, dump: P
     migration.run_file(legacy_db, ROLLBACK, SANDBOX_KEY)
     with psycopg.connect(legacy_db) as conn:
         result = rollback.data_as_at_backup(conn, dump, LEGACY)
-    assert result.problems == ["clients_hipaa: content differs from backup time (120 rows now, 120 then)"]
+    assert result.problems == ["public.clients_hipaa: content differs from backup time (120 rows now, 120 then)"]
 
 
 def test_the_scratch_rehearsal_passes_on_clean_data(legacy_db: str) -> None:
@@ -101,7 +101,7 @@ def test_the_scratch_rehearsal_fails_when_the_migration_fails_on_this_data(legac
         conn.execute("INSERT INTO therapist_phi (user_id) VALUES (1)")
         before = conn.execute("SELECT count(*) FROM therapist_phi").fetchone()[0]
     result = rehearse_on_copy(legacy_db, GATE, SANDBOX_KEY)
-    assert result.problems and "the migration failed on the copy: UniqueViolation" in result.problems[0]
+    assert result.problems and "the migration failed on the copy (first run): UniqueViolation" in result.problems[0]
     with psycopg.connect(legacy_db) as conn:
         assert conn.execute("SELECT count(*) FROM therapist_phi").fetchone()[0] == before
 

@@ -16,6 +16,7 @@ from migration_gate.phi import PhiCodec
 from sandbox.synthetic import SANDBOX_KEY
 
 GATE = load_config()
+TENANCY = GATE.tenancy
 CODEC = PhiCodec(SANDBOX_KEY)
 WRONG = PhiCodec("22" * 32)
 DOUBLE = CODEC.encrypt(CODEC.encrypt("jane@example.com"))
@@ -63,9 +64,9 @@ PREMIGRATION = [
     ("double encryption in a legacy column", [f"UPDATE sessions_hipaa SET notes_encrypted = '{DOUBLE}' WHERE id = 2"],
      lambda c: encryption.decrypts(c, CODEC, LEGACY_PHI), "sessions_hipaa.notes_encrypted: 1 values decrypt to"),
     ("a dropped legacy column", ["ALTER TABLE clients_hipaa DROP COLUMN pronouns_encrypted"],
-     lambda c: schema.matches(c, GATE.legacy_schema), "clients_hipaa.pronouns_encrypted is missing"),
+     lambda c: schema.matches(c, GATE.legacy_schema), '"public"."clients_hipaa"."pronouns_encrypted" is missing'),
     ("a changed legacy type", ["ALTER TABLE clients_hipaa ALTER COLUMN session_cost TYPE text"],
-     lambda c: schema.matches(c, GATE.legacy_schema), "clients_hipaa.session_cost is text, expected numeric(10,2)"),
+     lambda c: schema.matches(c, GATE.legacy_schema), '"clients_hipaa"."session_cost" is text, expected numeric(10,2)'),
     ("orphaned sessions", ["ALTER TABLE sessions_hipaa DROP CONSTRAINT sessions_hipaa_client_id_clients_hipaa_id_fk",
                            "UPDATE sessions_hipaa SET client_id = 999999 WHERE id IN (1, 2)"],
      lambda c: schema.orphans(c, GATE.legacy_foreign_keys), "sessions_hipaa.client_id -> clients_hipaa: 2 orphan"),
@@ -83,13 +84,14 @@ PREMIGRATION = [
 
 POSTMIGRATION = [
     ("a missing column (500 on GET /api/patients)", ["ALTER TABLE patients DROP COLUMN patient_name_search_hash"],
-     lambda c: schema.matches(c, GATE.new_schema), "patients.patient_name_search_hash is missing"),
+     lambda c: schema.matches(c, GATE.new_schema), '"patients"."patient_name_search_hash" is missing'),
     ("a leftover legacy column", ["ALTER TABLE clinical_sessions ADD COLUMN notes_encrypted text"],
-     lambda c: schema.matches(c, GATE.new_schema), "clinical_sessions.notes_encrypted is a leftover"),
+     lambda c: schema.matches(c, GATE.new_schema), '"clinical_sessions"."notes_encrypted" is in the database but not'),
     ("patient_age still present", ["ALTER TABLE patients ADD COLUMN patient_age integer"],
-     lambda c: schema.matches(c, GATE.new_schema), "patients.patient_age is a leftover"),
+     lambda c: schema.matches(c, GATE.new_schema), '"patients"."patient_age" is in the database but not'),
     ("a boolean left as text", ["ALTER TABLE patients ALTER COLUMN authorization_required TYPE text"],
-     lambda c: schema.matches(c, GATE.new_schema), "patients.authorization_required is text, expected boolean"),
+     lambda c: schema.matches(c, GATE.new_schema),
+     '"patients"."authorization_required" is text default false, expected boolean default false'),
     ("nullable, unfilled organization_id",
      ["ALTER TABLE clinical_sessions ALTER COLUMN organization_id DROP NOT NULL",
       "UPDATE clinical_sessions SET organization_id = NULL WHERE id IN (3, 4, 5)"],
@@ -102,7 +104,8 @@ POSTMIGRATION = [
     ("patient_id still pointing at the legacy table (0009)",
      ["CREATE TABLE clients_hipaa (id integer PRIMARY KEY)", "INSERT INTO clients_hipaa SELECT id FROM patients",
       "ALTER TABLE clinical_sessions ADD FOREIGN KEY (patient_id) REFERENCES clients_hipaa(id)"],
-     lambda c: schema.foreign_keys(c, GATE.new_foreign_keys), "clinical_sessions.patient_id references clients_hipaa"),
+     lambda c: schema.foreign_keys(c, GATE.new_foreign_keys),
+     "clinical_sessions.patient_id references public.clients_hipaa"),
     ("an orphaned plan", ["ALTER TABLE patient_treatment_plans DROP CONSTRAINT "
                           "patient_treatment_plans_patient_id_patients_id_fk",
                           "UPDATE patient_treatment_plans SET patient_id = 999999 WHERE id = 1"],
@@ -110,9 +113,9 @@ POSTMIGRATION = [
     ("a foreign key without an index", ["DROP INDEX idx_clinical_sessions_patient_id"],
      lambda c: schema.index_coverage(c, GATE.new_foreign_keys), "clinical_sessions.patient_id: no index"),
     ("a sequence behind max(id)", ["SELECT setval('patients_id_seq', 1)"],
-     lambda c: schema.sequences(c, list(GATE.new_schema)), "patients.id: sequence would hand out 2"),
+     lambda c: schema.sequences(c, list(GATE.new_schema)), '"patients"."id": sequence would hand out 2'),
     ("an id without its default (0010)", ["ALTER TABLE audit_logs_hipaa ALTER COLUMN id DROP DEFAULT"],
-     lambda c: schema.sequences(c, list(GATE.new_schema)), "audit_logs_hipaa.id: no nextval default"),
+     lambda c: schema.sequences(c, list(GATE.new_schema)), '"audit_logs_hipaa"."id": no nextval default'),
     ("v2 ciphertext carried over", ["UPDATE patients SET patient_dob_encrypted = 'v2' || "
                                     "substr(patient_dob_encrypted, 3) WHERE id = 9"],
      lambda c: encryption.well_formed(c, NEW_PHI), "patients.patient_dob_encrypted: 1 values are not v1"),
@@ -137,19 +140,20 @@ POSTMIGRATION = [
                                                                        "hashes missing"),
     ("two primary owners", ["INSERT INTO organization_memberships (organization_id, user_id, role, is_primary_owner) "
                             "VALUES (1, 2, 'business_owner', true)"],
-     organizations.one_primary_owner, "organizations: 1 with more than one primary owner"),
+     lambda c: organizations.one_primary_owner(c, TENANCY), "organizations: 1 with more than one primary owner"),
     ("no primary owner", ["UPDATE organization_memberships SET is_primary_owner = false WHERE organization_id = 2"],
-     organizations.one_primary_owner, "organizations: 1 without an active primary business owner"),
+     lambda c: organizations.one_primary_owner(c, TENANCY),
+     "organizations: 1 without an active primary business_owner"),
     ("a duplicated membership", ["INSERT INTO organization_memberships (organization_id, user_id, role) "
                                  "VALUES (1, 1, 'therapist')"],
-     organizations.no_duplicate_memberships, "organization_memberships: 2 rows repeat"),
+     lambda c: organizations.no_duplicate_memberships(c, TENANCY), "organization_memberships: 2 rows repeat"),
     ("an inactive owner (403 on the API)", ["UPDATE organization_memberships SET is_active = false WHERE user_id = 2"],
-     organizations.owners_have_full_rights, "users_auth: 1 therapists with patients lack"),
+     lambda c: organizations.owners_have_full_rights(c, TENANCY), "users_auth: 1 owners of patients rows lack"),
     ("a cross-tenant patient", ["UPDATE patients SET organization_id = 1 WHERE primary_therapist_id = 2 AND id < 30"],
-     organizations.rows_in_their_therapists_practice, "patients: "),
+     lambda c: organizations.rows_in_their_organization(c, TENANCY), "patients: "),
     ("duplicated organizations (a re-run derivation)",
      ["INSERT INTO organizations (name, type) SELECT name, type FROM organizations WHERE id = 1"],
-     organizations.solo_practice_per_therapist, "organizations: 7 rows for 6 users"),
+     lambda c: organizations.derived_per_user(c, TENANCY), "organizations: 7 rows for 6 users"),
 ]
 
 

@@ -24,16 +24,16 @@ NEW_TABLES = ("organizations", "organization_memberships", "patients", "clinical
 
 def _state(dsn: str, tables: tuple[str, ...] = LEGACY_TABLES) -> tuple[dict, catalog.SchemaFingerprint, set[str]]:
     with psycopg.connect(dsn) as conn:
-        return (database_checksums(conn, list(tables)), catalog.fingerprint(conn, list(tables)),
-                catalog.existing_tables(conn))
+        return (database_checksums(conn, list(tables)), catalog.inspect(conn).only(tables),
+                catalog.inspect(conn).names())
 
 
 def test_migrate_then_rollback_gives_back_every_legacy_table_exactly(legacy_db: str) -> None:
     before = _state(legacy_db)
     migration.run_file(legacy_db, MIGRATION, SANDBOX_KEY)
     with psycopg.connect(legacy_db) as conn:
-        assert {"patients", "organizations"} <= catalog.existing_tables(conn)
-        assert "clients_hipaa" not in catalog.existing_tables(conn)
+        assert {"patients", "organizations"} <= catalog.inspect(conn).names()
+        assert "clients_hipaa" not in catalog.inspect(conn).names()
     migration.run_file(legacy_db, ROLLBACK, SANDBOX_KEY)
     checksums, schema, tables = _state(legacy_db)
     assert checksums == before[0]

@@ -27,8 +27,8 @@ CODEC = PhiCodec(SANDBOX_KEY)
 _names = itertools.count(1)
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-rows = st.lists(st.tuples(st.integers(1, 60), st.one_of(st.none(), st.text(max_size=8).filter(lambda s: "\0" not in s)),
-                          st.one_of(st.none(), st.integers(-5, 5))),
+labels = st.one_of(st.none(), st.text(max_size=8).filter(lambda s: "\0" not in s))
+rows = st.lists(st.tuples(st.integers(-60, 60), labels, st.one_of(st.none(), st.integers(-5, 5))),
                 unique_by=lambda r: r[0], max_size=25)
 
 
@@ -87,7 +87,7 @@ def test_any_single_missing_row_is_found(engine_db, data, draw):
 
 
 @SETTINGS
-@given(rows, st.integers(61, 500), st.data())
+@given(rows, st.one_of(st.integers(61, 500), st.integers(-500, -61)), st.data())
 def test_any_single_extra_or_duplicated_row_is_found(engine_db, data, new_key, draw):
     _load(engine_db, "a", data)
     _load(engine_db, "b", [*data, (new_key, "new", 1)])

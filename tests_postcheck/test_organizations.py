@@ -1,4 +1,5 @@
-"""Post-migration: every therapist owns one solo practice, and every row sits in its therapist's practice."""
+"""Post-migration: tenancy as the description states it (one primary owner per organization, owners with
+every right, the organizations derived per user)."""
 
 import pytest
 
@@ -8,20 +9,20 @@ pytestmark = pytest.mark.postmigration
 
 
 @pytest.mark.criterion("POST-17")
-def test_one_active_primary_business_owner_per_organization(db):
-    organizations.one_primary_owner(db).expect()
+def test_one_active_primary_owner_per_organization(db, gate_config, tenancy):
+    organizations.one_primary_owner(db, tenancy, schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("POST-17")
-def test_no_duplicate_memberships(db):
-    organizations.no_duplicate_memberships(db).expect()
+def test_no_duplicate_memberships(db, gate_config, tenancy):
+    organizations.no_duplicate_memberships(db, tenancy, schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("POST-17")
-def test_therapists_own_their_practice_with_full_rights(db):
-    organizations.owners_have_full_rights(db).expect()
+def test_owners_own_their_organization_with_full_rights(db, gate_config, tenancy):
+    organizations.owners_have_full_rights(db, tenancy, schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("POST-17")
-def test_one_solo_practice_per_therapist_named_after_them(db):
-    organizations.solo_practice_per_therapist(db).expect()
+def test_one_organization_per_user_named_after_its_owner(db, gate_config, tenancy):
+    organizations.derived_per_user(db, tenancy, schema=gate_config.schema).expect()

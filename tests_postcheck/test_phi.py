@@ -9,24 +9,24 @@ pytestmark = pytest.mark.postmigration
 
 @pytest.mark.criterion("POST-13")
 def test_every_encrypted_value_is_well_formed(db, gate_config):
-    encryption.well_formed(db, gate_config.new_encrypted_columns()).expect()
+    encryption.well_formed(db, gate_config.new_encrypted_columns(), schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("POST-13")
 def test_every_encrypted_value_decrypts_and_is_not_ciphertext_again(db, codec, gate_config):
-    encryption.decrypts(db, codec, gate_config.new_encrypted_columns()).expect()
+    encryption.decrypts(db, codec, gate_config.new_encrypted_columns(), schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("POST-14")
 def test_no_two_encrypted_values_share_an_iv(db, gate_config):
-    encryption.unique_ivs(db, gate_config.new_encrypted_columns()).expect()
+    encryption.unique_ivs(db, gate_config.new_encrypted_columns(), schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("POST-15")
 def test_no_plaintext_looking_phi_in_encrypted_columns(db, gate_config):
-    encryption.no_plaintext(db, gate_config.new_encrypted_columns()).expect()
+    encryption.no_plaintext(db, gate_config.new_encrypted_columns(), schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("POST-16")
 def test_search_hashes_equal_the_hash_of_the_decrypted_value(db, codec, gate_config):
-    encryption.search_hashes(db, codec, gate_config.search_hashes).expect()
+    encryption.search_hashes(db, codec, gate_config.search_hashes, schema=gate_config.schema).expect()

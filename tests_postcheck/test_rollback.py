@@ -9,20 +9,28 @@ pytestmark = pytest.mark.rollback
 
 
 @pytest.mark.criterion("RB-01")
-def test_legacy_schema_is_back(db, gate_config):
-    schema.matches(db, gate_config.legacy_schema, check="legacy schema after rollback").expect()
-    schema.foreign_keys(db, gate_config.legacy_foreign_keys).expect()
+def test_legacy_schema_is_back(catalog, gate_config):
+    schema.matches(catalog, gate_config.legacy_schema, gate_config.legacy_objects, schema=gate_config.schema,
+                   check="legacy schema after rollback").expect()
+    schema.foreign_keys(catalog, gate_config.legacy_foreign_keys, schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("RB-01")
-def test_new_tables_are_gone(db):
-    schema.absent_tables(db, ["organizations", "organization_memberships", "patients", "clinical_sessions",
-                              "patient_treatment_plans"], check="new tables removed after rollback").expect()
+def test_legacy_schema_equals_its_full_fingerprint_at_backup_time(catalog, target, gate_config):
+    rollback.schema_as_at_backup(catalog, target.backup_file, list(gate_config.legacy_schema),
+                                 schema=gate_config.schema).expect()
+
+
+@pytest.mark.criterion("RB-01")
+def test_new_tables_are_gone(catalog, gate_config):
+    schema.absent_tables(catalog, gate_config.removed_tables(), schema=gate_config.schema,
+                         check="new tables removed after rollback").expect()
 
 
 @pytest.mark.criterion("RB-02")
 def test_every_legacy_table_equals_its_state_at_backup_time(db, target, gate_config):
-    rollback.data_as_at_backup(db, target.backup_file, list(gate_config.legacy_schema)).expect()
+    rollback.data_as_at_backup(db, target.backup_file, list(gate_config.legacy_schema),
+                               schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("RB-03")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from migration_gate.checks import data, encryption, environment, schema
+from migration_gate.checks import accounting, data, encryption, environment, schema
 from migration_gate.embedded import find_binaries
 from migration_gate.scratch import rehearse_on_copy
 
@@ -26,44 +26,50 @@ def test_phi_key_is_present_and_64_hex_characters(gate_session):
 
 @pytest.mark.criterion("PRE-04")
 def test_key_decrypts_existing_ciphertext_in_every_legacy_phi_column(db, codec, gate_config):
-    encryption.decrypts(db, codec, gate_config.legacy_phi_columns(), sample=200,
+    encryption.decrypts(db, codec, gate_config.legacy_phi_columns(), sample=200, schema=gate_config.schema,
                         check="the key decrypts a sample of every legacy PHI column").expect()
 
 
 @pytest.mark.criterion("PRE-05")
 def test_every_legacy_phi_value_is_well_formed_v1_ciphertext(db, gate_config):
-    encryption.well_formed(db, gate_config.legacy_phi_columns()).expect()
+    encryption.well_formed(db, gate_config.legacy_phi_columns(), schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("PRE-05")
 def test_no_legacy_phi_value_is_double_encrypted(db, codec, gate_config):
-    encryption.decrypts(db, codec, gate_config.legacy_phi_columns(),
+    encryption.decrypts(db, codec, gate_config.legacy_phi_columns(), schema=gate_config.schema,
                         check="no legacy PHI value decrypts to ciphertext again").expect()
 
 
 @pytest.mark.criterion("PRE-06")
-def test_legacy_schema_is_what_the_migration_expects(db, gate_config):
-    schema.matches(db, gate_config.legacy_schema, check="legacy schema (no drift)").expect()
+def test_legacy_schema_is_what_the_migration_expects(catalog, gate_config):
+    schema.matches(catalog, gate_config.legacy_schema, gate_config.legacy_objects, schema=gate_config.schema,
+                   check="legacy schema (no drift)").expect()
 
 
 @pytest.mark.criterion("PRE-06")
-def test_legacy_foreign_keys_are_what_the_migration_expects(db, gate_config):
-    schema.foreign_keys(db, gate_config.legacy_foreign_keys).expect()
+def test_legacy_foreign_keys_are_what_the_migration_expects(catalog, gate_config):
+    schema.foreign_keys(catalog, gate_config.legacy_foreign_keys, schema=gate_config.schema).expect()
+
+
+@pytest.mark.criterion("PRE-06")
+def test_every_column_is_accounted_for_in_the_description(gate_config):
+    accounting.columns_accounted_for(gate_config).expect()
 
 
 @pytest.mark.criterion("PRE-07")
-def test_no_orphans_in_the_legacy_data(db, gate_config):
-    schema.orphans(db, gate_config.legacy_foreign_keys).expect()
+def test_no_orphans_in_the_legacy_data(db, catalog, gate_config):
+    schema.orphans(db, gate_config.legacy_foreign_keys, schema=gate_config.schema, catalog=catalog).expect()
 
 
 @pytest.mark.criterion("PRE-07")
 def test_no_duplicates_on_natural_keys(db, gate_config):
-    data.duplicates(db, gate_config.unique_keys).expect()
+    data.duplicates(db, gate_config.unique_keys, schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("PRE-07")
 def test_money_values_fit_the_new_types(db, gate_config):
-    data.money_fits(db, gate_config.money).expect()
+    data.money_fits(db, gate_config.money, schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("PRE-08")

@@ -1,16 +1,26 @@
 """The checks behind the phase suites. Each returns a Result; a test asserts it passed.
 
 A Result's problems name tables, columns, counts and the first row ids: never values, so a failure message can
-go into any report. Tests call ``result.expect()``, which raises CheckFailed with those lines.
+go into any report. Tests call ``result.expect()``, which raises CheckFailed with those lines. A configured
+table or column the database lacks is a problem naming it, never a crash; an error inside one part of a check
+is reported as that part's problem (its class and the identifiers involved) and the other parts still run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import psycopg
+
+from migration_gate.catalog import Catalog, inspect, quote
+
 FIRST_IDS = 5
-# When a phase-suite run sets this to a list, every expect() records (check, checked, problems) for the report.
+# When a phase-suite run sets this to a list, every expect() records its summary for the report.
 RECORDER: list[dict] | None = None
+_QUOTED = re.compile(r"(\"[^\"]*\"|'[^']*')")
 
 
 class CheckFailed(AssertionError):
@@ -31,22 +41,65 @@ class Result:
     def add(self, problem: str) -> None:
         self.problems.append(problem)
 
+    @contextlib.contextmanager
+    def guard(self, *identifiers: str) -> Iterator[None]:
+        """Run one part of a check; an error there becomes a problem naming the part, and the check goes on."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - reported as a finding, never a traceback
+            where = ".".join(identifiers) or self.check
+            self.add(f"{where}: could not be checked: {error_text(exc)}")
+
     def expect(self) -> Result:
         """Raise CheckFailed naming every problem; return self when there are none."""
         __tracebackhide__ = True
         if RECORDER is not None:
-            RECORDER.append({"check": self.check, "checked": self.checked, "problems": len(self.problems),
-                             "notes": list(self.notes)})
+            RECORDER.append(self.summary())
         if self.problems:
             shown = self.problems[:20]
             more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
             raise CheckFailed(f"{self.check}: {len(self.problems)} problem(s)\n  " + "\n  ".join(shown) + more)
         return self
 
+    def summary(self) -> dict:
+        return {"check": self.check, "checked": self.checked, "problems": len(self.problems), "notes": list(self.notes)}
+
     def __repr__(self) -> str:
         return f"Result({self.check!r}, ok={self.ok}, problems={len(self.problems)}, checked={self.checked})"
+
+
+def error_text(exc: BaseException) -> str:
+    """An error's class and first line with quoted parts masked (database errors quote offending values)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{exc.__class__.__name__}" + (f" ({_QUOTED.sub(chr(39) + '…' + chr(39), first)[:160]})" if first else "")
 
 
 def first_ids(ids: list) -> str:
     shown = ", ".join(str(i) for i in ids[:FIRST_IDS])
     return f"first ids: {shown}" + (", ..." if len(ids) > FIRST_IDS else "")
+
+
+def catalog_of(source: psycopg.Connection | Catalog, schema: str) -> Catalog:
+    """Checks take an inspected Catalog; given a connection, they inspect it once themselves."""
+    return source if isinstance(source, Catalog) else inspect(source, [schema])
+
+
+def missing(result: Result, catalog: Catalog, schema: str, table: str, columns: Iterable[str] = ()) -> bool:
+    """Add a problem for a configured table or column the live catalog lacks; True when anything is missing."""
+    found = catalog.table(table, schema)
+    if found is None:
+        result.add(f"table {quote(schema, table)} is missing")
+        return True
+    absent = [c for c in columns if c not in found.columns]
+    for column in absent:
+        result.add(f"column {quote(schema, table, column)} is missing")
+    return bool(absent)
+
+
+def key_of(catalog: Catalog, schema: str, table: str) -> str:
+    """The table's single-column primary key (the column rows are named by in messages)."""
+    found = catalog.table(table, schema)
+    pk = next((c.columns for c in found.constraints.values() if c.kind == "p"), ()) if found else ()
+    if len(pk) != 1:
+        raise LookupError(f"{quote(schema, table)} has no single-column primary key to name rows by")
+    return pk[0]

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 
 from migration_gate import backup
-from migration_gate.catalog import existing_tables
+from migration_gate.catalog import inspect
 from migration_gate.checks import Result
 from migration_gate.checksums import table_checksum
 
@@ -92,17 +92,17 @@ def restores_to_recorded_content(dump: Path, server_dsn: str) -> Result:
         return result
     try:
         with psycopg.connect(restored) as conn:
-            tables = existing_tables(conn)
+            tables = inspect(conn).tables
             for table, (rows, digest) in sorted(record.checksums.items()):
                 result.checked += 1
                 if table not in tables:
                     result.add(f"{table}: missing from the restored dump")
                     continue
-                found = table_checksum(conn, table)
+                found = table_checksum(conn, tables[table].name, schema=tables[table].schema)
                 if (found.rows, found.digest) != (rows, digest):
                     result.add(f"{table}: restored content differs from the live data at backup time "
                                f"({found.rows} rows restored, {rows} live)")
-            for table in sorted(tables - set(record.checksums)):
+            for table in sorted(set(tables) - set(record.checksums)):
                 result.add(f"{table}: in the dump but not in the record")
     finally:
         backup.drop_database(server_dsn, scratch)

@@ -13,9 +13,10 @@ from collections.abc import Iterable, Iterator
 import psycopg
 from psycopg import sql
 
-from migration_gate.checks import Result, first_ids
+from migration_gate.catalog import Catalog
+from migration_gate.checks import Result, catalog_of, first_ids, key_of, missing
 from migration_gate.config import SearchHash
-from migration_gate.phi import V1_PATTERN, CiphertextFormatError, DecryptionError, PhiCodec, search_hash
+from migration_gate.phi import V1_PATTERN, CiphertextFormatError, DecryptionError, PhiCodec, is_blank, search_hash
 
 BATCH = 2_000
 # What PHI looks like in the clear: an email, a US phone number, an SSN, an ISO or US date.
@@ -34,33 +35,48 @@ def by_table(columns: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     return dict(grouped)
 
 
-def _ids(conn: psycopg.Connection, table: str, condition: sql.Composable, key: str = "id") -> list[int]:
+def _ids(conn: psycopg.Connection, schema: str, table: str, condition: sql.Composable, key: str) -> list[int]:
     query = sql.SQL("SELECT {k} FROM {t} WHERE {cond} ORDER BY 1").format(
-        k=sql.Identifier(key), t=sql.Identifier(table), cond=condition)
+        k=sql.Identifier(key), t=sql.Identifier(schema, table), cond=condition)
     return [r[0] for r in conn.execute(query)]
 
 
-def well_formed(conn: psycopg.Connection, columns: Iterable[tuple[str, str]]) -> Result:
+def _present(result: Result, catalog: Catalog, schema: str, columns: Iterable[tuple[str, str]]
+             ) -> dict[str, tuple[str, list[str]]]:
+    """The configured columns the database has, by table with its key; the others are findings."""
+    found = {}
+    for table, cols in by_table(columns).items():
+        if missing(result, catalog, schema, table):
+            continue
+        have = [c for c in cols if not missing(result, catalog, schema, table, [c])]
+        with result.guard(table):
+            found[table] = (key_of(catalog, schema, table), have)
+    return found
+
+
+def well_formed(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], schema: str = "public") -> Result:
     """Every non-empty value matches ^v1:<32 hex>:<32 hex>:(hex pairs)+$ (no plaintext, v2 or truncation)."""
     result = Result("PHI values are v1 ciphertext")
-    for table, cols in by_table(columns).items():
+    for table, (key, cols) in _present(result, catalog_of(conn, schema), schema, columns).items():
         for column in cols:
             c = sql.Identifier(column)
-            bad = _ids(conn, table, sql.SQL("{c} IS NOT NULL AND {c} <> '' AND {c} !~ {p}").format(
-                c=c, p=sql.Literal(V1_PATTERN)))
-            result.checked += conn.execute(sql.SQL("SELECT count({c}) FROM {t}").format(
-                c=c, t=sql.Identifier(table))).fetchone()[0]
-            if bad:
-                v2 = len(_ids(conn, table, sql.SQL("{c} LIKE 'v2:%'").format(c=c)))
-                kind = f", {v2} of them v2:" if v2 else ""
-                result.add(f"{table}.{column}: {len(bad)} values are not v1 ciphertext{kind} ({first_ids(bad)})")
+            with result.guard(table, column):
+                bad = _ids(conn, schema, table, sql.SQL("{c} IS NOT NULL AND {c} !~ '^\\s*$' AND {c} !~ {p}").format(
+                    c=c, p=sql.Literal(V1_PATTERN)), key)
+                result.checked += conn.execute(sql.SQL("SELECT count({c}) FROM {t}").format(
+                    c=c, t=sql.Identifier(schema, table))).fetchone()[0]
+                if bad:
+                    v2 = len(_ids(conn, schema, table, sql.SQL("{c} LIKE 'v2:%'").format(c=c), key))
+                    kind = f", {v2} of them v2:" if v2 else ""
+                    result.add(f"{table}.{column}: {len(bad)} values are not v1 ciphertext{kind} ({first_ids(bad)})")
     return result
 
 
-def _stream(conn: psycopg.Connection, table: str, columns: list[str], limit: int | None,
-            key: str = "id") -> Iterator[tuple]:
+def _stream(conn: psycopg.Connection, schema: str, table: str, columns: list[str], limit: int | None,
+            key: str) -> Iterator[tuple]:
     query = sql.SQL("SELECT {k}, {cols} FROM {t} ORDER BY {k}{limit}").format(
-        k=sql.Identifier(key), cols=sql.SQL(", ").join(map(sql.Identifier, columns)), t=sql.Identifier(table),
+        k=sql.Identifier(key), cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        t=sql.Identifier(schema, table),
         limit=sql.SQL(" LIMIT {}").format(sql.Literal(limit)) if limit else sql.SQL(""))
     with conn.cursor(name=f"gate_{table}") as cur:
         cur.itersize = BATCH
@@ -69,18 +85,21 @@ def _stream(conn: psycopg.Connection, table: str, columns: list[str], limit: int
 
 
 def decrypts(conn: psycopg.Connection, codec: PhiCodec, columns: Iterable[tuple[str, str]],
-             sample: int | None = None, check: str = "PHI decrypts with the key") -> Result:
+             sample: int | None = None, check: str = "PHI decrypts with the key", schema: str = "public") -> Result:
     """Every v1 value (or those of the first `sample` rows per table) decrypts, and its plaintext is not
     ciphertext again. Values that are not v1 at all are left to well_formed()."""
     result = Result(check)
     malformed = 0
+    present = _present(result, catalog_of(conn, schema), schema, columns)
     with conn.transaction():
-        for table, cols in by_table(columns).items():
+        for table, (key, cols) in present.items():
+            if not cols:
+                continue
             failures: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-            for row in _stream(conn, table, cols, sample):
+            for row in _stream(conn, schema, table, cols, sample, key):
                 row_id = row[0]
                 for column, value in zip(cols, row[1:], strict=True):
-                    if value is None or value == "":
+                    if is_blank(value):
                         continue
                     result.checked += 1
                     try:
@@ -101,13 +120,14 @@ def decrypts(conn: psycopg.Connection, codec: PhiCodec, columns: Iterable[tuple[
     return result
 
 
-def unique_ivs(conn: psycopg.Connection, columns: Iterable[tuple[str, str]]) -> Result:
+def unique_ivs(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], schema: str = "public") -> Result:
     """No two stored values share an IV (GCM with a repeated IV leaks plaintext)."""
     result = Result("no two PHI values share an IV")
-    parts = [sql.SQL("SELECT {tn} AS tbl, {cn} AS col, id, substr({c}, 4, 32) AS iv FROM {t} "
+    present = _present(result, catalog_of(conn, schema), schema, columns)
+    parts = [sql.SQL("SELECT {tn} AS tbl, {cn} AS col, {k}::text AS id, substr({c}, 4, 32) AS iv FROM {t} "
                      "WHERE {c} LIKE 'v1:%'").format(tn=sql.Literal(t), cn=sql.Literal(c), c=sql.Identifier(c),
-                                                       t=sql.Identifier(t))
-             for t, c in columns]
+                                                       k=sql.Identifier(key), t=sql.Identifier(schema, t))
+             for t, (key, cols) in present.items() for c in cols]
     if not parts:
         return result
     query = sql.SQL("WITH v AS ({u}) SELECT iv, count(*), array_agg(tbl || '.' || col || ' id ' || id ORDER BY "
@@ -121,14 +141,14 @@ def unique_ivs(conn: psycopg.Connection, columns: Iterable[tuple[str, str]]) -> 
     return result
 
 
-def no_plaintext(conn: psycopg.Connection, columns: Iterable[tuple[str, str]]) -> Result:
+def no_plaintext(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], schema: str = "public") -> Result:
     """No encrypted column holds something that looks like PHI in the clear."""
     result = Result("no plaintext-looking PHI in encrypted columns")
-    for table, cols in by_table(columns).items():
+    for table, (key, cols) in _present(result, catalog_of(conn, schema), schema, columns).items():
         for column in cols:
             c = sql.Identifier(column)
             for label, pattern in PLAINTEXT_PATTERNS.items():
-                ids = _ids(conn, table, sql.SQL("{c} ~* {p}").format(c=c, p=sql.Literal(pattern)))
+                ids = _ids(conn, schema, table, sql.SQL("{c} ~* {p}").format(c=c, p=sql.Literal(pattern)), key)
                 if ids:
                     result.add(f"{table}.{column}: {len(ids)} values look like {label} in the clear "
                                f"({first_ids(ids)})")
@@ -136,18 +156,21 @@ def no_plaintext(conn: psycopg.Connection, columns: Iterable[tuple[str, str]]) -
     return result
 
 
-def search_hashes(conn: psycopg.Connection, codec: PhiCodec, specs: Iterable[SearchHash]) -> Result:
+def search_hashes(conn: psycopg.Connection, codec: PhiCodec, specs: Iterable[SearchHash],
+                  schema: str = "public") -> Result:
     """Each hash equals sha256(lower(trim(decrypted source))); NULL exactly when the source is blank."""
     result = Result("search hashes are hashes of the decrypted values")
+    catalog = catalog_of(conn, schema)
     grouped: dict[str, list[SearchHash]] = defaultdict(list)
     for spec in specs:
-        grouped[spec.table].append(spec)
+        if not missing(result, catalog, schema, spec.table, [spec.hash, spec.source]):
+            grouped[spec.table].append(spec)
     with conn.transaction():
         for table, table_specs in grouped.items():
             cols = [c for s in table_specs for c in (s.hash, s.source)]
             wrong: dict[str, list[int]] = defaultdict(list)
-            missing: dict[str, list[int]] = defaultdict(list)
-            for row in _stream(conn, table, cols, None):
+            absent: dict[str, list[int]] = defaultdict(list)
+            for row in _stream(conn, schema, table, cols, None, key_of(catalog, schema, table)):
                 for i, spec in enumerate(table_specs):
                     stored, source = row[1 + 2 * i], row[2 + 2 * i]
                     try:
@@ -157,10 +180,10 @@ def search_hashes(conn: psycopg.Connection, codec: PhiCodec, specs: Iterable[Sea
                     expected = search_hash(plain)
                     result.checked += 1
                     if stored is None and expected is not None:
-                        missing[spec.hash].append(row[0])
+                        absent[spec.hash].append(row[0])
                     elif stored != expected:
                         wrong[spec.hash].append(row[0])
-            for column, ids in missing.items():
+            for column, ids in absent.items():
                 result.add(f"{table}.{column}: {len(ids)} hashes missing where the source has a value "
                            f"({first_ids(ids)})")
             for column, ids in wrong.items():

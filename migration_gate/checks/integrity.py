@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import psycopg
 from psycopg import sql
 
-from migration_gate.checks import Result, first_ids
+from migration_gate.catalog import Catalog
+from migration_gate.checks import Result, catalog_of, first_ids, missing
 from migration_gate.compare import Side, compare
 from migration_gate.config import TableMap
 from migration_gate.phi import CiphertextFormatError, DecryptionError, PhiCodec
@@ -21,35 +22,40 @@ BATCH = 2_000
 
 
 def _count(side: Side) -> int:
-    query = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(side.table), side.bound())
+    query = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(side.schema, side.table), side.bound())
     return side.conn.execute(query).fetchone()[0]
 
 
 def _grouped(side: Side, column: str) -> dict:
     query = sql.SQL("SELECT {c}, count(*) FROM {t} WHERE {bound} GROUP BY 1").format(
-        c=sql.Identifier(column), t=sql.Identifier(side.table), bound=side.bound())
+        c=sql.Identifier(column), t=sql.Identifier(side.schema, side.table), bound=side.bound())
     return dict(side.conn.execute(query).fetchall())
 
 
+def present(result: Result, baseline: psycopg.Connection | Catalog, target: psycopg.Connection | Catalog,
+            mapping: TableMap, schema: str, old_columns: Sequence[str] = (), new_columns: Sequence[str] = ()) -> bool:
+    """Both tables and the columns about to be compared exist; each one missing is a finding, not a crash."""
+    gone = missing(result, catalog_of(baseline, schema), schema, mapping.legacy, [mapping.source_key, *old_columns])
+    gone |= missing(result, catalog_of(target, schema), schema, mapping.new, [mapping.key, *new_columns])
+    return not gone
+
+
 def sides(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap,
-          old_columns: Sequence[str] = (), new_columns: Sequence[str] = ()) -> tuple[Side, Side]:
+          old_columns: Sequence[str] = (), new_columns: Sequence[str] = (), schema: str = "public"
+          ) -> tuple[Side, Side]:
     """The legacy and new side of a mapping; an append-only table is compared up to the baseline's last key."""
-    left = Side(baseline, mapping.legacy, mapping.key, list(old_columns))
+    left = Side(baseline, mapping.legacy, mapping.source_key, list(old_columns), schema=schema)
     limit = None
     if mapping.append_only:
         limit = baseline.execute(sql.SQL("SELECT coalesce(max({}), 0) FROM {}").format(
-            sql.Identifier(mapping.key), sql.Identifier(mapping.legacy))).fetchone()[0]
-    return left, Side(target, mapping.new, mapping.key, list(new_columns), max_key=limit)
+            sql.Identifier(mapping.source_key), sql.Identifier(schema, mapping.legacy))).fetchone()[0]
+    return left, Side(target, mapping.new, mapping.key, list(new_columns), max_key=limit, schema=schema)
 
 
-def counts(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap) -> Result:
+def counts(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap,
+           schema: str = "public") -> Result:
     """Exact row counts, soft-deleted rows included, in total, per therapist, per status and per deleted flag."""
     result = Result(f"{mapping.legacy} -> {mapping.new}: row counts")
-    left, right = sides(baseline, target, mapping)
-    before, after = _count(left), _count(right)
-    result.checked = before
-    if before != after:
-        result.add(f"{mapping.new}: {after} rows, legacy {mapping.legacy} had {before}")
     groupings = []
     if mapping.owner:
         groupings.append(("therapist", *mapping.owner))
@@ -57,6 +63,17 @@ def counts(baseline: psycopg.Connection, target: psycopg.Connection, mapping: Ta
         groupings.append(("deleted flag", mapping.soft_delete, mapping.soft_delete))
     if "status" in mapping.columns:
         groupings.append(("status", "status", mapping.columns["status"]))
+    if not present(result, baseline, target, mapping, schema, [g[1] for g in groupings], [g[2] for g in groupings]):
+        return result
+    left, right = sides(baseline, target, mapping, schema=schema)
+    before, after = _count(left), _count(right)
+    result.checked = before
+    if mapping.partial:
+        if after < before:
+            result.add(f"{mapping.new}: {after} rows, fewer than the {before} legacy {mapping.legacy} rows it maps")
+        return result
+    if before != after:
+        result.add(f"{mapping.new}: {after} rows, legacy {mapping.legacy} had {before}")
     for label, legacy_column, new_column in groupings:
         old, new = _grouped(left, legacy_column), _grouped(right, new_column)
         differing = sorted((k for k in set(old) | set(new) if old.get(k, 0) != new.get(k, 0)), key=str)
@@ -66,37 +83,52 @@ def counts(baseline: psycopg.Connection, target: psycopg.Connection, mapping: Ta
     return result
 
 
-def rows_correspond(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap) -> Result:
+def rows_correspond(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap,
+                    schema: str = "public") -> Result:
     """Every legacy row maps to exactly one new row, and no new row lacks a legacy source."""
     result = Result(f"{mapping.legacy} -> {mapping.new}: one new row per legacy row")
-    diff = compare(*sides(baseline, target, mapping))
+    if not present(result, baseline, target, mapping, schema):
+        return result
+    diff = compare(*sides(baseline, target, mapping, schema=schema))
     result.checked = diff.buckets_compared
     if diff.missing:
         result.add(f"{mapping.new}: {len(diff.missing)} legacy rows have no new row ({first_ids(diff.missing)})")
-    if diff.extra:
+    _unexplained(result, mapping, diff)
+    if diff.extra and not mapping.partial:
         result.add(f"{mapping.new}: {len(diff.extra)} new rows have no legacy source ({first_ids(diff.extra)})")
     if diff.duplicated:
         result.add(f"{mapping.new}: {len(diff.duplicated)} keys appear more than once ({first_ids(diff.duplicated)})")
     return result
 
 
+def _unexplained(result: Result, mapping: TableMap, diff) -> None:
+    buckets = diff.unexplained
+    if buckets:
+        result.add(f"{mapping.new}: digests differ in {len(buckets)} key ranges, rows not found (buckets "
+                   f"{', '.join(str(b) for b in buckets[:5])})")
+
+
 def columns_equal(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap,
-                  only: list[str] | None = None, check: str | None = None) -> Result:
+                  only: list[str] | None = None, check: str | None = None, schema: str = "public") -> Result:
     """Every mapped non-PHI column equal after the mapping (money, dates, flags, statuses, names, links)."""
     pairs = [(old, new) for old, new in mapping.columns.items() if only is None or new in only]
     result = Result(check or f"{mapping.legacy} -> {mapping.new}: non-PHI columns equal")
-    left, right = sides(baseline, target, mapping, [o for o, _ in pairs], [n for _, n in pairs])
+    if not present(result, baseline, target, mapping, schema, [o for o, _ in pairs], [n for _, n in pairs]):
+        return result
+    left, right = sides(baseline, target, mapping, [o for o, _ in pairs], [n for _, n in pairs], schema=schema)
     diff = compare(left, right)
     result.checked = _count(right) * len(pairs)
+    _unexplained(result, mapping, diff)
     for column, keys in diff.columns.items():
         if keys:
             result.add(f"{mapping.new}.{column}: {len(keys)} rows differ from the legacy value ({first_ids(keys)})")
     return result
 
 
-def _ordered(conn: psycopg.Connection, table: str, key: str, columns: list[str], name: str):
+def _ordered(conn: psycopg.Connection, schema: str, table: str, key: str, columns: list[str], name: str):
     query = sql.SQL("SELECT {k}, {cols} FROM {t} ORDER BY {k}").format(
-        k=sql.Identifier(key), cols=sql.SQL(", ").join(map(sql.Identifier, columns)), t=sql.Identifier(table))
+        k=sql.Identifier(key), cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        t=sql.Identifier(schema, table))
     cur = conn.cursor(name=name)
     cur.itersize = BATCH
     cur.execute(query)
@@ -110,17 +142,22 @@ def _plain(codec: PhiCodec, value: str | None) -> str | None | Exception:
         return exc
 
 
-def phi_equal(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap, codec: PhiCodec) -> Result:
-    """Every PHI value equal after decryption on both sides (re-encryption with new IVs is fine)."""
+def phi_equal(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap, codec: PhiCodec,
+              schema: str = "public") -> Result:
+    """Every PHI value equal after decryption on both sides (re-encryption with new IVs is fine); a plaintext
+    legacy column encrypted on the way equals the decrypted new value."""
     result = Result(f"{mapping.legacy} -> {mapping.new}: PHI equal after decryption")
-    if not mapping.phi:
+    pairs = [*mapping.phi.items(), *mapping.encrypt.items()]
+    if not pairs or not present(result, baseline, target, mapping, schema, [o for o, _ in pairs],
+                                [n for _, n in pairs]):
         return result
-    old_cols, new_cols = list(mapping.phi), list(mapping.phi.values())
+    old_cols, new_cols = [o for o, _ in pairs], [n for _, n in pairs]
+    plain_source = [o in mapping.encrypt for o in old_cols]
     differing: dict[str, list[int]] = defaultdict(list)
     unreadable: dict[str, list[int]] = defaultdict(list)
     with baseline.transaction(), target.transaction():
-        left = _ordered(baseline, mapping.legacy, mapping.key, old_cols, "gate_phi_left")
-        right = _ordered(target, mapping.new, mapping.key, new_cols, "gate_phi_right")
+        left = _ordered(baseline, schema, mapping.legacy, mapping.source_key, old_cols, "gate_phi_left")
+        right = _ordered(target, schema, mapping.new, mapping.key, new_cols, "gate_phi_right")
         a, b = next(left, None), next(right, None)
         while a is not None and b is not None:
             if a[0] < b[0]:
@@ -134,7 +171,8 @@ def phi_equal(baseline: psycopg.Connection, target: psycopg.Connection, mapping:
                         result.checked += old is not None
                         continue
                     result.checked += 1
-                    p, q = _plain(codec, old), _plain(codec, new)
+                    p = (old if old and old.strip() else None) if plain_source[i] else _plain(codec, old)
+                    q = _plain(codec, new)
                     if isinstance(q, Exception) or isinstance(p, Exception):
                         unreadable[column].append(a[0])
                     elif p != q:
@@ -147,4 +185,26 @@ def phi_equal(baseline: psycopg.Connection, target: psycopg.Connection, mapping:
                    f"({first_ids(keys)})")
     for column, keys in unreadable.items():
         result.add(f"{mapping.new}.{column}: {len(keys)} values cannot be decrypted on one side ({first_ids(keys)})")
+    return result
+
+
+def new_column_rules(target: psycopg.Connection, mapping: TableMap, schema: str = "public") -> Result:
+    """Each new column without a legacy source holds what its rule says on every migrated row: NULL ("null",
+    "phi") or the rule's value. (Rules "tenancy", "search_hash" and "derived" have checks of their own.)"""
+    result = Result(f"{mapping.new}: new columns hold what their rules say")
+    rules = {c: r for c, r in mapping.new_columns.items() if r.kind in ("null", "phi", "value")}
+    if not rules or missing(result, catalog_of(target, schema), schema, mapping.new, [mapping.key, *rules]):
+        return result
+    for column, rule in sorted(rules.items()):
+        result.checked += 1
+        with result.guard(mapping.new, column):
+            expected = sql.SQL("NULL") if rule.kind != "value" else sql.Literal(rule.value)
+            ids = [r[0] for r in target.execute(sql.SQL(
+                "SELECT {k} FROM {t} WHERE {c} IS DISTINCT FROM {v} ORDER BY 1 LIMIT 1000").format(
+                k=sql.Identifier(mapping.key), t=sql.Identifier(schema, mapping.new), c=sql.Identifier(column),
+                v=expected))]
+            if ids:
+                want = "NULL" if rule.kind != "value" else "the rule's value"
+                result.add(f"{mapping.new}.{column}: {len(ids)}{'+' if len(ids) == 1000 else ''} rows are not "
+                           f"{want} ({first_ids(ids)})")
     return result

@@ -1,143 +1,179 @@
-"""The schema as the app needs it: tables, columns and types, foreign keys, index coverage, sequences."""
+"""The schema as the description says it must be: tables, columns (type, nullability, default), what else each
+table carries, foreign keys, index coverage, sequences. Read from one inspected Catalog."""
 
 from __future__ import annotations
 
 import psycopg
 from psycopg import sql
 
-from migration_gate.checks import Result, first_ids
-from migration_gate.config import ForeignKey
-
-_DELETE_NAMES = {"r": "RESTRICT", "c": "CASCADE", "a": "NO ACTION", "n": "SET NULL", "d": "SET DEFAULT"}
-
-
-def _columns(conn: psycopg.Connection, tables: list[str]) -> dict[str, dict[str, str]]:
-    rows = conn.execute(
-        "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) || "
-        "       CASE WHEN a.attnotnull THEN ' not null' ELSE '' END "
-        "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-        "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND c.relname = ANY(%s) "
-        "AND a.attnum > 0 AND NOT a.attisdropped", (tables,)).fetchall()
-    found: dict[str, dict[str, str]] = {}
-    for table, column, kind in rows:
-        found.setdefault(table, {})[column] = kind
-    return found
+from migration_gate.catalog import ON_DELETE_NAMES, Catalog, quote
+from migration_gate.checks import Result, catalog_of, first_ids, key_of, missing
+from migration_gate.config import ForeignKey, TableObjects
 
 
-def matches(conn: psycopg.Connection, expected: dict[str, dict[str, str]], only: list[str] | None = None,
-            check: str = "schema") -> Result:
-    """Every expected table with exactly its columns and types ("not null" included); no leftovers."""
+def matches(source: psycopg.Connection | Catalog, expected: dict[str, dict[str, str]],
+            objects: dict[str, TableObjects] | None = None, only: list[str] | None = None,
+            check: str = "schema", schema: str = "public", label: str = "the description") -> Result:
+    """Every expected table with exactly its columns and specs; no column, constraint, index, trigger or policy
+    the description does not list."""
+    catalog = catalog_of(source, schema)
     result = Result(check)
-    tables = only or list(expected)
-    found = _columns(conn, tables)
-    for table in tables:
-        if table not in found:
-            result.add(f"table {table} is missing")
+    for name in only or list(expected):
+        table = catalog.table(name, schema)
+        if table is None:
+            result.add(f"table {quote(schema, name)} is missing")
             continue
-        want, have = expected[table], found[table]
+        want, have = expected[name], {c: col.spec for c, col in table.columns.items()}
         for column in sorted(set(want) - set(have)):
-            result.add(f"{table}.{column} is missing (expected {want[column]})")
+            result.add(f"{quote(schema, name, column)} is missing (expected {want[column]})")
         for column in sorted(set(have) - set(want)):
-            result.add(f"{table}.{column} is a leftover column the new schema does not have")
+            result.add(f"{quote(schema, name, column)} is in the database but not in {label}")
         for column in sorted(set(want) & set(have)):
             if want[column] != have[column]:
-                result.add(f"{table}.{column} is {have[column]}, expected {want[column]}")
+                result.add(f"{quote(schema, name, column)} is {have[column]}, expected {want[column]}")
         result.checked += len(want)
+        if objects is not None:
+            _objects(result, quote(schema, name), objects.get(name, TableObjects()), table.objects(), label)
     return result
 
 
-def absent_tables(conn: psycopg.Connection, tables: list[str], check: str) -> Result:
+def _objects(result: Result, where: str, want: TableObjects, have: dict, label: str) -> None:
+    expected = {"unique": {tuple(u) for u in want.unique}, "checks": set(want.checks),
+                "indexes": {tuple(i) for i in want.indexes}, "triggers": set(want.triggers),
+                "policies": set(want.policies)}
+    for kind, wanted in expected.items():
+        found = {tuple(v) if isinstance(v, list) else v for v in have[kind]}
+        for item in sorted(wanted - found, key=str):
+            result.add(f"{where}: {kind[:-1] if kind != 'indexes' else 'index'} {_show(item)} is missing")
+        for item in sorted(found - wanted, key=str):
+            result.add(f"{where}: {kind[:-1] if kind != 'indexes' else 'index'} {_show(item)} is in the database "
+                       f"but not in {label}")
+    if want.row_level_security != have["row_level_security"]:
+        result.add(f"{where}: row-level security is {'on' if have['row_level_security'] else 'off'}, expected "
+                   f"{'on' if want.row_level_security else 'off'}")
+
+
+def _show(item: object) -> str:
+    return "(" + ", ".join(item) + ")" if isinstance(item, tuple) else str(item)
+
+
+def absent_tables(source: psycopg.Connection | Catalog, tables: list[str], check: str,
+                  schema: str = "public") -> Result:
+    catalog = catalog_of(source, schema)
     result = Result(check)
     for table in tables:
-        if conn.execute("SELECT to_regclass(%s)", (f"public.{table}",)).fetchone()[0] is not None:
-            result.add(f"table {table} still exists")
+        result.checked += 1
+        if catalog.table(table, schema) is not None:
+            result.add(f"table {quote(schema, table)} still exists")
     return result
 
 
-def foreign_keys(conn: psycopg.Connection, expected: tuple[ForeignKey, ...]) -> Result:
+def foreign_keys(source: psycopg.Connection | Catalog, expected: tuple[ForeignKey, ...],
+                 schema: str = "public") -> Result:
     """Each column references exactly the expected table, with the expected ON DELETE."""
+    catalog = catalog_of(source, schema)
     result = Result("foreign keys")
     for fk in expected:
-        rows = conn.execute(
-            "SELECT confrelid::regclass::text, confdeltype::text, convalidated FROM pg_constraint k "
-            "JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ANY(k.conkey) "
-            "WHERE k.contype = 'f' AND k.conrelid = to_regclass(%s) AND a.attname = %s",
-            (f"public.{fk.table}", fk.column)).fetchall()
         result.checked += 1
-        if not rows:
+        if missing(result, catalog, schema, fk.table, [fk.column]):
+            continue
+        found = catalog.table(fk.table, schema).foreign_keys(fk.column)
+        if not found:
             result.add(f"{fk.label}: no foreign key")
             continue
-        targets = {r[0] for r in rows}
-        if targets != {fk.references}:
-            result.add(f"{fk.table}.{fk.column} references {', '.join(sorted(targets))}, expected {fk.references} "
-                       "only")
-        for target, deltype, valid in rows:
-            if target == fk.references and deltype != fk.on_delete:
-                result.add(f"{fk.label}: ON DELETE {_DELETE_NAMES[deltype]}, expected {_DELETE_NAMES[fk.on_delete]}")
-            if not valid:
+        target = f"{schema}.{fk.references}"
+        targets = {c.references for c in found}
+        if targets != {target}:
+            result.add(f"{fk.table}.{fk.column} references {', '.join(sorted(t or '?' for t in targets))}, "
+                       f"expected {target} only")
+        for constraint in found:
+            if constraint.references == target and constraint.on_delete != fk.on_delete:
+                result.add(f"{fk.label}: ON DELETE {ON_DELETE_NAMES[constraint.on_delete]}, expected "
+                           f"{ON_DELETE_NAMES[fk.on_delete]}")
+            if not constraint.validated:
                 result.add(f"{fk.label}: constraint is NOT VALID (existing rows never checked)")
     return result
 
 
-def index_coverage(conn: psycopg.Connection, expected: tuple[ForeignKey, ...]) -> Result:
+def index_coverage(source: psycopg.Connection | Catalog, expected: tuple[ForeignKey, ...],
+                   schema: str = "public") -> Result:
     """Some valid index leads with each foreign-key column (coverage, not names)."""
+    catalog = catalog_of(source, schema)
     result = Result("foreign-key index coverage")
     for fk in expected:
-        covered = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-            "AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass(%s) AND a.attname = %s AND i.indisvalid)",
-            (f"public.{fk.table}", fk.column)).fetchone()[0]
         result.checked += 1
-        if not covered:
+        if not missing(result, catalog, schema, fk.table, [fk.column]) and \
+                not catalog.table(fk.table, schema).covered(fk.column):
             result.add(f"{fk.table}.{fk.column}: no index leads with this foreign-key column")
     return result
 
 
-def sequences(conn: psycopg.Connection, tables: list[str], key: str = "id") -> Result:
-    """id defaults to nextval of a sequence owned by the column, and the next value is past max(id)."""
+def sequences(conn: psycopg.Connection, tables: list[str], schema: str = "public",
+              catalog: Catalog | None = None) -> Result:
+    """Every column fed by a sequence (serial default or identity) has a sequence owned by it, and the next
+    value is past the column's max. A key column without either is a finding: inserts would need explicit ids."""
+    catalog = catalog or catalog_of(conn, schema)
     result = Result("sequences")
-    for table in tables:
-        seq = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (f"public.{table}", key)).fetchone()[0]
-        default = conn.execute(
-            "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid "
-            "AND a.attnum = d.adnum WHERE d.adrelid = to_regclass(%s) AND a.attname = %s",
-            (f"public.{table}", key)).fetchone()
-        result.checked += 1
-        if seq is None:
-            result.add(f"{table}.{key}: no sequence owned by the column")
+    for name in tables:
+        if missing(result, catalog, schema, name):
             continue
-        if not default or not default[0].startswith("nextval("):
-            result.add(f"{table}.{key}: no nextval default (inserts would fail with a NULL id)")
-        last, called = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(
-            sql.Identifier(*seq.split(".")))).fetchone()
-        next_value = last + 1 if called else last
-        high = conn.execute(sql.SQL("SELECT coalesce(max({}), 0) FROM {}").format(
-            sql.Identifier(key), sql.Identifier(table))).fetchone()[0]
-        if next_value <= high:
-            result.add(f"{table}.{key}: sequence would hand out {next_value}, not past max(id) {high}")
+        table = catalog.table(name, schema)
+        fed = [c for c in table.columns.values() if c.identity or (c.default or "").startswith("nextval(")]
+        with result.guard(name):
+            key = key_of(catalog, schema, name)
+            if key not in {c.name for c in fed}:
+                result.add(f"{quote(schema, name, key)}: no nextval default or identity (inserts would fail with "
+                           "a NULL id)")
+        for column in fed:
+            result.checked += 1
+            with result.guard(name, column.name):
+                seq = catalog.owned_sequence(schema, name, column.name)
+                if seq is None:
+                    result.add(f"{quote(schema, name, column.name)}: no sequence owned by the column")
+                    continue
+                last, called = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(
+                    sql.Identifier(seq.schema, seq.name))).fetchone()
+                next_value = last + seq.increment if called else last
+                high = conn.execute(sql.SQL("SELECT max({}) FROM {}").format(
+                    sql.Identifier(column.name), sql.Identifier(schema, name))).fetchone()[0]
+                if high is not None and next_value <= high:
+                    result.add(f"{quote(schema, name, column.name)}: sequence would hand out {next_value}, not past "
+                               f"max {high}")
     return result
 
 
-def orphans(conn: psycopg.Connection, fks: tuple[ForeignKey, ...], key: str = "id") -> Result:
+def orphans(conn: psycopg.Connection, fks: tuple[ForeignKey, ...], schema: str = "public",
+            catalog: Catalog | None = None) -> Result:
     """Rows whose foreign-key value matches no row of the referenced table (NOT NULL checked elsewhere)."""
+    catalog = catalog or catalog_of(conn, schema)
     result = Result("orphans")
     for fk in fks:
-        query = sql.SQL(
-            "SELECT t.{key} FROM {tbl} t WHERE t.{col} IS NOT NULL AND NOT EXISTS "
-            "(SELECT 1 FROM {ref} r WHERE r.{key} = t.{col}) ORDER BY 1").format(
-            key=sql.Identifier(key), tbl=sql.Identifier(fk.table), col=sql.Identifier(fk.column),
-            ref=sql.Identifier(fk.references))
-        ids = [r[0] for r in conn.execute(query)]
         result.checked += 1
-        if ids:
-            result.add(f"{fk.label}: {len(ids)} orphan rows ({first_ids(ids)})")
+        if missing(result, catalog, schema, fk.table, [fk.column]) or missing(result, catalog, schema, fk.references):
+            continue
+        with result.guard(fk.table, fk.column):
+            key, ref_key = key_of(catalog, schema, fk.table), key_of(catalog, schema, fk.references)
+            query = sql.SQL(
+                "SELECT t.{key} FROM {tbl} t WHERE t.{col} IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM {ref} r WHERE r.{ref_key} = t.{col}) ORDER BY 1").format(
+                key=sql.Identifier(key), tbl=sql.Identifier(schema, fk.table), col=sql.Identifier(fk.column),
+                ref=sql.Identifier(schema, fk.references), ref_key=sql.Identifier(ref_key))
+            ids = [r[0] for r in conn.execute(query)]
+            if ids:
+                result.add(f"{fk.label}: {len(ids)} orphan rows ({first_ids(ids)})")
     return result
 
 
-def not_null(conn: psycopg.Connection, table: str, column: str, key: str = "id") -> Result:
+def not_null(conn: psycopg.Connection, table: str, column: str, schema: str = "public",
+             catalog: Catalog | None = None) -> Result:
+    catalog = catalog or catalog_of(conn, schema)
     result = Result(f"{table}.{column} set on every row")
-    ids = [r[0] for r in conn.execute(sql.SQL("SELECT {k} FROM {t} WHERE {c} IS NULL ORDER BY 1").format(
-        k=sql.Identifier(key), t=sql.Identifier(table), c=sql.Identifier(column)))]
-    if ids:
-        result.add(f"{table}.{column}: {len(ids)} rows NULL ({first_ids(ids)})")
+    if missing(result, catalog, schema, table, [column]):
+        return result
+    with result.guard(table, column):
+        key = key_of(catalog, schema, table)
+        ids = [r[0] for r in conn.execute(sql.SQL("SELECT {k} FROM {t} WHERE {c} IS NULL ORDER BY 1").format(
+            k=sql.Identifier(key), t=sql.Identifier(schema, table), c=sql.Identifier(column)))]
+        if ids:
+            result.add(f"{table}.{column}: {len(ids)} rows NULL ({first_ids(ids)})")
     return result

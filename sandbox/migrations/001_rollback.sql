@@ -5,7 +5,7 @@
 -- refactor added (a value written into one of them after the migration is lost; the report says so).
 -- The EIN goes back to therapist_profiles.ein_number in the clear, decrypted by a Python data step.
 
-ALTER TABLE therapist_profiles ADD COLUMN ein_number text;
+ALTER TABLE therapist_profiles ADD COLUMN ein_number varchar(20);
 -- migration-gate: data-step sandbox.data_steps:decrypt_organization_ein
 
 DROP INDEX idx_patients_organization_id, idx_patients_primary_therapist_id, idx_patients_deleted,
@@ -141,11 +141,20 @@ ALTER TABLE therapist_profiles RENAME COLUMN therapist_business_zip TO business_
 ALTER TABLE therapist_profiles RENAME COLUMN therapist_business_state TO business_state;
 ALTER TABLE therapist_profiles RENAME COLUMN therapist_business_city TO business_city;
 ALTER TABLE therapist_profiles RENAME COLUMN therapist_business_address TO business_address;
+ALTER TABLE therapist_profiles
+    ALTER COLUMN business_city TYPE varchar(100),
+    ALTER COLUMN business_state TYPE varchar(50),
+    ALTER COLUMN business_zip_code TYPE varchar(10);
 
 -- organizations and memberships have no place in Layer B.
 DROP TABLE organization_memberships;
 DROP TABLE organizations;
-ALTER TABLE users_auth DROP COLUMN mfa_enforced_at;
+DO $mfa$ BEGIN
+  IF col_description('users_auth'::regclass, (SELECT attnum FROM pg_attribute WHERE attrelid = 'users_auth'::regclass
+                     AND attname = 'mfa_enforced_at' AND NOT attisdropped)) = 'added by 001_schema_refactor' THEN
+    ALTER TABLE users_auth DROP COLUMN mfa_enforced_at;
+  END IF;
+END $mfa$;
 
 -- Layer B's foreign keys, with their names and ON DELETE CASCADE.
 ALTER TABLE clients_hipaa ADD CONSTRAINT clients_hipaa_therapist_id_users_auth_id_fk

@@ -9,8 +9,15 @@
 -- ein_number (plaintext) moves, encrypted, to organizations.organization_business_ein_encrypted by a Python
 -- data step; legal_business_name stays on therapist_profiles (migration 0002 of the app keeps it there too).
 
--- 1. users_auth gains the MFA enforcement timestamp (migration 0009).
-ALTER TABLE users_auth ADD COLUMN mfa_enforced_at timestamp;
+-- 1. users_auth gains the MFA enforcement timestamp, unless the app's migration 0009 already added it (the
+-- rollback drops it only when this migration added it: the column comment says so).
+DO $mfa$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'users_auth'::regclass AND attname = 'mfa_enforced_at'
+                 AND NOT attisdropped) THEN
+    ALTER TABLE users_auth ADD COLUMN mfa_enforced_at timestamp;
+    COMMENT ON COLUMN users_auth.mfa_enforced_at IS 'added by 001_schema_refactor';
+  END IF;
+END $mfa$;
 
 -- 2. Organizations: one solo practice per therapist user, named after the profile (or the username).
 CREATE TABLE organizations (
@@ -92,6 +99,11 @@ ALTER TABLE therapist_profiles RENAME COLUMN business_state TO therapist_busines
 ALTER TABLE therapist_profiles RENAME COLUMN business_zip_code TO therapist_business_zip;
 ALTER TABLE therapist_profiles RENAME COLUMN business_phone TO therapist_business_phone;
 ALTER TABLE therapist_profiles RENAME COLUMN business_email TO therapist_business_email;
+-- The Drizzle schema types the renamed business columns as text (the legacy DDL had varchar(100/50/10)).
+ALTER TABLE therapist_profiles
+    ALTER COLUMN therapist_business_city TYPE text,
+    ALTER COLUMN therapist_business_state TYPE text,
+    ALTER COLUMN therapist_business_zip TYPE text;
 ALTER TABLE therapist_profiles
     ADD COLUMN private_pay_rate numeric(10,2),
     ADD COLUMN biography text,

@@ -1,5 +1,8 @@
--- Layer B: the "persona-segmented" HIPAA tables (drizzle 0000_lonely_stingray), the input of the 001 refactor.
--- Tables, keys and defaults; the foreign keys are in legacy_foreign_keys.sql so that bulk loads can run first.
+-- Layer B: the "persona-segmented" HIPAA tables, the input of the 001 refactor. Column for column, types,
+-- defaults, keys and order as the app's drizzle migration 0000_lonely_stingray creates them (target-app.md
+-- section 9; tests/fixtures/real_legacy_catalog.json is the catalog of that DDL and a test holds us to it).
+-- The foreign keys are in legacy_foreign_keys.sql so that bulk loads can run first. Drizzle's own bookkeeping
+-- lives beside public, in its schema "drizzle", as on the real database.
 
 CREATE TABLE users_auth (
     id serial PRIMARY KEY,
@@ -26,20 +29,20 @@ CREATE TABLE therapist_profiles (
     license_expiration_date timestamp,
     specialties jsonb DEFAULT '[]'::jsonb,
     languages jsonb DEFAULT '[]'::jsonb,
-    therapist_identities jsonb DEFAULT '[]'::jsonb,
     session_format text,
     base_rate numeric(10,2),
     sliding_scale boolean DEFAULT false,
+    therapist_identities jsonb DEFAULT '[]'::jsonb,
     business_address text,
-    business_city text,
-    business_state text,
-    business_zip_code text,
+    business_city varchar(100),
+    business_state varchar(50),
+    business_zip_code varchar(10),
     business_phone text,
     business_email text,
-    npi_number text,
-    taxonomy_code text,
-    ein_number text,
-    legal_business_name text,
+    npi_number varchar(20),
+    taxonomy_code varchar(20),
+    ein_number varchar(20),
+    legal_business_name varchar(255),
     default_note_format text DEFAULT 'SOAP',
     session_duration integer DEFAULT 50,
     time_zone text DEFAULT 'America/New_York',
@@ -49,7 +52,7 @@ CREATE TABLE therapist_profiles (
     cv_filename text,
     cv_original_name text,
     cv_mime_type text,
-    cv_parsed_data jsonb,
+    cv_parsed_for_credentialing boolean DEFAULT false,
     created_at timestamp DEFAULT now(),
     updated_at timestamp DEFAULT now()
 );
@@ -111,18 +114,18 @@ CREATE TABLE clients_hipaa (
     billing_type text DEFAULT 'private_pay',
     session_cost numeric(10,2),
     no_show_fee numeric(10,2),
-    copay_amount numeric(10,2),
-    deductible_amount numeric(10,2),
     default_cpt_code text,
     place_of_service text DEFAULT '11',
     authorization_required boolean DEFAULT false,
+    copay_amount numeric(10,2),
+    deductible_amount numeric(10,2),
     photo_filename text,
     photo_original_name text,
     photo_mime_type text,
     stripe_customer_id text,
-    deleted boolean DEFAULT false,
     created_at timestamp DEFAULT now(),
-    updated_at timestamp DEFAULT now()
+    updated_at timestamp DEFAULT now(),
+    deleted boolean DEFAULT false
 );
 
 CREATE TABLE sessions_hipaa (
@@ -131,7 +134,7 @@ CREATE TABLE sessions_hipaa (
     client_id integer NOT NULL,
     date timestamp NOT NULL,
     duration integer DEFAULT 50,
-    type text,
+    type text DEFAULT 'individual',
     status text DEFAULT 'scheduled',
     notes_encrypted text,
     assessments_encrypted text,
@@ -191,3 +194,12 @@ CREATE TABLE audit_logs_hipaa (
     trace_id text,
     created_at timestamp DEFAULT now()
 );
+
+CREATE SCHEMA drizzle;
+CREATE TABLE drizzle.__drizzle_migrations (
+    id serial PRIMARY KEY,
+    hash text NOT NULL,
+    created_at bigint
+);
+INSERT INTO drizzle.__drizzle_migrations (hash, created_at) VALUES
+    (encode(sha256(convert_to('0000_lonely_stingray', 'UTF8')), 'hex'), 1760645712698);
