@@ -315,7 +315,7 @@ def db(target: TargetState) -> Iterator[psycopg.Connection]:
 
 
 @pytest.fixture
-def catalog(db: psycopg.Connection, gate_config: GateConfig) -> Catalog:
+def catalog(db: psycopg.Connection) -> Catalog:
     """The target's catalog, inspected once for the test (every schema check reads this one model)."""
     return inspect(db)
 
@@ -348,7 +348,7 @@ def api_credentials(target: TargetState) -> tuple[str, str]:
 
 @pytest.fixture
 def api_user_id(db: psycopg.Connection, api_credentials: tuple[str, str]) -> int:
-    row = db.execute("SELECT id FROM users_auth WHERE username = %s", (api_credentials[0],)).fetchone()  # app-specific
+    row = db.execute("SELECT id FROM users_auth WHERE username = %s", (api_credentials[0],)).fetchone()
     if row is None:
         pytest.fail("the fixture user (GATE_API_USERNAME) does not exist in users_auth")
     return row[0]

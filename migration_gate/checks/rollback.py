@@ -14,13 +14,18 @@ from migration_gate.checks.backups import load_record
 from migration_gate.checksums import table_checksum
 
 
+def _record(result: Result, dump: Path | None) -> backup.BackupRecord | None:
+    """The backup's record, or None with the reason added (the rollback is compared with what it recorded)."""
+    if dump is None:
+        result.add("BACKUP_FILE is not set: the rollback is compared with the backup's record")
+        return None
+    return load_record(dump, result)
+
+
 def data_as_at_backup(conn: psycopg.Connection, dump: Path | None, tables: list[str], schema: str = "public"
                       ) -> Result:
     result = Result("every legacy table equals its state at backup time")
-    if dump is None:
-        result.add("BACKUP_FILE is not set: the rollback is compared with the backup's recorded checksums")
-        return result
-    record = load_record(dump, result)
+    record = _record(result, dump)
     if record is None:
         return result
     for table in tables:
@@ -44,10 +49,7 @@ def schema_as_at_backup(now: Catalog, dump: Path | None, tables: list[str], sche
     """The full fingerprint of the legacy tables (columns, types, defaults, constraints, indexes, sequences,
     triggers, policies, grants) equals the catalog recorded at the backup's snapshot."""
     result = Result("legacy schema equals its fingerprint at backup time")
-    if dump is None:
-        result.add("BACKUP_FILE is not set: the rollback is compared with the backup's recorded catalog")
-        return result
-    record = load_record(dump, result)
+    record = _record(result, dump)
     if record is None:
         return result
     try:
