@@ -64,7 +64,7 @@ class TableMap:
     phi: dict[str, str]  # legacy -> new, ciphertext
     hashes: dict[str, str]  # legacy -> new, search hashes
     owner: tuple[str, str] | None = None  # (legacy, new) therapist column
-    soft_delete: str | None = None
+    soft_delete: tuple[str, str] | None = None  # (legacy, new) deleted-flag column
     append_only: bool = False  # rows added after the backup are expected (audit logs); only older rows compared
     legacy_key: str = ""  # the legacy side's key column when it differs from `key` (default: the same)
     encrypt: dict[str, str] = field(default_factory=dict)  # legacy plaintext -> new ciphertext
@@ -372,6 +372,17 @@ def _tenancy(spec: dict, where: str) -> Tenancy:
         one_per_user=bool(spec.get("one_per_user", False)), rows=tuple(rows))
 
 
+def _pair(value: object, where: str) -> tuple[str, str] | None:
+    """A column named the same on both sides ("deleted"), or { legacy = ..., new = ... }."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value, value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: must be a column name or {{ legacy = ..., new = ... }}")
+    return _need(value, "legacy", str, where), _need(value, "new", str, where)
+
+
 def _only(spec: object, allowed: set[str], where: str) -> dict:
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: must be a table")
@@ -460,7 +471,8 @@ def load_config(path: Path | None = None) -> GateConfig:
             new_columns={str(k): _rule(v, f"{spot} new_columns.{k}") for k, v in spec.get("new_columns", {}).items()},
             owner=(_need(owner, "legacy", str, spot + " owner"), _need(owner, "new", str, spot + " owner"))
             if owner else None, partial=bool(spec.get("partial", False)),
-            soft_delete=spec.get("soft_delete"), append_only=bool(spec.get("append_only", False))))
+            soft_delete=_pair(spec.get("soft_delete"), spot + " soft_delete"),
+            append_only=bool(spec.get("append_only", False))))
     pre = data.get("preconditions", {})
     tenancy = _tenancy(data["tenancy"], f"{where} [tenancy]") if "tenancy" in data else None
     config = GateConfig(

@@ -4,7 +4,7 @@ import pytest
 
 from migration_gate.checks import api as app
 
-pytestmark = pytest.mark.postmigration
+pytestmark = [pytest.mark.postmigration, pytest.mark.app]
 
 
 @pytest.fixture

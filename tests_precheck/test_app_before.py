@@ -4,7 +4,7 @@ import pytest
 
 from migration_gate.checks import api as app
 
-pytestmark = pytest.mark.premigration
+pytestmark = [pytest.mark.premigration, pytest.mark.app]
 
 
 @pytest.mark.criterion("PRE-11")

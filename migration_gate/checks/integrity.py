@@ -60,7 +60,7 @@ def counts(baseline: psycopg.Connection, target: psycopg.Connection, mapping: Ta
     if mapping.owner:
         groupings.append(("therapist", *mapping.owner))
     if mapping.soft_delete:
-        groupings.append(("deleted flag", mapping.soft_delete, mapping.soft_delete))
+        groupings.append(("deleted flag", *mapping.soft_delete))
     if "status" in mapping.columns:
         groupings.append(("status", "status", mapping.columns["status"]))
     if not present(result, baseline, target, mapping, schema, [g[1] for g in groupings], [g[2] for g in groupings]):
