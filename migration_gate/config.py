@@ -72,6 +72,7 @@ class TableMap:
     new_columns: dict[str, ColumnRule] = field(default_factory=dict)  # new column without a legacy source
     partial: bool = False  # the new table has rows without a legacy source (e.g. one per user, not per profile)
     name: str = ""  # the [tables.<name>] section
+    count_by: tuple[str, ...] = ()  # legacy columns (mapped in `columns`) whose per-value counts must agree
 
     @property
     def source_key(self) -> str:
@@ -472,7 +473,10 @@ def load_config(path: Path | None = None) -> GateConfig:
             owner=(_need(owner, "legacy", str, spot + " owner"), _need(owner, "new", str, spot + " owner"))
             if owner else None, partial=bool(spec.get("partial", False)),
             soft_delete=_pair(spec.get("soft_delete"), spot + " soft_delete"),
-            append_only=bool(spec.get("append_only", False))))
+            append_only=bool(spec.get("append_only", False)), count_by=tuple(spec.get("count_by", []))))
+        for column in tables[-1].count_by:
+            if column not in tables[-1].columns:
+                raise ConfigError(f"{spot}: count_by column {column} is not mapped in columns")
     pre = data.get("preconditions", {})
     tenancy = _tenancy(data["tenancy"], f"{where} [tenancy]") if "tenancy" in data else None
     config = GateConfig(
