@@ -26,12 +26,11 @@ from migration_gate.checks import CheckFailed
 from migration_gate.config import ROOT, ConfigError, GateConfig, load_config, load_environment
 from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
 from migration_gate.phi import PhiCodec
-from migration_gate.redact import describe_target, redact_text
+from migration_gate.redact import describe_target, mask_quoted, redact_text, safe_message
 from migration_gate.target import PHASES, RealTargets, TargetState
 
 PHASE_DIRS = ("tests_precheck", "tests_postcheck", "tests_integrity")
 GATE = pytest.StashKey["GateSession"]()
-_QUOTED = re.compile(r"(\"[^\"]*\"|'[^']*')")
 
 
 class GateSession:
@@ -208,7 +207,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         return report
     if report.failed and call.excinfo is not None:
         report.longrepr = _safe_failure(item, call.excinfo)
-    report.sections = [(title, redact_text(_QUOTED.sub("'…'", text))) for title, text in report.sections]
+    report.sections = [(title, redact_text(mask_quoted(text))) for title, text in report.sections]
     marker = item.get_closest_marker("criterion")
     if marker and (report.when == "call" or report.failed or report.skipped):
         item.config.stash[GATE].outcomes[marker.args[0]].append((item.nodeid, report.outcome, report.when))
@@ -221,8 +220,7 @@ def _safe_failure(item: pytest.Item, excinfo: pytest.ExceptionInfo) -> str:
     exc = excinfo.value
     if isinstance(exc, CheckFailed):
         return f"{item.nodeid}\n{exc}"
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{item.nodeid}\n{exc.__class__.__name__}: {redact_text(_QUOTED.sub(chr(39) + '…' + chr(39), first))}"
+    return f"{item.nodeid}\n{safe_message(exc)}"
 
 
 def pytest_html_results_summary(prefix: list, summary: list, postfix: list, session: pytest.Session) -> None:

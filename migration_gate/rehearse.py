@@ -17,12 +17,14 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate.cli import EPILOG, EXIT, finish_run
 from migration_gate.config import ROOT, ConfigError, load_config
 from migration_gate.embedded import EmbeddedError, stop_kept
-from migration_gate.gate import CutoverTarget, Gate, Refused
+from migration_gate.errors import Refused
+from migration_gate.gate import Gate
+from migration_gate.hooks import CutoverTarget
 from migration_gate.progress import Progress
 from migration_gate.redact import redact_text
+from migration_gate.verdict import EPILOG, EXIT, finish_run
 
 DEFAULT_PATIENTS = 20_000
 

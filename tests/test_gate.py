@@ -19,8 +19,11 @@ import pytest
 from migration_gate import catalog, migration
 from migration_gate.checksums import database_checksums
 from migration_gate.config import load_config
-from migration_gate.gate import LOCK_KEY, CutoverTarget, Gate, Refused, RunState, schema_state
+from migration_gate.errors import GateError, Refused
+from migration_gate.gate import LOCK_KEY, Gate
+from migration_gate.hooks import CutoverTarget
 from migration_gate.progress import Progress
+from migration_gate.runstate import RunState, budget_report, schema_state
 from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
@@ -96,7 +99,6 @@ class FailingHooks(SandboxHooks):
     def maintenance(self, on: bool) -> None:
         if self.fail_on == "golive" and not on and not getattr(self, "failed_once", False):
             self.failed_once = True
-            from migration_gate.gate import GateError
             raise GateError("the host's API refused to switch maintenance off")
         super().maintenance(on)
 
@@ -233,7 +235,6 @@ def test_budgets_are_tracked_and_downtime_over_the_limit_fails_the_run(sandbox: 
     import dataclasses
 
     from migration_gate import signoff
-    from migration_gate.gate import budget_report
     tight = dataclasses.replace(load_config(), phase_minutes=dict.fromkeys(
         ("premigration", "backup", "migration", "deploy", "verification", "golive"), 0.0001),
         downtime_minutes=0.0001)
