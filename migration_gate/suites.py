@@ -44,39 +44,30 @@ class SuiteRunner:
 
     def run(self, marker: str, record: PhaseRecord, env: dict[str, str]) -> bool:
         """pytest -m <marker> in a child process; its HTML and JUnit reports land in the run folder, and its
-        progress (tests done of total) is shown while it runs."""
+        progress (tests done of total) is shown while it runs. The verdict and the record's detail come from the
+        results the child writes as JSON (--gate-results), never from its text."""
         folder = self.run_dir / record.name
         folder.mkdir(parents=True, exist_ok=True)
         progress_file = folder / "progress.jsonl"
         progress_file.unlink(missing_ok=True)
+        results_file = folder / f"criteria-{marker}.json"
+        results_file.unlink(missing_ok=True)  # a stale file must never stand in for this run's results
         env = env | {"GATE_PROGRESS_FILE": str(progress_file)}
         with tempfile.TemporaryFile(mode="w+") as out:
             child = subprocess.Popen(
-                [sys.executable, "-m", "pytest", "-m", marker, f"--gate-run-dir={folder}", "-p", "no:cacheprovider",
-                 "-q", "--no-header", "-rf", "--tb=short"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                text=True)
+                [sys.executable, "-m", "pytest", "-m", marker, f"--gate-run-dir={folder}",
+                 f"--gate-results={results_file}", "-p", "no:cacheprovider", "-q", "--no-header", "-rf",
+                 "--tb=short"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
             while child.poll() is None:
                 time.sleep(0.5)
                 self._show_progress(marker, progress_file)
             self._show_progress(marker, progress_file)
             out.seek(0)
             output = out.read()
-        done = subprocess.CompletedProcess(child.args, child.returncode, output, "")
         record.report = str((folder / f"{marker}.html").relative_to(self.run_dir))
-        (folder / "pytest-output.txt").write_text(redact_text(done.stdout))
-        summary = next((line for line in reversed(done.stdout.strip().splitlines()) if " in " in line), "")
-        if done.returncode == 0:
-            record.detail = summary.strip("= ")
-            return True
-        failed = [line.split("::", 1)[1].split(" ")[0] for line in done.stdout.splitlines()
-                  if line.startswith("FAILED")]
-        # our checks' problem lines (indented under "...: N problem(s)"): tables, counts, ids, never values
-        problems = [line.strip() for line in done.stdout.splitlines() if line.startswith("  ") and
-                    ("rows" in line or "values" in line or "ids" in line or "missing" in line)][:4]
-        record.detail = (f"{summary.strip('= ')}; failed: {', '.join(failed[:8])}"
-                         + (f"; first problems: {'; '.join(problems)}" if problems else "") if failed else
-                         redact_text(next((line for line in reversed(output.splitlines()) if line.strip()), summary)))
-        return False
+        (folder / "pytest-output.txt").write_text(redact_text(output))
+        ok, record.detail = judge(child.returncode, read_results(results_file), output)
+        return ok
 
     def _show_progress(self, marker: str, progress_file: Path) -> None:
         try:
@@ -87,3 +78,44 @@ class SuiteRunner:
         total = next((e["total"] for e in events if "total" in e), None)
         if total:
             self.progress.count(f"{marker} checks", sum("done" in e for e in events), total)
+
+
+def read_results(path: Path) -> dict | None:
+    """The suite's results as its plugin wrote them; None when there are none (a usage error, or a crash before
+    the session finished) or they are unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("counts"), dict) else None
+
+
+def _tally(results: dict) -> str:
+    counts = results["counts"]
+    parts = [f"{counts.get(k, 0)} {label}" for k, label in
+             (("failed", "failed"), ("errors", "errors"), ("passed", "passed"), ("skipped", "skipped"))
+             if counts.get(k, 0)]
+    return f"{', '.join(parts) or 'no tests ran'} in {float(results.get('duration') or 0):.1f} s"
+
+
+def judge(returncode: int, results: dict | None, output: str) -> tuple[bool, str]:
+    """(green, detail) of a suite run: green only with exit code 0 and results without a failure or an error.
+    The detail names the failed tests and their first problem lines (our checks' lines: PHI-free); without
+    results it is the last line the child printed, redacted."""
+    if results is None:
+        last = next((line for line in reversed(output.splitlines()) if line.strip()), "")
+        return False, redact_text(last.strip() or f"pytest exited with code {returncode} and wrote no results")
+    counts = results["counts"]
+    bad = [t for t in results.get("tests", []) if t.get("outcome") in ("failed", "error")]
+    if returncode == 0 and results.get("exitstatus") == 0 and not bad and not counts.get("failed") \
+            and not counts.get("errors"):
+        return True, _tally(results)
+    detail = _tally(results)
+    if bad:
+        names = [t["nodeid"].split("::", 1)[-1] for t in bad]
+        problems = [line for t in bad for line in t.get("problems", []) if not line.endswith("problem(s)")][:4]
+        detail += f"; failed: {', '.join(names[:8])}" + (", ..." if len(names) > 8 else "")
+        detail += f"; first problems: {'; '.join(problems)}" if problems else ""
+    else:
+        detail += f"; pytest exit code {returncode}"
+    return False, redact_text(detail)
