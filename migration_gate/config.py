@@ -19,6 +19,8 @@ from migration_gate.phi import PhiKeyError, parse_key
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "migration.toml"
+# The embedded sandbox, plugged in by name (migration_gate.provider); [sandbox] provider or GATE_SANDBOX_PROVIDER.
+DEFAULT_SANDBOX_PROVIDER = "sandbox.provider:SandboxProvider"
 ON_DELETE = {"restrict": "r", "cascade": "c", "no action": "a", "set null": "n", "set default": "d"}
 
 
@@ -186,6 +188,7 @@ class GateConfig:
     new_tables: dict[str, str] = field(default_factory=dict)  # new table derived wholesale -> how (which check)
     dropped_tables: dict[str, str] = field(default_factory=dict)  # legacy table not carried over -> why
     tenancy: Tenancy | None = None
+    sandbox_provider: str = DEFAULT_SANDBOX_PROVIDER  # module:attribute, see migration_gate.provider
 
     def table(self, name: str) -> TableMap:
         for mapping in self.tables:
@@ -377,6 +380,8 @@ def load_config(path: Path | None = None) -> GateConfig:
         new_tables={str(k): str(v) for k, v in data.get("new_tables", {}).items()},
         dropped_tables={str(k): str(v) for k, v in data.get("dropped_tables", {}).items()},
         tenancy=_tenancy(data["tenancy"], f"{where} [tenancy]") if "tenancy" in data else None,
+        sandbox_provider=os.environ.get("GATE_SANDBOX_PROVIDER") or str(sandbox.get("provider",
+                                                                                  DEFAULT_SANDBOX_PROVIDER)),
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")

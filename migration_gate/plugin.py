@@ -29,8 +29,9 @@ from migration_gate.checks import CheckFailed
 from migration_gate.config import ROOT, ConfigError, GateConfig, load_config, load_environment
 from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
 from migration_gate.phi import PhiCodec
+from migration_gate.provider import SandboxProvider, load_provider
 from migration_gate.redact import describe_target, mask_quoted, redact_text, safe_message
-from migration_gate.target import PHASES, RealTargets, TargetState
+from migration_gate.target import PHASES, RealTargets, Targets, TargetState
 
 PHASE_DIRS = ("tests_precheck", "tests_postcheck", "tests_integrity")
 GATE = pytest.StashKey["GateSession"]()
@@ -60,25 +61,29 @@ class GateSession:
         self.clock = time.monotonic()
         self.results_path = Path(config.getoption("gate_results") or self.run_dir / (
             f"criteria-{_slug(config.getoption('markexpr')) or 'all'}.json"))
-        self._targets = None
+        self._targets: Targets | None = None
         self.patients = config.getoption("gate_patients")
+        self.provider: SandboxProvider | None = None
+        if self.env.embedded:  # the sandbox is only needed without DATABASE_URL; a bad name stops the run now
+            try:
+                self.provider = load_provider(config.getoption("gate_sandbox_provider") or self.gate.sandbox_provider)
+            except ConfigError as exc:
+                raise pytest.UsageError(f"migration-gate: {exc}") from None
 
     @property
-    def targets(self):
+    def targets(self) -> Targets:
         if self._targets is None:
-            if self.env.embedded:
-                from sandbox.phases import SandboxTargets  # the sandbox is only needed without DATABASE_URL
-                self._targets = SandboxTargets(self.gate, self.run_dir / "sandbox", self.patients)
+            if self.provider is not None:
+                self._targets = self.provider.targets(self.gate, self.run_dir / "sandbox", self.patients)
             else:
                 self._targets = RealTargets(self.env)
         return self._targets
 
     @property
     def key(self) -> str:
-        if self.env.phi_key and not self.env.embedded:
+        if self.provider is None:
             return self.env.phi_key
-        from sandbox.synthetic import SANDBOX_KEY
-        return SANDBOX_KEY
+        return self.provider.key
 
     def metadata(self) -> dict[str, str]:
         return {
@@ -130,6 +135,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gate-run-dir", default=None, help="folder for this run's reports (default: reports/<run>)")
     group.addoption("--gate-patients", type=int, default=None,
                     help="patients to seed when running on the embedded sandbox (default: from the config)")
+    group.addoption("--gate-sandbox-provider", default=None,
+                    help="module:attribute of the sandbox provider used without DATABASE_URL "
+                         "(default: migration.toml [sandbox] provider, or GATE_SANDBOX_PROVIDER)")
     group.addoption("--gate-results", default=None,
                     help="where to write the run's results as JSON: counts, every test's outcome and problems, "
                          "criteria, checks (default: <run dir>/criteria-<marker>.json)")
