@@ -357,6 +357,8 @@ def load_config(path: Path | None = None) -> GateConfig:
         sandbox_patients=int(sandbox.get("patients", 300)), sandbox_seed=int(sandbox.get("seed", 1)),
         sandbox_username=str(sandbox.get("username", "demo_therapist1")),
         sandbox_password=str(sandbox.get("password", "demo-password-1")),
+        sandbox_provider=os.environ.get("GATE_SANDBOX_PROVIDER") or str(sandbox.get("provider",
+                                                                                  DEFAULT_SANDBOX_PROVIDER)),
         endpoints=tuple(Endpoint(_need(e, "path", str, f"{where} [api]"), _need(e, "shape", str, f"{where} [api]"),
                                  e.get("count_table")) for e in api.get("endpoints", [])),
         audited=dict(api.get("audited", {})),
@@ -380,8 +382,6 @@ def load_config(path: Path | None = None) -> GateConfig:
         new_tables={str(k): str(v) for k, v in data.get("new_tables", {}).items()},
         dropped_tables={str(k): str(v) for k, v in data.get("dropped_tables", {}).items()},
         tenancy=_tenancy(data["tenancy"], f"{where} [tenancy]") if "tenancy" in data else None,
-        sandbox_provider=os.environ.get("GATE_SANDBOX_PROVIDER") or str(sandbox.get("provider",
-                                                                                  DEFAULT_SANDBOX_PROVIDER)),
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")
