@@ -1,13 +1,5 @@
-"""Command lines behind scripts/: cutover, rehearse, backup, migrate, rollback.
-
-Exit codes (all commands):
-  0  green: every gate passed
-  1  red: a gate failed; nothing was migrated, or the rollback ran and was verified
-  2  bad usage or configuration (one line)
-  3  red and the rollback could NOT be verified: a human must look now
-  4  refused: another cut-over holds the database, earlier gates are not green, or the backup changed
-  130 interrupted (the run's state is kept; the next invocation resumes or rolls back)
-"""
+"""Command lines behind scripts/: cutover, rehearse, backup, migrate, rollback. They parse arguments, call the
+gate and map its errors to the exit codes in migration_gate.verdict (printed by every --help)."""
 
 from __future__ import annotations
 
@@ -21,28 +13,18 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate import backup, signoff
+from migration_gate import backup
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
-from migration_gate.gate import (
-    BUDGET_OF,
-    PLAN,
-    CutoverTarget,
-    Gate,
-    GateError,
-    Refused,
-    RunState,
-    ShellHooks,
-    schema_state,
-    unfinished_runs,
-)
+from migration_gate.errors import GateError, Refused
+from migration_gate.gate import Gate
+from migration_gate.hooks import CutoverTarget, ShellHooks
 from migration_gate.migration import MigrationFileError
 from migration_gate.migration import load as load_migration
 from migration_gate.progress import Progress
 from migration_gate.redact import describe_target, redact_text
-
-EXIT = {"green": 0, "red": 1, "rolled-back": 1, "over-limit": 1, "rollback-failed": 3, "refused": 4,
-        "interrupted": 130}
-EPILOG = __doc__.split("\n", 2)[2]
+from migration_gate.rehearse import main as rehearse_main
+from migration_gate.runstate import BUDGET_OF, PLAN, RunState, schema_state, unfinished_runs
+from migration_gate.verdict import EPILOG, finish_run
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -82,31 +64,6 @@ def _one_line(name: str, exc: BaseException) -> str:
 
 def _new_run_dir(reports: Path, kind: str) -> Path:
     return reports / f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
-
-
-def _summary(state: RunState, report: Path | None) -> dict:
-    return {"verdict": state.status, "exit_code": EXIT.get(state.status, 1), "run_dir": state.run_dir,
-            "signoff": str(report) if report else None, "failure": state.failure,
-            "rollback_verified": state.rollback_verified, "downtime_minutes": state.downtime_minutes,
-            "phases": [{"name": p.name, "status": p.status, "seconds": p.seconds, "over_budget": p.over_budget}
-                       for p in state.phases + state.rollback_phases],
-            "counts": state.counts, "forced": state.forced}
-
-
-def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, environment: dict[str, str]) -> int:
-    report = signoff.write(state, Path(state.run_dir), environment, gate.downtime_minutes)
-    if args.json:
-        print(json.dumps(_summary(state, report), indent=2))
-    else:
-        print(f"\nVerdict: {state.status.upper()}" + (f" - {state.failure}" if state.failure else ""))
-        for record in state.phases + state.rollback_phases:
-            if record.status != "pending":
-                flag = "  OVER BUDGET" if record.over_budget else ""
-                print(f"  {record.name:<18} {record.status:<8} {record.seconds or 0:8.1f} s{flag}")
-        if state.downtime_minutes is not None:
-            print(f"  downtime {state.downtime_minutes:.2f} min (limit {gate.downtime_minutes:.0f})")
-        print(f"Sign-off: {report}")
-    return EXIT.get(state.status, 1)
 
 
 def _load_state(run_dir: Path) -> RunState:
@@ -293,7 +250,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name, rest = argv[0], argv[1:]
     if name == "rehearse":
-        from migration_gate.rehearse import main as rehearse_main  # needs the sandbox package
         return rehearse_main(rest)
     if name in PHASE_COMMANDS:
         return phase_command(name, rest)

@@ -19,6 +19,8 @@ from migration_gate.phi import PhiKeyError, parse_key
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "migration.toml"
+# The embedded sandbox, plugged in by name (migration_gate.provider); [sandbox] provider or GATE_SANDBOX_PROVIDER.
+DEFAULT_SANDBOX_PROVIDER = "sandbox.provider:SandboxProvider"
 ON_DELETE = {"restrict": "r", "cascade": "c", "no action": "a", "set null": "n", "set default": "d"}
 
 
@@ -248,6 +250,7 @@ class GateConfig:
     new_tables: dict[str, str] = field(default_factory=dict)  # new table derived wholesale -> how (which check)
     dropped_tables: dict[str, str] = field(default_factory=dict)  # legacy table not carried over -> why
     tenancy: Tenancy | None = None
+    sandbox_provider: str = DEFAULT_SANDBOX_PROVIDER  # module:attribute, see migration_gate.provider
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -486,6 +489,8 @@ def load_config(path: Path | None = None) -> GateConfig:
         phase_minutes={k: float(v) for k, v in budgets.get("phase_minutes", {}).items()},
         api_p95_ms=_need(budgets, "api_p95_ms", float, f"{where} [budgets]"),
         api_latency_samples=int(budgets.get("api_latency_samples", 20)),
+        sandbox_provider=os.environ.get("GATE_SANDBOX_PROVIDER") or str(sandbox.get("provider",
+                                                                                  DEFAULT_SANDBOX_PROVIDER)),
         sandbox_patients=int(sandbox.get("patients", 300)), sandbox_seed=int(sandbox.get("seed", 1)),
         sandbox_username=str(sandbox.get("username", "demo_therapist1")),
         sandbox_password=str(sandbox.get("password", "demo-password-1")),

@@ -4,25 +4,20 @@ automatic, verified rollback when anything after the migration starts goes red.
 pre-checks -> maintenance on (verified) -> backup -> migration -> integrity -> deploy -> post-checks ->
 go live (maintenance off, smoke test) -> sign-off.
 
-Every transition is written to reports/<run>/state.json, so an interrupted run can be resumed (or rolled back)
-by the next invocation. One cut-over per database at a time: a session-level advisory lock on the target.
+This module only sequences: the run's state and budgets are in runstate, the host's hooks and the target in
+hooks, the suites' child processes in suites. Every transition is written to reports/<run>/state.json, so an
+interrupted run can be resumed (or rolled back) by the next invocation. One cut-over per database at a time: a
+session-level advisory lock on the target.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import re
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 import httpx
 import psycopg
@@ -31,173 +26,36 @@ from psycopg import sql
 from migration_gate import backup, migration
 from migration_gate.catalog import inspect
 from migration_gate.checks import api as app
-from migration_gate.config import ROOT, GateConfig
-from migration_gate.embedded import pid_alive
+from migration_gate.config import GateConfig
+from migration_gate.errors import GateError, Refused
+from migration_gate.hooks import CutoverTarget, Hooks, ShellHooks
 from migration_gate.progress import Progress
-from migration_gate.redact import describe_target, redact_text
+from migration_gate.redact import describe_target, safe_message
+from migration_gate.runstate import (
+    AFTER_MIGRATION_STARTS,
+    BUDGET_OF,
+    PLAN,
+    STATE_FILE,
+    PhaseRecord,
+    RunState,
+    budget_report,
+    flag_budgets,
+    schema_state,
+    unfinished_runs,
+)
+from migration_gate.suites import SuiteRunner, suite_env
+
+# What callers imported from here before the split keeps working.
+__all__ = ["AFTER_MIGRATION_STARTS", "BUDGET_OF", "LOCK_KEY", "PLAN", "STATE_FILE", "CutoverTarget", "Gate",
+           "GateError", "Hooks", "PhaseRecord", "Refused", "RunState", "ShellHooks", "budget_report",
+           "safe_message", "schema_state", "unfinished_runs"]
 
 LOCK_KEY = 0x6D67_6174  # "mgat": the advisory lock one cut-over holds on its target
-STATE_FILE = "state.json"
-SUITES = {"premigration": "premigration", "backup": "backup", "integrity": "integrity",
-          "postmigration": "postmigration", "rollback": "rollback"}
-# Phase -> the checklist's timebox it counts against.
-BUDGET_OF = {"premigration": "premigration", "maintenance": "backup", "backup": "backup", "migration": "migration",
-             "integrity": "verification", "deploy": "deploy", "postmigration": "verification", "golive": "golive"}
-PLAN = ("premigration", "maintenance", "backup", "migration", "integrity", "deploy", "postmigration", "golive")
-AFTER_MIGRATION_STARTS = ("migration", "integrity", "deploy", "postmigration", "golive")
-
-
-class GateError(RuntimeError):
-    """A step could not run or refused to; one clear line."""
-
-
-class Refused(GateError):
-    """The gate will not proceed (lock held, earlier phases not green, backup changed...)."""
-
-
-class Hooks(Protocol):
-    """How the gate talks to the app's hosting: maintenance mode and deploys."""
-
-    def maintenance(self, on: bool) -> None: ...
-    def deploy(self, use_hipaa_schema: bool) -> None: ...
-
-
-@dataclass
-class ShellHooks:
-    """Shell commands from migration.toml [hooks]; a team calls its host's API there."""
-
-    commands: dict[str, str]
-    timeout: float = 600
-
-    def _run(self, name: str) -> None:
-        command = self.commands.get(name)
-        if not command:
-            raise GateError(f"no [hooks] {name} command configured")
-        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=self.timeout)
-        if done.returncode != 0:
-            last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
-            raise GateError(redact_text(f"hook {name} failed with exit code {done.returncode}: {last[0]}"))
-
-    def maintenance(self, on: bool) -> None:
-        self._run("maintenance_on" if on else "maintenance_off")
-
-    def deploy(self, use_hipaa_schema: bool) -> None:
-        self._run("deploy_new_schema" if use_hipaa_schema else "deploy_legacy_schema")
-
-
-@dataclass
-class CutoverTarget:
-    dsn: str
-    key: str
-    api_base_url: str
-    api_username: str
-    api_password: str
-    hooks: Hooks
-    app_log_file: Path | None = None
-    api_headers: dict[str, str] = field(default_factory=dict)  # e.g. a maintenance-bypass header for the checks
-    allow_writes: bool = False  # the post-checks may create a probe patient (sandbox, staging)
-
-
-@dataclass
-class PhaseRecord:
-    name: str
-    status: str = "pending"  # pending, running, passed, failed, skipped
-    started: str | None = None
-    seconds: float | None = None
-    budget_minutes: float | None = None
-    over_budget: bool = False
-    report: str | None = None
-    detail: str | None = None
-
-
-@dataclass
-class RunState:
-    run_dir: str
-    target: str
-    migration_file: str
-    migration_sha256: str
-    status: str = "running"  # running, green, rolled-back, rollback-failed, refused, interrupted
-    pid: int = field(default_factory=os.getpid)
-    started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    finished: str | None = None
-    forced: bool = False
-    phases: list[PhaseRecord] = field(default_factory=list)
-    rollback_phases: list[PhaseRecord] = field(default_factory=list)
-    backup: dict | None = None
-    maintenance_on_at: float | None = None
-    maintenance_off_at: float | None = None
-    downtime_minutes: float | None = None
-    downtime_over_limit: bool = False
-    failure: str | None = None
-    rollback_verified: bool | None = None
-    counts: list[dict] = field(default_factory=list)
-    log_offset: int = 0
-
-    def phase(self, name: str) -> PhaseRecord:
-        for record in self.phases + self.rollback_phases:
-            if record.name == name:
-                return record
-        raise KeyError(name)
-
-    def save(self) -> None:
-        path = Path(self.run_dir) / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, run_dir: Path) -> RunState:
-        data = json.loads((run_dir / STATE_FILE).read_text())
-        data["phases"] = [PhaseRecord(**p) for p in data["phases"]]
-        data["rollback_phases"] = [PhaseRecord(**p) for p in data.get("rollback_phases", [])]
-        return cls(**data)
-
-
-_QUOTED = re.compile(r"(\"[^\"]*\"|'[^']*')")
-
-
-def safe_message(exc: BaseException) -> str:
-    """Type and first line of an error, secrets redacted and quoted parts masked (database errors quote the
-    offending values, which may be PHI)."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return redact_text(f"{exc.__class__.__name__}: {_QUOTED.sub(chr(39) + '…' + chr(39), first)}")
-
-
-def budget_report(state: RunState) -> list[tuple[str, float, float | None, bool]]:
-    """(timebox, minutes used, budget minutes, over) for each of the checklist's timeboxes, in order."""
-    rows = []
-    for name in dict.fromkeys(BUDGET_OF.values()):
-        members = [p for p in state.phases if BUDGET_OF[p.name] == name]
-        used = sum(p.seconds or 0 for p in members) / 60
-        budget = members[0].budget_minutes if members else None
-        rows.append((name, round(used, 3), budget, budget is not None and used > budget))
-    return rows
-
-
-def schema_state(conn: psycopg.Connection, gate: GateConfig) -> str:
-    """'legacy', 'migrated' or 'mixed', from which tables exist (one transaction never leaves it mixed)."""
-    tables = inspect(conn, [gate.schema]).names(gate.schema)
-    new_only = set(gate.new_schema) - set(gate.legacy_schema)
-    legacy_only = set(gate.legacy_schema) - set(gate.new_schema)
-    if legacy_only <= tables and not (new_only & tables):
-        return "legacy"
-    if new_only <= tables and not (legacy_only & tables):
-        return "migrated"
-    return "mixed"
-
-
-def unfinished_runs(reports: Path, target: str) -> list[Path]:
-    """Run folders for this target whose state says running and whose process is gone."""
-    found = []
-    for state_file in sorted(reports.glob(f"*/{STATE_FILE}")):
-        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-            state = RunState.load(state_file.parent)
-            if state.target == target and state.status in ("running", "interrupted") and not pid_alive(state.pid):
-                found.append(state_file.parent)
-    return found
 
 
 class Gate:
+    """Sequences the phases of one cut-over run; each phase's work lives in the modules it calls."""
+
     def __init__(self, gate: GateConfig, target: CutoverTarget, run_dir: Path, progress: Progress,
                  force: bool = False, state: RunState | None = None) -> None:
         self.gate = gate
@@ -210,6 +68,7 @@ class Gate:
             run_dir=str(run_dir), target=describe_target(target.dsn), migration_file=str(gate.migration_file),
             migration_sha256=backup.sha256_file(gate.migration_file), forced=force,
             phases=[PhaseRecord(name, budget_minutes=gate.phase_minutes.get(BUDGET_OF[name])) for name in PLAN])
+        self.suites = SuiteRunner(run_dir, progress)
         self._lock: psycopg.Connection | None = None
         self.rollback_only = False  # set when an interrupted run may only be rolled back
 
@@ -244,66 +103,9 @@ class Gate:
             self._lock = None
 
     # -- phases ----------------------------------------------------------------------------------------------
-    def _suite_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS",)}
-        env.update({"DATABASE_URL": self.target.dsn, "PHI_ENCRYPTION_KEY": self.target.key,
-                    "API_BASE_URL": self.target.api_base_url, "GATE_API_USERNAME": self.target.api_username,
-                    "GATE_API_PASSWORD": self.target.api_password, "GATE_CONFIG": str(self.gate.path),
-                    "APP_LOG_OFFSET": str(self.state.log_offset),
-                    "GATE_API_HEADERS": json.dumps(self.target.api_headers)})
-        if self.target.allow_writes:
-            env["GATE_ALLOW_WRITES"] = "1"
-        if self.target.app_log_file:
-            env["APP_LOG_FILE"] = str(self.target.app_log_file)
-        if self.state.backup:
-            env["BACKUP_FILE"] = self.state.backup["path"]
-        return env
-
     def run_suite(self, marker: str, record: PhaseRecord) -> bool:
-        """pytest -m <marker> in a child process; its HTML and JUnit reports land in the run folder, and its
-        progress (tests done of total) is shown while it runs."""
-        folder = self.run_dir / record.name
-        folder.mkdir(parents=True, exist_ok=True)
-        progress_file = folder / "progress.jsonl"
-        progress_file.unlink(missing_ok=True)
-        env = self._suite_env() | {"GATE_PROGRESS_FILE": str(progress_file)}
-        with tempfile.TemporaryFile(mode="w+") as out:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "pytest", "-m", marker, f"--gate-run-dir={folder}", "-p", "no:cacheprovider",
-                 "-q", "--no-header", "-rf", "--tb=short"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                text=True)
-            while child.poll() is None:
-                time.sleep(0.5)
-                self._show_suite_progress(marker, progress_file)
-            self._show_suite_progress(marker, progress_file)
-            out.seek(0)
-            output = out.read()
-        done = subprocess.CompletedProcess(child.args, child.returncode, output, "")
-        record.report = str((folder / f"{marker}.html").relative_to(self.run_dir))
-        (folder / "pytest-output.txt").write_text(redact_text(done.stdout))
-        summary = next((line for line in reversed(done.stdout.strip().splitlines()) if " in " in line), "")
-        if done.returncode == 0:
-            record.detail = summary.strip("= ")
-            return True
-        failed = [line.split("::", 1)[1].split(" ")[0] for line in done.stdout.splitlines()
-                  if line.startswith("FAILED")]
-        # our checks' problem lines (indented under "...: N problem(s)"): tables, counts, ids, never values
-        problems = [line.strip() for line in done.stdout.splitlines() if line.startswith("  ") and
-                    ("rows" in line or "values" in line or "ids" in line or "missing" in line)][:4]
-        record.detail = (f"{summary.strip('= ')}; failed: {', '.join(failed[:8])}"
-                         + (f"; first problems: {'; '.join(problems)}" if problems else "") if failed else
-                         redact_text(next((line for line in reversed(output.splitlines()) if line.strip()), summary)))
-        return False
-
-    def _show_suite_progress(self, marker: str, progress_file: Path) -> None:
-        try:
-            lines = progress_file.read_text().splitlines()
-        except OSError:
-            return
-        events = [json.loads(line) for line in lines if line.strip().endswith("}")]
-        total = next((e["total"] for e in events if "total" in e), None)
-        if total:
-            self.progress.count(f"{marker} checks", sum("done" in e for e in events), total)
+        """The phase's suite against this run's target, recorded in the run folder."""
+        return self.suites.run(marker, record, suite_env(self.target, self.gate, self.state))
 
     def _step(self, record: PhaseRecord, action: Callable[[PhaseRecord], bool]) -> bool:
         record.status = "running"
@@ -318,19 +120,12 @@ class Gate:
             record.detail = safe_message(exc)
         record.seconds = round(time.monotonic() - began, 2)
         record.status = "passed" if ok else "failed"
-        self._flag_budgets()
+        flag_budgets(self.state)
         self.state.save()
         flag = " (over budget)" if record.over_budget else ""
         self.progress.say(f"phase {record.name}: {record.status.upper()} in {record.seconds:.1f} s{flag}"
                           + (f" - {record.detail}" if record.detail and not ok else ""))
         return ok
-
-    def _flag_budgets(self) -> None:
-        """A timebox covers one or more phases (maintenance + backup, integrity + post-checks)."""
-        for name, _used, _budget, over in budget_report(self.state):
-            for record in self.state.phases:
-                if BUDGET_OF[record.name] == name:
-                    record.over_budget = over
 
     def _premigration(self, record: PhaseRecord) -> bool:
         return self.run_suite("premigration", record)

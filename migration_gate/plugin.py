@@ -6,12 +6,15 @@ Loaded by the project's root conftest.py. It stays out of the way of runs that c
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import json
+import logging
 import os
 import re
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,12 +30,14 @@ from migration_gate.checks import CheckFailed
 from migration_gate.config import ROOT, ConfigError, GateConfig, load_config, load_environment
 from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
 from migration_gate.phi import PhiCodec
-from migration_gate.redact import describe_target, redact_text
-from migration_gate.target import PHASES, RealTargets, TargetState
+from migration_gate.provider import SandboxProvider, load_provider
+from migration_gate.redact import describe_target, mask_quoted, redact_text, safe_message
+from migration_gate.target import PHASES, RealTargets, Targets, TargetState
 
 PHASE_DIRS = ("tests_precheck", "tests_postcheck", "tests_integrity")
 GATE = pytest.StashKey["GateSession"]()
-_QUOTED = re.compile(r"(\"[^\"]*\"|'[^']*')")
+CHECKS = pytest.StashKey[list[dict]]()  # on each test item: the summaries of the Results its checks judged
+PROBLEMS_SHOWN = 20
 
 
 class GateSession:
@@ -52,25 +57,34 @@ class GateSession:
         if not self.env.embedded:
             self.server_version = _probe(self.env.database_url)
         self.outcomes: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        self._targets = None
+        self.results: dict[str, dict] = {}  # nodeid -> outcome, criterion, duration, problems (PHI-free)
+        self.checks: list[dict] = []  # every Result judged in this run, in order
+        self.clock = time.monotonic()
+        self.results_path = Path(config.getoption("gate_results") or self.run_dir / (
+            f"criteria-{_slug(config.getoption('markexpr')) or 'all'}.json"))
+        self._targets: Targets | None = None
         self.patients = config.getoption("gate_patients")
+        self.provider: SandboxProvider | None = None
+        if self.env.embedded:  # the sandbox is only needed without DATABASE_URL; a bad name stops the run now
+            try:
+                self.provider = load_provider(config.getoption("gate_sandbox_provider") or self.gate.sandbox_provider)
+            except ConfigError as exc:
+                raise pytest.UsageError(f"migration-gate: {exc}") from None
 
     @property
-    def targets(self):
+    def targets(self) -> Targets:
         if self._targets is None:
-            if self.env.embedded:
-                from sandbox.phases import SandboxTargets  # the sandbox is only needed without DATABASE_URL
-                self._targets = SandboxTargets(self.gate, self.run_dir / "sandbox", self.patients)
+            if self.provider is not None:
+                self._targets = self.provider.targets(self.gate, self.run_dir / "sandbox", self.patients)
             else:
                 self._targets = RealTargets(self.env)
         return self._targets
 
     @property
     def key(self) -> str:
-        if self.env.phi_key and not self.env.embedded:
+        if self.provider is None:
             return self.env.phi_key
-        from sandbox.synthetic import SANDBOX_KEY
-        return SANDBOX_KEY
+        return self.provider.key
 
     def metadata(self) -> dict[str, str]:
         return {
@@ -122,6 +136,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gate-run-dir", default=None, help="folder for this run's reports (default: reports/<run>)")
     group.addoption("--gate-patients", type=int, default=None,
                     help="patients to seed when running on the embedded sandbox (default: from the config)")
+    group.addoption("--gate-sandbox-provider", default=None,
+                    help="module:attribute of the sandbox provider used without DATABASE_URL "
+                         "(default: migration.toml [sandbox] provider, or GATE_SANDBOX_PROVIDER)")
+    group.addoption("--gate-results", default=None,
+                    help="where to write the run's results as JSON: counts, every test's outcome and problems, "
+                         "criteria, checks (default: <run dir>/criteria-<marker>.json)")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -131,7 +151,6 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     session = GateSession(config)
     config.stash[GATE] = session
-    checks.RECORDER = []
     session.run_dir.mkdir(parents=True, exist_ok=True)
     name = _slug(config.getoption("markexpr")) or "all"
     if not config.option.htmlpath:
@@ -202,17 +221,101 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.user_properties.append(("criterion", marker.args[0]))
 
 
+class _CheckListener(logging.Handler):
+    """Hears the summaries the checks log on expect() (migration_gate.checks.LOG) and keeps them in a list."""
+
+    def __init__(self, into: list[dict]) -> None:
+        super().__init__(logging.INFO)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        summary = getattr(record, "gate_check", None)
+        if isinstance(summary, dict):
+            self.into.append(summary)
+
+
+@contextlib.contextmanager
+def _listening(into: list[dict]) -> Iterator[None]:
+    """While a test runs (setup, call, teardown), the checks' summaries go into its own list."""
+    listener = _CheckListener(into)
+    level = checks.LOG.level
+    if not checks.LOG.isEnabledFor(logging.INFO):
+        checks.LOG.setLevel(logging.INFO)
+    checks.LOG.addHandler(listener)
+    try:
+        yield
+    finally:
+        checks.LOG.removeHandler(listener)
+        checks.LOG.setLevel(level)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """The Results a test's checks judged are kept in the item's stash, then in the run's results."""
+    gate = item.config.stash.get(GATE, None)
+    if gate is None:
+        return (yield)
+    found = item.stash.setdefault(CHECKS, [])
+    with _listening(found):
+        outcome = yield
+    gate.checks.extend(found)
+    return outcome
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
-    if phase_of(item) is None or item.config.stash.get(GATE, None) is None:
+    gate = item.config.stash.get(GATE, None)
+    if gate is None:
+        return report
+    marker = item.get_closest_marker("criterion")
+    _record_result(gate, item, report, call, marker.args[0] if marker else None)
+    if phase_of(item) is None:
         return report
     if report.failed and call.excinfo is not None:
         report.longrepr = _safe_failure(item, call.excinfo)
-    report.sections = [(title, redact_text(_QUOTED.sub("'…'", text))) for title, text in report.sections]
-    marker = item.get_closest_marker("criterion")
+    report.sections = [(title, redact_text(mask_quoted(text))) for title, text in report.sections]
     if marker and (report.when == "call" or report.failed or report.skipped):
-        item.config.stash[GATE].outcomes[marker.args[0]].append((item.nodeid, report.outcome, report.when))
+        gate.outcomes[marker.args[0]].append((item.nodeid, report.outcome, report.when))
+    return report
+
+
+def _record_result(gate: GateSession, item: pytest.Item, report: pytest.TestReport, call: pytest.CallInfo,
+                   criterion: str | None) -> None:
+    """One entry per test, over its setup, call and teardown: the first failure decides (a failed setup or
+    teardown is an error, as pytest counts it), a skip counts only when nothing failed."""
+    entry = gate.results.setdefault(item.nodeid, {"nodeid": item.nodeid, "outcome": "passed", "criterion": criterion,
+                                                  "duration": 0.0})
+    entry["duration"] = round(entry["duration"] + report.duration, 3)
+    if report.failed and entry["outcome"] not in ("failed", "error"):
+        entry["outcome"] = "failed" if report.when == "call" else "error"
+        entry["when"] = report.when
+        entry["problems"] = _problem_lines(call.excinfo.value) if call.excinfo is not None else []
+    elif report.skipped and entry["outcome"] == "passed":
+        entry["outcome"] = "skipped"
+
+
+def _problem_lines(exc: BaseException) -> list[str]:
+    """What went wrong, PHI-free: a check's own problem lines, anything else reduced to its class and masked
+    first line."""
+    if isinstance(exc, CheckFailed):
+        lines = exc.problems or [line.strip() for line in str(exc).splitlines() if line.strip()]
+        shown = lines[:PROBLEMS_SHOWN]
+        more = [f"... and {len(lines) - PROBLEMS_SHOWN} more"] if len(lines) > PROBLEMS_SHOWN else []
+        return [redact_text(line) for line in shown + more]
+    return [safe_message(exc)]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """A module that cannot be collected is an error of the run, named by its node id."""
+    report = yield
+    gate = collector.config.stash.get(GATE, None)
+    if gate is not None and report.failed:
+        text = str(report.longrepr).strip().splitlines()
+        gate.results[report.nodeid] = {"nodeid": report.nodeid, "outcome": "error", "criterion": None,
+                                       "duration": 0.0, "when": "collect",
+                                       "problems": [redact_text(mask_quoted(text[-1].lstrip("E ")))] if text else []}
     return report
 
 
@@ -222,8 +325,7 @@ def _safe_failure(item: pytest.Item, excinfo: pytest.ExceptionInfo) -> str:
     exc = excinfo.value
     if isinstance(exc, CheckFailed):
         return f"{item.nodeid}\n{exc}"
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{item.nodeid}\n{exc.__class__.__name__}: {redact_text(_QUOTED.sub(chr(39) + '…' + chr(39), first))}"
+    return f"{item.nodeid}\n{safe_message(exc)}"
 
 
 def pytest_html_results_summary(prefix: list, summary: list, postfix: list, session: pytest.Session) -> None:
@@ -257,17 +359,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if gate is None:
         return
     outcomes = criteria_outcomes(gate)
+    tally = Counter(entry["outcome"] for entry in gate.results.values())
     summary = {
         "metadata": gate.metadata(),
         "exitstatus": int(exitstatus),
+        "duration": round(time.monotonic() - gate.clock, 2),
+        "counts": {"passed": tally["passed"], "failed": tally["failed"], "skipped": tally["skipped"],
+                   "errors": tally["error"]},
+        "tests": list(gate.results.values()),
         "criteria": {cid: {"text": CRITERIA[cid].text, "phase": CRITERIA[cid].phase, "result": verdict,
                            "tests": tests} for cid, (verdict, tests) in sorted(outcomes.items())},
-        "checks": checks.RECORDER or [],
+        "checks": gate.checks,
         "failure_criteria": {line: sorted(c for c in ids if outcomes.get(c, ("",))[0] == "failed")
                              for line, ids in FAILURE_CRITERIA.items()},
     }
-    (gate.run_dir / f"criteria-{_slug(session.config.getoption('markexpr')) or 'all'}.json").write_text(
-        json.dumps(summary, indent=2))
+    gate.results_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = gate.results_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(gate.results_path)
     if gate._targets is not None:
         gate._targets.close()
 

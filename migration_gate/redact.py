@@ -12,6 +12,7 @@ _URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)")
 _KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _HEX_KEY = re.compile(r"\b[0-9a-fA-F]{64}\b")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_QUOTED = re.compile(r"(\"[^\"]*\"|'[^']*')")
 
 
 def redact_dsn(dsn: str) -> str:
@@ -37,3 +38,14 @@ def describe_target(dsn: str) -> str:
     """host:port/dbname of a connection string, for reports (no user, no password)."""
     info = psycopg.conninfo.conninfo_to_dict(dsn)
     return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+def mask_quoted(text: str) -> str:
+    """Quoted parts replaced by '…': database errors quote the offending values, which may be PHI."""
+    return _QUOTED.sub("'…'", text)
+
+
+def safe_message(exc: BaseException) -> str:
+    """Type and first line of an error, secrets redacted and quoted parts masked: fit for any report."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return redact_text(f"{exc.__class__.__name__}: {mask_quoted(first)}")

@@ -2,7 +2,8 @@
 
 Starts a throwaway PostgreSQL, seeds the legacy database with synthetic PHI, starts the reference API on the
 legacy schema, then runs the same gated cut-over a production migration day runs (migration_gate.gate), with
-the sandbox's own hooks for maintenance mode and deploys. Ends with the verdict and the sign-off report.
+the sandbox's own hooks for maintenance mode and deploys. The sandbox comes from the configured provider
+(migration_gate.provider), never imported by name. Ends with the verdict and the sign-off report.
 Exit codes are those of scripts/cutover (see --help).
 """
 
@@ -17,12 +18,15 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate.cli import EPILOG, EXIT, finish_run
 from migration_gate.config import ROOT, ConfigError, load_config
 from migration_gate.embedded import EmbeddedError, stop_kept
-from migration_gate.gate import CutoverTarget, Gate, Refused
+from migration_gate.errors import Refused
+from migration_gate.gate import Gate
+from migration_gate.hooks import CutoverTarget
 from migration_gate.progress import Progress
+from migration_gate.provider import load_provider
 from migration_gate.redact import redact_text
+from migration_gate.verdict import EPILOG, EXIT, finish_run
 
 DEFAULT_PATIENTS = 20_000
 
@@ -66,29 +70,27 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["GATE_MIGRATION_FILE"] = str(args.migration.resolve())  # the phase suites see it too
     try:
         gate = load_config(args.config)
+        provider = load_provider(gate.sandbox_provider)
     except ConfigError as exc:
         print(f"rehearse: {exc}", file=sys.stderr)
         return 2
-    from sandbox.api_process import SandboxHooks
-    from sandbox.synthetic import SANDBOX_KEY
-    from sandbox.target import Sandbox
 
     run_dir = args.reports / f"rehearsal-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-    sandbox = Sandbox(workdir=run_dir / "sandbox", patients=args.patients, seed=args.seed, progress=progress)
+    sandbox = provider.rehearsal(run_dir / "sandbox", args.patients, args.seed, progress)
     state = None
     try:
         sandbox.start()
-        target = CutoverTarget(dsn=sandbox.dsn, key=SANDBOX_KEY, api_base_url=sandbox.api.base_url,
+        target = CutoverTarget(dsn=sandbox.dsn, key=provider.key, api_base_url=sandbox.api_base_url,
                                api_username=gate.sandbox_username, api_password=gate.sandbox_password,
-                               hooks=SandboxHooks(sandbox.api), app_log_file=sandbox.api.log_file,
-                               api_headers=sandbox.api.bypass_headers, allow_writes=True)
+                               hooks=sandbox.hooks, app_log_file=sandbox.app_log_file,
+                               api_headers=sandbox.api_headers, allow_writes=True)
         state = Gate(gate, target, run_dir, progress).run()
         environment = {"Target": "embedded sandbox (throwaway PostgreSQL, synthetic PHI)",
                        "Patients seeded": f"{args.patients:,} (seed {args.seed})", "API": "sandbox reference API",
                        "Configuration": str(gate.path)}
         code = finish_run(args, gate, state, environment)
         if args.keep and not args.json:
-            print(f"Kept running: psql '{sandbox.dsn}'  API {sandbox.api.base_url} (pid {sandbox.api.pid})\n"
+            print(f"Kept running: psql '{sandbox.dsn}'  API {sandbox.api_base_url} (pid {sandbox.api_pid})\n"
                   "  stop and delete with: scripts/rehearse --stop-kept")
         return code
     except Refused as exc:

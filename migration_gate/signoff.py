@@ -13,7 +13,7 @@ from pathlib import Path
 
 from migration_gate.backup import sha256_file
 from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
-from migration_gate.gate import RunState, budget_report
+from migration_gate.runstate import RunState, budget_report
 
 PHI_WORDS = ("PHI", "decrypt", "ciphertext", "IV", "hash", "plaintext")
 VERDICTS = {

@@ -1,8 +1,8 @@
 """What the phase suites run against: one TargetState per phase.
 
 A real target (DATABASE_URL set) is whatever state the user's database is in; the user runs each phase at its
-moment. The embedded sandbox (sandbox.phases) builds the state each phase needs. Either way the suites see the
-same TargetState.
+moment. The embedded sandbox (through its provider, migration_gate.provider) builds the state each phase needs.
+Either way the suites see the same TargetState.
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ class TargetState:
 
 
 class Targets(Protocol):
+    """The target in the state each phase needs; the baseline (legacy data at backup time) for integrity."""
+
     def state(self, phase: str) -> TargetState: ...
+    def baseline(self, state: TargetState) -> str: ...
     def close(self) -> None: ...
 
 

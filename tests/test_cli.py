@@ -13,8 +13,8 @@ import pytest
 
 from migration_gate import backup
 from migration_gate.config import load_config
-from migration_gate.gate import schema_state
 from migration_gate.redact import describe_target
+from migration_gate.runstate import schema_state
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,12 +20,17 @@ import pytest
 from migration_gate import catalog, migration
 from migration_gate.checksums import database_checksums
 from migration_gate.config import load_config
-from migration_gate.gate import LOCK_KEY, CutoverTarget, Gate, Refused, RunState, schema_state
+from migration_gate.errors import GateError, Refused
+from migration_gate.gate import LOCK_KEY, Gate
+from migration_gate.hooks import CutoverTarget, ShellHooks
+from migration_gate.phi import PhiCodec
 from migration_gate.progress import Progress
+from migration_gate.runstate import PhaseRecord, RunState, budget_report, schema_state
 from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
 from tests.conftest import MIGRATION, ROOT
+from tests.decoy_output import DECOY
 
 PATIENTS = 150
 # Faults that only strike the real run, not the scratch copy the pre-checks rehearse on (as a lock timeout or
@@ -96,7 +102,6 @@ class FailingHooks(SandboxHooks):
     def maintenance(self, on: bool) -> None:
         if self.fail_on == "golive" and not on and not getattr(self, "failed_once", False):
             self.failed_once = True
-            from migration_gate.gate import GateError
             raise GateError("the host's API refused to switch maintenance off")
         super().maintenance(on)
 
@@ -233,7 +238,6 @@ def test_budgets_are_tracked_and_downtime_over_the_limit_fails_the_run(sandbox: 
     import dataclasses
 
     from migration_gate import signoff
-    from migration_gate.gate import budget_report
     tight = dataclasses.replace(load_config(), phase_minutes=dict.fromkeys(
         ("premigration", "backup", "migration", "deploy", "verification", "golive"), 0.0001),
         downtime_minutes=0.0001)
@@ -244,3 +248,65 @@ def test_budgets_are_tracked_and_downtime_over_the_limit_fails_the_run(sandbox: 
     assert all(over for _, _, _, over in budget_report(state))
     report = signoff.write(state, tmp_path / "run", {}, tight.downtime_minutes).read_text()
     assert "DOWNTIME OVER THE LIMIT" in report and "OVER BUDGET" in report
+
+
+# -- the gate reads the suites' results as data ------------------------------------------------------------------
+
+def _suite(dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+           keep: tuple[str, ...] = ()) -> tuple[bool, PhaseRecord]:
+    """The premigration suite as the gate runs it, against `dsn`; with `keep`, only those tests run and the child
+    prints the decoy's false failures and summary after its own."""
+    if keep:
+        monkeypatch.setenv("PYTEST_PLUGINS", "tests.decoy_output")
+        monkeypatch.setenv("GATE_DECOY_KEEP", ",".join(keep))
+    target = CutoverTarget(dsn=dsn, key=SANDBOX_KEY, api_base_url="", api_username="", api_password="",
+                           hooks=ShellHooks({}))
+    gate = Gate(load_config(), target, tmp_path / "run", Progress(quiet=True))
+    record = gate.state.phase("premigration")
+    return gate.run_suite("premigration", record), record
+
+
+KEY_TEST = "test_phi_key_is_present_and_64_hex_characters"
+V1_TEST = "test_every_legacy_phi_value_is_well_formed_v1_ciphertext"
+
+
+def test_the_gate_reads_a_red_suite_from_its_results_not_its_text(legacy_db: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    with psycopg.connect(legacy_db, autocommit=True) as conn:
+        email = PhiCodec(SANDBOX_KEY).decrypt(
+            conn.execute("SELECT email_encrypted FROM clients_hipaa WHERE id = 2").fetchone()[0])
+        conn.execute("UPDATE clients_hipaa SET email_encrypted = %s WHERE id = 2", (email,))
+    ok, record = _suite(legacy_db, tmp_path, monkeypatch, keep=(KEY_TEST, V1_TEST))
+    output = (tmp_path / "run" / "premigration" / "pytest-output.txt").read_text()
+    assert DECOY.splitlines()[0] in output  # the text lies ...
+    assert not ok  # ... and the gate believes the results
+    assert record.detail.startswith("1 failed, 1 passed in "), record.detail
+    assert f"failed: {V1_TEST}" in record.detail
+    assert "clients_hipaa.email_encrypted: 1 values are not v1 ciphertext (first ids: 2)" in record.detail
+    assert "decoy" not in record.detail and "99 passed" not in record.detail
+    assert email.strip() not in record.detail + output
+    results = json.loads((tmp_path / "run" / "premigration" / "criteria-premigration.json").read_text())
+    assert results["counts"] == {"passed": 1, "failed": 1, "skipped": 0, "errors": 0}
+    failed = [t for t in results["tests"] if t["outcome"] == "failed"]
+    assert [(t["nodeid"].split("::")[1], t["criterion"]) for t in failed] == [(V1_TEST, "PRE-05")]
+    assert failed[0]["problems"] == ["clients_hipaa.email_encrypted: 1 values are not v1 ciphertext (first ids: 2)"]
+    assert [c["check"] for c in results["checks"]] == ["PHI_ENCRYPTION_KEY present and 64 hex characters",
+                                                       "PHI values are v1 ciphertext"]
+
+
+def test_the_gate_reads_a_green_suite_from_its_results_not_its_text(legacy_db: str, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    ok, record = _suite(legacy_db, tmp_path, monkeypatch, keep=(KEY_TEST,))
+    assert "test_decoy_that_never_ran" in (tmp_path / "run" / "premigration" / "pytest-output.txt").read_text()
+    assert ok, record.detail
+    assert re.fullmatch(r"1 passed in \d+\.\d s", record.detail), record.detail
+
+
+def test_a_suite_without_results_is_red_with_its_last_line_redacted(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    ok, record = _suite("postgresql://gate:s3cretpw@127.0.0.1:1/app", tmp_path, monkeypatch)
+    output = (tmp_path / "run" / "premigration" / "pytest-output.txt").read_text()
+    assert not ok
+    assert "target database 127.0.0.1:1/app is unreachable" in record.detail, record.detail
+    assert "s3cretpw" not in record.detail + output
+    assert not (tmp_path / "run" / "premigration" / "criteria-premigration.json").exists()

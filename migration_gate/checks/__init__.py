@@ -9,6 +9,7 @@ is reported as that part's problem (its class and the identifiers involved) and 
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,13 +19,20 @@ import psycopg
 from migration_gate.catalog import Catalog, inspect, quote
 
 FIRST_IDS = 5
-# When a phase-suite run sets this to a list, every expect() records its summary for the report.
-RECORDER: list[dict] | None = None
+# Every expect() logs its summary here (PHI-free: check name, counts, notes), the summary itself in the record's
+# `gate_check` attribute; the pytest plugin listens per test and keeps what it hears in the test's stash.
+LOG = logging.getLogger("migration_gate.checks")
 _QUOTED = re.compile(r"(\"[^\"]*\"|'[^']*')")
 
 
 class CheckFailed(AssertionError):
-    """A check found problems; the message is PHI-free by construction."""
+    """A check found problems; the message is PHI-free by construction, and so are the problem lines it carries
+    (so a report can list them as data)."""
+
+    def __init__(self, message: str, check: str = "", problems: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.check = check
+        self.problems = list(problems)
 
 
 @dataclass
@@ -53,12 +61,13 @@ class Result:
     def expect(self) -> Result:
         """Raise CheckFailed naming every problem; return self when there are none."""
         __tracebackhide__ = True
-        if RECORDER is not None:
-            RECORDER.append(self.summary())
+        LOG.info("%s: %d checked, %d problem(s)", self.check, self.checked, len(self.problems),
+                 extra={"gate_check": self.summary()})
         if self.problems:
             shown = self.problems[:20]
             more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
-            raise CheckFailed(f"{self.check}: {len(self.problems)} problem(s)\n  " + "\n  ".join(shown) + more)
+            raise CheckFailed(f"{self.check}: {len(self.problems)} problem(s)\n  " + "\n  ".join(shown) + more,
+                              check=self.check, problems=self.problems)
         return self
 
     def summary(self) -> dict:

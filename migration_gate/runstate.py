@@ -1,0 +1,122 @@
+"""Where a cut-over run stands: its phases, budgets and outcome, kept in reports/<run>/state.json so that an
+interrupted run can be resumed (or rolled back) by the next invocation; and where the database stands."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from migration_gate.catalog import inspect
+from migration_gate.config import GateConfig
+from migration_gate.embedded import pid_alive
+
+STATE_FILE = "state.json"
+# Phase -> the checklist's timebox it counts against.
+BUDGET_OF = {"premigration": "premigration", "maintenance": "backup", "backup": "backup", "migration": "migration",
+             "integrity": "verification", "deploy": "deploy", "postmigration": "verification", "golive": "golive"}
+PLAN = ("premigration", "maintenance", "backup", "migration", "integrity", "deploy", "postmigration", "golive")
+AFTER_MIGRATION_STARTS = ("migration", "integrity", "deploy", "postmigration", "golive")
+
+
+@dataclass
+class PhaseRecord:
+    name: str
+    status: str = "pending"  # pending, running, passed, failed, skipped
+    started: str | None = None
+    seconds: float | None = None
+    budget_minutes: float | None = None
+    over_budget: bool = False
+    report: str | None = None
+    detail: str | None = None
+
+
+@dataclass
+class RunState:
+    run_dir: str
+    target: str
+    migration_file: str
+    migration_sha256: str
+    status: str = "running"  # running, green, rolled-back, rollback-failed, refused, interrupted
+    pid: int = field(default_factory=os.getpid)
+    started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    finished: str | None = None
+    forced: bool = False
+    phases: list[PhaseRecord] = field(default_factory=list)
+    rollback_phases: list[PhaseRecord] = field(default_factory=list)
+    backup: dict | None = None
+    maintenance_on_at: float | None = None
+    maintenance_off_at: float | None = None
+    downtime_minutes: float | None = None
+    downtime_over_limit: bool = False
+    failure: str | None = None
+    rollback_verified: bool | None = None
+    counts: list[dict] = field(default_factory=list)
+    log_offset: int = 0
+
+    def phase(self, name: str) -> PhaseRecord:
+        for record in self.phases + self.rollback_phases:
+            if record.name == name:
+                return record
+        raise KeyError(name)
+
+    def save(self) -> None:
+        """Written atomically (temporary file, then rename): a crash never leaves half a state."""
+        path = Path(self.run_dir) / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunState:
+        data = json.loads((run_dir / STATE_FILE).read_text())
+        data["phases"] = [PhaseRecord(**p) for p in data["phases"]]
+        data["rollback_phases"] = [PhaseRecord(**p) for p in data.get("rollback_phases", [])]
+        return cls(**data)
+
+
+def budget_report(state: RunState) -> list[tuple[str, float, float | None, bool]]:
+    """(timebox, minutes used, budget minutes, over) for each of the checklist's timeboxes, in order."""
+    rows = []
+    for name in dict.fromkeys(BUDGET_OF.values()):
+        members = [p for p in state.phases if BUDGET_OF[p.name] == name]
+        used = sum(p.seconds or 0 for p in members) / 60
+        budget = members[0].budget_minutes if members else None
+        rows.append((name, round(used, 3), budget, budget is not None and used > budget))
+    return rows
+
+
+def flag_budgets(state: RunState) -> None:
+    """A timebox covers one or more phases (maintenance + backup, integrity + post-checks)."""
+    for name, _used, _budget, over in budget_report(state):
+        for record in state.phases:
+            if BUDGET_OF[record.name] == name:
+                record.over_budget = over
+
+
+def schema_state(conn: psycopg.Connection, gate: GateConfig) -> str:
+    """'legacy', 'migrated' or 'mixed', from which tables exist (one transaction never leaves it mixed)."""
+    tables = inspect(conn, [gate.schema]).names(gate.schema)
+    new_only = set(gate.new_schema) - set(gate.legacy_schema)
+    legacy_only = set(gate.legacy_schema) - set(gate.new_schema)
+    if legacy_only <= tables and not (new_only & tables):
+        return "legacy"
+    if new_only <= tables and not (legacy_only & tables):
+        return "migrated"
+    return "mixed"
+
+
+def unfinished_runs(reports: Path, target: str) -> list[Path]:
+    """Run folders for this target whose state says running and whose process is gone."""
+    found = []
+    for state_file in sorted(reports.glob(f"*/{STATE_FILE}")):
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            state = RunState.load(state_file.parent)
+            if state.target == target and state.status in ("running", "interrupted") and not pid_alive(state.pid):
+                found.append(state_file.parent)
+    return found

@@ -1,0 +1,50 @@
+"""How a run ends for the person who started it: the exit code of each verdict, the text that explains them
+(every command's --help), and the verdict printed with the sign-off report written. Below both cli and
+rehearse, which share it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from migration_gate import signoff
+from migration_gate.config import GateConfig
+from migration_gate.runstate import RunState
+
+EPILOG = """Exit codes (all commands):
+  0  green: every gate passed
+  1  red: a gate failed; nothing was migrated, or the rollback ran and was verified
+  2  bad usage or configuration (one line)
+  3  red and the rollback could NOT be verified: a human must look now
+  4  refused: another cut-over holds the database, earlier gates are not green, or the backup changed
+  130 interrupted (the run's state is kept; the next invocation resumes or rolls back)
+"""
+EXIT = {"green": 0, "red": 1, "rolled-back": 1, "over-limit": 1, "rollback-failed": 3, "refused": 4,
+        "interrupted": 130}
+
+
+def _summary(state: RunState, report: Path | None) -> dict:
+    return {"verdict": state.status, "exit_code": EXIT.get(state.status, 1), "run_dir": state.run_dir,
+            "signoff": str(report) if report else None, "failure": state.failure,
+            "rollback_verified": state.rollback_verified, "downtime_minutes": state.downtime_minutes,
+            "phases": [{"name": p.name, "status": p.status, "seconds": p.seconds, "over_budget": p.over_budget}
+                       for p in state.phases + state.rollback_phases],
+            "counts": state.counts, "forced": state.forced}
+
+
+def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, environment: dict[str, str]) -> int:
+    """Write the sign-off, print the verdict (or the JSON summary) and return the exit code."""
+    report = signoff.write(state, Path(state.run_dir), environment, gate.downtime_minutes)
+    if args.json:
+        print(json.dumps(_summary(state, report), indent=2))
+    else:
+        print(f"\nVerdict: {state.status.upper()}" + (f" - {state.failure}" if state.failure else ""))
+        for record in state.phases + state.rollback_phases:
+            if record.status != "pending":
+                flag = "  OVER BUDGET" if record.over_budget else ""
+                print(f"  {record.name:<18} {record.status:<8} {record.seconds or 0:8.1f} s{flag}")
+        if state.downtime_minutes is not None:
+            print(f"  downtime {state.downtime_minutes:.2f} min (limit {gate.downtime_minutes:.0f})")
+        print(f"Sign-off: {report}")
+    return EXIT.get(state.status, 1)

@@ -1,0 +1,68 @@
+"""The embedded sandbox as the library's sandbox provider (migration_gate.provider), named in migration.toml
+[sandbox] provider: phase targets built on demand (sandbox.phases), the synthetic key, and the rehearsal's
+throwaway target (sandbox.target) with its hooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from migration_gate.config import GateConfig
+from migration_gate.progress import Progress
+from sandbox.api_process import SandboxHooks
+from sandbox.phases import SandboxTargets
+from sandbox.synthetic import SANDBOX_KEY
+from sandbox.target import Sandbox
+
+
+class SandboxRehearsal:
+    """A Sandbox (cluster, seeded legacy database, reference API) as the rehearsal sees it."""
+
+    def __init__(self, box: Sandbox) -> None:
+        self.box = box
+        self._hooks: SandboxHooks | None = None
+
+    def start(self) -> SandboxRehearsal:
+        self.box.start()
+        return self
+
+    def stop(self, keep: bool = False) -> None:
+        self.box.stop(keep=keep)
+
+    @property
+    def dsn(self) -> str:
+        return self.box.dsn
+
+    @property
+    def api_base_url(self) -> str:
+        return self.box.api.base_url
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        return self.box.api.bypass_headers
+
+    @property
+    def app_log_file(self) -> Path | None:
+        return self.box.api.log_file
+
+    @property
+    def api_pid(self) -> int | None:
+        return self.box.api.pid if self.box.api is not None else None
+
+    @property
+    def hooks(self) -> SandboxHooks:
+        if self._hooks is None:
+            self._hooks = SandboxHooks(self.box.api)
+        return self._hooks
+
+
+class SandboxProvider:
+    """The default provider: everything the gate needs from the embedded sandbox, behind one small interface."""
+
+    key = SANDBOX_KEY
+
+    def targets(self, gate: GateConfig, workdir: Path, patients: int | None) -> SandboxTargets:
+        return SandboxTargets(gate, workdir, patients, key=self.key)
+
+    def rehearsal(self, workdir: Path, patients: int, seed: int, progress: Progress) -> SandboxRehearsal:
+        return SandboxRehearsal(Sandbox(workdir=workdir, patients=patients, seed=seed, key=self.key,
+                                        progress=progress))

@@ -1,0 +1,156 @@
+"""The library's shape, held by tests: migration_gate never imports the sandbox (it plugs in by name through
+migration_gate.provider), its modules import each other without cycles, the checks library needs no pytest, and
+the provider named in the configuration (or its overrides) is the one a run uses.
+
+Checked with `ast` and a fresh interpreter rather than import-linter: two small tests with no new dependency,
+and they see imports inside functions (the lazy `from sandbox...` this rule replaced) as well as module-level
+ones."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from migration_gate.config import DEFAULT_SANDBOX_PROVIDER, ConfigError, load_config
+from migration_gate.provider import load_provider
+from sandbox.synthetic import SANDBOX_KEY
+from tests.conftest import ROOT
+
+LIBRARY = ROOT / "migration_gate"
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(LIBRARY.rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _imports(name: str, path: Path) -> list[tuple[int, str, list[str]]]:
+    """(line, module, names) of every import in the file, at any depth (functions included)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                base = package[:len(package) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            found.append((node.lineno, module, [alias.name for alias in node.names]))
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+            found.append((node.lineno, str(node.args[0].value), []))
+    return found
+
+
+def test_no_library_module_imports_the_sandbox() -> None:
+    offending = [f"{path.relative_to(ROOT)}:{line} imports {module}"
+                 for name, path in _modules().items() for line, module, _ in _imports(name, path)
+                 if module == "sandbox" or module.startswith("sandbox.")]
+    assert not offending, "\n".join(offending)
+
+
+def test_importing_every_library_module_leaves_the_sandbox_unimported() -> None:
+    code = ("import importlib, json, pkgutil, sys, migration_gate\n"
+            "for m in pkgutil.walk_packages(migration_gate.__path__, 'migration_gate.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "print(json.dumps({'imported': sorted(n for n in sys.modules if n.startswith('migration_gate')),\n"
+            "                  'sandbox': sorted(n for n in sys.modules if n.split('.')[0] == 'sandbox')}))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "PYTEST_PLUGINS"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert set(found["imported"]) >= set(_modules()), "not every module was imported"
+    assert found["sandbox"] == []
+
+
+def test_library_modules_import_each_other_without_cycles() -> None:
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for _, module, names in _imports(name, path):
+            subs = [f"{module}.{n}" for n in names if f"{module}.{n}" in modules]
+            targets.update(subs or ([module] if module in modules else []))
+        graph[name] = targets - {name}
+    cycles: list[list[str]] = []
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            cycles.append(path[path.index(node):] + [node])
+            return
+        if node in done:
+            return
+        for follower in sorted(graph[node]):
+            visit(follower, [*path, node])
+        done.add(node)
+
+    for name in sorted(graph):
+        visit(name, [])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_checks_library_works_without_pytest() -> None:
+    code = ("import sys\nfrom migration_gate import checks\nimport migration_gate.checks.api, "
+            "migration_gate.checks.encryption\nr = checks.Result('plain').expect()\n"
+            "assert r.ok and 'pytest' not in sys.modules, sorted(sys.modules)\n"
+            "try:\n    checks.Result('bad', problems=['t.c: 2 rows differ']).expect()\n"
+            "except checks.CheckFailed as exc:\n    assert exc.problems == ['t.c: 2 rows differ'], exc.problems\n"
+            "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_the_sandbox_provider_is_named_by_the_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GATE_SANDBOX_PROVIDER", raising=False)
+    assert load_config().sandbox_provider == DEFAULT_SANDBOX_PROVIDER == "sandbox.provider:SandboxProvider"
+    assert load_provider(DEFAULT_SANDBOX_PROVIDER).key == SANDBOX_KEY
+    monkeypatch.setenv("GATE_SANDBOX_PROVIDER", "tests.provider_probe:WrongKeyProvider")
+    assert load_config().sandbox_provider == "tests.provider_probe:WrongKeyProvider"
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("sandbox.provider", "must be 'module:attribute'"),
+    ("no_such_module_here:Provider", "cannot import no_such_module_here (ModuleNotFoundError)"),
+    ("sandbox.provider:NoSuchProvider", "sandbox.provider has no NoSuchProvider"),
+    ("json:dumps", "lacks key, targets, rehearsal"),
+])
+def test_a_bad_provider_name_is_one_line(spec: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_provider(spec)
+
+
+def _premigration(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "GATE_CONFIG",
+                                                              "GATE_SANDBOX_PROVIDER")}
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", "premigration",
+                           "-k", "test_phi_key_is_present", f"--gate-run-dir={tmp_path}", *args], cwd=ROOT,
+                          env=clean | env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("how", ["environment", "option"])
+def test_a_run_uses_the_provider_it_is_given(tmp_path: Path, how: str) -> None:
+    spec = "tests.provider_probe:WrongKeyProvider"
+    done = (_premigration(env={"GATE_SANDBOX_PROVIDER": spec}, tmp_path=tmp_path) if how == "environment" else
+            _premigration(f"--gate-sandbox-provider={spec}", env={}, tmp_path=tmp_path))
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads((tmp_path / "criteria-premigration.json").read_text())
+    assert [t["outcome"] for t in results["tests"]] == ["failed"]
+    assert "PHI_ENCRYPTION_KEY must be 64 hex characters" in results["tests"][0]["problems"][0]
+
+
+def test_a_run_with_a_bad_provider_stops_with_one_line(tmp_path: Path) -> None:
+    done = _premigration("--gate-sandbox-provider=no_such_module_here:Provider", env={}, tmp_path=tmp_path)
+    assert done.returncode == 4
+    assert "cannot import no_such_module_here" in done.stderr and "Traceback" not in done.stderr + done.stdout
