@@ -64,7 +64,7 @@ class TableMap:
     phi: dict[str, str]  # legacy -> new, ciphertext
     hashes: dict[str, str]  # legacy -> new, search hashes
     owner: tuple[str, str] | None = None  # (legacy, new) therapist column
-    soft_delete: str | None = None
+    soft_delete: tuple[str, str] | None = None  # (legacy, new) deleted-flag column
     append_only: bool = False  # rows added after the backup are expected (audit logs); only older rows compared
     legacy_key: str = ""  # the legacy side's key column when it differs from `key` (default: the same)
     encrypt: dict[str, str] = field(default_factory=dict)  # legacy plaintext -> new ciphertext
@@ -72,6 +72,7 @@ class TableMap:
     new_columns: dict[str, ColumnRule] = field(default_factory=dict)  # new column without a legacy source
     partial: bool = False  # the new table has rows without a legacy source (e.g. one per user, not per profile)
     name: str = ""  # the [tables.<name>] section
+    count_by: tuple[str, ...] = ()  # legacy columns (mapped in `columns`) whose per-value counts must agree
 
     @property
     def source_key(self) -> str:
@@ -139,6 +140,68 @@ class Endpoint:
     path: str
     shape: str
     count_table: str | None = None
+
+
+@dataclass(frozen=True)
+class UserTable:
+    """Where login's users live: the fixture user is matched by username (id, status, bcrypt hash)."""
+
+    table: str
+    key: str = "id"
+    username: str = "username"
+    password: str = "password"
+    status: str | None = None
+    active_value: str = "active"
+    schema: str = "public"  # default: the migration's schema
+
+
+@dataclass(frozen=True)
+class AuditTable:
+    """The append-only audit log the app writes on every PHI read, and how long its rows are kept."""
+
+    table: str
+    user: str = "user_id"
+    resource_type: str = "resource_type"
+    retention: str | None = None  # the column holding the date a row may be deleted
+    retention_period: str = "7 years"
+    schema: str = "public"  # default: the migration's schema
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """Which rows of `table` the signed-in user sees: their own (`owner` = the user, `active` true when named),
+    or, with `organization`, the rows of organizations where an active membership grants them (the rights)."""
+
+    table: str
+    owner: str
+    organization: str | None = None
+    active: str | None = None
+
+
+@dataclass(frozen=True)
+class MembershipRight:
+    """What a membership with one of `roles` sees of its organization: "all" rows (when `flag` is true), its
+    "own" rows, or the rows of the "selected" owners listed in the JSON array column `list`."""
+
+    roles: tuple[str, ...]
+    sees: str
+    flag: str | None = None
+    list: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiRules:
+    """The app's API as the checks use it: endpoints, PHI reads that are audited, the users table login reads,
+    and the visibility rule behind each count comparison (count_table -> {"new": ..., "legacy": ...})."""
+
+    endpoints: tuple[Endpoint, ...] = ()
+    audited: dict[str, str] = field(default_factory=dict)
+    users: UserTable | None = None
+    audit: AuditTable | None = None
+    visibility: dict[str, dict[str, Visibility]] = field(default_factory=dict)
+    rights: tuple[MembershipRight, ...] = ()
+    memberships: Tenancy | None = None  # the [tenancy] memberships an organization rule goes through
+    schema: str = "public"
 
 
 @dataclass(frozen=True)
@@ -223,8 +286,7 @@ class GateConfig:
     sandbox_seed: int
     sandbox_username: str
     sandbox_password: str
-    endpoints: tuple[Endpoint, ...]
-    audited: dict[str, str]
+    api: ApiRules
     tables: tuple[TableMap, ...]
     search_hashes: tuple[SearchHash, ...]
     unique_keys: tuple[UniqueKey, ...]
@@ -242,6 +304,14 @@ class GateConfig:
     dropped_tables: dict[str, str] = field(default_factory=dict)  # legacy table not carried over -> why
     tenancy: Tenancy | None = None
     app_role: AppRole | None = None  # [app_role]: the app's own role and its privileges
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return self.api.endpoints
+
+    @property
+    def audited(self) -> dict[str, str]:
+        return self.api.audited
 
     def table(self, name: str) -> TableMap:
         for mapping in self.tables:
@@ -359,6 +429,66 @@ def _tenancy(spec: dict, where: str) -> Tenancy:
         one_per_user=bool(spec.get("one_per_user", False)), rows=tuple(rows))
 
 
+def _pair(value: object, where: str) -> tuple[str, str] | None:
+    """A column named the same on both sides ("deleted"), or { legacy = ..., new = ... }."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value, value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: must be a column name or {{ legacy = ..., new = ... }}")
+    return _need(value, "legacy", str, where), _need(value, "new", str, where)
+
+
+def _only(spec: object, allowed: set[str], where: str) -> dict:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a table")
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
+    return spec
+
+
+def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRules:
+    _only(spec, {"endpoints", "audited", "users", "audit", "visibility", "membership_rights"}, where)
+    users = spec.get("users")
+    audit = spec.get("audit")
+    visibility: dict[str, dict[str, Visibility]] = {}
+    for name, sides in spec.get("visibility", {}).items():
+        spot = f"{where} visibility.{name}"
+        visibility[name] = {}
+        for side, rule in _only(sides, {"new", "legacy"}, spot).items():
+            rule = _only(rule, {"table", "owner", "organization", "active"}, f"{spot}.{side}")
+            visibility[name][side] = Visibility(_need(rule, "table", str, f"{spot}.{side}"),
+                                                _need(rule, "owner", str, f"{spot}.{side}"),
+                                                rule.get("organization"), rule.get("active"))
+            if rule.get("organization") and tenancy is None:
+                raise ConfigError(f"{spot}.{side}: an organization rule needs [tenancy] (its memberships)")
+    rights = []
+    for i, right in enumerate(spec.get("membership_rights", [])):
+        spot = f"{where} membership_rights[{i}]"
+        _only(right, {"roles", "sees", "flag", "list"}, spot)
+        sees = _need(right, "sees", str, spot)
+        if sees not in ("all", "own", "selected") or (sees == "selected" and not right.get("list")):
+            raise ConfigError(f"{spot}: sees must be 'all', 'own' or 'selected' (with list)")
+        rights.append(MembershipRight(tuple(_need(right, "roles", list, spot)), sees, right.get("flag"),
+                                      right.get("list")))
+    endpoints = []
+    for e in spec.get("endpoints", []):
+        endpoint = Endpoint(_need(e, "path", str, where), _need(e, "shape", str, where), e.get("count_table"))
+        if endpoint.count_table and endpoint.count_table not in visibility:
+            raise ConfigError(f"{where}: count_table {endpoint.count_table} of {endpoint.path} has no "
+                              f"[api.visibility.{endpoint.count_table}] rule")
+        endpoints.append(endpoint)
+    return ApiRules(
+        endpoints=tuple(endpoints), audited=dict(spec.get("audited", {})),
+        users=UserTable(**{"schema": schema, **_only(users, set(UserTable.__dataclass_fields__), f"{where}.users")})
+        if users else None,
+        audit=AuditTable(**{"schema": schema, **_only(audit, set(AuditTable.__dataclass_fields__), f"{where}.audit")})
+        if audit else None,
+        visibility=visibility, rights=tuple(rights), memberships=tenancy, schema=schema)
+
+
 def load_config(path: Path | None = None) -> GateConfig:
     """Read and validate the migration description (default: migration.toml at the project root)."""
     path = Path(path or os.environ.get("GATE_CONFIG") or DEFAULT_CONFIG)
@@ -398,8 +528,13 @@ def load_config(path: Path | None = None) -> GateConfig:
             new_columns={str(k): _rule(v, f"{spot} new_columns.{k}") for k, v in spec.get("new_columns", {}).items()},
             owner=(_need(owner, "legacy", str, spot + " owner"), _need(owner, "new", str, spot + " owner"))
             if owner else None, partial=bool(spec.get("partial", False)),
-            soft_delete=spec.get("soft_delete"), append_only=bool(spec.get("append_only", False))))
+            soft_delete=_pair(spec.get("soft_delete"), spot + " soft_delete"),
+            append_only=bool(spec.get("append_only", False)), count_by=tuple(spec.get("count_by", []))))
+        for column in tables[-1].count_by:
+            if column not in tables[-1].columns:
+                raise ConfigError(f"{spot}: count_by column {column} is not mapped in columns")
     pre = data.get("preconditions", {})
+    tenancy = _tenancy(data["tenancy"], f"{where} [tenancy]") if "tenancy" in data else None
     config = GateConfig(
         path=path, migration_file=migration_file, rollback_file=rollback_file,
         lock_timeout=str(mig.get("lock_timeout", "10s")), statement_timeout=str(mig.get("statement_timeout", "0")),
@@ -410,9 +545,7 @@ def load_config(path: Path | None = None) -> GateConfig:
         sandbox_patients=int(sandbox.get("patients", 300)), sandbox_seed=int(sandbox.get("seed", 1)),
         sandbox_username=str(sandbox.get("username", "demo_therapist1")),
         sandbox_password=str(sandbox.get("password", "demo-password-1")),
-        endpoints=tuple(Endpoint(_need(e, "path", str, f"{where} [api]"), _need(e, "shape", str, f"{where} [api]"),
-                                 e.get("count_table")) for e in api.get("endpoints", [])),
-        audited=dict(api.get("audited", {})),
+        api=_api(api, tenancy, str(mig.get("schema", "public")), f"{where} [api]"),
         tables=tuple(tables),
         search_hashes=tuple(SearchHash(_need(h, "table", str, f"{where} [[search_hashes]]"),
                                        _need(h, "hash", str, f"{where} [[search_hashes]]"),
@@ -432,7 +565,7 @@ def load_config(path: Path | None = None) -> GateConfig:
                         for t, o in data.get("legacy_objects", {}).items()},
         new_tables={str(k): str(v) for k, v in data.get("new_tables", {}).items()},
         dropped_tables={str(k): str(v) for k, v in data.get("dropped_tables", {}).items()},
-        tenancy=_tenancy(data["tenancy"], f"{where} [tenancy]") if "tenancy" in data else None,
+        tenancy=tenancy,
         app_role=load_app_role(data.get("app_role"), f"{where} [app_role]"),
     )
     if config.rollback_method not in ("restore", "sql"):

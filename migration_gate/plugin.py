@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
 
 from migration_gate import checks
 from migration_gate.catalog import Catalog, inspect
@@ -348,8 +349,14 @@ def api_credentials(target: TargetState) -> tuple[str, str]:
 
 
 @pytest.fixture
-def api_user_id(db: psycopg.Connection, api_credentials: tuple[str, str]) -> int:
-    row = db.execute("SELECT id FROM users_auth WHERE username = %s", (api_credentials[0],)).fetchone()
+def api_user_id(db: psycopg.Connection, api_credentials: tuple[str, str], gate_config: GateConfig) -> object:
+    """The fixture user's key in the users table the description names ([api] users)."""
+    users = gate_config.api.users
+    if users is None:
+        pytest.fail("the description has no [api] users table: the API counts need the fixture user's id")
+    row = db.execute(sql.SQL("SELECT {} FROM {} WHERE {} = %s").format(
+        sql.Identifier(users.key), sql.Identifier(users.schema, users.table), sql.Identifier(users.username)),
+        (api_credentials[0],)).fetchone()
     if row is None:
-        pytest.fail("the fixture user (GATE_API_USERNAME) does not exist in users_auth")
+        pytest.fail(f"the fixture user (GATE_API_USERNAME) does not exist in {users.table}")
     return row[0]

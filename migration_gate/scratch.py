@@ -71,11 +71,16 @@ def post_checks(conn: psycopg.Connection, gate: GateConfig, codec: PhiCodec,
     return results
 
 
-def _state(dsn: str, gate: GateConfig) -> tuple[dict, catalog.Catalog]:
+def _state(dsn: str) -> tuple[dict, catalog.Catalog]:
+    """Every table of every user schema (the ORM's bookkeeping beside the app's tables): checksums and catalog.
+    A rollback must return all of it, not only the schema the migration works in."""
     with psycopg.connect(dsn) as conn:
         found = catalog.inspect(conn)
-        return (database_checksums(conn, sorted(found.names(gate.schema)), schema=gate.schema),
-                found.only(found.names(gate.schema), gate.schema))
+        sums = {}
+        for schema_name in found.schemas:
+            sums |= {f"{schema_name}.{t}": c for t, c in
+                     database_checksums(conn, sorted(found.names(schema_name)), schema=schema_name).items()}
+        return sums, found
 
 
 def _compare_with_before(result: Result, label: str, before: tuple[dict, catalog.Catalog],
@@ -115,7 +120,7 @@ def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBi
     with _dump_of(target_dsn, binaries) as dump, \
             ScratchDatabase(target_dsn, f"gate_before_{stamp}", dump, binaries) as before_db, \
             ScratchDatabase(target_dsn, f"gate_scratch_{stamp}", dump, binaries) as copy:
-        before = _state(before_db.dsn, gate)
+        before = _state(before_db.dsn)
         started = time.perf_counter()
         if not _migrate(result, copy.dsn, gate, key, "first run"):
             return result
@@ -129,7 +134,7 @@ def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBi
         if gate.rollback_file is not None:
             try:
                 migration.run_file(copy.dsn, gate.rollback_file, key, lock_timeout=gate.lock_timeout)
-                _compare_with_before(result, "the SQL rollback", before, _state(copy.dsn, gate))
+                _compare_with_before(result, "the SQL rollback", before, _state(copy.dsn))
                 rehearsed.append(f"SQL rollback ({gate.rollback_file.name})")
             except (psycopg.Error, migration.MigrationFileError, ValueError) as exc:
                 result.add(f"the SQL rollback failed on the copy: {error_text(exc)}")
@@ -138,7 +143,7 @@ def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBi
                 return result
         try:
             backup.restore_in_place(dump, copy.dsn, binaries)
-            _compare_with_before(result, "restoring the backup", before, _state(copy.dsn, gate))
+            _compare_with_before(result, "restoring the backup", before, _state(copy.dsn))
             rehearsed.append("restore of the backup")
         except backup.BackupError as exc:
             result.add(f"restoring the backup failed on the copy: {exc}")

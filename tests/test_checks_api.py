@@ -8,6 +8,7 @@ break something put it back in a finally block.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
@@ -163,7 +164,7 @@ def test_health_red_when_the_deploy_kept_the_legacy_flag(wrong_flag: Sandbox, ph
 
 def test_endpoints_red_when_the_deploy_kept_the_legacy_flag(wrong_flag: Sandbox, phi: list[str]) -> None:
     with wrong_flag.client() as client, wrong_flag.connect() as conn:
-        result = checks.endpoint_shapes(client, wrong_flag.token, CONFIG.endpoints, conn, 1, use_hipaa_schema=True)
+        result = checks.endpoint_shapes(client, wrong_flag.token, CONFIG.api, conn, 1, use_hipaa_schema=True)
     red(result, phi, "GET /api/patients: answered 500", "GET /api/clinical-sessions: answered 500",
         "GET /api/organizations: answered 404")
 
@@ -174,9 +175,9 @@ def test_endpoints_red_when_the_deploy_kept_the_legacy_flag(wrong_flag: Sandbox,
 def test_login_green(sandbox: Sandbox, phi: list[str]) -> None:
     with sandbox.client() as client, sandbox.connect() as conn:
         token = checks.login(client, USER, PASSWORD)
-        assert checks._claims(token)["userId"] == 1
+        assert checks.auth._claims(token)["userId"] == 1
         assert "auth_token" not in client.cookies, "login leaves the client without the cookie"
-        green(checks.login_works(client, USER, PASSWORD, conn), phi)
+        green(checks.login_works(client, USER, PASSWORD, conn, CONFIG.api.users), phi)
 
 
 def test_login_red_on_wrong_password(hipaa: Sandbox, phi: list[str]) -> None:
@@ -196,7 +197,7 @@ def test_login_red_on_a_non_bcrypt_hash(hipaa: Sandbox, phi: list[str]) -> None:
     update = "UPDATE users_auth SET password = %s WHERE id = 3"
     with hipaa.broken(update, update, ("ab12cd34.ef56",), (original,)), hipaa.client() as client, \
             hipaa.connect() as conn:
-        result = checks.login_works(client, username, password, conn)
+        result = checks.login_works(client, username, password, conn, CONFIG.api.users)
     message = red(result, phi, "answered 401 for the fixture user")
     assert original not in message
 
@@ -207,7 +208,7 @@ def test_login_red_on_a_suspended_account(hipaa: Sandbox, phi: list[str]) -> Non
     update = "UPDATE users_auth SET account_status = %s WHERE id = 3"
     with hipaa.broken(update, update, ("suspended",), ("active",)), hipaa.client() as client, \
             hipaa.connect() as conn:
-        result = checks.login_works(client, username, password, conn)
+        result = checks.login_works(client, username, password, conn, CONFIG.api.users)
     red(result, phi, "the fixture user (id 3) is not active", "GET /api/patients: answered 403 with the login's")
 
 
@@ -237,14 +238,14 @@ def test_endpoint_shapes_green(sandbox: Sandbox, phi: list[str]) -> None:
         for user in (1, 2):
             with sandbox.client() as login_client:
                 token = checks.login(login_client, *DEMO_USERS[user - 1])
-            result = green(checks.endpoint_shapes(client, token, CONFIG.endpoints, conn, user, sandbox.hipaa), phi)
+            result = green(checks.endpoint_shapes(client, token, CONFIG.api, conn, user, sandbox.hipaa), phi)
             assert result.checked == (4 if sandbox.hipaa else 3)
     assert any("skipped on the legacy schema" in n for n in result.notes) is not sandbox.hipaa
 
 
 def test_visible_rows_include_soft_deleted(hipaa: Sandbox) -> None:
     with hipaa.connect() as conn:
-        visible, hidden = checks.visible_rows(conn, "patients", 1, hipaa=True)
+        visible, hidden = checks.visible_rows(conn, CONFIG.api, "patients", 1, hipaa=True)
         owned, deleted = conn.execute("SELECT count(*), count(*) FILTER (WHERE deleted) FROM patients"
                                       " WHERE primary_therapist_id = 1").fetchone()
     assert (visible, hidden) == (owned, 0) and deleted >= 1
@@ -255,7 +256,7 @@ def test_endpoint_shapes_red_on_inactive_membership(hipaa: Sandbox, phi: list[st
         token = checks.login(client, *DEMO_USERS[2])
     update = "UPDATE organization_memberships SET is_active = %s WHERE user_id = 3"
     with hipaa.broken(update, update, (False,), (True,)), hipaa.client() as client, hipaa.connect() as conn:
-        result = checks.endpoint_shapes(client, token, CONFIG.endpoints, conn, 3, use_hipaa_schema=True)
+        result = checks.endpoint_shapes(client, token, CONFIG.api, conn, 3, use_hipaa_schema=True)
     red(result, phi, "GET /api/patients: answered 403", "GET /api/clinical-sessions: answered 403",
         "GET /api/therapists: answered 403", "patients: ", "rows of user 3 are not visible to them")
 
@@ -266,9 +267,20 @@ def test_endpoint_shapes_red_when_the_owner_cannot_view_all(hipaa: Sandbox, phi:
         token = checks.login(client, *DEMO_USERS[1])
     update = "UPDATE organization_memberships SET can_view_all_patients = %s WHERE user_id = 2"
     with hipaa.broken(update, update, (False,), (True,)), hipaa.client() as client, hipaa.connect() as conn:
-        result = checks.endpoint_shapes(client, token, CONFIG.endpoints, conn, 2, use_hipaa_schema=True)
+        result = checks.endpoint_shapes(client, token, CONFIG.api, conn, 2, use_hipaa_schema=True)
     red(result, phi, "patients: ", "clinical_sessions: ", "rows of user 2 are not visible to them")
     assert not any("answered" in p for p in result.problems)
+
+
+def test_the_visibility_rule_is_the_descriptions(hipaa: Sandbox, phi: list[str]) -> None:
+    """The counts follow [api.visibility] and [api.membership_rights]: described without the owners' "all" right,
+    the database no longer shows the owner their own patients, and the same API answer is now red."""
+    rights = tuple(r for r in CONFIG.api.rights if r.sees != "all")
+    narrowed = dataclasses.replace(CONFIG.api, rights=rights)
+    with hipaa.client() as client, hipaa.connect() as conn:
+        green(checks.endpoint_shapes(client, hipaa.token, CONFIG.api, conn, 1, use_hipaa_schema=True), phi)
+        result = checks.endpoint_shapes(client, hipaa.token, narrowed, conn, 1, use_hipaa_schema=True)
+    red(result, phi, "patients: ", "rows of user 1 are not visible to them", "GET /api/patients: total ")
 
 
 def test_endpoint_shapes_red_on_a_corrupt_ciphertext(hipaa: Sandbox, phi: list[str]) -> None:
@@ -280,7 +292,7 @@ def test_endpoint_shapes_red_on_a_corrupt_ciphertext(hipaa: Sandbox, phi: list[s
     update = "UPDATE patients SET patient_contact_email_encrypted = %s WHERE id = %s"
     with hipaa.broken(update, update, ("v2:" + original[3:], patient_id), (original, patient_id)), \
             hipaa.client() as client, hipaa.connect() as conn:
-        shapes = checks.endpoint_shapes(client, hipaa.token, CONFIG.endpoints, conn, 1, use_hipaa_schema=True)
+        shapes = checks.endpoint_shapes(client, hipaa.token, CONFIG.api, conn, 1, use_hipaa_schema=True)
         routes = checks.protected_routes(client, hipaa.token, ["/api/patients"])
     assert hipaa.run("SELECT patient_contact_email_encrypted FROM patients WHERE id = %s", (patient_id,))[0][0] \
         == original
@@ -296,7 +308,8 @@ def test_endpoint_shapes_red_on_wrong_shape_or_count(hipaa: Sandbox, phi: list[s
              Endpoint("/api/clinical-sessions", "paginated", "patients"),
              Endpoint("/api/patients", "table", "patients"), Endpoint("/api/patients", "paginated", "invoices"))
     with hipaa.client() as client, hipaa.connect() as conn:
-        result = checks.endpoint_shapes(client, hipaa.token, wrong, conn, 1, use_hipaa_schema=True)
+        result = checks.endpoint_shapes(client, hipaa.token, CONFIG.api, conn, 1, use_hipaa_schema=True,
+                                        endpoints=wrong)
     red(result, phi, "GET /api/patients: count is missing or not an integer",
         "GET /api/therapists: pagination lacks some of page, limit, total, totalPages, hasMore",
         "GET /api/clinical-sessions: total ", " patients rows visible to user 1",
@@ -377,7 +390,8 @@ def test_latency_red_over_a_tiny_budget_or_on_errors(hipaa: Sandbox, phi: list[s
 
 def test_audit_rows_green(sandbox: Sandbox, phi: list[str]) -> None:
     with sandbox.client() as client, sandbox.connect() as conn:
-        result = green(checks.audit_rows_written(client, sandbox.token, conn, 1, CONFIG.audited), phi)
+        result = green(checks.audit_rows_written(client, sandbox.token, conn, 1, CONFIG.audited, CONFIG.api.audit),
+                       phi)
     assert result.checked == len(CONFIG.audited) >= 2
 
 
@@ -390,7 +404,8 @@ def test_audit_rows_red_when_inserts_fail_and_the_log_shows_it(hipaa: Sandbox, p
     restore = sql.SQL("ALTER TABLE audit_logs_hipaa ALTER COLUMN id SET DEFAULT {}").format(sql.SQL(default))
     with hipaa.broken("ALTER TABLE audit_logs_hipaa ALTER COLUMN id DROP DEFAULT", restore), hipaa.client() as client, \
             hipaa.connect() as conn:
-        result = checks.audit_rows_written(client, hipaa.token, conn, 1, CONFIG.audited, wait_s=0.3)
+        result = checks.audit_rows_written(client, hipaa.token, conn, 1, CONFIG.audited, CONFIG.api.audit,
+                                           wait_s=0.3)
     red(result, phi, "audit_logs_hipaa: GET /api/patients added 0 rows for user 1 with resource_type PATIENT",
         "GET /api/clinical-sessions added 0 rows")
     red(checks.log_clean(hipaa.api.log_file, offset), phi, "error lines after byte", "audit_failed/NotNullViolation")
@@ -399,7 +414,7 @@ def test_audit_rows_red_when_inserts_fail_and_the_log_shows_it(hipaa: Sandbox, p
 def test_audit_rows_red_on_the_wrong_resource_type(hipaa: Sandbox, phi: list[str]) -> None:
     with hipaa.client() as client, hipaa.connect() as conn:
         result = checks.audit_rows_written(client, hipaa.token, conn, 1, {"/api/patients": "CLINICAL_SESSION"},
-                                           wait_s=0.3)
+                                           CONFIG.api.audit, wait_s=0.3)
     red(result, phi, "added 0 rows for user 1 with resource_type CLINICAL_SESSION", "2 rows of any kind")
 
 
@@ -445,9 +460,9 @@ def test_search_red_when_creating_is_refused(hipaa: Sandbox, phi: list[str]) -> 
 def test_log_clean_green_after_ordinary_traffic(sandbox: Sandbox, phi: list[str]) -> None:
     offset = checks.log_offset(sandbox.api.log_file)
     with sandbox.client() as client, sandbox.connect() as conn:
-        checks.login_works(client, USER, PASSWORD, conn).expect()
+        checks.login_works(client, USER, PASSWORD, conn, CONFIG.api.users).expect()
         checks.search_finds_patient(client, sandbox.token).expect()
-        checks.endpoint_shapes(client, sandbox.token, CONFIG.endpoints, conn, 1, sandbox.hipaa).expect()
+        checks.endpoint_shapes(client, sandbox.token, CONFIG.api, conn, 1, sandbox.hipaa).expect()
         client.get(f"/api/{uuid.uuid4().hex}@example.org")  # client text in a path never reaches the log
     result = green(checks.log_clean(sandbox.api.log_file, offset), phi)
     assert result.checked >= 5

@@ -118,6 +118,21 @@ def test_the_scratch_rehearsal_fails_when_the_migration_loses_rows(legacy_db: st
                for p in result.problems), result.problems
 
 
+def test_the_scratch_rehearsal_compares_every_schema_after_each_rollback(legacy_db: str, tmp_path: Path) -> None:
+    """A migration that also books itself into the ORM's drizzle.__drizzle_migrations, with a SQL rollback that
+    forgets it: the SQL rollback leaves the other schema changed (red); the restore brings it back (not named)."""
+    booked = tmp_path / "booked.sql"
+    booked.write_text(MIGRATION.read_text() + "\nINSERT INTO drizzle.__drizzle_migrations (hash, created_at)"
+                      " VALUES ('gate-test', 1);\n")
+    gate = load_config()
+    object.__setattr__(gate, "migration_file", booked)
+    result = rehearse_on_copy(legacy_db, gate, SANDBOX_KEY)
+    assert [p for p in result.problems if "drizzle" in p] == [
+        "after the SQL rollback, drizzle.__drizzle_migrations differs from before the migration (1 rows before,"
+        " 2 after)"], result.problems
+    assert any("restore of the backup" in n for n in result.notes)
+
+
 def test_backup_with_a_pg_dump_older_than_the_server_is_refused(legacy_db: str, tmp_path: Path) -> None:
     from migration_gate.embedded import PgBinaries
     fake = tmp_path / "bin"

@@ -179,7 +179,7 @@ INTEGRITY = [
      "patients: 116 rows, legacy clients_hipaa had 120"),
     ("a patient moved to another therapist",
      ["UPDATE patients SET primary_therapist_id = 3 WHERE id = 1"], "patients", integrity.counts,
-     "counts per therapist differ for 2 groups"),
+     "counts per owner differ for 2 groups"),
     ("a lost session", ["DELETE FROM clinical_sessions WHERE id = 10"], "clinical_sessions",
      integrity.rows_correspond, "clinical_sessions: 1 legacy rows have no new row (first ids: 10)"),
     ("a session without a source",
@@ -192,6 +192,9 @@ INTEGRITY = [
      "patients.deleted: 4 rows differ"),
     ("a status rewritten", ["UPDATE clinical_sessions SET status = 'completed' WHERE status = 'no_show'"],
      "clinical_sessions", integrity.columns_equal, "clinical_sessions.status: "),
+    ("a status rewritten, counted (count_by)", ["UPDATE clinical_sessions SET status = 'completed' WHERE status = "
+                                                "'no_show'"], "clinical_sessions", integrity.counts,
+     "clinical_sessions: counts per status differ for 2 groups"),
     ("a session re-pointed at another patient (id remapping)", ["UPDATE clinical_sessions SET patient_id = 1 "
                                                                 "WHERE id = 20 AND patient_id <> 1"],
      "clinical_sessions", integrity.columns_equal,

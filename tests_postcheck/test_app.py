@@ -4,7 +4,7 @@ import pytest
 
 from migration_gate.checks import api as app
 
-pytestmark = pytest.mark.postmigration
+pytestmark = [pytest.mark.postmigration, pytest.mark.app]
 
 
 @pytest.fixture
@@ -22,8 +22,8 @@ def test_app_is_healthy_on_the_new_schema(api):
 
 
 @pytest.mark.criterion("POST-07")
-def test_login_works_for_existing_users(api, api_credentials, db):
-    app.login_works(api, *api_credentials, conn=db).expect()
+def test_login_works_for_existing_users(api, api_credentials, db, gate_config):
+    app.login_works(api, *api_credentials, conn=db, users=gate_config.api.users).expect()
 
 
 @pytest.mark.criterion("POST-08")
@@ -34,7 +34,7 @@ def test_protected_routes_need_a_token(api, token, gate_config):
 @pytest.mark.criterion("POST-09")
 def test_every_endpoint_answers_with_its_shape_and_counts_agree_with_the_database(api, token, gate_config, db,
                                                                                   api_user_id):
-    app.endpoint_shapes(api, token, gate_config.endpoints, db, api_user_id, use_hipaa_schema=True).expect()
+    app.endpoint_shapes(api, token, gate_config.api, db, api_user_id, use_hipaa_schema=True).expect()
 
 
 @pytest.mark.criterion("POST-09")
@@ -57,7 +57,7 @@ def test_no_error_lines_in_the_application_log_since_the_deploy(target):
 
 @pytest.mark.criterion("POST-12")
 def test_phi_reads_write_audit_rows(api, token, db, api_user_id, gate_config):
-    app.audit_rows_written(api, token, db, api_user_id, gate_config.audited).expect()
+    app.audit_rows_written(api, token, db, api_user_id, gate_config.audited, gate_config.api.audit).expect()
 
 
 @pytest.mark.criterion("POST-16")

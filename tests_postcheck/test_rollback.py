@@ -33,6 +33,7 @@ def test_every_legacy_table_equals_its_state_at_backup_time(db, target, gate_con
                                schema=gate_config.schema).expect()
 
 
+@pytest.mark.app
 @pytest.mark.criterion("RB-03")
 def test_app_is_healthy_on_the_legacy_schema(api):
     app.health(api, expect_hipaa=False).expect()

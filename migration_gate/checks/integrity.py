@@ -54,15 +54,15 @@ def sides(baseline: psycopg.Connection, target: psycopg.Connection, mapping: Tab
 
 def counts(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap,
            schema: str = "public") -> Result:
-    """Exact row counts, soft-deleted rows included, in total, per therapist, per status and per deleted flag."""
+    """Exact row counts, soft-deleted rows included: in total, per owner, per deleted flag and per value of each
+    count_by column of the description."""
     result = Result(f"{mapping.legacy} -> {mapping.new}: row counts")
     groupings = []
     if mapping.owner:
-        groupings.append(("therapist", *mapping.owner))
+        groupings.append(("owner", *mapping.owner))
     if mapping.soft_delete:
-        groupings.append(("deleted flag", mapping.soft_delete, mapping.soft_delete))
-    if "status" in mapping.columns:
-        groupings.append(("status", "status", mapping.columns["status"]))
+        groupings.append(("deleted flag", *mapping.soft_delete))
+    groupings += [(column, column, mapping.columns[column]) for column in mapping.count_by]
     if not present(result, baseline, target, mapping, schema, [g[1] for g in groupings], [g[2] for g in groupings]):
         return result
     left, right = sides(baseline, target, mapping, schema=schema)
@@ -78,7 +78,7 @@ def counts(baseline: psycopg.Connection, target: psycopg.Connection, mapping: Ta
         old, new = _grouped(left, legacy_column), _grouped(right, new_column)
         differing = sorted((k for k in set(old) | set(new) if old.get(k, 0) != new.get(k, 0)), key=str)
         if differing:
-            what = first_ids(differing) if label == "therapist" else f"{len(differing)} values"
+            what = first_ids(differing) if label == "owner" else f"{len(differing)} values"
             result.add(f"{mapping.new}: counts per {label} differ for {len(differing)} groups ({what})")
     return result
 

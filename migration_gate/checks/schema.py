@@ -108,10 +108,14 @@ def index_coverage(source: psycopg.Connection | Catalog, expected: tuple[Foreign
     return result
 
 
+INTEGER_TYPES = ("smallint", "integer", "bigint")
+
+
 def sequences(conn: psycopg.Connection, tables: list[str], schema: str = "public",
               catalog: Catalog | None = None) -> Result:
     """Every column fed by a sequence (serial default or identity) has a sequence owned by it, and the next
-    value is past the column's max. A key column without either is a finding: inserts would need explicit ids."""
+    value is past the column's max. An integer key without either is a finding: inserts would need explicit ids
+    (a text or UUID key is the app's to choose, and has no sequence by design)."""
     catalog = catalog or catalog_of(conn, schema)
     result = Result("sequences")
     for name in tables:
@@ -121,7 +125,7 @@ def sequences(conn: psycopg.Connection, tables: list[str], schema: str = "public
         fed = [c for c in table.columns.values() if c.identity or (c.default or "").startswith("nextval(")]
         with result.guard(name):
             key = key_of(catalog, schema, name)
-            if key not in {c.name for c in fed}:
+            if key not in {c.name for c in fed} and table.columns[key].type in INTEGER_TYPES:
                 result.add(f"{quote(schema, name, key)}: no nextval default or identity (inserts would fail with "
                            "a NULL id)")
         for column in fed:

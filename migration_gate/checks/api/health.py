@@ -1,0 +1,71 @@
+"""The app's own health report (database, schema, encryption, the USE_HIPAA_SCHEMA flag) and maintenance mode."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from migration_gate.checks import Result
+from migration_gate.checks.api.client import body_of, fetch, send
+
+
+def health(client: httpx.Client, expect_hipaa: bool) -> Result:
+    """GET /health is 200 and ok with the DB connected, the schema valid, encryption valid and the schema flag
+    the deploy should have set (a deploy with the wrong USE_HIPAA_SCHEMA is caught here, before any data)."""
+    result = Result("GET /health is ok with the expected schema flag")
+    response = fetch(result, client, "GET", "/health")
+    result.checked = 1
+    if response is not None:
+        body = body_of(response)
+        if response.status_code != 200:
+            result.add(f"/health: answered {response.status_code} (expected 200)")
+        if not isinstance(body, dict):
+            result.add("/health: the body is not a JSON object")
+        else:
+            _health_body(result, body, expect_hipaa)
+    api = fetch(Result("ignored"), client, "GET", "/api/health")
+    result.notes.append(f"/api/health answers {api.status_code if api is not None else 'nothing'}"
+                        " (the real app has no handler there: 404; Render's healthCheckPath points at it)")
+    return result
+
+
+def _health_body(result: Result, body: dict[str, Any], expect_hipaa: bool) -> None:
+    status = body.get("status")
+    if status != "ok":
+        shown = status if status in ("degraded", "error") else "missing or unexpected"
+        result.add(f"/health: status is {shown} (expected ok)")
+    database = body.get("database") if isinstance(body.get("database"), dict) else {}
+    encryption = body.get("encryption") if isinstance(body.get("encryption"), dict) else {}
+    config = body.get("config") if isinstance(body.get("config"), dict) else {}
+    if database.get("connected") is not True:
+        result.add("/health: database.connected is not true")
+    if database.get("schemaValid") is not True:
+        errors = database.get("errors")
+        count = f" ({len(errors)} schema errors reported)" if isinstance(errors, list) and errors else ""
+        result.add(f"/health: database.schemaValid is not true{count}")
+    if encryption.get("valid") is not True:
+        result.add("/health: encryption.valid is not true")
+    flag = config.get("useHipaaSchema")
+    if flag is not expect_hipaa:
+        shown = json.dumps(flag) if isinstance(flag, bool) else "missing"
+        result.add(f"/health: config.useHipaaSchema is {shown} (expected {json.dumps(expect_hipaa)})")
+    missing = sorted(k for k in ("databaseUrl", "sessionSecret", "phiEncryptionKey") if config.get(k) != "configured")
+    if missing:
+        result.add(f"/health: config not 'configured': {', '.join(missing)}")
+
+
+def maintenance_active(client: httpx.Client, probe_path: str = "/api/patients") -> Result:
+    """Maintenance mode is on: the app answers 503 with Retry-After, while health still answers."""
+    result = Result("maintenance mode on")
+    response = send(client, "GET", probe_path)
+    if response.status_code != 503:
+        result.add(f"GET {probe_path}: {response.status_code}, expected 503 in maintenance mode")
+    elif not response.headers.get("Retry-After"):
+        result.add(f"GET {probe_path}: 503 without a Retry-After header")
+    health_status = send(client, "GET", "/health").status_code
+    if health_status != 200:
+        result.add(f"GET /health: {health_status} during maintenance, expected 200")
+    return result
+

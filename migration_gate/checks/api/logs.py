@@ -1,0 +1,86 @@
+"""The app's log since the deploy: no error lines, and nothing that looks like an email, token, hash or
+ciphertext. Lines are pointed at by number; their text is never repeated (a log line may hold PHI)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+from migration_gate.checks import Result, first_ids
+from migration_gate.checks.api.client import BCRYPT, CIPHERTEXT, EMAIL, HEX64, JWT, is_int
+
+LOG_LEAKS = {"an email address": EMAIL, "a JWT": JWT, "a bcrypt hash": BCRYPT, "PHI ciphertext": CIPHERTEXT,
+             "a 64-hex value (key or search hash)": HEX64}
+
+
+LOG_ERROR_TEXT = re.compile(r"failed to log|skipping audit log", re.IGNORECASE)
+
+
+PLAIN_ERROR_LINE = re.compile(r"^\s*\[?(error|fatal)\b|\b[A-Za-z]*Error: ", re.IGNORECASE)
+
+
+SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,60}$")  # event and exception class names are safe to repeat
+
+
+def _lines(numbers: list[int]) -> str:
+    return first_ids(numbers).replace("first ids", "new lines")
+
+
+def log_offset(log_file: Path) -> int:
+    """The log's size now: pass it to log_clean later so only lines written since count."""
+    try:
+        return Path(log_file).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _log_error(line: str) -> tuple[bool, str | None]:
+    """(is this an error line, a safe name for it: the JSON event and exception class, when they are names)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        record = None
+    if isinstance(record, dict):
+        level = record.get("level")
+        is_error = (isinstance(level, str) and level.lower() in ("error", "fatal", "critical")
+                    or is_int(level) and level >= 50)  # pino: 50 error, 60 fatal
+        parts = [record[k] for k in ("event", "error") if isinstance(record.get(k), str) and SAFE_NAME.match(record[k])]
+        return is_error or bool(LOG_ERROR_TEXT.search(line)), "/".join(parts) or None
+    return bool(LOG_ERROR_TEXT.search(line) or PLAIN_ERROR_LINE.search(line)), None
+
+
+def log_clean(log_file: Path, since_offset: int = 0) -> Result:
+    """No error lines ("Failed to log", "skipping audit log", level error) in the app's log after the offset
+    (taken at deploy), and nothing that looks like an email, JWT, bcrypt hash, ciphertext or key/hash."""
+    log_file = Path(log_file)
+    result = Result("the app's log has no errors and no PHI or secrets since the deploy")
+    try:
+        with log_file.open("rb") as stream:
+            stream.seek(since_offset)
+            text = stream.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        result.add(f"{log_file.name}: not found")
+        return result
+    errors: list[int] = []
+    kinds: Counter[str] = Counter()
+    leaks: dict[str, list[int]] = {label: [] for label in LOG_LEAKS}
+    for number, line in enumerate(text.splitlines(), 1):
+        result.checked += 1
+        is_error, kind = _log_error(line)
+        if is_error:
+            errors.append(number)
+            kinds[kind or "unnamed"] += 1
+        for label, pattern in LOG_LEAKS.items():
+            if pattern.search(line):
+                leaks[label].append(number)
+    if errors:
+        shown = ", ".join(f"{kind} x{n}" for kind, n in kinds.most_common(5))
+        result.add(f"{log_file.name}: {len(errors)} error lines after byte {since_offset} ({_lines(errors)};"
+                   f" {shown})")
+    for label, numbers in leaks.items():
+        if numbers:
+            result.add(f"{log_file.name}: {len(numbers)} lines hold what looks like {label} ({_lines(numbers)})")
+    return result
+

@@ -1,0 +1,169 @@
+"""A second migration description, of our own and unlike the sandbox (tests/fixtures/clinic: schema "clinic",
+text, UUID and identity keys, copied tables, an append-only table, no tenancy, no API), runs through the same
+phase suites with no code change: green when the migration is right, red, naming tables and keys, when it is
+broken. The suites run as a user runs them, in a child pytest against DATABASE_URL."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from migration_gate import backup, migration
+from migration_gate.phi import PhiCodec
+from tests.conftest import ROOT, _create
+from tests.test_suites import run_suite
+
+CLINIC = ROOT / "tests" / "fixtures" / "clinic"
+KEY = "3c" * 32  # not the sandbox's key: a suite that used the sandbox's would fail to decrypt
+CODEC = PhiCodec(KEY)
+MEMBERS = 30
+# text keys that sort and hash differently: case, non-ASCII, a prefix of another key
+CODES = [f"M-{n:04d}" for n in range(1, MEMBERS - 3)] + ["m-0001", "Ärzte-7", "M-00"]
+NAMES = ["Oona Valdivia", "Teodor Brankovic", "Marisol Quenby", "Ilse Haverkamp", "Rafferty Ng"]
+
+
+def _seed(dsn: str) -> list[str]:
+    """The legacy clinic with synthetic PHI; returns the plaintexts that must never appear in any output."""
+    rng = random.Random(7)
+    secrets: list[str] = []
+    with psycopg.connect(dsn) as conn:
+        conn.execute((CLINIC / "legacy_schema.sql").read_text())
+        for i, code in enumerate(CODES):
+            name = f"{NAMES[i % len(NAMES)]} {code[-2:]}"
+            born = (date(1950, 1, 1) + timedelta(days=rng.randrange(20000))).isoformat()
+            secrets += [name, born]
+            conn.execute("INSERT INTO clinic.members VALUES (%s, %s, %s, %s, %s)",
+                         (code, name, CODEC.encrypt(born) if i % 5 else None,
+                          datetime(2024, 1, 1, tzinfo=UTC) + timedelta(hours=i), i % 7 == 0))
+            for v in range(3):
+                note = f"follow-up note {code} {v} {rng.randrange(10**6)}"
+                secrets.append(note)
+                conn.execute("INSERT INTO clinic.visits_v1 VALUES (%s, %s, %s, %s, %s)",
+                             (uuid.UUID(int=rng.getrandbits(128)), code, CODEC.encrypt(note),
+                              date(2025, 1, 1) + timedelta(days=i + v), round(rng.uniform(0, 900), 2)))
+            conn.execute("INSERT INTO clinic.access_log (member_code, action) VALUES (%s, 'read'), (%s, 'update')",
+                         (code, code))
+    return secrets
+
+
+@pytest.fixture(scope="module")
+def clinic_template(pg) -> tuple[str, list[str]]:
+    """A seeded legacy clinic database to clone; never changed."""
+    return "tpl_clinic", _seed(_create(pg, "tpl_clinic"))
+
+
+@pytest.fixture
+def clinic(new_db, clinic_template) -> tuple[str, list[str]]:
+    return new_db(clinic_template[0]), clinic_template[1]
+
+
+def _env(dsn: str, **extra: str) -> dict[str, str]:
+    return {"DATABASE_URL": dsn, "PHI_ENCRYPTION_KEY": KEY, "GATE_CONFIG": str(CLINIC / "migration.toml"), **extra}
+
+
+def _phase(marker: str, env: dict[str, str], run_dir: Path, secrets: list[str]) -> tuple[int, dict, str]:
+    """Run one phase suite; (exit code, criteria JSON, all output and reports) with no PHI anywhere in them."""
+    done = run_suite("-m", marker, "-q", "-rfE", env=env, run_dir=run_dir)
+    results = next(run_dir.glob("criteria-*.json"), None)
+    criteria = json.loads(results.read_text()) if results else {}
+    text = done.stdout + done.stderr + "".join(p.read_text() for p in run_dir.glob("*.*ml"))
+    leaked = [s for s in secrets if s in text]
+    assert not leaked, f"{len(leaked)} PHI plaintexts in the output or reports of -m {marker!r}"
+    return done.returncode, criteria, done.stdout[-3000:]
+
+
+def _verdicts(criteria: dict) -> dict[str, str]:
+    return {cid: c["result"] for cid, c in criteria.get("criteria", {}).items()}
+
+
+def test_the_second_description_is_green_through_every_phase(clinic, tmp_path: Path) -> None:
+    dsn, secrets = clinic
+    code, pre, out = _phase("premigration and not app", _env(dsn), tmp_path / "pre", secrets)
+    assert code == 0, out
+    assert {c: _verdicts(pre)[c] for c in ("PRE-04", "PRE-05", "PRE-06", "PRE-07", "PRE-08")} == dict.fromkeys(
+        ("PRE-04", "PRE-05", "PRE-06", "PRE-07", "PRE-08"), "passed")
+
+    dump = backup.take_backup(dsn, tmp_path / "backup").path
+    env = _env(dsn, BACKUP_FILE=str(dump))
+    code, _, out = _phase("backup", env, tmp_path / "bak", secrets)
+    assert code == 0, out
+
+    migration.run_file(dsn, CLINIC / "migrate.sql", KEY)
+    with psycopg.connect(dsn) as conn:  # the app appends to the append-only table after the backup: expected
+        conn.execute("INSERT INTO clinic.access_log (member_code, action) VALUES ('M-0001', 'read')")
+    code, post, out = _phase("postmigration and not app", env, tmp_path / "post", secrets)
+    assert code == 0, out
+    assert {"POST-01", "POST-03", "POST-04", "POST-05", "POST-13", "POST-14", "POST-15"} <= set(_verdicts(post))
+    code, integrity, out = _phase("integrity", env, tmp_path / "int", secrets)
+    assert code == 0, out
+    tests = [t for c in integrity["criteria"].values() for t in c["tests"]]
+    for table in ("people", "encounters", "access_log"):  # one test per mapping of the description
+        assert any(f"[{table}]" in t for t in tests), f"no integrity test ran for the {table} mapping"
+    assert set(_verdicts(integrity).values()) == {"passed"}
+
+    with psycopg.connect(dsn) as conn:  # issue 10's business: the SQL rollback keeps it, the backup has not got it
+        conn.execute("DELETE FROM clinic.access_log WHERE id > (SELECT min(id) + %s FROM clinic.access_log)",
+                     (2 * len(CODES) - 1,))
+    migration.run_file(dsn, CLINIC / "rollback.sql", KEY)
+    code, rolled, out = _phase("rollback and not app", env, tmp_path / "rb", secrets)
+    assert code == 0, out
+    assert _verdicts(rolled) == {"RB-01": "passed", "RB-02": "passed"}
+
+
+def _broken_migration(tmp_path: Path, old: str, new: str) -> Path:
+    text = (CLINIC / "migrate.sql").read_text()
+    assert old in text
+    path = tmp_path / "migrate-broken.sql"
+    path.write_text(text.replace(old, new))
+    shutil.copy(CLINIC / "rollback.sql", tmp_path / "rollback.sql")
+    return path
+
+
+def test_a_migration_that_loses_rows_is_red_in_integrity(clinic, tmp_path: Path) -> None:
+    dsn, secrets = clinic
+    dump = backup.take_backup(dsn, tmp_path / "backup").path
+    broken = _broken_migration(tmp_path, "FROM clinic.visits_v1;", "FROM clinic.visits_v1 WHERE fee >= 100;")
+    migration.run_file(dsn, broken, KEY)
+    code, criteria, out = _phase("integrity", _env(dsn, BACKUP_FILE=str(dump)), tmp_path / "int", secrets)
+    assert code == 1
+    assert _verdicts(criteria)["INT-01"] == "failed" and _verdicts(criteria)["INT-02"] == "failed"
+    assert '"clinic"."visits_v1"' in out or "visits_v1 -> encounters" in out, out
+
+
+def test_a_wrong_phi_value_is_red_naming_the_uuid_key(clinic, tmp_path: Path) -> None:
+    dsn, secrets = clinic
+    dump = backup.take_backup(dsn, tmp_path / "backup").path
+    migration.run_file(dsn, CLINIC / "migrate.sql", KEY)
+    with psycopg.connect(dsn) as conn:
+        (victim,) = conn.execute("SELECT id FROM clinic.encounters ORDER BY id LIMIT 1").fetchone()
+        conn.execute("UPDATE clinic.encounters SET notes_encrypted = %s WHERE id = %s",
+                     (CODEC.encrypt("a different note"), victim))
+    code, criteria, out = _phase("integrity", _env(dsn, BACKUP_FILE=str(dump)), tmp_path / "int", secrets)
+    assert code == 1 and _verdicts(criteria)["INT-04"] == "failed"
+    assert str(victim) in out, out
+    assert "a different note" not in out
+
+
+def test_schema_drift_on_either_side_is_red(clinic, tmp_path: Path) -> None:
+    """A legacy column the description does not know, then a new-side foreign key without its index."""
+    dsn, secrets = clinic
+    with psycopg.connect(dsn) as conn:
+        conn.execute("ALTER TABLE clinic.members ADD COLUMN nickname text")
+    code, criteria, out = _phase("premigration and not app", _env(dsn), tmp_path / "pre", secrets)
+    assert code == 1 and _verdicts(criteria)["PRE-06"] == "failed"
+    assert '"clinic"."members"' in out and "nickname" in out, out
+    with psycopg.connect(dsn) as conn:
+        conn.execute("ALTER TABLE clinic.members DROP COLUMN nickname")
+    migration.run_file(dsn, CLINIC / "migrate.sql", KEY)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("DROP INDEX clinic.encounters_person_code_idx")
+    code, criteria, out = _phase("postmigration and not app", _env(dsn), tmp_path / "post", secrets)
+    assert code == 1 and _verdicts(criteria)["POST-04"] == "failed" and _verdicts(criteria)["POST-01"] == "failed"
+    assert "person_code" in out, out
