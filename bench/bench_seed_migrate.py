@@ -17,7 +17,9 @@ import psycopg
 
 from migration_gate import catalog, migration
 from migration_gate.checksums import database_checksums
+from migration_gate.config import load_config
 from migration_gate.embedded import EmbeddedPostgres
+from sandbox.roles import create_app_role
 from sandbox.seed import LEGACY_TABLES, seed_legacy
 from sandbox.synthetic import SANDBOX_KEY
 
@@ -30,6 +32,7 @@ def main() -> None:
     parser.add_argument("--seed-only", action="store_true", help="stop after seeding")
     args = parser.parse_args()
     with EmbeddedPostgres() as pg:
+        create_app_role(pg, load_config().app_role)  # the migration grants to it
         with psycopg.connect(pg.dsn(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench")
         dsn = pg.dsn("bench")

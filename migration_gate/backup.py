@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,16 +181,19 @@ def database_dsn(dsn: str, dbname: str) -> str:
 
 def restore(path: Path, server_dsn: str, dbname: str, binaries: PgBinaries | None = None,
             replace: bool = False) -> str:
-    """Restore a dump into a new database on the server of server_dsn; returns that database's DSN."""
+    """Restore a dump into a new database on the server of server_dsn; returns that database's DSN.
+
+    The restoring role owns what it restores (--no-owner: a non-superuser cannot give objects to other roles),
+    and the grants come along (the roles are the server's), so a scratch copy is what the app's role sees."""
     binaries = binaries or find_binaries()
     admin = database_dsn(server_dsn, "postgres")
+    if replace:
+        drop_database(server_dsn, dbname)
     with psycopg.connect(admin, autocommit=True) as conn:
-        if replace:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     target = database_dsn(server_dsn, dbname)
     plain_dsn, env = split_password(target)
-    done = subprocess.run([binaries.tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
+    done = subprocess.run([binaries.tool("pg_restore"), "--no-owner", "--exit-on-error",
                            f"--dbname={plain_dsn}", str(path)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         drop_database(server_dsn, dbname)
@@ -197,9 +201,41 @@ def restore(path: Path, server_dsn: str, dbname: str, binaries: PgBinaries | Non
     return target
 
 
-def drop_database(server_dsn: str, dbname: str) -> None:
+FORCE_SINCE = 13  # DROP DATABASE ... WITH (FORCE)
+
+
+def drop_database(server_dsn: str, dbname: str, force: bool | None = None, wait_s: float = 10.0) -> None:
+    """Drop a (scratch) database even if sessions are still connected to it.
+
+    WITH (FORCE) where the server has it (13+; force=None asks the server, False takes the other way). Otherwise
+    no new connections are let in and the database's other sessions are ended first: pg_terminate_backend works
+    on the own role's sessions without superuser (another role's need pg_signal_backend, and the error says so)."""
+    name = sql.Identifier(dbname)
     with psycopg.connect(database_dsn(server_dsn, "postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        if force is None:
+            force = server_major(conn) >= FORCE_SINCE
+        if force:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+            return
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is None:
+            return
+        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(name))
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                             "AND pid <> pg_backend_pid()", (dbname,))
+            except psycopg.errors.InsufficientPrivilege:
+                raise BackupError(f"database {dbname} has sessions of another role that this role may not end "
+                                  "(it needs pg_signal_backend): cannot drop it") from None
+            try:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(name))
+                return
+            except psycopg.errors.ObjectInUse:
+                if time.monotonic() > deadline:
+                    raise BackupError(f"database {dbname} is still in use after ending its sessions: "
+                                      "cannot drop it") from None
+                time.sleep(0.1)
 
 
 def free_bytes(folder: Path) -> int:

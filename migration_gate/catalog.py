@@ -2,7 +2,7 @@
 
 ``inspect(conn, schemas)`` reads tables with their columns (type, nullability, default, identity), constraints
 (primary, unique, CHECK, foreign keys with ON DELETE), indexes (partial ones with their predicate), triggers,
-row-level security with its policies, and grants; plus sequences with their owning column. Every check and
+row-level security with its policies, and grants; plus sequences with their owning column and grants. Every check and
 every fingerprint works on this model, never on its own catalog query. Everything is keyed by name, so physical
 column order never matters; a ``Catalog`` round-trips through JSON so a moment (backup time) can be kept in a
 run folder and compared later. Identifiers in messages are always quoted.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import psycopg
@@ -100,6 +100,10 @@ class Sequence:
     type: str
     increment: int
     owned_by: str | None  # "table.column" when owned (serial or identity)
+    grants: tuple[Grant, ...] = ()  # privileges of roles other than the owner, sorted
+
+    def privileges(self, role: str) -> set[str]:
+        return {g.privilege for g in self.grants if g.grantee == role}
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,8 @@ class Catalog:
             lines += _table_differences(self.tables[key], other.tables[key], grants)
         for key in sorted(set(self.sequences) | set(other.sequences)):
             mine, theirs = self.sequences.get(key), other.sequences.get(key)
+            if not grants:
+                mine, theirs = (replace(s, grants=()) if s else s for s in (mine, theirs))
             if mine != theirs:
                 where = quote(*key.split(".", 1))
                 lines.append(f"sequence {where} " + ("only after" if mine is None else "only before" if theirs is None
@@ -202,7 +208,7 @@ class Catalog:
     @classmethod
     def from_json(cls, data: dict) -> Catalog:
         return cls(tuple(data["schemas"]), {k: _table_from_json(t) for k, t in data["tables"].items()},
-                   {k: Sequence(**s) for k, s in data["sequences"].items()})
+                   {k: _sequence_from_json(s) for k, s in data["sequences"].items()})
 
     def save(self, path: Path) -> Path:
         path.write_text(json.dumps(self.to_json(), indent=1, sort_keys=True))
@@ -247,6 +253,10 @@ def _table_json(t: Table) -> dict:
         data[label] = {k: asdict(v) for k, v in sorted(data[label].items())}
     data["grants"] = sorted([g.grantee, g.privilege] for g in t.grants)
     return data
+
+
+def _sequence_from_json(data: dict) -> Sequence:
+    return Sequence(**{**data, "grants": tuple(Grant(**g) for g in data.get("grants", []))})
 
 
 def _table_from_json(data: dict) -> Table:
@@ -315,7 +325,9 @@ SELECT n.nspname, c.relname, format_type(s.seqtypid, NULL), s.seqincrement,
         FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
         JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass
-          AND d.deptype IN ('a', 'i') LIMIT 1)
+          AND d.deptype IN ('a', 'i') LIMIT 1),
+       ARRAY(SELECT CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(g.grantee) END || ':' || g.privilege_type
+             FROM aclexplode(c.relacl) g WHERE g.grantee <> c.relowner ORDER BY 1)::text[]
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_sequence s ON s.seqrelid = c.oid
 WHERE c.relkind = 'S' AND n.nspname = ANY(%(schemas)s)"""
 
@@ -354,6 +366,7 @@ def inspect(conn: psycopg.Connection, schemas: Iterable[str] | None = None) -> C
         spec["grants"] = frozenset(spec["grants"])
         table = Table(**spec)
         tables[table.qualified] = table
-    sequences = {f"{ns}.{name}": Sequence(ns, name, kind, inc, owner)
-                 for ns, name, kind, inc, owner in conn.execute(_SEQUENCES, {"schemas": list(names)})}
+    sequences = {f"{ns}.{name}": Sequence(ns, name, kind, inc, owner,
+                                          tuple(Grant(*g.rsplit(":", 1)) for g in sorted(acl)))
+                 for ns, name, kind, inc, owner, acl in conn.execute(_SEQUENCES, {"schemas": list(names)})}
     return Catalog(names, tables, sequences)

@@ -218,6 +218,61 @@ class MoneyColumns:
     columns: tuple[str, ...]
 
 
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+SEQUENCE_PRIVILEGES = ("USAGE", "SELECT", "UPDATE")
+APPEND_ONLY_FORBIDDEN = ("UPDATE", "DELETE", "TRUNCATE")
+
+
+@dataclass(frozen=True)
+class AppRole:
+    """The role the app connects as (not the owner) and exactly the privileges it needs: `privileges` on every
+    table of the schema, unless `tables` names the table; `sequences` on each sequence a nextval default draws
+    from. A check holds the new tables to this, so the deploy cannot leave the app unable to write, or able to
+    rewrite an append-only audit table."""
+
+    name: str
+    privileges: frozenset[str]
+    sequences: frozenset[str]
+    tables: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def table_privileges(self, table: str) -> frozenset[str]:
+        return self.tables.get(table, self.privileges)
+
+
+def _privileges(value: object, allowed: tuple[str, ...], where: str) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: must be a list of privileges ({', '.join(allowed)})")
+    found = frozenset(v.upper() for v in value)
+    unknown = sorted(found - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: {unknown[0]} is not one of {', '.join(allowed)}")
+    return found
+
+
+def load_app_role(spec: dict | None, where: str) -> AppRole | None:
+    """[app_role]: name, privileges, sequences, and per-table privileges in [app_role.tables]."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a table")
+    unknown = set(spec) - {"name", "privileges", "sequences", "tables"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
+    return AppRole(
+        name=_need(spec, "name", str, where),
+        privileges=_privileges(_need(spec, "privileges", list, where), TABLE_PRIVILEGES, f"{where} privileges"),
+        sequences=_privileges(spec.get("sequences", []), SEQUENCE_PRIVILEGES, f"{where} sequences"),
+        tables={str(t): _privileges(v, TABLE_PRIVILEGES, f"{where} tables.{t}")
+                for t, v in _need_dict(spec, "tables", where).items()})
+
+
+def _need_dict(spec: dict, key: str, where: str) -> dict:
+    value = spec.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: '{key}' must be a table")
+    return value
+
+
 @dataclass(frozen=True)
 class GateConfig:
     path: Path
@@ -251,6 +306,7 @@ class GateConfig:
     dropped_tables: dict[str, str] = field(default_factory=dict)  # legacy table not carried over -> why
     tenancy: Tenancy | None = None
     sandbox_provider: str = DEFAULT_SANDBOX_PROVIDER  # module:attribute, see migration_gate.provider
+    app_role: AppRole | None = None  # [app_role]: the app's own role and its privileges
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -515,6 +571,7 @@ def load_config(path: Path | None = None) -> GateConfig:
         new_tables={str(k): str(v) for k, v in data.get("new_tables", {}).items()},
         dropped_tables={str(k): str(v) for k, v in data.get("dropped_tables", {}).items()},
         tenancy=tenancy,
+        app_role=load_app_role(data.get("app_role"), f"{where} [app_role]"),
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")

@@ -55,6 +55,8 @@ CRITERIA: dict[str, Criterion] = {c.id: c for c in (
     Criterion("POST-16", "postmigration", "Search hashes equal the hash of the decrypted value"),
     Criterion("POST-17", "postmigration", "One active primary business owner per organization; no duplicate "
                                           "memberships"),
+    Criterion("POST-18", "postmigration", "The app's own role has exactly its configured privileges on every new "
+                                          "table and sequence; none that could rewrite an append-only table"),
     Criterion("INT-01", "integrity", "Exact counts per table, soft-deleted rows included, and per therapist"),
     Criterion("INT-02", "integrity", "Every legacy row maps to exactly one new row; no new row lacks a source"),
     Criterion("INT-03", "integrity", "Every non-PHI column equal after the mapping"),

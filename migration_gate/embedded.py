@@ -4,6 +4,11 @@ Facts behind the choices (../shared/reference/embedded-postgres.md): initdb/pg_c
 root they run as an unprivileged user that owns the cluster folders; sockets live in a short folder (107-byte
 limit); the server listens on 127.0.0.1 on a free port; durability is off; a killed test run leaves its server
 behind, so clusters of ours whose owning process is gone are swept at start-up.
+
+Like a hosted PostgreSQL (Neon, RDS), the cluster hands out an owner role, not its superuser: ``dsn()`` connects
+as ``OWNER_ROLE`` (LOGIN NOSUPERUSER CREATEDB NOCREATEROLE, as Neon's ``neondb_owner``), which creates and owns
+the databases. The bootstrap superuser initdb needs is there for what a provider does for its customers
+(creating roles): ``admin_dsn()``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 OWNER_FILE = "owner.pid"
+OWNER_ROLE = "gate_owner"  # what a hosted PostgreSQL gives its customer: owns the databases, no superuser
 KEEP_FILE = "keep"
 DEFAULT_BASE = Path(tempfile.gettempdir()) / f"mgpg-{os.getuid()}"
 
@@ -90,7 +96,7 @@ def _candidate_bindirs() -> list[Path]:
 
 def find_binaries() -> PgBinaries:
     """The newest complete set of server and client binaries on this machine."""
-    needed = ("initdb", "pg_ctl", "postgres", "pg_dump", "pg_restore")
+    needed = ("initdb", "pg_ctl", "postgres", "pg_dump", "pg_restore", "psql")
     for bindir in _candidate_bindirs():
         if all((bindir / name).is_file() for name in needed):
             return PgBinaries(bindir=bindir, major=_major_of(bindir))
@@ -173,7 +179,8 @@ def stop_kept(base: Path = DEFAULT_BASE) -> list[Path]:
 class EmbeddedPostgres:
     """One throwaway cluster: ``with EmbeddedPostgres() as pg: psycopg.connect(pg.dsn())``."""
 
-    user = "postgres"
+    user = "postgres"  # the bootstrap superuser: initdb needs it; only admin_dsn() connects as it
+    owner = OWNER_ROLE
     host = "127.0.0.1"
 
     def __init__(self, binaries: PgBinaries | None = None, base: Path = DEFAULT_BASE) -> None:
@@ -199,14 +206,37 @@ class EmbeddedPostgres:
         assert self.dir is not None
         return self.dir / "server.log"
 
-    def dsn(self, dbname: str = "postgres") -> str:
+    def dsn(self, dbname: str = "postgres", user: str | None = None) -> str:
+        """Connect as the owner role (or as `user`): what the gate, the suites and our tests run as."""
         if self.port is None:
             raise EmbeddedError("the embedded cluster is not running")
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
+        return f"postgresql://{user or self.owner}@{self.host}:{self.port}/{dbname}"
+
+    def admin_dsn(self, dbname: str = "postgres") -> str:
+        """The bootstrap superuser: only for what a provider does, creating roles."""
+        return self.dsn(dbname, self.user)
+
+    def create_role(self, name: str, createdb: bool = False, member_of: tuple[str, ...] = ()) -> str:
+        """A LOGIN NOSUPERUSER NOCREATEROLE role (CREATEDB if asked), unless it exists; then membership in
+        `member_of`. As the superuser, through psql (this module needs no driver): names go in as psql variables,
+        quoted as identifiers by psql itself (:"name"), never pasted into the SQL."""
+        attributes = "LOGIN NOSUPERUSER NOCREATEROLE " + ("CREATEDB" if createdb else "NOCREATEDB")
+        script = ("SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') AS missing \\gset\n"
+                  f"\\if :missing\nCREATE ROLE :\"role\" {attributes};\n\\endif\n")
+        variables = ["-v", f"role={name}"]
+        for i, group in enumerate(member_of):
+            script += f'GRANT :"group{i}" TO :"role";\n'
+            variables += ["-v", f"group{i}={group}"]
+        done = self._run([self.binaries.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *variables,
+                          "-d", self.admin_dsn(), "-f", "-"], stdin=script)
+        if done.returncode != 0:
+            last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"psql exited {done.returncode}"
+            raise EmbeddedError(f"creating role {name} failed: {last}")
+        return name
 
     # -- lifecycle
-    def _run(self, args: list[str]) -> subprocess.CompletedProcess[str]:
-        kwargs: dict = {"capture_output": True, "text": True, "cwd": str(self.dir)}
+    def _run(self, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        kwargs: dict = {"capture_output": True, "text": True, "cwd": str(self.dir), "input": stdin}
         if self._account is not None:
             kwargs.update(user=self._account.pw_uid, group=self._account.pw_gid, extra_groups=[])
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -247,6 +277,7 @@ class EmbeddedPostgres:
             ])
             if started.returncode == 0:
                 atexit.register(self.stop)
+                self.create_role(self.owner, createdb=True)
                 return self
         tail = self.log_file.read_text(errors="replace").strip().splitlines()[-1:] if self.log_file.exists() else []
         self._discard()

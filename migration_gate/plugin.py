@@ -199,6 +199,7 @@ _DESCRIBED = {
                                 if any(r.kind in ("null", "phi", "value") for r in m.new_columns.values())],
     "tenant_row": lambda g: [(f"{r.table}.{r.column}", r) for r in g.tenancy.rows] if g.tenancy else [],
     "tenancy": lambda g: [("tenancy", g.tenancy)] if g.tenancy else [],
+    "granted_table": lambda g: [(t, t) for t in sorted(g.new_schema)] if g.app_role else [],
 }
 
 

@@ -6,6 +6,9 @@ postmigration: seeded, backed up, migrated, API deployed with USE_HIPAA_SCHEMA=t
 integrity:    seeded, backed up, migrated, the backup restored as the baseline; no app traffic (integrity runs
               right after the migration, before go-live).
 rollback:     seeded, backed up, migrated, rolled back, API on the legacy schema.
+
+Every database is created and owned by the cluster's owner role (no superuser), whose DSN the suites get; each
+API connects as the app's own role ([app_role]) with the privileges the legacy grants and the migration give.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from migration_gate.config import GateConfig
 from migration_gate.embedded import EmbeddedPostgres
 from migration_gate.target import TargetState
 from sandbox.api_process import ApiProcess
+from sandbox.roles import as_role, create_app_role, grant_app_role
 from sandbox.seed import seed_legacy
 from sandbox.synthetic import SANDBOX_KEY
 
@@ -40,17 +44,24 @@ class SandboxTargets:
         if self.cluster is None:
             self.workdir.mkdir(parents=True, exist_ok=True)
             self.cluster = EmbeddedPostgres().start()
+            if self.gate.app_role:
+                create_app_role(self.cluster, self.gate.app_role)
             with psycopg.connect(self.cluster.dsn(), autocommit=True) as conn:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
             seed_legacy(self.cluster.dsn(TEMPLATE), self.patients, seed=self.gate.sandbox_seed, key=self.key,
                         workers=1 if self.patients <= 5_000 else None)
+            if self.gate.app_role:
+                grant_app_role(self.cluster.dsn(TEMPLATE), self.gate.app_role, sorted(self.gate.legacy_schema),
+                               self.gate.schema)
         with psycopg.connect(self.cluster.dsn(), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
                                                                            sql.Identifier(TEMPLATE)))
         return self.cluster.dsn(name)
 
     def _api(self, dsn: str, name: str, use_hipaa_schema: bool) -> ApiProcess:
-        api = ApiProcess(dsn, self.key, use_hipaa_schema=use_hipaa_schema, log_file=self.workdir / f"{name}-api.log",
+        app_dsn = as_role(dsn, self.gate.app_role.name) if self.gate.app_role else dsn
+        api = ApiProcess(app_dsn, self.key, use_hipaa_schema=use_hipaa_schema,
+                         log_file=self.workdir / f"{name}-api.log",
                          maintenance_file=self.workdir / f"{name}-maintenance.flag").start()
         self._apis.append(api)
         return api

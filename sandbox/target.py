@@ -1,6 +1,7 @@
 """The embedded sandbox target: a throwaway PostgreSQL, the legacy database with synthetic PHI, and the
 reference API on the legacy schema. What a user's staging or production is to the gate, this is on a fresh
-machine."""
+machine. As on a hosted database, the gate gets the owner role's DSN (no superuser) and the API connects as the
+app's own role with only the privileges [app_role] gives it (sandbox.roles)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from migration_gate.config import GateConfig, load_config
 from migration_gate.embedded import EmbeddedPostgres
 from migration_gate.progress import Progress
 from sandbox.api_process import ApiProcess
+from sandbox.roles import as_role, create_app_role, grant_app_role
 from sandbox.seed import SeedSummary, seed_legacy
 from sandbox.synthetic import SANDBOX_KEY
 
@@ -29,23 +32,36 @@ class Sandbox:
     cluster: EmbeddedPostgres | None = None
     api: ApiProcess | None = None
     seeded: SeedSummary | None = None
+    gate: GateConfig | None = None  # the description whose [app_role] the API runs as (default: migration.toml)
 
     @property
     def dsn(self) -> str:
+        """The owner role's DSN: what the gate, the suites, backups and the migration use."""
         assert self.cluster is not None
         return self.cluster.dsn(DATABASE)
+
+    @property
+    def app_dsn(self) -> str:
+        """What the API connects as: the app's own role when [app_role] names one, else the owner."""
+        app_role = self.gate.app_role if self.gate else None
+        return as_role(self.dsn, app_role.name) if app_role else self.dsn
 
     def start(self) -> Sandbox:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.progress.say("starting the embedded PostgreSQL")
+        self.gate = self.gate or load_config()
         self.cluster = EmbeddedPostgres().start()
-        with psycopg.connect(self.cluster.dsn(), autocommit=True) as conn:
+        if self.gate.app_role:
+            create_app_role(self.cluster, self.gate.app_role)
+        with psycopg.connect(self.cluster.dsn(), autocommit=True) as conn:  # the owner role creates and owns it
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
         self.progress.say(f"seeding the legacy database with {self.patients:,} synthetic patients")
         self.seeded = seed_legacy(self.dsn, self.patients, seed=self.seed, key=self.key,
                                   progress=lambda done, total: self.progress.count("patients", done, total))
+        if self.gate.app_role:
+            grant_app_role(self.dsn, self.gate.app_role, sorted(self.gate.legacy_schema), self.gate.schema)
         self.progress.say(f"seeded in {self.seeded.seconds:.1f} s")
-        self.api = ApiProcess(self.dsn, self.key, use_hipaa_schema=False, log_file=self.workdir / "api.log",
+        self.api = ApiProcess(self.app_dsn, self.key, use_hipaa_schema=False, log_file=self.workdir / "api.log",
                               maintenance_file=self.workdir / "maintenance.flag")
         self.api.start()
         self.progress.say(f"reference API on {self.api.base_url} (legacy schema)")

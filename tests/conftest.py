@@ -1,4 +1,9 @@
-"""Fixtures for our own tests: one embedded cluster per session, databases cloned from seeded templates."""
+"""Fixtures for our own tests: one embedded cluster per session, databases cloned from seeded templates.
+
+Everything runs as what a hosted PostgreSQL gives its customer: ``pg.dsn()`` is the cluster's owner role
+(LOGIN NOSUPERUSER CREATEDB), which creates, seeds and owns every database here, and is what the suites and checks
+connect as. The app's role of migration.toml [app_role] exists with the legacy grants on the templates. Only
+creating roles uses the bootstrap superuser (``pg.admin_dsn()``), and a test that needs it says so."""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ import pytest
 from psycopg import sql
 
 from migration_gate import migration
+from migration_gate.config import load_config
 from migration_gate.embedded import EmbeddedPostgres
+from sandbox.roles import create_app_role, grant_app_role
 from sandbox.seed import seed_legacy
 from sandbox.synthetic import SANDBOX_KEY
 
@@ -19,12 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 MIGRATION = ROOT / "sandbox" / "migrations" / "001_schema_refactor.sql"
 ROLLBACK = ROOT / "sandbox" / "migrations" / "001_rollback.sql"
 TEST_PATIENTS = 120
+GATE = load_config()
 _names = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
 def pg() -> Iterator[EmbeddedPostgres]:
     with EmbeddedPostgres() as cluster:
+        create_app_role(cluster, GATE.app_role)  # the superuser creates the app's role, as a host's console does
         yield cluster
 
 
@@ -41,7 +50,9 @@ def _create(pg: EmbeddedPostgres, name: str, template: str | None = None) -> str
 @pytest.fixture(scope="session")
 def legacy_template(pg: EmbeddedPostgres) -> str:
     """Name of a database seeded with TEST_PATIENTS legacy patients (seed 1); clone it, never change it."""
-    seed_legacy(_create(pg, "tpl_legacy"), TEST_PATIENTS, seed=1, workers=1)
+    dsn = _create(pg, "tpl_legacy")
+    seed_legacy(dsn, TEST_PATIENTS, seed=1, workers=1)
+    grant_app_role(dsn, GATE.app_role, sorted(GATE.legacy_schema), GATE.schema)
     return "tpl_legacy"
 
 

@@ -26,14 +26,17 @@ import pytest
 from psycopg import sql
 
 from migration_gate import migration
+from migration_gate.config import load_config
 from migration_gate.embedded import EmbeddedPostgres
 from migration_gate.phi import PhiCodec, is_v1, iv_of, search_hash
 from sandbox.api import age_of
 from sandbox.api_process import ROOT, ApiProcess
+from sandbox.roles import as_role
 from sandbox.synthetic import DEMO_USERS, SANDBOX_KEY
 
 MIGRATION = ROOT / "sandbox" / "migrations" / "001_schema_refactor.sql"
 SECRET = "test-api-secret-0123456789abcdef0123456789"
+APP_ROLE = load_config().app_role.name
 CODEC = PhiCodec(SANDBOX_KEY)
 CIPHERTEXT = re.compile(r"v[12]:[0-9a-f]{32}:[0-9a-f]{32}:")
 RBAC_DENIED = {"error": "Insufficient permissions: Therapist role or above required"}
@@ -98,7 +101,9 @@ def _clone(pg: EmbeddedPostgres, template: str) -> str:
 
 
 def _serve(dsn: str, hipaa: bool, folder: Path) -> ApiProcess:
-    return ApiProcess(dsn, SANDBOX_KEY, hipaa, folder / "api.log", folder / "maintenance.flag", jwt_secret=SECRET)
+    """The API as the app runs it: as its own role ([app_role]), not the owner of the schema."""
+    return ApiProcess(as_role(dsn, APP_ROLE), SANDBOX_KEY, hipaa, folder / "api.log", folder / "maintenance.flag",
+                      jwt_secret=SECRET)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from migration_gate.checks import api as checks
 from migration_gate.config import Endpoint, GateConfig, load_config
 from migration_gate.phi import PhiCodec
 from sandbox.api_process import SANDBOX_JWT_SECRET, ApiProcess
+from sandbox.roles import as_role
 from sandbox.synthetic import DEMO_USERS, SANDBOX_KEY
 from tests.conftest import _create
 
@@ -74,7 +75,8 @@ CONFIG: GateConfig = load_config()
 
 def _start(pg, template: str, hipaa: bool, folder: Path, dsn: str | None = None) -> Sandbox:
     dsn = dsn or _create(pg, f"chk_{template}_{uuid.uuid4().hex[:8]}", template)
-    api = ApiProcess(dsn, SANDBOX_KEY, hipaa, folder / "api.log", folder / "maintenance.flag").start()
+    api = ApiProcess(as_role(dsn, CONFIG.app_role.name), SANDBOX_KEY, hipaa, folder / "api.log",  # the app's role
+                     folder / "maintenance.flag").start()
     sandbox = Sandbox(api, dsn, hipaa)
     with sandbox.client() as client:
         sandbox.token = checks.login(client, USER, PASSWORD)

@@ -108,7 +108,7 @@ def test_starts_when_run_by_an_ordinary_user(base: Path) -> None:
                           cwd="/", user=account.pw_uid, group=account.pw_gid, extra_groups=[],
                           env={"PATH": os.environ["PATH"], "HOME": "/tmp", "PYTHONPATH": str(base / "code")})
     assert done.returncode == 0, done.stderr[-500:]
-    assert done.stdout.strip() == "postgres"
+    assert done.stdout.strip() == "gate_owner"  # the owner role it hands out, not its superuser
 
 
 def test_binaries_include_dump_and_restore() -> None:

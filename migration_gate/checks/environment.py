@@ -6,13 +6,18 @@ import os
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from migration_gate.backup import free_bytes, server_major, tool_major
+from migration_gate.catalog import quote
 from migration_gate.checks import Result
 from migration_gate.embedded import PgBinaries
 from migration_gate.phi import PhiKeyError, parse_key
 
-MIN_SERVER = 12
+# The oldest server the gate's SQL runs on: the content checksums aggregate with bit_xor(bigint), new in 14.
+# (DROP DATABASE ... WITH (FORCE), new in 13, is used where the server has it; backup.drop_database falls back
+# to ending the database's sessions first.)
+MIN_SERVER = 14
 
 
 def server_reachable(conn: psycopg.Connection) -> Result:
@@ -20,7 +25,7 @@ def server_reachable(conn: psycopg.Connection) -> Result:
     version = conn.execute("SHOW server_version").fetchone()[0]
     result.notes.append(f"PostgreSQL {version}")
     if server_major(conn) < MIN_SERVER:
-        result.add(f"server version {version} is older than {MIN_SERVER}")
+        result.add(f"server version {version} is older than {MIN_SERVER} (the content checksums need bit_xor)")
     return result
 
 
@@ -64,14 +69,36 @@ def backup_folder_ready(folder: Path, conn: psycopg.Connection) -> Result:
     return result
 
 
+_SESSIONS = """
+SELECT pid, now() - xact_start,
+       usesysid IS NOT NULL AND NOT pg_has_role(usesysid, 'USAGE') AND NOT pg_has_role('pg_read_all_stats', 'USAGE'),
+       usename
+FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()"""
+
+
 def no_long_transactions(conn: psycopg.Connection, max_seconds: int = 60) -> Result:
-    """Open transactions would block the migration's locks (or be blocked by them)."""
+    """Open transactions would block the migration's locks (or be blocked by them).
+
+    Without pg_read_all_stats a role sees other roles' sessions with state, query and xact_start NULL (the
+    server's rule: it sees the sessions of roles whose privileges it has). Those are counted and make the check
+    red, naming whose they are: a transaction this role cannot see is not a transaction known not to exist."""
     result = Result(f"no transactions open longer than {max_seconds} s")
-    rows = conn.execute(
-        "SELECT pid, extract(epoch FROM now() - xact_start)::int FROM pg_stat_activity "
-        "WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND datname = current_database() "
-        "AND now() - xact_start > make_interval(secs => %s) ORDER BY 2 DESC", (max_seconds,)).fetchall()
+    too_long = sql.SQL("SELECT pid, extract(epoch FROM age)::int FROM ({sessions}) s(pid, age, hidden, role) "
+                       "WHERE NOT hidden AND age > make_interval(secs => {limit}) ORDER BY age DESC, pid").format(
+        sessions=sql.SQL(_SESSIONS), limit=sql.Literal(max_seconds))
+    rows = conn.execute(too_long).fetchall()
     if rows:
         result.add(f"{len(rows)} transactions open too long (pids {', '.join(str(p) for p, _ in rows[:5])}; "
                    f"oldest {rows[0][1]} s)")
+    hidden = conn.execute(sql.SQL("SELECT coalesce(role, '?'), count(*) FROM ({sessions}) s(pid, age, hidden, role) "
+                                  "WHERE hidden GROUP BY 1 ORDER BY 1").format(sessions=sql.SQL(_SESSIONS))).fetchall()
+    if hidden:
+        me = conn.execute("SELECT current_user").fetchone()[0]
+        total = sum(n for _, n in hidden)
+        roles = ", ".join(f"{quote(role)}: {n}" for role, n in hidden)
+        result.add(f"{total} sessions of other roles ({roles}): state not visible without pg_read_all_stats; "
+                   f"grant it (GRANT pg_read_all_stats TO {quote(me)}), make {quote(me)} a member of those roles, "
+                   "or run as a role that sees them")
+    result.notes.append(f"sessions of other roles not visible: {sum(n for _, n in hidden)}")
     return result

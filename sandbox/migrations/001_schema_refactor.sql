@@ -287,6 +287,11 @@ SELECT setval('patient_treatment_plans_id_seq', coalesce(max(id), 0) + 1, false)
 SELECT setval(pg_get_serial_sequence('organization_memberships', 'id'), coalesce(max(id), 0) + 1, false)
 FROM organization_memberships;
 
+-- 11. The app's own role (migration.toml [app_role]; the app does not connect as the owner): the tables created
+-- here get what it needs, as the app's deploy must grant them. Renamed tables keep the grants they had.
+GRANT SELECT, INSERT, UPDATE ON organizations, organization_memberships TO app_user;
+GRANT USAGE ON SEQUENCE organizations_id_seq, organization_memberships_id_seq TO app_user;
+
 ANALYZE patients;
 ANALYZE clinical_sessions;
 ANALYZE patient_treatment_plans;
