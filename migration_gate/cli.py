@@ -4,6 +4,7 @@ gate and map its errors to the exit codes in migration_gate.verdict (printed by 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate import backup
+from migration_gate import backup, preflight
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
 from migration_gate.errors import GateError, Refused
 from migration_gate.gate import Gate
@@ -145,36 +146,66 @@ def cutover(argv: list[str] | None = None) -> int:
     try:
         gate = load_config(args.config)
         target = _real_target(gate)
+        reports = load_environment().reports_dir
         if args.dry_run:
-            return dry_run(gate, target, args)
-        runner = _resume_or_new(args, gate, target, load_environment().reports_dir, progress)
+            return dry_run(gate, target, args, reports)
+        runner = _resume_or_new(args, gate, target, reports, progress)
+        if not runner.rollback_only and all(p.status == "pending" for p in runner.state.phases):
+            _preflight_or_refuse(gate, target, runner.run_dir, progress)
         state = runner.run_rollback_only() if runner.rollback_only else runner.run()
     except HANDLED as exc:
         return _failed("cutover", exc)
     return finish_run(args, gate, state, _environment(target, gate))
 
 
-def dry_run(gate: GateConfig, target: CutoverTarget, args: argparse.Namespace) -> int:
-    """What a cut-over would do, after checking that its inputs are usable: nothing is changed."""
+def _preflight_or_refuse(gate: GateConfig, target: CutoverTarget, run_dir: Path, progress: Progress) -> None:
+    """Before maintenance goes on: every input a later phase needs, or a refusal listing what is missing."""
+    progress.say("pre-flight: checking every input the cut-over will need")
+    inputs = preflight.check_inputs(gate, target, run_dir.parent)
+    lines = preflight.missing(inputs)
+    if lines:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # an empty folder, not a run to resume
+        raise Refused(f"refusing to start: {len(lines)} inputs missing or unusable, nothing was changed"
+                      + "".join(f"\n  - {line}" for line in lines))
+    progress.say(f"pre-flight: {len(inputs)} inputs ready")
+
+
+def dry_run(gate: GateConfig, target: CutoverTarget, args: argparse.Namespace, reports: Path) -> int:
+    """The plan, and every input checked as the cut-over would check it; nothing is changed. Exit 0 when the
+    cut-over could start, 4 when an input is missing (the list says which)."""
     steps = load_migration(gate.migration_file)
-    with psycopg.connect(target.dsn, connect_timeout=10) as conn:
-        where = schema_state(conn, gate)
-        version = conn.execute("SHOW server_version").fetchone()[0]
-    plan = {"target": describe_target(target.dsn), "server_version": version, "database_schema": where,
-            "migration_file": str(gate.migration_file), "statements": sum(s.kind == "sql" for s in steps),
+    inputs = preflight.check_inputs(gate, target, reports)
+    lines = preflight.missing(inputs)
+    plan = {"target": describe_target(target.dsn), "migration_file": str(gate.migration_file),
+            "statements": sum(s.kind == "sql" for s in steps),
             "data_steps": [s.text for s in steps if s.kind == "data"], "rollback": gate.rollback_method,
             "phases": [{"name": p, "timebox": BUDGET_OF[p], "budget_minutes": gate.phase_minutes.get(BUDGET_OF[p])}
                        for p in PLAN],
-            "downtime_limit_minutes": gate.downtime_minutes, "hooks": sorted(gate.hooks)}
+            "downtime_limit_minutes": gate.downtime_minutes, "hooks": sorted(gate.hooks),
+            "backup_folder": str(reports / "<run>" / "backup"),
+            "inputs": [{"name": i.name, "ok": i.ok, "found": i.found, "missing": i.missing} for i in inputs],
+            "ready": not lines}
     if args.json:
         print(json.dumps(plan, indent=2))
     else:
-        print(f"Dry run against {plan['target']} (PostgreSQL {version}; schema now: {where})")
+        print(f"Dry run against {plan['target']}: nothing was changed")
         print(f"  migration {gate.migration_file.name}: {plan['statements']} statements, data steps "
               f"{', '.join(plan['data_steps']) or 'none'}; rollback by {gate.rollback_method}")
-        print(f"  phases: {' -> '.join(PLAN)}; downtime limit {gate.downtime_minutes:.0f} min")
-        print("  nothing was changed")
-    return 0 if where == "legacy" else 1
+        for phase in plan["phases"]:
+            budget = phase["budget_minutes"]
+            print(f"  phase {phase['name']:<14} timebox {phase['timebox']}"
+                  + (f" ({budget:g} min)" if budget is not None else ""))
+        print(f"  downtime limit {gate.downtime_minutes:g} min; backup into {plan['backup_folder']}")
+        print("  hooks: " + (", ".join(f"{k} = {redact_text(v)[:60]}" for k, v in sorted(gate.hooks.items()))
+                             or "none configured"))
+        print("Inputs:")
+        for item in inputs:
+            print(f"  {'ready  ' if item.ok else 'MISSING'} {item.name}: {item.found}" if item.ok else
+                  "\n".join(f"  MISSING {line}" for line in item.missing))
+        print("Ready: the cut-over can start." if not lines else
+              f"Not ready: {len(lines)} inputs missing; the cut-over would refuse before maintenance.")
+    return 0 if not lines else 4
 
 
 PHASE_COMMANDS = {
