@@ -35,6 +35,8 @@ def _summary(state: RunState, report: Path | None) -> dict:
 
 def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, environment: dict[str, str]) -> int:
     """Write the sign-off, print the verdict (or the JSON summary) and return the exit code."""
+    if state.app_version:
+        environment = {**environment, "App version (after the last deploy)": state.app_version}
     report = signoff.write(state, Path(state.run_dir), environment, gate.downtime_minutes)
     if args.json:
         print(json.dumps(_summary(state, report), indent=2))

@@ -144,6 +144,20 @@ def test_a_failing_pre_check_stops_before_anything_changes(sandbox: Sandbox, tmp
     assert _snapshot(sandbox.dsn, audit=False) == before
 
 
+def test_force_goes_past_a_red_pre_check_and_nothing_else(sandbox: Sandbox, tmp_path: Path) -> None:
+    """--force overrides the pre-check gate: the run migrates; the post-migration checks still catch the
+    plaintext it let through, and roll back."""
+    with psycopg.connect(sandbox.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE clients_hipaa SET email_encrypted = 'jane@example.com' WHERE id = 1")
+    before = _snapshot(sandbox.dsn, audit=False)
+    state = Gate(load_config(), _target(sandbox), tmp_path / "run", Progress(quiet=True), force=True).run()
+    assert state.forced and state.phase("premigration").status == "failed"
+    assert state.phase("premigration").detail.startswith("FORCED past: ")
+    assert state.phase("migration").status == "passed"
+    assert state.status == "rolled-back" and state.rollback_verified, state.failure
+    assert _snapshot(sandbox.dsn, audit=False) == before
+
+
 def test_the_migration_refuses_without_green_gates_unless_forced(sandbox: Sandbox, tmp_path: Path) -> None:
     gate = Gate(load_config(), _target(sandbox), tmp_path / "run", Progress(quiet=True))
     with pytest.raises(Refused, match="premigration, maintenance, backup not green in this run"):
