@@ -31,7 +31,7 @@ from migration_gate.config import GateConfig
 from migration_gate.errors import GateError, Refused
 from migration_gate.hooks import CutoverTarget, Hooks, ShellHooks
 from migration_gate.progress import Progress
-from migration_gate.redact import describe_target, safe_message
+from migration_gate.redact import describe_target, mask_values, safe_message
 from migration_gate.runstate import (
     AFTER_MIGRATION_STARTS,
     BUDGET_OF,
@@ -120,6 +120,8 @@ class Gate:
         except Exception as exc:  # noqa: BLE001 - any failure of a phase is a red gate, never a traceback
             ok = False
             record.detail = safe_message(exc)
+        if record.detail:  # whatever a step or a hook said, the target's own secrets never reach the record
+            record.detail = mask_values(record.detail, self._secrets())
         record.seconds = round(time.monotonic() - began, 2)
         record.status = "passed" if ok else "failed"
         flag_budgets(self.state)
@@ -128,6 +130,11 @@ class Gate:
         self.progress.say(f"phase {record.name}: {record.status.upper()} in {record.seconds:.1f} s{flag}"
                           + (f" - {record.detail}" if record.detail and not ok else ""))
         return ok
+
+    def _secrets(self) -> list[str]:
+        """The secrets this run was given: the key, the API password and headers, the database password."""
+        password = psycopg.conninfo.conninfo_to_dict(self.target.dsn).get("password") or ""
+        return [self.target.key, self.target.api_password, str(password), *self.target.api_headers.values()]
 
     def _premigration(self, record: PhaseRecord) -> bool:
         return self.run_suite("premigration", record)

@@ -4,13 +4,14 @@ the database, the key and the API."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from migration_gate.errors import GateError
-from migration_gate.redact import redact_text
+from migration_gate.redact import mask_values, redact_text, secret_values
 
 # The hooks a cut-over calls; a shipped example that still says this mark is a placeholder, not a hook.
 REQUIRED = ("maintenance_on", "maintenance_off", "deploy_new_schema", "deploy_legacy_schema")
@@ -53,7 +54,9 @@ class ShellHooks:
         done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=self.timeout)
         if done.returncode != 0:
             last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
-            raise GateError(redact_text(f"hook {name} failed with exit code {done.returncode}: {last[0]}"))
+            # a hook's output may echo its environment (set -x, a verbose curl): its secrets are masked by value
+            line = mask_values(redact_text(last[0]), secret_values(dict(os.environ)))
+            raise GateError(f"hook {name} failed with exit code {done.returncode}: {line}")
 
     def maintenance(self, on: bool) -> None:
         self._run("maintenance_on" if on else "maintenance_off")

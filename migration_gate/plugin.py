@@ -24,11 +24,13 @@ import pytest
 from psycopg import sql
 
 from migration_gate import checks
+from migration_gate.backup import BackupError
 from migration_gate.catalog import Catalog, inspect
 from migration_gate.checks import CheckFailed
 from migration_gate.config import ROOT, ConfigError, GateConfig, load_config, load_environment
 from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
-from migration_gate.phi import PhiCodec
+from migration_gate.errors import GateError
+from migration_gate.phi import CiphertextFormatError, DecryptionError, PhiCodec, PhiKeyError
 from migration_gate.provenance import gate_version, operator
 from migration_gate.provider import SandboxProvider, load_provider
 from migration_gate.redact import describe_target, mask_quoted, redact_text, safe_message
@@ -276,7 +278,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         return report
     if report.failed and call.excinfo is not None:
         report.longrepr = _safe_failure(item, call.excinfo)
-    report.sections = [(title, redact_text(mask_quoted(text))) for title, text in report.sections]
+    # What a test printed or logged is whatever its code had at hand: kept out of every report.
+    report.sections = [(title, f"({len(text.splitlines())} lines withheld: captured output may hold data)")
+                       for title, text in report.sections]
     if marker and (report.when == "call" or report.failed or report.skipped):
         gate.outcomes[marker.args[0]].append((item.nodeid, report.outcome, report.when))
     return report
@@ -292,20 +296,43 @@ def _record_result(gate: GateSession, item: pytest.Item, report: pytest.TestRepo
     if report.failed and entry["outcome"] not in ("failed", "error"):
         entry["outcome"] = "failed" if report.when == "call" else "error"
         entry["when"] = report.when
-        entry["problems"] = _problem_lines(call.excinfo.value) if call.excinfo is not None else []
+        entry["problems"] = _problem_lines(call.excinfo) if call.excinfo is not None else []
     elif report.skipped and entry["outcome"] == "passed":
         entry["outcome"] = "skipped"
 
 
-def _problem_lines(exc: BaseException) -> list[str]:
-    """What went wrong, PHI-free: a check's own problem lines, anything else reduced to its class and masked
-    first line."""
+# Errors whose messages are built from identifiers, never from values (database errors quote the values they
+# name, which safe_message masks): their first line is shown. Any other exception is code that went wrong, and its
+# message may hold whatever it was handling (a decrypted value, a row): only its class and where it was raised.
+_TELLING = (psycopg.Error, OSError, httpx.HTTPError, GateError, BackupError, ConfigError, PhiKeyError,
+            CiphertextFormatError, DecryptionError, pytest.fail.Exception, pytest.skip.Exception)
+
+
+def unexpected_error(excinfo: pytest.ExceptionInfo) -> str:
+    """A failure that is not a check's own: its class and first line when that is telling, else its class and
+    the line that raised it, the message withheld."""
+    exc = excinfo.value
+    if isinstance(exc, _TELLING):
+        return safe_message(exc)
+    entry = excinfo.traceback[-1] if excinfo.traceback else None
+    where = ""
+    if entry is not None:
+        path = Path(str(entry.path))
+        with contextlib.suppress(ValueError):
+            path = path.relative_to(ROOT)
+        where = f" raised in {entry.name} at {path}:{entry.lineno + 1}"
+    return f"{exc.__class__.__name__}{where} (message withheld: it may hold data)"
+
+
+def _problem_lines(excinfo: pytest.ExceptionInfo) -> list[str]:
+    """What went wrong, PHI-free: a check's own problem lines, anything else as unexpected_error says it."""
+    exc = excinfo.value
     if isinstance(exc, CheckFailed):
         lines = exc.problems or [line.strip() for line in str(exc).splitlines() if line.strip()]
         shown = lines[:PROBLEMS_SHOWN]
         more = [f"... and {len(lines) - PROBLEMS_SHOWN} more"] if len(lines) > PROBLEMS_SHOWN else []
         return [redact_text(line) for line in shown + more]
-    return [safe_message(exc)]
+    return [unexpected_error(excinfo)]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -322,12 +349,12 @@ def pytest_make_collect_report(collector: pytest.Collector):
 
 
 def _safe_failure(item: pytest.Item, excinfo: pytest.ExceptionInfo) -> str:
-    """A failure report without values: our checks' messages as they are, anything else reduced to its type
-    and first line with quoted parts masked (database errors quote the offending values)."""
+    """A failure report without values: our checks' messages as they are, anything else as unexpected_error
+    says it."""
     exc = excinfo.value
     if isinstance(exc, CheckFailed):
         return f"{item.nodeid}\n{exc}"
-    return f"{item.nodeid}\n{safe_message(exc)}"
+    return f"{item.nodeid}\n{unexpected_error(excinfo)}"
 
 
 def pytest_html_results_summary(prefix: list, summary: list, postfix: list, session: pytest.Session) -> None:

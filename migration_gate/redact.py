@@ -12,6 +12,9 @@ _URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)")
 _KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _HEX_KEY = re.compile(r"\b[0-9a-fA-F]{64}\b")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_BEARER = re.compile(r"(\bBearer\s+)[^\s'\"]+", re.IGNORECASE)
+# Environment variables whose values are secrets by their name (a hook's RENDER_API_KEY, GATE_API_PASSWORD...).
+_SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSW|CREDENTIAL|AUTH|DATABASE_URL|DSN", re.IGNORECASE)
 _QUOTED = re.compile(r"(\"[^\"]*\"|'[^']*')")
 
 
@@ -31,7 +34,20 @@ def redact_text(text: str) -> str:
     text = _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", text)
     text = _KV_PASSWORD.sub(rf"\g<1>{MASK}", text)
     text = _HEX_KEY.sub(MASK, text)
+    text = _BEARER.sub(rf"\g<1>{MASK}", text)
     return _JWT.sub(MASK, text)
+
+
+def secret_values(env: dict[str, str]) -> list[str]:
+    """The values of the variables in `env` that a name marks as secret (6 characters or more)."""
+    return [value for name, value in env.items() if _SECRET_NAME.search(name) and len(value.strip()) >= 6]
+
+
+def mask_values(text: str, secrets: list[str]) -> str:
+    """Every known secret value masked where it appears, the longest first (a pattern cannot know a password)."""
+    for value in sorted({v for v in secrets if v and len(v) >= 6}, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return text
 
 
 def describe_target(dsn: str) -> str:

@@ -61,10 +61,11 @@ def _load_chunk(dsn: str, plan: Plan, chunk: tuple[int, int], first_ids: tuple[i
 
 
 def seed_legacy(dsn: str, patients: int, seed: int = 1, key: str = SANDBOX_KEY, workers: int | None = None,
-                progress: Progress | None = None) -> SeedSummary:
-    """Create the legacy schema in an empty database and fill it; returns the row count of every table."""
+                progress: Progress | None = None, fixture_password: str | None = None) -> SeedSummary:
+    """Create the legacy schema in an empty database and fill it; returns the row count of every table.
+    `fixture_password` replaces the first demo user's documented password (a canary run's own)."""
     started = time.perf_counter()
-    plan = Plan(seed=seed, patients=patients)
+    plan = Plan(seed=seed, patients=patients, fixture_password=fixture_password)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql_file("legacy_schema.sql"))
         with conn.transaction():

@@ -8,6 +8,7 @@ share an IV.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import struct
 from collections.abc import Iterator
@@ -31,6 +32,32 @@ DEMO_USERS = (
     ("demo_therapist2", "demo-password-2"),
     ("demo_therapist3", "demo-password-3"),
 )
+
+
+
+@dataclass(frozen=True)
+class Canaries:
+    """Recognizable fake PHI seeded into a few rows on every seed, and the credentials a canary run uses (key,
+    fixture password, JWT secret): so a test can scan every artifact of a run for them, and one found is a leak."""
+
+    name: str = "Zyqxcanary Obelia"
+    email: str = "canary.7f3k@example.org"
+    phone: str = "555-0199-4242"
+    ssn: str = "900-07-4242"
+    note: str = "CANARYNOTE-9c1e client disclosed zyqx history at intake"
+    key: str = hashlib.sha256(b"hipaa-migration-gate canary key").hexdigest()
+    password: str = "Canary-Pw-q8Zx4vT"
+    jwt_secret: str = "canary-jwt-secret-5b7d1e9f0a2c4e6b8d3f-zyqx"
+
+    @property
+    def phi(self) -> dict[str, str]:
+        return {"name": self.name, "email": self.email, "phone": self.phone, "ssn": self.ssn, "note": self.note}
+
+
+CANARY = Canaries()
+# The patient (of the first demo therapist, the fixture user) and the therapist whose rows carry the canaries.
+CANARY_PATIENT = 1
+CANARY_THERAPIST = 1
 
 FIRST = ("Ana", "Zoë", "José", "Siobhán", "Ólafur", "Mary-Kate", "Đặng", "Nadia", "Kwame", "Li", "Fatima",
          "Jean-Luc", "Søren", "Chloé", "Aarav", "Björn", "Renée", "Tomás", "Yuki", "Ngozi", "Priya", "Oluwaseun")
@@ -98,6 +125,7 @@ class Plan:
 
     seed: int
     patients: int
+    fixture_password: str | None = None  # the first demo user's password instead of the documented one
 
     @property
     def therapists(self) -> int:
@@ -201,6 +229,11 @@ def _sometimes(rng: random.Random, value: str, p_null: float = 0.15, p_empty: fl
     return value
 
 
+def _session_note(rng: random.Random, patient_id: int) -> str | None:
+    note = _sometimes(rng, _pick(rng, NOTES), 0.1)
+    return CANARY.note if patient_id == CANARY_PATIENT else note
+
+
 def _bcrypt_hash(rng: random.Random, password: str) -> str:
     salt = "".join(_pick(rng, _BCRYPT_ALPHABET) for _ in range(21)) + _pick(rng, ".Oeu")
     return bcrypt.hashpw(password.encode(), f"$2b$04${salt}".encode()).decode()
@@ -220,6 +253,8 @@ def users(plan: Plan, key: str) -> dict[str, list[tuple]]:
         created = _when(rng, 400)
         if uid <= len(DEMO_USERS):
             username, password = DEMO_USERS[uid - 1]
+            if uid == 1 and plan.fixture_password:
+                password = plan.fixture_password
             pw_hash = _bcrypt_hash(rng, password)
         else:
             username, pw_hash = f"therapist{uid:07d}", pool[uid % len(pool)]
@@ -247,6 +282,8 @@ def users(plan: Plan, key: str) -> dict[str, list[tuple]]:
                       f"19{_between(rng, 50, 99)}-0{_between(rng, 1, 9)}-1{_between(rng, 0, 9)}",
                       f"{_between(rng, 1, 999)} Elm Rd", phone, mail, _pick(rng, CITIES))
             cipher = [enc("therapist_phi", phi_id, i, _sometimes(rng, v)) for i, v in enumerate(values)]
+            if uid == CANARY_THERAPIST:
+                cipher[0] = enc("therapist_phi", phi_id, 0, CANARY.ssn)
             tables["therapist_phi"].append((
                 phi_id, uid, *cipher, rng.random() < 0.8,
                 enc("therapist_phi", phi_id, 10, _sometimes(rng, _person(rng, uid + 7))),
@@ -277,8 +314,13 @@ def patient_chunk(plan: Plan, chunk: tuple[int, int], first_ids: tuple[int, int]
                  _pick(rng, GENDERS), _pick(rng, RACES), _pick(rng, PRONOUNS), _pick(rng, NOTES),
                  _pick(rng, DIAGNOSES), f"Acme Health PPO plan {_between(rng, 0, 100)}", f"M{_between(rng, 0, 10**8)}")
         cipher = [enc("clients_hipaa", pid, i, _sometimes(rng, v)) for i, v in enumerate(plain)]
+        name = _person(rng, pid)
+        if pid == CANARY_PATIENT:  # drawn as any other row first, so every other value stays as it was
+            email, phone, name = CANARY.email, CANARY.phone, CANARY.name
+            for i, value in ((0, email), (1, phone), (10, CANARY.note)):
+                cipher[i] = enc("clients_hipaa", pid, i, value)
         yield "clients_hipaa", (
-            pid, therapist, _person(rng, pid), *cipher,
+            pid, therapist, name, *cipher,
             search_hash(email) if cipher[0] else None, search_hash(phone) if cipher[1] else None,
             _pick(rng, PATIENT_STATUS), _pick(rng, ("individual", "couple", "family")),
             _pick(rng, ("private_pay", "insurance")), _pick(rng, MONEY), _pick(rng, MONEY), _pick(rng, MONEY),
@@ -289,7 +331,7 @@ def patient_chunk(plan: Plan, chunk: tuple[int, int], first_ids: tuple[int, int]
             yield "sessions_hipaa", (
                 session_id, therapist, pid, when, _pick(rng, (50, 50, 45, 60, 90)),
                 _pick(rng, ("individual", "intake", "family")), _pick(rng, SESSION_STATUS),
-                enc("sessions_hipaa", session_id, 0, _sometimes(rng, _pick(rng, NOTES), 0.1)),
+                enc("sessions_hipaa", session_id, 0, _session_note(rng, pid)),
                 enc("sessions_hipaa", session_id, 1, _sometimes(rng, "GAD-7 score 8; PHQ-9 score 6", 0.7)),
                 enc("sessions_hipaa", session_id, 2, _sometimes(rng, "Reduce avoidance behaviours", 0.7)),
                 enc("sessions_hipaa", session_id, 3, _sometimes(rng, "Progressing toward goal 1", 0.8)),

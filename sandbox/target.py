@@ -14,7 +14,7 @@ from psycopg import sql
 from migration_gate.config import GateConfig, load_config
 from migration_gate.embedded import EmbeddedPostgres
 from migration_gate.progress import Progress
-from sandbox.api_process import ApiProcess
+from sandbox.api_process import SANDBOX_JWT_SECRET, ApiProcess
 from sandbox.roles import as_role, create_app_role, grant_app_role
 from sandbox.seed import SeedSummary, seed_legacy
 from sandbox.synthetic import SANDBOX_KEY
@@ -33,6 +33,8 @@ class Sandbox:
     api: ApiProcess | None = None
     seeded: SeedSummary | None = None
     gate: GateConfig | None = None  # the description whose [app_role] the API runs as (default: migration.toml)
+    fixture_password: str | None = None  # the first demo user's password instead of the documented one
+    jwt_secret: str = SANDBOX_JWT_SECRET
 
     @property
     def dsn(self) -> str:
@@ -57,12 +59,13 @@ class Sandbox:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
         self.progress.say(f"seeding the legacy database with {self.patients:,} synthetic patients")
         self.seeded = seed_legacy(self.dsn, self.patients, seed=self.seed, key=self.key,
-                                  progress=lambda done, total: self.progress.count("patients", done, total))
+                                  progress=lambda done, total: self.progress.count("patients", done, total),
+                                  fixture_password=self.fixture_password)
         if self.gate.app_role:
             grant_app_role(self.dsn, self.gate.app_role, sorted(self.gate.legacy_schema), self.gate.schema)
         self.progress.say(f"seeded in {self.seeded.seconds:.1f} s")
         self.api = ApiProcess(self.app_dsn, self.key, use_hipaa_schema=False, log_file=self.workdir / "api.log",
-                              maintenance_file=self.workdir / "maintenance.flag")
+                              maintenance_file=self.workdir / "maintenance.flag", jwt_secret=self.jwt_secret)
         self.api.start()
         self.progress.say(f"reference API on {self.api.base_url} (legacy schema)")
         return self
