@@ -110,7 +110,8 @@ def _real_target(gate: GateConfig, need_api: bool = True) -> CutoverTarget:
         raise ConfigError(f"{', '.join(missing)} not set (scripts/rehearse runs on the embedded sandbox instead)")
     return CutoverTarget(dsn=env.database_url, key=env.phi_key, api_base_url=env.api_base_url or "",
                          api_username=env.api_username or "", api_password=env.api_password or "",
-                         hooks=ShellHooks(gate.hooks), app_log_file=env.app_log_file, api_headers=env.api_headers)
+                         hooks=ShellHooks(gate.hooks, timeout=gate.hook_timeout_seconds),
+                         app_log_file=env.app_log_file, api_headers=env.api_headers)
 
 
 def _environment(target: CutoverTarget, gate: GateConfig) -> dict[str, str]:

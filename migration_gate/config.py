@@ -308,6 +308,7 @@ class GateConfig:
     deploy_wait_seconds: float = 300.0  # how long a deploy may take until the app reports the expected schema
     sandbox_provider: str = DEFAULT_SANDBOX_PROVIDER  # module:attribute, see migration_gate.provider
     app_role: AppRole | None = None  # [app_role]: the app's own role and its privileges
+    hook_timeout_seconds: float = 600.0  # [hooks] timeout_seconds: a hook that runs longer is stopped, red
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -493,6 +494,42 @@ def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRul
         visibility=visibility, rights=tuple(rights), memberships=tenancy, schema=schema)
 
 
+# What a description may hold: a misspelt section or key is refused, never silently ignored.
+SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tables", "new_tables", "dropped_tables",
+            "tenancy", "search_hashes", "preconditions", "new_foreign_keys", "legacy_foreign_keys", "legacy_schema",
+            "legacy_objects", "new_schema", "new_objects", "backup", "logs")
+KEYS = {"migration": ("file", "rollback_file", "lock_timeout", "statement_timeout", "rollback_method", "schema"),
+        "budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes"),
+        "sandbox": ("patients", "seed", "username", "password", "provider")}
+
+
+def _known_keys(data: dict, where: str) -> None:
+    """Unknown sections, unknown keys of the fixed sections, and [hooks] values that are not commands."""
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown section [{unknown[0]}] (known: {', '.join(SECTIONS)})")
+    for section, allowed in KEYS.items():
+        spec = data.get(section, {})
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: [{section}] must be a table")
+        unknown = sorted(set(spec) - set(allowed))
+        if unknown:
+            raise ConfigError(f"{where} [{section}]: unknown key {unknown[0]} (known: {', '.join(allowed)})")
+    hooks = data.get("hooks", {})
+    if not isinstance(hooks, dict):
+        raise ConfigError(f"{where}: [hooks] must be a table")
+    for name, value in hooks.items():
+        if name != "timeout_seconds" and not isinstance(value, str):
+            raise ConfigError(f"{where} [hooks]: {name} must be a shell command (a string)")
+
+
+def _hook_timeout(data: dict, where: str) -> float:
+    value = data.get("hooks", {}).get("timeout_seconds", 600)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{where} [hooks]: timeout_seconds must be a positive number of seconds")
+    return float(value)
+
+
 def load_config(path: Path | None = None) -> GateConfig:
     """Read and validate the migration description (default: migration.toml at the project root)."""
     path = Path(path or os.environ.get("GATE_CONFIG") or DEFAULT_CONFIG)
@@ -506,6 +543,16 @@ def load_config(path: Path | None = None) -> GateConfig:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
     base = path.parent
     where = path.name
+    _known_keys(data, where)
+    try:
+        return _load(data, path, base, where)
+    except (ValueError, TypeError) as exc:  # int("many"), float([1]): a wrong type, named in one line
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{where}: a value has the wrong type ({exc.__class__.__name__}: {exc})") from None
+
+
+def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
     mig = _need(data, "migration", dict, where)
     # GATE_MIGRATION_FILE: rehearse another migration file with the same description (scripts/rehearse --migration)
     migration_file = Path(os.environ.get("GATE_MIGRATION_FILE") or base / _need(mig, "file", str,
@@ -565,7 +612,8 @@ def load_config(path: Path | None = None) -> GateConfig:
         new_foreign_keys=_foreign_keys(data.get("new_foreign_keys", {}), f"{where} [new_foreign_keys]"),
         legacy_foreign_keys=_foreign_keys(data.get("legacy_foreign_keys", {}), f"{where} [legacy_foreign_keys]"),
         rollback_method=str(mig.get("rollback_method", "restore")),
-        hooks={k: str(v) for k, v in data.get("hooks", {}).items()},
+        hooks={k: str(v) for k, v in data.get("hooks", {}).items() if k != "timeout_seconds"},
+        hook_timeout_seconds=_hook_timeout(data, where),
         schema=str(mig.get("schema", "public")),
         new_objects={t: _objects(o, f"{where} [new_objects.{t}]") for t, o in data.get("new_objects", {}).items()},
         legacy_objects={t: _objects(o, f"{where} [legacy_objects.{t}]")

@@ -4,7 +4,9 @@ the database, the key and the API."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,12 +53,22 @@ class ShellHooks:
         command = self.commands.get(name)
         if not command:
             raise GateError(f"no [hooks] {name} command configured")
-        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=self.timeout)
-        if done.returncode != 0:
-            last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        # its own process group, so a hang is stopped with everything it started (a sleep, a curl)
+        child = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 start_new_session=True)
+        try:
+            stdout, stderr = child.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+            raise GateError(f"hook {name} did not finish within {self.timeout:g} s and was stopped "
+                            "([hooks] timeout_seconds)") from None
+        if child.returncode != 0:
+            last = (stderr or stdout).strip().splitlines()[-1:] or ["(no output)"]
             # a hook's output may echo its environment (set -x, a verbose curl): its secrets are masked by value
             line = mask_values(redact_text(last[0]), secret_values(dict(os.environ)))
-            raise GateError(f"hook {name} failed with exit code {done.returncode}: {line}")
+            raise GateError(f"hook {name} failed with exit code {child.returncode}: {line}")
 
     def maintenance(self, on: bool) -> None:
         self._run("maintenance_on" if on else "maintenance_off")
