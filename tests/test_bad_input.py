@@ -115,10 +115,10 @@ CASES = {
                          _edit(c, f'maintenance_on = "echo maintenance_on >> {f / "calls"}"',
                                'maintenance_on = "sleep 60"'), ({}, []))[2]),
     "migration file with a syntax error": (
-        "cutover", "verdict", 1, "phase premigration failed: ",
+        "cutover", "verdict", 1, "failed: test_migration_and_rollback_rehearsed_on_a_scratch_copy",
         lambda b, f, c: ({"GATE_MIGRATION_FILE": str(_syntax_error(f))}, [])),
     "migration statement that fails halfway": (
-        "cutover", "verdict", 1, "phase premigration failed: ",
+        "cutover", "verdict", 1, "failed: test_migration_and_rollback_rehearsed_on_a_scratch_copy",
         lambda b, f, c: ({"GATE_MIGRATION_FILE": str(_halfway(f))}, [])),
     "disk fills during the backup": (
         "backup", "phase", 1, "backup: FAILED in ",
