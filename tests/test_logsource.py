@@ -18,11 +18,16 @@ import pytest
 from migration_gate import logsource
 from migration_gate.checks import api as checks
 from migration_gate.config import ConfigError, Environment, LogsConfig, load_config
+from migration_gate.gate import Gate
 from migration_gate.hooks import CutoverTarget, ShellHooks
 from migration_gate.logsource import LogMarker, LogSource
+from migration_gate.progress import Progress
 from migration_gate.runstate import RunState
 from migration_gate.suites import suite_env
 from migration_gate.target import RealTargets
+from sandbox.api_process import SandboxHooks
+from sandbox.provider import SandboxProvider
+from sandbox.synthetic import SANDBOX_KEY
 from tests import test_checks_api
 from tests.conftest import ROOT
 from tests.test_checks_api import Sandbox, green, red
@@ -292,3 +297,39 @@ def test_the_sandbox_log_command_prints_the_lines_since_the_time(tmp_path: Path)
     assert len(run("--file", str(log), "--since", "2026-12-01T09:00:00Z").stdout.splitlines()) == 4
     assert run("--file", str(tmp_path / "none.log"), "--since", "2026-12-01T09:00:00Z").returncode == 3
     assert run("--file", str(log)).returncode == 2
+
+
+# ---------------------------------------------------------------------------------------------- the whole cut-over
+
+
+class ErrorsAfterTheDeploy(SandboxHooks):
+    """The deploy succeeds and the app is healthy, but it logs an error once it runs on the new schema."""
+
+    def deploy(self, use_hipaa_schema: bool) -> None:
+        super().deploy(use_hipaa_schema)
+        if use_hipaa_schema:
+            _append(self.api.log_file, {"ts": logsource.utc_now(), "level": "error", "event": "startup_check",
+                                        "error": "RuntimeError", "detail": f"for {EMAIL}"})
+
+
+def test_a_cut_over_whose_app_logs_errors_after_the_deploy_is_rolled_back(tmp_path: Path) -> None:
+    """The app is a separate process whose log the gate reaches only through the log command (the rehearsal's
+    provider): the error it logs after the deploy makes the post-checks red and the rollback verified."""
+    gate = load_config()
+    rehearsal = SandboxProvider().rehearsal(tmp_path / "sandbox", 150, 1, Progress(quiet=True)).start()
+    try:
+        assert rehearsal.app_log_file is None and rehearsal.log_source.kind == "command"
+        target = CutoverTarget(dsn=rehearsal.dsn, key=SANDBOX_KEY, api_base_url=rehearsal.api_base_url,
+                               api_username=gate.sandbox_username, api_password=gate.sandbox_password,
+                               hooks=ErrorsAfterTheDeploy(rehearsal.box.api), api_headers=rehearsal.api_headers,
+                               allow_writes=True)
+        state = Gate(gate, target, tmp_path / "run", Progress(quiet=True), log_source=rehearsal.log_source).run()
+    finally:
+        rehearsal.stop()
+    assert state.status == "rolled-back" and state.rollback_verified is True, (state.status, state.failure)
+    assert state.failure.startswith("phase postmigration failed"), state.failure
+    assert "failed: test_no_error_lines_in_the_application_log_since_the_deploy;" in state.failure
+    assert "[hooks] logs_since: 1 error lines since the deploy" in state.failure
+    assert "startup_check/RuntimeError x1" in state.failure and "Quill" not in state.failure
+    assert LogSource.from_json(state.log_source) == rehearsal.log_source
+    assert LogMarker.from_json(state.log_marker).since.endswith("Z")

@@ -110,8 +110,8 @@ def logs_clean(source: LogSource | None, marker: LogMarker | None, requests_made
         result.add(f"cannot see the logs: {exc}")
         return result
     since = f"since {marker.since}" if marker.since else f"after byte {marker.offset}"
-    result.notes.append(f"log source: {source.label}; {len(lines)} lines {since}; {requests_made} request(s) "
-                        "made in the window")
+    result.notes.append(f"log source: {source.label}; {len(lines)} lines {since}; at least {requests_made} "
+                        "request(s) made in the window")
     text_errors = None
     if source.format == "text":
         text_errors = re.compile(source.error_pattern) if source.error_pattern else PLAIN_ERROR_LINE
