@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from migration_gate.config import ROOT, ConfigError, LogsConfig
@@ -33,6 +33,7 @@ from migration_gate.config import ROOT, ConfigError, LogsConfig
 SINCE_VARIABLE = "GATE_LOGS_SINCE"
 UNTIL_VARIABLE = "GATE_LOGS_UNTIL"
 SETTLE_POLL = 0.5
+PROBE_WINDOW = timedelta(minutes=5)  # what probe() asks a command for
 
 
 class LogsUnseen(Exception):  # noqa: N818 - read as "the logs are unseen", a condition rather than a crash
@@ -196,3 +197,19 @@ def window(source: LogSource, marker: LogMarker, requests_made: int) -> list[str
             raise LogsUnseen(f"{source.name} shows no lines since {marker.since or 'the deploy'} although "
                              f"{requests_made} request(s) were made to the app in that window")
         time.sleep(SETTLE_POLL)
+
+
+def probe(source: LogSource | None) -> str:
+    """Before the window opens (a pre-flight): the source answers now. A file is there and readable; a command
+    exits 0 in time when asked for the last five minutes. Returns what was found (PHI-free), or LogsUnseen."""
+    if source is None:
+        raise LogsUnseen("no log source (set APP_LOG_FILE, or [logs] in migration.toml)")
+    if source.kind == "file":
+        marker = mark(source)
+        if marker.inode is None:
+            raise LogsUnseen(f"{source.name} does not exist")
+        read_since(source, marker)  # opens it: readable, a file
+        return f"{source.label}, {marker.offset:,} bytes"
+    since = (datetime.now(UTC) - PROBE_WINDOW).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    lines = read_since(source, LogMarker(since=since))
+    return f"{source.label}, {sum(1 for line in lines if line.strip())} lines in the last five minutes"

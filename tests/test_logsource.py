@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -297,6 +298,20 @@ def test_the_sandbox_log_command_prints_the_lines_since_the_time(tmp_path: Path)
     assert len(run("--file", str(log), "--since", "2026-12-01T09:00:00Z").stdout.splitlines()) == 4
     assert run("--file", str(tmp_path / "none.log"), "--since", "2026-12-01T09:00:00Z").returncode == 3
     assert run("--file", str(log)).returncode == 2
+
+
+def test_probe_says_before_the_window_whether_the_source_answers(hipaa: Sandbox, tmp_path: Path) -> None:
+    """What a pre-flight asks: the file is there, the command exits 0 in time; else why not, in one line."""
+    assert logsource.probe(_file(hipaa.api.log_file)).startswith("file api.log (jsonl), ")
+    found = logsource.probe(_sandbox_command(hipaa.api.log_file))
+    assert found.startswith("command [hooks] logs_since (jsonl), ") and found.endswith(" lines in the last five"
+                                                                                     " minutes")
+    for source, why in ((None, "no log source"), (_file(tmp_path / "none.log"), "none.log does not exist"),
+                        (_file(tmp_path), f"{tmp_path.name} is a directory"),
+                        (_command("exit 3"), "[hooks] logs_since exited with code 3"),
+                        (_command("sleep 5", timeout=0.5), "[hooks] logs_since did not finish within 0.5 s")):
+        with pytest.raises(logsource.LogsUnseen, match=re.escape(why)):
+            logsource.probe(source)
 
 
 # ---------------------------------------------------------------------------------------------- the whole cut-over
