@@ -121,8 +121,9 @@ def test_the_text_file_is_green_on_clean_lines_and_red_on_its_own_error_pattern(
 def test_an_error_line_in_the_jsonl_file_or_the_command_is_red_naming_lines_not_text(hipaa: Sandbox,
                                                                                      phi: list[str]) -> None:
     for source in (_file(hipaa.api.log_file), _sandbox_command(hipaa.api.log_file)):
+        time.sleep(0.01)  # a line of the marker's millisecond counts (more lines, never fewer): none of those
         marker = logsource.mark(source)
-        time.sleep(0.01)  # a line of the same millisecond as the marker counts, one from before never does
+        time.sleep(0.01)
         _traffic(hipaa)
         _append(hipaa.api.log_file,
                 {"ts": logsource.utc_now(), "level": "error", "event": "audit_failed", "error": "NotNullViolation",
