@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,6 +274,67 @@ def _need_dict(spec: dict, key: str, where: str) -> dict:
     return value
 
 
+LOG_SOURCES = ("jsonl", "text", "command")
+LOG_FORMATS = ("jsonl", "text")
+
+
+@dataclass(frozen=True)
+class LogsConfig:
+    """[logs]: where the log check (POST-11) takes the app's lines from. "jsonl" or "text" read a file (APP_LOG_FILE,
+    else `path`) from the byte offset taken at deploy; "command" runs the [hooks] command named by `hook`, which
+    prints the lines since GATE_LOGS_SINCE (ISO-8601 UTC, in its environment) in `format`. `error_pattern` (a
+    regex, text lines only) says which lines are errors; `settle_seconds` how long an empty window is read
+    again (a host's log API lags); `timeout_seconds` bounds the command."""
+
+    source: str = "jsonl"
+    path: Path | None = None
+    format: str = "jsonl"  # of the lines: the file's for file sources, the command's stdout for "command"
+    error_pattern: str | None = None
+    hook: str = "logs_since"
+    timeout_seconds: float = 60.0
+    settle_seconds: float = 0.0
+
+
+def load_logs(spec: object, hooks: dict[str, str], base: Path, where: str) -> LogsConfig:
+    """[logs], validated: a source we know, a format we read, a regex that compiles, a hook that exists."""
+    if spec is None:
+        return LogsConfig()
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a table")
+    unknown = set(spec) - {"source", "path", "format", "error_pattern", "hook", "timeout_seconds", "settle_seconds"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
+    source = str(spec.get("source", "jsonl"))
+    if source not in LOG_SOURCES:
+        raise ConfigError(f"{where}: source must be one of {', '.join(LOG_SOURCES)}")
+    default_format = "text" if source == "text" else "jsonl"
+    line_format = str(spec.get("format", default_format))
+    if line_format not in LOG_FORMATS or (source != "command" and line_format != default_format):
+        raise ConfigError(f"{where}: format must be " + ("jsonl or text" if source == "command" else default_format)
+                          + f" for source {source}")
+    pattern = spec.get("error_pattern")
+    if pattern is not None:
+        if line_format != "text":
+            raise ConfigError(f"{where}: error_pattern applies to text lines only (format = \"text\")")
+        try:
+            re.compile(str(pattern))
+        except re.error as exc:
+            raise ConfigError(f"{where}: error_pattern is not a valid regular expression ({exc})") from None
+    hook = str(spec.get("hook", "logs_since"))
+    if source == "command" and not hooks.get(hook):
+        raise ConfigError(f"{where}: source \"command\" needs the command [hooks] {hook}")
+    if source == "command" and "path" in spec:
+        raise ConfigError(f"{where}: path applies to file sources only")
+    numbers = {k: spec.get(k, d) for k, d in (("timeout_seconds", 60.0), ("settle_seconds", 0.0))}
+    timeout, settle = (_need(numbers, k, float, where) for k in numbers)
+    if timeout <= 0 or settle < 0:
+        raise ConfigError(f"{where}: timeout_seconds must be positive and settle_seconds not negative")
+    path = (base / str(spec["path"])).resolve() if spec.get("path") else None
+    return LogsConfig(source=source, path=path, format=line_format,
+                      error_pattern=str(pattern) if pattern is not None else None, hook=hook,
+                      timeout_seconds=timeout, settle_seconds=settle)
+
+
 @dataclass(frozen=True)
 class GateConfig:
     path: Path
@@ -308,6 +370,7 @@ class GateConfig:
     deploy_wait_seconds: float = 300.0  # how long a deploy may take until the app reports the expected schema
     sandbox_provider: str = DEFAULT_SANDBOX_PROVIDER  # module:attribute, see migration_gate.provider
     app_role: AppRole | None = None  # [app_role]: the app's own role and its privileges
+    logs: LogsConfig = field(default_factory=LogsConfig)  # [logs]: where the log check reads the app's lines
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -574,6 +637,8 @@ def load_config(path: Path | None = None) -> GateConfig:
         dropped_tables={str(k): str(v) for k, v in data.get("dropped_tables", {}).items()},
         tenancy=tenancy,
         app_role=load_app_role(data.get("app_role"), f"{where} [app_role]"),
+        logs=load_logs(data.get("logs"), {k: str(v) for k, v in data.get("hooks", {}).items()}, base,
+                       f"{where} [logs]"),
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")
@@ -630,5 +695,8 @@ def load_environment(env: dict[str, str] | None = None) -> Environment:
         baseline_url=env.get("BASELINE_DATABASE_URL") or None,
         api_headers={str(k): str(v) for k, v in headers.items()},
         extra={k: v for k, v in (("log_offset", env.get("APP_LOG_OFFSET")),
-                                 ("allow_writes", env.get("GATE_ALLOW_WRITES"))) if v},
+                                 ("allow_writes", env.get("GATE_ALLOW_WRITES")),
+                                 ("log_source", env.get("GATE_LOG_SOURCE")),
+                                 ("log_marker", env.get("GATE_LOG_MARKER")),
+                                 ("logs_since", env.get("GATE_LOGS_SINCE"))) if v},
     )

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                                api_username=gate.sandbox_username, api_password=gate.sandbox_password,
                                hooks=sandbox.hooks, app_log_file=sandbox.app_log_file,
                                api_headers=sandbox.api_headers, allow_writes=True)
-        state = Gate(gate, target, run_dir, progress).run()
+        state = Gate(gate, target, run_dir, progress, log_source=getattr(sandbox, "log_source", None)).run()
         environment = {"Target": "embedded sandbox (throwaway PostgreSQL, synthetic PHI)",
                        "Patients seeded": f"{args.patients:,} (seed {args.seed})", "API": "sandbox reference API",
                        "Configuration": str(gate.path), "Run by": operator(), "Gate version": gate_version()}

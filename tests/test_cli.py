@@ -175,3 +175,8 @@ def test_the_rehearsal_ends_green_with_a_sign_off(tmp_path: Path) -> None:
     assert "Gate version" in signoff and "(commit " in signoff and "sandbox-hipaa" in signoff  # app's /api/status
     assert re.search(r"Run by</t[hd]>\s*<td>[^<0-9][^<]*</td>", signoff), "the sign-off names no person"
     assert not list(tmp_path.glob("*/sandbox/*.flag")), "maintenance left on"
+    # the post-checks read the API's log through the sandbox's log command, as a hosted app's (issue 9 item 3)
+    results = json.loads(next(tmp_path.glob("*/postmigration/criteria-postmigration.json")).read_text())
+    notes = [n for c in results["checks"] for n in c["notes"] if n.startswith("log source: ")]
+    assert len(notes) == 1 and notes[0].startswith("log source: command [hooks] logs_since (jsonl); "), notes
+    assert int(notes[0].split("; ")[1].split()[0]) > 0
