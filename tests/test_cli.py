@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from migration_gate import backup
-from migration_gate.config import load_config
+from migration_gate.config import SANDBOX_BANNER, load_config
 from migration_gate.redact import describe_target
 from migration_gate.runstate import schema_state
 from sandbox.synthetic import SANDBOX_KEY
@@ -125,11 +125,17 @@ def test_rollback_refuses_a_run_of_another_database(legacy_db: str, tmp_path: Pa
 
 
 def test_the_rehearsal_ends_green_with_a_sign_off(tmp_path: Path) -> None:
-    done = script("rehearse", "--patients", "120", "--json", "--quiet", "--reports", str(tmp_path), timeout=600)
+    """In CI too (a sandbox run by definition), with a GATE_SANDBOX=1 the job set; the sign-off and every phase
+    report say SANDBOX, and the sign-off never says the system is live."""
+    done = script("rehearse", "--patients", "120", "--json", "--quiet", "--reports", str(tmp_path), timeout=600,
+                  env={"CI": "true", "GATE_SANDBOX": "1"})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads(done.stdout)
-    assert summary["verdict"] == "green" and summary["exit_code"] == 0
+    assert summary["verdict"] == "green" and summary["exit_code"] == 0 and summary["sandbox"] == SANDBOX_BANNER
     assert [p["status"] for p in summary["phases"]] == ["passed"] * 8
     signoff = Path(summary["signoff"]).read_text()
     assert "Verdict: PASSED" in signoff and "skipped" not in signoff
+    assert signoff.index(SANDBOX_BANNER) < signoff.index("<h1>") and "live on the new schema" not in signoff
+    phase_reports = list(Path(summary["run_dir"]).glob("*/*.html"))
+    assert len(phase_reports) >= 5 and all(SANDBOX_BANNER in p.read_text() for p in phase_reports)
     assert not list(tmp_path.glob("*/sandbox/*.flag")), "maintenance left on"
