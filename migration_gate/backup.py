@@ -26,7 +26,7 @@ from psycopg import sql
 from migration_gate import catalog
 from migration_gate.checksums import table_checksum
 from migration_gate.embedded import PgBinaries, find_binaries
-from migration_gate.redact import describe_target, redact_text
+from migration_gate.redact import connection_cause, describe_target, redact_text
 
 RECORD_SUFFIX = ".json"
 CATALOG_SUFFIX = ".catalog.json"  # the catalog at the dump's snapshot, beside the dump
@@ -117,8 +117,7 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
     try:
         conn = psycopg.connect(dsn, connect_timeout=10)
     except psycopg.OperationalError as exc:
-        raise BackupError(redact_text(f"database {describe_target(dsn)} is unreachable: "
-                                      f"{str(exc).strip().splitlines()[-1]}")) from None
+        raise BackupError(f"database {describe_target(dsn)} is unreachable: {connection_cause(exc)}") from None
     with conn:
         server = server_major(conn)
         dump_major = tool_major(binaries, "pg_dump")

@@ -4,6 +4,7 @@ gate and map its errors to the exit codes in migration_gate.verdict (printed by 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate import backup
+from migration_gate import backup, preflight
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
 from migration_gate.errors import GateError, Refused
 from migration_gate.gate import Gate
@@ -21,14 +22,37 @@ from migration_gate.hooks import CutoverTarget, ShellHooks
 from migration_gate.migration import MigrationFileError
 from migration_gate.migration import load as load_migration
 from migration_gate.progress import Progress
-from migration_gate.redact import describe_target, redact_text
+from migration_gate.provenance import gate_version, operator
+from migration_gate.redact import connection_cause, describe_target, one_line, redact_text
 from migration_gate.rehearse import main as rehearse_main
-from migration_gate.runstate import BUDGET_OF, PLAN, RunState, schema_state, unfinished_runs
+from migration_gate.runstate import BUDGET_OF, PLAN, RunState, latest_runs, schema_state, unfinished_runs
 from migration_gate.verdict import EPILOG, finish_run
+
+ENVIRONMENT = {
+    "DATABASE_URL": "the target database (its password is redacted everywhere)",
+    "PHI_ENCRYPTION_KEY": "the app's 64-hex-character PHI key",
+    "API_BASE_URL": "the app's address, e.g. https://app.example.com",
+    "GATE_API_USERNAME": "an existing user the API checks log in as",
+    "GATE_API_PASSWORD": "that user's password",
+    "APP_LOG_FILE": "the app's log file, when [logs] does not name another source",
+    "GATE_API_HEADERS": "optional: a JSON object of headers for the checks (a maintenance bypass)",
+    "GATE_REPORTS_DIR": "optional: where runs are recorded (default reports/)",
+}
+_APP = ("API_BASE_URL", "GATE_API_USERNAME", "GATE_API_PASSWORD", "GATE_API_HEADERS")
+NEEDS = {
+    "cutover": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", *_APP, "APP_LOG_FILE", "GATE_REPORTS_DIR"),
+    "precheck": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", *_APP, "GATE_REPORTS_DIR"),
+    "backup": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "GATE_REPORTS_DIR"),
+    "migrate": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "GATE_REPORTS_DIR"),
+    "rollback": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", *_APP),
+}
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=EPILOG,
+    """A command's parser; its help ends with the environment variables that command reads, and the exit codes."""
+    name = prog.rsplit("/", 1)[-1]
+    environment = "Environment:\n" + "".join(f"  {var:<20} {ENVIRONMENT[var]}\n" for var in NEEDS[name])
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=environment + "\n" + EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=None, help="migration description (default: migration.toml)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
@@ -56,10 +80,10 @@ def _one_line(name: str, exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     elif isinstance(exc, psycopg.OperationalError):
-        text = f"database unreachable or connection lost: {str(exc).strip().splitlines()[-1]}"
+        text = f"database unreachable or connection lost: {connection_cause(exc)}"
     else:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-    return redact_text(f"{name}: {text}")
+    return redact_text(one_line(f"{name}: {text}"))
 
 
 def _new_run_dir(reports: Path, kind: str) -> Path:
@@ -91,7 +115,7 @@ def _real_target(gate: GateConfig, need_api: bool = True) -> CutoverTarget:
 
 def _environment(target: CutoverTarget, gate: GateConfig) -> dict[str, str]:
     return {"Target": describe_target(target.dsn), "API": target.api_base_url, "Configuration": str(gate.path),
-            "Run by": os.environ.get("USER") or str(os.getuid()), "Host": os.uname().nodename}
+            "Run by": operator(), "Host": os.uname().nodename, "Gate version": gate_version()}
 
 
 def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTarget, reports: Path,
@@ -135,8 +159,10 @@ def cutover(argv: list[str] | None = None) -> int:
     parser = _parser("scripts/cutover", "Run the migration day against the target in the environment: "
                                         "pre-checks, maintenance, backup, migration, integrity, deploy, post-checks, "
                                         "go-live, sign-off; roll back by itself when a gate after the migration fails.")
-    parser.add_argument("--force", action="store_true", help="migrate even when pre-checks or backup are not green "
-                                                             "(recorded in the report)")
+    parser.add_argument("--force", action="store_true",
+                        help="go on past red pre-checks and red backup checks (a backup must still have been taken); "
+                             "recorded in the report. It never skips the pre-flight, maintenance, or the checks after "
+                             "the migration")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and check the inputs; change nothing")
     parser.add_argument("--rollback-interrupted", action="store_true",
                         help="roll back an interrupted run instead of resuming it")
@@ -145,36 +171,66 @@ def cutover(argv: list[str] | None = None) -> int:
     try:
         gate = load_config(args.config)
         target = _real_target(gate)
+        reports = load_environment().reports_dir
         if args.dry_run:
-            return dry_run(gate, target, args)
-        runner = _resume_or_new(args, gate, target, load_environment().reports_dir, progress)
+            return dry_run(gate, target, args, reports)
+        runner = _resume_or_new(args, gate, target, reports, progress)
+        if not runner.rollback_only and all(p.status == "pending" for p in runner.state.phases):
+            _preflight_or_refuse(gate, target, runner.run_dir, progress)
         state = runner.run_rollback_only() if runner.rollback_only else runner.run()
     except HANDLED as exc:
         return _failed("cutover", exc)
     return finish_run(args, gate, state, _environment(target, gate))
 
 
-def dry_run(gate: GateConfig, target: CutoverTarget, args: argparse.Namespace) -> int:
-    """What a cut-over would do, after checking that its inputs are usable: nothing is changed."""
+def _preflight_or_refuse(gate: GateConfig, target: CutoverTarget, run_dir: Path, progress: Progress) -> None:
+    """Before maintenance goes on: every input a later phase needs, or a refusal listing what is missing."""
+    progress.say("pre-flight: checking every input the cut-over will need")
+    inputs = preflight.check_inputs(gate, target, run_dir.parent)
+    lines = preflight.missing(inputs)
+    if lines:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # an empty folder, not a run to resume
+        raise Refused(f"refusing to start: {len(lines)} inputs missing or unusable, nothing was changed"
+                      + "".join(f"\n  - {line}" for line in lines))
+    progress.say(f"pre-flight: {len(inputs)} inputs ready")
+
+
+def dry_run(gate: GateConfig, target: CutoverTarget, args: argparse.Namespace, reports: Path) -> int:
+    """The plan, and every input checked as the cut-over would check it; nothing is changed. Exit 0 when the
+    cut-over could start, 4 when an input is missing (the list says which)."""
     steps = load_migration(gate.migration_file)
-    with psycopg.connect(target.dsn, connect_timeout=10) as conn:
-        where = schema_state(conn, gate)
-        version = conn.execute("SHOW server_version").fetchone()[0]
-    plan = {"target": describe_target(target.dsn), "server_version": version, "database_schema": where,
-            "migration_file": str(gate.migration_file), "statements": sum(s.kind == "sql" for s in steps),
+    inputs = preflight.check_inputs(gate, target, reports)
+    lines = preflight.missing(inputs)
+    plan = {"target": describe_target(target.dsn), "migration_file": str(gate.migration_file),
+            "statements": sum(s.kind == "sql" for s in steps),
             "data_steps": [s.text for s in steps if s.kind == "data"], "rollback": gate.rollback_method,
             "phases": [{"name": p, "timebox": BUDGET_OF[p], "budget_minutes": gate.phase_minutes.get(BUDGET_OF[p])}
                        for p in PLAN],
-            "downtime_limit_minutes": gate.downtime_minutes, "hooks": sorted(gate.hooks)}
+            "downtime_limit_minutes": gate.downtime_minutes, "hooks": sorted(gate.hooks),
+            "backup_folder": str(reports / "<run>" / "backup"),
+            "inputs": [{"name": i.name, "ok": i.ok, "found": i.found, "missing": i.missing} for i in inputs],
+            "ready": not lines}
     if args.json:
         print(json.dumps(plan, indent=2))
     else:
-        print(f"Dry run against {plan['target']} (PostgreSQL {version}; schema now: {where})")
+        print(f"Dry run against {plan['target']}: nothing was changed")
         print(f"  migration {gate.migration_file.name}: {plan['statements']} statements, data steps "
               f"{', '.join(plan['data_steps']) or 'none'}; rollback by {gate.rollback_method}")
-        print(f"  phases: {' -> '.join(PLAN)}; downtime limit {gate.downtime_minutes:.0f} min")
-        print("  nothing was changed")
-    return 0 if where == "legacy" else 1
+        for phase in plan["phases"]:
+            budget = phase["budget_minutes"]
+            print(f"  phase {phase['name']:<14} timebox {phase['timebox']}"
+                  + (f" ({budget:g} min)" if budget is not None else ""))
+        print(f"  downtime limit {gate.downtime_minutes:g} min; backup into {plan['backup_folder']}")
+        print("  hooks: " + (", ".join(f"{k} = {redact_text(v)[:60]}" for k, v in sorted(gate.hooks.items()))
+                             or "none configured"))
+        print("Inputs:")
+        for item in inputs:
+            print(f"  {'ready  ' if item.ok else 'MISSING'} {item.name}: {item.found}" if item.ok else
+                  "\n".join(f"  MISSING {line}" for line in item.missing))
+        print("Ready: the cut-over can start." if not lines else
+              f"Not ready: {len(lines)} inputs missing; the cut-over would refuse before maintenance.")
+    return 0 if not lines else 4
 
 
 PHASE_COMMANDS = {
@@ -188,24 +244,50 @@ PHASE_COMMANDS = {
 }
 
 
+def _red_prechecks_note(runner: Gate, reports: Path) -> str | None:
+    """What a backup does with red pre-checks: it is taken either way, and migrate refuses until they are green."""
+    own = runner.state.phase("premigration")
+    run = Path(runner.state.run_dir).name
+    if own.status == "failed":
+        return (f"run {run}'s pre-checks are red: this backup is recorded in it, and scripts/migrate refuses "
+                f"until they are green (scripts/precheck --run-dir {runner.state.run_dir}) or with --force")
+    if own.status != "pending":
+        return None
+    earlier = [r for r in latest_runs(reports, runner.state.target) if Path(r.run_dir).name != run]
+    if earlier and any(p.name == "premigration" and p.status == "failed" for p in earlier[-1].phases):
+        return (f"the latest run {Path(earlier[-1].run_dir).name} ended with red pre-checks: this backup goes into a "
+                f"new run {run}, whose pre-checks have not run; scripts/migrate refuses until they are green there "
+                f"(scripts/precheck --run-dir {runner.state.run_dir}) or with --force")
+    return None
+
+
 def phase_command(name: str, argv: list[str] | None = None) -> int:
     """One or more phases of a cut-over run, recorded in its run folder (the next command continues it)."""
     phases, description = PHASE_COMMANDS[name]
     parser = _parser(f"scripts/{name}", description)
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="the run to record into (default: the unfinished run for this target, or a new one)")
-    parser.add_argument("--force", action="store_true", help="(migrate) run even when earlier gates are not green")
+    if name == "migrate":
+        parser.add_argument("--force", action="store_true",
+                            help="migrate even when this run's pre-checks, maintenance or backup are not green "
+                                 "(recorded in the report); never without an unchanged backup")
     args = parser.parse_args(argv)
     args.rollback_interrupted = False
+    args.force = getattr(args, "force", False)
     progress = Progress(quiet=args.quiet or args.json)
     try:
         gate = load_config(args.config)
-        target = _real_target(gate, need_api=name != "backup")
+        target = _real_target(gate, need_api=name == "precheck")
+        reports = load_environment().reports_dir
         if args.run_dir:
             state = _load_state(args.run_dir) if (args.run_dir / "state.json").exists() else None
             runner = Gate(gate, target, args.run_dir, progress, force=args.force, state=state)
         else:
-            runner = _resume_or_new(args, gate, target, load_environment().reports_dir, progress)
+            runner = _resume_or_new(args, gate, target, reports, progress)
+        if name == "backup":
+            note = _red_prechecks_note(runner, reports)
+            if note:
+                print(f"backup: {note}", file=sys.stderr)
         state = runner.run(only=phases)
     except HANDLED as exc:
         return _failed(name, exc)
@@ -219,6 +301,20 @@ def phase_command(name: str, argv: list[str] | None = None) -> int:
             print(f"{record.name}: {record.status.upper()} in {record.seconds or 0:.1f} s - {record.detail or ''}")
         print(f"run folder: {state.run_dir}")
     return 0 if ok else 1
+
+
+def _nothing_to_roll_back(state: RunState, gate: GateConfig, target: CutoverTarget) -> str | None:
+    """A run that never migrated, on a database still on the legacy schema, has nothing to undo: say so and
+    leave its record as it is (rolling back would switch maintenance on and mark a harmless run failed)."""
+    migrated = any(p.name == "migration" and p.status in ("passed", "running") for p in state.phases)
+    if migrated:
+        return None
+    with psycopg.connect(target.dsn, connect_timeout=10) as conn:
+        where = schema_state(conn, gate)
+    if where != "legacy":
+        return None
+    return (f"run {Path(state.run_dir).name} never migrated and the database is on the legacy schema: nothing to "
+            "roll back (its record is left as it was)")
 
 
 def rollback_command(argv: list[str] | None = None) -> int:
@@ -236,6 +332,10 @@ def rollback_command(argv: list[str] | None = None) -> int:
         if state.target != describe_target(target.dsn):
             raise Refused(f"{args.run_dir.name} is a run against {state.target}, not {describe_target(target.dsn)}: "
                           "refusing to restore its backup here")
+        nothing = _nothing_to_roll_back(state, gate, target)
+        if nothing:
+            print(f"rollback: {nothing}")
+            return 0
         state = Gate(gate, target, args.run_dir, progress, state=state).run_rollback_only()
     except HANDLED as exc:
         return _failed("rollback", exc, otherwise=3, backup_changed=4)

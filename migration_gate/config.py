@@ -305,6 +305,7 @@ class GateConfig:
     new_tables: dict[str, str] = field(default_factory=dict)  # new table derived wholesale -> how (which check)
     dropped_tables: dict[str, str] = field(default_factory=dict)  # legacy table not carried over -> why
     tenancy: Tenancy | None = None
+    deploy_wait_seconds: float = 300.0  # how long a deploy may take until the app reports the expected schema
     sandbox_provider: str = DEFAULT_SANDBOX_PROVIDER  # module:attribute, see migration_gate.provider
     app_role: AppRole | None = None  # [app_role]: the app's own role and its privileges
 
@@ -582,6 +583,7 @@ def load_config(path: Path | None = None) -> GateConfig:
         phase_minutes={k: float(v) for k, v in budgets.get("phase_minutes", {}).items()},
         api_p95_ms=_need(budgets, "api_p95_ms", float, f"{where} [budgets]"),
         api_latency_samples=int(budgets.get("api_latency_samples", 20)),
+        deploy_wait_seconds=float(budgets.get("deploy_wait_seconds", 300)),
         sandbox_provider=os.environ.get("GATE_SANDBOX_PROVIDER") or str(sandbox.get("provider",
                                                                                   DEFAULT_SANDBOX_PROVIDER)),
         sandbox_patients=int(sandbox.get("patients", 300)), sandbox_seed=int(sandbox.get("seed", 1)),

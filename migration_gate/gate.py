@@ -25,6 +25,7 @@ from psycopg import sql
 
 from migration_gate import backup, migration
 from migration_gate.catalog import inspect
+from migration_gate.checks import Result
 from migration_gate.checks import api as app
 from migration_gate.config import GateConfig
 from migration_gate.errors import GateError, Refused
@@ -51,6 +52,7 @@ __all__ = ["AFTER_MIGRATION_STARTS", "BUDGET_OF", "LOCK_KEY", "PLAN", "STATE_FIL
            "safe_message", "schema_state", "unfinished_runs"]
 
 LOCK_KEY = 0x6D67_6174  # "mgat": the advisory lock one cut-over holds on its target
+FORCEABLE = ("premigration", "backup")  # the gates --force overrides, and no others
 
 
 class Gate:
@@ -166,10 +168,25 @@ class Gate:
     def _deploy(self, record: PhaseRecord) -> bool:
         self.state.log_offset = app.log_offset(self.target.app_log_file) if self.target.app_log_file else 0
         self.target.hooks.deploy(True)
-        with httpx.Client(base_url=self.target.api_base_url, timeout=15, headers=self.target.api_headers) as client:
-            result = app.health(client, expect_hipaa=True)
-        record.detail = "; ".join(result.problems) or "app healthy with useHipaaSchema true"
+        result = self._wait_for_app(expect_hipaa=True)
+        record.detail = "; ".join(result.problems) or (
+            f"app healthy with useHipaaSchema true ({'; '.join(result.notes[-1:])}"
+            f"{', version ' + self.state.app_version if self.state.app_version else ''})")
         return result.ok
+
+    def _wait_for_app(self, expect_hipaa: bool) -> Result:
+        """Poll the app after a deploy until it reports the expected schema (progress meanwhile), and record
+        the version it says it runs."""
+        def waiting(seconds: float, last: str) -> None:
+            if int(seconds) % 10 < 2:
+                self.progress.say(f"  waiting for the app to report the {'new' if expect_hipaa else 'legacy'} schema:"
+                                  f" {seconds:.0f} s of {self.gate.deploy_wait_seconds:g} (last: {last})")
+        with httpx.Client(base_url=self.target.api_base_url, timeout=15, headers=self.target.api_headers) as client:
+            result = app.wait_for_schema(client, expect_hipaa, self.gate.deploy_wait_seconds, waiting)
+            version = app.app_version(client)
+        if version:
+            self.state.app_version = version
+        return result
 
     def _postmigration(self, record: PhaseRecord) -> bool:
         return self.run_suite("postmigration", record)
@@ -222,6 +239,8 @@ class Gate:
             if record.name == "migration":
                 self._guard_migration()
             if not self._step(record, getattr(self, f"_{record.name}")):
+                if self._forced_past(record):
+                    continue
                 self.state.failure = f"phase {record.name} failed: {record.detail}"
                 if record.name in AFTER_MIGRATION_STARTS and only is None:
                     self.rollback()
@@ -233,6 +252,17 @@ class Gate:
                 return
         self.state.status = "green" if only is None else "running"
         self._finish()
+
+    def _forced_past(self, record: PhaseRecord) -> bool:
+        """--force overrides exactly the gates its help names: red pre-checks and red backup checks (a backup
+        that was taken). Maintenance, a failed dump and everything after the migration still stop the run."""
+        if not self.force or record.name not in FORCEABLE or (record.name == "backup" and not self.state.backup):
+            return False
+        self.state.forced = True
+        record.detail = f"FORCED past: {record.detail}"
+        self.state.save()
+        self.progress.say(f"FORCED: continuing although phase {record.name} is red (in the report)")
+        return True
 
     def _guard_migration(self) -> None:
         """The migration runs only after green pre-checks and backup in this run (or with --force)."""
@@ -297,8 +327,7 @@ class Gate:
 
     def _redeploy_legacy(self, record: PhaseRecord) -> bool:
         self.target.hooks.deploy(False)
-        with httpx.Client(base_url=self.target.api_base_url, timeout=15, headers=self.target.api_headers) as client:
-            result = app.health(client, expect_hipaa=False)
+        result = self._wait_for_app(expect_hipaa=False)
         record.detail = "; ".join(result.problems) or "app healthy on the legacy schema"
         return result.ok
 

@@ -12,12 +12,31 @@ from typing import Protocol
 from migration_gate.errors import GateError
 from migration_gate.redact import redact_text
 
+# The hooks a cut-over calls; a shipped example that still says this mark is a placeholder, not a hook.
+REQUIRED = ("maintenance_on", "maintenance_off", "deploy_new_schema", "deploy_legacy_schema")
+PLACEHOLDER_MARK = "TODO(hook)"
+
 
 class Hooks(Protocol):
     """How the gate talks to the app's hosting: maintenance mode and deploys."""
 
     def maintenance(self, on: bool) -> None: ...
     def deploy(self, use_hipaa_schema: bool) -> None: ...
+
+
+def hook_problems(hooks: Hooks) -> list[str]:
+    """What is wrong with the hooks before any of them runs: shell hooks missing or still placeholders. Hooks
+    that are code (the sandbox's) have nothing to configure."""
+    if not isinstance(hooks, ShellHooks):
+        return []
+    found = []
+    for name in REQUIRED:
+        command = (hooks.commands.get(name) or "").strip()
+        if not command:
+            found.append(f"hook {name}: not configured in [hooks]")
+        elif PLACEHOLDER_MARK in command:
+            found.append(f"hook {name}: still the shipped placeholder (replace it with your host's command)")
+    return found
 
 
 @dataclass

@@ -7,7 +7,6 @@ Loaded by the project's root conftest.py. It stays out of the way of runs that c
 from __future__ import annotations
 
 import contextlib
-import getpass
 import hashlib
 import json
 import logging
@@ -30,6 +29,7 @@ from migration_gate.checks import CheckFailed
 from migration_gate.config import ROOT, SANDBOX_BANNER, ConfigError, GateConfig, load_config, load_environment
 from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
 from migration_gate.phi import PhiCodec
+from migration_gate.provenance import gate_version, operator
 from migration_gate.provider import SandboxProvider, load_provider
 from migration_gate.redact import describe_target, mask_quoted, redact_text, safe_message
 from migration_gate.target import PHASES, RealTargets, Targets, TargetState
@@ -107,7 +107,8 @@ class GateSession:
                                   if self.gate.migration_file.is_relative_to(ROOT) else self.gate.migration_file),
             "Migration sha256": hashlib.sha256(self.gate.migration_file.read_bytes()).hexdigest(),
             "Configuration": str(self.gate.path),
-            "Run by": getpass.getuser(),
+            "Run by": operator(),
+            "Gate version": gate_version(),
             "Started (UTC)": self.started.isoformat(timespec="seconds"),
         }
 

@@ -49,3 +49,20 @@ def safe_message(exc: BaseException) -> str:
     """Type and first line of an error, secrets redacted and quoted parts masked: fit for any report."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return redact_text(f"{exc.__class__.__name__}: {mask_quoted(first)}")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def one_line(text: str) -> str:
+    """Control characters (tabs, newlines, escapes) and runs of spaces as one space: fit for a terminal line."""
+    return re.sub(r" {2,}", " ", _CONTROL.sub(" ", text)).strip()
+
+
+def connection_cause(exc: BaseException) -> str:
+    """Why a connection failed, as the server or the socket said it ("Connection refused", "password
+    authentication failed for user ..."), without libpq's hints on further lines; secrets redacted."""
+    text = str(exc).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    cause = next((line.rsplit("failed: ", 1)[1] for line in lines if "failed: " in line), lines[0] if lines else "")
+    return redact_text(one_line(cause)) or exc.__class__.__name__

@@ -24,6 +24,7 @@ from migration_gate.errors import Refused
 from migration_gate.gate import Gate
 from migration_gate.hooks import CutoverTarget
 from migration_gate.progress import Progress
+from migration_gate.provenance import gate_version, operator
 from migration_gate.provider import load_provider
 from migration_gate.redact import redact_text
 from migration_gate.verdict import EPILOG, EXIT, finish_run
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         state = Gate(gate, target, run_dir, progress).run()
         environment = {"Target": "embedded sandbox (throwaway PostgreSQL, synthetic PHI)",
                        "Patients seeded": f"{args.patients:,} (seed {args.seed})", "API": "sandbox reference API",
-                       "Configuration": str(gate.path)}
+                       "Configuration": str(gate.path), "Run by": operator(), "Gate version": gate_version()}
         code = finish_run(args, gate, state, environment, sandbox=True)
         if args.keep and not args.json:
             print(f"Kept running: psql '{sandbox.dsn}'  API {sandbox.api_base_url} (pid {sandbox.api_pid})\n"

@@ -50,6 +50,7 @@ class RunState:
     phases: list[PhaseRecord] = field(default_factory=list)
     rollback_phases: list[PhaseRecord] = field(default_factory=list)
     backup: dict | None = None
+    app_version: str | None = None  # what the app reported (GET /api/status commit) after the last deploy
     maintenance_on_at: float | None = None
     maintenance_off_at: float | None = None
     downtime_minutes: float | None = None
@@ -119,4 +120,15 @@ def unfinished_runs(reports: Path, target: str) -> list[Path]:
             state = RunState.load(state_file.parent)
             if state.target == target and state.status in ("running", "interrupted") and not pid_alive(state.pid):
                 found.append(state_file.parent)
+    return found
+
+
+def latest_runs(reports: Path, target: str) -> list[RunState]:
+    """Every recorded run against this target, oldest first (folder names sort by start time)."""
+    found = []
+    for state_file in sorted(reports.glob(f"*/{STATE_FILE}")):
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            state = RunState.load(state_file.parent)
+            if state.target == target:
+                found.append(state)
     return found

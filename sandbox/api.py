@@ -384,6 +384,7 @@ class ApiApp:
         table: list[tuple[str, str, Route]] = [
             ("/health", "GET", Route(self.health, {"error": "HEALTH_CHECK_FAILED"}, auth=False)),
             ("/api/health", "GET", Route(self.health, {"error": "HEALTH_CHECK_FAILED"}, auth=False)),
+            ("/api/status", "GET", Route(self.status, {"error": "STATUS_FAILED"}, auth=False)),
             ("/api/login", "POST", Route(self.login, {"error": "Login failed"}, auth=False)),
             ("/api/logout", "POST", Route(self.logout, {"error": "Logout failed"}, auth=False)),
             ("/api/patients", "GET", Route(self.list_patients, read_error, audit="PATIENT")),
@@ -571,6 +572,12 @@ class ApiApp:
                        "useHipaaSchema": self.schema.hipaa},
         }
         return json_response(body, 200 if healthy else 503)
+
+    def status(self, ctx: Context) -> Response:
+        """The real app's GET /api/status: which build is running (the gate records it in the sign-off)."""
+        commit = os.environ.get("APP_COMMIT") or f"sandbox-{'hipaa' if self.schema.hipaa else 'legacy'}"
+        return json_response({"commit": commit, "buildTime": None, "env": self.config.environment,
+                              "uptimeSec": round(time.monotonic() - self.started)})
 
     def database_state(self) -> tuple[bool, bool, list[str]]:
         """(connected, every table the active schema needs exists, errors without DB messages)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import psycopg
 import pytest
 
 from migration_gate import backup
+from migration_gate.cli import NEEDS
 from migration_gate.config import SANDBOX_BANNER, load_config
 from migration_gate.redact import describe_target
 from migration_gate.runstate import schema_state
@@ -42,6 +44,15 @@ def test_every_script_has_help(name: str) -> None:
     done = script(name, "--help")
     assert done.returncode == 0, done.stderr
     assert "usage" in done.stdout.lower() or "Usage" in done.stdout
+
+
+@pytest.mark.parametrize("name", list(NEEDS))
+def test_each_help_lists_its_own_options_and_the_environment_it_reads(name: str) -> None:
+    text = script(name, "--help").stdout
+    listed = re.findall(r"^  ([A-Z_]{6,})\s", text.split("Environment:")[1].split("Exit codes")[0], re.M)
+    assert listed == list(NEEDS[name])
+    assert ("--force" in text.split("Environment:")[0]) is (name in ("cutover", "migrate"))
+    assert ("--dry-run" in text) is (name == "cutover") and ("--run-dir" in text) is (name != "cutover")
 
 
 def test_exit_codes_are_documented_in_help() -> None:
@@ -81,15 +92,17 @@ def test_backup_of_an_unreachable_database_is_one_line_and_redacted(tmp_path: Pa
         "DATABASE_URL": "postgresql://gate:hunter2secret@127.0.0.1:1/app", "PHI_ENCRYPTION_KEY": SANDBOX_KEY})
     one_line_error(done, 1, "backup: database unreachable or connection lost")
     assert "hunter2secret" not in done.stderr + done.stdout
+    assert "Connection refused" in done.stderr and "\t" not in done.stderr  # the cause, not libpq's hint
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(legacy_db: str) -> None:
     done = script("cutover", "--dry-run", "--json", env={
         "DATABASE_URL": legacy_db, "PHI_ENCRYPTION_KEY": SANDBOX_KEY, "API_BASE_URL": "http://127.0.0.1:9",
         "GATE_API_USERNAME": "demo_therapist1", "GATE_API_PASSWORD": "demo-password-1"})
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 4, done.stderr  # no app at that address, placeholder hooks: not ready
     plan = json.loads(done.stdout)
-    assert plan["database_schema"] == "legacy" and plan["statements"] > 100
+    assert not plan["ready"] and plan["statements"] > 100
+    assert {i["name"]: i["ok"] for i in plan["inputs"]}["schema"] is True
     assert plan["data_steps"] == ["sandbox.data_steps:encrypt_organization_ein"]
     with psycopg.connect(legacy_db) as conn:
         assert schema_state(conn, load_config()) == "legacy"
@@ -124,6 +137,33 @@ def test_rollback_refuses_a_run_of_another_database(legacy_db: str, tmp_path: Pa
     one_line_error(done, 4, "is a run against db.example.com:5432/production")
 
 
+def test_rollback_of_a_run_that_never_migrated_says_so_and_changes_nothing(legacy_db: str, tmp_path: Path) -> None:
+    record = _rollback_run(legacy_db, tmp_path, describe_target(legacy_db))
+    state_file = tmp_path / "run" / "state.json"
+    state = json.loads(state_file.read_text())
+    state.update(status="red", failure="phase premigration failed: ...",
+                 phases=[{"name": "premigration", "status": "failed"}, {"name": "migration", "status": "pending"}])
+    state_file.write_text(json.dumps(state))
+    before = state_file.read_text()
+    done = script("rollback", "--run-dir", str(tmp_path / "run"), env={"DATABASE_URL": legacy_db, **ROLLBACK_ENV})
+    assert done.returncode == 0, done.stderr
+    assert "never migrated and the database is on the legacy schema: nothing to roll back" in done.stdout
+    assert state_file.read_text() == before and Path(record.path).exists()
+
+
+def test_a_backup_after_red_pre_checks_says_what_it_does_with_the_run(legacy_db: str, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": legacy_db, **ROLLBACK_ENV, "GATE_REPORTS_DIR": str(tmp_path)}  # no app: red pre-checks
+    assert script("precheck", "--quiet", env=env).returncode == 1
+    done = script("backup", "--quiet", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "ended with red pre-checks: this backup goes into a new run" in done.stderr
+    assert "scripts/migrate refuses until they are green there" in done.stderr
+    migrate = script("migrate", "--quiet", env=env)
+    assert migrate.returncode == 4 and "premigration, maintenance not green" in migrate.stderr
+    with psycopg.connect(legacy_db) as conn:
+        assert schema_state(conn, load_config()) == "legacy"
+
+
 def test_the_rehearsal_ends_green_with_a_sign_off(tmp_path: Path) -> None:
     """In CI too (a sandbox run by definition), with a GATE_SANDBOX=1 the job set; the sign-off and every phase
     report say SANDBOX, and the sign-off never says the system is live."""
@@ -135,6 +175,8 @@ def test_the_rehearsal_ends_green_with_a_sign_off(tmp_path: Path) -> None:
     assert [p["status"] for p in summary["phases"]] == ["passed"] * 8
     signoff = Path(summary["signoff"]).read_text()
     assert "Verdict: PASSED" in signoff and "skipped" not in signoff
+    assert "Gate version" in signoff and "(commit " in signoff and "sandbox-hipaa" in signoff  # app's /api/status
+    assert re.search(r"Run by</t[hd]>\s*<td>[^<0-9][^<]*</td>", signoff), "the sign-off names no person"
     assert signoff.index(SANDBOX_BANNER) < signoff.index("<h1>") and "live on the new schema" not in signoff
     phase_reports = list(Path(summary["run_dir"]).glob("*/*.html"))
     assert len(phase_reports) == 4 and all(SANDBOX_BANNER in p.read_text() for p in phase_reports)

@@ -5,12 +5,14 @@ cut-over against the same database refuses."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,8 +72,9 @@ def _broken_migration(tmp_path: Path, sql: str) -> Path:
 def _cutover(box: Sandbox, run_dir: Path, migration_file: Path | None = None, hooks=None) -> RunState:
     if migration_file:
         os.environ["GATE_MIGRATION_FILE"] = str(migration_file)
-    try:
-        return Gate(load_config(), _target(box, hooks), run_dir, Progress(quiet=True)).run()
+    try:  # a deploy that never reports the new schema fails after 6 s here, not the default 300
+        gate = dataclasses.replace(load_config(), deploy_wait_seconds=6)
+        return Gate(gate, _target(box, hooks), run_dir, Progress(quiet=True)).run()
     finally:
         os.environ.pop("GATE_MIGRATION_FILE", None)
 
@@ -86,6 +89,25 @@ def test_a_clean_cut_over_is_green_with_a_sign_off(sandbox: Sandbox, tmp_path: P
     assert "Verdict: PASSED" in report and "POST-16" in report and "Approvals" in report
     with psycopg.connect(sandbox.dsn) as conn:
         assert schema_state(conn, load_config()) == "migrated"
+
+
+class SlowDeployHooks(SandboxHooks):
+    """A host whose deploy returns at once and swaps the instance seconds later (as Render's does)."""
+
+    def deploy(self, use_hipaa_schema: bool) -> None:
+        if use_hipaa_schema:
+            threading.Timer(3.0, lambda: self.api.restart(use_hipaa_schema=True)).start()
+            return
+        super().deploy(use_hipaa_schema)
+
+
+def test_the_deploy_waits_until_the_app_reports_the_new_schema_and_records_its_version(sandbox: Sandbox,
+                                                                                      tmp_path: Path) -> None:
+    state = _cutover(sandbox, tmp_path / "run", hooks=SlowDeployHooks(sandbox.api))
+    assert state.status == "green", state.failure
+    deploy = state.phase("deploy")
+    assert deploy.seconds >= 2.5 and "the app reported the expected schema after" in deploy.detail
+    assert state.app_version == "sandbox-hipaa"
 
 
 class FailingHooks(SandboxHooks):
@@ -141,6 +163,20 @@ def test_a_failing_pre_check_stops_before_anything_changes(sandbox: Sandbox, tmp
     state = _cutover(sandbox, tmp_path / "run")
     assert state.status == "red" and state.phases[0].status == "failed"
     assert [p.status for p in state.phases[1:]] == ["pending"] * 7
+    assert _snapshot(sandbox.dsn, audit=False) == before
+
+
+def test_force_goes_past_a_red_pre_check_and_nothing_else(sandbox: Sandbox, tmp_path: Path) -> None:
+    """--force overrides the pre-check gate: the run migrates; the post-migration checks still catch the
+    plaintext it let through, and roll back."""
+    with psycopg.connect(sandbox.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE clients_hipaa SET email_encrypted = 'jane@example.com' WHERE id = 1")
+    before = _snapshot(sandbox.dsn, audit=False)
+    state = Gate(load_config(), _target(sandbox), tmp_path / "run", Progress(quiet=True), force=True).run()
+    assert state.forced and state.phase("premigration").status == "failed"
+    assert state.phase("premigration").detail.startswith("FORCED past: ")
+    assert state.phase("migration").status == "passed"
+    assert state.status == "rolled-back" and state.rollback_verified, state.failure
     assert _snapshot(sandbox.dsn, audit=False) == before
 
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from migration_gate.checks import Result
 from migration_gate.checks.api.client import body_of, fetch, send
+
+SAFE_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")  # a commit hash or a version: safe to record
 
 
 def health(client: httpx.Client, expect_hipaa: bool) -> Result:
@@ -69,3 +74,41 @@ def maintenance_active(client: httpx.Client, probe_path: str = "/api/patients") 
         result.add(f"GET /health: {health_status} during maintenance, expected 200")
     return result
 
+
+
+def app_version(client: httpx.Client) -> str | None:
+    """The build the app says it runs: GET /api/status's commit (the real app), else a version in /health."""
+    for path, keys in (("/api/status", ("commit", "version")), ("/health", ("version", "commit"))):
+        try:
+            body = body_of(send(client, "GET", path))
+        except httpx.HTTPError:
+            continue
+        if isinstance(body, dict):
+            for key in keys:
+                value = body.get(key)
+                if isinstance(value, str) and SAFE_VERSION.match(value):
+                    return value
+    return None
+
+
+def wait_for_schema(client: httpx.Client, expect_hipaa: bool, timeout_s: float,
+                    on_wait: Callable[[float, str], None] | None = None, interval_s: float = 2.0) -> Result:
+    """After a deploy: poll /health until the app answers ok with the expected schema flag, or time out. A host
+    takes a while to build and swap instances; checking once right after the hook would judge the old one."""
+    began = time.monotonic()
+    last = "no answer"
+    while True:
+        result = health(client, expect_hipaa)
+        if result.ok:
+            result.notes.append(f"the app reported the expected schema after {time.monotonic() - began:.0f} s")
+            return result
+        last = result.problems[0] if result.problems else last
+        waited = time.monotonic() - began
+        if waited >= timeout_s:
+            flag = "true" if expect_hipaa else "false"
+            result.problems.insert(0, f"the app did not report useHipaaSchema {flag} and status ok within "
+                                      f"{timeout_s:g} s of the deploy (last: {last})")
+            return result
+        if on_wait:
+            on_wait(waited, last)
+        time.sleep(min(interval_s, max(0.1, timeout_s - waited)))

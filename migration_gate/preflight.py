@@ -1,0 +1,148 @@
+"""Every input a cut-over will need, checked before the window opens: a missing one refuses before maintenance
+is switched on, with the list of what is missing, instead of ending in rolling back a good migration.
+
+Each input is one line in the plan (`cutover --dry-run` prints them all); each problem is one line naming the
+input and what to do. Nothing here changes the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from migration_gate.catalog import quote, user_schemas
+from migration_gate.checks import CheckFailed, Result, encryption, environment, error_text
+from migration_gate.checks import api as app
+from migration_gate.config import GateConfig
+from migration_gate.embedded import EmbeddedError, find_binaries
+from migration_gate.hooks import CutoverTarget, hook_problems
+from migration_gate.phi import PhiCodec
+from migration_gate.redact import redact_text
+from migration_gate.runstate import schema_state
+
+KEY_SAMPLE = 20  # rows per table the key must decrypt: enough to catch a wrong key, cheap on a large table
+
+
+@dataclass
+class Input:
+    """One input of the cut-over: what was found, and what is missing (empty when it is ready)."""
+
+    name: str
+    found: str = ""
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing
+
+
+def _from_result(name: str, result: Result) -> Input:
+    return Input(name, "; ".join(result.notes) or f"{result.checked} checked", list(result.problems))
+
+
+def _database(conn: psycopg.Connection, gate: GateConfig) -> list[Input]:
+    found = [_from_result("database", environment.server_reachable(conn))]
+    where = schema_state(conn, gate)
+    found.append(Input("schema", f"the database is on the {where} schema",
+                       [] if where == "legacy" else [f"schema: the database is {where}, not legacy: nothing to "
+                                                     "migrate (resume or roll back the run that migrated it)"]))
+    role, createdb = conn.execute("SELECT current_user, rolcreatedb OR rolsuper FROM pg_roles "
+                                  "WHERE rolname = current_user").fetchone()
+    privileges = Input("role privileges", f"role {quote(role)}")
+    if not createdb:
+        privileges.missing.append(f"role {quote(role)} lacks CREATEDB: the pre-checks' scratch copy and the integrity "
+                                  "baseline are databases it creates")
+    schemas = list(user_schemas(conn))
+    foreign = conn.execute(
+        "SELECT n.nspname, c.relname, pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n"
+        " ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'S', 'v', 'm') AND n.nspname = ANY(%s)"
+        " AND NOT pg_has_role(current_user, c.relowner, 'USAGE') ORDER BY 1, 2", (schemas,)).fetchall()
+    foreign += conn.execute(
+        "SELECT nspname, NULL, pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = ANY(%s)"
+        " AND nspname <> 'public' AND NOT pg_has_role(current_user, nspowner, 'USAGE')", (schemas,)).fetchall()
+    if foreign:
+        first = ", ".join(f"{quote(s, t) if t else quote(s)} (owner {quote(o)})" for s, t, o in foreign[:3])
+        privileges.missing.append(f"role {quote(role)} does not own {len(foreign)} objects a restore recreates "
+                                  f"(first: {first}): a rollback by restore would fail")
+    found.append(privileges)
+    return found
+
+
+def _key(conn: psycopg.Connection, gate: GateConfig, key: str) -> Input:
+    try:
+        codec = PhiCodec(key)
+    except ValueError as exc:
+        return Input("key", missing=[f"key: {exc}"])
+    columns = gate.legacy_phi_columns()
+    if not columns:
+        return Input("key", "no legacy PHI column is described")
+    result = encryption.decrypts(conn, codec, columns, sample=KEY_SAMPLE, schema=gate.schema,
+                                 check="the key decrypts the data")
+    item = _from_result("key", result)
+    item.missing = [f"key: {p}" for p in item.missing]
+    item.found = f"decrypts {result.checked} sampled values of {len(columns)} PHI columns"
+    return item
+
+
+def _api(target: CutoverTarget) -> list[Input]:
+    health = Input("API", target.api_base_url)
+    login = Input("login", "the fixture user")
+    try:
+        with httpx.Client(base_url=target.api_base_url, timeout=15, headers=target.api_headers) as client:
+            result = app.health(client, expect_hipaa=False)
+            health.missing = [f"API: {p}" for p in result.problems]
+            try:
+                app.login(client, target.api_username, target.api_password)
+            except CheckFailed as exc:
+                login.missing.append(f"login: {exc}")
+    except httpx.HTTPError as exc:  # an unusable base URL, say
+        health.missing.append(f"API: {target.api_base_url} cannot be asked ({exc.__class__.__name__})")
+    return [health, login]
+
+
+def _log_source(target: CutoverTarget) -> Input:
+    if target.app_log_file is None:
+        return Input("log source", missing=["log source: APP_LOG_FILE is not set: the post-migration log check "
+                                            "(POST-11) would go red after the deploy and roll back a good migration"])
+    path = Path(target.app_log_file)
+    if not path.is_file():
+        return Input("log source", missing=[f"log source: {path} does not exist"])
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        return Input("log source", missing=[f"log source: {path} cannot be read ({exc.strerror})"])
+    return Input("log source", f"{path.name} ({path.stat().st_size:,} bytes)")
+
+
+def _tools_and_folders(conn: psycopg.Connection, reports: Path) -> list[Input]:
+    try:
+        binaries = find_binaries()
+    except EmbeddedError as exc:
+        return [Input("pg_dump", missing=[f"pg_dump: {exc}"]),
+                _from_result("reports folder", environment.backup_folder_ready(reports, conn))]
+    return [_from_result("pg_dump", environment.pg_dump_compatible(conn, binaries)),
+            _from_result("reports folder", environment.backup_folder_ready(reports, conn))]
+
+
+def check_inputs(gate: GateConfig, target: CutoverTarget, reports: Path) -> list[Input]:
+    """Every input, in the order the phases need them. Never raises for a missing input: it is listed."""
+    inputs: list[Input] = []
+    try:
+        with psycopg.connect(target.dsn, connect_timeout=10, autocommit=True) as conn:
+            inputs += _database(conn, gate)
+            inputs.append(_key(conn, gate, target.key))
+            inputs += _tools_and_folders(conn, reports)
+    except psycopg.Error as exc:
+        inputs.append(Input("database", missing=[redact_text(f"database: unreachable ({error_text(exc)})")]))
+    inputs += _api(target)
+    inputs.append(Input("hooks", "maintenance on/off, deploy new/legacy schema", hook_problems(target.hooks)))
+    inputs.append(_log_source(target))
+    return inputs
+
+
+def missing(inputs: list[Input]) -> list[str]:
+    return [line for item in inputs for line in item.missing]

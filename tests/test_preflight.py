@@ -1,0 +1,147 @@
+"""Every input checked before the window opens: `cutover --dry-run` lists them, and `cutover` refuses (exit 4)
+before maintenance is switched on when any is missing, with the line that names it; nothing is changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from migration_gate.config import load_config
+from migration_gate.progress import Progress
+from migration_gate.runstate import schema_state
+from sandbox.synthetic import SANDBOX_KEY
+from sandbox.target import DATABASE, Sandbox
+from tests.conftest import ROOT
+
+OTHER_KEY = "7e" * 32
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory):
+    sandbox = Sandbox(workdir=tmp_path_factory.mktemp("preflight") / "sandbox", patients=40,
+                      progress=Progress(quiet=True)).start()
+    yield sandbox
+    sandbox.stop()
+
+
+def write_config(folder: Path, calls: Path, **hooks: str | None) -> Path:
+    """migration.toml with hooks that only record that they ran (unless replaced), and absolute file paths."""
+    text = (ROOT / "migration.toml").read_text()
+    text = re.sub(r'^(file|rollback_file) = "([^"]+)"', lambda m: f'{m[1]} = "{ROOT / m[2]}"', text, flags=re.M)
+    commands = {name: f"echo {name} >> {calls}" for name in
+                ("maintenance_on", "maintenance_off", "deploy_new_schema", "deploy_legacy_schema")}
+    commands.update(hooks)
+    block = "\n".join(f"{name} = {json.dumps(cmd)}" for name, cmd in commands.items() if cmd is not None)
+    text = re.sub(r"^\[hooks\]\n(?:#.*\n)*(?:\w+ = .*\n)+", f"[hooks]\n{block}\n", text, flags=re.M)
+    path = folder / "migration.toml"
+    path.write_text(text)
+    return path
+
+
+def environment(box: Sandbox, config: Path, reports: Path, **overrides: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATE_", "API_", "APP_LOG"))
+           and k not in ("DATABASE_URL", "PHI_ENCRYPTION_KEY")}
+    env.update({"DATABASE_URL": box.dsn, "PHI_ENCRYPTION_KEY": SANDBOX_KEY, "API_BASE_URL": box.api.base_url,
+                "GATE_API_USERNAME": load_config().sandbox_username,
+                "GATE_API_PASSWORD": load_config().sandbox_password, "APP_LOG_FILE": str(box.api.log_file),
+                "GATE_API_HEADERS": json.dumps(box.api.bypass_headers), "GATE_CONFIG": str(config),
+                "GATE_REPORTS_DIR": str(reports)})
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def cutover(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "migration_gate.cli", "cutover", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_dry_run_lists_every_input_ready_and_changes_nothing(box: Sandbox, tmp_path: Path) -> None:
+    calls = tmp_path / "calls"
+    env = environment(box, write_config(tmp_path, calls), tmp_path / "reports")
+    done = cutover("--dry-run", "--json", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["ready"] and [i["name"] for i in plan["inputs"] if not i["ok"]] == []
+    assert {i["name"] for i in plan["inputs"]} == {"database", "schema", "role privileges", "key", "pg_dump",
+                                                   "reports folder", "API", "login", "hooks", "log source"}
+    human = cutover("--dry-run", env=env)
+    assert human.returncode == 0 and "Ready: the cut-over can start." in human.stdout
+    assert "phase premigration" in human.stdout and "backup into" in human.stdout
+    assert not calls.exists(), "a dry run ran a hook"
+    with psycopg.connect(box.dsn) as conn:
+        assert schema_state(conn, load_config()) == "legacy"
+
+
+def test_the_dry_run_with_the_shipped_placeholders_and_no_app_is_not_ready(box: Sandbox, tmp_path: Path) -> None:
+    env = environment(box, ROOT / "migration.toml", tmp_path / "reports", API_BASE_URL="http://127.0.0.1:9",
+                      APP_LOG_FILE=None)
+    done = cutover("--dry-run", env=env)
+    assert done.returncode == 4, done.stdout + done.stderr
+    for line in ("MISSING API: GET /health: no answer", "MISSING login: login as the fixture user failed",
+                 "MISSING hook maintenance_on: still the shipped placeholder",
+                 "MISSING hook deploy_legacy_schema: still the shipped placeholder",
+                 "MISSING log source: APP_LOG_FILE is not set", "Not ready: 7 inputs missing"):
+        assert line in done.stdout, done.stdout
+
+
+def _admin(box: Sandbox, statement: str) -> None:
+    with psycopg.connect(box.cluster.admin_dsn(DATABASE), autocommit=True) as conn:
+        conn.execute(statement)
+
+
+BROKEN = {
+    # input: (environment overrides, hook overrides, admin SQL to break, admin SQL to repair, expected line)
+    "wrong key": ({"PHI_ENCRYPTION_KEY": OTHER_KEY}, {}, None, None,
+                  "key: clients_hipaa.email_encrypted: "),
+    "app down": ({"API_BASE_URL": "http://127.0.0.1:9"}, {}, None, None, "API: GET /health: no answer"),
+    "wrong password": ({"GATE_API_PASSWORD": "not-the-password"}, {}, None, None,
+                       "login: login as the fixture user failed: 401"),
+    "placeholder hook": ({}, {"deploy_new_schema": "echo 'TODO(hook): deploy' >&2; exit 1"}, None, None,
+                         "hook deploy_new_schema: still the shipped placeholder"),
+    "missing hook": ({}, {"maintenance_off": None}, None, None, "hook maintenance_off: not configured in [hooks]"),
+    "no log source": ({"APP_LOG_FILE": None}, {}, None, None, "log source: APP_LOG_FILE is not set"),
+    "log file gone": ({"APP_LOG_FILE": "/nonexistent/app.log"}, {}, None, None,
+                      "log source: /nonexistent/app.log does not exist"),
+    "no CREATEDB": ({}, {}, "ALTER ROLE gate_owner NOCREATEDB", "ALTER ROLE gate_owner CREATEDB",
+                    'role "gate_owner" lacks CREATEDB'),
+    "a table of another owner": (
+        {}, {}, "DO $$ BEGIN CREATE ROLE gate_stranger; EXCEPTION WHEN duplicate_object THEN NULL; END $$;"
+                " ALTER TABLE drizzle.__drizzle_migrations OWNER TO gate_stranger",
+        "ALTER TABLE drizzle.__drizzle_migrations OWNER TO gate_owner",
+        'role "gate_owner" does not own 2 objects a restore recreates (first: "drizzle"."__drizzle_migrations"'
+        ' (owner "gate_stranger"), "drizzle"."__drizzle_migrations_id_seq"'),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_missing_input_refuses_before_maintenance(box: Sandbox, tmp_path: Path, case: str) -> None:
+    overrides, hooks, breaking, repair, line = BROKEN[case]
+    calls = tmp_path / "calls"
+    reports = tmp_path / "reports"
+    env = environment(box, write_config(tmp_path, calls, **hooks), reports, **overrides)
+    if breaking:
+        _admin(box, breaking)
+    try:
+        done = cutover(env=env)
+    finally:
+        if repair:
+            _admin(box, repair)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "refusing to start:" in done.stderr and "nothing was changed" in done.stderr
+    assert line in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "not-the-password" not in done.stderr
+    assert not calls.exists(), f"{case}: a hook ran ({calls.read_text() if calls.exists() else ''})"
+    assert not list(reports.glob("*/state.json")), f"{case}: a run was recorded"
+    with psycopg.connect(box.dsn) as conn:
+        assert schema_state(conn, load_config()) == "legacy"
