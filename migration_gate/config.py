@@ -405,9 +405,20 @@ class GateConfig:
         return sorted(found)
 
 
+# What a sandbox run's reports, summaries and sign-off say, so synthetic results are never read as the target's.
+SANDBOX_BANNER = "SANDBOX: synthetic data, not your database"
+# The variables that name a target: set but empty (what a CI runner gives for a missing secret) is a mistake.
+TARGET_VARIABLES = ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "API_BASE_URL", "GATE_API_USERNAME", "GATE_API_PASSWORD",
+                    "BACKUP_FILE", "BASELINE_DATABASE_URL")
+_OFF, _ON = ("", "0", "false", "no", "off"), ("1", "true", "yes", "on")
+
+
 @dataclass(frozen=True)
 class Environment:
-    """Where the target is. database_url None means: bring up the embedded sandbox."""
+    """Where the target is. database_url None means: bring up the embedded sandbox, which outside CI needs no
+    asking and in CI must be asked for (sandbox_requested: GATE_SANDBOX=1, or the plugin's --gate-sandbox).
+    rehearsal: DATABASE_URL is the rehearsal's own sandbox (scripts/rehearse sets GATE_REHEARSAL=1 for its
+    phase suites), so its reports carry the sandbox banner too."""
 
     database_url: str | None
     api_base_url: str | None
@@ -420,10 +431,36 @@ class Environment:
     baseline_url: str | None
     extra: dict[str, str] = field(default_factory=dict)
     api_headers: dict[str, str] = field(default_factory=dict)
+    ci: bool = False
+    sandbox_requested: bool = False
+    rehearsal: bool = False
 
     @property
     def embedded(self) -> bool:
         return self.database_url is None
+
+    @property
+    def synthetic(self) -> bool:
+        """The data checked is the sandbox's: every report of the run says so."""
+        return self.embedded or self.rehearsal
+
+    def sandbox_refused(self, asked: bool) -> str | None:
+        """Why the embedded sandbox may not stand in for a missing target (None: it may), so that a CI job
+        whose DATABASE_URL secret is missing never goes green on synthetic data."""
+        if not self.embedded or not self.ci or asked or self.sandbox_requested:
+            return None
+        return "no target: DATABASE_URL is not set; in CI the sandbox runs only with --gate-sandbox or GATE_SANDBOX=1"
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    """A yes/no variable as runners set it (CI=true, GATE_SANDBOX=1). CI with any other non-empty value is still
+    CI (some runners put their name there); a GATE_* flag with another value is refused, not guessed."""
+    value = env.get(name, "").strip().lower()
+    if value in _OFF:
+        return False
+    if value in _ON or name == "CI":
+        return True
+    raise ConfigError(f"{name} must be 1 or 0 (or unset)")
 
 
 def _need(data: dict, key: str, kind: type, where: str):
@@ -662,8 +699,20 @@ def load_config(path: Path | None = None) -> GateConfig:
 
 
 def load_environment(env: dict[str, str] | None = None) -> Environment:
-    """Read the target from the environment; the key, when given, must be well-formed."""
+    """Read the target from the environment; the key, when given, must be well-formed. A target variable that
+    is set but empty is refused by name (a CI secret that is missing), never read as "no target"."""
     env = dict(os.environ if env is None else env)
+    if "DATABASE_URL" in env and not env["DATABASE_URL"].strip():
+        raise ConfigError("DATABASE_URL is set but empty (a missing CI secret?): set it to the target's connection "
+                          "string, or unset it")
+    if env.get("DATABASE_URL"):
+        empty = [name for name in TARGET_VARIABLES if name in env and not env[name].strip()]
+        if empty:
+            raise ConfigError(f"{', '.join(empty)} {'is' if len(empty) == 1 else 'are'} set but empty "
+                              "(a missing CI secret?): set or unset " + ("it" if len(empty) == 1 else "them"))
+    flags = {name: _flag(env, name) for name in ("CI", "GATE_SANDBOX", "GATE_REHEARSAL")}
+    if flags["GATE_SANDBOX"] and env.get("DATABASE_URL"):
+        raise ConfigError("GATE_SANDBOX=1 asks for the sandbox but DATABASE_URL names a target: unset one of them")
     key = env.get("PHI_ENCRYPTION_KEY") or None
     if key is not None:
         try:
@@ -699,4 +748,5 @@ def load_environment(env: dict[str, str] | None = None) -> Environment:
                                  ("log_source", env.get("GATE_LOG_SOURCE")),
                                  ("log_marker", env.get("GATE_LOG_MARKER")),
                                  ("logs_since", env.get("GATE_LOGS_SINCE"))) if v},
+        ci=flags["CI"], sandbox_requested=flags["GATE_SANDBOX"], rehearsal=flags["GATE_REHEARSAL"],
     )

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from migration_gate.config import ROOT, GateConfig
+from migration_gate.config import ROOT, TARGET_VARIABLES, GateConfig
 from migration_gate.hooks import CutoverTarget
 from migration_gate.progress import Progress
 from migration_gate.redact import redact_text
@@ -36,7 +36,8 @@ def suite_env(target: CutoverTarget, gate: GateConfig, state: RunState) -> dict[
         env["GATE_LOG_MARKER"] = state.log_marker
     if state.backup:
         env["BACKUP_FILE"] = state.backup["path"]
-    return env
+    # what this target lacks (a backup run needs no API) is unset for the child, never set-but-empty (refused)
+    return {k: v for k, v in env.items() if v or k not in TARGET_VARIABLES}
 
 
 class SuiteRunner:
