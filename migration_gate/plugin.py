@@ -31,7 +31,7 @@ from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
 from migration_gate.phi import PhiCodec
 from migration_gate.provenance import gate_version, operator
 from migration_gate.provider import SandboxProvider, load_provider
-from migration_gate.redact import describe_target, mask_quoted, redact_text, safe_message
+from migration_gate.redact import connection_cause, describe_target, mask_quoted, redact_text, safe_message
 from migration_gate.target import PHASES, RealTargets, Targets, TargetState
 
 PHASE_DIRS = ("tests_precheck", "tests_postcheck", "tests_integrity")
@@ -123,9 +123,8 @@ def _probe(dsn: str) -> str:
         with psycopg.connect(dsn, connect_timeout=10) as conn:
             return conn.execute("SHOW server_version").fetchone()[0]
     except psycopg.Error as exc:
-        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else exc.__class__.__name__
-        raise pytest.UsageError(redact_text(f"migration-gate: target database {describe_target(dsn)} is "
-                                            f"unreachable: {last}")) from None
+        raise pytest.UsageError(f"migration-gate: target database {describe_target(dsn)} is unreachable: "
+                                f"{connection_cause(exc)}") from None
 
 
 def _is_phase_run(config: pytest.Config) -> bool:
