@@ -233,9 +233,9 @@ def drop_database(server_dsn: str, dbname: str, force: bool | None = None, wait_
             return
         conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(name))
         while True:
-            try:  # client sessions only: DROP DATABASE cancels autovacuum workers by itself
+            try:  # sessions of a role only: DROP DATABASE cancels autovacuum workers (no role) by itself
                 conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                             "AND pid <> pg_backend_pid() AND backend_type = 'client backend'", (dbname,))
+                             "AND pid <> pg_backend_pid() AND usesysid IS NOT NULL", (dbname,))
             except psycopg.errors.InsufficientPrivilege:
                 raise BackupError(f"database {dbname} has sessions of another role that this role may not end "
                                   "(it needs pg_signal_backend): cannot drop it") from None
