@@ -213,17 +213,29 @@ def drop_database(server_dsn: str, dbname: str, force: bool | None = None, wait_
     with psycopg.connect(database_dsn(server_dsn, "postgres"), autocommit=True) as conn:
         if force is None:
             force = server_major(conn) >= FORCE_SINCE
+        deadline = time.monotonic() + wait_s
         if force:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-            return
+            while True:
+                try:
+                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+                    return
+                except psycopg.errors.InsufficientPrivilege:
+                    # FORCE may not end an autovacuum worker (it has no role) busy in a freshly restored
+                    # database; a plain DROP cancels those itself. A client of another role keeps it refused.
+                    with contextlib.suppress(psycopg.errors.ObjectInUse):
+                        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(name))
+                        return
+                    if time.monotonic() > deadline:
+                        raise BackupError(f"database {dbname} has sessions of another role that this role may not "
+                                          "end (it needs pg_signal_backend): cannot drop it") from None
+                    time.sleep(0.2)
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is None:
             return
         conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(name))
-        deadline = time.monotonic() + wait_s
         while True:
-            try:
+            try:  # sessions of a role only: DROP DATABASE cancels autovacuum workers (no role) by itself
                 conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                             "AND pid <> pg_backend_pid()", (dbname,))
+                             "AND pid <> pg_backend_pid() AND usesysid IS NOT NULL", (dbname,))
             except psycopg.errors.InsufficientPrivilege:
                 raise BackupError(f"database {dbname} has sessions of another role that this role may not end "
                                   "(it needs pg_signal_backend): cannot drop it") from None

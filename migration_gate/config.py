@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,6 +274,67 @@ def _need_dict(spec: dict, key: str, where: str) -> dict:
     return value
 
 
+LOG_SOURCES = ("jsonl", "text", "command")
+LOG_FORMATS = ("jsonl", "text")
+
+
+@dataclass(frozen=True)
+class LogsConfig:
+    """[logs]: where the log check (POST-11) takes the app's lines from. "jsonl" or "text" read a file (APP_LOG_FILE,
+    else `path`) from the byte offset taken at deploy; "command" runs the [hooks] command named by `hook`, which
+    prints the lines since GATE_LOGS_SINCE (ISO-8601 UTC, in its environment) in `format`. `error_pattern` (a
+    regex, text lines only) says which lines are errors; `settle_seconds` how long an empty window is read
+    again (a host's log API lags); `timeout_seconds` bounds the command."""
+
+    source: str = "jsonl"
+    path: Path | None = None
+    format: str = "jsonl"  # of the lines: the file's for file sources, the command's stdout for "command"
+    error_pattern: str | None = None
+    hook: str = "logs_since"
+    timeout_seconds: float = 60.0
+    settle_seconds: float = 0.0
+
+
+def load_logs(spec: object, hooks: dict[str, str], base: Path, where: str) -> LogsConfig:
+    """[logs], validated: a source we know, a format we read, a regex that compiles, a hook that exists."""
+    if spec is None:
+        return LogsConfig()
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a table")
+    unknown = set(spec) - {"source", "path", "format", "error_pattern", "hook", "timeout_seconds", "settle_seconds"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
+    source = str(spec.get("source", "jsonl"))
+    if source not in LOG_SOURCES:
+        raise ConfigError(f"{where}: source must be one of {', '.join(LOG_SOURCES)}")
+    default_format = "text" if source == "text" else "jsonl"
+    line_format = str(spec.get("format", default_format))
+    if line_format not in LOG_FORMATS or (source != "command" and line_format != default_format):
+        raise ConfigError(f"{where}: format must be " + ("jsonl or text" if source == "command" else default_format)
+                          + f" for source {source}")
+    pattern = spec.get("error_pattern")
+    if pattern is not None:
+        if line_format != "text":
+            raise ConfigError(f"{where}: error_pattern applies to text lines only (format = \"text\")")
+        try:
+            re.compile(str(pattern))
+        except re.error as exc:
+            raise ConfigError(f"{where}: error_pattern is not a valid regular expression ({exc})") from None
+    hook = str(spec.get("hook", "logs_since"))
+    if source == "command" and not hooks.get(hook):
+        raise ConfigError(f"{where}: source \"command\" needs the command [hooks] {hook}")
+    if source == "command" and "path" in spec:
+        raise ConfigError(f"{where}: path applies to file sources only")
+    numbers = {k: spec.get(k, d) for k, d in (("timeout_seconds", 60.0), ("settle_seconds", 0.0))}
+    timeout, settle = (_need(numbers, k, float, where) for k in numbers)
+    if timeout <= 0 or settle < 0:
+        raise ConfigError(f"{where}: timeout_seconds must be positive and settle_seconds not negative")
+    path = (base / str(spec["path"])).resolve() if spec.get("path") else None
+    return LogsConfig(source=source, path=path, format=line_format,
+                      error_pattern=str(pattern) if pattern is not None else None, hook=hook,
+                      timeout_seconds=timeout, settle_seconds=settle)
+
+
 @dataclass(frozen=True)
 class GateConfig:
     path: Path
@@ -309,6 +371,7 @@ class GateConfig:
     sandbox_provider: str = DEFAULT_SANDBOX_PROVIDER  # module:attribute, see migration_gate.provider
     app_role: AppRole | None = None  # [app_role]: the app's own role and its privileges
     hook_timeout_seconds: float = 600.0  # [hooks] timeout_seconds: a hook that runs longer is stopped, red
+    logs: LogsConfig = field(default_factory=LogsConfig)  # [logs]: where the log check reads the app's lines
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -343,9 +406,20 @@ class GateConfig:
         return sorted(found)
 
 
+# What a sandbox run's reports, summaries and sign-off say, so synthetic results are never read as the target's.
+SANDBOX_BANNER = "SANDBOX: synthetic data, not your database"
+# The variables that name a target: set but empty (what a CI runner gives for a missing secret) is a mistake.
+TARGET_VARIABLES = ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "API_BASE_URL", "GATE_API_USERNAME", "GATE_API_PASSWORD",
+                    "BACKUP_FILE", "BASELINE_DATABASE_URL")
+_OFF, _ON = ("", "0", "false", "no", "off"), ("1", "true", "yes", "on")
+
+
 @dataclass(frozen=True)
 class Environment:
-    """Where the target is. database_url None means: bring up the embedded sandbox."""
+    """Where the target is. database_url None means: bring up the embedded sandbox, which outside CI needs no
+    asking and in CI must be asked for (sandbox_requested: GATE_SANDBOX=1, or the plugin's --gate-sandbox).
+    rehearsal: DATABASE_URL is the rehearsal's own sandbox (scripts/rehearse sets GATE_REHEARSAL=1 for its
+    phase suites), so its reports carry the sandbox banner too."""
 
     database_url: str | None
     api_base_url: str | None
@@ -358,10 +432,36 @@ class Environment:
     baseline_url: str | None
     extra: dict[str, str] = field(default_factory=dict)
     api_headers: dict[str, str] = field(default_factory=dict)
+    ci: bool = False
+    sandbox_requested: bool = False
+    rehearsal: bool = False
 
     @property
     def embedded(self) -> bool:
         return self.database_url is None
+
+    @property
+    def synthetic(self) -> bool:
+        """The data checked is the sandbox's: every report of the run says so."""
+        return self.embedded or self.rehearsal
+
+    def sandbox_refused(self, asked: bool) -> str | None:
+        """Why the embedded sandbox may not stand in for a missing target (None: it may), so that a CI job
+        whose DATABASE_URL secret is missing never goes green on synthetic data."""
+        if not self.embedded or not self.ci or asked or self.sandbox_requested:
+            return None
+        return "no target: DATABASE_URL is not set; in CI the sandbox runs only with --gate-sandbox or GATE_SANDBOX=1"
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    """A yes/no variable as runners set it (CI=true, GATE_SANDBOX=1). CI with any other non-empty value is still
+    CI (some runners put their name there); a GATE_* flag with another value is refused, not guessed."""
+    value = env.get(name, "").strip().lower()
+    if value in _OFF:
+        return False
+    if value in _ON or name == "CI":
+        return True
+    raise ConfigError(f"{name} must be 1 or 0 (or unset)")
 
 
 def _need(data: dict, key: str, kind: type, where: str):
@@ -622,6 +722,8 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         dropped_tables={str(k): str(v) for k, v in data.get("dropped_tables", {}).items()},
         tenancy=tenancy,
         app_role=load_app_role(data.get("app_role"), f"{where} [app_role]"),
+        logs=load_logs(data.get("logs"), {k: str(v) for k, v in data.get("hooks", {}).items()}, base,
+                       f"{where} [logs]"),
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")
@@ -645,8 +747,20 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
 
 
 def load_environment(env: dict[str, str] | None = None) -> Environment:
-    """Read the target from the environment; the key, when given, must be well-formed."""
+    """Read the target from the environment; the key, when given, must be well-formed. A target variable that
+    is set but empty is refused by name (a CI secret that is missing), never read as "no target"."""
     env = dict(os.environ if env is None else env)
+    if "DATABASE_URL" in env and not env["DATABASE_URL"].strip():
+        raise ConfigError("DATABASE_URL is set but empty (a missing CI secret?): set it to the target's connection "
+                          "string, or unset it")
+    if env.get("DATABASE_URL"):
+        empty = [name for name in TARGET_VARIABLES if name in env and not env[name].strip()]
+        if empty:
+            raise ConfigError(f"{', '.join(empty)} {'is' if len(empty) == 1 else 'are'} set but empty "
+                              "(a missing CI secret?): set or unset " + ("it" if len(empty) == 1 else "them"))
+    flags = {name: _flag(env, name) for name in ("CI", "GATE_SANDBOX", "GATE_REHEARSAL")}
+    if flags["GATE_SANDBOX"] and env.get("DATABASE_URL"):
+        raise ConfigError("GATE_SANDBOX=1 asks for the sandbox but DATABASE_URL names a target: unset one of them")
     key = env.get("PHI_ENCRYPTION_KEY") or None
     if key is not None:
         try:
@@ -678,5 +792,9 @@ def load_environment(env: dict[str, str] | None = None) -> Environment:
         baseline_url=env.get("BASELINE_DATABASE_URL") or None,
         api_headers={str(k): str(v) for k, v in headers.items()},
         extra={k: v for k, v in (("log_offset", env.get("APP_LOG_OFFSET")),
-                                 ("allow_writes", env.get("GATE_ALLOW_WRITES"))) if v},
+                                 ("allow_writes", env.get("GATE_ALLOW_WRITES")),
+                                 ("log_source", env.get("GATE_LOG_SOURCE")),
+                                 ("log_marker", env.get("GATE_LOG_MARKER")),
+                                 ("logs_since", env.get("GATE_LOGS_SINCE"))) if v},
+        ci=flags["CI"], sandbox_requested=flags["GATE_SANDBOX"], rehearsal=flags["GATE_REHEARSAL"],
     )

@@ -23,7 +23,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup, migration
+from migration_gate import backup, logsource, migration
 from migration_gate.catalog import inspect
 from migration_gate.checks import Result
 from migration_gate.checks import api as app
@@ -59,7 +59,8 @@ class Gate:
     """Sequences the phases of one cut-over run; each phase's work lives in the modules it calls."""
 
     def __init__(self, gate: GateConfig, target: CutoverTarget, run_dir: Path, progress: Progress,
-                 force: bool = False, state: RunState | None = None) -> None:
+                 force: bool = False, state: RunState | None = None,
+                 log_source: logsource.LogSource | None = None) -> None:
         self.gate = gate
         self.target = target
         self.run_dir = run_dir
@@ -71,6 +72,8 @@ class Gate:
             migration_sha256=backup.sha256_file(gate.migration_file), forced=force,
             phases=[PhaseRecord(name, budget_minutes=gate.phase_minutes.get(BUDGET_OF[name])) for name in PLAN])
         self.suites = SuiteRunner(run_dir, progress)
+        # where the post-checks read the app's log: the caller's (the rehearsal's command), else [logs]
+        self.log_source = log_source or logsource.configured(gate.logs, gate.hooks, target.app_log_file)
         self._lock: psycopg.Connection | None = None
         self.rollback_only = False  # set when an interrupted run may only be rolled back
 
@@ -174,6 +177,8 @@ class Gate:
 
     def _deploy(self, record: PhaseRecord) -> bool:
         self.state.log_offset = app.log_offset(self.target.app_log_file) if self.target.app_log_file else 0
+        self.state.log_source = self.log_source.to_json() if self.log_source else None
+        self.state.log_marker = logsource.mark(self.log_source).to_json()  # before the deploy: its lines count
         self.target.hooks.deploy(True)
         result = self._wait_for_app(expect_hipaa=True)
         record.detail = "; ".join(result.problems) or (

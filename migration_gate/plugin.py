@@ -27,13 +27,13 @@ from migration_gate import checks
 from migration_gate.backup import BackupError
 from migration_gate.catalog import Catalog, inspect
 from migration_gate.checks import CheckFailed
-from migration_gate.config import ROOT, ConfigError, GateConfig, load_config, load_environment
+from migration_gate.config import ROOT, SANDBOX_BANNER, ConfigError, GateConfig, load_config, load_environment
 from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
 from migration_gate.errors import GateError
 from migration_gate.phi import CiphertextFormatError, DecryptionError, PhiCodec, PhiKeyError
 from migration_gate.provenance import gate_version, operator
 from migration_gate.provider import SandboxProvider, load_provider
-from migration_gate.redact import describe_target, mask_quoted, redact_text, safe_message
+from migration_gate.redact import connection_cause, describe_target, mask_quoted, redact_text, safe_message
 from migration_gate.target import PHASES, RealTargets, Targets, TargetState
 
 PHASE_DIRS = ("tests_precheck", "tests_postcheck", "tests_integrity")
@@ -51,6 +51,13 @@ class GateSession:
             self.env = load_environment()
         except ConfigError as exc:
             raise pytest.UsageError(f"migration-gate: {exc}") from None
+        asked = bool(config.getoption("gate_sandbox"))
+        if asked and not self.env.embedded:
+            raise pytest.UsageError("migration-gate: --gate-sandbox asks for the sandbox but DATABASE_URL names a "
+                                    "target: drop one of them")
+        refused = self.env.sandbox_refused(asked)
+        if refused:
+            raise pytest.UsageError(f"migration-gate: {refused}")
         self.started = datetime.now(UTC)
         run_dir = config.getoption("gate_run_dir") or (
             self.env.reports_dir / f"{self.started:%Y%m%dT%H%M%SZ}-{_slug(config.getoption('markexpr')) or 'all'}")
@@ -83,6 +90,11 @@ class GateSession:
         return self._targets
 
     @property
+    def banner(self) -> str | None:
+        """The sandbox banner when the data is synthetic (the embedded sandbox, or a rehearsal's), else None."""
+        return SANDBOX_BANNER if self.env.synthetic else None
+
+    @property
     def key(self) -> str:
         if self.provider is None:
             return self.env.phi_key
@@ -113,9 +125,8 @@ def _probe(dsn: str) -> str:
         with psycopg.connect(dsn, connect_timeout=10) as conn:
             return conn.execute("SHOW server_version").fetchone()[0]
     except psycopg.Error as exc:
-        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else exc.__class__.__name__
-        raise pytest.UsageError(redact_text(f"migration-gate: target database {describe_target(dsn)} is "
-                                            f"unreachable: {last}")) from None
+        raise pytest.UsageError(f"migration-gate: target database {describe_target(dsn)} is unreachable: "
+                                f"{connection_cause(exc)}") from None
 
 
 def _is_phase_run(config: pytest.Config) -> bool:
@@ -142,6 +153,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gate-sandbox-provider", default=None,
                     help="module:attribute of the sandbox provider used without DATABASE_URL "
                          "(default: migration.toml [sandbox] provider, or GATE_SANDBOX_PROVIDER)")
+    group.addoption("--gate-sandbox", action="store_true", default=False,
+                    help="run on the embedded sandbox (synthetic data) when DATABASE_URL is not set; needed in CI "
+                         "(CI set), where a missing target otherwise stops the run (also: GATE_SANDBOX=1)")
     group.addoption("--gate-results", default=None,
                     help="where to write the run's results as JSON: counts, every test's outcome and problems, "
                          "criteria, checks (default: <run dir>/criteria-<marker>.json)")
@@ -357,10 +371,32 @@ def _safe_failure(item: pytest.Item, excinfo: pytest.ExceptionInfo) -> str:
     return f"{item.nodeid}\n{unexpected_error(excinfo)}"
 
 
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    gate = config.stash.get(GATE, None)
+    return [gate.banner] if gate is not None and gate.banner else None
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """A sandbox run says so next to its counts, where a reader of "16 passed" looks."""
+    gate = config.stash.get(GATE, None)
+    if gate is not None and gate.banner:
+        terminalreporter.write_sep("!", gate.banner, yellow=True, bold=True)
+
+
+def pytest_html_report_title(report) -> None:
+    """At the very top of a sandbox run's HTML report (its title and heading): the banner."""
+    gate = report.config.stash.get(GATE, None)
+    if gate is not None and gate.banner:
+        report.title = f"{gate.banner} - {report.title}"
+
+
 def pytest_html_results_summary(prefix: list, summary: list, postfix: list, session: pytest.Session) -> None:
     gate = session.config.stash.get(GATE, None)
     if gate is None:
         return
+    if gate.banner:
+        prefix.insert(0, "<p class='gate-sandbox' style='background:#9a6700;color:#fff;font-size:1.4em;"
+                         f"font-weight:600;padding:.5em 1em;border-radius:6px'>{_html(gate.banner)}</p>")
     rows = []
     for cid, outcomes in sorted(criteria_outcomes(gate).items()):
         verdict, tests = outcomes
@@ -391,6 +427,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     tally = Counter(entry["outcome"] for entry in gate.results.values())
     summary = {
         "metadata": gate.metadata(),
+        "sandbox": gate.banner is not None,
         "exitstatus": int(exitstatus),
         "duration": round(time.monotonic() - gate.clock, 2),
         "counts": {"passed": tally["passed"], "failed": tally["failed"], "skipped": tally["skipped"],
@@ -419,6 +456,8 @@ def _gate_suite_properties(pytestconfig: pytest.Config, record_testsuite_propert
     if session is not None:
         for name, value in session.metadata().items():
             record_testsuite_property(name, value)
+        if session.banner:
+            record_testsuite_property("sandbox", session.banner)
 
 
 @pytest.fixture(scope="session")

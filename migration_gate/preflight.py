@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from migration_gate import logsource
 from migration_gate.catalog import quote, user_schemas
 from migration_gate.checks import CheckFailed, Result, encryption, environment, error_text
 from migration_gate.checks import api as app
@@ -103,19 +104,15 @@ def _api(target: CutoverTarget) -> list[Input]:
     return [health, login]
 
 
-def _log_source(target: CutoverTarget) -> Input:
-    if target.app_log_file is None:
-        return Input("log source", missing=["log source: APP_LOG_FILE is not set: the post-migration log check "
-                                            "(POST-11) would go red after the deploy and roll back a good migration"])
-    path = Path(target.app_log_file)
-    if not path.is_file():
-        return Input("log source", missing=[f"log source: {path} does not exist"])
+def _log_source(gate: GateConfig, target: CutoverTarget) -> Input:
+    """The source POST-11 reads ([logs]: a file or a [hooks] command) answers now: else the post-checks would go
+    red after the deploy and roll back a good migration."""
+    source = logsource.configured(gate.logs, gate.hooks, target.app_log_file)
     try:
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        return Input("log source", missing=[f"log source: {path} cannot be read ({exc.strerror})"])
-    return Input("log source", f"{path.name} ({path.stat().st_size:,} bytes)")
+        return Input("log source", logsource.probe(source))
+    except logsource.LogsUnseen as exc:
+        return Input("log source", missing=[f"log source: {exc}: the post-migration log check (POST-11) would go "
+                                            "red after the deploy"])
 
 
 def _tools_and_folders(conn: psycopg.Connection, reports: Path) -> list[Input]:
@@ -140,7 +137,7 @@ def check_inputs(gate: GateConfig, target: CutoverTarget, reports: Path) -> list
         inputs.append(Input("database", missing=[redact_text(f"database: unreachable ({error_text(exc)})")]))
     inputs += _api(target)
     inputs.append(Input("hooks", "maintenance on/off, deploy new/legacy schema", hook_problems(target.hooks)))
-    inputs.append(_log_source(target))
+    inputs.append(_log_source(gate, target))
     return inputs
 
 

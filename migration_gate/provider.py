@@ -10,6 +10,7 @@ from typing import Protocol
 
 from migration_gate.config import ConfigError, GateConfig
 from migration_gate.hooks import Hooks
+from migration_gate.logsource import LogSource
 from migration_gate.progress import Progress
 from migration_gate.target import Targets
 
@@ -25,6 +26,8 @@ class Rehearsal(Protocol):
     def api_headers(self) -> dict[str, str]: ...  # e.g. the maintenance bypass the checks need before go-live
     @property
     def app_log_file(self) -> Path | None: ...
+    @property
+    def log_source(self) -> LogSource | None: ...  # where the post-checks read the app's log (None: [logs])
     @property
     def api_pid(self) -> int | None: ...  # for the --keep message
     @property

@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress(quiet=args.quiet or args.json)
     if args.migration is not None:
         os.environ["GATE_MIGRATION_FILE"] = str(args.migration.resolve())  # the phase suites see it too
+    # the phase suites run against the sandbox's DATABASE_URL: they mark their reports as the sandbox's, and a
+    # GATE_SANDBOX=1 the caller set (this is a sandbox run by definition) must not read as a conflict there
+    os.environ.pop("GATE_SANDBOX", None)
+    os.environ["GATE_REHEARSAL"] = "1"
     try:
         gate = load_config(args.config)
         provider = load_provider(gate.sandbox_provider)
@@ -85,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
                                api_username=gate.sandbox_username, api_password=gate.sandbox_password,
                                hooks=sandbox.hooks, app_log_file=sandbox.app_log_file,
                                api_headers=sandbox.api_headers, allow_writes=True)
-        state = Gate(gate, target, run_dir, progress).run()
+        state = Gate(gate, target, run_dir, progress, log_source=getattr(sandbox, "log_source", None)).run()
         environment = {"Target": "embedded sandbox (throwaway PostgreSQL, synthetic PHI)",
                        "Patients seeded": f"{args.patients:,} (seed {args.seed})", "API": "sandbox reference API",
                        "Configuration": str(gate.path), "Run by": operator(), "Gate version": gate_version()}
-        code = finish_run(args, gate, state, environment)
+        code = finish_run(args, gate, state, environment, sandbox=True)
         if args.keep and not args.json:
             print(f"Kept running: psql '{sandbox.dsn}'  API {sandbox.api_base_url} (pid {sandbox.api_pid})\n"
                   "  stop and delete with: scripts/rehearse --stop-kept")

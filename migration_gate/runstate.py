@@ -59,6 +59,8 @@ class RunState:
     rollback_verified: bool | None = None
     counts: list[dict] = field(default_factory=list)
     log_offset: int = 0
+    log_source: str | None = None  # the log source (logsource.LogSource JSON) the post-checks read
+    log_marker: str | None = None  # its position at the deploy (logsource.LogMarker JSON)
 
     def phase(self, name: str) -> PhaseRecord:
         for record in self.phases + self.rollback_phases:

@@ -12,6 +12,7 @@ from html import escape
 from pathlib import Path
 
 from migration_gate.backup import sha256_file
+from migration_gate.config import SANDBOX_BANNER
 from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
 from migration_gate.runstate import RunState, budget_report
 
@@ -29,6 +30,13 @@ VERDICTS = {
     "refused": ("REFUSED", "#cf222e", "The gate refused to proceed."),
     "interrupted": ("INTERRUPTED", "#cf222e", "The run was interrupted; the next invocation resumes or rolls back."),
     "running": ("INCOMPLETE", "#cf222e", "The run has not finished."),
+}
+# A rehearsal's verdicts: the same gates, but nothing real went live (issue 11 reworks the sign-off further).
+SANDBOX_SENTENCES = {
+    "green": "The rehearsal passed every gate on the sandbox. Nothing real was migrated: this is not a sign-off of "
+             "your database.",
+    "over-limit": "Every gate passed on the sandbox, but the downtime exceeded the checklist's limit: the rehearsal "
+                  "counts as failed.",
 }
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;
@@ -70,11 +78,18 @@ def artifacts(run_dir: Path, exclude: Path | None = None) -> list[tuple[str, int
     return found
 
 
-def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime_limit: float = 180.0) -> str:
+def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime_limit: float = 180.0,
+           sandbox: bool = False) -> str:
+    """The sign-off page; a sandbox run's (the rehearsal) opens with the banner and never reads as live."""
     label, colour, sentence = VERDICTS.get(state.status, VERDICTS["running"])
+    if sandbox:
+        sentence = SANDBOX_SENTENCES.get(state.status, sentence)
     criteria, checks = _criteria(run_dir)
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Migration sign-off: {escape(label)}"
+    title = f"{SANDBOX_BANNER} - rehearsal sign-off" if sandbox else "Migration sign-off"
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}: {escape(label)}"
              f"</title><style>{CSS}</style></head><body>",
+             f"<p class='verdict sandbox' style='background:#9a6700'>{escape(SANDBOX_BANNER)}</p>" if sandbox else "",
+             "<h1>HIPAA schema migration rehearsal (sandbox): sign-off</h1>" if sandbox else
              "<h1>HIPAA schema migration: sign-off</h1>",
              f"<p class='muted'>Run {escape(Path(state.run_dir).name)} against {escape(state.target)}; started "
              f"{escape(state.started)} UTC, finished {escape(state.finished or '-')} UTC.</p>",
@@ -173,7 +188,8 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
     return "".join(parts)
 
 
-def write(state: RunState, run_dir: Path, environment: dict[str, str], downtime_limit: float = 180.0) -> Path:
+def write(state: RunState, run_dir: Path, environment: dict[str, str], downtime_limit: float = 180.0,
+          sandbox: bool = False) -> Path:
     path = run_dir / "signoff.html"
-    path.write_text(render(state, run_dir, environment, downtime_limit), encoding="utf-8")
+    path.write_text(render(state, run_dir, environment, downtime_limit, sandbox), encoding="utf-8")
     return path

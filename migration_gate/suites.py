@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from migration_gate.config import ROOT, GateConfig
+from migration_gate.config import ROOT, TARGET_VARIABLES, GateConfig
 from migration_gate.hooks import CutoverTarget
 from migration_gate.progress import Progress
 from migration_gate.redact import redact_text
@@ -20,7 +20,7 @@ from migration_gate.runstate import PhaseRecord, RunState
 
 def suite_env(target: CutoverTarget, gate: GateConfig, state: RunState) -> dict[str, str]:
     """The child's environment: the target the gate acts on, never the caller's PYTEST_ADDOPTS."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS",)}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "GATE_LOG_SOURCE", "GATE_LOG_MARKER")}
     env.update({"DATABASE_URL": target.dsn, "PHI_ENCRYPTION_KEY": target.key,
                 "API_BASE_URL": target.api_base_url, "GATE_API_USERNAME": target.api_username,
                 "GATE_API_PASSWORD": target.api_password, "GATE_CONFIG": str(gate.path),
@@ -30,9 +30,14 @@ def suite_env(target: CutoverTarget, gate: GateConfig, state: RunState) -> dict[
         env["GATE_ALLOW_WRITES"] = "1"
     if target.app_log_file:
         env["APP_LOG_FILE"] = str(target.app_log_file)
+    if state.log_source:  # the log source and the deploy's marker in it (migration_gate.logsource)
+        env["GATE_LOG_SOURCE"] = state.log_source
+    if state.log_marker:
+        env["GATE_LOG_MARKER"] = state.log_marker
     if state.backup:
         env["BACKUP_FILE"] = state.backup["path"]
-    return env
+    # what this target lacks (a backup run needs no API) is unset for the child, never set-but-empty (refused)
+    return {k: v for k, v in env.items() if v or k not in TARGET_VARIABLES}
 
 
 class SuiteRunner:

@@ -16,6 +16,7 @@ import psycopg
 
 from migration_gate import backup
 from migration_gate.config import Environment
+from migration_gate.logsource import LogMarker, LogSource
 
 PHASES = ("premigration", "backup", "postmigration", "integrity", "rollback")
 NEW_SCHEMA_PHASES = ("postmigration", "integrity")
@@ -29,6 +30,8 @@ class TargetState:
     api_base_url: str | None = None
     app_log_file: Path | None = None
     log_offset: int = 0
+    log_source: LogSource | None = None  # where the log check reads (None: what [logs] and APP_LOG_FILE name)
+    log_marker: LogMarker | None = None  # the deploy's position in it
     backup_file: Path | None = None
     baseline_dsn: str | None = None
     api_username: str | None = None
@@ -58,8 +61,22 @@ class RealTargets:
                 api_base_url=self.env.api_base_url, app_log_file=self.env.app_log_file,
                 log_offset=int(self.env.extra.get("log_offset", 0)), backup_file=self.env.backup_file,
                 baseline_dsn=self.env.baseline_url, api_username=self.env.api_username,
-                api_password=self.env.api_password)
+                api_password=self.env.api_password, log_source=self._log_source(), log_marker=self._log_marker())
         return self._states[phase]
+
+    def _log_source(self) -> LogSource | None:
+        """The source the gate resolved (GATE_LOG_SOURCE); else the log check resolves [logs] itself."""
+        text = self.env.extra.get("log_source")
+        return LogSource.from_json(text) if text else None
+
+    def _log_marker(self) -> LogMarker | None:
+        """The gate's marker (GATE_LOG_MARKER), or one a user gives by hand: APP_LOG_OFFSET, GATE_LOGS_SINCE."""
+        extra = self.env.extra
+        if extra.get("log_marker"):
+            return LogMarker.from_json(extra["log_marker"])
+        if extra.get("log_offset") or extra.get("logs_since"):
+            return LogMarker(since=extra.get("logs_since", ""), offset=int(extra.get("log_offset", 0)))
+        return None
 
     def baseline(self, state: TargetState) -> str:
         """The legacy data at backup time: BASELINE_DATABASE_URL, or BACKUP_FILE restored to a scratch database."""

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from migration_gate import signoff
-from migration_gate.config import GateConfig
+from migration_gate.config import SANDBOX_BANNER, GateConfig
 from migration_gate.runstate import RunState
 
 EPILOG = """Exit codes (all commands):
@@ -33,15 +33,18 @@ def _summary(state: RunState, report: Path | None) -> dict:
             "counts": state.counts, "forced": state.forced}
 
 
-def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, environment: dict[str, str]) -> int:
-    """Write the sign-off, print the verdict (or the JSON summary) and return the exit code."""
+def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, environment: dict[str, str],
+               sandbox: bool = False) -> int:
+    """Write the sign-off, print the verdict (or the JSON summary) and return the exit code. A sandbox run
+    (the rehearsal) says so in both, so its green is never taken for the target's."""
     if state.app_version:
         environment = {**environment, "App version (after the last deploy)": state.app_version}
-    report = signoff.write(state, Path(state.run_dir), environment, gate.downtime_minutes)
+    report = signoff.write(state, Path(state.run_dir), environment, gate.downtime_minutes, sandbox=sandbox)
     if args.json:
-        print(json.dumps(_summary(state, report), indent=2))
+        print(json.dumps(_summary(state, report) | ({"sandbox": SANDBOX_BANNER} if sandbox else {}), indent=2))
     else:
-        print(f"\nVerdict: {state.status.upper()}" + (f" - {state.failure}" if state.failure else ""))
+        print(f"\n{SANDBOX_BANNER}" if sandbox else "")
+        print(f"Verdict: {state.status.upper()}" + (f" - {state.failure}" if state.failure else ""))
         for record in state.phases + state.rollback_phases:
             if record.status != "pending":
                 flag = "  OVER BUDGET" if record.over_budget else ""

@@ -18,9 +18,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup, migration
+from migration_gate import backup, logsource, migration
 from migration_gate.config import GateConfig
 from migration_gate.embedded import EmbeddedPostgres
+from migration_gate.logsource import LogSource
 from migration_gate.target import TargetState
 from sandbox.api_process import ApiProcess
 from sandbox.roles import as_role, create_app_role, grant_app_role
@@ -94,8 +95,10 @@ class SandboxTargets:
     def _build_postmigration(self) -> TargetState:
         dsn, dump = self._migrated("gate_postmigration")
         api = self._api(dsn, "postmigration", True)
-        offset = api.log_file.stat().st_size if api.log_file.exists() else 0
-        return self._state("postmigration", dsn, api, backup_file=dump, log_offset=offset)
+        source = LogSource(kind="file", format="jsonl", path=str(api.log_file))
+        marker = logsource.mark(source)  # after the start: the lines the suite's own requests cause
+        return self._state("postmigration", dsn, api, backup_file=dump, log_offset=marker.offset,
+                           log_source=source, log_marker=marker)
 
     def _build_integrity(self) -> TargetState:
         """Migrated and untouched by app traffic: integrity runs right after the migration, before go-live."""

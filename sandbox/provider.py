@@ -4,9 +4,12 @@ throwaway target (sandbox.target) with its hooks."""
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 from migration_gate.config import GateConfig
+from migration_gate.logsource import SINCE_VARIABLE, LogSource
 from migration_gate.progress import Progress
 from sandbox.api_process import SandboxHooks
 from sandbox.phases import SandboxTargets
@@ -42,7 +45,16 @@ class SandboxRehearsal:
 
     @property
     def app_log_file(self) -> Path | None:
-        return self.box.api.log_file
+        """None: the rehearsal reads the API's log only through its log command, as a hosted app's."""
+        return None
+
+    @property
+    def log_source(self) -> LogSource:
+        """The API's log served by a command (python -m sandbox.logs), as a host's log CLI serves a hosted
+        app's: the rehearsal's post-checks read it the way a team on Render reads theirs."""
+        command = (f"{shlex.quote(sys.executable)} -m sandbox.logs --file {shlex.quote(str(self.box.api.log_file))}"
+                   f' --since "${SINCE_VARIABLE}"')
+        return LogSource(kind="command", format="jsonl", hook="logs_since", command=command, timeout_seconds=30)
 
     @property
     def api_pid(self) -> int | None:

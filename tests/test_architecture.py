@@ -133,7 +133,7 @@ def test_a_bad_provider_name_is_one_line(spec: str, message: str) -> None:
 
 def _premigration(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "GATE_CONFIG",
-                                                              "GATE_SANDBOX_PROVIDER")}
+                                                              "GATE_SANDBOX_PROVIDER")} | {"GATE_SANDBOX": "1"}
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", "premigration",
                            "-k", "test_phi_key_is_present", f"--gate-run-dir={tmp_path}", *args], cwd=ROOT,
                           env=clean | env, capture_output=True, text=True, timeout=300)

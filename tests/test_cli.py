@@ -14,7 +14,7 @@ import pytest
 
 from migration_gate import backup
 from migration_gate.cli import NEEDS
-from migration_gate.config import load_config
+from migration_gate.config import SANDBOX_BANNER, load_config
 from migration_gate.redact import describe_target
 from migration_gate.runstate import schema_state
 from sandbox.synthetic import SANDBOX_KEY
@@ -165,13 +165,24 @@ def test_a_backup_after_red_pre_checks_says_what_it_does_with_the_run(legacy_db:
 
 
 def test_the_rehearsal_ends_green_with_a_sign_off(tmp_path: Path) -> None:
-    done = script("rehearse", "--patients", "120", "--json", "--quiet", "--reports", str(tmp_path), timeout=600)
+    """In CI too (a sandbox run by definition), with a GATE_SANDBOX=1 the job set; the sign-off and every phase
+    report say SANDBOX, and the sign-off never says the system is live."""
+    done = script("rehearse", "--patients", "120", "--json", "--quiet", "--reports", str(tmp_path), timeout=600,
+                  env={"CI": "true", "GATE_SANDBOX": "1"})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads(done.stdout)
-    assert summary["verdict"] == "green" and summary["exit_code"] == 0
+    assert summary["verdict"] == "green" and summary["exit_code"] == 0 and summary["sandbox"] == SANDBOX_BANNER
     assert [p["status"] for p in summary["phases"]] == ["passed"] * 8
     signoff = Path(summary["signoff"]).read_text()
     assert "Verdict: PASSED" in signoff and "skipped" not in signoff
     assert "Gate version" in signoff and "(commit " in signoff and "sandbox-hipaa" in signoff  # app's /api/status
     assert re.search(r"Run by</t[hd]>\s*<td>[^<0-9][^<]*</td>", signoff), "the sign-off names no person"
+    assert signoff.index(SANDBOX_BANNER) < signoff.index("<h1>") and "live on the new schema" not in signoff
+    phase_reports = list(Path(summary["run_dir"]).glob("*/*.html"))
+    assert len(phase_reports) == 4 and all(SANDBOX_BANNER in p.read_text() for p in phase_reports)
     assert not list(tmp_path.glob("*/sandbox/*.flag")), "maintenance left on"
+    # the post-checks read the API's log through the sandbox's log command, as a hosted app's (issue 9 item 3)
+    results = json.loads(next(tmp_path.glob("*/postmigration/criteria-postmigration.json")).read_text())
+    notes = [n for c in results["checks"] for n in c["notes"] if n.startswith("log source: ")]
+    assert len(notes) == 1 and notes[0].startswith("log source: command [hooks] logs_since (jsonl); "), notes
+    assert int(notes[0].split("; ")[1].split()[0]) > 0

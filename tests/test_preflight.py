@@ -40,6 +40,8 @@ def write_config(folder: Path, calls: Path, **hooks: str | None) -> Path:
     commands.update(hooks)
     block = "\n".join(f"{name} = {json.dumps(cmd)}" for name, cmd in commands.items() if cmd is not None)
     text = re.sub(r"^\[hooks\]\n(?:#.*\n)*(?:\w+ = .*\n)+", f"[hooks]\n{block}\n", text, flags=re.M)
+    if hooks.get("logs_since"):  # the logs come through that command
+        text = text.replace('\nsource = "jsonl"\n', '\nsource = "command"\n')
     path = folder / "migration.toml"
     path.write_text(text)
     return path
@@ -91,7 +93,7 @@ def test_the_dry_run_with_the_shipped_placeholders_and_no_app_is_not_ready(box: 
     for line in ("MISSING API: GET /health: no answer", "MISSING login: login as the fixture user failed",
                  "MISSING hook maintenance_on: still the shipped placeholder",
                  "MISSING hook deploy_legacy_schema: still the shipped placeholder",
-                 "MISSING log source: APP_LOG_FILE is not set", "Not ready: 7 inputs missing"):
+                 "MISSING log source: no log source", "Not ready: 7 inputs missing"):
         assert line in done.stdout, done.stdout
 
 
@@ -110,9 +112,12 @@ BROKEN = {
     "placeholder hook": ({}, {"deploy_new_schema": "echo 'TODO(hook): deploy' >&2; exit 1"}, None, None,
                          "hook deploy_new_schema: still the shipped placeholder"),
     "missing hook": ({}, {"maintenance_off": None}, None, None, "hook maintenance_off: not configured in [hooks]"),
-    "no log source": ({"APP_LOG_FILE": None}, {}, None, None, "log source: APP_LOG_FILE is not set"),
+    "no log source": ({"APP_LOG_FILE": None}, {}, None, None,
+                      "log source: no log source (set APP_LOG_FILE, or [logs] in migration.toml)"),
     "log file gone": ({"APP_LOG_FILE": "/nonexistent/app.log"}, {}, None, None,
-                      "log source: /nonexistent/app.log does not exist"),
+                      "log source: app.log does not exist: the post-migration log check (POST-11) would go red"),
+    "failing log command": ({"APP_LOG_FILE": None}, {"logs_since": "exit 3"}, None, None,
+                            "log source: [hooks] logs_since exited with code 3"),
     "no CREATEDB": ({}, {}, "ALTER ROLE gate_owner NOCREATEDB", "ALTER ROLE gate_owner CREATEDB",
                     'role "gate_owner" lacks CREATEDB'),
     "a table of another owner": (

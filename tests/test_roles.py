@@ -210,6 +210,17 @@ def test_without_force_another_roles_session_it_may_not_end_is_a_clear_error(pg,
     assert not _exists(pg, name)
 
 
+def test_with_force_another_roles_session_is_a_clear_error_after_waiting(pg, new_db, outsider: str) -> None:
+    """WITH (FORCE) may not end another role's session (nor an autovacuum worker: the wait covers those)."""
+    dsn = new_db()
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(as_role(dsn, outsider)), \
+            pytest.raises(backup.BackupError, match="sessions of another role .* pg_signal_backend"):
+        backup.drop_database(pg.dsn(), name, force=True, wait_s=1)
+    backup.drop_database(pg.dsn(), name, force=True)
+    assert not _exists(pg, name)
+
+
 def test_the_minimum_server_version_is_the_one_the_checksums_need(pg) -> None:
     """bit_xor(bigint) (the content checksums) is new in 14; WITH (FORCE) (13) has its fallback."""
     assert environment.MIN_SERVER == 14 and backup.FORCE_SINCE == 13

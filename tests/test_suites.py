@@ -24,10 +24,16 @@ from tests.conftest import ROOT
 CODEC = PhiCodec(SANDBOX_KEY)
 
 
-def run_suite(*args: str, env: dict[str, str] | None = None, run_dir: Path) -> subprocess.CompletedProcess:
+def run_suite(*args: str, env: dict[str, str] | None = None, run_dir: Path,
+              ask_sandbox: bool = True) -> subprocess.CompletedProcess:
+    """pytest in a child process as a user runs it. Without DATABASE_URL it asks for the sandbox explicitly
+    (GATE_SANDBOX=1), as a CI run must; ask_sandbox=False leaves that to the caller's env."""
     clean = {k: v for k, v in os.environ.items()
              if k not in ("DATABASE_URL", "API_BASE_URL", "PHI_ENCRYPTION_KEY", "BACKUP_FILE", "APP_LOG_FILE",
-                          "GATE_CONFIG", "BASELINE_DATABASE_URL", "GATE_API_USERNAME", "GATE_API_PASSWORD")}
+                          "GATE_CONFIG", "BASELINE_DATABASE_URL", "GATE_API_USERNAME", "GATE_API_PASSWORD",
+                          "GATE_SANDBOX", "GATE_REHEARSAL")}
+    if ask_sandbox and "DATABASE_URL" not in (env or {}):
+        clean["GATE_SANDBOX"] = "1"
     clean.update(env or {})
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--gate-run-dir={run_dir}",
                            *args], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=600)

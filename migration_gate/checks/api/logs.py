@@ -10,6 +10,7 @@ from pathlib import Path
 
 from migration_gate.checks import Result, first_ids
 from migration_gate.checks.api.client import BCRYPT, CIPHERTEXT, EMAIL, HEX64, JWT, is_int
+from migration_gate.logsource import LogMarker, LogSource, LogsUnseen, window
 
 LOG_LEAKS = {"an email address": EMAIL, "a JWT": JWT, "a bcrypt hash": BCRYPT, "PHI ciphertext": CIPHERTEXT,
              "a 64-hex value (key or search hash)": HEX64}
@@ -36,8 +37,11 @@ def log_offset(log_file: Path) -> int:
         return 0
 
 
-def _log_error(line: str) -> tuple[bool, str | None]:
-    """(is this an error line, a safe name for it: the JSON event and exception class, when they are names)."""
+def _log_error(line: str, text_errors: re.Pattern[str] | None = None) -> tuple[bool, str | None]:
+    """(is this an error line, a safe name for it: the JSON event and exception class, when they are names).
+    `text_errors` replaces the plain-text error pattern for a text source; the audit failures always count."""
+    if text_errors is not None:
+        return bool(LOG_ERROR_TEXT.search(line) or text_errors.search(line)), None
     try:
         record = json.loads(line)
     except ValueError:
@@ -49,6 +53,30 @@ def _log_error(line: str) -> tuple[bool, str | None]:
         parts = [record[k] for k in ("event", "error") if isinstance(record.get(k), str) and SAFE_NAME.match(record[k])]
         return is_error or bool(LOG_ERROR_TEXT.search(line)), "/".join(parts) or None
     return bool(LOG_ERROR_TEXT.search(line) or PLAIN_ERROR_LINE.search(line)), None
+
+
+def _scan(result: Result, name: str, lines: list[str], where: str, text_errors: re.Pattern[str] | None = None) -> None:
+    """Error lines and leaks in `lines`, as problems naming line numbers, counts and safe names only."""
+    errors: list[int] = []
+    kinds: Counter[str] = Counter()
+    leaks: dict[str, list[int]] = {label: [] for label in LOG_LEAKS}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        result.checked += 1
+        is_error, kind = _log_error(line, text_errors)
+        if is_error:
+            errors.append(number)
+            kinds[kind or "unnamed"] += 1
+        for label, pattern in LOG_LEAKS.items():
+            if pattern.search(line):
+                leaks[label].append(number)
+    if errors:
+        shown = ", ".join(f"{kind} x{n}" for kind, n in kinds.most_common(5))
+        result.add(f"{name}: {len(errors)} error lines {where} ({_lines(errors)}; {shown})")
+    for label, numbers in leaks.items():
+        if numbers:
+            result.add(f"{name}: {len(numbers)} lines hold what looks like {label} ({_lines(numbers)})")
 
 
 def log_clean(log_file: Path, since_offset: int = 0) -> Result:
@@ -63,24 +91,29 @@ def log_clean(log_file: Path, since_offset: int = 0) -> Result:
     except FileNotFoundError:
         result.add(f"{log_file.name}: not found")
         return result
-    errors: list[int] = []
-    kinds: Counter[str] = Counter()
-    leaks: dict[str, list[int]] = {label: [] for label in LOG_LEAKS}
-    for number, line in enumerate(text.splitlines(), 1):
-        result.checked += 1
-        is_error, kind = _log_error(line)
-        if is_error:
-            errors.append(number)
-            kinds[kind or "unnamed"] += 1
-        for label, pattern in LOG_LEAKS.items():
-            if pattern.search(line):
-                leaks[label].append(number)
-    if errors:
-        shown = ", ".join(f"{kind} x{n}" for kind, n in kinds.most_common(5))
-        result.add(f"{log_file.name}: {len(errors)} error lines after byte {since_offset} ({_lines(errors)};"
-                   f" {shown})")
-    for label, numbers in leaks.items():
-        if numbers:
-            result.add(f"{log_file.name}: {len(numbers)} lines hold what looks like {label} ({_lines(numbers)})")
+    _scan(result, log_file.name, text.splitlines(), f"after byte {since_offset}")
     return result
 
+
+def logs_clean(source: LogSource | None, marker: LogMarker | None, requests_made: int) -> Result:
+    """log_clean over the configured source's lines since the deploy's marker. Not seeing them is red, never a
+    pass: no source, a rotated, truncated or missing file, a failing or hanging command, or an empty window
+    although `requests_made` requests went to the app in it. A note names the source and the lines read."""
+    result = Result("the app's log has no errors and no PHI or secrets since the deploy")
+    if source is None:
+        result.add("cannot see the logs: no log source (set APP_LOG_FILE, or [logs] in migration.toml)")
+        return result
+    marker = marker or LogMarker()  # a file with no marker is read whole; a command needs GATE_LOGS_SINCE
+    try:
+        lines = window(source, marker, requests_made)
+    except LogsUnseen as exc:
+        result.add(f"cannot see the logs: {exc}")
+        return result
+    since = f"since {marker.since}" if marker.since else f"after byte {marker.offset}"
+    result.notes.append(f"log source: {source.label}; {len(lines)} lines {since}; at least {requests_made} "
+                        "request(s) made in the window")
+    text_errors = None
+    if source.format == "text":
+        text_errors = re.compile(source.error_pattern) if source.error_pattern else PLAIN_ERROR_LINE
+    _scan(result, source.name, lines, "since the deploy", text_errors)
+    return result
