@@ -13,6 +13,7 @@ The identity (private key) comes only from the environment (GATE_BACKUP_IDENTITY
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import io
@@ -636,3 +637,124 @@ def restore_in_place(dump: Path, dsn: str, binaries: PgBinaries | None = None, l
         raise _fail("pg_restore could not stream the backup (nothing was changed)", script_text + psql_text)
     if psql.returncode != 0:
         raise _fail("restoring the backup failed (nothing was changed)", psql_text)
+
+
+# -- off the box: the store_backup and fetch_backup hooks ------------------------------------------------------
+
+def hook_env(record: BackupRecord, run_id: str) -> dict[str, str]:
+    """What a store_backup / fetch_backup hook gets (besides the gate's own environment): the encrypted file,
+    its name, size and sha256, the encryption, the run. Digests and names only: nothing secret."""
+    return {"GATE_BACKUP_FILE": str(Path(record.path).resolve()), "GATE_BACKUP_NAME": Path(record.path).name,
+            "GATE_BACKUP_SHA256": record.sha256, "GATE_BACKUP_SIZE": str(record.size),
+            "GATE_BACKUP_ENCRYPTION": record.encryption, "GATE_RUN_ID": run_id}
+
+
+def store_offsite(record: BackupRecord, hooks: object, run_id: str, keys: BackupKeys) -> BackupRecord:
+    """store_backup copies the file off the box and prints where (its last line); fetch_backup brings it back
+    into GATE_BACKUP_DEST; the copy must have the file's sha256 and decrypt to the recorded dump. The record
+    gains the location and when it was verified; the fetched copy is deleted."""
+    store = getattr(hooks, "store_backup", None)
+    fetch = getattr(hooks, "fetch_backup", None)
+    if store is None or fetch is None:
+        raise BackupError("the hooks offer no store_backup and fetch_backup: the backup cannot be kept off the box")
+    env = hook_env(record, run_id)
+    location = str(store(env)).strip()
+    if not location:
+        raise BackupError("hook store_backup printed no location (its last line must say where the copy is)")
+    dest = Path(record.path).with_name(Path(record.path).name + ".fetched")
+    dest.unlink(missing_ok=True)
+    try:
+        fetch(env | {"GATE_BACKUP_LOCATION": location, "GATE_BACKUP_DEST": str(dest.resolve())})
+        if not dest.is_file():
+            raise BackupError(f"hook fetch_backup wrote nothing to GATE_BACKUP_DEST ({dest.name})")
+        if sha256_file(dest) != record.sha256:
+            raise BackupError(f"the copy fetched back from {location} does not match the backup's sha256")
+        verify_plaintext(dest, record, keys)
+    finally:
+        dest.unlink(missing_ok=True)
+    stored = dataclasses.replace(record, location=location,
+                                 remote_verified=datetime.now(UTC).isoformat(timespec="seconds"))
+    stored.save()
+    return stored
+
+
+def fetch_back(record: BackupRecord, hooks: object, run_id: str) -> None:
+    """The local file is gone (a new box, a cleaned disk): fetch it back from its location, sha256 checked."""
+    fetch = getattr(hooks, "fetch_backup", None)
+    if fetch is None or not record.location:
+        raise BackupError(f"backup {record.path} does not exist and no copy off the box is recorded")
+    dest = Path(record.path)
+    partial = dest.with_name(dest.name + ".fetched")
+    fetch(hook_env(record, run_id) | {"GATE_BACKUP_LOCATION": record.location,
+                                      "GATE_BACKUP_DEST": str(partial.resolve())})
+    if not partial.is_file() or sha256_file(partial) != record.sha256:
+        partial.unlink(missing_ok=True)
+        raise BackupError(f"the copy fetched back from {record.location} does not match the backup's sha256")
+    os.chmod(partial, 0o600)
+    partial.replace(dest)
+
+
+# -- writes since the snapshot ---------------------------------------------------------------------------------
+
+def changes_since(dsn: str, record: BackupRecord, method: str = "digest") -> list[str]:
+    """Tables whose content is no longer what the backup holds, one line each (names and counts, no values).
+
+    "digest": every table's content checksum again, compared with the one taken in the dump's snapshot (exact:
+    any insert, update or delete shows). "counters": pg_stat_user_tables' insert/update/delete counters against
+    those read in the snapshot (one catalog query; a write shows once its session flushed its statistics, up to
+    a second later; an aborted write counts too). Tables created or dropped since show either way."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        found = catalog.inspect(conn).tables
+        lines = [f"{name}: created since the backup" for name in sorted(set(found) - set(record.checksums))]
+        lines += [f"{name}: dropped since the backup" for name in sorted(set(record.checksums) - set(found))]
+        if method == "counters" and record.counters:
+            now = _counters(conn)
+            for name in sorted(set(record.counters) & set(now)):
+                ins, upd, dele = (b - a for a, b in zip(record.counters[name], now[name], strict=True))
+                if ins or upd or dele:
+                    lines.append(f"{name}: {ins} inserted, {upd} updated, {dele} deleted since the backup")
+            return lines
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            for name in sorted(set(record.checksums) & set(found)):
+                rows, digest = record.checksums[name]
+                now = table_checksum(conn, found[name].name, schema=found[name].schema)
+                if (now.rows, now.digest) != (rows, digest):
+                    lines.append(f"{name}: {rows} rows at the backup, {now.rows} now, content differs")
+    return lines
+
+
+# -- what the pre-flight asks before maintenance goes on ------------------------------------------------------
+
+def backup_inputs(gate: Any, env: Mapping[str, str] | None = None, hooks: object | None = None) -> list[str]:
+    """Problems with the backup's inputs, one line each, before anything changes: recipients valid, the identity
+    present and matching a recipient (a restore must be able to open what the backup writes), the store_backup
+    and fetch_backup hooks configured (shell hooks: not placeholders)."""
+    settings: BackupConfig = gate.backup
+    problems = []
+    try:
+        keys = BackupKeys.from_environment(settings, env)
+    except BackupError as exc:
+        return [f"backup: {exc}"]
+    if keys.encrypting:
+        try:
+            keys.age_recipients()
+            identities = keys.age_identities("the backup")
+            publics = {str(i.to_public()) for i in identities}
+            if not publics & set(keys.recipients):
+                problems.append(f"backup: no identity in {IDENTITY_ENV} matches a recipient: a restore could not "
+                                "open the backup")
+        except BackupError as exc:
+            problems.append(f"backup: {exc}")
+    commands = getattr(hooks, "commands", None)
+    if hooks is None or isinstance(commands, dict):
+        commands = commands if isinstance(commands, dict) else gate.hooks
+        for name in ("store_backup", "fetch_backup"):
+            command = (commands.get(name) or "").strip()
+            if not command:
+                problems.append(f"hook {name}: not configured in [hooks]")
+            elif "TODO(hook)" in command:
+                problems.append(f"hook {name}: still the shipped placeholder (replace it with your store's command)")
+    elif not (hasattr(hooks, "store_backup") and hasattr(hooks, "fetch_backup")):
+        problems.append("hooks: no store_backup and fetch_backup (the backup cannot be kept off the box)")
+    return problems

@@ -4,6 +4,7 @@ the database, the key and the API."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,10 @@ class Hooks(Protocol):
 
     def maintenance(self, on: bool) -> None: ...
     def deploy(self, use_hipaa_schema: bool) -> None: ...
+    # The backup off the box (environment contract in migration_gate.backup.hook_env): store returns the
+    # location (a shell hook's last output line); fetch writes the copy at that location to GATE_BACKUP_DEST.
+    def store_backup(self, env: dict[str, str]) -> str: ...
+    def fetch_backup(self, env: dict[str, str]) -> None: ...
 
 
 def hook_problems(hooks: Hooks) -> list[str]:
@@ -45,15 +50,30 @@ class ShellHooks:
 
     commands: dict[str, str]
     timeout: float = 600
+    backup_timeout: float = 1800  # store_backup / fetch_backup move the whole (encrypted) dump
 
-    def _run(self, name: str) -> None:
+    def _run(self, name: str, env: dict[str, str] | None = None, timeout: float | None = None) -> str:
         command = self.commands.get(name)
         if not command:
             raise GateError(f"no [hooks] {name} command configured")
-        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=self.timeout)
+        limit = timeout or self.timeout
+        try:
+            done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=limit,
+                                  env=os.environ | (env or {}))
+        except subprocess.TimeoutExpired:
+            raise GateError(f"hook {name} did not finish within {limit:g} s") from None
         if done.returncode != 0:
             last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
             raise GateError(redact_text(f"hook {name} failed with exit code {done.returncode}: {last[0]}"))
+        return done.stdout
+
+    def store_backup(self, env: dict[str, str]) -> str:
+        """The [hooks] store_backup command; its last output line is where the copy is (e.g. the s3:// URL)."""
+        lines = [line.strip() for line in self._run("store_backup", env, self.backup_timeout).splitlines()]
+        return redact_text(next((line for line in reversed(lines) if line), ""))
+
+    def fetch_backup(self, env: dict[str, str]) -> None:
+        self._run("fetch_backup", env, self.backup_timeout)
 
     def maintenance(self, on: bool) -> None:
         self._run("maintenance_on" if on else "maintenance_off")
