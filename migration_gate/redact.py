@@ -12,6 +12,7 @@ _URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)")
 _KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _HEX_KEY = re.compile(r"\b[0-9a-fA-F]{64}\b")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_AGE_KEY = re.compile(r"AGE-SECRET-KEY-1[0-9A-Za-z]+")  # an age identity (the backup's private key)
 _QUOTED = re.compile(r"(\"[^\"]*\"|'[^']*')")
 
 
@@ -27,10 +28,11 @@ def redact_dsn(dsn: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """Mask passwords in connection strings, 64-hex keys and JWTs anywhere in free text."""
+    """Mask passwords in connection strings, 64-hex keys, JWTs and age identities anywhere in free text."""
     text = _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", text)
     text = _KV_PASSWORD.sub(rf"\g<1>{MASK}", text)
     text = _HEX_KEY.sub(MASK, text)
+    text = _AGE_KEY.sub(MASK, text)
     return _JWT.sub(MASK, text)
 
 

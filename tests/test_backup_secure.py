@@ -25,6 +25,7 @@ from migration_gate.embedded import find_binaries
 from migration_gate.errors import Refused
 from migration_gate.gate import Gate
 from migration_gate.progress import Progress
+from migration_gate.redact import redact_text
 from migration_gate.runstate import schema_state
 from sandbox.api_process import SandboxHooks
 from sandbox.target import Sandbox
@@ -147,6 +148,7 @@ def test_the_identity_comes_from_the_environment_as_a_file_or_the_key(tmp_path: 
     by_value = BackupKeys.from_environment(settings, {"GATE_BACKUP_IDENTITY": keys.identities[0]})
     assert by_file.identities == by_value.identities == keys.identities
     assert keys.identities[0] not in repr(by_file)
+    assert keys.identities[0] not in redact_text(f"hook failed: {keys.identities[0]}")
     with pytest.raises(BackupError, match="the identity file cannot be read"):
         BackupKeys.from_environment(settings, {"GATE_BACKUP_IDENTITY": str(tmp_path / "missing.txt")})
     gate = dataclasses.replace(load_config(), backup=settings, hooks={})
