@@ -3,37 +3,169 @@
 The dump and the content checksums come from the same snapshot: a REPEATABLE READ transaction exports its
 snapshot, pg_dump dumps exactly that snapshot, and the checksums are computed inside the same transaction. So
 "the restored backup holds exactly the data of the live database at backup time" can be checked by content.
+
+At rest the dump is an age file (age-encryption.org/v1, opened by `age -d -i KEY` without this tool): pg_dump's
+stdout is streamed through the encryptor into the file, so the plaintext never touches the disk; its sha256 is
+taken on the stream, the file's on the file. Every restore streams the decrypted dump into pg_restore's stdin.
+The identity (private key) comes only from the environment (GATE_BACKUP_IDENTITY).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import IO, Any
 
 import psycopg
+import pyrage
 from psycopg import sql
+from pyrage import x25519
 
 from migration_gate import catalog
 from migration_gate.checksums import table_checksum
+from migration_gate.config import BackupConfig
 from migration_gate.embedded import PgBinaries, find_binaries
 from migration_gate.redact import connection_cause, describe_target, redact_text
 
 RECORD_SUFFIX = ".json"
 CATALOG_SUFFIX = ".catalog.json"  # the catalog at the dump's snapshot, beside the dump
+AGE_MAGIC = b"age-encryption.org/v1\n"  # the first line of every age file
+DUMP_MAGIC = b"PGDMP"  # the first bytes of a pg_dump custom-format archive (plaintext)
+IDENTITY_ENV = "GATE_BACKUP_IDENTITY"  # an age identity file's path, or the AGE-SECRET-KEY-1... itself
+RECIPIENTS_ENV = "GATE_BACKUP_RECIPIENTS"  # extra age public keys (the sandbox's own), comma or space separated
+CHUNK = 1 << 16
+TOOL_TIMEOUT_S = 60.0  # pg_dump/pg_restore --version and --list
 
 
 class BackupError(RuntimeError):
     """A backup or restore step failed; the message is one clear line, with secrets redacted."""
+
+
+@dataclass(frozen=True)
+class BackupKeys:
+    """Who can open a backup: the age recipients (public keys) it is encrypted to, and the identities (private
+    keys, from the environment only) a restore decrypts with. encrypt "none" writes a plaintext dump."""
+
+    encrypt: str = "age"
+    recipients: tuple[str, ...] = ()
+    identities: tuple[str, ...] = field(default=(), repr=False)
+
+    @classmethod
+    def generate(cls) -> BackupKeys:
+        """A fresh key pair held only in memory: for a dump that lives minutes (PRE-08's copy, the sandbox)."""
+        identity = x25519.Identity.generate()
+        return cls(recipients=(str(identity.to_public()),), identities=(str(identity),))
+
+    @classmethod
+    def from_environment(cls, settings: BackupConfig | None = None, env: Mapping[str, str] | None = None
+                         ) -> BackupKeys:
+        """[backup] recipients plus GATE_BACKUP_RECIPIENTS; the identity from GATE_BACKUP_IDENTITY."""
+        settings = settings or BackupConfig()
+        env = os.environ if env is None else env
+        extra = tuple(r for r in re.split(r"[\s,]+", env.get(RECIPIENTS_ENV, "")) if r)
+        return cls(encrypt=settings.encrypt, recipients=tuple(dict.fromkeys(settings.recipients + extra)),
+                   identities=_read_identities(env.get(IDENTITY_ENV, "")))
+
+    @property
+    def encrypting(self) -> bool:
+        return self.encrypt != "none"
+
+    def age_recipients(self) -> list[x25519.Recipient]:
+        if not self.recipients:
+            raise BackupError("the backup is to be encrypted (age) but names no recipient: put the public keys in "
+                              f"[backup] recipients (or {RECIPIENTS_ENV}), or set [backup] encrypt = \"none\"")
+        found = []
+        for i, text in enumerate(self.recipients):
+            try:
+                found.append(x25519.Recipient.from_str(text))
+            except pyrage.RecipientError:
+                raise BackupError(f"backup recipient {i + 1} is not a valid age public key (age1...)") from None
+        return found
+
+    def age_identities(self, what: str) -> list[x25519.Identity]:
+        if not self.identities:
+            raise BackupError(f"{what} is age-encrypted: set {IDENTITY_ENV} to the identity file that opens it")
+        found = []
+        for text in self.identities:
+            try:
+                found.append(x25519.Identity.from_str(text))
+            except pyrage.IdentityError:
+                raise BackupError(f"{IDENTITY_ENV} holds a line that is not an age identity") from None
+        return found
+
+    def identity_file_text(self) -> str:
+        """The identities as an age identity file (what `age -d -i FILE` reads)."""
+        return "".join(f"# public key: {r}\n" for r in self.recipients) + "".join(f"{i}\n" for i in self.identities)
+
+
+def _read_identities(value: str) -> tuple[str, ...]:
+    """GATE_BACKUP_IDENTITY: the key itself, or the path of an identity file (comments and blank lines skipped)."""
+    value = value.strip()
+    if not value:
+        return ()
+    if value.startswith("AGE-SECRET-KEY-"):
+        text = value
+    else:
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or exc.__class__.__name__
+            raise BackupError(f"{IDENTITY_ENV}: the identity file cannot be read ({why})") from None
+    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+
+
+class _Hashing(io.RawIOBase):
+    """Passes bytes through to a stream (reading or writing) and hashes and counts them on the way."""
+
+    def __init__(self, stream: IO[bytes] | None) -> None:
+        super().__init__()
+        self.stream = stream
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.head = b""
+
+    def _seen(self, data: bytes | memoryview) -> None:
+        self.digest.update(data)
+        if self.size < 16:
+            self.head = (self.head + bytes(data[:16]))[:16]
+        self.size += len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        assert self.stream is not None
+        data = self.stream.read(min(len(buffer), CHUNK))
+        buffer[:len(data)] = data
+        self._seen(data)
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self.stream is not None:
+            self.stream.write(data)
+        self._seen(memoryview(data))
+        return len(data)
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -46,18 +178,33 @@ class BackupRecord:
     server_version: str
     pg_dump_version: str
     checksums: dict[str, list]  # "schema.table" -> [rows, digest] at the dump's snapshot, every user schema
+    encryption: str = "none"  # "age": the file is an age file; "none": a plaintext pg_dump archive
+    recipients: list[str] = field(default_factory=list)  # the age public keys it is encrypted to
+    plaintext_sha256: str = ""  # of the pg_dump stream, taken on the way into the encryptor
+    plaintext_size: int = 0
+    counters: dict[str, list] = field(default_factory=dict)  # "schema.table" -> [n_tup_ins, n_tup_upd, n_tup_del]
+    location: str = ""  # where store_backup put the copy off the box (its last output line)
+    remote_verified: str = ""  # when the copy fetched back matched both sha256s
+    keep_local_until: str = ""  # the local copy's retention ([backup] retention_days_local)
 
     def save(self) -> Path:
         record = Path(self.path + RECORD_SUFFIX)
-        record.write_text(json.dumps(asdict(self), indent=2))
-        os.chmod(record, 0o600)
+        tmp = record.with_name(record.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.chmod(tmp, 0o600)
+        tmp.replace(record)
         return record
+
+    def summary(self) -> dict:
+        """What the run's state and the sign-off carry: names, sizes, digests, location; no checksums."""
+        return {k: v for k, v in asdict(self).items() if k not in ("checksums", "counters")}
 
     @classmethod
     def load(cls, dump: Path) -> BackupRecord:
         try:
-            return cls(**json.loads(Path(str(dump) + RECORD_SUFFIX).read_text()))
-        except (OSError, ValueError, TypeError):
+            data = json.loads(Path(str(dump) + RECORD_SUFFIX).read_text())
+            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except (OSError, ValueError, TypeError, AttributeError):
             raise BackupError(f"no readable backup record next to {dump}") from None
 
     def catalog(self) -> catalog.Catalog:
@@ -87,7 +234,8 @@ def split_password(dsn: str) -> tuple[str, dict[str, str]]:
 
 
 def tool_major(binaries: PgBinaries, tool: str) -> int:
-    out = subprocess.run([binaries.tool(tool), "--version"], capture_output=True, text=True).stdout
+    out = subprocess.run([binaries.tool(tool), "--version"], capture_output=True, text=True,
+                         timeout=TOOL_TIMEOUT_S).stdout
     match = re.search(r"(\d+)(?:\.\d+)?", out)
     return int(match.group(1)) if match else 0
 
@@ -103,9 +251,78 @@ def _fail(message: str, stderr: str) -> BackupError:
     return BackupError(redact_text(f"{message}: {last}" if last else message))
 
 
-def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name: str | None = None
+def _counters(conn: psycopg.Connection) -> dict[str, list]:
+    """pg_stat_user_tables' insert, update and delete counters per table (the cheap change signal)."""
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    rows = conn.execute("SELECT schemaname, relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables")
+    return {f"{schema}.{table}": [ins, upd, dele] for schema, table, ins, upd, dele in rows}
+
+
+@contextlib.contextmanager
+def _watchdog(proc: subprocess.Popen, timeout_s: float) -> Iterator[threading.Event]:
+    """Kills the child when it runs past its timeout; the event says whether it did."""
+    fired = threading.Event()
+
+    def kill() -> None:
+        fired.set()
+        with contextlib.suppress(OSError):
+            proc.kill()
+    timer = threading.Timer(timeout_s, kill)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield fired
+    finally:
+        timer.cancel()
+
+
+def _stream_dump(command: list[str], env: dict[str, str], target: Path, keys: BackupKeys, timeout_s: float
+                 ) -> tuple[_Hashing, _Hashing]:
+    """pg_dump's stdout through the encryptor (or straight, encrypt "none") into `target`; nothing else is
+    written. Returns the plaintext and file hashers."""
+    recipients = keys.age_recipients() if keys.encrypting else []
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, env=env)
+        assert proc.stdout is not None
+        plain = _Hashing(proc.stdout)
+        try:
+            with _watchdog(proc, timeout_s) as fired, open(target, "xb") as raw:
+                out = _Hashing(raw)
+                if keys.encrypting:
+                    pyrage.encrypt_io(plain, out, recipients)
+                else:
+                    shutil.copyfileobj(plain, out, CHUNK)
+                raw.flush()
+                os.fsync(raw.fileno())
+                proc.wait(timeout=60)
+        except OSError as exc:
+            proc.kill()
+            proc.wait()
+            target.unlink(missing_ok=True)
+            if exc.errno == errno.ENOSPC or "No space left" in str(exc):
+                raise BackupError("pg_dump failed: the disk is full") from None
+            raise BackupError(f"pg_dump could not be written to {target.name}: {exc.strerror or exc}") from None
+        finally:
+            proc.stdout.close()
+        err.seek(0)
+        stderr = err.read().decode("utf-8", "replace")
+    if fired.is_set():
+        target.unlink(missing_ok=True)
+        raise BackupError(f"pg_dump did not finish within {timeout_s:g} s ([backup] dump_timeout_seconds)")
+    if proc.returncode != 0 or not plain.head.startswith(DUMP_MAGIC):
+        target.unlink(missing_ok=True)
+        raise _fail("pg_dump failed", stderr or "it wrote no archive")
+    return plain, out
+
+
+def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name: str | None = None,
+                keys: BackupKeys | None = None, timeout_s: float = 3600.0, retention_days: int = 7
                 ) -> BackupRecord:
-    """pg_dump (custom format) to a file only its owner can read, plus a JSON record beside it."""
+    """pg_dump (custom format) streamed into an age file only its owner can read (or a plaintext dump with
+    encrypt "none"), plus a JSON record beside it. keys default to [backup]'s from the environment."""
+    keys = keys if keys is not None else BackupKeys.from_environment()
+    if keys.encrypting:
+        keys.age_recipients()  # a missing or bad recipient fails before anything is dumped
     binaries = binaries or find_binaries()
     folder = Path(folder)
     try:
@@ -126,20 +343,21 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
                               f"use pg_dump {server} or newer")
         taken_at = datetime.now(UTC)
         target = folder / (name or f"backup-{taken_at:%Y%m%dT%H%M%SZ}.dump")
+        if keys.encrypting and target.suffix != ".age":
+            target = target.with_name(target.name + ".age")
         partial = target.with_name(target.name + ".partial")
+        partial.unlink(missing_ok=True)
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        counters = _counters(conn)  # at the snapshot: no write can slip between these and the dump unseen
         plain_dsn, env = split_password(dsn)
         old_umask = os.umask(0o077)
         try:
-            done = subprocess.run([binaries.tool("pg_dump"), "--format=custom", "--compress=1",
-                                   f"--snapshot={snapshot}", f"--file={partial}", f"--dbname={plain_dsn}"],
-                                  capture_output=True, text=True, env=env)
+            plain, out = _stream_dump([binaries.tool("pg_dump"), "--format=custom", "--compress=1",
+                                       f"--snapshot={snapshot}", f"--dbname={plain_dsn}"], env, partial, keys,
+                                      timeout_s)
         finally:
             os.umask(old_umask)
-        if done.returncode != 0:
-            partial.unlink(missing_ok=True)
-            raise _fail("pg_dump failed", done.stderr)
         at_snapshot = catalog.inspect(conn)
         checksums = {key: list(astuple(table_checksum(conn, t.name, schema=t.schema)))
                      for key, t in sorted(at_snapshot.tables.items())}
@@ -150,11 +368,14 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
     at_snapshot.save(Path(str(target) + CATALOG_SUFFIX))
     os.chmod(str(target) + CATALOG_SUFFIX, 0o600)
     record = BackupRecord(
-        path=str(target), size=target.stat().st_size, sha256=sha256_file(target), taken_at=taken_at.isoformat(),
+        path=str(target), size=out.size, sha256=out.hexdigest(), taken_at=taken_at.isoformat(),
         target=describe_target(dsn), server_version=version,
         pg_dump_version=subprocess.run([binaries.tool("pg_dump"), "--version"], capture_output=True,
-                                       text=True).stdout.strip(),
-        checksums=checksums)
+                                       text=True, timeout=TOOL_TIMEOUT_S).stdout.strip(),
+        checksums=checksums, encryption=keys.encrypt if keys.encrypting else "none",
+        recipients=list(keys.recipients) if keys.encrypting else [], plaintext_sha256=plain.hexdigest(),
+        plaintext_size=plain.size, counters=counters,
+        keep_local_until=(taken_at + timedelta(days=retention_days)).date().isoformat())
     record.save()
     return record
 
@@ -163,13 +384,95 @@ def astuple(checksum) -> tuple[int, str]:
     return checksum.rows, checksum.digest
 
 
-def list_contents(path: Path, binaries: PgBinaries | None = None) -> list[str]:
-    """pg_restore --list: the dump's table of contents (raises when pg_restore cannot read it)."""
+def is_encrypted(path: Path) -> bool:
+    """An age file (by its header), whatever the record says."""
+    with open(path, "rb") as handle:
+        return handle.read(len(AGE_MAGIC)) == AGE_MAGIC
+
+
+def is_plaintext_dump(path: Path) -> bool:
+    """A pg_dump custom-format archive in clear (PHI readable by anyone who can read the file)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(DUMP_MAGIC)) == DUMP_MAGIC
+    except OSError:
+        return False
+
+
+def stream_plaintext(path: Path, keys: BackupKeys, sink: IO[bytes] | None) -> _Hashing:
+    """The dump's plaintext streamed into `sink` (None: only hashed), decrypting an age file on the way. The
+    returned hasher holds the plaintext's sha256 and size. Raises BackupError on a wrong key or a corrupt file;
+    a sink that closes early (pg_restore stopped) raises BrokenPipeError for the caller to judge."""
+    writer = _Hashing(sink)
+    try:
+        with open(path, "rb") as source:
+            if source.read(len(AGE_MAGIC)) != AGE_MAGIC:
+                source.seek(0)
+                shutil.copyfileobj(source, writer, CHUNK)
+                return writer
+            source.seek(0)
+            identities = keys.age_identities(Path(path).name)
+            try:
+                pyrage.decrypt_io(source, writer, identities)
+            except pyrage.DecryptError:
+                raise BackupError(f"{Path(path).name} cannot be decrypted with the identity in {IDENTITY_ENV} "
+                                  "(it is encrypted to other recipients)") from None
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise BackupError(f"backup {path} does not exist") from None
+        raise BackupError(f"{Path(path).name} is corrupt or truncated (age decryption failed)") from None
+    return writer
+
+
+def _pipe_into(path: Path, keys: BackupKeys, command: list[str], env: dict[str, str] | None, timeout_s: float,
+               stdout: int | IO[bytes] = subprocess.DEVNULL) -> tuple[int, str]:
+    """Stream the plaintext into a child's stdin (pg_restore), never through a file; its exit code and stderr."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=stdout, stderr=err, env=env)
+        assert proc.stdin is not None
+        feed_error: BackupError | None = None
+        with _watchdog(proc, timeout_s) as fired:
+            try:
+                stream_plaintext(path, keys, proc.stdin)
+            except BrokenPipeError:
+                pass  # the child stopped reading: its exit code and stderr say why (or --list read enough)
+            except BackupError as exc:
+                feed_error = exc
+                proc.kill()
+            finally:
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    proc.stdin.close()
+            proc.wait()
+        err.seek(0)
+        stderr = err.read().decode("utf-8", "replace")
+    if feed_error is not None:
+        raise feed_error
+    if fired.is_set():
+        raise BackupError(f"{command[0].rsplit('/', 1)[-1]} did not finish within {timeout_s:g} s")
+    return proc.returncode, stderr
+
+
+def list_contents(path: Path, binaries: PgBinaries | None = None, keys: BackupKeys | None = None) -> list[str]:
+    """pg_restore --list of the (decrypted) dump: its table of contents (raises when pg_restore cannot read it)."""
     binaries = binaries or find_binaries()
-    done = subprocess.run([binaries.tool("pg_restore"), "--list", str(path)], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise _fail(f"pg_restore cannot read {path}", done.stderr)
-    return [line for line in done.stdout.splitlines() if line and not line.startswith(";")]
+    keys = keys if keys is not None else BackupKeys.from_environment()
+    with tempfile.TemporaryFile() as out:
+        code, stderr = _pipe_into(Path(path), keys, [binaries.tool("pg_restore"), "--list"], None, TOOL_TIMEOUT_S * 5,
+                                  stdout=out)
+        out.seek(0)
+        listing = out.read().decode("utf-8", "replace")
+    if code != 0:
+        raise _fail(f"pg_restore cannot read {path}", stderr)
+    return [line for line in listing.splitlines() if line and not line.startswith(";")]
+
+
+def verify_plaintext(path: Path, record: BackupRecord, keys: BackupKeys) -> None:
+    """Decrypt the file in a stream (nothing written) and compare with the plaintext sha256 taken at dump time."""
+    found = stream_plaintext(path, keys, None)
+    if record.plaintext_sha256 and found.hexdigest() != record.plaintext_sha256:
+        raise BackupError(f"{Path(path).name} decrypts to another dump than the one recorded (plaintext sha256)")
 
 
 def database_dsn(dsn: str, dbname: str) -> str:
@@ -179,12 +482,14 @@ def database_dsn(dsn: str, dbname: str) -> str:
 
 
 def restore(path: Path, server_dsn: str, dbname: str, binaries: PgBinaries | None = None,
-            replace: bool = False) -> str:
+            replace: bool = False, keys: BackupKeys | None = None, timeout_s: float = 3600.0) -> str:
     """Restore a dump into a new database on the server of server_dsn; returns that database's DSN.
 
-    The restoring role owns what it restores (--no-owner: a non-superuser cannot give objects to other roles),
-    and the grants come along (the roles are the server's), so a scratch copy is what the app's role sees."""
+    The dump is decrypted into pg_restore's stdin (never to a file). The restoring role owns what it restores
+    (--no-owner: a non-superuser cannot give objects to other roles), and the grants come along (the roles are
+    the server's), so a scratch copy is what the app's role sees."""
     binaries = binaries or find_binaries()
+    keys = keys if keys is not None else BackupKeys.from_environment()
     admin = database_dsn(server_dsn, "postgres")
     if replace:
         drop_database(server_dsn, dbname)
@@ -192,11 +497,15 @@ def restore(path: Path, server_dsn: str, dbname: str, binaries: PgBinaries | Non
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     target = database_dsn(server_dsn, dbname)
     plain_dsn, env = split_password(target)
-    done = subprocess.run([binaries.tool("pg_restore"), "--no-owner", "--exit-on-error",
-                           f"--dbname={plain_dsn}", str(path)], capture_output=True, text=True, env=env)
-    if done.returncode != 0:
+    try:
+        code, stderr = _pipe_into(Path(path), keys, [binaries.tool("pg_restore"), "--no-owner", "--exit-on-error",
+                                                     f"--dbname={plain_dsn}"], env, timeout_s)
+    except BackupError:
         drop_database(server_dsn, dbname)
-        raise _fail("pg_restore failed", done.stderr)
+        raise
+    if code != 0:
+        drop_database(server_dsn, dbname)
+        raise _fail("pg_restore failed", stderr)
     return target
 
 
@@ -298,38 +607,166 @@ END $gate$;
 """
 
 
-def restore_in_place(dump: Path, dsn: str, binaries: PgBinaries | None = None, lock_timeout_s: int = 60) -> None:
+def restore_in_place(dump: Path, dsn: str, binaries: PgBinaries | None = None, lock_timeout_s: int = 60,
+                     keys: BackupKeys | None = None, timeout_s: float = 3600.0) -> None:
     """Put the target database back to the dump, atomically, with owners and grants as dumped.
 
-    One psql transaction: empty the public schema, then pg_restore's script streamed in with ON_ERROR_STOP;
-    COMMIT is sent only after pg_restore finished cleanly. A dump with large objects is refused (their data
-    comes with transaction control of its own, which would break the all-or-nothing)."""
+    One psql transaction: empty the public schema, then pg_restore's script (the dump decrypted into its stdin)
+    streamed in with ON_ERROR_STOP; COMMIT is sent only after pg_restore finished cleanly. A dump with large
+    objects is refused (their data comes with transaction control of its own, which would break the
+    all-or-nothing)."""
     binaries = binaries or find_binaries()
+    keys = keys if keys is not None else BackupKeys.from_environment()
     verify_unchanged(dump)
-    if any(" BLOB " in entry or "LARGE OBJECT" in entry for entry in list_contents(dump, binaries)):
+    if any(" BLOB " in entry or "LARGE OBJECT" in entry for entry in list_contents(dump, binaries, keys)):
         raise BackupError(f"{dump} holds large objects: restore it with pg_restore by hand (not atomic)")
     plain_dsn, env = split_password(dsn)
-    with tempfile.TemporaryFile() as psql_err, tempfile.TemporaryFile() as script_err:
+    with tempfile.TemporaryFile() as psql_err:
         psql = subprocess.Popen([binaries.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", plain_dsn,
                                  "-f", "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_err,
                                 env=env)
         assert psql.stdin is not None
-        psql.stdin.write(f"BEGIN;\nSET LOCAL client_min_messages = warning;\nSET LOCAL lock_timeout = "
-                         f"'{int(lock_timeout_s)}s';\n{_EMPTY_PUBLIC}\n".encode())
-        psql.stdin.flush()  # before pg_restore writes to the same pipe
-        script = subprocess.Popen([binaries.tool("pg_restore"), "-f", "-", str(dump)], stdout=psql.stdin,
-                                  stderr=script_err)
-        script.wait()
-        with contextlib.suppress(BrokenPipeError):  # psql stopped at an error; its stderr says which
-            if script.returncode == 0:
-                psql.stdin.write(b"COMMIT;\n")
-            psql.stdin.close()
-        psql.wait()
+        try:
+            with _watchdog(psql, timeout_s):
+                psql.stdin.write(f"BEGIN;\nSET LOCAL client_min_messages = warning;\nSET LOCAL lock_timeout = "
+                                 f"'{int(lock_timeout_s)}s';\n{_EMPTY_PUBLIC}\n".encode())
+                psql.stdin.flush()  # before pg_restore writes to the same pipe
+                code, script_text = _pipe_into(Path(dump), keys, [binaries.tool("pg_restore"), "-f", "-"], None,
+                                               timeout_s, stdout=psql.stdin)
+                with contextlib.suppress(BrokenPipeError):  # psql stopped at an error; its stderr says which
+                    if code == 0:
+                        psql.stdin.write(b"COMMIT;\n")
+                    psql.stdin.close()
+                psql.wait()
+        finally:
+            if psql.poll() is None:  # a decryption error: psql never gets COMMIT, the transaction is dropped
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    psql.stdin.close()
+                psql.wait()
         psql_err.seek(0)
-        script_err.seek(0)
         psql_text = psql_err.read().decode("utf-8", "replace")
-        script_text = script_err.read().decode("utf-8", "replace")
-    if script.returncode != 0:
+    if code != 0:
         raise _fail("pg_restore could not stream the backup (nothing was changed)", script_text + psql_text)
     if psql.returncode != 0:
         raise _fail("restoring the backup failed (nothing was changed)", psql_text)
+
+
+# -- off the box: the store_backup and fetch_backup hooks ------------------------------------------------------
+
+def hook_env(record: BackupRecord, run_id: str) -> dict[str, str]:
+    """What a store_backup / fetch_backup hook gets (besides the gate's own environment): the encrypted file,
+    its name, size and sha256, the encryption, the run. Digests and names only: nothing secret."""
+    return {"GATE_BACKUP_FILE": str(Path(record.path).resolve()), "GATE_BACKUP_NAME": Path(record.path).name,
+            "GATE_BACKUP_SHA256": record.sha256, "GATE_BACKUP_SIZE": str(record.size),
+            "GATE_BACKUP_ENCRYPTION": record.encryption, "GATE_RUN_ID": run_id}
+
+
+def store_offsite(record: BackupRecord, hooks: object, run_id: str, keys: BackupKeys) -> BackupRecord:
+    """store_backup copies the file off the box and prints where (its last line); fetch_backup brings it back
+    into GATE_BACKUP_DEST; the copy must have the file's sha256 and decrypt to the recorded dump. The record
+    gains the location and when it was verified; the fetched copy is deleted."""
+    store = getattr(hooks, "store_backup", None)
+    fetch = getattr(hooks, "fetch_backup", None)
+    if store is None or fetch is None:
+        raise BackupError("the hooks offer no store_backup and fetch_backup: the backup cannot be kept off the box")
+    env = hook_env(record, run_id)
+    location = str(store(env)).strip()
+    if not location:
+        raise BackupError("hook store_backup printed no location (its last line must say where the copy is)")
+    dest = Path(record.path).with_name(Path(record.path).name + ".fetched")
+    dest.unlink(missing_ok=True)
+    try:
+        fetch(env | {"GATE_BACKUP_LOCATION": location, "GATE_BACKUP_DEST": str(dest.resolve())})
+        if not dest.is_file():
+            raise BackupError(f"hook fetch_backup wrote nothing to GATE_BACKUP_DEST ({dest.name})")
+        if sha256_file(dest) != record.sha256:
+            raise BackupError(f"the copy fetched back from {location} does not match the backup's sha256")
+        verify_plaintext(dest, record, keys)
+    finally:
+        dest.unlink(missing_ok=True)
+    stored = dataclasses.replace(record, location=location,
+                                 remote_verified=datetime.now(UTC).isoformat(timespec="seconds"))
+    stored.save()
+    return stored
+
+
+def fetch_back(record: BackupRecord, hooks: object, run_id: str) -> None:
+    """The local file is gone (a new box, a cleaned disk): fetch it back from its location, sha256 checked."""
+    fetch = getattr(hooks, "fetch_backup", None)
+    if fetch is None or not record.location:
+        raise BackupError(f"backup {record.path} does not exist and no copy off the box is recorded")
+    dest = Path(record.path)
+    partial = dest.with_name(dest.name + ".fetched")
+    fetch(hook_env(record, run_id) | {"GATE_BACKUP_LOCATION": record.location,
+                                      "GATE_BACKUP_DEST": str(partial.resolve())})
+    if not partial.is_file() or sha256_file(partial) != record.sha256:
+        partial.unlink(missing_ok=True)
+        raise BackupError(f"the copy fetched back from {record.location} does not match the backup's sha256")
+    os.chmod(partial, 0o600)
+    partial.replace(dest)
+
+
+# -- writes since the snapshot ---------------------------------------------------------------------------------
+
+def changes_since(dsn: str, record: BackupRecord, method: str = "digest") -> list[str]:
+    """Tables whose content is no longer what the backup holds, one line each (names and counts, no values).
+
+    "digest": every table's content checksum again, compared with the one taken in the dump's snapshot (exact:
+    any insert, update or delete shows). "counters": pg_stat_user_tables' insert/update/delete counters against
+    those read in the snapshot (one catalog query; a write shows once its session flushed its statistics, up to
+    a second later; an aborted write counts too). Tables created or dropped since show either way."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        found = catalog.inspect(conn).tables
+        lines = [f"{name}: created since the backup" for name in sorted(set(found) - set(record.checksums))]
+        lines += [f"{name}: dropped since the backup" for name in sorted(set(record.checksums) - set(found))]
+        if method == "counters" and record.counters:
+            now = _counters(conn)
+            for name in sorted(set(record.counters) & set(now)):
+                ins, upd, dele = (b - a for a, b in zip(record.counters[name], now[name], strict=True))
+                if ins or upd or dele:
+                    lines.append(f"{name}: {ins} inserted, {upd} updated, {dele} deleted since the backup")
+            return lines
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            for name in sorted(set(record.checksums) & set(found)):
+                rows, digest = record.checksums[name]
+                now = table_checksum(conn, found[name].name, schema=found[name].schema)
+                if (now.rows, now.digest) != (rows, digest):
+                    lines.append(f"{name}: {rows} rows at the backup, {now.rows} now, content differs")
+    return lines
+
+
+# -- what the pre-flight asks before maintenance goes on ------------------------------------------------------
+
+def backup_inputs(gate: Any, env: Mapping[str, str] | None = None, hooks: object | None = None) -> list[str]:
+    """Problems with the backup's inputs, one line each, before anything changes: recipients valid, the identity
+    present and matching a recipient (a restore must be able to open what the backup writes), the store_backup
+    and fetch_backup hooks configured (shell hooks: not placeholders)."""
+    settings: BackupConfig = gate.backup
+    problems = []
+    try:
+        keys = BackupKeys.from_environment(settings, env)
+    except BackupError as exc:
+        return [f"backup: {exc}"]
+    if keys.encrypting:
+        try:
+            keys.age_recipients()
+            identities = keys.age_identities("the backup")
+            publics = {str(i.to_public()) for i in identities}
+            if not publics & set(keys.recipients):
+                problems.append(f"backup: no identity in {IDENTITY_ENV} matches a recipient: a restore could not "
+                                "open the backup")
+        except BackupError as exc:
+            problems.append(f"backup: {exc}")
+    commands = getattr(hooks, "commands", None)
+    if hooks is None or isinstance(commands, dict):
+        commands = commands if isinstance(commands, dict) else gate.hooks
+        for name in ("store_backup", "fetch_backup"):
+            command = (commands.get(name) or "").strip()
+            if not command:
+                problems.append(f"hook {name}: not configured in [hooks]")
+            elif "TODO(hook)" in command:
+                problems.append(f"hook {name}: still the shipped placeholder (replace it with your store's command)")
+    elif not (hasattr(hooks, "store_backup") and hasattr(hooks, "fetch_backup")):
+        problems.append("hooks: no store_backup and fetch_backup (the backup cannot be kept off the box)")
+    return problems

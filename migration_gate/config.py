@@ -335,6 +335,59 @@ def load_logs(spec: object, hooks: dict[str, str], base: Path, where: str) -> Lo
                       timeout_seconds=timeout, settle_seconds=settle)
 
 
+BACKUP_ENCRYPTION = ("age", "none")
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """[backup]: how the dump is kept. `encrypt` "age" (default) streams pg_dump into an age file for `recipients`
+    (public keys, plus GATE_BACKUP_RECIPIENTS); "none" keeps a plaintext dump and the sign-off warns loudly. The
+    identity that decrypts (a private key) comes from the environment (GATE_BACKUP_IDENTITY), never from here.
+    Retention is what the sign-off states: days the local copy is kept, and the remote store's own rule."""
+
+    encrypt: str = "age"
+    recipients: tuple[str, ...] = ()
+    retention_days_local: int = 7
+    retention_remote: str = "as the store_backup destination's own lifecycle rule keeps it (not configured)"
+    hook_timeout_seconds: float = 1800.0  # store_backup / fetch_backup may upload or download gigabytes
+    dump_timeout_seconds: float = 3600.0  # pg_dump streaming into the encryptor
+    change_check: str = "digest"  # before migrating: "digest" (exact) or "counters" (pg_stat_user_tables, fast)
+
+
+def load_backup(spec: object, where: str) -> BackupConfig:
+    """[backup] validated: unknown keys, wrong types and an unknown mode are one line each."""
+    if spec is None:
+        return BackupConfig()
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a table")
+    allowed = set(BackupConfig.__dataclass_fields__)
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
+    encrypt = spec.get("encrypt", "age")
+    if encrypt not in BACKUP_ENCRYPTION:
+        raise ConfigError(f"{where}: encrypt must be one of {', '.join(BACKUP_ENCRYPTION)}")
+    recipients = spec.get("recipients", [])
+    if not isinstance(recipients, list) or not all(isinstance(r, str) and r.startswith("age1") for r in recipients):
+        raise ConfigError(f"{where}: recipients must be a list of age public keys (age1...)")
+    change_check = spec.get("change_check", "digest")
+    if change_check not in ("digest", "counters"):
+        raise ConfigError(f"{where}: change_check must be 'digest' or 'counters'")
+    numbers = {}
+    for key in ("retention_days_local", "hook_timeout_seconds", "dump_timeout_seconds"):
+        value = spec.get(key, getattr(BackupConfig, key))
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{where}: {key} must be a non-negative number")
+        numbers[key] = value
+    if not isinstance(spec.get("retention_remote", ""), str):
+        raise ConfigError(f"{where}: retention_remote must be a string")
+    return BackupConfig(encrypt=encrypt, recipients=tuple(recipients),
+                        retention_days_local=int(numbers["retention_days_local"]),
+                        retention_remote=spec.get("retention_remote", BackupConfig.retention_remote),
+                        hook_timeout_seconds=float(numbers["hook_timeout_seconds"]),
+                        dump_timeout_seconds=float(numbers["dump_timeout_seconds"]), change_check=change_check)
+
+
 @dataclass(frozen=True)
 class GateConfig:
     path: Path
@@ -372,6 +425,7 @@ class GateConfig:
     app_role: AppRole | None = None  # [app_role]: the app's own role and its privileges
     hook_timeout_seconds: float = 600.0  # [hooks] timeout_seconds: a hook that runs longer is stopped, red
     logs: LogsConfig = field(default_factory=LogsConfig)  # [logs]: where the log check reads the app's lines
+    backup: BackupConfig = field(default_factory=BackupConfig)  # [backup]: encryption, retention, checks
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -724,6 +778,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         app_role=load_app_role(data.get("app_role"), f"{where} [app_role]"),
         logs=load_logs(data.get("logs"), {k: str(v) for k, v in data.get("hooks", {}).items()}, base,
                        f"{where} [logs]"),
+        backup=load_backup(data.get("backup"), f"{where} [backup]"),
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")

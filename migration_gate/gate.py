@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -154,9 +153,27 @@ class Gate:
         return result.ok
 
     def _backup(self, record: PhaseRecord) -> bool:
-        taken = backup.take_backup(self.target.dsn, self.run_dir / "backup")
-        self.state.backup = {k: v for k, v in asdict(taken).items() if k != "checksums"}
-        self.progress.say(f"backup {Path(taken.path).name}: {taken.size:,} bytes, sha256 {taken.sha256[:16]}...")
+        """The dump streamed into an encrypted file (age, to [backup] recipients), stored off the box by the
+        store_backup hook, fetched back by fetch_backup and verified by both sha256s, then the backup checks."""
+        settings = self.gate.backup
+        keys = backup.BackupKeys.from_environment(settings)
+        if isinstance(self.target.hooks, ShellHooks):
+            self.target.hooks.backup_timeout = settings.hook_timeout_seconds
+        taken = backup.take_backup(self.target.dsn, self.run_dir / "backup", keys=keys,
+                                   timeout_s=settings.dump_timeout_seconds,
+                                   retention_days=settings.retention_days_local)
+        self.state.backup = taken.summary()
+        self.state.save()
+        how = f"age, {len(taken.recipients)} recipient(s)" if taken.encryption == "age" else "NOT ENCRYPTED"
+        self.progress.say(f"backup {Path(taken.path).name} ({how}): {taken.size:,} bytes, sha256 "
+                          f"{taken.sha256[:16]}...")
+        if taken.encryption == "none":
+            self.progress.say("WARNING: [backup] encrypt = \"none\": the dump holds PHI in clear")
+        stored = backup.store_offsite(taken, self.target.hooks, self.run_dir.name, keys)
+        self.state.backup = stored.summary() | {"retention_days_local": settings.retention_days_local,
+                                                "retention_remote": settings.retention_remote}
+        self.state.save()
+        self.progress.say(f"backup stored off the box at {stored.location}; fetched back and verified")
         return self.run_suite("backup", record)
 
     def _migration(self, record: PhaseRecord) -> bool:
@@ -277,21 +294,41 @@ class Gate:
         return True
 
     def _guard_migration(self) -> None:
-        """The migration runs only after green pre-checks and backup in this run (or with --force)."""
+        """The migration runs only after green pre-checks and backup in this run (or with --force), with the
+        backup unchanged, and only on a database no one has written to since the backup's snapshot: a write in
+        the window (an instance or a job ignoring maintenance) would be migrated, then lost by a restore."""
         self.check_lock()
         not_green = [p.name for p in self.state.phases
                      if p.name in ("premigration", "maintenance", "backup") and p.status != "passed"]
         if self.state.backup:
             try:
-                backup.verify_unchanged(Path(self.state.backup["path"]))
+                record = backup.verify_unchanged(Path(self.state.backup["path"]))
             except backup.BackupError as exc:
                 raise Refused(f"refusing to migrate: {exc}") from None
+            began = time.monotonic()
+            changed = backup.changes_since(self.target.dsn, record, self.gate.backup.change_check)
+            self.state.backup["change_check"] = (f"{self.gate.backup.change_check}: {len(record.checksums)} tables "
+                                                 f"in {time.monotonic() - began:.1f} s, {len(changed)} changed")
+            if changed:
+                self._refuse_stale(changed)
         if not_green and not self.force:
             raise Refused(f"refusing to migrate: {', '.join(not_green)} not green in this run (scripts/cutover runs "
                           "them in order; --force overrides)")
         if not_green:
             self.state.forced = True
             self.progress.say(f"FORCED: migrating although {', '.join(not_green)} are not green (in the report)")
+
+    def _refuse_stale(self, changed: list[str]) -> None:
+        """Written to since the backup: nothing is migrated, maintenance goes off (the app is untouched on the
+        legacy schema), and the run records which tables changed. --force never overrides this."""
+        shown = "; ".join(changed[:8]) + (f"; and {len(changed) - 8} more" if len(changed) > 8 else "")
+        message = (f"refusing to migrate: the database was written to after the backup's snapshot ({shown}); "
+                   "find what ignores maintenance mode, then run the cut-over again for a fresh backup")
+        self.state.status, self.state.failure = "refused", message
+        if self.state.maintenance_on_at and not self.state.maintenance_off_at:
+            self._maintenance_off_quietly()
+        self._finish()
+        raise Refused(message)
 
     def _maintenance_off_quietly(self) -> None:
         with contextlib.suppress(Exception):
@@ -333,8 +370,12 @@ class Gate:
             return True
         if not self.state.backup:
             raise GateError("no backup was taken in this run: nothing to restore")
-        backup.restore_in_place(Path(self.state.backup["path"]), self.target.dsn)
-        record.detail = f"restored {Path(self.state.backup['path']).name} (sha256 verified)"
+        dump = Path(self.state.backup["path"])
+        if not dump.is_file():  # the box lost it: the copy off the box comes back, sha256 checked
+            backup.fetch_back(backup.BackupRecord.load(dump), self.target.hooks, self.run_dir.name)
+        backup.restore_in_place(dump, self.target.dsn, keys=backup.BackupKeys.from_environment(self.gate.backup),
+                                timeout_s=self.gate.backup.dump_timeout_seconds)
+        record.detail = f"restored {dump.name} (sha256 verified, decrypted into pg_restore)"
         return True
 
     def _redeploy_legacy(self, record: PhaseRecord) -> bool:

@@ -25,6 +25,10 @@ class Hooks(Protocol):
 
     def maintenance(self, on: bool) -> None: ...
     def deploy(self, use_hipaa_schema: bool) -> None: ...
+    # The backup off the box (environment contract in migration_gate.backup.hook_env): store returns the
+    # location (a shell hook's last output line); fetch writes the copy at that location to GATE_BACKUP_DEST.
+    def store_backup(self, env: dict[str, str]) -> str: ...
+    def fetch_backup(self, env: dict[str, str]) -> None: ...
 
 
 def hook_problems(hooks: Hooks) -> list[str]:
@@ -48,27 +52,39 @@ class ShellHooks:
 
     commands: dict[str, str]
     timeout: float = 600
+    backup_timeout: float = 1800  # store_backup / fetch_backup move the whole (encrypted) dump
 
-    def _run(self, name: str) -> None:
+    def _run(self, name: str, env: dict[str, str] | None = None, timeout: float | None = None) -> str:
         command = self.commands.get(name)
         if not command:
             raise GateError(f"no [hooks] {name} command configured")
+        limit = timeout or self.timeout
         # its own process group, so a hang is stopped with everything it started (a sleep, a curl)
         child = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 start_new_session=True)
+                                 start_new_session=True, env=os.environ | (env or {}))
         try:
-            stdout, stderr = child.communicate(timeout=self.timeout)
+            stdout, stderr = child.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
             child.communicate()
-            raise GateError(f"hook {name} did not finish within {self.timeout:g} s and was stopped "
+            raise GateError(f"hook {name} did not finish within {limit:g} s and was stopped "
                             "([hooks] timeout_seconds)") from None
         if child.returncode != 0:
             last = (stderr or stdout).strip().splitlines()[-1:] or ["(no output)"]
             # a hook's output may echo its environment (set -x, a verbose curl): its secrets are masked by value
             line = mask_values(redact_text(last[0]), secret_values(dict(os.environ)))
             raise GateError(f"hook {name} failed with exit code {child.returncode}: {line}")
+        return stdout
+
+    def store_backup(self, env: dict[str, str]) -> str:
+        """The [hooks] store_backup command; its last output line is where the copy is (e.g. the s3:// URL)."""
+        lines = [line.strip() for line in self._run("store_backup", env, self.backup_timeout).splitlines()]
+        return mask_values(redact_text(next((line for line in reversed(lines) if line), "")),
+                           secret_values(dict(os.environ)))
+
+    def fetch_backup(self, env: dict[str, str]) -> None:
+        self._run("fetch_backup", env, self.backup_timeout)
 
     def maintenance(self, on: bool) -> None:
         self._run("maintenance_on" if on else "maintenance_off")

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from migration_gate import logsource
+from migration_gate import backup, logsource
 from migration_gate.catalog import quote, user_schemas
 from migration_gate.checks import CheckFailed, Result, encryption, environment, error_text
 from migration_gate.checks import api as app
@@ -137,6 +137,8 @@ def check_inputs(gate: GateConfig, target: CutoverTarget, reports: Path) -> list
         inputs.append(Input("database", missing=[redact_text(f"database: unreachable ({error_text(exc)})")]))
     inputs += _api(target)
     inputs.append(Input("hooks", "maintenance on/off, deploy new/legacy schema", hook_problems(target.hooks)))
+    inputs.append(Input("backup", f"encrypt {gate.backup.encrypt}; store_backup and fetch_backup hooks",
+                        backup.backup_inputs(gate, hooks=target.hooks)))
     inputs.append(_log_source(gate, target))
     return inputs
 

@@ -15,6 +15,7 @@ _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _BEARER = re.compile(r"(\bBearer\s+)[^\s'\"]+", re.IGNORECASE)
 # Environment variables whose values are secrets by their name (a hook's RENDER_API_KEY, GATE_API_PASSWORD...).
 _SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSW|CREDENTIAL|AUTH|DATABASE_URL|DSN", re.IGNORECASE)
+_AGE_KEY = re.compile(r"AGE-SECRET-KEY-1[0-9A-Za-z]+")  # an age identity (the backup's private key)
 _QUOTED = re.compile(r"(\"[^\"]*\"|'[^']*')")
 
 
@@ -30,11 +31,12 @@ def redact_dsn(dsn: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """Mask passwords in connection strings, 64-hex keys and JWTs anywhere in free text."""
+    """Mask passwords in connection strings, 64-hex keys, JWTs and age identities anywhere in free text."""
     text = _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", text)
     text = _KV_PASSWORD.sub(rf"\g<1>{MASK}", text)
     text = _HEX_KEY.sub(MASK, text)
     text = _BEARER.sub(rf"\g<1>{MASK}", text)
+    text = _AGE_KEY.sub(MASK, text)
     return _JWT.sub(MASK, text)
 
 

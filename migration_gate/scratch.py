@@ -30,12 +30,13 @@ class ScratchDatabase:
     """Owns one scratch database on the target's server: created (restored from a dump) on entry, dropped on
     exit, whatever happened in between."""
 
-    def __init__(self, server_dsn: str, name: str, dump: Path, binaries: PgBinaries | None = None) -> None:
-        self.server_dsn, self.name, self.dump, self.binaries = server_dsn, name, dump, binaries
+    def __init__(self, server_dsn: str, name: str, dump: Path, binaries: PgBinaries | None = None,
+                 keys: backup.BackupKeys | None = None) -> None:
+        self.server_dsn, self.name, self.dump, self.binaries, self.keys = server_dsn, name, dump, binaries, keys
         self.dsn = ""
 
     def __enter__(self) -> ScratchDatabase:
-        self.dsn = backup.restore(self.dump, self.server_dsn, self.name, self.binaries, replace=True)
+        self.dsn = backup.restore(self.dump, self.server_dsn, self.name, self.binaries, replace=True, keys=self.keys)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -105,9 +106,14 @@ def _migrate(result: Result, dsn: str, gate: GateConfig, key: str, what: str) ->
 
 
 @contextlib.contextmanager
-def _dump_of(target_dsn: str, binaries: PgBinaries | None) -> Iterator[Path]:
+def _dump_of(target_dsn: str, binaries: PgBinaries | None) -> Iterator[tuple[Path, backup.BackupKeys]]:
+    """A dump of the target for the rehearsal, encrypted to a key pair that lives only in this process's memory
+    (the plaintext never touches the disk), deleted with its folder afterwards, and proven gone."""
+    keys = backup.BackupKeys.generate()
     with tempfile.TemporaryDirectory(prefix="gate-scratch-") as folder:
-        yield Path(backup.take_backup(target_dsn, Path(folder), binaries).path)
+        yield Path(backup.take_backup(target_dsn, Path(folder), binaries, keys=keys).path), keys
+    if Path(folder).exists():
+        raise backup.BackupError(f"the rehearsal's temporary dump folder {folder} was not removed")
 
 
 def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBinaries | None = None) -> Result:
@@ -117,9 +123,9 @@ def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBi
     result.problems.extend(f"description: {p}" for p in described.problems)
     codec = PhiCodec(key)
     stamp = f"{os.getpid()}_{int(time.time())}"
-    with _dump_of(target_dsn, binaries) as dump, \
-            ScratchDatabase(target_dsn, f"gate_before_{stamp}", dump, binaries) as before_db, \
-            ScratchDatabase(target_dsn, f"gate_scratch_{stamp}", dump, binaries) as copy:
+    with _dump_of(target_dsn, binaries) as (dump, keys), \
+            ScratchDatabase(target_dsn, f"gate_before_{stamp}", dump, binaries, keys) as before_db, \
+            ScratchDatabase(target_dsn, f"gate_scratch_{stamp}", dump, binaries, keys) as copy:
         before = _state(before_db.dsn)
         started = time.perf_counter()
         if not _migrate(result, copy.dsn, gate, key, "first run"):
@@ -142,7 +148,7 @@ def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBi
             if not _migrate(result, copy.dsn, gate, key, "again, before rehearsing the restore"):
                 return result
         try:
-            backup.restore_in_place(dump, copy.dsn, binaries)
+            backup.restore_in_place(dump, copy.dsn, binaries, keys=keys)
             _compare_with_before(result, "restoring the backup", before, _state(copy.dsn))
             rehearsed.append("restore of the backup")
         except backup.BackupError as exc:

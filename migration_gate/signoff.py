@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 
-from migration_gate.backup import sha256_file
+from migration_gate.backup import is_plaintext_dump, sha256_file
 from migration_gate.config import SANDBOX_BANNER
 from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
 from migration_gate.runstate import RunState, budget_report
@@ -76,6 +76,39 @@ def artifacts(run_dir: Path, exclude: Path | None = None) -> list[tuple[str, int
         digest = sha256_file(path)
         found.append((str(path.relative_to(run_dir)), path.stat().st_size, digest))
     return found
+
+
+def _backup_section(state: RunState) -> list[str]:
+    """The backup by name, digests and location only (never a link to it); a plaintext backup as a warning."""
+    if not state.backup:
+        return []
+    b = state.backup
+    parts = ["<h2 id='backup'>Backup</h2>"]
+    if b.get("encryption", "none") == "none":
+        parts.append("<p class='verdict' style='background:#cf222e'>WARNING: the backup is NOT ENCRYPTED "
+                     "([backup] encrypt = \"none\"). It holds PHI in clear: do not attach or copy it; delete it "
+                     "as soon as it is no longer needed.</p>")
+    encryption = (f"age (age-encryption.org/v1) to {len(b.get('recipients', []))} recipient(s); open with "
+                  "<code>age -d -i IDENTITY FILE | pg_restore ...</code>" if b.get("encryption") == "age"
+                  else "none")
+    rows = [("File (local, not linked)", f"<code>{escape(Path(b.get('path', '')).name)}</code>"),
+            ("Encryption", encryption),
+            ("Recipients", "<br>".join(f"<code>{escape(r)}</code>" for r in b.get("recipients", [])) or "-"),
+            ("Size of the file", f"{b.get('size', 0):,} bytes"),
+            ("sha256 of the file", f"<code>{escape(str(b.get('sha256', '')))}</code>"),
+            ("Size of the dump (plaintext stream)", f"{b.get('plaintext_size', 0):,} bytes"),
+            ("sha256 of the dump (plaintext stream)", f"<code>{escape(str(b.get('plaintext_sha256', '-')))}</code>"),
+            ("Stored off the box at", f"<code>{escape(b.get('location') or 'NOT STORED')}</code>"),
+            ("Fetched back and verified", escape(b.get("remote_verified") or "no")),
+            ("Unchanged since the snapshot (checked right before migrating)", escape(b.get("change_check", "-"))),
+            ("Taken at", escape(str(b.get("taken_at", "")))),
+            ("Server / pg_dump", escape(f"{b.get('server_version', '')} / {b.get('pg_dump_version', '')}"))]
+    if "retention_days_local" in b:
+        rows += [("Retention, local copy", escape(f"{b['retention_days_local']} days (until "
+                                                  f"{b.get('keep_local_until') or '-'}), in the run folder's backup/")),
+                 ("Retention, copy off the box", escape(str(b.get("retention_remote", "-"))))]
+    parts.append("<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>")
+    return parts
 
 
 def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime_limit: float = 180.0,
@@ -163,10 +196,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
     parts.append(f"<tr><th colspan='2'>Total</th><th>{sum(c['checked'] for c in phi):,}</th>"
                  f"<th>{sum(c['problems'] for c in phi)}</th></tr></table>")
 
-    if state.backup:
-        parts.append("<h2 id='backup'>Backup</h2><table>" + "".join(
-            f"<tr><th>{escape(k)}</th><td><code>{escape(str(state.backup.get(k, '')))}</code></td></tr>"
-            for k in ("path", "size", "sha256", "taken_at", "server_version", "pg_dump_version")) + "</table>")
+    parts.extend(_backup_section(state))
 
     parts.append("<h2 id='environment'>Environment</h2><table>" + "".join(
         f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in environment.items()) +
@@ -177,8 +207,9 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
                  "this report was written: any later edit shows.</p>"
                  "<table><tr><th>File</th><th>Bytes</th><th>sha256</th></tr>")
     for name, size, digest in artifacts(run_dir, exclude=run_dir / "signoff.html"):
-        parts.append(f"<tr><td><a href='{escape(name)}'>{escape(name)}</a></td><td>{size:,}</td>"
-                     f"<td><code>{digest}</code></td></tr>")
+        shown = (f"{escape(name)} (PHI in clear: not linked)" if is_plaintext_dump(run_dir / name)
+                 else f"<a href='{escape(name)}'>{escape(name)}</a>")
+        parts.append(f"<tr><td>{shown}</td><td>{size:,}</td><td><code>{digest}</code></td></tr>")
     roles = ("Release manager", "Database administrator", "Compliance / privacy officer")
     parts.append("</table><h2 id='approvals'>Approvals</h2><table class='sign'><tr><th>Role</th><th>Name</th>"
                  "<th>Signature</th><th>Date</th></tr>"

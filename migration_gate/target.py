@@ -36,6 +36,7 @@ class TargetState:
     baseline_dsn: str | None = None
     api_username: str | None = None
     api_password: str | None = None
+    backup_keys: backup.BackupKeys | None = field(default=None, repr=False)  # opens backup_file (the identity)
     _baseline_scratch: str | None = field(default=None, repr=False)
 
 
@@ -61,7 +62,8 @@ class RealTargets:
                 api_base_url=self.env.api_base_url, app_log_file=self.env.app_log_file,
                 log_offset=int(self.env.extra.get("log_offset", 0)), backup_file=self.env.backup_file,
                 baseline_dsn=self.env.baseline_url, api_username=self.env.api_username,
-                api_password=self.env.api_password, log_source=self._log_source(), log_marker=self._log_marker())
+                api_password=self.env.api_password, log_source=self._log_source(), log_marker=self._log_marker(),
+                backup_keys=backup.BackupKeys.from_environment())
         return self._states[phase]
 
     def _log_source(self) -> LogSource | None:
@@ -87,7 +89,7 @@ class RealTargets:
         # named after the dump's sha256: the same backup always lands in the same scratch database, which a
         # crashed run's successor reuses (replace=True) instead of leaving copies behind
         name = f"gate_baseline_{backup.sha256_file(state.backup_file)[:16]}"
-        state.baseline_dsn = backup.restore(state.backup_file, state.dsn, name, replace=True)
+        state.baseline_dsn = backup.restore(state.backup_file, state.dsn, name, replace=True, keys=state.backup_keys)
         state._baseline_scratch = name
         return state.baseline_dsn
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -149,10 +150,27 @@ class ApiProcess:
 
 
 class SandboxHooks:
-    """The cut-over's hooks for the sandbox: maintenance is the flag file, a deploy is a restart with the flag."""
+    """The cut-over's hooks for the sandbox: maintenance is the flag file, a deploy is a restart with the flag,
+    and "off the box" is a second folder (`offsite`, default beside the API's log) the backup is copied to, as an
+    `aws s3 cp` hook would upload it; the location is that copy's file:// URL."""
 
-    def __init__(self, api: ApiProcess) -> None:
+    def __init__(self, api: ApiProcess, offsite: Path | None = None) -> None:
         self.api = api
+        self.offsite = Path(offsite) if offsite else api.log_file.parent / "offsite"
+
+    def store_backup(self, env: dict[str, str]) -> str:
+        folder = self.offsite / env["GATE_RUN_ID"]
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        copy = folder / env["GATE_BACKUP_NAME"]
+        shutil.copyfile(env["GATE_BACKUP_FILE"], copy)
+        copy.chmod(0o600)
+        return copy.resolve().as_uri()
+
+    def fetch_backup(self, env: dict[str, str]) -> None:
+        location = env["GATE_BACKUP_LOCATION"]
+        if not location.startswith("file://"):
+            raise RuntimeError(f"the sandbox's store holds file:// locations, not {location.split(':', 1)[0]}")
+        shutil.copyfile(location.removeprefix("file://"), env["GATE_BACKUP_DEST"])
 
     def maintenance(self, on: bool) -> None:
         self.api.maintenance(on)

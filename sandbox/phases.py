@@ -40,6 +40,7 @@ class SandboxTargets:
         self.cluster: EmbeddedPostgres | None = None
         self._states: dict[str, TargetState] = {}
         self._apis: list[ApiProcess] = []
+        self.backup_keys = backup.BackupKeys.generate()  # the phase states' backups: a pair held in memory
 
     def _database(self, name: str) -> str:
         if self.cluster is None:
@@ -70,7 +71,7 @@ class SandboxTargets:
     def _state(self, phase: str, dsn: str, api: ApiProcess, **extra) -> TargetState:
         return TargetState(phase=phase, dsn=dsn, use_hipaa_schema=api.use_hipaa_schema, api_base_url=api.base_url,
                            app_log_file=api.log_file, api_username=self.gate.sandbox_username,
-                           api_password=self.gate.sandbox_password, **extra)
+                           api_password=self.gate.sandbox_password, backup_keys=self.backup_keys, **extra)
 
     def state(self, phase: str) -> TargetState:
         if phase not in self._states:
@@ -83,12 +84,12 @@ class SandboxTargets:
 
     def _build_backup(self) -> TargetState:
         dsn = self._database("gate_backup")
-        record = backup.take_backup(dsn, self.workdir / "backups", name="gate_backup.dump")
+        record = backup.take_backup(dsn, self.workdir / "backups", name="gate_backup.dump", keys=self.backup_keys)
         return self._state("backup", dsn, self._api(dsn, "backup", False), backup_file=Path(record.path))
 
     def _migrated(self, name: str) -> tuple[str, Path]:
         dsn = self._database(name)
-        record = backup.take_backup(dsn, self.workdir / "backups", name=f"{name}.dump")
+        record = backup.take_backup(dsn, self.workdir / "backups", name=f"{name}.dump", keys=self.backup_keys)
         migration.run_file(dsn, self.gate.migration_file, self.key)
         return dsn, Path(record.path)
 
@@ -103,9 +104,9 @@ class SandboxTargets:
     def _build_integrity(self) -> TargetState:
         """Migrated and untouched by app traffic: integrity runs right after the migration, before go-live."""
         dsn, dump = self._migrated("gate_integrity")
-        baseline = backup.restore(dump, dsn, "gate_integrity_baseline")
+        baseline = backup.restore(dump, dsn, "gate_integrity_baseline", keys=self.backup_keys)
         return TargetState(phase="integrity", dsn=dsn, use_hipaa_schema=True, backup_file=dump,
-                           baseline_dsn=baseline)
+                           baseline_dsn=baseline, backup_keys=self.backup_keys)
 
     def _build_rollback(self) -> TargetState:
         dsn, dump = self._migrated("gate_rollback")

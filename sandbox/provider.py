@@ -63,7 +63,7 @@ class SandboxRehearsal:
     @property
     def hooks(self) -> SandboxHooks:
         if self._hooks is None:
-            self._hooks = SandboxHooks(self.box.api)
+            self._hooks = SandboxHooks(self.box.api, offsite=self.box.offsite)
         return self._hooks
 
 

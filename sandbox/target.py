@@ -5,12 +5,16 @@ app's own role with only the privileges [app_role] gives it (sandbox.roles)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
+from migration_gate.backup import IDENTITY_ENV, RECIPIENTS_ENV, BackupKeys
 from migration_gate.config import GateConfig, load_config
 from migration_gate.embedded import EmbeddedPostgres
 from migration_gate.progress import Progress
@@ -35,6 +39,9 @@ class Sandbox:
     gate: GateConfig | None = None  # the description whose [app_role] the API runs as (default: migration.toml)
     fixture_password: str | None = None  # the first demo user's password instead of the documented one
     jwt_secret: str = SANDBOX_JWT_SECRET
+    backup_keys: BackupKeys | None = None  # the sandbox's own backup key pair, made at start
+    private: Path | None = None  # outside the run folder: the identity file and the "off the box" store
+    _saved_env: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     @property
     def dsn(self) -> str:
@@ -48,8 +55,37 @@ class Sandbox:
         app_role = self.gate.app_role if self.gate else None
         return as_role(self.dsn, app_role.name) if app_role else self.dsn
 
+    @property
+    def offsite(self) -> Path:
+        """The sandbox's "off the box" store (a second folder, never inside a run folder)."""
+        assert self.private is not None
+        return self.private / "offsite"
+
+    def _backup_keys(self) -> None:
+        """A key pair made now, given to the gate as an operator does: GATE_BACKUP_RECIPIENTS and
+        GATE_BACKUP_IDENTITY (an owner-only identity file outside the run folder) for the sandbox's lifetime."""
+        self.backup_keys = BackupKeys.generate()
+        self.private = Path(tempfile.mkdtemp(prefix="gate-sandbox-"))
+        identity = self.private / "backup-identity.txt"
+        identity.write_text(self.backup_keys.identity_file_text())
+        identity.chmod(0o600)
+        self._saved_env = {name: os.environ.get(name) for name in (IDENTITY_ENV, RECIPIENTS_ENV)}
+        os.environ[IDENTITY_ENV], os.environ[RECIPIENTS_ENV] = str(identity), self.backup_keys.recipients[0]
+
+    def _forget_backup_keys(self) -> None:
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env = {}
+        if self.private is not None:
+            shutil.rmtree(self.private, ignore_errors=True)
+            self.private = None
+
     def start(self) -> Sandbox:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._backup_keys()
         self.progress.say("starting the embedded PostgreSQL")
         self.gate = self.gate or load_config()
         self.cluster = EmbeddedPostgres().start()
@@ -80,6 +116,8 @@ class Sandbox:
                 self.cluster.keep(companion_pids=(api_pid,) if api_pid else ())
             else:
                 self.cluster.stop()
+        if not keep:  # a kept sandbox keeps its key, so its backups can still be opened
+            self._forget_backup_keys()
 
     def __enter__(self) -> Sandbox:
         return self.start()

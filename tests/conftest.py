@@ -8,6 +8,8 @@ creating roles uses the bootstrap superuser (``pg.admin_dsn()``), and a test tha
 from __future__ import annotations
 
 import itertools
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 from psycopg import sql
 
 from migration_gate import migration
+from migration_gate.backup import IDENTITY_ENV, RECIPIENTS_ENV, BackupKeys
 from migration_gate.config import load_config
 from migration_gate.embedded import EmbeddedPostgres
 from sandbox.roles import create_app_role, grant_app_role
@@ -28,6 +31,28 @@ ROLLBACK = ROOT / "sandbox" / "migrations" / "001_rollback.sql"
 TEST_PATIENTS = 120
 GATE = load_config()
 _names = itertools.count(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def backup_keys() -> Iterator[BackupKeys]:
+    """The operator's backup key pair for the whole test session, in the environment as an operator sets it
+    (GATE_BACKUP_RECIPIENTS, GATE_BACKUP_IDENTITY as an owner-only identity file): every backup a test takes is
+    encrypted, every restore decrypts, and the scripts a test starts inherit them."""
+    keys = BackupKeys.generate()
+    saved = {name: os.environ.get(name) for name in (IDENTITY_ENV, RECIPIENTS_ENV)}
+    with tempfile.TemporaryDirectory(prefix="gate-test-keys-") as folder:
+        identity = Path(folder) / "identity.txt"
+        identity.write_text(keys.identity_file_text())
+        identity.chmod(0o600)
+        os.environ[IDENTITY_ENV], os.environ[RECIPIENTS_ENV] = str(identity), keys.recipients[0]
+        try:
+            yield keys
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

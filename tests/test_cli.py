@@ -151,8 +151,23 @@ def test_rollback_of_a_run_that_never_migrated_says_so_and_changes_nothing(legac
     assert state_file.read_text() == before and Path(record.path).exists()
 
 
+def config_with_store(tmp_path: Path) -> Path:
+    """migration.toml with store_backup/fetch_backup hooks that copy the backup to a second folder (as the
+    shipped placeholders would refuse)."""
+    offsite = tmp_path / "offsite"
+    text = load_config().path.read_text().replace('file = "sandbox/', f'file = "{ROOT}/sandbox/')
+    text = re.sub(r"^store_backup = .*$", f"store_backup = 'mkdir -p {offsite} && cp \"$GATE_BACKUP_FILE\" "
+                  f"{offsite}/ && echo file://{offsite}/$GATE_BACKUP_NAME'", text, flags=re.M)
+    text = re.sub(r"^fetch_backup = .*$", "fetch_backup = 'cp \"${GATE_BACKUP_LOCATION#file://}\" "
+                  "\"$GATE_BACKUP_DEST\"'", text, flags=re.M)
+    config = tmp_path / "migration.toml"
+    config.write_text(text)
+    return config
+
+
 def test_a_backup_after_red_pre_checks_says_what_it_does_with_the_run(legacy_db: str, tmp_path: Path) -> None:
-    env = {"DATABASE_URL": legacy_db, **ROLLBACK_ENV, "GATE_REPORTS_DIR": str(tmp_path)}  # no app: red pre-checks
+    env = {"DATABASE_URL": legacy_db, **ROLLBACK_ENV, "GATE_REPORTS_DIR": str(tmp_path),  # no app: red pre-checks
+           "GATE_CONFIG": str(config_with_store(tmp_path))}
     assert script("precheck", "--quiet", env=env).returncode == 1
     done = script("backup", "--quiet", env=env)
     assert done.returncode == 0, done.stderr

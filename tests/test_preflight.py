@@ -36,10 +36,14 @@ def write_config(folder: Path, calls: Path, **hooks: str | None) -> Path:
     text = (ROOT / "migration.toml").read_text()
     text = re.sub(r'^(file|rollback_file) = "([^"]+)"', lambda m: f'{m[1]} = "{ROOT / m[2]}"', text, flags=re.M)
     commands = {name: f"echo {name} >> {calls}" for name in
-                ("maintenance_on", "maintenance_off", "deploy_new_schema", "deploy_legacy_schema")}
+                ("maintenance_on", "maintenance_off", "deploy_new_schema", "deploy_legacy_schema", "fetch_backup")}
+    commands["store_backup"] = f"echo store_backup >> {calls}; echo file:///nowhere"
     commands.update(hooks)
     block = "\n".join(f"{name} = {json.dumps(cmd)}" for name, cmd in commands.items() if cmd is not None)
-    text = re.sub(r"^\[hooks\]\n(?:#.*\n)*(?:\w+ = .*\n)+", f"[hooks]\n{block}\n", text, flags=re.M)
+    start = text.index("\n[hooks]\n") + len("\n[hooks]\n")
+    end = text.index("\n[", start)
+    kept = [line for line in text[start:end].splitlines() if not re.match(r"\w+ = ", line)]
+    text = text[:start] + block + "\n" + "\n".join(kept) + text[end:]
     if hooks.get("logs_since"):  # the logs come through that command
         text = text.replace('\nsource = "jsonl"\n', '\nsource = "command"\n')
     path = folder / "migration.toml"
@@ -49,7 +53,7 @@ def write_config(folder: Path, calls: Path, **hooks: str | None) -> Path:
 
 def environment(box: Sandbox, config: Path, reports: Path, **overrides: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATE_", "API_", "APP_LOG"))
-           and k not in ("DATABASE_URL", "PHI_ENCRYPTION_KEY")}
+           and k not in ("DATABASE_URL", "PHI_ENCRYPTION_KEY") or k.startswith("GATE_BACKUP_")}
     env.update({"DATABASE_URL": box.dsn, "PHI_ENCRYPTION_KEY": SANDBOX_KEY, "API_BASE_URL": box.api.base_url,
                 "GATE_API_USERNAME": load_config().sandbox_username,
                 "GATE_API_PASSWORD": load_config().sandbox_password, "APP_LOG_FILE": str(box.api.log_file),
@@ -76,7 +80,8 @@ def test_the_dry_run_lists_every_input_ready_and_changes_nothing(box: Sandbox, t
     plan = json.loads(done.stdout)
     assert plan["ready"] and [i["name"] for i in plan["inputs"] if not i["ok"]] == []
     assert {i["name"] for i in plan["inputs"]} == {"database", "schema", "role privileges", "key", "pg_dump",
-                                                   "reports folder", "API", "login", "hooks", "log source"}
+                                                   "reports folder", "API", "login", "hooks", "backup",
+                                                   "log source"}
     human = cutover("--dry-run", env=env)
     assert human.returncode == 0 and "Ready: the cut-over can start." in human.stdout
     assert "phase premigration" in human.stdout and "backup into" in human.stdout
@@ -93,7 +98,8 @@ def test_the_dry_run_with_the_shipped_placeholders_and_no_app_is_not_ready(box: 
     for line in ("MISSING API: GET /health: no answer", "MISSING login: login as the fixture user failed",
                  "MISSING hook maintenance_on: still the shipped placeholder",
                  "MISSING hook deploy_legacy_schema: still the shipped placeholder",
-                 "MISSING log source: no log source", "Not ready: 7 inputs missing"):
+                 "MISSING hook store_backup: still the shipped placeholder",
+                 "MISSING log source: no log source", "Not ready: 9 inputs missing"):
         assert line in done.stdout, done.stdout
 
 
@@ -112,6 +118,8 @@ BROKEN = {
     "placeholder hook": ({}, {"deploy_new_schema": "echo 'TODO(hook): deploy' >&2; exit 1"}, None, None,
                          "hook deploy_new_schema: still the shipped placeholder"),
     "missing hook": ({}, {"maintenance_off": None}, None, None, "hook maintenance_off: not configured in [hooks]"),
+    "no backup store": ({}, {"store_backup": None}, None, None, "hook store_backup: not configured in [hooks]"),
+    "no backup identity": ({"GATE_BACKUP_IDENTITY": None}, {}, None, None, "backup: "),
     "no log source": ({"APP_LOG_FILE": None}, {}, None, None,
                       "log source: no log source (set APP_LOG_FILE, or [logs] in migration.toml)"),
     "log file gone": ({"APP_LOG_FILE": "/nonexistent/app.log"}, {}, None, None,

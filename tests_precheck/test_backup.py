@@ -20,13 +20,13 @@ def test_dump_exists_and_is_not_empty(dump):
 
 
 @pytest.mark.criterion("BAK-02")
-def test_dump_is_readable_by_pg_restore(dump):
-    backups.readable_by_pg_restore(dump).expect()
+def test_dump_is_readable_by_pg_restore(dump, target):
+    backups.readable_by_pg_restore(dump, target.backup_keys).expect()
 
 
 @pytest.mark.criterion("BAK-03")
 def test_restored_dump_holds_exactly_the_live_data_at_backup_time(dump, target):
-    backups.restores_to_recorded_content(dump, target.dsn).expect()
+    backups.restores_to_recorded_content(dump, target.dsn, target.backup_keys).expect()
 
 
 @pytest.mark.criterion("BAK-04")
@@ -35,5 +35,6 @@ def test_sha256_and_size_recorded_and_matching(dump):
 
 
 @pytest.mark.criterion("BAK-05")
-def test_dump_is_readable_by_its_owner_only(dump):
+def test_dump_is_readable_by_its_owner_only_and_encrypted_at_rest(dump, gate_config):
     backups.owner_only(dump).expect()
+    backups.encrypted_at_rest(dump, required=gate_config.backup.encrypt != "none").expect()

@@ -1,4 +1,5 @@
-"""The backup taken before the migration: present, readable, private, recorded, and exactly the live data."""
+"""The backup taken before the migration: present, readable, private (owner-only and encrypted at rest),
+recorded, and exactly the live data. Reading it always decrypts into pg_restore's stdin, never to a file."""
 
 from __future__ import annotations
 
@@ -33,10 +34,10 @@ def exists_and_not_empty(dump: Path) -> Result:
     return result
 
 
-def readable_by_pg_restore(dump: Path) -> Result:
+def readable_by_pg_restore(dump: Path, keys: backup.BackupKeys | None = None) -> Result:
     result = Result("the dump is readable by pg_restore")
     try:
-        entries = backup.list_contents(dump)
+        entries = backup.list_contents(dump, keys=keys)
     except backup.BackupError as exc:
         result.add(str(exc))
         return result
@@ -65,6 +66,23 @@ def record_matches(dump: Path) -> Result:
     return result
 
 
+def encrypted_at_rest(dump: Path, required: bool = True) -> Result:
+    """The file is an age file (its header, not only the record) and not a pg_dump archive in clear; with
+    [backup] encrypt = "none" (required False) a plaintext dump is noted, loudly, instead of failing."""
+    result = Result("the dump is encrypted at rest")
+    record = load_record(dump, result)
+    if record is None or not dump.is_file():
+        return result
+    result.checked = 1
+    if backup.is_encrypted(dump):
+        result.notes.append(f"age, to {len(record.recipients)} recipient(s)")
+    elif required:
+        result.add(f"{dump.name} is not an age file: the dump is readable by anyone who can read the file")
+    else:
+        result.notes.append("NOT ENCRYPTED: [backup] encrypt = \"none\" (the dump holds PHI in clear)")
+    return result
+
+
 def owner_only(dump: Path) -> Result:
     result = Result("the dump is readable by its owner only")
     for path in (dump, Path(str(dump) + backup.RECORD_SUFFIX)):
@@ -77,7 +95,7 @@ def owner_only(dump: Path) -> Result:
     return result
 
 
-def restores_to_recorded_content(dump: Path, server_dsn: str) -> Result:
+def restores_to_recorded_content(dump: Path, server_dsn: str, keys: backup.BackupKeys | None = None) -> Result:
     """Restored into a scratch database, every table's content checksum equals the one recorded at the dump's
     snapshot (computed from the live database in the same transaction as pg_dump)."""
     result = Result("the restored dump holds exactly the live data at backup time")
@@ -86,7 +104,7 @@ def restores_to_recorded_content(dump: Path, server_dsn: str) -> Result:
         return result
     scratch = f"gate_backup_check_{os.getpid()}_{int(time.time())}"
     try:
-        restored = backup.restore(dump, server_dsn, scratch)
+        restored = backup.restore(dump, server_dsn, scratch, keys=keys)
     except backup.BackupError as exc:
         result.add(str(exc))
         return result
