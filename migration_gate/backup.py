@@ -295,13 +295,15 @@ def _stream_dump(command: list[str], env: dict[str, str], target: Path, keys: Ba
                 raw.flush()
                 os.fsync(raw.fileno())
                 proc.wait(timeout=60)
-        except OSError as exc:
+        except Exception as exc:  # an OSError, or the encryptor's own error wrapping one
             proc.kill()
             proc.wait()
-            target.unlink(missing_ok=True)
-            if exc.errno == errno.ENOSPC or "No space left" in str(exc):
+            target.unlink(missing_ok=True)  # a partial dump must not keep the disk full for the run's state
+            if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
                 raise BackupError("pg_dump failed: the disk is full") from None
-            raise BackupError(f"pg_dump could not be written to {target.name}: {exc.strerror or exc}") from None
+            if isinstance(exc, OSError):
+                raise BackupError(f"pg_dump could not be written to {target.name}: {exc.strerror or exc}") from None
+            raise BackupError(f"pg_dump could not be encrypted into {target.name}: {type(exc).__name__}") from None
         finally:
             proc.stdout.close()
         err.seek(0)
@@ -365,8 +367,13 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
         conn.execute("COMMIT")
     os.chmod(partial, 0o600)
     partial.replace(target)
-    at_snapshot.save(Path(str(target) + CATALOG_SUFFIX))
-    os.chmod(str(target) + CATALOG_SUFFIX, 0o600)
+    try:
+        at_snapshot.save(Path(str(target) + CATALOG_SUFFIX))
+        os.chmod(str(target) + CATALOG_SUFFIX, 0o600)
+    except OSError as exc:  # the dump fitted, its record did not: no half-recorded backup stays behind
+        _discard(target)
+        raise BackupError("the backup could not be recorded: "
+                          + ("the disk is full" if exc.errno == errno.ENOSPC else str(exc.strerror))) from None
     record = BackupRecord(
         path=str(target), size=out.size, sha256=out.hexdigest(), taken_at=taken_at.isoformat(),
         target=describe_target(dsn), server_version=version,
@@ -376,8 +383,20 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
         recipients=list(keys.recipients) if keys.encrypting else [], plaintext_sha256=plain.hexdigest(),
         plaintext_size=plain.size, counters=counters,
         keep_local_until=(taken_at + timedelta(days=retention_days)).date().isoformat())
-    record.save()
+    try:
+        record.save()
+    except OSError as exc:
+        _discard(target)
+        raise BackupError("the backup could not be recorded: "
+                          + ("the disk is full" if exc.errno == errno.ENOSPC else str(exc.strerror))) from None
     return record
+
+
+def _discard(dump: Path) -> None:
+    """A dump and whatever of its record was written, removed (the run's state must still fit on the disk)."""
+    for path in (dump, Path(str(dump) + CATALOG_SUFFIX), Path(dump.as_posix() + RECORD_SUFFIX),
+                 Path(dump.as_posix() + RECORD_SUFFIX + ".tmp")):
+        path.unlink(missing_ok=True)
 
 
 def astuple(checksum) -> tuple[int, str]:

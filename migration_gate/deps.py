@@ -13,7 +13,8 @@ import sys
 # pyproject.toml's [project] dependencies: distribution name -> the module it is imported as
 DEPENDENCIES = {"pytest": "pytest", "psycopg": "psycopg", "psycopg-pool": "psycopg_pool", "httpx": "httpx",
                 "pytest-html": "pytest_html", "hypothesis": "hypothesis", "cryptography": "cryptography",
-                "bcrypt": "bcrypt", "pyjwt": "jwt", "werkzeug": "werkzeug", "sqlparse": "sqlparse"}
+                "bcrypt": "bcrypt", "pyjwt": "jwt", "werkzeug": "werkzeug", "sqlparse": "sqlparse",
+                "pyrage": "pyrage"}
 MIN_PYTHON = (3, 11)
 MIN_PYTEST = 8
 DEFAULT_ARGS = ["-m", "premigration"]
