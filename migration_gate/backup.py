@@ -333,8 +333,8 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
         raise BackupError(f"backup folder {folder} cannot be created: {exc.strerror}") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise BackupError(f"backup folder {folder} is not writable")
-    try:
-        conn = psycopg.connect(dsn, connect_timeout=10)
+    try:  # autocommit: the BEGIN below must open the snapshot's transaction, not land inside an implicit one
+        conn = psycopg.connect(dsn, connect_timeout=10, autocommit=True)
     except psycopg.OperationalError as exc:
         raise BackupError(f"database {describe_target(dsn)} is unreachable: {connection_cause(exc)}") from None
     with conn:

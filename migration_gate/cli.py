@@ -37,14 +37,18 @@ ENVIRONMENT = {
     "APP_LOG_FILE": "the app's log file, when [logs] does not name another source",
     "GATE_API_HEADERS": "optional: a JSON object of headers for the checks (a maintenance bypass)",
     "GATE_REPORTS_DIR": "optional: where runs are recorded (default reports/)",
+    "GATE_BACKUP_IDENTITY": "the age identity (a file, or the key) that opens the backup",
+    "GATE_BACKUP_RECIPIENTS": "optional: more age public keys to encrypt the backup to",
 }
 _APP = ("API_BASE_URL", "GATE_API_USERNAME", "GATE_API_PASSWORD", "GATE_API_HEADERS")
 NEEDS = {
-    "cutover": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", *_APP, "APP_LOG_FILE", "GATE_REPORTS_DIR"),
+    "cutover": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", *_APP, "APP_LOG_FILE", "GATE_BACKUP_IDENTITY",
+                "GATE_BACKUP_RECIPIENTS", "GATE_REPORTS_DIR"),
     "precheck": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", *_APP, "GATE_REPORTS_DIR"),
-    "backup": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "GATE_REPORTS_DIR"),
+    "backup": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "GATE_BACKUP_IDENTITY", "GATE_BACKUP_RECIPIENTS",
+               "GATE_REPORTS_DIR"),
     "migrate": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "GATE_REPORTS_DIR"),
-    "rollback": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", *_APP),
+    "rollback": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", *_APP, "GATE_BACKUP_IDENTITY"),
 }
 
 
@@ -176,7 +180,7 @@ def cutover(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return dry_run(gate, target, args, reports)
         runner = _resume_or_new(args, gate, target, reports, progress)
-        if not runner.rollback_only and all(p.status == "pending" for p in runner.state.phases):
+        if not runner.rollback_only and runner.state.maintenance_on_at is None:  # new, or resumed before the window
             _preflight_or_refuse(gate, target, runner.run_dir, progress)
         state = runner.run_rollback_only() if runner.rollback_only else runner.run()
     except HANDLED as exc:
@@ -308,7 +312,7 @@ def _nothing_to_roll_back(state: RunState, gate: GateConfig, target: CutoverTarg
     """A run that never migrated, on a database still on the legacy schema, has nothing to undo: say so and
     leave its record as it is (rolling back would switch maintenance on and mark a harmless run failed)."""
     migrated = any(p.name == "migration" and p.status in ("passed", "running") for p in state.phases)
-    if migrated:
+    if migrated or (state.maintenance_on_at and not state.maintenance_off_at):  # maintenance must come off too
         return None
     with psycopg.connect(target.dsn, connect_timeout=10) as conn:
         where = schema_state(conn, gate)

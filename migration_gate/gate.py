@@ -75,6 +75,7 @@ class Gate:
         self.log_source = log_source or logsource.configured(gate.logs, gate.hooks, target.app_log_file)
         self._lock: psycopg.Connection | None = None
         self.rollback_only = False  # set when an interrupted run may only be rolled back
+        self._backup_checks_ran = False  # the backup phase got as far as its checks (the dump is stored)
 
     # -- locking -------------------------------------------------------------------------------------------
     def acquire_lock(self) -> None:
@@ -174,6 +175,7 @@ class Gate:
                                                 "retention_remote": settings.retention_remote}
         self.state.save()
         self.progress.say(f"backup stored off the box at {stored.location}; fetched back and verified")
+        self._backup_checks_ran = True  # from here on, red is the backup checks' (what --force may override)
         return self.run_suite("backup", record)
 
     def _migration(self, record: PhaseRecord) -> bool:
@@ -285,7 +287,9 @@ class Gate:
     def _forced_past(self, record: PhaseRecord) -> bool:
         """--force overrides exactly the gates its help names: red pre-checks and red backup checks (a backup
         that was taken). Maintenance, a failed dump and everything after the migration still stop the run."""
-        if not self.force or record.name not in FORCEABLE or (record.name == "backup" and not self.state.backup):
+        if not self.force or record.name not in FORCEABLE:
+            return False
+        if record.name == "backup" and not self._backup_checks_ran:  # the dump, its store or fetch-back failed
             return False
         self.state.forced = True
         record.detail = f"FORCED past: {record.detail}"
@@ -314,6 +318,8 @@ class Gate:
         if not_green and not self.force:
             raise Refused(f"refusing to migrate: {', '.join(not_green)} not green in this run (scripts/cutover runs "
                           "them in order; --force overrides)")
+        if not self.state.backup:
+            raise Refused("refusing to migrate: no backup was taken in this run (--force never overrides this)")
         if not_green:
             self.state.forced = True
             self.progress.say(f"FORCED: migrating although {', '.join(not_green)} are not green (in the report)")

@@ -60,7 +60,9 @@ def _database(conn: psycopg.Connection, gate: GateConfig) -> list[Input]:
     foreign = conn.execute(
         "SELECT n.nspname, c.relname, pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n"
         " ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'S', 'v', 'm') AND n.nspname = ANY(%s)"
-        " AND NOT pg_has_role(current_user, c.relowner, 'USAGE') ORDER BY 1, 2", (schemas,)).fetchall()
+        " AND NOT pg_has_role(current_user, c.relowner, 'USAGE') AND NOT EXISTS (SELECT 1 FROM pg_depend d"
+        " WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')"  # an extension's own
+        " ORDER BY 1, 2", (schemas,)).fetchall()
     foreign += conn.execute(
         "SELECT nspname, NULL, pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = ANY(%s)"
         " AND nspname <> 'public' AND NOT pg_has_role(current_user, nspowner, 'USAGE')", (schemas,)).fetchall()

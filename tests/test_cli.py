@@ -179,6 +179,18 @@ def test_a_backup_after_red_pre_checks_says_what_it_does_with_the_run(legacy_db:
         assert schema_state(conn, load_config()) == "legacy"
 
 
+def test_rollback_of_a_run_left_in_maintenance_does_not_say_nothing_to_do(legacy_db: str, tmp_path: Path) -> None:
+    """Never migrated, but maintenance went on and never off: the app must come back, so the rollback runs."""
+    _rollback_run(legacy_db, tmp_path, describe_target(legacy_db))
+    state_file = tmp_path / "run" / "state.json"
+    state = json.loads(state_file.read_text())
+    state.update(status="interrupted", maintenance_on_at=1.0,
+                 phases=[{"name": "maintenance", "status": "passed"}, {"name": "migration", "status": "pending"}])
+    state_file.write_text(json.dumps(state))
+    done = script("rollback", "--run-dir", str(tmp_path / "run"), env={"DATABASE_URL": legacy_db, **ROLLBACK_ENV})
+    assert "nothing to roll back" not in done.stdout and done.returncode != 0  # the placeholder hooks refuse
+
+
 def test_the_rehearsal_ends_green_with_a_sign_off(tmp_path: Path) -> None:
     """In CI too (a sandbox run by definition), with a GATE_SANDBOX=1 the job set; the sign-off and every phase
     report say SANDBOX, and the sign-off never says the system is live."""

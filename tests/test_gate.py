@@ -185,7 +185,9 @@ def test_the_migration_refuses_without_green_gates_unless_forced(sandbox: Sandbo
     with pytest.raises(Refused, match="premigration, maintenance, backup not green in this run"):
         gate.run(only=["migration"])
     forced = Gate(load_config(), _target(sandbox), tmp_path / "forced", Progress(quiet=True), force=True)
-    state = forced.run(only=["migration"])
+    with pytest.raises(Refused, match="no backup was taken in this run"):  # --force never migrates without one
+        forced.run(only=["migration"])
+    state = forced.run(only=["backup", "migration"])
     assert state.phase("migration").status == "passed" and state.forced
 
 
