@@ -33,6 +33,7 @@ from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
 from tests.conftest import MIGRATION, ROOT
 from tests.decoy_output import DECOY
+from tests.test_cli import config_with_store
 
 PATIENTS = 150
 # Faults that only strike the real run, not the scratch copy the pre-checks rehearse on (as a lock timeout or
@@ -200,10 +201,14 @@ def test_a_second_cut_over_against_the_same_database_refuses(sandbox: Sandbox, t
         assert schema_state(conn, load_config()) == "legacy"
 
 
-def _cli(box: Sandbox, *args: str, reports: Path, migration: Path | None = None) -> subprocess.Popen:
+def _cli(box: Sandbox, *args: str, reports: Path, migration: Path | None = None,
+         config: Path | None = None, extra: dict[str, str] | None = None) -> subprocess.Popen:
     env = dict(os.environ, DATABASE_URL=box.dsn, PHI_ENCRYPTION_KEY=SANDBOX_KEY, API_BASE_URL=box.api.base_url,
                GATE_API_USERNAME="demo_therapist1", GATE_API_PASSWORD="demo-password-1",
                GATE_REPORTS_DIR=str(reports), GATE_API_HEADERS=json.dumps(box.api.bypass_headers))
+    if config is not None:
+        env["GATE_CONFIG"] = str(config)
+    env.update(extra or {})
     if migration is not None:
         env["GATE_MIGRATION_FILE"] = str(migration)
     return subprocess.Popen([sys.executable, "-m", "migration_gate.cli", *args], cwd=ROOT, env=env,
@@ -214,14 +219,18 @@ def test_a_killed_migration_is_never_half_way_and_the_next_run_resumes(sandbox: 
     before = _snapshot(sandbox.dsn)
     slow = tmp_path / "slow.sql"
     # a pause in the middle of the migration, after the patients table was rebuilt: the worst moment to die
-    # (only while the marker table exists, so the resumed run goes through)
-    pause = ("SELECT pg_sleep(CASE WHEN to_regclass('gate_test_pause') IS NULL THEN 0 ELSE 30 END);\n"
-             "-- 7. sessions_hipaa becomes")
+    # (only for the first process, by its application_name: nothing in the database marks it, so the change
+    # check before migrating sees the database exactly as backed up, and the resumed run goes through)
+    pause = ("SELECT pg_sleep(CASE WHEN current_setting('application_name') = 'gate-test-pause' THEN 30 ELSE 0 END);"
+             "\n-- 7. sessions_hipaa becomes")
     slow.write_text(MIGRATION.read_text().replace("-- 7. sessions_hipaa becomes", pause))
     reports = tmp_path / "reports"
-    with psycopg.connect(sandbox.dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE gate_test_pause ()")
-    child = _cli(sandbox, "migrate", "--force", reports=reports, migration=slow)
+    config = config_with_store(tmp_path)  # --force never migrates without a backup: the run takes one first
+    backed_up = _cli(sandbox, "backup", "--quiet", reports=reports, config=config, migration=slow)
+    assert backed_up.wait(timeout=300) == 0, backed_up.stderr.read()
+    before = _snapshot(sandbox.dsn)
+    child = _cli(sandbox, "migrate", "--force", reports=reports, migration=slow, config=config,
+                 extra={"PGAPPNAME": "gate-test-pause"})
     deadline = time.monotonic() + 60
     with psycopg.connect(sandbox.dsn, autocommit=True) as watch:
         while time.monotonic() < deadline and not watch.execute(
@@ -233,7 +242,6 @@ def test_a_killed_migration_is_never_half_way_and_the_next_run_resumes(sandbox: 
         watch.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE "
                       "'SELECT pg_sleep(CASE%'")
         time.sleep(0.5)
-        watch.execute("DROP TABLE gate_test_pause")
     assert _snapshot(sandbox.dsn) == before, "a killed migration left the database changed"
     runs = list(reports.glob("cutover-*/state.json"))
     assert len(runs) == 1 and json.loads(runs[0].read_text())["status"] == "running"
