@@ -40,6 +40,7 @@ from migration_gate import catalog
 from migration_gate.checksums import table_checksum
 from migration_gate.config import BackupConfig
 from migration_gate.embedded import PgBinaries, find_binaries
+from migration_gate.hooks import command_problems
 from migration_gate.redact import connection_cause, describe_target, redact_text
 
 RECORD_SUFFIX = ".json"
@@ -780,12 +781,7 @@ def backup_inputs(gate: Any, env: Mapping[str, str] | None = None, hooks: object
     commands = getattr(hooks, "commands", None)
     if hooks is None or isinstance(commands, dict):
         commands = commands if isinstance(commands, dict) else gate.hooks
-        for name in ("store_backup", "fetch_backup"):
-            command = (commands.get(name) or "").strip()
-            if not command:
-                problems.append(f"hook {name}: not configured in [hooks]")
-            elif "TODO(hook)" in command:
-                problems.append(f"hook {name}: still the shipped placeholder (replace it with your store's command)")
+        problems += command_problems(commands, ("store_backup", "fetch_backup"), "your store's")
     elif not (hasattr(hooks, "store_backup") and hasattr(hooks, "fetch_backup")):
         problems.append("hooks: no store_backup and fetch_backup (the backup cannot be kept off the box)")
     return problems

@@ -25,7 +25,7 @@ from migration_gate.progress import Progress
 from migration_gate.provenance import gate_version, operator
 from migration_gate.redact import connection_cause, describe_target, one_line, redact_text
 from migration_gate.rehearse import main as rehearse_main
-from migration_gate.runstate import BUDGET_OF, PLAN, RunState, latest_runs, schema_state, unfinished_runs
+from migration_gate.runstate import BUDGET_OF, PLAN, RunState, recorded_runs, schema_state, unfinished_runs
 from migration_gate.verdict import EPILOG, finish_run
 
 ENVIRONMENT = {
@@ -258,7 +258,7 @@ def _red_prechecks_note(runner: Gate, reports: Path) -> str | None:
                 f"until they are green (scripts/precheck --run-dir {runner.state.run_dir}) or with --force")
     if own.status != "pending":
         return None
-    earlier = [r for r in latest_runs(reports, runner.state.target) if Path(r.run_dir).name != run]
+    earlier = [r for _, r in recorded_runs(reports, runner.state.target) if Path(r.run_dir).name != run]
     if earlier and any(p.name == "premigration" and p.status == "failed" for p in earlier[-1].phases):
         return (f"the latest run {Path(earlier[-1].run_dir).name} ended with red pre-checks: this backup goes into a "
                 f"new run {run}, whose pre-checks have not run; scripts/migrate refuses until they are green there "

@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -36,13 +37,18 @@ def hook_problems(hooks: Hooks) -> list[str]:
     that are code (the sandbox's) have nothing to configure."""
     if not isinstance(hooks, ShellHooks):
         return []
+    return command_problems(hooks.commands, REQUIRED, "your host's")
+
+
+def command_problems(commands: Mapping[str, str], names: Iterable[str], whose: str) -> list[str]:
+    """Each named [hooks] command configured and not still a TODO(hook) placeholder, one line per problem."""
     found = []
-    for name in REQUIRED:
-        command = (hooks.commands.get(name) or "").strip()
+    for name in names:
+        command = (commands.get(name) or "").strip()
         if not command:
             found.append(f"hook {name}: not configured in [hooks]")
         elif PLACEHOLDER_MARK in command:
-            found.append(f"hook {name}: still the shipped placeholder (replace it with your host's command)")
+            found.append(f"hook {name}: still the shipped placeholder (replace it with {whose} command)")
     return found
 
 

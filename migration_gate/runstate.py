@@ -114,23 +114,18 @@ def schema_state(conn: psycopg.Connection, gate: GateConfig) -> str:
     return "mixed"
 
 
-def unfinished_runs(reports: Path, target: str) -> list[Path]:
-    """Run folders for this target whose state says running and whose process is gone."""
-    found = []
-    for state_file in sorted(reports.glob(f"*/{STATE_FILE}")):
-        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-            state = RunState.load(state_file.parent)
-            if state.target == target and state.status in ("running", "interrupted") and not pid_alive(state.pid):
-                found.append(state_file.parent)
-    return found
-
-
-def latest_runs(reports: Path, target: str) -> list[RunState]:
-    """Every recorded run against this target, oldest first (folder names sort by start time)."""
+def recorded_runs(reports: Path, target: str) -> list[tuple[Path, RunState]]:
+    """Every readable run folder against this target with its state, oldest first (names sort by start time)."""
     found = []
     for state_file in sorted(reports.glob(f"*/{STATE_FILE}")):
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             state = RunState.load(state_file.parent)
             if state.target == target:
-                found.append(state)
+                found.append((state_file.parent, state))
     return found
+
+
+def unfinished_runs(reports: Path, target: str) -> list[Path]:
+    """Run folders for this target whose state says running and whose process is gone."""
+    return [folder for folder, state in recorded_runs(reports, target)
+            if state.status in ("running", "interrupted") and not pid_alive(state.pid)]
