@@ -67,3 +67,12 @@ def table_checksum(conn: psycopg.Connection, table: str, columns: list[str] | No
 
 def database_checksums(conn: psycopg.Connection, tables: list[str], schema: str = "public") -> dict[str, Checksum]:
     return {table: table_checksum(conn, table, schema=schema) for table in tables}
+
+
+def key_checksum(conn: psycopg.Connection, table: str, key: str, schema: str = "public") -> tuple[int, str]:
+    """The rows and one digest of a table's key column alone, whatever the column is called: equal on two
+    tables means the same multiset of keys (a rollback that carried every row back, by key)."""
+    query = sql.SQL("SELECT {agg} FROM {tbl} AS t").format(
+        agg=_aggregate(sql.SQL("md5({}::text)").format(sql.Identifier("t", key))), tbl=sql.Identifier(schema, table))
+    rows, total, xor = conn.execute(query).fetchone()
+    return rows, hashlib.sha256(f"{rows}|{total}|{xor}".encode()).hexdigest()[:32]

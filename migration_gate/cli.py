@@ -17,7 +17,7 @@ import psycopg
 from migration_gate import backup, preflight
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
 from migration_gate.errors import GateError, Refused
-from migration_gate.gate import Gate
+from migration_gate.gate import Gate, RollbackPlan
 from migration_gate.hooks import CutoverTarget, ShellHooks
 from migration_gate.migration import MigrationFileError
 from migration_gate.migration import load as load_migration
@@ -328,7 +328,20 @@ def rollback_command(argv: list[str] | None = None) -> int:
                                          "schema and run the rollback checks. Refuses a backup whose sha256 no "
                                          "longer matches.")
     parser.add_argument("--run-dir", type=Path, required=True, help="the cut-over run whose backup to restore")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="say how the rollback would go and what it would discard (rows written since the "
+                             "migration, per table), counted now; change nothing")
+    parser.add_argument("--discard-writes", action="store_true",
+                        help="restore even though that discards rows others wrote since the migration (after "
+                             "go-live: the users'); without it such a rollback refuses. Needs --decided-by")
+    parser.add_argument("--decided-by", metavar="NAME", default="",
+                        help="who decided to discard them (recorded with the counts in the run and the sign-off)")
+    parser.add_argument("--reason", default="", help="why, in a few words (recorded)")
     args = parser.parse_args(argv)
+    if args.discard_writes and not args.decided_by.strip():
+        print("rollback: --discard-writes needs --decided-by NAME (the decision is recorded with who made it)",
+              file=sys.stderr)
+        return 2
     progress = Progress(quiet=args.quiet or args.json)
     try:
         gate = load_config(args.config)
@@ -341,10 +354,30 @@ def rollback_command(argv: list[str] | None = None) -> int:
         if nothing:
             print(f"rollback: {nothing}")
             return 0
-        state = Gate(gate, target, args.run_dir, progress, state=state).run_rollback_only()
+        runner = Gate(gate, target, args.run_dir, progress, state=state)
+        if args.discard_writes:
+            runner.decision = {"by": one_line(args.decided_by.strip()), "reason": one_line(args.reason.strip())}
+        plan = runner.rollback_plan()
+        if args.dry_run:
+            return _print_plan(args, plan)
+        if plan.held:
+            raise Refused(f"refusing to roll back, nothing was changed: {plan.held}")
+        state = runner.run_rollback_only()
     except HANDLED as exc:
         return _failed("rollback", exc, otherwise=3, backup_changed=4)
     return finish_run(args, gate, state, _environment(target, gate))
+
+
+def _print_plan(args: argparse.Namespace, plan: RollbackPlan) -> int:
+    """The dry run of a rollback: its method and what it would discard; exit 4 when it would refuse."""
+    if args.json:
+        print(json.dumps({"method": plan.method, "went_live": plan.went_live, "discarded": plan.lost,
+                          "held": plan.held, "writes_since": plan.writes.to_json() if plan.writes else None}, indent=2))
+    else:
+        print(f"Dry run, nothing was changed: the rollback would {plan.describe()}")
+        if plan.held:
+            print(f"It would refuse: {plan.held}")
+    return 4 if plan.held else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -850,6 +850,7 @@ def load_environment(env: dict[str, str] | None = None) -> Environment:
                                  ("allow_writes", env.get("GATE_ALLOW_WRITES")),
                                  ("log_source", env.get("GATE_LOG_SOURCE")),
                                  ("log_marker", env.get("GATE_LOG_MARKER")),
-                                 ("logs_since", env.get("GATE_LOGS_SINCE"))) if v},
+                                 ("logs_since", env.get("GATE_LOGS_SINCE")),
+                                 ("carried_rows", env.get("GATE_CARRIED_ROWS"))) if v},
         ci=flags["CI"], sandbox_requested=flags["GATE_SANDBOX"], rehearsal=flags["GATE_REHEARSAL"],
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup, logsource, migration
+from migration_gate import backup, logsource, migration, writes
 from migration_gate.catalog import inspect
 from migration_gate.checks import Result
 from migration_gate.checks import api as app
@@ -52,6 +53,26 @@ __all__ = ["AFTER_MIGRATION_STARTS", "BUDGET_OF", "LOCK_KEY", "PLAN", "STATE_FIL
 
 LOCK_KEY = 0x6D67_6174  # "mgat": the advisory lock one cut-over holds on its target
 FORCEABLE = ("premigration", "backup")  # the gates --force overrides, and no others
+HELD = "; ROLLBACK HELD: "  # how a held rollback's reason follows the run's failure
+
+
+@dataclass
+class RollbackPlan:
+    """How a rollback would go, and what it would discard, before anything changes."""
+
+    method: str  # "restore" the backup, "sql" (rollback_file, carries rows back), or "none" (never migrated)
+    writes: writes.WritesSince | None  # changes since the migration (None: the run has no mark to count from)
+    lost: int | None  # changes by others than the gate that this method discards (None: not countable)
+    held: str | None  # why it must stop for a human (no decision given), else None
+    went_live: bool = False
+
+    def describe(self) -> str:
+        how = {"restore": "restore the verified backup", "sql": "run the rollback SQL (rows written since the "
+               "migration are carried back, then verified by key)", "none": "nothing to undo"}[self.method]
+        count = ("cannot be counted (the run has no mark from the migration)" if self.writes is None
+                 else self.writes.summary())
+        lost = "unknown" if self.lost is None else str(self.lost)
+        return f"{how}; written since the migration: {count}; discarded by this rollback: {lost}"
 
 
 class Gate:
@@ -75,6 +96,8 @@ class Gate:
         self.log_source = log_source or logsource.configured(gate.logs, gate.hooks, target.app_log_file)
         self._lock: psycopg.Connection | None = None
         self.rollback_only = False  # set when an interrupted run may only be rolled back
+        # an operator's decision to discard rows written since the migration: {"by": name, "reason": text}
+        self.decision: dict[str, str] | None = None
         self._backup_checks_ran = False  # the backup phase got as far as its checks (the dump is stored)
 
     # -- locking -------------------------------------------------------------------------------------------
@@ -188,8 +211,17 @@ class Gate:
                                     lock_timeout=self.gate.lock_timeout, statement_timeout=self.gate.statement_timeout,
                                     on_step=on_step)
         record.detail = f"{len(result.timings)} steps in one transaction, committed"
+        self._mark_writes()
         self._record_counts()
         return True
+
+    def _mark_writes(self) -> None:
+        """Right after the commit: the point a rollback counts the writes it would discard from."""
+        try:
+            self.state.write_mark = writes.take_mark(self.target.dsn).to_json()
+        except psycopg.Error as exc:  # the migration stands; a later rollback says it cannot count
+            self.progress.say(f"could not mark the database after the migration: {safe_message(exc)}")
+        self.state.save()
 
     def _integrity(self, record: PhaseRecord) -> bool:
         return self.run_suite("integrity", record)
@@ -345,6 +377,8 @@ class Gate:
         """Restore the verified backup (or run the rollback SQL), put the app back on the legacy schema, verify
         with the rollback suite; go back live only when that is green."""
         self.progress.say("ROLLING BACK")
+        if self.state.failure and HELD in self.state.failure:  # an earlier attempt held: this one decides again
+            self.state.failure = self.state.failure.split(HELD)[0]
         steps = [PhaseRecord("restore"), PhaseRecord("redeploy-legacy"), PhaseRecord("rollback")]
         self.state.rollback_phases = steps
         if self.state.maintenance_off_at or not self.state.maintenance_on_at:
@@ -355,6 +389,13 @@ class Gate:
             except Exception as exc:  # noqa: BLE001 - recorded; the restore still protects the data
                 self.progress.say(f"could not switch maintenance on before the rollback: {safe_message(exc)}")
         ok = self._step(steps[0], self._restore)
+        if self.state.rollback_held:  # it would discard others' rows: nothing was changed, a human decides
+            steps[0].status = "held"
+            self.state.status = "rollback-held"
+            self.state.failure = f"{self.state.failure or 'rollback requested'}{HELD}{self.state.rollback_held}"
+            self.state.save()
+            self.progress.say(f"ROLLBACK HELD: {self.state.rollback_held}")
+            return
         ok = ok and self._step(steps[1], self._redeploy_legacy)
         ok = ok and self._step(steps[2], lambda r: self.run_suite("rollback", r))  # RB-01..03
         self.state.rollback_verified = ok
@@ -362,18 +403,66 @@ class Gate:
             self._maintenance_off_quietly()
         self.state.status = "rolled-back" if ok else "rollback-failed"
 
+    def rollback_plan(self) -> RollbackPlan:
+        """Which rollback this run gets and what it would discard, counted now; nothing is changed. Rows written
+        since the migration by others than the gate's login are carried back by the rollback SQL where the
+        description has one; a restore that would discard them needs an operator's decision (self.decision),
+        before go-live as after (before go-live they mean something wrote through maintenance mode)."""
+        with psycopg.connect(self.target.dsn, connect_timeout=10) as conn:
+            where = schema_state(conn, self.gate)
+        went_live = self.state.phase("golive").status != "pending"
+        if where == "legacy" and self.state.phase("migration").status != "passed":
+            return RollbackPlan("none", None, 0, None, went_live)
+        since = self._count_writes()
+        sql_possible = self.gate.rollback_file is not None and where == "migrated"
+        use_sql = sql_possible and (self.gate.rollback_method == "sql" or bool(since and since.others))
+        if since is None:
+            lost = None
+        elif use_sql:  # what the rollback SQL has no place for: rows in tables only the new schema has
+            gone = {f"{self.gate.schema}.{name}" for name in self.gate.removed_tables()}
+            lost = sum(t.others for t in since.tables if t.table in gone)
+        else:
+            lost = since.others
+        held = None
+        if self.decision is None and (lost or (lost is None and went_live)):
+            why = ("written while maintenance mode was on (find what ignores it); " if not went_live else "")
+            count = ("they cannot be counted (no mark from the migration)" if since is None else
+                     f"{lost} changes by others than the gate ({since.summary('others')})")
+            held = (f"{'the rollback SQL' if use_sql else 'restoring the backup'} would discard rows written since "
+                    f"the migration: {why}{count}. Decide: scripts/rollback --run-dir {self.state.run_dir} "
+                    "--discard-writes --decided-by NAME"
+                    + ("" if sql_possible else ", or set [migration] rollback_file to carry them back"))
+        return RollbackPlan("sql" if use_sql else "restore", since, lost, held, went_live)
+
+    def _count_writes(self) -> writes.WritesSince | None:
+        if not self.state.write_mark:
+            return None
+        columns, own_id = writes.attribution(self.gate, self.target.dsn, self.target.api_username)
+        return writes.count_since(self.target.dsn, writes.WriteMark.from_json(self.state.write_mark), columns, own_id)
+
     def _restore(self, record: PhaseRecord) -> bool:
         self.check_lock()
-        with psycopg.connect(self.target.dsn) as conn:
-            where = schema_state(conn, self.gate)
-        if where == "legacy" and self.state.phase("migration").status != "passed":
+        plan = self.rollback_plan()  # counted with maintenance on: the final figures
+        if plan.method == "none":
             record.detail = "the migration never committed: the database is untouched, nothing to restore"
             return True
-        if self.gate.rollback_method == "sql" and self.gate.rollback_file and where == "migrated":
-            migration.run_file(self.target.dsn, self.gate.rollback_file, self.target.key,
-                               lock_timeout=self.gate.lock_timeout)
-            record.detail = f"ran {self.gate.rollback_file.name}"
-            return True
+        self.state.writes_since = plan.writes.to_json() if plan.writes else None
+        self.state.rollback_method = plan.method
+        if plan.writes:
+            self.progress.say(f"written since the migration: {plan.writes.summary()}")
+        if plan.held:
+            self.state.rollback_held = record.detail = plan.held
+            return False
+        self.state.rollback_held = None
+        if self.decision is not None and plan.lost != 0:
+            self.state.rollback_decision = self.decision | {
+                "at": datetime.now(UTC).isoformat(timespec="seconds"), "method": plan.method,
+                "discarded": plan.lost, "what": plan.writes.summary("others") if plan.writes else "not countable"}
+            self.state.save()
+            self.progress.say(f"DISCARDING {plan.lost if plan.lost is not None else 'an unknown number of'} changes "
+                              f"by others, as decided by {self.decision['by']}")
+        if plan.method == "sql":
+            return self._rollback_sql(record, plan.writes)
         if not self.state.backup:
             raise GateError("no backup was taken in this run: nothing to restore")
         dump = Path(self.state.backup["path"])
@@ -383,6 +472,28 @@ class Gate:
                                 timeout_s=self.gate.backup.dump_timeout_seconds)
         record.detail = f"restored {dump.name} (sha256 verified, decrypted into pg_restore)"
         return True
+
+    def _rollback_sql(self, record: PhaseRecord, since: writes.WritesSince | None) -> bool:
+        """The rollback file, with every mapped table's keys taken before and proven equal after: the rows
+        written since the migration come back into the legacy tables, none lost, none invented."""
+        assert self.gate.rollback_file is not None
+        carried = None
+        if self.state.write_mark and since is not None:
+            carried = writes.what_to_carry(self.target.dsn, self.gate,
+                                           writes.WriteMark.from_json(self.state.write_mark), since)
+            self.state.carried = str(carried.save(self.run_dir / "carried.json"))
+            self.state.save()
+        migration.run_file(self.target.dsn, self.gate.rollback_file, self.target.key,
+                           lock_timeout=self.gate.lock_timeout)
+        if carried is None:
+            record.detail = f"ran {self.gate.rollback_file.name} (no mark from the migration: rows not verified)"
+            return True
+        problems = writes.verify_carried(self.target.dsn, carried)
+        moved = sum(len(t.written) for t in carried.tables)
+        record.detail = "; ".join(problems) or (
+            f"ran {self.gate.rollback_file.name}: {moved} rows written since the migration carried back; every key "
+            f"of {len(carried.tables)} tables verified")
+        return not problems
 
     def _redeploy_legacy(self, record: PhaseRecord) -> bool:
         self.target.hooks.deploy(False)

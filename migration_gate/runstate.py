@@ -42,7 +42,7 @@ class RunState:
     target: str
     migration_file: str
     migration_sha256: str
-    status: str = "running"  # running, green, rolled-back, rollback-failed, refused, interrupted
+    status: str = "running"  # running, green, rolled-back, rollback-failed, rollback-held, refused, interrupted
     pid: int = field(default_factory=os.getpid)
     started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     finished: str | None = None
@@ -61,6 +61,12 @@ class RunState:
     log_offset: int = 0
     log_source: str | None = None  # the log source (logsource.LogSource JSON) the post-checks read
     log_marker: str | None = None  # its position at the deploy (logsource.LogMarker JSON)
+    write_mark: dict | None = None  # where the database stood right after the migration (writes.WriteMark JSON)
+    writes_since: dict | None = None  # what was written since, counted before the rollback (writes.WritesSince)
+    rollback_method: str | None = None  # how the last rollback went: "restore" or "sql"
+    carried: str | None = None  # the carried-rows record of a SQL rollback (writes.Carried, in the run folder)
+    rollback_held: str | None = None  # why the rollback stopped for a human instead of discarding rows
+    rollback_decision: dict | None = None  # who decided to discard rows written since the migration, and the count
 
     def phase(self, name: str) -> PhaseRecord:
         for record in self.phases + self.rollback_phases:

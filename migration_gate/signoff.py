@@ -15,12 +15,18 @@ from migration_gate.backup import is_plaintext_dump, sha256_file
 from migration_gate.config import SANDBOX_BANNER
 from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
 from migration_gate.runstate import RunState, budget_report
+from migration_gate.writes import TableWrites
 
 PHI_WORDS = ("PHI", "decrypt", "ciphertext", "IV", "hash", "plaintext")
 VERDICTS = {
     "green": ("PASSED", "#1a7f37", "The migration passed every gate. The system is live on the new schema."),
     "rolled-back": ("FAILED - ROLLED BACK", "#b35900",
-                    "A gate failed after the migration started. The backup was restored and the rollback verified."),
+                    "A gate failed after the migration started, or an operator decided to roll back. The database "
+                    "was rolled back and the rollback verified (how, and what it kept or discarded: Rollback)."),
+    "rollback-held": ("FAILED - ROLLBACK HELD FOR A DECISION", "#cf222e",
+                      "A rollback is needed but would discard rows written since the migration by others than the "
+                      "gate. Nothing was rolled back: the database is on the new schema and the app stays in "
+                      "maintenance until a named person decides (see Rollback)."),
     "over-limit": ("FAILED - DOWNTIME OVER THE LIMIT", "#cf222e",
                    "Every gate passed and the system is live on the new schema, but the downtime exceeded the "
                    "checklist's limit: the migration counts as failed. Decide on a rollback with the approvers."),
@@ -111,6 +117,33 @@ def _backup_section(state: RunState) -> list[str]:
     return parts
 
 
+def _rollback_section(state: RunState) -> list[str]:
+    """How the rollback went and what it kept or discarded: counts per table, and who decided, never values."""
+    if not state.rollback_phases:
+        return []
+    method = {"restore": "the verified backup restored", "sql": "the rollback SQL, rows written since the "
+              "migration carried back and verified by key"}.get(state.rollback_method or "", "-")
+    since = state.writes_since or {}
+    rows = [("Method", escape(method))]
+    if state.writes_since is not None:
+        shown = "<br>".join(escape(TableWrites(**t).line()) for t in since.get("tables", [])) or "none"
+        rows += [("Written since the migration (counted before the rollback, with maintenance on)", shown),
+                 ("Of them by others than the gate's login", f"{since.get('others', 0):,}"),
+                 ("The gate's own (its PHI reads' audit rows, its probe rows)", f"{since.get('own', 0):,}")]
+    else:
+        rows.append(("Written since the migration", "not counted (the run has no mark from the migration)"))
+    decision = state.rollback_decision
+    if decision:
+        rows.append(("Decision to discard rows", f"<span class='bad'>{escape(str(decision.get('discarded')))} changes "
+                     f"discarded</span>, decided by <b>{escape(decision.get('by', '?'))}</b> at "
+                     f"{escape(decision.get('at', '?'))}" + (f": {escape(decision['reason'])}"
+                                                             if decision.get("reason") else "")))
+    if state.rollback_held:
+        rows.append(("Held", f"<span class='bad'>{escape(state.rollback_held)}</span>"))
+    return ["<h2 id='rollback'>Rollback</h2><table>" + "".join(
+        f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"]
+
+
 def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime_limit: float = 180.0,
            sandbox: bool = False) -> str:
     """The sign-off page; a sandbox run's (the rehearsal) opens with the banner and never reads as live."""
@@ -197,6 +230,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
                  f"<th>{sum(c['problems'] for c in phi)}</th></tr></table>")
 
     parts.extend(_backup_section(state))
+    parts.extend(_rollback_section(state))
 
     parts.append("<h2 id='environment'>Environment</h2><table>" + "".join(
         f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in environment.items()) +

@@ -36,6 +36,8 @@ def suite_env(target: CutoverTarget, gate: GateConfig, state: RunState) -> dict[
         env["GATE_LOG_MARKER"] = state.log_marker
     if state.backup:
         env["BACKUP_FILE"] = state.backup["path"]
+    if state.carried:  # the rows a SQL rollback carried back: the rollback checks expect them (RB-02)
+        env["GATE_CARRIED_ROWS"] = state.carried
     # what this target lacks (a backup run needs no API) is unset for the child, never set-but-empty (refused)
     return {k: v for k, v in env.items() if v or k not in TARGET_VARIABLES}
 

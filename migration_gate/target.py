@@ -37,6 +37,7 @@ class TargetState:
     api_username: str | None = None
     api_password: str | None = None
     backup_keys: backup.BackupKeys | None = field(default=None, repr=False)  # opens backup_file (the identity)
+    carried_rows: Path | None = None  # what a SQL rollback carried back (writes.Carried), for the rollback checks
     _baseline_scratch: str | None = field(default=None, repr=False)
 
 
@@ -63,7 +64,8 @@ class RealTargets:
                 log_offset=int(self.env.extra.get("log_offset", 0)), backup_file=self.env.backup_file,
                 baseline_dsn=self.env.baseline_url, api_username=self.env.api_username,
                 api_password=self.env.api_password, log_source=self._log_source(), log_marker=self._log_marker(),
-                backup_keys=backup.BackupKeys.from_environment())
+                backup_keys=backup.BackupKeys.from_environment(),
+                carried_rows=Path(self.env.extra["carried_rows"]) if self.env.extra.get("carried_rows") else None)
         return self._states[phase]
 
     def _log_source(self) -> LogSource | None:

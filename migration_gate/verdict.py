@@ -16,12 +16,13 @@ EPILOG = """Exit codes (all commands):
   0  green: every gate passed
   1  red: a gate failed; nothing was migrated, or the rollback ran and was verified
   2  bad usage or configuration (one line)
-  3  red and the rollback could NOT be verified: a human must look now
+  3  red and the rollback could NOT be verified, or it is held because it would discard rows written
+     since the migration (scripts/rollback --dry-run shows them): a human must look now
   4  refused: another cut-over holds the database, earlier gates are not green, or the backup changed
   130 interrupted (the run's state is kept; the next invocation resumes or rolls back)
 """
-EXIT = {"green": 0, "red": 1, "rolled-back": 1, "over-limit": 1, "rollback-failed": 3, "refused": 4,
-        "interrupted": 130}
+EXIT = {"green": 0, "red": 1, "rolled-back": 1, "over-limit": 1, "rollback-failed": 3, "rollback-held": 3,
+        "refused": 4, "interrupted": 130}
 
 
 def _summary(state: RunState, report: Path | None) -> dict:

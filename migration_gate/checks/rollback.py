@@ -1,5 +1,5 @@
 """After a rollback: the legacy schema and every legacy table's content are what the backup recorded at its
-snapshot."""
+snapshot (but the rows written since the migration, where a SQL rollback carried them back)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate import backup
+from migration_gate import backup, compare, writes
 from migration_gate.catalog import Catalog
 from migration_gate.checks import Result
 from migration_gate.checks.backups import load_record
-from migration_gate.checksums import table_checksum
+from migration_gate.checksums import table_checksum, table_columns
 
 
 def _record(result: Result, dump: Path | None) -> backup.BackupRecord | None:
@@ -60,4 +60,47 @@ def schema_as_at_backup(now: Catalog, dump: Path | None, tables: list[str], sche
     result.checked = len(tables)
     for line in then.only(tables, schema).differences(now.only(tables, schema)):
         result.add(line.replace("only before", "only at backup time").replace("only after", "only now"))
+    return result
+
+
+def _first(keys: list, limit: int = 10) -> str:
+    shown = ", ".join(str(k) for k in sorted(keys, key=str)[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def data_as_at_backup_but_carried(conn: psycopg.Connection, baseline: psycopg.Connection, dump: Path | None,
+                                  carried: writes.Carried, tables: list[str], schema: str = "public") -> Result:
+    """After a SQL rollback that carried the rows written since the migration back: every legacy row equals its
+    version at backup time, except the rows written since (by key) and as many rows as were deleted since.
+    Tables with nothing carried are held to the backup's checksum; the others are compared by key range with
+    the backup restored (baseline), inside PostgreSQL."""
+    result = Result("every legacy table equals its state at backup time, but the rows written since the migration")
+    record = _record(result, dump)
+    if record is None:
+        return result
+    for table in tables:
+        entry = carried.table(table)
+        if entry is None or (not entry.written and not entry.deleted):
+            result.problems.extend(data_as_at_backup(conn, dump, [table], schema).problems)
+            result.checked += 1
+            continue
+        result.checked += 1
+        with result.guard(schema, table):
+            columns = table_columns(conn, table, schema)
+            diff = compare.compare(compare.Side(baseline, table, entry.legacy_key, columns, schema=schema),
+                                   compare.Side(conn, table, entry.legacy_key, columns, schema=schema))
+            written = set(entry.written)
+            changed = {key for keys in diff.columns.values() for key in keys}
+            unexplained = sorted((changed | set(diff.extra)) - written, key=str)
+            if unexplained:
+                result.add(f"{schema}.{table}: {len(unexplained)} rows differ from backup time but were not written "
+                           f"since the migration (keys {_first(unexplained)})")
+            if entry.deleted is not None and len(diff.missing) != entry.deleted:
+                result.add(f"{schema}.{table}: {len(diff.missing)} rows of the backup are gone, {entry.deleted} were "
+                           f"deleted since the migration (keys gone: {_first(diff.missing)})")
+            if diff.duplicated or diff.unexplained:
+                result.add(f"{schema}.{table}: duplicated keys {_first(diff.duplicated)}"
+                           if diff.duplicated else f"{schema}.{table}: {len(diff.unexplained)} buckets differ")
+            result.notes.append(f"{schema}.{table}: {len(written)} rows carried back, {len(diff.missing)} deleted "
+                                "since the migration")
     return result
