@@ -419,7 +419,8 @@ class Gate:
         if since is None:
             lost = None
         elif use_sql:  # what the rollback SQL has no place for: rows in tables only the new schema has
-            gone = {f"{self.gate.schema}.{name}" for name in self.gate.removed_tables()}
+            carried = {t.new for t in self.gate.tables if not t.partial}
+            gone = {f"{self.gate.schema}.{name}" for name in self.gate.removed_tables() if name not in carried}
             lost = sum(t.others for t in since.tables if t.table in gone)
         else:
             lost = since.others

@@ -248,7 +248,7 @@ def _written_keys(conn: psycopg.Connection, schema: str, table: str, key: str, m
         cur.execute(sql.SQL("SELECT {k} FROM {t} WHERE {s} ORDER BY {k}").format(
             k=sql.Identifier(key), t=sql.Identifier(schema, table), s=_since(mark)))
         for (value,) in cur:
-            yield value
+            yield value if isinstance(value, int) else str(value)  # JSON-safe: a UUID or text key as text
 
 
 def what_to_carry(dsn: str, gate: GateConfig, mark: WriteMark, writes: WritesSince) -> Carried:

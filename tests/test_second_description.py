@@ -15,7 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import backup, migration
+from migration_gate import backup, migration, writes
+from migration_gate.config import load_config
 from migration_gate.phi import PhiCodec
 from tests.conftest import ROOT, _create
 from tests.test_suites import run_suite
@@ -167,3 +168,48 @@ def test_schema_drift_on_either_side_is_red(clinic, tmp_path: Path) -> None:
     code, criteria, out = _phase("postmigration and not app", _env(dsn), tmp_path / "post", secrets)
     assert code == 1 and _verdicts(criteria)["POST-04"] == "failed" and _verdicts(criteria)["POST-01"] == "failed"
     assert "person_code" in out, out
+
+
+def test_rows_written_since_the_migration_are_counted_and_carried_back_by_text_and_uuid_key(clinic,
+                                                                                          tmp_path: Path) -> None:
+    """Issue 10 item 3 on the second description: the writes since the migration counted per table (exact for
+    the identity-keyed log, inserted-or-updated for text and UUID keys), carried back by its rollback SQL and
+    proven by key, RB-02 green against the backup but those rows; a row the rollback changed that nobody wrote
+    since is red, by key."""
+    dsn, secrets = clinic
+    dump = backup.take_backup(dsn, tmp_path / "backup").path
+    migration.run_file(dsn, CLINIC / "migrate.sql", KEY)
+    mark = writes.take_mark(dsn)
+    visit = uuid.uuid4()
+    with psycopg.connect(dsn) as conn:  # after go-live: a new member and visit, an edited and a deleted visit
+        conn.execute("INSERT INTO clinic.people (code, full_name, joined_at) VALUES ('N-0001', %s, now())",
+                     ("Wren Abernathy",))
+        conn.execute("INSERT INTO clinic.encounters (id, person_code, notes_encrypted, visited_on) "
+                     "VALUES (%s, 'N-0001', %s, current_date)", (visit, CODEC.encrypt("first visit notes")))
+        edited, deleted = conn.execute("SELECT id FROM clinic.encounters ORDER BY id LIMIT 2").fetchall()
+        conn.execute("UPDATE clinic.encounters SET fee = fee + 1 WHERE id = %s", edited)
+        conn.execute("DELETE FROM clinic.encounters WHERE id = %s", deleted)
+        conn.execute("INSERT INTO clinic.access_log (member_code, action) VALUES ('N-0001', 'read')")
+    since = writes.count_since(dsn, mark)
+    assert since.of("clinic.people").line() == "clinic.people: 1 inserted or updated"
+    assert since.of("clinic.encounters").line() == "clinic.encounters: 2 inserted or updated"
+    assert since.of("clinic.access_log").line() == "clinic.access_log: 1 inserted, 0 updated, 0 deleted"
+    gate = load_config(CLINIC / "migration.toml")
+    carried = writes.what_to_carry(dsn, gate, mark, since)
+    assert set(carried.table("visits_v1").written) == {str(visit), str(edited[0])}
+
+    migration.run_file(dsn, CLINIC / "rollback.sql", KEY)
+    assert writes.verify_carried(dsn, carried) == []
+    env = _env(dsn, BACKUP_FILE=str(dump), GATE_CARRIED_ROWS=str(carried.save(tmp_path / "carried.json")))
+    code, rolled, out = _phase("rollback and not app", env, tmp_path / "rb", secrets + ["Wren Abernathy"])
+    assert code == 0, out
+    assert _verdicts(rolled) == {"RB-01": "passed", "RB-02": "passed"}
+
+    with psycopg.connect(dsn) as conn:  # a change nobody made since the migration: the rollback's own doing
+        untouched = conn.execute("SELECT visit_uid FROM clinic.visits_v1 WHERE visit_uid <> ALL(%s) "
+                                 "ORDER BY visit_uid LIMIT 1", ([visit, edited[0]],)).fetchone()[0]
+        conn.execute("UPDATE clinic.visits_v1 SET fee = fee + 5 WHERE visit_uid = %s", (untouched,))
+    code, rolled, out = _phase("rollback and not app", env, tmp_path / "rb-red", secrets + ["Wren Abernathy"])
+    assert code == 1 and _verdicts(rolled)["RB-02"] == "failed"
+    assert "clinic.visits_v1: 1 rows differ from backup time but were not written since the migration" in out
+    assert str(untouched) in out

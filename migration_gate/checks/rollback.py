@@ -89,9 +89,9 @@ def data_as_at_backup_but_carried(conn: psycopg.Connection, baseline: psycopg.Co
             columns = table_columns(conn, table, schema)
             diff = compare.compare(compare.Side(baseline, table, entry.legacy_key, columns, schema=schema),
                                    compare.Side(conn, table, entry.legacy_key, columns, schema=schema))
-            written = set(entry.written)
-            changed = {key for keys in diff.columns.values() for key in keys}
-            unexplained = sorted((changed | set(diff.extra)) - written, key=str)
+            written = {str(key) for key in entry.written}  # keys compared as text: UUIDs were stored as text
+            changed = {str(key) for keys in diff.columns.values() for key in keys}
+            unexplained = sorted((changed | {str(key) for key in diff.extra}) - written)
             if unexplained:
                 result.add(f"{schema}.{table}: {len(unexplained)} rows differ from backup time but were not written "
                            f"since the migration (keys {_first(unexplained)})")

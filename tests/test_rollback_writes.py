@@ -1,0 +1,177 @@
+"""A rollback never discards data silently (issue 10 item 3): rows written since the migration are counted before
+anything is restored; a restore that would discard others' rows stops for a named decision, before go-live as
+after; where the description has a rollback SQL it is preferred and carries them back, proven by key and by the
+rollback checks. On the real sandbox: its API, its hooks, the suites as child processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from migration_gate import signoff
+from migration_gate.checks import api as app
+from migration_gate.checks.api.client import send
+from migration_gate.config import load_config
+from migration_gate.gate import Gate
+from migration_gate.progress import Progress
+from migration_gate.runstate import RunState, schema_state
+from migration_gate.verdict import EXIT
+from sandbox.api_process import SandboxHooks
+from sandbox.target import Sandbox
+from tests.test_cli import config_with_store
+from tests.test_gate import _cli, _target
+
+PATIENTS = 60
+OTHER_USER = ("demo_therapist2", "demo-password-2")
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path):
+    box = Sandbox(workdir=tmp_path / "sandbox", patients=PATIENTS, progress=Progress(quiet=True)).start()
+    yield box
+    box.stop()
+
+
+def _gate(rollback_file: bool):
+    gate = dataclasses.replace(load_config(), deploy_wait_seconds=6)
+    return gate if rollback_file else dataclasses.replace(gate, rollback_file=None)
+
+
+def _live(box: Sandbox, run: Path, rollback_file: bool) -> RunState:
+    state = Gate(_gate(rollback_file), _target(box), run, Progress(quiet=True)).run()
+    assert state.status == "green", state.failure
+    return state
+
+
+def _users_write(box: Sandbox) -> int:
+    """After go-live: another therapist adds a patient through the API, and a session is edited in the database.
+    Returns the new patient's id."""
+    with httpx.Client(base_url=box.api.base_url, timeout=30) as client:
+        token = app.login(client, *OTHER_USER)
+        tag = uuid.uuid4().hex[:8]
+        created = send(client, "POST", "/api/patients", token,
+                           json={"name": f"After Golive {tag}", "email": f"after.{tag}@example.org"})
+        assert created.status_code == 201, created.status_code
+    with psycopg.connect(box.dsn) as conn:
+        conn.execute("UPDATE clinical_sessions SET updated_at = now() "
+                     "WHERE id = (SELECT min(id) FROM clinical_sessions)")
+    return created.json()["data"]["id"]
+
+
+def _rollback(box: Sandbox, run: Path, rollback_file: bool, decided_by: str | None = None) -> RunState:
+    runner = Gate(_gate(rollback_file), _target(box), run, Progress(quiet=True), state=RunState.load(run))
+    if decided_by:
+        runner.decision = {"by": decided_by, "reason": "the new schema loses sessions"}
+    return runner.run_rollback_only()
+
+
+def _config_without_rollback_sql(tmp_path: Path) -> Path:
+    config = config_with_store(tmp_path)
+    config.write_text(re.sub(r"^rollback_file = .*$", "", config.read_text(), flags=re.M))
+    return config
+
+
+def _database(dsn: str) -> tuple:
+    with psycopg.connect(dsn) as conn:
+        where = schema_state(conn, load_config())
+        counts = conn.execute("SELECT (SELECT count(*) FROM patients), (SELECT count(*) FROM audit_logs_hipaa), "
+                              "(SELECT max(updated_at) FROM clinical_sessions)").fetchone()
+    return where, counts
+
+
+def test_after_go_live_a_restore_that_would_discard_users_rows_waits_for_a_named_decision(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    run = tmp_path / "reports" / "cutover-live"
+    _live(sandbox, run, rollback_file=False)
+    patient = _users_write(sandbox)
+    before, state_file = _database(sandbox.dsn), (run / "state.json").read_bytes()
+    config = _config_without_rollback_sql(tmp_path)
+
+    dry = _cli(sandbox, "rollback", "--run-dir", str(run), "--dry-run", reports=run.parent, config=config)
+    out, err = dry.communicate(timeout=120)
+    assert dry.returncode == 4, out + err
+    # the gate's own writes (its probe patient, its reads' audit rows) are counted apart: only the users' are lost
+    assert "public.patients: 2 inserted, 0 updated, 0 deleted (1 by the gate's own login)" in out
+    assert "public.clinical_sessions: 0 inserted, 1 updated, 0 deleted" in out
+    assert "discarded by this rollback: 4" in out  # the user's patient, its audit rows, the edited session
+    refused = _cli(sandbox, "rollback", "--run-dir", str(run), reports=run.parent, config=config)
+    out, err = refused.communicate(timeout=120)
+    assert refused.returncode == 4 and "refusing to roll back, nothing was changed" in err, out + err
+    assert "--discard-writes --decided-by NAME" in err and len(err.strip().splitlines()) == 1
+    nameless = _cli(sandbox, "rollback", "--run-dir", str(run), "--discard-writes", reports=run.parent, config=config)
+    assert nameless.wait(timeout=60) == 2
+    assert _database(sandbox.dsn) == before and (run / "state.json").read_bytes() == state_file
+
+    state = _rollback(sandbox, run, rollback_file=False, decided_by="Dana Reyes (DBA)")
+    assert state.status == "rolled-back" and state.rollback_verified, state.failure
+    assert state.rollback_method == "restore"
+    decision = state.rollback_decision
+    assert decision["by"] == "Dana Reyes (DBA)" and decision["method"] == "restore"
+    assert decision["discarded"] == 4 and "public.patients: 2 inserted" in decision["what"]
+    with psycopg.connect(sandbox.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM clients_hipaa WHERE id = %s", (patient,)).fetchone()[0] == 0
+    report = signoff.write(state, run, {}).read_text()
+    assert "decided by <b>Dana Reyes (DBA)</b>" in report and "changes discarded" in report
+
+
+def test_after_go_live_the_rollback_sql_carries_users_rows_back_and_proves_it(sandbox: Sandbox,
+                                                                              tmp_path: Path) -> None:
+    run = tmp_path / "cutover-live"
+    _live(sandbox, run, rollback_file=True)
+    patient = _users_write(sandbox)
+    with psycopg.connect(sandbox.dsn) as conn:
+        sessions = conn.execute("SELECT count(*) FROM clinical_sessions").fetchone()[0]
+
+    plan = Gate(_gate(True), _target(sandbox), run, Progress(quiet=True), state=RunState.load(run)).rollback_plan()
+    assert (plan.method, plan.lost, plan.held) == ("sql", 0, None)  # preferred over the configured restore
+    state = _rollback(sandbox, run, rollback_file=True)  # no decision needed: nothing is discarded
+
+    assert state.status == "rolled-back" and state.rollback_verified, state.failure
+    assert state.rollback_method == "sql" and state.rollback_decision is None
+    restore = state.phase("restore")
+    assert "rows written since the migration carried back; every key of" in restore.detail
+    rb02 = json.loads(next(run.glob("rollback/criteria-*.json")).read_text())
+    assert rb02["criteria"]["RB-02"]["result"] == "passed"  # compared with the backup but the carried rows
+    with psycopg.connect(sandbox.dsn) as conn:
+        assert schema_state(conn, load_config()) == "legacy"
+        assert conn.execute("SELECT therapist_id FROM clients_hipaa WHERE id = %s", (patient,)).fetchone()
+        assert conn.execute("SELECT count(*) FROM sessions_hipaa").fetchone()[0] == sessions
+    assert "carried back and verified by key" in signoff.write(state, run, {}).read_text()
+
+
+class WriterThroughMaintenance(SandboxHooks):
+    """A job that ignores maintenance mode writes after the migration; then the deploy fails."""
+
+    def deploy(self, use_hipaa_schema: bool) -> None:
+        if use_hipaa_schema:
+            with psycopg.connect(self.api.database_url) as conn:
+                conn.execute("UPDATE patients SET updated_at = now() WHERE id = (SELECT min(id) FROM patients)")
+            raise RuntimeError("deploy failed")
+        super().deploy(use_hipaa_schema)
+
+
+def test_before_go_live_a_write_through_maintenance_holds_the_automatic_restore(sandbox: Sandbox,
+                                                                               tmp_path: Path) -> None:
+    run = tmp_path / "cutover"
+    state = Gate(_gate(False), _target(sandbox, WriterThroughMaintenance(sandbox.api)), run,
+                 Progress(quiet=True)).run()
+
+    assert state.status == "rollback-held" and EXIT[state.status] == 3
+    assert "written while maintenance mode was on" in state.failure
+    assert "public.patients: 0 inserted, 1 updated, 0 deleted" in state.failure
+    assert state.phase("restore").status == "held" and state.phase("redeploy-legacy").status == "pending"
+    assert _database(sandbox.dsn)[0] == "migrated"  # nothing was restored
+    with httpx.Client(base_url=sandbox.api.base_url, timeout=15) as client:
+        assert send(client, "GET", "/api/patients").status_code == 503  # the app stays in maintenance
+    assert "ROLLBACK HELD FOR A DECISION" in signoff.write(state, run, {}).read_text()
+
+    state = _rollback(sandbox, run, rollback_file=False, decided_by="Sam Okafor (release manager)")
+    assert state.status == "rolled-back" and state.rollback_verified, state.failure
+    assert "ROLLBACK HELD" not in state.failure and state.rollback_decision["discarded"] == 1
