@@ -83,6 +83,8 @@ def _one_line(name: str, exc: BaseException) -> str:
     """The error as one redacted line: what failed and why, never a traceback."""
     if isinstance(exc, OSError) and exc.strerror:
         text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    elif isinstance(exc, psycopg.errors.QueryCanceled):  # an OperationalError, but the database did answer
+        text = f"a statement was cancelled (statement_timeout or lock_timeout): {connection_cause(exc)}"
     elif isinstance(exc, psycopg.OperationalError):
         text = f"database unreachable or connection lost: {connection_cause(exc)}"
     else:

@@ -282,8 +282,11 @@ class Gate:
     def run_rollback_only(self) -> RunState:
         """Roll back (an interrupted run, or on an operator's decision) and verify."""
         if self.state.backup and self.gate.rollback_method == "restore":
+            dump = Path(self.state.backup["path"])
             try:
-                backup.verify_unchanged(Path(self.state.backup["path"]))
+                if not dump.is_file():  # the box lost it: the copy off the box comes back first, sha256 checked
+                    backup.fetch_back(backup.BackupRecord.load(dump), self.target.hooks, self.run_dir.name)
+                backup.verify_unchanged(dump)
             except backup.BackupError as exc:
                 raise Refused(str(exc)) from None
         self.acquire_lock()

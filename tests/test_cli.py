@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import backup
+from migration_gate import backup, cli
 from migration_gate.cli import NEEDS
 from migration_gate.config import SANDBOX_BANNER, load_config
 from migration_gate.redact import describe_target
@@ -213,3 +213,12 @@ def test_the_rehearsal_ends_green_with_a_sign_off(tmp_path: Path) -> None:
     notes = [n for c in results["checks"] for n in c["notes"] if n.startswith("log source: ")]
     assert len(notes) == 1 and notes[0].startswith("log source: command [hooks] logs_since (jsonl); "), notes
     assert int(notes[0].split("; ")[1].split()[0]) > 0
+
+
+def test_a_cancelled_statement_is_not_called_an_unreachable_database() -> None:
+    """QueryCanceled is an OperationalError, but the database answered: the line says what happened."""
+    line = cli._one_line("migrate", psycopg.errors.QueryCanceled("canceling statement due to lock timeout"))
+    assert line == ("migrate: a statement was cancelled (statement_timeout or lock_timeout): canceling statement "
+                    "due to lock timeout")
+    refused = cli._one_line("migrate", psycopg.OperationalError("connection to server failed: Connection refused"))
+    assert refused == "migrate: database unreachable or connection lost: Connection refused"

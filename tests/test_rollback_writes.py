@@ -172,6 +172,9 @@ def test_before_go_live_a_write_through_maintenance_holds_the_automatic_restore(
         assert send(client, "GET", "/api/patients").status_code == 503  # the app stays in maintenance
     assert "ROLLBACK HELD FOR A DECISION" in signoff.write(state, run, {}).read_text()
 
+    dump = Path(state.backup["path"])
+    dump.unlink()  # and the box lost the local copy meanwhile: the decided rollback fetches it back first
     state = _rollback(sandbox, run, rollback_file=False, decided_by="Sam Okafor (release manager)")
     assert state.status == "rolled-back" and state.rollback_verified, state.failure
+    assert dump.is_file()
     assert "ROLLBACK HELD" not in state.failure and state.rollback_decision["discarded"] == 1
