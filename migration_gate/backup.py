@@ -245,10 +245,18 @@ def server_major(conn: psycopg.Connection) -> int:
     return int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
 
 
+# pg_dump --lock-wait-timeout gave up: its LOCK TABLE was cancelled by the statement_timeout it set for the locks
+_LOCK_GAVE_UP = re.compile(r"canceling statement due to statement timeout.*?LOCK TABLE (\S+) IN", re.S)
+
+
 def _fail(message: str, stderr: str) -> BackupError:
     last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "")
     if "No space left on device" in stderr:
         return BackupError(f"{message}: the disk is full")
+    locked = _LOCK_GAVE_UP.search(stderr)
+    if locked:
+        return BackupError(f"{message}: lock timeout: gave up waiting for a lock on {locked.group(1)} that another "
+                           "session holds (--lock-wait-timeout)")
     return BackupError(redact_text(f"{message}: {last}" if last else message))
 
 
@@ -319,10 +327,12 @@ def _stream_dump(command: list[str], env: dict[str, str], target: Path, keys: Ba
 
 
 def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name: str | None = None,
-                keys: BackupKeys | None = None, timeout_s: float = 3600.0, retention_days: int = 7
-                ) -> BackupRecord:
+                keys: BackupKeys | None = None, timeout_s: float = 3600.0, retention_days: int = 7,
+                lock_wait_timeout: str | None = None) -> BackupRecord:
     """pg_dump (custom format) streamed into an age file only its owner can read (or a plaintext dump with
-    encrypt "none"), plus a JSON record beside it. keys default to [backup]'s from the environment."""
+    encrypt "none"), plus a JSON record beside it. keys default to [backup]'s from the environment.
+    lock_wait_timeout: pg_dump gives up (fails) rather than wait longer for a table's lock (pg_dump sets its own
+    session's lock_timeout to 0, so the DSN's cannot bound it): the pre-checks' dump of a live database."""
     keys = keys if keys is not None else BackupKeys.from_environment()
     if keys.encrypting:
         keys.age_recipients()  # a missing or bad recipient fails before anything is dumped
@@ -356,7 +366,8 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
         plain_dsn, env = split_password(dsn)
         old_umask = os.umask(0o077)
         try:
-            plain, out = _stream_dump([binaries.tool("pg_dump"), "--format=custom", "--compress=1",
+            waits = [f"--lock-wait-timeout={lock_wait_timeout}"] if lock_wait_timeout else []
+            plain, out = _stream_dump([binaries.tool("pg_dump"), "--format=custom", "--compress=1", *waits,
                                        f"--snapshot={snapshot}", f"--dbname={plain_dsn}"], env, partial, keys,
                                       timeout_s)
         finally:

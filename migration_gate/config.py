@@ -388,6 +388,51 @@ def load_backup(spec: object, where: str) -> BackupConfig:
                         dump_timeout_seconds=float(numbers["dump_timeout_seconds"]), change_check=change_check)
 
 
+# A PostgreSQL duration as SET accepts it ("2s", "500ms", "10min"; a bare number is milliseconds).
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?\s*$")
+_MS = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def duration_ms(text: str) -> float:
+    """Milliseconds of a PostgreSQL duration ("2s" is 2000.0); ValueError when it is not one."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * _MS[match.group(2) or "ms"]
+
+
+@dataclass(frozen=True)
+class PrecheckConfig:
+    """[precheck]: the settings every pre-check session on the live target starts with. The app is serving while
+    the pre-checks run, so a check that would wait for a lock gives up after lock_timeout (red, one line) rather
+    than queue with the app's queries behind it; statement_timeout bounds any one query (the checksums included)."""
+
+    lock_timeout: str = "2s"
+    statement_timeout: str = "10min"
+
+    def settings(self) -> dict[str, str]:
+        return {"lock_timeout": self.lock_timeout, "statement_timeout": self.statement_timeout}
+
+
+def load_precheck(spec: object, where: str) -> PrecheckConfig:
+    """[precheck] validated: both timeouts PostgreSQL durations above zero (0 would mean wait forever)."""
+    if spec is None:
+        return PrecheckConfig()
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a table")
+    values = {}
+    for key in ("lock_timeout", "statement_timeout"):
+        value = spec.get(key, getattr(PrecheckConfig, key))
+        try:
+            if isinstance(value, bool) or not isinstance(value, str) or duration_ms(value) <= 0:
+                raise ValueError(value)
+        except ValueError:
+            raise ConfigError(f"{where}: {key} must be a duration above zero such as '2s' or '10min' "
+                              "(0 would let a pre-check wait forever)") from None
+        values[key] = value.strip()
+    return PrecheckConfig(**values)
+
+
 @dataclass(frozen=True)
 class GateConfig:
     path: Path
@@ -426,6 +471,7 @@ class GateConfig:
     hook_timeout_seconds: float = 600.0  # [hooks] timeout_seconds: a hook that runs longer is stopped, red
     logs: LogsConfig = field(default_factory=LogsConfig)  # [logs]: where the log check reads the app's lines
     backup: BackupConfig = field(default_factory=BackupConfig)  # [backup]: encryption, retention, checks
+    precheck: PrecheckConfig = field(default_factory=PrecheckConfig)  # [precheck]: pre-check session timeouts
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -651,10 +697,11 @@ def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRul
 # What a description may hold: a misspelt section or key is refused, never silently ignored.
 SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tables", "new_tables", "dropped_tables",
             "tenancy", "search_hashes", "preconditions", "new_foreign_keys", "legacy_foreign_keys", "legacy_schema",
-            "legacy_objects", "new_schema", "new_objects", "backup", "logs")
+            "legacy_objects", "new_schema", "new_objects", "backup", "logs", "precheck")
 KEYS = {"migration": ("file", "rollback_file", "lock_timeout", "statement_timeout", "rollback_method", "schema"),
         "budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes"),
-        "sandbox": ("patients", "seed", "username", "password", "provider")}
+        "sandbox": ("patients", "seed", "username", "password", "provider"),
+        "precheck": ("lock_timeout", "statement_timeout")}
 
 
 def _known_keys(data: dict, where: str) -> None:
@@ -779,6 +826,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         logs=load_logs(data.get("logs"), {k: str(v) for k, v in data.get("hooks", {}).items()}, base,
                        f"{where} [logs]"),
         backup=load_backup(data.get("backup"), f"{where} [backup]"),
+        precheck=load_precheck(data.get("precheck"), f"{where} [precheck]"),
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")

@@ -34,7 +34,7 @@ from migration_gate.phi import CiphertextFormatError, DecryptionError, PhiCodec,
 from migration_gate.provenance import gate_version, operator
 from migration_gate.provider import SandboxProvider, load_provider
 from migration_gate.redact import connection_cause, describe_target, mask_quoted, redact_text, safe_message
-from migration_gate.target import PHASES, RealTargets, Targets, TargetState
+from migration_gate.target import LIVE_PHASES, PHASES, RealTargets, Targets, TargetState, guarded
 
 PHASE_DIRS = ("tests_precheck", "tests_postcheck", "tests_integrity")
 GATE = pytest.StashKey["GateSession"]()
@@ -109,6 +109,9 @@ class GateSession:
                                   if self.gate.migration_file.is_relative_to(ROOT) else self.gate.migration_file),
             "Migration sha256": hashlib.sha256(self.gate.migration_file.read_bytes()).hexdigest(),
             "Configuration": str(self.gate.path),
+            "Pre-check sessions": (f"lock_timeout {self.gate.precheck.lock_timeout}, statement_timeout "
+                                   f"{self.gate.precheck.statement_timeout} ([precheck], phases: "
+                                   f"{', '.join(LIVE_PHASES)})"),
             "Run by": operator(),
             "Gate version": gate_version(),
             "Started (UTC)": self.started.isoformat(timespec="seconds"),
@@ -326,6 +329,8 @@ def unexpected_error(excinfo: pytest.ExceptionInfo) -> str:
     """A failure that is not a check's own: its class and first line when that is telling, else its class and
     the line that raised it, the message withheld."""
     exc = excinfo.value
+    if isinstance(exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+        return timeout_line(exc)
     if isinstance(exc, _TELLING):
         return safe_message(exc)
     entry = excinfo.traceback[-1] if excinfo.traceback else None
@@ -336,6 +341,15 @@ def unexpected_error(excinfo: pytest.ExceptionInfo) -> str:
             path = path.relative_to(ROOT)
         where = f" raised in {entry.name} at {path}:{entry.lineno + 1}"
     return f"{exc.__class__.__name__}{where} (message withheld: it may hold data)"
+
+
+def timeout_line(exc: psycopg.Error) -> str:
+    """A query the session's own timeouts stopped, said as such: a lock another session held, or a statement
+    that ran too long ([precheck] in a live phase), never a hang."""
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return ("lock timeout: gave up after lock_timeout waiting for a lock another session holds on the target "
+                "(a pre-check gives way rather than wait: [precheck] lock_timeout) - LockNotAvailable")
+    return f"statement timeout or cancel: {safe_message(exc)} (statement_timeout)"
 
 
 def _problem_lines(excinfo: pytest.ExceptionInfo) -> list[str]:
@@ -483,7 +497,8 @@ def target(request: pytest.FixtureRequest, gate_session: GateSession) -> TargetS
     phase = phase_of(request.node)
     if phase is None:
         pytest.fail("a phase test needs a phase marker (premigration, backup, postmigration, integrity, rollback)")
-    return gate_session.targets.state(phase)
+    # the app is live during the pre-checks: their sessions carry [precheck]'s timeouts (migration_gate.target)
+    return guarded(gate_session.targets.state(phase), gate_session.gate.precheck)
 
 
 @pytest.fixture

@@ -106,12 +106,15 @@ def _migrate(result: Result, dsn: str, gate: GateConfig, key: str, what: str) ->
 
 
 @contextlib.contextmanager
-def _dump_of(target_dsn: str, binaries: PgBinaries | None) -> Iterator[tuple[Path, backup.BackupKeys]]:
+def _dump_of(target_dsn: str, binaries: PgBinaries | None, lock_wait_timeout: str | None = None
+             ) -> Iterator[tuple[Path, backup.BackupKeys]]:
     """A dump of the target for the rehearsal, encrypted to a key pair that lives only in this process's memory
-    (the plaintext never touches the disk), deleted with its folder afterwards, and proven gone."""
+    (the plaintext never touches the disk), deleted with its folder afterwards, and proven gone. The target is
+    live: pg_dump waits no longer than lock_wait_timeout for a table's lock ([precheck] lock_timeout)."""
     keys = backup.BackupKeys.generate()
     with tempfile.TemporaryDirectory(prefix="gate-scratch-") as folder:
-        yield Path(backup.take_backup(target_dsn, Path(folder), binaries, keys=keys).path), keys
+        yield Path(backup.take_backup(target_dsn, Path(folder), binaries, keys=keys,
+                                      lock_wait_timeout=lock_wait_timeout).path), keys
     if Path(folder).exists():
         raise backup.BackupError(f"the rehearsal's temporary dump folder {folder} was not removed")
 
@@ -123,7 +126,7 @@ def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBi
     result.problems.extend(f"description: {p}" for p in described.problems)
     codec = PhiCodec(key)
     stamp = f"{os.getpid()}_{int(time.time())}"
-    with _dump_of(target_dsn, binaries) as (dump, keys), \
+    with _dump_of(target_dsn, binaries, gate.precheck.lock_timeout) as (dump, keys), \
             ScratchDatabase(target_dsn, f"gate_before_{stamp}", dump, binaries, keys) as before_db, \
             ScratchDatabase(target_dsn, f"gate_scratch_{stamp}", dump, binaries, keys) as copy:
         before = _state(before_db.dsn)

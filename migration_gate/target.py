@@ -8,6 +8,7 @@ Either way the suites see the same TargetState.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -15,11 +16,42 @@ from typing import Protocol
 import psycopg
 
 from migration_gate import backup
-from migration_gate.config import Environment
+from migration_gate.config import Environment, PrecheckConfig
 from migration_gate.logsource import LogMarker, LogSource
 
 PHASES = ("premigration", "backup", "postmigration", "integrity", "rollback")
 NEW_SCHEMA_PHASES = ("postmigration", "integrity")
+# Phases that run while the app is live and serving: their sessions carry [precheck]'s timeouts and a name.
+LIVE_PHASES = ("premigration",)
+APPLICATION_PREFIX = "migration-gate"  # every gate session named for its phase starts with this
+
+
+def application_name(phase: str) -> str:
+    """What the gate's sessions of a phase are called in pg_stat_activity (a DBA, or a lock watch, sees them)."""
+    return f"{APPLICATION_PREFIX} {phase}"
+
+
+def _option_value(value: str) -> str:
+    """A value inside libpq's options string: backslash and space escaped."""
+    return value.replace("\\", "\\\\").replace(" ", "\\ ")
+
+
+def session_dsn(dsn: str, settings: dict[str, str], name: str) -> str:
+    """dsn whose every session starts with these settings (libpq's options: psycopg, pg_dump, pg_restore alike)
+    and this application_name; options the dsn already had are kept."""
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    options = [str(info.get("options") or "").strip()]
+    options += [f"-c {key}={_option_value(value)}" for key, value in settings.items()]
+    return psycopg.conninfo.make_conninfo(**{**info, "options": " ".join(o for o in options if o),
+                                             "application_name": name})
+
+
+def guarded(state: TargetState, precheck: PrecheckConfig) -> TargetState:
+    """The state as a phase's tests connect to it: in a live phase, a DSN whose sessions give way to the app
+    ([precheck] lock_timeout, statement_timeout) and say they are the gate's; other phases unchanged."""
+    if state.phase not in LIVE_PHASES:
+        return state
+    return dataclasses.replace(state, dsn=session_dsn(state.dsn, precheck.settings(), application_name(state.phase)))
 
 
 @dataclass

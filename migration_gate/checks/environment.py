@@ -24,6 +24,10 @@ def server_reachable(conn: psycopg.Connection) -> Result:
     result = Result("database reachable, supported version")
     version = conn.execute("SHOW server_version").fetchone()[0]
     result.notes.append(f"PostgreSQL {version}")
+    # what this session waits at most (the pre-checks' own, [precheck]): recorded with the run's results
+    lock, statement = conn.execute("SELECT current_setting('lock_timeout'), "
+                                   "current_setting('statement_timeout')").fetchone()
+    result.notes.append(f"session lock_timeout {lock}, statement_timeout {statement}")
     if server_major(conn) < MIN_SERVER:
         result.add(f"server version {version} is older than {MIN_SERVER} (the content checksums need bit_xor)")
     return result
