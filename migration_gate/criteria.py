@@ -68,13 +68,43 @@ CRITERIA: dict[str, Criterion] = {c.id: c for c in (
     Criterion("RB-03", "rollback", "After a rollback the app is healthy on the legacy schema"),
 )}
 
-# The checklist's "the migration fails if" lines, and the criteria whose failure means it.
-FAILURE_CRITERIA: dict[str, tuple[str, ...]] = {
-    "Data loss or a row-count mismatch": ("INT-01", "INT-02", "INT-03", "BAK-03"),
-    "PHI that cannot be decrypted, or is stored in the clear": ("PRE-04", "PRE-05", "POST-13", "POST-15", "INT-04"),
-    "API errors (500) or wrong answers": ("POST-09", "POST-06"),
-    "Authentication failures": ("POST-07", "POST-08"),
-    "Performance degradation": ("POST-10",),
-    "Broken relationships or tenant boundaries": ("POST-03", "POST-17", "INT-05"),
-    "A rollback that does not restore the legacy state": ("RB-01", "RB-02", "RB-03", "PRE-08"),
-}
+@dataclass(frozen=True)
+class ChecklistLine:
+    """One line of the checklist's own "Success Criteria" or "Migration fails if" lists, word for word, with
+    what proves it: the criteria (and so the tests) behind it, and the run's own phases where a phase is the
+    proof (the deploy starts the app; the go-live's smoke test is the users' access)."""
+
+    text: str
+    criteria: tuple[str, ...] = ()
+    phases: tuple[str, ...] = ()
+
+
+# HIPAA_PRODUCTION_MIGRATION_CHECKLIST.md, "Migration is successful when:"
+SUCCESS_LINES: tuple[ChecklistLine, ...] = (
+    ChecklistLine("All data migrated (organizations, patients, sessions)",
+                  ("INT-01", "INT-02", "INT-03", "INT-04", "POST-01", "POST-02"), ("migration",)),
+    ChecklistLine("Data integrity verified (counts match)", ("INT-01", "INT-05", "POST-03", "POST-17")),
+    ChecklistLine("Application starts successfully", ("POST-06",), ("deploy",)),
+    ChecklistLine("New API endpoints respond", ("POST-09",)),
+    ChecklistLine("User authentication works", ("POST-07", "POST-08")),
+    ChecklistLine("PHI encryption working", ("POST-12", "POST-13", "POST-14", "POST-15", "POST-16")),
+    ChecklistLine("No application errors in logs", ("POST-11",)),
+    ChecklistLine("Response times acceptable", ("POST-10",)),
+    ChecklistLine("Users can access application", ("POST-07",), ("golive",)),
+    ChecklistLine("Critical functionality works", ("POST-09", "POST-16", "POST-18")),
+)
+# The same checklist, "Migration fails if:"; downtime is judged from the run's timeline.
+FAILURE_LINES: tuple[ChecklistLine, ...] = (
+    ChecklistLine("Data loss detected", ("INT-01", "INT-02", "INT-03", "INT-04", "BAK-03")),
+    ChecklistLine("Application won't start", ("POST-06",), ("deploy",)),
+    ChecklistLine("Critical endpoints broken", ("POST-08", "POST-09")),
+    ChecklistLine("Cannot rollback successfully", ("PRE-08", "RB-01", "RB-02", "RB-03"), ("restore", "rollback")),
+    ChecklistLine("Downtime exceeds 3 hours"),
+    ChecklistLine("Users cannot access application", ("POST-07",), ("golive",)),
+    ChecklistLine("Critical functionality broken", ("POST-09", "POST-13", "POST-16")),
+)
+DOWNTIME_LINE = "Downtime exceeds 3 hours"
+# The failure lines and the criteria whose failure means them (the suites' results JSON carries this).
+FAILURE_CRITERIA: dict[str, tuple[str, ...]] = {line.text: line.criteria for line in FAILURE_LINES if line.criteria}
+# Criteria only a rollback runs: on a run that never rolled back they were not needed.
+ROLLBACK_ONLY = tuple(cid for cid, c in CRITERIA.items() if c.phase == "rollback")

@@ -13,10 +13,18 @@ from pathlib import Path
 
 from migration_gate.backup import is_plaintext_dump, sha256_file
 from migration_gate.config import SANDBOX_BANNER
-from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
+from migration_gate.criteria import (
+    CRITERIA,
+    DOWNTIME_LINE,
+    FAILURE_LINES,
+    ROLLBACK_ONLY,
+    SUCCESS_LINES,
+    ChecklistLine,
+)
 from migration_gate.runstate import RunState, budget_report
 from migration_gate.writes import TableWrites
 
+REHEARSAL = "REHEARSAL: synthetic data"
 PHI_WORDS = ("PHI", "decrypt", "ciphertext", "IV", "hash", "plaintext")
 VERDICTS = {
     "green": ("PASSED", "#1a7f37", "The migration passed every gate. The system is live on the new schema."),
@@ -144,6 +152,72 @@ def _rollback_section(state: RunState) -> list[str]:
         f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"]
 
 
+def _phase_status(state: RunState, name: str) -> str:
+    try:
+        return state.phase(name).status
+    except KeyError:
+        return "pending"
+
+
+def _line_result(state: RunState, line: ChecklistLine, criteria: dict[str, dict]) -> str:
+    """failed when a criterion or phase behind the line failed, passed when all of them passed, else not run."""
+    results = [criteria.get(cid, {}).get("result", "not run") for cid in line.criteria]
+    results += [_phase_status(state, name) for name in line.phases]
+    if any(r == "failed" for r in results):
+        return "failed"
+    return "passed" if results and all(r == "passed" for r in results) else "not run"
+
+
+def _checklist_tables(state: RunState, criteria: dict[str, dict]) -> list[str]:
+    """The checklist's own success and failure lines, word for word, each with what proves it; then every
+    criterion behind them with its tests. A rollback's criteria on a run that never rolled back: not needed."""
+    parts = ["<h2 id='success'>Success criteria</h2><p class='muted'>The checklist's \"Migration is successful "
+             "when\" lines, each with the criteria (tests below) and run phases behind it.</p><table><tr><th>The "
+             "checklist</th><th>Proven by</th><th>Result</th></tr>"]
+    for line in SUCCESS_LINES:
+        result = _line_result(state, line, criteria)
+        proof = ", ".join([*line.criteria, *(f"phase {p}" for p in line.phases)])
+        parts.append(f"<tr><td>{escape(line.text)}</td><td>{escape(proof)}</td>"
+                     f"<td class='{'ok' if result == 'passed' else 'bad'}'>{result}</td></tr>")
+    parts.append("</table><h2 id='failure'>Failure criteria</h2><p class='muted'>The checklist's \"Migration "
+                 "fails if\" lines: each is met when a criterion or phase behind it failed.</p><table><tr><th>"
+                 "Fails if</th><th>Judged by</th><th>Met?</th></tr>")
+    for line in FAILURE_LINES:
+        if line.text == DOWNTIME_LINE:
+            met, judged = ("YES" if state.downtime_over_limit else "no"), "the timeline's downtime"
+        elif line.phases == ("restore", "rollback") and state.status == "rollback-held":
+            met, judged = "PENDING: the rollback is held for a decision", ", ".join(line.criteria)
+        else:
+            failed = [c for c in line.criteria if criteria.get(c, {}).get("result") == "failed"]
+            failed += [f"phase {p}" for p in line.phases if _phase_status(state, p) == "failed"]
+            met = "YES: " + ", ".join(failed) if failed else "no"
+            judged = ", ".join([*line.criteria, *(f"phase {p}" for p in line.phases)])
+        parts.append(f"<tr><td>{escape(line.text)}</td><td>{escape(judged)}</td>"
+                     f"<td class='{_cls(met == 'no')}'>{escape(met)}</td></tr>")
+    parts.append("</table><h2 id='criteria'>The checks behind them</h2><table><tr><th>Criterion</th>"
+                 "<th>Result</th><th>Tests</th></tr>")
+    rolled_back = bool(state.rollback_phases)
+    for cid, criterion in CRITERIA.items():
+        entry = criteria.get(cid)
+        result = entry["result"] if entry else ("not run" if rolled_back or cid not in ROLLBACK_ONLY
+                                                else "not needed")
+        tests = "<br>".join(f"<code>{escape(t)}</code>" for t in (entry or {}).get("tests", []))
+        shown = {"passed": "ok", "not needed": "muted"}.get(result, "bad")
+        parts.append(f"<tr><td><b>{cid}</b> {escape(criterion.text)}</td><td class='{shown}'>"
+                     f"{escape(result)}</td><td>{tests}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _record(state: RunState, environment: dict[str, str]) -> str:
+    """Who ran it, which gate, which migration and which app: at the top, where an auditor looks first."""
+    rows = [("Run by", environment.get("Run by", "-")), ("Gate version", environment.get("Gate version", "-")),
+            ("Migration sha256", state.migration_sha256),
+            ("App version (after the last deploy)", state.app_version or "not reported")]
+    return "<table class='record'>" + "".join(f"<tr><th>{escape(k)}</th><td><code>{escape(v)}</code></td></tr>"
+                                              for k, v in rows) + "</table>"
+
+
 def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime_limit: float = 180.0,
            sandbox: bool = False) -> str:
     """The sign-off page; a sandbox run's (the rehearsal) opens with the banner and never reads as live."""
@@ -154,13 +228,14 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
     title = f"{SANDBOX_BANNER} - rehearsal sign-off" if sandbox else "Migration sign-off"
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}: {escape(label)}"
              f"</title><style>{CSS}</style></head><body>",
-             f"<p class='verdict sandbox' style='background:#9a6700'>{escape(SANDBOX_BANNER)}</p>" if sandbox else "",
+             f"<p class='verdict sandbox' style='background:#9a6700'>{REHEARSAL}. {escape(SANDBOX_BANNER)}</p>"
+             if sandbox else "",
              "<h1>HIPAA schema migration rehearsal (sandbox): sign-off</h1>" if sandbox else
              "<h1>HIPAA schema migration: sign-off</h1>",
              f"<p class='muted'>Run {escape(Path(state.run_dir).name)} against {escape(state.target)}; started "
              f"{escape(state.started)} UTC, finished {escape(state.finished or '-')} UTC.</p>",
              f"<p class='verdict' style='background:{colour}'>Verdict: {escape(label)}</p>",
-             f"<p>{escape(sentence)}</p>"]
+             f"<p>{escape(sentence)}</p>", _record(state, environment)]
     if state.failure:
         parts.append(f"<p><b>What failed:</b> {escape(state.failure)}</p>")
     if state.rollback_verified is not None:
@@ -188,26 +263,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
                  f"<td class='{_cls(not state.downtime_over_limit)}'>"
                  f"{'OVER THE LIMIT' if state.downtime_over_limit else 'within'}</td></tr></table>")
 
-    parts.append("<h2 id='success'>Success criteria</h2><table><tr><th>Criterion</th><th>Result</th>"
-                 "<th>Tests</th></tr>")
-    for cid, criterion in CRITERIA.items():
-        entry = criteria.get(cid)
-        result = entry["result"] if entry else "not run"
-        tests = "<br>".join(f"<code>{escape(t)}</code>" for t in (entry or {}).get("tests", []))
-        parts.append(f"<tr><td><b>{cid}</b> {escape(criterion.text)}</td><td class='{_cls(result == 'passed')}'>"
-                     f"{escape(result)}</td><td>{tests}</td></tr>")
-    parts.append("</table><h2 id='failure'>Failure criteria</h2><p class='muted'>The checklist's "
-                 "\"the migration fails if\" lines: each is met when any criterion behind it failed.</p>"
-                 "<table><tr><th>Fails if</th>"
-                 "<th>Criteria</th><th>Met?</th></tr>")
-    for line, ids in FAILURE_CRITERIA.items():
-        met = [c for c in ids if criteria.get(c, {}).get("result") == "failed"]
-        parts.append(f"<tr><td>{escape(line)}</td><td>{', '.join(ids)}</td><td class='{_cls(not met)}'>"
-                     f"{'YES: ' + ', '.join(met) if met else 'no'}</td></tr>")
-    over = state.downtime_over_limit
-    parts.append(f"<tr><td>Downtime over 3 hours</td><td>timeline</td><td class='{_cls(not over)}'>"
-                 f"{'YES' if over else 'no'}</td></tr></table>")
-
+    parts.extend(_checklist_tables(state, criteria))
     if state.counts:
         parts.append("<h2 id='counts'>Row counts: legacy (at backup) vs new</h2><table><tr><th>Legacy table</th>"
                      "<th>Rows</th><th>New table</th><th>Rows</th><th></th></tr>")
@@ -244,10 +300,15 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
         shown = (f"{escape(name)} (PHI in clear: not linked)" if is_plaintext_dump(run_dir / name)
                  else f"<a href='{escape(name)}'>{escape(name)}</a>")
         parts.append(f"<tr><td>{shown}</td><td>{size:,}</td><td><code>{digest}</code></td></tr>")
-    roles = ("Release manager", "Database administrator", "Compliance / privacy officer")
-    parts.append("</table><h2 id='approvals'>Approvals</h2><table class='sign'><tr><th>Role</th><th>Name</th>"
-                 "<th>Signature</th><th>Date</th></tr>"
-                 + "".join(f"<tr><td>{r}</td><td></td><td></td><td></td></tr>" for r in roles) + "</table>")
+    parts.append("</table>")
+    if sandbox:  # nothing real was migrated: there is nothing to approve
+        parts.append("<h2 id='approvals'>Approvals</h2><p>None: a rehearsal on synthetic data is not a sign-off of "
+                     "your database. Approvals belong on the sign-off of the cut-over against it.</p>")
+    else:
+        roles = ("Release manager", "Database administrator", "Compliance / privacy officer")
+        parts.append("<h2 id='approvals'>Approvals</h2><table class='sign'><tr><th>Role</th><th>Name</th>"
+                     "<th>Signature</th><th>Date</th></tr>"
+                     + "".join(f"<tr><td>{r}</td><td></td><td></td><td></td></tr>" for r in roles) + "</table>")
     parts.append(f"<p class='muted'>Generated {datetime.now(UTC).isoformat(timespec='seconds')} by "
                  "hipaa-migration-gate. Contains no PHI: tables, counts, timings and digests only.</p></body></html>")
     return "".join(parts)

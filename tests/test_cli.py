@@ -3,6 +3,7 @@ input (never a traceback, nothing changed), a dry run, --json, and the rehearsal
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import pytest
 from migration_gate import backup, cli
 from migration_gate.cli import NEEDS
 from migration_gate.config import SANDBOX_BANNER, load_config
+from migration_gate.criteria import FAILURE_LINES, SUCCESS_LINES
 from migration_gate.redact import describe_target
 from migration_gate.runstate import schema_state
 from sandbox.synthetic import SANDBOX_KEY
@@ -205,6 +207,13 @@ def test_the_rehearsal_ends_green_with_a_sign_off(tmp_path: Path) -> None:
     assert "Gate version" in signoff and "(commit " in signoff and "sandbox-hipaa" in signoff  # app's /api/status
     assert re.search(r"Run by</t[hd]>\s*<td>[^<0-9][^<]*</td>", signoff), "the sign-off names no person"
     assert signoff.index(SANDBOX_BANNER) < signoff.index("<h1>") and "live on the new schema" not in signoff
+    # the record of a rehearsal: its banner, no approval lines, the checklist's own lines each proven
+    assert signoff.index("REHEARSAL: synthetic data") < signoff.index("<h1>") and "class='sign'" not in signoff
+    for line in SUCCESS_LINES:
+        assert re.search(re.escape(html.escape(line.text)) + r"</td><td>[^<]+</td><td class='ok'>passed<", signoff)
+    for line in FAILURE_LINES:
+        assert re.search(re.escape(html.escape(line.text)) + r"</td><td>[^<]+</td><td class='ok'>no<", signoff)
+    assert re.search(r"<b>RB-01</b>[^<]*</td><td class='muted'>not needed<", signoff)  # a green run: no rollback
     phase_reports = list(Path(summary["run_dir"]).glob("*/*.html"))
     assert len(phase_reports) == 4 and all(SANDBOX_BANNER in p.read_text() for p in phase_reports)
     assert not list(tmp_path.glob("*/sandbox/*.flag")), "maintenance left on"
