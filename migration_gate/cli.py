@@ -124,8 +124,9 @@ def _environment(target: CutoverTarget, gate: GateConfig) -> dict[str, str]:
 
 
 def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTarget, reports: Path,
-                   progress: Progress) -> Gate:
-    """An interrupted run for this target is resumed (or, with --rollback-interrupted, rolled back)."""
+                   progress: Progress, phases: list[str] | None = None) -> Gate:
+    """An interrupted run for this target is resumed (or, with --rollback-interrupted, rolled back); `phases`
+    are the ones the command runs (a phase command's), for saying where it resumes."""
     pending = unfinished_runs(reports, describe_target(target.dsn))
     if not pending:
         return Gate(gate, target, _new_run_dir(reports, "cutover"), progress, force=args.force)
@@ -155,7 +156,8 @@ def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTa
         progress.say(f"rolling back the interrupted run {run_dir.name} (database is {where})")
         resumed.rollback_only = True
     else:
-        following = next((r.name for r in state.phases if r.status != "passed"), "sign-off")
+        following = next((r.name for r in state.phases if r.status != "passed"
+                          and (phases is None or r.name in phases)), "sign-off")
         progress.say(f"resuming the interrupted run {run_dir.name} at phase {following} (database is {where})")
     return resumed
 
@@ -288,7 +290,7 @@ def phase_command(name: str, argv: list[str] | None = None) -> int:
             state = _load_state(args.run_dir) if (args.run_dir / "state.json").exists() else None
             runner = Gate(gate, target, args.run_dir, progress, force=args.force, state=state)
         else:
-            runner = _resume_or_new(args, gate, target, reports, progress)
+            runner = _resume_or_new(args, gate, target, reports, progress, phases)
         if name == "backup":
             note = _red_prechecks_note(runner, reports)
             if note:
