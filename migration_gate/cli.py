@@ -346,7 +346,9 @@ def rollback_command(argv: list[str] | None = None) -> int:
         state = Gate(gate, target, args.run_dir, progress, state=state).run_rollback_only()
     except HANDLED as exc:
         return _failed("rollback", exc, otherwise=3, backup_changed=4)
-    return finish_run(args, gate, state, _environment(target, gate))
+    code = finish_run(args, gate, state, _environment(target, gate))
+    # what this command was asked for, done and verified, is a success (as "nothing to roll back" is)
+    return 0 if state.status == "rolled-back" and state.rollback_verified else code
 
 
 def main(argv: list[str] | None = None) -> int:
