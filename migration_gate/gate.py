@@ -106,10 +106,15 @@ class Gate:
         ends itself when its gate is gone (plugin). They can still hold locks the next step needs (pg_dump waiting
         on a table, psql holding what its DROPs took), so the resumed run ends them by their application_name.
         With the lock held, no live gate of this run owns such a session."""
-        ended = conn.execute(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND left(application_name, length(%s)) = %s", (self.session_tag, self.session_tag)).fetchone()[0]
+        try:
+            ended = conn.execute(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND left(application_name, length(%s)) = %s", (self.session_tag, self.session_tag)).fetchone()[0]
+        except psycopg.errors.InsufficientPrivilege:  # another role's session (a DSN changed since): say so, go on
+            self.progress.say("the interrupted run left sessions of another role this role may not end; the next "
+                              "step may wait for them (their transactions can never commit)")
+            return
         if ended:
             self.progress.say(f"ended {ended} session(s) the interrupted run's child processes left behind")
 

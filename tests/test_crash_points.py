@@ -59,6 +59,21 @@ def _where(dsn: str) -> str:
         return schema_state(conn, load_config())
 
 
+def _committed_side(dsn: str) -> str:
+    """runstate.schema_state's answer from pg_class alone: the committed catalog, read without a lock (a
+    transaction in flight holding its tables' locks, as the restore's does, makes no difference to it)."""
+    gate = load_config()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tables = {name for (name,) in conn.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = %s::regnamespace AND relkind IN ('r', 'p')",
+            (gate.schema,))}
+    legacy, new = set(gate.legacy_schema), set(gate.new_schema)
+    legacy_only, new_only = legacy - new, new - legacy
+    if legacy_only <= tables and not new_only & tables:
+        return "legacy"
+    return "migrated" if new_only <= tables and not legacy_only & tables else "mixed"
+
+
 def _config(box: Sandbox, tmp_path: Path) -> Path:
     """migration.toml with the store hooks of tests/test_cli.py, and shell hooks for the sandbox's app: its
     maintenance flag file, and deploys that keep it on the legacy schema (these runs never deploy the new one)."""
@@ -139,8 +154,8 @@ def test_a_backup_killed_while_pg_dump_streams_is_taken_again_by_the_next_backup
     config, reports = _config(sandbox, tmp_path), tmp_path / "reports"
     before = _snapshot(sandbox.dsn)
     with psycopg.connect(sandbox.dsn) as holder:
-        # pg_dump has exported... imported the gate's snapshot, opened the encrypted file and waits for its table
-        # locks: the lock the test holds stalls it there (changing nothing; rolled back below)
+        # pg_dump runs in the gate's exported snapshot, its output going into the open encrypted .partial file,
+        # and takes its table locks before it copies a row: the lock the test holds stalls it there (no change)
         holder.execute("LOCK TABLE clients_hipaa IN ACCESS EXCLUSIVE MODE")
         child = _cli(sandbox, config, reports, "backup")
         with psycopg.connect(sandbox.dsn, autocommit=True) as watch:
@@ -150,8 +165,14 @@ def test_a_backup_killed_while_pg_dump_streams_is_taken_again_by_the_next_backup
             partial = list((run_dir / "backup").glob("*.partial"))
             assert len(partial) == 1 and not backup.is_plaintext_dump(partial[0])
             _kill(child)
-        holder.rollback()
-    print(f"backup killed {waited:.1f} s after the command started")
+            holder.rollback()
+            # without its gate, the orphaned pg_dump dies at its first write into the pipe nobody reads
+            began, tag = time.monotonic(), f"application_name = 'migration-gate {run_dir.name}'"
+            while _sessions(watch, tag) and time.monotonic() - began < 30:
+                time.sleep(0.05)
+            assert _sessions(watch, tag) == 0
+    print(f"backup killed {waited:.1f} s after the command started; the orphaned pg_dump ended "
+          f"{time.monotonic() - began:.1f} s after the lock it waited for was let go")
     assert _snapshot(sandbox.dsn) == before and _where(sandbox.dsn) == "legacy"
     state = json.loads((run_dir / "state.json").read_text())
     assert state["status"] == "running" and state["backup"] is None
@@ -182,12 +203,13 @@ def _migrated_run(box: Sandbox, config: Path, reports: Path) -> tuple[Path, tupl
     return _run_dir(reports), before
 
 
-def _rolled_back(box: Sandbox, config: Path, reports: Path, run_dir: Path, before: tuple) -> str:
+def _rolled_back(box: Sandbox, run_dir: Path, before: tuple, again: subprocess.Popen) -> str:
     """The next `rollback --run-dir` ends green: legacy, every table as before the cut-over, verified; its stderr."""
-    out, err = _done(_cli(box, config, reports, "rollback", "--run-dir", str(run_dir)))
+    out, err = _done(again)
     state = json.loads((run_dir / "state.json").read_text())
     assert state["status"] == "rolled-back" and state["rollback_verified"] is True, state["failure"]
     assert [p["status"] for p in state["rollback_phases"]] == ["passed"] * 3
+    assert state["rollback_phases"][0]["detail"].startswith("restored "), state["rollback_phases"][0]
     assert _where(box.dsn) == "legacy" and _snapshot(box.dsn, audit=False) == before
     assert not box.api.maintenance_file.exists()  # the app is back
     _no_partial_or_plaintext(run_dir)
@@ -195,35 +217,56 @@ def _rolled_back(box: Sandbox, config: Path, reports: Path, run_dir: Path, befor
     return err
 
 
+@pytest.mark.parametrize("orphans", ["end-by-themselves", "ended-by-the-next-rollback"])
 def test_a_rollback_killed_during_its_restore_leaves_the_database_migrated_and_the_next_rollback_restores(
-        sandbox: Sandbox, tmp_path: Path) -> None:
+        sandbox: Sandbox, tmp_path: Path, orphans: str) -> None:
     config, reports = _config(sandbox, tmp_path), tmp_path / "reports"
     run_dir, before = _migrated_run(sandbox, config, reports)
     migrated = _snapshot(sandbox.dsn, side="new")
-    with psycopg.connect(sandbox.dsn) as holder:
+    tag = f"application_name = 'migration-gate {run_dir.name}'"
+    with psycopg.connect(sandbox.dsn) as holder, psycopg.connect(sandbox.dsn, autocommit=True) as watch:
         # a reader of a migrated table: the restore's transaction waits for it once it dropped what came before
         holder.execute("SELECT 1 FROM patients LIMIT 0")
         child = _cli(sandbox, config, reports, "rollback", "--run-dir", str(run_dir))
-        with psycopg.connect(sandbox.dsn, autocommit=True) as watch:
-            restore = f"application_name = 'migration-gate {run_dir.name}' AND state = 'active'"
-            waited = _until("the restore's psql transaction waiting half-way", lambda: _sessions(
-                watch, f"{restore} AND wait_event_type = 'Lock'") > 0, child)
-            dropped = watch.execute(  # inside its transaction the restore already dropped objects (a schema)
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.mode = "
-                f"'AccessExclusiveLock' AND l.granted AND a.{restore}").fetchone()[0]
-            assert dropped > 0
-            _kill(child)
-            # right after the kill, with the orphaned psql still inside its transaction: fully migrated
+        waiting = f"{tag} AND state = 'active' AND wait_event_type = 'Lock'"
+        waited = _until("the restore's psql transaction waiting half-way", lambda: _sessions(watch, waiting) > 0,
+                        child)
+        orphan, dropped = watch.execute(  # inside its transaction the restore already dropped objects (a schema)
+            "SELECT a.pid, count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.mode = "
+            f"'AccessExclusiveLock' AND l.granted AND a.{waiting} GROUP BY a.pid").fetchone()
+        assert dropped > 0
+        _kill(child)
+        # right after the kill, the orphaned psql still inside its transaction (its drops not committed, so not seen;
+        # its locks keep the tables' content unreadable until it ends): fully migrated
+        assert _committed_side(sandbox.dsn) == "migrated"
+        began = time.monotonic()
+        if orphans == "end-by-themselves":
+            holder.rollback()
+            # without their gate, pg_restore reads the end of its input and fails, psql reads the end of its input
+            # and exits without a COMMIT, and the server rolls the transaction back
+            while _sessions(watch, tag) and time.monotonic() - began < 30:
+                time.sleep(0.05)
+            assert _sessions(watch, tag) == 0
+            print(f"restore killed {waited:.1f} s after the rollback started, holding {dropped} exclusive locks; its "
+                  f"orphans ended {time.monotonic() - began:.1f} s after the lock they waited for was let go")
+            state = json.loads((run_dir / "state.json").read_text())
+            assert [(p["name"], p["status"]) for p in state["rollback_phases"]][0] == ("restore", "running")
             assert _where(sandbox.dsn) == "migrated" and _snapshot(sandbox.dsn, side="new") == migrated
-        holder.rollback()
-    print(f"restore killed {waited:.1f} s after the rollback started, holding {dropped} exclusive locks")
-    state = json.loads((run_dir / "state.json").read_text())
-    assert [(p["name"], p["status"]) for p in state["rollback_phases"]][0] == ("restore", "running")
-    assert _snapshot(sandbox.dsn, side="new") == migrated  # the orphans end without a COMMIT: nothing half-way
+            again = _cli(sandbox, config, reports, "rollback", "--run-dir", str(run_dir))
+        else:  # the orphaned psql still waits inside its transaction when the next rollback starts: it ends it
+            again = _cli(sandbox, config, reports, "rollback", "--run-dir", str(run_dir))
+            _until("the next rollback's own restore waiting, the orphan ended", lambda: _sessions(
+                watch, f"{waiting} AND pid <> {orphan}") > 0 and not _sessions(watch, f"pid = {orphan}"), again)
+            print(f"restore killed {waited:.1f} s after the rollback started, holding {dropped} exclusive locks; the "
+                  f"next rollback ended the orphan within {time.monotonic() - began:.1f} s")
+            assert _committed_side(sandbox.dsn) == "migrated"  # the orphan's transaction was rolled back
+            holder.rollback()
 
-    err = _rolled_back(sandbox, config, reports, run_dir, before)
+    err = _rolled_back(sandbox, run_dir, before, again)
     assert (f"rolling run {run_dir.name} back again from the restore: its rollback was interrupted at step restore "
             "(database is migrated)") in err, err
+    assert ("ended 1 session(s) the interrupted run's child processes left behind" in err) is (
+        orphans == "ended-by-the-next-rollback"), err
 
 
 def test_a_rollback_killed_during_its_checks_resumes_after_the_committed_restore(sandbox: Sandbox,
@@ -248,7 +291,7 @@ def test_a_rollback_killed_during_its_checks_resumes_after_the_committed_restore
     assert [(p["name"], p["status"]) for p in state["rollback_phases"]] == [
         ("restore", "passed"), ("redeploy-legacy", "passed"), ("rollback", "running")]
 
-    err = _rolled_back(sandbox, config, reports, run_dir, before)
+    err = _rolled_back(sandbox, run_dir, before, _cli(sandbox, config, reports, "rollback", "--run-dir", str(run_dir)))
     assert (f"resuming the interrupted rollback of run {run_dir.name} at step rollback: the restore had committed "
             "(database is legacy)") in err, err
     assert "phase restore: started" not in err  # the committed restore is not done twice
