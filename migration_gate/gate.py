@@ -399,7 +399,9 @@ class Gate:
         says passed and the database is on the legacy schema (a restore is one transaction: a killed one left
         the database as it was, and its record says running). Says which, on stderr."""
         before = {r.name: r for r in self.state.rollback_phases}
-        stopped = next((r.name for r in self.state.rollback_phases if r.status == "running"), None)
+        if any(r.status == "failed" for r in before.values()):  # it ended red: a rollback asked again starts over
+            return None
+        stopped = next((r.name for r in self.state.rollback_phases if r.status in ("running", "pending")), None)
         if not stopped:
             return None
         with psycopg.connect(self.target.dsn, connect_timeout=15) as conn:

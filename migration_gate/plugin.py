@@ -169,9 +169,11 @@ def _end_with_the_gate() -> None:
     """A suite the gate runs ends itself within a moment of the gate dying (kill -9 leaves it orphaned): an
     orphan would go on writing its results and progress into the folder a resumed run's suite writes into. Its
     checks only read, so ending it anywhere is safe; the resumed run ends any session it still has."""
-    parent = os.environ.get(PARENT_ENV, "")
+    parent = os.environ.pop(PARENT_ENV, "")  # not for what this process starts: only the gate's own child watches
     if not parent.isdigit():
         return
+    if os.getppid() != int(parent):  # the gate died before this even started
+        os._exit(1)
 
     def watch() -> None:
         while os.getppid() == int(parent):
