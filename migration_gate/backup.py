@@ -326,13 +326,48 @@ def _stream_dump(command: list[str], env: dict[str, str], target: Path, keys: Ba
     return plain, out
 
 
+def sweep_leftovers(folder: Path) -> list[str]:
+    """What a killed backup left in its folder, removed; the names removed. A process killed with SIGKILL
+    cleans nothing: the dump being written (`<dump>.partial`, encrypted as it streams, never plaintext unless
+    encrypt = "none"), a copy being fetched back (`.fetched`), a record half written (`.json.tmp`), or a dump
+    renamed into place whose record was never written. A dump with its record is complete and stays.
+
+    Only for a folder no live process writes into: the gate calls it on its own run's backup folder while it
+    holds the cut-over lock, which the killed process's lock session gave up when it died."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in sorted(folder.iterdir()):
+        name = path.name
+        unrecorded = (name.endswith((".dump", ".dump.age")) and path.is_file()
+                      and not Path(str(path) + RECORD_SUFFIX).exists())
+        if name.endswith((".partial", ".fetched", RECORD_SUFFIX + ".tmp")) or unrecorded:
+            if unrecorded:
+                _discard(path)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(name)
+    return removed
+
+
+def with_application_name(dsn: str, application_name: str | None) -> str:
+    """The DSN with the application_name a child's session shows in pg_stat_activity (the gate tags the sessions
+    of its pg_dump and psql so that a resumed run can find and end what a killed one left behind)."""
+    return psycopg.conninfo.make_conninfo(dsn, application_name=application_name) if application_name else dsn
+
+
 def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name: str | None = None,
                 keys: BackupKeys | None = None, timeout_s: float = 3600.0, retention_days: int = 7,
-                lock_wait_timeout: str | None = None) -> BackupRecord:
+                lock_wait_timeout: str | None = None, application_name: str | None = None) -> BackupRecord:
     """pg_dump (custom format) streamed into an age file only its owner can read (or a plaintext dump with
     encrypt "none"), plus a JSON record beside it. keys default to [backup]'s from the environment.
     lock_wait_timeout: pg_dump gives up (fails) rather than wait longer for a table's lock (pg_dump sets its own
-    session's lock_timeout to 0, so the DSN's cannot bound it): the pre-checks' dump of a live database."""
+    session's lock_timeout to 0, so the DSN's cannot bound it): the pre-checks' dump of a live database.
+
+    Killed at any moment (SIGKILL), nothing in the database changes (pg_dump only reads, in the snapshot the
+    transaction below exported) and no plaintext reaches the disk: the file is `<dump>.partial` until it is
+    complete, then renamed; sweep_leftovers removes what a killed one left. An orphaned pg_dump dies at its next
+    write into the pipe nobody reads any more (SIGPIPE), or is ended by the resumed run (its application_name)."""
     keys = keys if keys is not None else BackupKeys.from_environment()
     if keys.encrypting:
         keys.age_recipients()  # a missing or bad recipient fails before anything is dumped
@@ -363,7 +398,7 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         counters = _counters(conn)  # at the snapshot: no write can slip between these and the dump unseen
-        plain_dsn, env = split_password(dsn)
+        plain_dsn, env = split_password(with_application_name(dsn, application_name))
         old_umask = os.umask(0o077)
         try:
             waits = [f"--lock-wait-timeout={lock_wait_timeout}"] if lock_wait_timeout else []
@@ -639,19 +674,28 @@ END $gate$;
 
 
 def restore_in_place(dump: Path, dsn: str, binaries: PgBinaries | None = None, lock_timeout_s: int = 60,
-                     keys: BackupKeys | None = None, timeout_s: float = 3600.0) -> None:
+                     keys: BackupKeys | None = None, timeout_s: float = 3600.0,
+                     application_name: str | None = None) -> None:
     """Put the target database back to the dump, atomically, with owners and grants as dumped.
 
     One psql transaction: empty the public schema, then pg_restore's script (the dump decrypted into its stdin)
     streamed in with ON_ERROR_STOP; COMMIT is sent only after pg_restore finished cleanly. A dump with large
     objects is refused (their data comes with transaction control of its own, which would break the
-    all-or-nothing)."""
+    all-or-nothing).
+
+    Why a killed caller (SIGKILL) cannot leave the database half restored: the only COMMIT psql ever reads is
+    the one written below, by this process, after pg_restore exited 0; pg_restore's own script has no
+    transaction control (no large objects). With the caller dead, pg_restore reads the end of its input, fails
+    on the truncated archive and exits; psql then reads the end of its input and exits with the transaction
+    open, so the server rolls it back (a statement cut short at the end is at worst an error, never a COMMIT).
+    Until then the orphaned psql holds its locks; the resumed run ends its session by its application_name.
+    The plaintext only ever goes through pipes, never a file."""
     binaries = binaries or find_binaries()
     keys = keys if keys is not None else BackupKeys.from_environment()
     verify_unchanged(dump)
     if any(" BLOB " in entry or "LARGE OBJECT" in entry for entry in list_contents(dump, binaries, keys)):
         raise BackupError(f"{dump} holds large objects: restore it with pg_restore by hand (not atomic)")
-    plain_dsn, env = split_password(dsn)
+    plain_dsn, env = split_password(with_application_name(dsn, application_name))
     with tempfile.TemporaryFile() as psql_err:
         psql = subprocess.Popen([binaries.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", plain_dsn,
                                  "-f", "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_err,

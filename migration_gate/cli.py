@@ -126,8 +126,9 @@ def _environment(target: CutoverTarget, gate: GateConfig) -> dict[str, str]:
 
 
 def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTarget, reports: Path,
-                   progress: Progress) -> Gate:
-    """An interrupted run for this target is resumed (or, with --rollback-interrupted, rolled back)."""
+                   progress: Progress, phases: list[str] | None = None) -> Gate:
+    """An interrupted run for this target is resumed (or, with --rollback-interrupted, rolled back); `phases`
+    are the ones the command runs (a phase command's), for saying where it resumes."""
     pending = unfinished_runs(reports, describe_target(target.dsn))
     if not pending:
         return Gate(gate, target, _new_run_dir(reports, "cutover"), progress, force=args.force)
@@ -157,7 +158,8 @@ def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTa
         progress.say(f"rolling back the interrupted run {run_dir.name} (database is {where})")
         resumed.rollback_only = True
     else:
-        following = next((r.name for r in state.phases if r.status != "passed"), "sign-off")
+        following = next((r.name for r in state.phases if r.status != "passed"
+                          and (phases is None or r.name in phases)), "sign-off")
         progress.say(f"resuming the interrupted run {run_dir.name} at phase {following} (database is {where})")
     return resumed
 
@@ -290,7 +292,7 @@ def phase_command(name: str, argv: list[str] | None = None) -> int:
             state = _load_state(args.run_dir) if (args.run_dir / "state.json").exists() else None
             runner = Gate(gate, target, args.run_dir, progress, force=args.force, state=state)
         else:
-            runner = _resume_or_new(args, gate, target, reports, progress)
+            runner = _resume_or_new(args, gate, target, reports, progress, phases)
         if name == "backup":
             note = _red_prechecks_note(runner, reports)
             if note:
@@ -359,7 +361,7 @@ def rollback_command(argv: list[str] | None = None) -> int:
         runner = Gate(gate, target, args.run_dir, progress, state=state)
         if args.discard_writes:
             runner.decision = {"by": one_line(args.decided_by.strip()), "reason": one_line(args.reason.strip())}
-        plan = runner.rollback_plan()
+        plan = runner.preview_rollback()
         if args.dry_run:
             return _print_plan(args, plan)
         if plan.held:
@@ -367,7 +369,9 @@ def rollback_command(argv: list[str] | None = None) -> int:
         state = runner.run_rollback_only()
     except HANDLED as exc:
         return _failed("rollback", exc, otherwise=3, backup_changed=4)
-    return finish_run(args, gate, state, _environment(target, gate))
+    code = finish_run(args, gate, state, _environment(target, gate))
+    # what this command was asked for, done and verified, is a success (as "nothing to roll back" is)
+    return 0 if state.status == "rolled-back" and state.rollback_verified else code
 
 
 def _print_plan(args: argparse.Namespace, plan: RollbackPlan) -> int:

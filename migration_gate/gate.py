@@ -13,6 +13,7 @@ session-level advisory lock on the target.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from migration_gate.runstate import (
     schema_state,
     unfinished_runs,
 )
-from migration_gate.suites import SuiteRunner, suite_env
+from migration_gate.suites import SuiteRunner, session_tag, suite_env
 
 # What callers imported from here before the split keeps working.
 __all__ = ["AFTER_MIGRATION_STARTS", "BUDGET_OF", "LOCK_KEY", "PLAN", "STATE_FILE", "CutoverTarget", "Gate",
@@ -99,6 +100,8 @@ class Gate:
         # an operator's decision to discard rows written since the migration: {"by": name, "reason": text}
         self.decision: dict[str, str] | None = None
         self._backup_checks_ran = False  # the backup phase got as far as its checks (the dump is stored)
+        # the application_name of this run's children's sessions (pg_dump, the restore's psql, the suites)
+        self.session_tag = session_tag(run_dir)
 
     # -- locking -------------------------------------------------------------------------------------------
     def acquire_lock(self) -> None:
@@ -110,10 +113,33 @@ class Gate:
                                       "AND granted", (LOCK_KEY & 0xFFFFFFFF,)).fetchone()
                 raise Refused(f"another cut-over is running against {self.state.target} "
                               f"(backend pid {holder[0] if holder else '?'}): refusing to start a second one")
+            self._end_orphans(conn)
         except BaseException:
             conn.close()
             raise
         self._lock = conn
+
+    def _end_orphans(self, conn: psycopg.Connection) -> None:
+        """End the sessions a killed gate of this run left behind, before anything else runs.
+
+        kill -9 of the gate ends its own sessions (the server sees the socket close: an open transaction is rolled
+        back, the advisory lock is let go, which is why this lock could be taken) but not its children's. None of
+        them can commit anything half-way: pg_dump only reads; the restore's psql commits only on the COMMIT the
+        gate writes after pg_restore exited 0 (backup.restore_in_place); a suite's checks only read, and a suite
+        ends itself when its gate is gone (plugin). They can still hold locks the next step needs (pg_dump waiting
+        on a table, psql holding what its DROPs took), so the resumed run ends them by their application_name.
+        With the lock held, no live gate of this run owns such a session."""
+        try:
+            ended = conn.execute(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND left(application_name, length(%s)) = %s", (self.session_tag, self.session_tag)).fetchone()[0]
+        except psycopg.errors.InsufficientPrivilege:  # another role's session (a DSN changed since): say so, go on
+            self.progress.say("the interrupted run left sessions of another role this role may not end; the next "
+                              "step may wait for them (their transactions can never commit)")
+            return
+        if ended:
+            self.progress.say(f"ended {ended} session(s) the interrupted run's child processes left behind")
 
     def check_lock(self) -> None:
         """Before anything irreversible: the lock's session must still be alive (it holds the lock)."""
@@ -183,9 +209,12 @@ class Gate:
         keys = backup.BackupKeys.from_environment(settings)
         if isinstance(self.target.hooks, ShellHooks):
             self.target.hooks.backup_timeout = settings.hook_timeout_seconds
+        removed = backup.sweep_leftovers(self.run_dir / "backup")  # a killed backup's partial files (lock held)
+        if removed:
+            self.progress.say(f"removed what an interrupted backup left: {', '.join(removed)}")
         taken = backup.take_backup(self.target.dsn, self.run_dir / "backup", keys=keys,
                                    timeout_s=settings.dump_timeout_seconds,
-                                   retention_days=settings.retention_days_local)
+                                   retention_days=settings.retention_days_local, application_name=self.session_tag)
         self.state.backup = taken.summary()
         self.state.save()
         how = f"age, {len(taken.recipients)} recipient(s)" if taken.encryption == "age" else "NOT ENCRYPTED"
@@ -291,6 +320,7 @@ class Gate:
                 raise Refused(str(exc)) from None
         self.acquire_lock()
         try:
+            self.state.pid = os.getpid()  # this process acts on the run now
             self.state.failure = self.state.failure or "rollback requested by the operator"
             self.rollback()
             self._finish()
@@ -382,7 +412,8 @@ class Gate:
         self.progress.say("ROLLING BACK")
         if self.state.failure and HELD in self.state.failure:  # an earlier attempt held: this one decides again
             self.state.failure = self.state.failure.split(HELD)[0]
-        steps = [PhaseRecord("restore"), PhaseRecord("redeploy-legacy"), PhaseRecord("rollback")]
+        restored = self._restore_committed()
+        steps = [restored or PhaseRecord("restore"), PhaseRecord("redeploy-legacy"), PhaseRecord("rollback")]
         self.state.rollback_phases = steps
         if self.state.maintenance_off_at or not self.state.maintenance_on_at:
             try:  # nobody may write while the backup goes back in
@@ -391,7 +422,7 @@ class Gate:
                 self.state.maintenance_off_at = None
             except Exception as exc:  # noqa: BLE001 - recorded; the restore still protects the data
                 self.progress.say(f"could not switch maintenance on before the rollback: {safe_message(exc)}")
-        ok = self._step(steps[0], self._restore)
+        ok = restored is not None or self._step(steps[0], self._restore)
         if self.state.rollback_held:  # it would discard others' rows: nothing was changed, a human decides
             steps[0].status = "held"
             self.state.status = "rollback-held"
@@ -438,11 +469,43 @@ class Gate:
                     + ("" if sql_possible else ", or set [migration] rollback_file to carry them back"))
         return RollbackPlan("sql" if use_sql else "restore", since, lost, held, went_live)
 
+    def preview_rollback(self) -> RollbackPlan:
+        """The plan, counted under the cut-over lock: a killed run's leftover sessions (which may hold the locks
+        counting needs) are ended first, and no other cut-over is under way."""
+        self.acquire_lock()
+        try:
+            return self.rollback_plan()
+        finally:
+            self.release_lock()
+
     def _count_writes(self) -> writes.WritesSince | None:
         if not self.state.write_mark:
             return None
         columns, own_id = writes.attribution(self.gate, self.target.dsn, self.target.api_username)
         return writes.count_since(self.target.dsn, writes.WriteMark.from_json(self.state.write_mark), columns, own_id)
+
+    def _restore_committed(self) -> PhaseRecord | None:
+        """An interrupted rollback (its gate killed): the restore's record when it committed, so the rollback
+        resumes after it; None when the rollback starts (again) with the restore. It committed when its record
+        says passed and the database is on the legacy schema (a restore is one transaction: a killed one left
+        the database as it was, and its record says running). Says which, on stderr."""
+        before = {r.name: r for r in self.state.rollback_phases}
+        if any(r.status in ("failed", "held") for r in before.values()):  # ended red or held: it starts over
+            return None
+        stopped = next((r.name for r in self.state.rollback_phases if r.status in ("running", "pending")), None)
+        if not stopped:
+            return None
+        with psycopg.connect(self.target.dsn, connect_timeout=15) as conn:
+            where = schema_state(conn, self.gate)
+        restore = before.get("restore")
+        run = self.run_dir.name
+        if restore is not None and restore.status == "passed" and where == "legacy":
+            self.progress.say(f"resuming the interrupted rollback of run {run} at step {stopped}: the restore had "
+                              "committed (database is legacy)")
+            return restore
+        self.progress.say(f"rolling run {run} back again from the restore: its rollback was interrupted at step "
+                          f"{stopped} (database is {where})")
+        return None
 
     def _restore(self, record: PhaseRecord) -> bool:
         self.check_lock()
@@ -473,7 +536,7 @@ class Gate:
         if not dump.is_file():  # the box lost it: the copy off the box comes back, sha256 checked
             backup.fetch_back(backup.BackupRecord.load(dump), self.target.hooks, self.run_dir.name)
         backup.restore_in_place(dump, self.target.dsn, keys=backup.BackupKeys.from_environment(self.gate.backup),
-                                timeout_s=self.gate.backup.dump_timeout_seconds)
+                                timeout_s=self.gate.backup.dump_timeout_seconds, application_name=self.session_tag)
         record.detail = f"restored {dump.name} (sha256 verified, decrypted into pg_restore)"
         return True
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -164,9 +165,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "criteria, checks (default: <run dir>/criteria-<marker>.json)")
 
 
+PARENT_ENV = "GATE_PARENT_PID"  # set by the gate (migration_gate.suites) for the suites it runs
+
+
+def _end_with_the_gate() -> None:
+    """A suite the gate runs ends itself within a moment of the gate dying (kill -9 leaves it orphaned): an
+    orphan would go on writing its results and progress into the folder a resumed run's suite writes into. Its
+    checks only read, so ending it anywhere is safe; the resumed run ends any session it still has."""
+    parent = os.environ.pop(PARENT_ENV, "")  # not for what this process starts: only the gate's own child watches
+    if not parent.isdigit():
+        return
+    if os.getppid() != int(parent):  # the gate died before this even started
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(0.2)
+        os._exit(1)
+    threading.Thread(target=watch, name="gate-parent-watch", daemon=True).start()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "criterion(id): the checklist criterion a phase test proves")
+    _end_with_the_gate()
     if not _is_phase_run(config):
         return
     session = GateSession(config)

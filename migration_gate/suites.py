@@ -18,6 +18,11 @@ from migration_gate.redact import redact_text
 from migration_gate.runstate import PhaseRecord, RunState
 
 
+def session_tag(run_dir: Path) -> str:
+    """The application_name prefix of the sessions a run's child processes open (at most 63 bytes are kept)."""
+    return f"migration-gate {Path(run_dir).name}"[:48]
+
+
 def suite_env(target: CutoverTarget, gate: GateConfig, state: RunState) -> dict[str, str]:
     """The child's environment: the target the gate acts on, never the caller's PYTEST_ADDOPTS."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "GATE_LOG_SOURCE", "GATE_LOG_MARKER")}
@@ -25,7 +30,8 @@ def suite_env(target: CutoverTarget, gate: GateConfig, state: RunState) -> dict[
                 "API_BASE_URL": target.api_base_url, "GATE_API_USERNAME": target.api_username,
                 "GATE_API_PASSWORD": target.api_password, "GATE_CONFIG": str(gate.path),
                 "APP_LOG_OFFSET": str(state.log_offset),
-                "GATE_API_HEADERS": json.dumps(target.api_headers)})
+                "GATE_API_HEADERS": json.dumps(target.api_headers),
+                "PGAPPNAME": f"{session_tag(Path(state.run_dir))} suite"})
     if target.allow_writes:
         env["GATE_ALLOW_WRITES"] = "1"
     if target.app_log_file:
@@ -59,7 +65,9 @@ class SuiteRunner:
         progress_file.unlink(missing_ok=True)
         results_file = folder / f"criteria-{marker}.json"
         results_file.unlink(missing_ok=True)  # a stale file must never stand in for this run's results
-        env = env | {"GATE_PROGRESS_FILE": str(progress_file)}
+        # the child ends itself when this process dies (plugin: GATE_PARENT_PID), so a killed gate leaves no suite
+        # writing into this folder
+        env = env | {"GATE_PROGRESS_FILE": str(progress_file), "GATE_PARENT_PID": str(os.getpid())}
         with tempfile.TemporaryFile(mode="w+") as out:
             child = subprocess.Popen(
                 [sys.executable, "-m", "pytest", "-m", marker, f"--gate-run-dir={folder}",

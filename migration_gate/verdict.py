@@ -13,7 +13,7 @@ from migration_gate.config import SANDBOX_BANNER, GateConfig
 from migration_gate.runstate import RunState
 
 EPILOG = """Exit codes (all commands):
-  0  green: every gate passed
+  0  green: every gate passed (scripts/rollback: the rollback ran and was verified, or nothing to roll back)
   1  red: a gate failed; nothing was migrated, or the rollback ran and was verified
   2  bad usage or configuration (one line)
   3  red and the rollback could NOT be verified, or it is held because it would discard rows written
