@@ -244,17 +244,19 @@ def _chart(paths: list[str], found: dict[str, Measurement]) -> str:
     names = [n for n in (BASELINE, *AFTER) if n in found]
     bar, gap, left, width = 14, 12, 210, 420
     budget = next((found[n].budget for n in AFTER if n in found and found[n].budget), None)
-    limits: dict[str, float] = {}
+    limits: dict[str, float] = {}  # against the baseline; the fixed budget (no baseline) is drawn only if in scale
+    fixed: dict[str, float] = {}
     for path in paths:
-        base = found.get(BASELINE).endpoints.get(path) if BASELINE in found else None
+        base = found[BASELINE].endpoints.get(path) if BASELINE in found else None
         if budget and base is not None:
             limits[path] = budget["p95_factor"] * base.p95_ms + budget["p95_allowance_ms"]
         elif budget:
-            limits[path] = float(budget["fallback_p95_ms"])
+            fixed[path] = float(budget["fallback_p95_ms"])
     values = [m.endpoints[p].p95_ms for m in found.values() for p in paths if p in m.endpoints]
-    top = max([*values, *limits.values(), 1.0]) * 1.1
+    top = max([*values, *limits.values(), 1.0]) * 1.15
+    limits |= {p: v for p, v in fixed.items() if v <= top}
     height = len(paths) * (len(names) * bar + gap) + 40
-    out = [f"<svg xmlns='http://www.w3.org/2000/svg' role='img' width='{left + width + 90}' height='{height}' "
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' role='img' width='{left + width + 130}' height='{height}' "
            "font-family='system-ui,sans-serif' font-size='12'><title>p95 latency per endpoint: baseline vs after"
            "</title>"]
     y = 10
@@ -276,6 +278,9 @@ def _chart(paths: list[str], found: dict[str, Measurement]) -> str:
             x = left + limits[path] / top * width
             out.append(f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{y - len(names) * bar - 2}' y2='{y}' stroke='#cf222e' "
                        f"stroke-width='2'><title>limit {limits[path]:.1f} ms</title></line>")
+        elif path in fixed:
+            out.append(f"<text x='{left + width + 4}' y='{y - bar + 10}' fill='#cf222e'>limit {fixed[path]:g} ms "
+                       "(fixed) &#8594;</text>")
         y += gap
     legend = [*(f"<rect x='{left + i * 150}' y='{y + 4}' width='10' height='10' fill='{COLOURS[n]}'/>"
                 f"<text x='{left + i * 150 + 14}' y='{y + 13}'>{escape(LABELS[n])}</text>"
