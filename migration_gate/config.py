@@ -434,6 +434,38 @@ def load_precheck(spec: object, where: str) -> PrecheckConfig:
 
 
 @dataclass(frozen=True)
+class PerformanceConfig:
+    """[performance]: the baseline the pre-checks measure on the legacy app and the budget the post-checks and
+    go-live hold the new schema to: red when p95_after > p95_factor * p95_before + p95_allowance_ms (or the error
+    rate rises). `requests` per endpoint, sent by `workers` threads (1: one after another)."""
+
+    requests: int = 40
+    workers: int = 1
+    p95_factor: float = 1.5
+    p95_allowance_ms: float = 50.0
+    max_seconds: float = 120.0
+
+
+def load_performance(spec: object, where: str) -> PerformanceConfig:
+    """[performance] validated: counts at least 1, factor at least 1, allowance and duration not negative."""
+    if spec is None:
+        return PerformanceConfig()
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a table")
+    values: dict[str, float] = {}
+    for key, least in (("requests", 1), ("workers", 1), ("p95_factor", 1), ("p95_allowance_ms", 0),
+                       ("max_seconds", 1)):
+        value = spec.get(key, getattr(PerformanceConfig, key))
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < least:
+            raise ConfigError(f"{where}: {key} must be a number of at least {least}")
+        values[key] = value
+    return PerformanceConfig(requests=int(values["requests"]), workers=int(values["workers"]),
+                             p95_factor=float(values["p95_factor"]),
+                             p95_allowance_ms=float(values["p95_allowance_ms"]),
+                             max_seconds=float(values["max_seconds"]))
+
+
+@dataclass(frozen=True)
 class GateConfig:
     path: Path
     migration_file: Path
@@ -472,6 +504,7 @@ class GateConfig:
     logs: LogsConfig = field(default_factory=LogsConfig)  # [logs]: where the log check reads the app's lines
     backup: BackupConfig = field(default_factory=BackupConfig)  # [backup]: encryption, retention, checks
     precheck: PrecheckConfig = field(default_factory=PrecheckConfig)  # [precheck]: pre-check session timeouts
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)  # [performance]: baseline, budget
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -697,11 +730,12 @@ def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRul
 # What a description may hold: a misspelt section or key is refused, never silently ignored.
 SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tables", "new_tables", "dropped_tables",
             "tenancy", "search_hashes", "preconditions", "new_foreign_keys", "legacy_foreign_keys", "legacy_schema",
-            "legacy_objects", "new_schema", "new_objects", "backup", "logs", "precheck")
+            "legacy_objects", "new_schema", "new_objects", "backup", "logs", "precheck", "performance")
 KEYS = {"migration": ("file", "rollback_file", "lock_timeout", "statement_timeout", "rollback_method", "schema"),
         "budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes"),
         "sandbox": ("patients", "seed", "username", "password", "provider"),
-        "precheck": ("lock_timeout", "statement_timeout")}
+        "precheck": ("lock_timeout", "statement_timeout"),
+        "performance": ("requests", "workers", "p95_factor", "p95_allowance_ms", "max_seconds")}
 
 
 def _known_keys(data: dict, where: str) -> None:
@@ -827,6 +861,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
                        f"{where} [logs]"),
         backup=load_backup(data.get("backup"), f"{where} [backup]"),
         precheck=load_precheck(data.get("precheck"), f"{where} [precheck]"),
+        performance=load_performance(data.get("performance"), f"{where} [performance]"),
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")
@@ -899,6 +934,7 @@ def load_environment(env: dict[str, str] | None = None) -> Environment:
                                  ("log_source", env.get("GATE_LOG_SOURCE")),
                                  ("log_marker", env.get("GATE_LOG_MARKER")),
                                  ("logs_since", env.get("GATE_LOGS_SINCE")),
-                                 ("carried_rows", env.get("GATE_CARRIED_ROWS"))) if v},
+                                 ("carried_rows", env.get("GATE_CARRIED_ROWS")),
+                                 ("run_dir", env.get("GATE_RUN_DIR"))) if v},
         ci=flags["CI"], sandbox_requested=flags["GATE_SANDBOX"], rehearsal=flags["GATE_REHEARSAL"],
     )

@@ -27,6 +27,8 @@ CRITERIA: dict[str, Criterion] = {c.id: c for c in (
     Criterion("PRE-09", "premigration", "Backup folder writable with room for the dump"),
     Criterion("PRE-10", "premigration", "No long-running transactions"),
     Criterion("PRE-11", "premigration", "API healthy and on the legacy schema"),
+    Criterion("PRE-12", "premigration", "The app's performance baseline measured on the legacy schema and recorded "
+                                        "(p50/p95/p99 and errors per endpoint)"),
     Criterion("BAK-01", "backup", "The dump exists and is not empty"),
     Criterion("BAK-02", "backup", "The dump is readable by pg_restore"),
     Criterion("BAK-03", "backup", "Restored into a scratch database, the dump holds exactly the live data at "
@@ -44,7 +46,8 @@ CRITERIA: dict[str, Criterion] = {c.id: c for c in (
     Criterion("POST-08", "postmigration", "Protected routes answer 401 without a token and 200 with one"),
     Criterion("POST-09", "postmigration", "Every endpoint answers with the documented shape; counts agree with "
                                           "the database"),
-    Criterion("POST-10", "postmigration", "p95 latency within budget"),
+    Criterion("POST-10", "postmigration", "p95 latency within budget: per endpoint against the legacy baseline "
+                                          "(or the fixed budget without one); error rate not higher"),
     Criterion("POST-11", "postmigration", "No error lines in the application log since the deploy"),
     Criterion("POST-12", "postmigration", "PHI reads write audit rows"),
     Criterion("POST-13", "postmigration", "Every *_encrypted value is well-formed, decrypts with the key and is "

@@ -24,7 +24,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup, logsource, migration, writes
+from migration_gate import backup, logsource, migration, performance, writes
 from migration_gate.catalog import inspect
 from migration_gate.checks import Result
 from migration_gate.checks import api as app
@@ -290,7 +290,12 @@ class Gate:
             token = app.login(client, self.target.api_username, self.target.api_password)
             result = app.protected_routes(client, token, ["/api/patients"])
             result.problems.extend(app.health(client, expect_hipaa=True).problems)
-        record.detail = "; ".join(result.problems) or "live: health ok, login and /api/patients answer"
+        speed = performance.check_after(performance.plan(self.gate, self.target.api_base_url, self.target.api_username,
+                                                         self.target.api_password, self.target.api_headers),
+                                        self.run_dir, self.gate, "golive")  # live: against the baseline
+        result.problems.extend(speed.problems)
+        record.detail = "; ".join(result.problems) or (f"live: health ok, login and /api/patients answer; "
+                                                       f"{speed.check}: {speed.checked} endpoints within")
         return result.ok
 
     # -- the run -------------------------------------------------------------------------------------------

@@ -88,6 +88,8 @@ class LoadReport:
     latencies_ms: list[float] = field(default_factory=list)
     statuses: Counter = field(default_factory=Counter)
     per_path: Counter = field(default_factory=Counter)
+    latencies_by_path: dict[str, list[float]] = field(default_factory=dict)  # one endpoint's own percentiles
+    statuses_by_path: dict[str, Counter] = field(default_factory=dict)
     seconds: float = 0.0
     ended_by: str = ""  # "count", "duration" or "stop"
 
@@ -144,13 +146,15 @@ def _prepare(plan: LoadPlan) -> tuple[str, tuple[str, ...], dict[str, str]]:
     return token, tuple(usable), skipped
 
 
-def run_load(plan: LoadPlan, stop: threading.Event | None = None) -> LoadReport:
+def run_load(plan: LoadPlan, stop: threading.Event | None = None, requests_per_path: bool = False) -> LoadReport:
     """Drive the app until `plan.requests` requests were sent, `plan.max_seconds` passed, or `stop` is set.
 
     Requests cycle through the usable endpoints in order (request i asks paths[i % n]), spread over the workers;
-    each worker keeps its own client (its own connections), as separate users' browsers do."""
+    each worker keeps its own client (its own connections), as separate users' browsers do. With
+    requests_per_path, `plan.requests` is per usable endpoint (a measurement asks each the same number)."""
     token, paths, skipped = _prepare(plan)
     report = LoadReport(paths=paths, skipped=skipped, workers=plan.workers)
+    limit = plan.requests * len(paths) if requests_per_path else plan.requests
     stop = stop or threading.Event()
     lock = threading.Lock()
     issued = 0
@@ -160,7 +164,7 @@ def run_load(plan: LoadPlan, stop: threading.Event | None = None) -> LoadReport:
     def next_index() -> int | None:
         nonlocal issued
         with lock:
-            if issued >= plan.requests:
+            if issued >= limit:
                 report.ended_by = report.ended_by or "count"
                 return None
             if stop.is_set():
@@ -185,8 +189,10 @@ def run_load(plan: LoadPlan, stop: threading.Event | None = None) -> LoadReport:
                 with lock:
                     report.statuses[status] += 1
                     report.per_path[path] += 1
+                    report.statuses_by_path.setdefault(path, Counter())[status] += 1
                     if status.isdigit():
                         report.latencies_ms.append(elapsed)
+                        report.latencies_by_path.setdefault(path, []).append(elapsed)
 
     threads = [threading.Thread(target=worker, name=f"load-{n}", daemon=True) for n in range(plan.workers)]
     for thread in threads:

@@ -510,6 +510,13 @@ def gate_config(gate_session: GateSession) -> GateConfig:
 
 
 @pytest.fixture(scope="session")
+def gate_run_dir(gate_session: GateSession) -> Path:
+    """The cut-over's run folder when the gate runs the suite (GATE_RUN_DIR: each phase's reports go into a
+    folder of it), else this run's own (--gate-run-dir): where the performance baseline and after live."""
+    return Path(gate_session.env.extra.get("run_dir") or gate_session.run_dir)
+
+
+@pytest.fixture(scope="session")
 def codec(gate_session: GateSession) -> PhiCodec:
     return PhiCodec(gate_session.key)
 

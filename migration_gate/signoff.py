@@ -21,6 +21,7 @@ from migration_gate.criteria import (
     SUCCESS_LINES,
     ChecklistLine,
 )
+from migration_gate.performance import signoff_section as performance_section
 from migration_gate.runstate import RunState, budget_report
 from migration_gate.writes import TableWrites
 
@@ -285,6 +286,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
     parts.append(f"<tr><th colspan='2'>Total</th><th>{sum(c['checked'] for c in phi):,}</th>"
                  f"<th>{sum(c['problems'] for c in phi)}</th></tr></table>")
 
+    parts.extend(performance_section(run_dir))
     parts.extend(_backup_section(state))
     parts.extend(_rollback_section(state))
 

@@ -31,7 +31,8 @@ def suite_env(target: CutoverTarget, gate: GateConfig, state: RunState) -> dict[
                 "GATE_API_PASSWORD": target.api_password, "GATE_CONFIG": str(gate.path),
                 "APP_LOG_OFFSET": str(state.log_offset),
                 "GATE_API_HEADERS": json.dumps(target.api_headers),
-                "PGAPPNAME": f"{session_tag(Path(state.run_dir))} suite"})
+                "PGAPPNAME": f"{session_tag(Path(state.run_dir))} suite",
+                "GATE_RUN_DIR": state.run_dir})  # the cut-over's folder: performance/ baseline and after
     if target.allow_writes:
         env["GATE_ALLOW_WRITES"] = "1"
     if target.app_log_file:

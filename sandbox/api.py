@@ -80,6 +80,7 @@ class Config:
     port: int
     environment: str
     maintenance_bypass: str | None = None  # a secret header value that lets the gate check the app in maintenance
+    delay_ms: dict[str, float] = field(default_factory=dict)  # path -> extra latency (SANDBOX_API_DELAY_MS)
 
 
 def load_config(env: Mapping[str, str]) -> Config:
@@ -107,7 +108,23 @@ def load_config(env: Mapping[str, str]) -> Config:
         port=int(port_text),
         environment=env.get("NODE_ENV") or "development",
         maintenance_bypass=env.get("MAINTENANCE_BYPASS_TOKEN") or None,
+        delay_ms=parse_delays(env.get("SANDBOX_API_DELAY_MS", "")),
     )
+
+
+def parse_delays(text: str) -> dict[str, float]:
+    """SANDBOX_API_DELAY_MS="/api/patients=150,/api/therapists=20": a slow app for the performance tests (a query
+    plan the migration made worse, say). Empty: none."""
+    delays = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        path, _, ms = part.rpartition("=")
+        try:
+            delays[path] = float(ms)
+        except ValueError:
+            raise ConfigError("SANDBOX_API_DELAY_MS must be PATH=MS[,PATH=MS...]") from None
+        if not path.startswith("/"):
+            raise ConfigError("SANDBOX_API_DELAY_MS must be PATH=MS[,PATH=MS...]")
+    return delays
 
 
 def self_test(codec: PhiCodec) -> bool:
@@ -413,6 +430,8 @@ class ApiApp:
         ctx = Context(request)
         logged_path = request.path
         try:
+            if request.path in self.config.delay_ms:
+                time.sleep(self.config.delay_ms[request.path] / 1000)
             response, matched = self.respond(ctx)
             if not matched:
                 logged_path = "[unmatched]"  # an unknown path is client text: it could hold anything

@@ -42,6 +42,7 @@ class ApiProcess:
         self.port = port or free_port()
         self.jwt_secret = jwt_secret
         self.bypass_token = secrets.token_hex(16)
+        self.extra_env: dict[str, str] = {}  # more of the API's configuration (SANDBOX_API_DELAY_MS), at next start
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
 
@@ -76,6 +77,7 @@ class ApiProcess:
             "PORT": str(self.port),
             "MAINTENANCE_BYPASS_TOKEN": self.bypass_token,
         })
+        env.update(self.extra_env)
         return env
 
     def start(self) -> ApiProcess:
