@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate import backup, preflight
+from migration_gate import backup, bundle, preflight
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
 from migration_gate.errors import GateError, Refused
 from migration_gate.gate import Gate, RollbackPlan
@@ -49,13 +49,15 @@ NEEDS = {
                "GATE_REPORTS_DIR"),
     "migrate": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "GATE_REPORTS_DIR"),
     "rollback": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", *_APP, "GATE_BACKUP_IDENTITY"),
+    "bundle": (),
 }
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A command's parser; its help ends with the environment variables that command reads, and the exit codes."""
     name = prog.rsplit("/", 1)[-1]
-    environment = "Environment:\n" + "".join(f"  {var:<20} {ENVIRONMENT[var]}\n" for var in NEEDS[name])
+    environment = "Environment:" + ("\n" + "".join(f"  {var:<20} {ENVIRONMENT[var]}\n" for var in NEEDS[name])
+                                    if NEEDS[name] else " none read\n")
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=environment + "\n" + EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=None, help="migration description (default: migration.toml)")
@@ -386,9 +388,25 @@ def _print_plan(args: argparse.Namespace, plan: RollbackPlan) -> int:
     return 4 if plan.held else 0
 
 
+def bundle_command(argv: list[str] | None = None) -> int:
+    parser = _parser("scripts/bundle", "Build the run's attachable record: its sign-off, phase reports and results "
+                                       "in one zip with a manifest of sha256s. The backup and the sandbox's working "
+                                       "folder stay behind; every link of the sign-off works once unpacked.")
+    parser.add_argument("--run-dir", type=Path, required=True, help="the run folder (reports/cutover-...)")
+    parser.add_argument("--out", type=Path, default=None, help="the zip to write (default: <run folder>.zip)")
+    args = parser.parse_args(argv)
+    try:
+        out = bundle.build(args.run_dir, args.out)
+    except OSError as exc:
+        print(_one_line("bundle", exc), file=sys.stderr)
+        return 2 if isinstance(exc, FileNotFoundError) else 1
+    print(json.dumps({"bundle": str(out)}) if args.json else f"bundle: {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    names = ["cutover", "rehearse", *PHASE_COMMANDS, "rollback"]
+    names = ["cutover", "rehearse", *PHASE_COMMANDS, "rollback", "bundle"]
     if not argv or argv[0] not in names:
         print(f"usage: python -m migration_gate.cli {{{','.join(names)}}} [--help]", file=sys.stderr)
         return 2
@@ -397,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         return rehearse_main(rest)
     if name in PHASE_COMMANDS:
         return phase_command(name, rest)
-    return {"cutover": cutover, "rollback": rollback_command}[name](rest)
+    return {"cutover": cutover, "rollback": rollback_command, "bundle": bundle_command}[name](rest)
 
 
 if __name__ == "__main__":

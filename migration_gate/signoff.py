@@ -12,6 +12,7 @@ from html import escape
 from pathlib import Path
 
 from migration_gate.backup import is_plaintext_dump, sha256_file
+from migration_gate.bundle import KEPT_BACK_FOLDERS, kept_back
 from migration_gate.config import SANDBOX_BANNER
 from migration_gate.criteria import (
     CRITERIA,
@@ -83,12 +84,15 @@ def _criteria(run_dir: Path) -> tuple[dict[str, dict], list[dict]]:
     return merged, checks
 
 
-def artifacts(run_dir: Path, exclude: Path | None = None) -> list[tuple[str, int, str]]:
+def artifacts(run_dir: Path, exclude: Path | None = None) -> list[tuple[str, int, str | None]]:
+    """Every file of the run with its sha256; the sandbox's working folder (its app still writing its log) has
+    none, so that every sha256 listed still matches once the run is over."""
     found = []
     for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
         if path == exclude or path.name.endswith(".tmp"):
             continue
-        digest = sha256_file(path)
+        relative = path.relative_to(run_dir)
+        digest = None if relative.parts[0] in KEPT_BACK_FOLDERS else sha256_file(path)
         found.append((str(path.relative_to(run_dir)), path.stat().st_size, digest))
     return found
 
@@ -299,9 +303,15 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
                  "this report was written: any later edit shows.</p>"
                  "<table><tr><th>File</th><th>Bytes</th><th>sha256</th></tr>")
     for name, size, digest in artifacts(run_dir, exclude=run_dir / "signoff.html"):
-        shown = (f"{escape(name)} (PHI in clear: not linked)" if is_plaintext_dump(run_dir / name)
-                 else f"<a href='{escape(name)}'>{escape(name)}</a>")
-        parts.append(f"<tr><td>{shown}</td><td>{size:,}</td><td><code>{digest}</code></td></tr>")
+        why = kept_back(Path(name))
+        if is_plaintext_dump(run_dir / name):
+            shown = f"{escape(name)} (PHI in clear: not linked)"
+        elif why:  # not in the bundle (scripts/bundle): a link to it would not work where the bundle is read
+            shown = f"{escape(name)} <span class='muted'>(not in the bundle: {escape(why)})</span>"
+        else:
+            shown = f"<a href='{escape(name)}'>{escape(name)}</a>"
+        hashed = f"<code>{digest}</code>" if digest else "<span class='muted'>live file, not hashed</span>"
+        parts.append(f"<tr><td>{shown}</td><td>{size:,}</td><td>{hashed}</td></tr>")
     parts.append("</table>")
     if sandbox:  # nothing real was migrated: there is nothing to approve
         parts.append("<h2 id='approvals'>Approvals</h2><p>None: a rehearsal on synthetic data is not a sign-off of "

@@ -22,7 +22,7 @@ from migration_gate.runstate import schema_state
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
 
-SCRIPTS = ["setup", "test", "rehearse", "precheck", "backup", "migrate", "cutover", "rollback"]
+SCRIPTS = ["setup", "test", "rehearse", "precheck", "backup", "migrate", "cutover", "rollback", "bundle"]
 TARGET_VARS = ("DATABASE_URL", "API_BASE_URL", "PHI_ENCRYPTION_KEY", "GATE_API_USERNAME", "GATE_API_PASSWORD",
                "BACKUP_FILE", "GATE_CONFIG")
 
@@ -54,7 +54,8 @@ def test_each_help_lists_its_own_options_and_the_environment_it_reads(name: str)
     listed = re.findall(r"^  ([A-Z_]{6,})\s", text.split("Environment:")[1].split("Exit codes")[0], re.M)
     assert listed == list(NEEDS[name])
     assert ("--force" in text.split("Environment:")[0]) is (name in ("cutover", "migrate"))
-    assert ("--dry-run" in text) is (name == "cutover") and ("--run-dir" in text) is (name != "cutover")
+    assert ("--dry-run" in text) is (name in ("cutover", "rollback"))
+    assert ("--run-dir" in text) is (name != "cutover")
 
 
 def test_exit_codes_are_documented_in_help() -> None:
@@ -231,3 +232,7 @@ def test_a_cancelled_statement_is_not_called_an_unreachable_database() -> None:
                     "due to lock timeout")
     refused = cli._one_line("migrate", psycopg.OperationalError("connection to server failed: Connection refused"))
     assert refused == "migrate: database unreachable or connection lost: Connection refused"
+
+
+def test_a_bundle_of_a_folder_that_is_no_run_is_one_line(tmp_path: Path) -> None:
+    one_line_error(script("bundle", "--run-dir", str(tmp_path)), 2, "has no signoff.html")

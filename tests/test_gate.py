@@ -14,12 +14,14 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from migration_gate import catalog, migration
+from migration_gate import bundle, catalog, migration
+from migration_gate.backup import sha256_file
 from migration_gate.checksums import database_checksums
 from migration_gate.config import load_config
 from migration_gate.errors import GateError, Refused
@@ -90,6 +92,16 @@ def test_a_clean_cut_over_is_green_with_a_sign_off(sandbox: Sandbox, tmp_path: P
     assert "Verdict: PASSED" in report and "POST-16" in report and "class='sign'" in report  # approval lines
     with psycopg.connect(sandbox.dsn) as conn:
         assert schema_state(conn, load_config()) == "migrated"
+    # the attachable record: unpacked anywhere, every link of the sign-off works, every sha256 matches, no backup
+    with zipfile.ZipFile(bundle.build(tmp_path / "run")) as packed:
+        packed.extractall(tmp_path / "elsewhere")
+    unpacked = tmp_path / "elsewhere" / "run"
+    manifest = json.loads((unpacked / "manifest.json").read_text())
+    assert all(sha256_file(unpacked / f["path"]) == f["sha256"] for f in manifest["files"]) and manifest["files"]
+    assert not list(unpacked.rglob("*.age")) and {k["why"] for k in manifest["kept_back"]} == {
+        "the backup: holds PHI (encrypted)"}
+    links = re.findall(r"href='([^']+)'", (unpacked / "signoff.html").read_text())
+    assert len(links) > 10 and all((unpacked / link).is_file() for link in links)
 
 
 class SlowDeployHooks(SandboxHooks):
