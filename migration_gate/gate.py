@@ -23,7 +23,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup, logsource, migration, writes
+from migration_gate import backup, logsource, migration, notify, writes
 from migration_gate.catalog import inspect
 from migration_gate.checks import Result
 from migration_gate.checks import api as app
@@ -99,6 +99,8 @@ class Gate:
         # an operator's decision to discard rows written since the migration: {"by": name, "reason": text}
         self.decision: dict[str, str] | None = None
         self._backup_checks_ran = False  # the backup phase got as far as its checks (the dump is stored)
+        # status lines to the notify hook (phase changes, the end, the open window's timer); never holds the run up
+        self.notifier = notify.Notifier(gate.notify, target.hooks, self.state, run_dir, progress, self._secrets())
 
     # -- locking -------------------------------------------------------------------------------------------
     def acquire_lock(self) -> None:
@@ -140,6 +142,7 @@ class Gate:
         record.started = datetime.now(UTC).isoformat(timespec="seconds")
         self.state.save()
         self.progress.say(f"phase {record.name}: started")
+        self.notifier.phase(record.name, record.status)
         began = time.monotonic()
         try:
             ok = action(record)
@@ -155,6 +158,7 @@ class Gate:
         flag = " (over budget)" if record.over_budget else ""
         self.progress.say(f"phase {record.name}: {record.status.upper()} in {record.seconds:.1f} s{flag}"
                           + (f" - {record.detail}" if record.detail and not ok else ""))
+        self.notifier.phase(record.name, record.status)
         return ok
 
     def _secrets(self) -> list[str]:
@@ -269,6 +273,7 @@ class Gate:
         """The remaining phases in order (or only the named ones, as scripts/backup and scripts/migrate do:
         then a red phase stops the run without an automatic rollback)."""
         self.acquire_lock()
+        self.notifier.start()
         try:
             self._run(only)
         except KeyboardInterrupt:  # resumable: the next invocation continues where this one stood
@@ -276,6 +281,7 @@ class Gate:
             self.state.save()
             raise
         finally:
+            self.notifier.close()
             self.release_lock()
         return self.state
 
@@ -290,11 +296,13 @@ class Gate:
             except backup.BackupError as exc:
                 raise Refused(str(exc)) from None
         self.acquire_lock()
+        self.notifier.start()
         try:
             self.state.failure = self.state.failure or "rollback requested by the operator"
             self.rollback()
             self._finish()
         finally:
+            self.notifier.close()
             self.release_lock()
         return self.state
 
@@ -532,4 +540,6 @@ class Gate:
                                           f"{self.gate.downtime_minutes:.0f} min limit")
         self.state.finished = datetime.now(UTC).isoformat(timespec="seconds")
         self.state.save()
+        if self.state.status != "running":  # a phase command's run (scripts/precheck) goes on: no verdict yet
+            self.notifier.verdict(self.state.status)
 
