@@ -29,7 +29,8 @@ MAX_TEXT = 200
 # Personal data has no place in an attestation: a note names where a list is kept, not what is on it.
 _PERSONAL = {"an email address": re.compile(r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}"),
              "an SSN": re.compile(r"\b\d{3}-\d{2}-\d{4}\b"),
-             "a phone number": re.compile(r"(?<!\d)(?:\+?\d[\s.-]?)?(?:\(\d{3}\)|\d{3})[\s.-]?\d{3}[\s.-]?\d{4}(?!\d)")}
+             "a phone number": re.compile(r"(?<![\w-])(?:\+?\d{1,3}[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3,4}[\s.-]?"
+                                          r"\d{4}(?![\w-])")}
 
 
 @dataclass
@@ -46,7 +47,8 @@ class Attestation:
     missing: list[str] = field(default_factory=list)  # override: the required items not attested
 
     def to_line(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v not in ("", None, [])}) + "\n"
+        return json.dumps({k: v for k, v in asdict(self).items()
+                           if v not in ("", None, []) or k in ("item", "by", "at")}) + "\n"
 
 
 def now_utc() -> str:

@@ -100,8 +100,8 @@ class Notifier:
             if window_open(self.state) and time.monotonic() - self._last_sent >= interval:
                 running = next((p.name for p in self.state.phases + self.state.rollback_phases
                                 if p.status == "running"), None)
-                what = f"maintenance window open, phase {running}" if running else "maintenance window open"
-                self._send(*self.line(what, "running"))
+                what = f"maintenance window open, phase {running}" if running else "maintenance window"
+                self._send(*self.line(what, "in progress" if running else "open"))
 
     def close(self) -> None:
         """Stop the timer and give the last lines up to one timeout to go out; what is left is recorded."""
