@@ -21,9 +21,9 @@ from migration_gate import attest, notify, signoff
 from migration_gate.cli import _preflight_or_refuse
 from migration_gate.config import ConfigError, NotifyConfig, load_config
 from migration_gate.gate import Gate
-from migration_gate.hooks import CutoverTarget
+from migration_gate.hooks import CutoverTarget, ShellHooks
 from migration_gate.progress import Progress
-from migration_gate.runstate import PLAN, schema_state
+from migration_gate.runstate import PLAN, RunState, schema_state
 from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import CANARY, SANDBOX_KEY
 from sandbox.target import Sandbox
@@ -226,3 +226,31 @@ def test_a_forced_cut_over_records_the_override_notifies_and_signs_off(box: Sand
     assert "<td class='bad' colspan='3'>MISSING</td>" in report and "briefing 3 Dec" in report
     assert "Rollback decision maker:</b> Sam Okafor (DBA)" in report
     assert "failed or timed out" in report
+
+
+def test_a_shell_notify_hook_gets_the_line_and_a_failing_or_hanging_one_is_recorded(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    """[hooks] notify as a team writes it: the line in $GATE_STATUS and $1; a failure's output masked, a hang
+    stopped after [notify] timeout_seconds, and the caller never waits for either."""
+    monkeypatch.setenv("SLACK_WEBHOOK_SECRET", "https://hooks.example/T000/B000/xyzzy-webhook-secret")
+    out = tmp_path / "channel.txt"
+    command = (f'echo "$1|$GATE_STATUS|$GATE_PHASE|$GATE_PHASE_STATUS" >> {out}; '
+               'case "$GATE_PHASE_STATUS" in failed) echo "POST $SLACK_WEBHOOK_SECRET: 404" >&2; exit 22;; '
+               'passed) sleep 30;; esac')
+    state = RunState(run_dir=str(tmp_path), target="h:5432/db", migration_file="m.sql", migration_sha256="0",
+                     maintenance_on_at=time.time() - 90)
+    notifier = notify.Notifier(NotifyConfig(timeout_seconds=1), ShellHooks({"notify": command}), state, tmp_path,
+                               Progress(quiet=True), secrets=[])
+    began = time.monotonic()
+    for status in ("running", "failed", "passed"):
+        notifier.phase("deploy", status)
+    assert time.monotonic() - began < 0.5  # the run goes on at once
+    notifier.close()
+    lines = out.read_text().splitlines()
+    assert lines[0] == (f"migration-gate {tmp_path.name}: phase deploy started; downtime 1.5 min|migration-gate "
+                        f"{tmp_path.name}: phase deploy started; downtime 1.5 min|phase deploy|started")
+    recorded = notify.sent(tmp_path)
+    assert [r["ok"] for r in recorded] == [True, False, False]
+    assert recorded[1]["error"].startswith("GateError: hook notify failed with exit code 22: POST ***: 404")
+    assert "did not finish within 1 s" in recorded[2]["error"]
+    assert "xyzzy" not in (tmp_path / notify.RECORD_FILE).read_text()
