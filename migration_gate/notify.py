@@ -65,6 +65,7 @@ class Notifier:
         self._worker: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
         self._write = threading.Lock()
+        self._starting = threading.Lock()  # the phase changes and the timer may send at the same moment
         self._last_sent = time.monotonic()
 
     # -- what is sent ------------------------------------------------------------------------------------------
@@ -109,9 +110,10 @@ class Notifier:
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=10)
             self._heartbeat = None
-        if self._worker is None:
-            return
-        self._queue.put(None)
+        with self._starting:
+            if self._worker is None:
+                return
+            self._queue.put(None)
         self._worker.join(timeout=self.settings.timeout_seconds + 2)
         if self._worker.is_alive():
             left = self._queue.qsize()
@@ -123,15 +125,17 @@ class Notifier:
     def _send(self, text: str, env: dict[str, str]) -> None:
         if not self.enabled:
             return
-        self._last_sent = time.monotonic()
-        if self._worker is None:
-            self._queue = queue.Queue()
-            self._worker = threading.Thread(target=self._deliver, name="notify", daemon=True)
-            self._worker.start()
-        self._queue.put((text, env))
+        with self._starting:
+            self._last_sent = time.monotonic()
+            if self._worker is None:
+                self._queue = queue.Queue()
+                self._worker = threading.Thread(target=self._deliver, args=(self._queue,), name="notify",
+                                                daemon=True)
+                self._worker.start()
+            self._queue.put((text, env))
 
-    def _deliver(self) -> None:
-        while (item := self._queue.get()) is not None:
+    def _deliver(self, lines: queue.Queue[tuple[str, dict[str, str]] | None]) -> None:
+        while (item := lines.get()) is not None:
             text, env = item
             began = time.monotonic()
             error = self._call(text, env)
