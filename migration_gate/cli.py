@@ -1,4 +1,4 @@
-"""Command lines behind scripts/: cutover, rehearse, backup, migrate, rollback. They parse arguments, call the
+"""Command lines behind scripts/: cutover, rehearse, backup, migrate, rollback, attest. They parse arguments, call the
 gate and map its errors to the exit codes in migration_gate.verdict (printed by every --help)."""
 
 from __future__ import annotations

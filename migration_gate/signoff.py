@@ -168,7 +168,8 @@ def _people_section(run_dir: Path, people: tuple[PeopleItem, ...]) -> list[str]:
             shown = ("<td class='bad' colspan='3'>MISSING</td>" if item.required_before_cutover
                      else "<td class='muted' colspan='3'>not attested</td>")
         else:
-            who = escape(entry.by) + (f" (names <b>{escape(entry.name)}</b>)" if entry.name else "")
+            who = escape(entry.by) + (f" (names <b>{escape(entry.name)}</b>)" if entry.name not in ("", entry.by)
+                                      else "")
             shown = f"<td class='ok'>{who}</td><td>{escape(entry.at)}</td><td>{escape(entry.note)}</td>"
         parts.append(f"<tr><td><b>{escape(item.id)}</b> {escape(item.text)}</td><td>{required}</td>{shown}</tr>")
     parts.append("</table>")
