@@ -1,4 +1,4 @@
-"""Command lines behind scripts/: cutover, rehearse, backup, migrate, rollback. They parse arguments, call the
+"""Command lines behind scripts/: cutover, rehearse, backup, migrate, rollback, attest. They parse arguments, call the
 gate and map its errors to the exit codes in migration_gate.verdict (printed by every --help)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate import backup, bundle, preflight
+from migration_gate import attest, backup, bundle, preflight
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
 from migration_gate.errors import GateError, Refused
 from migration_gate.gate import Gate, RollbackPlan
@@ -50,6 +50,7 @@ NEEDS = {
     "migrate": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "GATE_REPORTS_DIR"),
     "rollback": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", *_APP, "GATE_BACKUP_IDENTITY"),
     "bundle": (),
+    "attest": ("DATABASE_URL", "GATE_REPORTS_DIR"),
 }
 
 
@@ -187,32 +188,39 @@ def cutover(argv: list[str] | None = None) -> int:
             return dry_run(gate, target, args, reports)
         runner = _resume_or_new(args, gate, target, reports, progress)
         if not runner.rollback_only and runner.state.maintenance_on_at is None:  # new, or resumed before the window
-            _preflight_or_refuse(gate, target, runner.run_dir, progress)
+            _preflight_or_refuse(gate, target, runner.run_dir, progress, force=args.force)
         state = runner.run_rollback_only() if runner.rollback_only else runner.run()
     except HANDLED as exc:
         return _failed("cutover", exc)
     return finish_run(args, gate, state, _environment(target, gate))
 
 
-def _preflight_or_refuse(gate: GateConfig, target: CutoverTarget, run_dir: Path, progress: Progress) -> None:
-    """Before maintenance goes on: every input a later phase needs, or a refusal listing what is missing."""
+def _preflight_or_refuse(gate: GateConfig, target: CutoverTarget, run_dir: Path, progress: Progress,
+                         force: bool = False) -> None:
+    """Before maintenance goes on: every input a later phase needs, or a refusal listing what is missing. Missing
+    attestations ([[people]]) may be overridden with --force: recorded in the run, said in the sign-off."""
     progress.say("pre-flight: checking every input the cut-over will need")
-    inputs = preflight.check_inputs(gate, target, run_dir.parent)
-    lines = preflight.missing(inputs)
+    inputs = preflight.check_inputs(gate, target, run_dir.parent, run_dir)
+    lines = preflight.missing([i for i in inputs if not (force and i.name == preflight.PEOPLE)])
     if lines:
         with contextlib.suppress(OSError):
             run_dir.rmdir()  # an empty folder, not a run to resume
         raise Refused(f"refusing to start: {len(lines)} inputs missing or unusable, nothing was changed"
                       + "".join(f"\n  - {line}" for line in lines))
     progress.say(f"pre-flight: {len(inputs)} inputs ready")
+    forced = attest.missing_required(gate, attest.collected(run_dir, run_dir.parent, describe_target(target.dsn)))
+    if forced:
+        attest.record_override(run_dir, forced, operator())
+        progress.say(f"FORCED: starting although {', '.join(i.id for i in forced)} not attested (in the report)")
+    attest.adopt_pending(run_dir.parent, run_dir, describe_target(target.dsn))
 
 
 def dry_run(gate: GateConfig, target: CutoverTarget, args: argparse.Namespace, reports: Path) -> int:
     """The plan, and every input checked as the cut-over would check it; nothing is changed. Exit 0 when the
     cut-over could start, 4 when an input is missing (the list says which)."""
     steps = load_migration(gate.migration_file)
-    inputs = preflight.check_inputs(gate, target, reports)
-    lines = preflight.missing(inputs)
+    inputs = preflight.check_inputs(gate, target, reports, attest.open_run(reports, describe_target(target.dsn)))
+    lines = preflight.missing([i for i in inputs if not (args.force and i.name == preflight.PEOPLE)])
     plan = {"target": describe_target(target.dsn), "migration_file": str(gate.migration_file),
             "statements": sum(s.kind == "sql" for s in steps),
             "data_steps": [s.text for s in steps if s.kind == "data"], "rollback": gate.rollback_method,
@@ -404,9 +412,75 @@ def bundle_command(argv: list[str] | None = None) -> int:
     return 0
 
 
+def attest_command(argv: list[str] | None = None) -> int:
+    """scripts/attest: record who attests a checklist item ([[people]]), or list the items and their status."""
+    parser = _parser("scripts/attest", "Record that a human item of the checklist ([[people]] in migration.toml) is "
+                                       "done: who, when (UTC) and an optional note, never PHI. It goes into the "
+                                       "target's unfinished cut-over run, else into the reports folder's "
+                                       f"{attest.PENDING_FILE}, which the next cut-over takes in (attest the day "
+                                       "before and it counts). The cut-over refuses while a required item is "
+                                       "missing.")
+    parser.add_argument("item", nargs="?", metavar="ITEM", help="the item's id (scripts/attest --list shows them)")
+    parser.add_argument("--by", metavar="NAME", default=None, help="who attests (recorded; a name, never a uid)")
+    parser.add_argument("--note", metavar="TEXT", default="", help="a short note, e.g. where the list is kept")
+    parser.add_argument("--name", metavar="NAME", default="",
+                        help="the person the item names: the rollback decision maker (default: --by)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="the run to record into or list (default: the target's unfinished run, else pending)")
+    parser.add_argument("--list", action="store_true", help="show every item and whether it is attested")
+    args = parser.parse_args(argv)
+    try:
+        gate = load_config(args.config)
+        target = attest.describe_target_env()
+        reports = Path(os.environ.get("GATE_REPORTS_DIR") or load_environment({}).reports_dir)
+        if args.run_dir is not None and not (args.run_dir / "state.json").is_file():
+            raise ConfigError(f"{args.run_dir} is not a run folder (no state.json)")
+        if args.list:
+            return _list_attestations(args, gate, reports, target)
+        if not args.item:
+            raise ConfigError("name the ITEM to attest (scripts/attest --list shows them)")
+        if args.by is None or not args.by.strip():
+            raise ConfigError("--by NAME is required: an attestation records who made it")
+        entry, path = attest.record(gate, args.item, args.by, args.note, args.name, run_dir=args.run_dir,
+                                    reports=reports, target=target)
+    except HANDLED as exc:
+        return _failed("attest", exc)
+    if args.json:
+        print(json.dumps({"recorded": dataclasses.asdict(entry), "file": str(path)}, indent=2))
+    elif not args.quiet:
+        print(f"attested {entry.item} by {entry.by} at {entry.at}" + (f" (names {entry.name})" if entry.name else "")
+              + f": recorded in {path}")
+    return 0
+
+
+def _list_attestations(args: argparse.Namespace, gate: GateConfig, reports: Path, target: str | None) -> int:
+    """Every item, attested or not, for the run an attestation would go into (or --run-dir) and the pending file."""
+    run_dir = args.run_dir or attest.open_run(reports, target)
+    entries = attest.collected(run_dir, None if args.run_dir else reports, target)
+    rows = attest.status(gate, entries)
+    missing = [i.id for i in attest.missing_required(gate, entries)]
+    where = str(run_dir) if run_dir else f"{reports / attest.PENDING_FILE} (no unfinished run)"
+    if args.json:
+        print(json.dumps({"target": target, "run_dir": str(run_dir) if run_dir else None, "items": rows,
+                          "missing_required": missing, "ready": not missing}, indent=2))
+        return 0
+    print(f"Checklist (people) for {target or 'any target (DATABASE_URL not set)'}; recording into {where}:")
+    for row in rows:
+        done = row["attestation"]
+        when = "required before the cut-over" if row["required_before_cutover"] else "after the cut-over"
+        print(f"  {'done   ' if done else ('MISSING' if row['required_before_cutover'] else 'open   ')} "
+              f"{row['id']:<24} {row['text']} ({when})")
+        if done:
+            print(f"          by {done['by']} at {done['at']}" + (f", names {done['name']}" if done.get("name") else "")
+                  + (f": {done['note']}" if done.get("note") else ""))
+    print("Ready: every required item is attested." if not missing else
+          f"Not ready: {', '.join(missing)} not attested; the cut-over refuses until they are (or --force).")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    names = ["cutover", "rehearse", *PHASE_COMMANDS, "rollback", "bundle"]
+    names = ["cutover", "rehearse", *PHASE_COMMANDS, "rollback", "attest", "bundle"]
     if not argv or argv[0] not in names:
         print(f"usage: python -m migration_gate.cli {{{','.join(names)}}} [--help]", file=sys.stderr)
         return 2
@@ -415,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         return rehearse_main(rest)
     if name in PHASE_COMMANDS:
         return phase_command(name, rest)
-    return {"cutover": cutover, "rollback": rollback_command, "bundle": bundle_command}[name](rest)
+    return {"cutover": cutover, "rollback": rollback_command, "attest": attest_command,
+            "bundle": bundle_command}[name](rest)
 
 
 if __name__ == "__main__":

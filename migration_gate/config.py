@@ -466,6 +466,69 @@ def load_performance(spec: object, where: str) -> PerformanceConfig:
 
 
 @dataclass(frozen=True)
+class PeopleItem:
+    """One human item of the checklist ([[people]]): what someone attests (scripts/attest) before or after the
+    cut-over. `decision_maker` marks the item whose attestation names the rollback decision maker."""
+
+    id: str
+    text: str
+    required_before_cutover: bool = True
+    decision_maker: bool = False
+
+
+_ITEM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def load_people(spec: object, where: str) -> tuple[PeopleItem, ...]:
+    """[[people]] validated: unique ids a command line can name, a text each, at most one decision maker."""
+    if spec is None:
+        return ()
+    if not isinstance(spec, list) or not all(isinstance(item, dict) for item in spec):
+        raise ConfigError(f"{where}: must be an array of tables ([[people]])")
+    items = []
+    for number, item in enumerate(spec, 1):
+        unknown = sorted(set(item) - set(PeopleItem.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"{where} item {number}: unknown key {unknown[0]} (known: "
+                              f"{', '.join(PeopleItem.__dataclass_fields__)})")
+        if not isinstance(item.get("id"), str) or not _ITEM_ID.match(item["id"]):
+            raise ConfigError(f"{where} item {number}: id must be lower-case letters, digits, '-' or '_'")
+        if not isinstance(item.get("text"), str) or not item["text"].strip():
+            raise ConfigError(f"{where} {item['id']}: text must be a non-empty string")
+        flags = {k: item.get(k, getattr(PeopleItem, k)) for k in ("required_before_cutover", "decision_maker")}
+        if not all(isinstance(v, bool) for v in flags.values()):
+            raise ConfigError(f"{where} {item['id']}: required_before_cutover and decision_maker must be true or false")
+        items.append(PeopleItem(id=item["id"], text=item["text"].strip(), **flags))
+    ids = [i.id for i in items]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{where}: item id {next(i for i in ids if ids.count(i) > 1)} appears twice")
+    if sum(i.decision_maker for i in items) > 1:
+        raise ConfigError(f"{where}: only one item may be the decision_maker")
+    return tuple(items)
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """[notify]: how often the [hooks] notify command is called while the maintenance window is open (besides
+    every phase change), and how long one call may take before it is stopped (the cut-over never waits on it)."""
+
+    interval_minutes: float = 30.0
+    timeout_seconds: float = 30.0
+
+
+def load_notify(spec: object, where: str) -> NotifyConfig:
+    """[notify] validated: both positive numbers (the section itself is checked for unknown keys)."""
+    spec = spec if isinstance(spec, dict) else {}
+    values = {}
+    for key in ("interval_minutes", "timeout_seconds"):
+        value = spec.get(key, getattr(NotifyConfig, key))
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(f"{where}: {key} must be a positive number")
+        values[key] = float(value)
+    return NotifyConfig(**values)
+
+
+@dataclass(frozen=True)
 class GateConfig:
     path: Path
     migration_file: Path
@@ -505,6 +568,8 @@ class GateConfig:
     backup: BackupConfig = field(default_factory=BackupConfig)  # [backup]: encryption, retention, checks
     precheck: PrecheckConfig = field(default_factory=PrecheckConfig)  # [precheck]: pre-check session timeouts
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)  # [performance]: baseline, budget
+    people: tuple[PeopleItem, ...] = ()  # [[people]]: the checklist's human items (migration_gate.attest)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)  # [notify]: status updates (migration_gate.notify)
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -730,12 +795,14 @@ def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRul
 # What a description may hold: a misspelt section or key is refused, never silently ignored.
 SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tables", "new_tables", "dropped_tables",
             "tenancy", "search_hashes", "preconditions", "new_foreign_keys", "legacy_foreign_keys", "legacy_schema",
-            "legacy_objects", "new_schema", "new_objects", "backup", "logs", "precheck", "performance")
+            "legacy_objects", "new_schema", "new_objects", "backup", "logs", "precheck", "performance", "people",
+            "notify")
 KEYS = {"migration": ("file", "rollback_file", "lock_timeout", "statement_timeout", "rollback_method", "schema"),
         "budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes"),
         "sandbox": ("patients", "seed", "username", "password", "provider"),
         "precheck": ("lock_timeout", "statement_timeout"),
-        "performance": ("requests", "workers", "p95_factor", "p95_allowance_ms", "max_seconds")}
+        "performance": ("requests", "workers", "p95_factor", "p95_allowance_ms", "max_seconds"),
+        "notify": ("interval_minutes", "timeout_seconds")}
 
 
 def _known_keys(data: dict, where: str) -> None:
@@ -862,6 +929,8 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         backup=load_backup(data.get("backup"), f"{where} [backup]"),
         precheck=load_precheck(data.get("precheck"), f"{where} [precheck]"),
         performance=load_performance(data.get("performance"), f"{where} [performance]"),
+        people=load_people(data.get("people"), f"{where} [[people]]"),
+        notify=load_notify(data.get("notify"), f"{where} [notify]"),
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")

@@ -24,7 +24,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup, logsource, migration, performance, writes
+from migration_gate import backup, logsource, migration, notify, performance, writes
 from migration_gate.catalog import inspect
 from migration_gate.checks import Result
 from migration_gate.checks import api as app
@@ -102,6 +102,8 @@ class Gate:
         self._backup_checks_ran = False  # the backup phase got as far as its checks (the dump is stored)
         # the application_name of this run's children's sessions (pg_dump, the restore's psql, the suites)
         self.session_tag = session_tag(run_dir)
+        # status lines to the notify hook (phase changes, the end, the open window's timer); never holds the run up
+        self.notifier = notify.Notifier(gate.notify, target.hooks, self.state, run_dir, progress, self._secrets())
 
     # -- locking -------------------------------------------------------------------------------------------
     def acquire_lock(self) -> None:
@@ -166,6 +168,7 @@ class Gate:
         record.started = datetime.now(UTC).isoformat(timespec="seconds")
         self.state.save()
         self.progress.say(f"phase {record.name}: started")
+        self.notifier.phase(record.name, record.status)
         began = time.monotonic()
         try:
             ok = action(record)
@@ -181,6 +184,7 @@ class Gate:
         flag = " (over budget)" if record.over_budget else ""
         self.progress.say(f"phase {record.name}: {record.status.upper()} in {record.seconds:.1f} s{flag}"
                           + (f" - {record.detail}" if record.detail and not ok else ""))
+        self.notifier.phase(record.name, record.status)
         return ok
 
     def _secrets(self) -> list[str]:
@@ -303,6 +307,7 @@ class Gate:
         """The remaining phases in order (or only the named ones, as scripts/backup and scripts/migrate do:
         then a red phase stops the run without an automatic rollback)."""
         self.acquire_lock()
+        self.notifier.start()
         try:
             self._run(only)
         except KeyboardInterrupt:  # resumable: the next invocation continues where this one stood
@@ -310,6 +315,7 @@ class Gate:
             self.state.save()
             raise
         finally:
+            self.notifier.close()
             self.release_lock()
         return self.state
 
@@ -324,12 +330,14 @@ class Gate:
             except backup.BackupError as exc:
                 raise Refused(str(exc)) from None
         self.acquire_lock()
+        self.notifier.start()
         try:
             self.state.pid = os.getpid()  # this process acts on the run now
             self.state.failure = self.state.failure or "rollback requested by the operator"
             self.rollback()
             self._finish()
         finally:
+            self.notifier.close()
             self.release_lock()
         return self.state
 
@@ -600,4 +608,6 @@ class Gate:
                                           f"{self.gate.downtime_minutes:.0f} min limit")
         self.state.finished = datetime.now(UTC).isoformat(timespec="seconds")
         self.state.save()
+        if self.state.status != "running":  # a phase command's run (scripts/precheck) goes on: no verdict yet
+            self.notifier.verdict(self.state.status)
 

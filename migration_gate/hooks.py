@@ -30,6 +30,9 @@ class Hooks(Protocol):
     # location (a shell hook's last output line); fetch writes the copy at that location to GATE_BACKUP_DEST.
     def store_backup(self, env: dict[str, str]) -> str: ...
     def fetch_backup(self, env: dict[str, str]) -> None: ...
+    # Optional (migration_gate.notify): one PHI-free status line, also in env as GATE_STATUS. Hooks without it
+    # send no status updates.
+    def notify(self, line: str, env: dict[str, str]) -> None: ...
 
 
 def hook_problems(hooks: Hooks) -> list[str]:
@@ -59,14 +62,17 @@ class ShellHooks:
     commands: dict[str, str]
     timeout: float = 600
     backup_timeout: float = 1800  # store_backup / fetch_backup move the whole (encrypted) dump
+    notify_timeout: float = 30  # [notify] timeout_seconds: a status update never holds the cut-over up
 
-    def _run(self, name: str, env: dict[str, str] | None = None, timeout: float | None = None) -> str:
+    def _run(self, name: str, env: dict[str, str] | None = None, timeout: float | None = None,
+             args: tuple[str, ...] = ()) -> str:
         command = self.commands.get(name)
         if not command:
             raise GateError(f"no [hooks] {name} command configured")
         limit = timeout or self.timeout
         # its own process group, so a hang is stopped with everything it started (a sleep, a curl)
-        child = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        child = subprocess.Popen([command, name, *args] if args else command, shell=True,  # args: $1...
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  start_new_session=True, env=os.environ | (env or {}))
         try:
             stdout, stderr = child.communicate(timeout=limit)
@@ -91,6 +97,11 @@ class ShellHooks:
 
     def fetch_backup(self, env: dict[str, str]) -> None:
         self._run("fetch_backup", env, self.backup_timeout)
+
+    def notify(self, line: str, env: dict[str, str]) -> None:
+        """The [hooks] notify command with the status line in GATE_STATUS and as $1 (nothing when unset)."""
+        if (self.commands.get("notify") or "").strip():
+            self._run("notify", env, self.notify_timeout, args=(line,))
 
     def maintenance(self, on: bool) -> None:
         self._run("maintenance_on" if on else "maintenance_off")

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from migration_gate import backup, logsource
+from migration_gate import attest, backup, logsource, notify
 from migration_gate.catalog import quote, user_schemas
 from migration_gate.checks import CheckFailed, Result, encryption, environment, error_text
 from migration_gate.checks import api as app
@@ -21,10 +21,11 @@ from migration_gate.config import GateConfig
 from migration_gate.embedded import EmbeddedError, find_binaries
 from migration_gate.hooks import CutoverTarget, hook_problems
 from migration_gate.phi import PhiCodec
-from migration_gate.redact import redact_text
+from migration_gate.redact import describe_target, redact_text
 from migration_gate.runstate import schema_state
 
 KEY_SAMPLE = 20  # rows per table the key must decrypt: enough to catch a wrong key, cheap on a large table
+PEOPLE = "people"  # the checklist's human items: the one input --force may override
 
 
 @dataclass
@@ -127,8 +128,24 @@ def _tools_and_folders(conn: psycopg.Connection, reports: Path) -> list[Input]:
             _from_result("reports folder", environment.backup_folder_ready(reports, conn))]
 
 
-def check_inputs(gate: GateConfig, target: CutoverTarget, reports: Path) -> list[Input]:
-    """Every input, in the order the phases need them. Never raises for a missing input: it is listed."""
+def _people(gate: GateConfig, target: CutoverTarget, reports: Path, run_dir: Path | None) -> Input:
+    """The [[people]] items required before the cut-over, attested in the run or pending for it."""
+    entries = attest.collected(run_dir, reports, describe_target(target.dsn))
+    required = [i for i in gate.people if i.required_before_cutover]
+    return Input(PEOPLE, f"{len(required) - len(attest.missing_required(gate, entries))} of {len(required)} "
+                         "required items attested (scripts/attest --list)", attest.missing_lines(gate, entries))
+
+
+def _notify(target: CutoverTarget) -> Input:
+    """Status updates are optional: said when absent, never refused."""
+    if notify.configured(target.hooks):
+        return Input("notify", "status updates through the notify hook")
+    return Input("notify", "not configured ([hooks] notify): no status updates will be sent (optional)")
+
+
+def check_inputs(gate: GateConfig, target: CutoverTarget, reports: Path, run_dir: Path | None = None) -> list[Input]:
+    """Every input, in the order the phases need them. Never raises for a missing input: it is listed. `run_dir`:
+    the run the cut-over would continue, whose attestations count with the pending ones."""
     inputs: list[Input] = []
     try:
         with psycopg.connect(target.dsn, connect_timeout=10, autocommit=True) as conn:
@@ -142,6 +159,7 @@ def check_inputs(gate: GateConfig, target: CutoverTarget, reports: Path) -> list
     inputs.append(Input("backup", f"encrypt {gate.backup.encrypt}; store_backup and fetch_backup hooks",
                         backup.backup_inputs(gate, hooks=target.hooks)))
     inputs.append(_log_source(gate, target))
+    inputs += [_people(gate, target, reports, run_dir), _notify(target)]
     return inputs
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 
+from migration_gate import attest
 from migration_gate.config import ROOT, ConfigError, load_config
 from migration_gate.embedded import EmbeddedError, stop_kept
 from migration_gate.errors import Refused
@@ -89,11 +90,14 @@ def main(argv: list[str] | None = None) -> int:
                                api_username=gate.sandbox_username, api_password=gate.sandbox_password,
                                hooks=sandbox.hooks, app_log_file=sandbox.app_log_file,
                                api_headers=sandbox.api_headers, allow_writes=True)
+        # the checklist's human items, attested by whoever rehearses (as the sandbox operator): nobody to brief
+        attest.record_all(gate, run_dir, by=f"sandbox operator ({operator()})", note="recorded by scripts/rehearse")
         state = Gate(gate, target, run_dir, progress, log_source=getattr(sandbox, "log_source", None)).run()
         environment = {"Target": "embedded sandbox (throwaway PostgreSQL, synthetic PHI)",
                        "Patients seeded": f"{args.patients:,} (seed {args.seed})", "API": "sandbox reference API",
                        "Configuration": str(gate.path), "Run by": operator(), "Gate version": gate_version()}
         code = finish_run(args, gate, state, environment, sandbox=True)
+        _show_status_updates(args, getattr(sandbox.hooks, "notify_file", None))
         if args.keep and not args.json:
             print(f"Kept running: psql '{sandbox.dsn}'  API {sandbox.api_base_url} (pid {sandbox.api_pid})\n"
                   "  stop and delete with: scripts/rehearse --stop-kept")
@@ -109,6 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         sandbox.stop(keep=args.keep)
+
+
+def _show_status_updates(args: argparse.Namespace, path: Path | None) -> None:
+    """Where the sandbox's notify hook wrote the run's status lines, and the lines (what a channel would get)."""
+    if args.json or path is None:
+        return
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    print(f"Status updates (the sandbox's notify hook, {len(lines)} lines): {path}")
+    for line in lines:
+        print(f"  {line}")
 
 
 if __name__ == "__main__":

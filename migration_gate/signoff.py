@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 
+from migration_gate import attest, notify
 from migration_gate.backup import is_plaintext_dump, sha256_file
 from migration_gate.bundle import KEPT_BACK_FOLDERS, kept_back
-from migration_gate.config import SANDBOX_BANNER
+from migration_gate.config import SANDBOX_BANNER, PeopleItem
 from migration_gate.criteria import (
     CRITERIA,
     DOWNTIME_LINE,
@@ -223,8 +224,47 @@ def _record(state: RunState, environment: dict[str, str]) -> str:
                                               for k, v in rows) + "</table>"
 
 
+def _people_section(run_dir: Path, people: tuple[PeopleItem, ...]) -> list[str]:
+    """The checklist's human items: each with who attested it, when and the note; a required one missing in red;
+    a start forced without some; the decision maker; how the status updates went."""
+    entries = attest.read(run_dir / attest.RUN_FILE)
+    sent = notify.sent(run_dir)
+    if not people and not entries and not sent:
+        return []
+    done = attest.latest(entries)
+    items = list(people) + [PeopleItem(i, "(not in the configuration)", False) for i in done
+                            if i not in {p.id for p in people}]
+    parts = ["<h2 id='people'>People: the checklist's human items</h2>"]
+    for forced in attest.overrides(run_dir):
+        parts.append(f"<p class='bad'>Started WITHOUT the required items {escape(', '.join(forced.missing))}: "
+                     f"FORCED (--force) by {escape(forced.by)} at {escape(forced.at)}.</p>")
+    parts.append("<table><tr><th>Item</th><th>Required before the cut-over</th><th>Attested by</th>"
+                 "<th>When (UTC)</th><th>Note</th></tr>")
+    for item in items:
+        entry = done.get(item.id)
+        required = "yes" if item.required_before_cutover else "no (after)"
+        if entry is None:
+            shown = ("<td class='bad' colspan='3'>MISSING</td>" if item.required_before_cutover
+                     else "<td class='muted' colspan='3'>not attested</td>")
+        else:
+            who = escape(entry.by) + (f" (names <b>{escape(entry.name)}</b>)" if entry.name not in ("", entry.by)
+                                      else "")
+            shown = f"<td class='ok'>{who}</td><td>{escape(entry.at)}</td><td>{escape(entry.note)}</td>"
+        parts.append(f"<tr><td><b>{escape(item.id)}</b> {escape(item.text)}</td><td>{required}</td>{shown}</tr>")
+    parts.append("</table>")
+    maker = next((done[i.id] for i in people if i.decision_maker and i.id in done), None)
+    if any(i.decision_maker for i in people):
+        parts.append(f"<p><b>Rollback decision maker:</b> {escape(maker.name or maker.by)}</p>" if maker else
+                     "<p class='bad'>Rollback decision maker: NOT RECORDED</p>")
+    failed = [n for n in sent if not n.get("ok")]
+    parts.append(f"<p class='muted'>Status updates: {len(sent) - len(failed)} sent through the notify hook"
+                 + (f", <span class='bad'>{len(failed)} failed or timed out</span>" if failed else "")
+                 + (" (notifications.jsonl)." if sent else " (none: no notify hook configured).") + "</p>")
+    return parts
+
+
 def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime_limit: float = 180.0,
-           sandbox: bool = False) -> str:
+           sandbox: bool = False, people: tuple[PeopleItem, ...] = ()) -> str:
     """The sign-off page; a sandbox run's (the rehearsal) opens with the banner and never reads as live."""
     label, colour, sentence = VERDICTS.get(state.status, VERDICTS["running"])
     if sandbox:
@@ -248,6 +288,9 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
                      f"{'yes' if state.rollback_verified else 'NO'}</span></p>")
     if state.forced:
         parts.append("<p class='bad'>The migration was FORCED past a gate that was not green (--force).</p>")
+    if attest.overrides(run_dir):
+        parts.append("<p class='bad'>The cut-over was FORCED to start without required checklist items (--force): "
+                     "see People.</p>")
 
     parts.append("<h2 id='timeline'>Timeline</h2><table><tr><th>Phase</th><th>Status</th><th>Started (UTC)</th>"
                  "<th>Duration</th><th>Detail</th><th>Report</th></tr>")
@@ -291,6 +334,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
                  f"<th>{sum(c['problems'] for c in phi)}</th></tr></table>")
 
     parts.extend(performance_section(run_dir))
+    parts.extend(_people_section(run_dir, people))
     parts.extend(_backup_section(state))
     parts.extend(_rollback_section(state))
 
@@ -327,7 +371,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
 
 
 def write(state: RunState, run_dir: Path, environment: dict[str, str], downtime_limit: float = 180.0,
-          sandbox: bool = False) -> Path:
+          sandbox: bool = False, people: tuple[PeopleItem, ...] = ()) -> Path:
     path = run_dir / "signoff.html"
-    path.write_text(render(state, run_dir, environment, downtime_limit, sandbox), encoding="utf-8")
+    path.write_text(render(state, run_dir, environment, downtime_limit, sandbox, people), encoding="utf-8")
     return path

@@ -40,7 +40,8 @@ def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, envi
     (the rehearsal) says so in both, so its green is never taken for the target's."""
     if state.app_version:
         environment = {**environment, "App version (after the last deploy)": state.app_version}
-    report = signoff.write(state, Path(state.run_dir), environment, gate.downtime_minutes, sandbox=sandbox)
+    report = signoff.write(state, Path(state.run_dir), environment, gate.downtime_minutes, sandbox=sandbox,
+                           people=gate.people)
     if args.json:
         print(json.dumps(_summary(state, report) | ({"sandbox": SANDBOX_BANNER} if sandbox else {}), indent=2))
     else:

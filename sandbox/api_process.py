@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -159,6 +160,12 @@ class SandboxHooks:
     def __init__(self, api: ApiProcess, offsite: Path | None = None) -> None:
         self.api = api
         self.offsite = Path(offsite) if offsite else api.log_file.parent / "offsite"
+        self.notify_file = api.log_file.parent / "notify.log"  # the status lines, as a chat channel would get them
+
+    def notify(self, line: str, env: dict[str, str]) -> None:
+        """The status updates of a run appended to notify.log in the sandbox folder (the rehearsal shows it)."""
+        with self.notify_file.open("a", encoding="utf-8") as out:
+            out.write(f"{datetime.now(UTC):%H:%M:%S}Z {line}\n")
 
     def store_backup(self, env: dict[str, str]) -> str:
         folder = self.offsite / env["GATE_RUN_ID"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from migration_gate import attest
 from migration_gate.config import load_config
 from migration_gate.progress import Progress
 from migration_gate.runstate import schema_state
@@ -51,7 +52,14 @@ def write_config(folder: Path, calls: Path, **hooks: str | None) -> Path:
     return path
 
 
-def environment(box: Sandbox, config: Path, reports: Path, **overrides: str | None) -> dict[str, str]:
+def environment(box: Sandbox, config: Path, reports: Path, attested: bool = True,
+                **overrides: str | None) -> dict[str, str]:
+    """The target in the environment as an operator sets it; with `attested`, every [[people]] item attested the
+    day before (pending in the reports folder), so a test's refusal is its own input's."""
+    if attested:
+        gate = load_config(config)
+        for item in gate.people:
+            attest.record(gate, item.id, "Test Operator", reports=reports)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATE_", "API_", "APP_LOG"))
            and k not in ("DATABASE_URL", "PHI_ENCRYPTION_KEY") or k.startswith("GATE_BACKUP_")}
     env.update({"DATABASE_URL": box.dsn, "PHI_ENCRYPTION_KEY": SANDBOX_KEY, "API_BASE_URL": box.api.base_url,
@@ -81,7 +89,7 @@ def test_the_dry_run_lists_every_input_ready_and_changes_nothing(box: Sandbox, t
     assert plan["ready"] and [i["name"] for i in plan["inputs"] if not i["ok"]] == []
     assert {i["name"] for i in plan["inputs"]} == {"database", "schema", "role privileges", "key", "pg_dump",
                                                    "reports folder", "API", "login", "hooks", "backup",
-                                                   "log source"}
+                                                   "log source", "people", "notify"}
     human = cutover("--dry-run", env=env)
     assert human.returncode == 0 and "Ready: the cut-over can start." in human.stdout
     assert "phase premigration" in human.stdout and "backup into" in human.stdout
