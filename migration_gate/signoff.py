@@ -215,6 +215,25 @@ def _checklist_tables(state: RunState, criteria: dict[str, dict]) -> list[str]:
     return parts
 
 
+def _phi_section(checks: list[dict]) -> list[str]:
+    """What the PHI checks counted, per phase and check (per table where the check is), each figure with its unit;
+    a phase's total adds only PHI values, and phases are never added together (they count the same values)."""
+    phi = [c for c in checks if any(w in c["check"] for w in PHI_WORDS) and "non-PHI" not in c["check"]]
+    parts = ["<h2 id='phi'>PHI verification</h2><table><tr><th>Phase</th><th>Check</th><th>Checked</th>"
+             "<th>Problems</th></tr>"]
+    for phase in dict.fromkeys(c["phase"] for c in phi):
+        rows = [c for c in phi if c["phase"] == phase]
+        for check in rows:
+            parts.append(f"<tr><td>{escape(phase)}</td><td>{escape(check['check'])}</td>"
+                         f"<td>{check['checked']:,} {escape(check.get('unit', 'values'))}</td>"
+                         f"<td class='{_cls(not check['problems'])}'>{check['problems']}</td></tr>")
+        values = [c for c in rows if c.get("unit", "values") == "values"]
+        parts.append(f"<tr><th colspan='2'>{escape(phase)}: PHI values checked (each check counts the values it "
+                     f"read)</th><th>{sum(c['checked'] for c in values):,} values</th>"
+                     f"<th>{sum(c['problems'] for c in rows)}</th></tr>")
+    return [*parts, "</table>"]
+
+
 def _record(state: RunState, environment: dict[str, str]) -> str:
     """Who ran it, which gate, which migration and which app: at the top, where an auditor looks first."""
     rows = [("Run by", environment.get("Run by", "-")), ("Gate version", environment.get("Gate version", "-")),
@@ -323,15 +342,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
                          f"<td class='{_cls(same)}'>{'equal' if same else 'DIFFERENT'}</td></tr>")
         parts.append("</table>")
 
-    phi = [c for c in checks if any(w in c["check"] for w in PHI_WORDS) and "non-PHI" not in c["check"]]
-    parts.append("<h2 id='phi'>PHI verification</h2><table><tr><th>Phase</th><th>Check</th>"
-                 "<th>Values or rows checked</th><th>Problems</th></tr>")
-    for check in phi:
-        parts.append(f"<tr><td>{escape(check['phase'])}</td><td>{escape(check['check'])}</td>"
-                     f"<td>{check['checked']:,}</td>"
-                     f"<td class='{_cls(not check['problems'])}'>{check['problems']}</td></tr>")
-    parts.append(f"<tr><th colspan='2'>Total</th><th>{sum(c['checked'] for c in phi):,}</th>"
-                 f"<th>{sum(c['problems'] for c in phi)}</th></tr></table>")
+    parts.extend(_phi_section(checks))
 
     parts.extend(performance_section(run_dir))
     parts.extend(_people_section(run_dir, people))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from psycopg import sql
 
 from migration_gate import migration
 from migration_gate.backup import IDENTITY_ENV, RECIPIENTS_ENV, BackupKeys
-from migration_gate.config import load_config
+from migration_gate.config import TARGET_VARIABLES, load_config
 from migration_gate.embedded import EmbeddedPostgres
 from sandbox.roles import create_app_role, grant_app_role
 from sandbox.seed import seed_legacy
@@ -105,3 +106,16 @@ def legacy_db(new_db, legacy_template: str) -> str:
 @pytest.fixture
 def migrated_db(new_db, migrated_template: str) -> str:
     return new_db(migrated_template)
+
+
+@pytest.fixture(scope="session")
+def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One rehearsal of the README's main command for the whole session (its output and reports folder): the tests
+    of its verdict, its sign-off and how a browser shows them read the same run. In CI (a sandbox run by
+    definition), with the GATE_SANDBOX=1 the job sets."""
+    reports = tmp_path_factory.mktemp("rehearsal")
+    env = {k: v for k, v in os.environ.items() if k not in TARGET_VARIABLES + ("GATE_CONFIG",)}
+    env.update({"CI": "true", "GATE_SANDBOX": "1"})
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "rehearse"), "--patients", "120", "--json", "--quiet",
+                           "--reports", str(reports)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return done, reports

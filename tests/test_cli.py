@@ -196,11 +196,10 @@ def test_rollback_of_a_run_left_in_maintenance_does_not_say_nothing_to_do(legacy
     assert "nothing to roll back" not in done.stdout and done.returncode != 0  # the placeholder hooks refuse
 
 
-def test_the_rehearsal_ends_green_with_a_sign_off(tmp_path: Path) -> None:
+def test_the_rehearsal_ends_green_with_a_sign_off(rehearsal) -> None:
     """In CI too (a sandbox run by definition), with a GATE_SANDBOX=1 the job set; the sign-off and every phase
     report say SANDBOX, and the sign-off never says the system is live."""
-    done = script("rehearse", "--patients", "120", "--json", "--quiet", "--reports", str(tmp_path), timeout=600,
-                  env={"CI": "true", "GATE_SANDBOX": "1"})
+    done, tmp_path = rehearsal
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads(done.stdout)
     assert summary["verdict"] == "green" and summary["exit_code"] == 0 and summary["sandbox"] == SANDBOX_BANNER
@@ -217,6 +216,13 @@ def test_the_rehearsal_ends_green_with_a_sign_off(tmp_path: Path) -> None:
     for line in FAILURE_LINES:
         assert re.search(re.escape(html.escape(line.text)) + r"</td><td>[^<]+</td><td class='ok'>no<", signoff)
     assert re.search(r"<b>RB-01</b>[^<]*</td><td class='muted'>not needed<", signoff)  # a green run: no rollback
+    # every sha256 the sign-off lists still matches its file now that the run is over (live files have none)
+    artifacts = signoff[signoff.index("id='artifacts'"):]
+    listed = re.findall(r"<tr><td>(?:<a href='([^']+)'>|([^<]+?) <span)[^\n]*?</td><td>[\d,]+</td><td>(?:<code>"
+                        r"([0-9a-f]{64})</code>|<span)", artifacts)
+    run_dir = Path(summary["run_dir"])
+    hashed = [(link or name, digest) for link, name, digest in listed if digest]
+    assert len(hashed) > 20 and all(backup.sha256_file(run_dir / html.unescape(n)) == d for n, d in hashed)
     phase_reports = list(Path(summary["run_dir"]).glob("*/*.html"))
     assert len(phase_reports) == 4 and all(SANDBOX_BANNER in p.read_text() for p in phase_reports)
     assert not list(tmp_path.glob("*/sandbox/*.flag")), "maintenance left on"

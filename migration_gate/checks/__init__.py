@@ -41,6 +41,7 @@ class Result:
     problems: list[str] = field(default_factory=list)
     checked: int = 0  # values or rows examined (for the PHI verification summary)
     notes: list[str] = field(default_factory=list)
+    unit: str = "values"  # what `checked` counts: PHI values, rows, responses, log lines (the sign-off says it)
 
     @property
     def ok(self) -> bool:
@@ -71,7 +72,8 @@ class Result:
         return self
 
     def summary(self) -> dict:
-        return {"check": self.check, "checked": self.checked, "problems": len(self.problems), "notes": list(self.notes)}
+        return {"check": self.check, "checked": self.checked, "unit": self.unit, "problems": len(self.problems),
+                "notes": list(self.notes)}
 
     def __repr__(self) -> str:
         return f"Result({self.check!r}, ok={self.ok}, problems={len(self.problems)}, checked={self.checked})"

@@ -143,7 +143,7 @@ def unique_ivs(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], sch
 
 def no_plaintext(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], schema: str = "public") -> Result:
     """No encrypted column holds something that looks like PHI in the clear."""
-    result = Result("no plaintext-looking PHI in encrypted columns")
+    result = Result("no plaintext-looking PHI in encrypted columns", unit="columns")
     for table, (key, cols) in _present(result, catalog_of(conn, schema), schema, columns).items():
         for column in cols:
             c = sql.Identifier(column)

@@ -48,7 +48,7 @@ def pg_dump_compatible(conn: psycopg.Connection, binaries: PgBinaries) -> Result
 
 
 def key_configured(key: str | None) -> Result:
-    result = Result("PHI_ENCRYPTION_KEY present and 64 hex characters")
+    result = Result("PHI_ENCRYPTION_KEY present and 64 hex characters", checked=1, unit="keys")
     try:
         parse_key(key)
     except PhiKeyError as exc:

@@ -40,7 +40,7 @@ def audit_rows_written(client: httpx.Client, token: str, conn: psycopg.Connectio
                        audited: Mapping[str, str], audit: AuditTable | None, wait_s: float = AUDIT_WAIT_S) -> Result:
     """Reading PHI writes at least 2 rows to the audit table for the caller, with the path's resource_type and
     a retention date (item 20: a missing id default makes every audit insert fail, silently)."""
-    result = Result("PHI reads write audit rows")
+    result = Result("PHI reads write audit rows", unit="PHI reads")
     if audit is None:
         result.add("the description has no [api] audit table: audit rows of PHI reads cannot be checked")
         return result

@@ -187,7 +187,7 @@ def totals_unchanged(before: Mapping[str, int | None], after: Mapping[str, int |
 def no_secrets_in_responses(client: httpx.Client, token: str, paths: Iterable[str]) -> Result:
     """No ...Encrypted / ...SearchHash / password keys, ciphertext or bcrypt hashes in any answer (item 21:
     the real app returns ciphertexts beside the plaintext and the password hash from /api/user)."""
-    result = Result("responses carry no ciphertext, search hash or password hash")
+    result = Result("responses carry no ciphertext, search hash or password hash", unit="responses")
     for path in paths:
         response = fetch(result, client, "GET", path, token, params={"limit": 100})
         if response is None:

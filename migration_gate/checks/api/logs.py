@@ -83,7 +83,7 @@ def log_clean(log_file: Path, since_offset: int = 0) -> Result:
     """No error lines ("Failed to log", "skipping audit log", level error) in the app's log after the offset
     (taken at deploy), and nothing that looks like an email, JWT, bcrypt hash, ciphertext or key/hash."""
     log_file = Path(log_file)
-    result = Result("the app's log has no errors and no PHI or secrets since the deploy")
+    result = Result("the app's log has no errors and no PHI or secrets since the deploy", unit="log lines")
     try:
         with log_file.open("rb") as stream:
             stream.seek(since_offset)
@@ -99,7 +99,7 @@ def logs_clean(source: LogSource | None, marker: LogMarker | None, requests_made
     """log_clean over the configured source's lines since the deploy's marker. Not seeing them is red, never a
     pass: no source, a rotated, truncated or missing file, a failing or hanging command, or an empty window
     although `requests_made` requests went to the app in it. A note names the source and the lines read."""
-    result = Result("the app's log has no errors and no PHI or secrets since the deploy")
+    result = Result("the app's log has no errors and no PHI or secrets since the deploy", unit="log lines")
     if source is None:
         result.add("cannot see the logs: no log source (set APP_LOG_FILE, or [logs] in migration.toml)")
         return result
