@@ -457,8 +457,9 @@ class Gate:
         before go-live as after (before go-live they mean something wrote through maintenance mode)."""
         with psycopg.connect(self.target.dsn, connect_timeout=10) as conn:
             where = schema_state(conn, self.gate)
-        went_live = self.state.phase("golive").status != "pending"
-        if where == "legacy" and self.state.phase("migration").status != "passed":
+        status = {p.name: p.status for p in self.state.phases}  # a hand-made or older state may lack phases
+        went_live = status.get("golive", "pending") != "pending"
+        if where == "legacy" and status.get("migration") != "passed":
             return RollbackPlan("none", None, 0, None, went_live)
         since = self._count_writes()
         sql_possible = self.gate.rollback_file is not None and where == "migrated"

@@ -56,8 +56,8 @@ def environment(box: Sandbox, config: Path, reports: Path, attested: bool = True
                 **overrides: str | None) -> dict[str, str]:
     """The target in the environment as an operator sets it; with `attested`, every [[people]] item attested the
     day before (pending in the reports folder), so a test's refusal is its own input's."""
-    if attested:
-        gate = load_config(config)
+    if attested:  # from the shipped description: a case may break the one under test on purpose
+        gate = load_config()
         for item in gate.people:
             attest.record(gate, item.id, "Test Operator", reports=reports)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATE_", "API_", "APP_LOG"))
