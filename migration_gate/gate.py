@@ -459,7 +459,7 @@ class Gate:
             where = schema_state(conn, self.gate)
         status = {p.name: p.status for p in self.state.phases}  # a hand-made or older state may lack phases
         went_live = status.get("golive", "pending") != "pending"
-        if where == "legacy" and status.get("migration") != "passed":
+        if where == "legacy":  # never migrated, or a restore of an interrupted rollback already committed
             return RollbackPlan("none", None, 0, None, went_live)
         since = self._count_writes()
         sql_possible = self.gate.rollback_file is not None and where == "migrated"
@@ -525,7 +525,8 @@ class Gate:
         self.check_lock()
         plan = self.rollback_plan()  # counted with maintenance on: the final figures
         if plan.method == "none":
-            record.detail = "the migration never committed: the database is untouched, nothing to restore"
+            record.detail = ("the database is on the legacy schema (the migration never committed, or an interrupted "
+                             "rollback's restore did): nothing to restore; the rollback checks verify it")
             return True
         self.state.writes_since = plan.writes.to_json() if plan.writes else None
         self.state.rollback_method = plan.method
