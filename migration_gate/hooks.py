@@ -92,6 +92,10 @@ class ShellHooks:
     def fetch_backup(self, env: dict[str, str]) -> None:
         self._run("fetch_backup", env, self.backup_timeout)
 
+    def alert(self, env: dict[str, str]) -> None:
+        """[hooks] alert: tell a human (the watch's red rounds); GATE_ALERT_MESSAGE carries a PHI-free message."""
+        self._run("alert", env)
+
     def maintenance(self, on: bool) -> None:
         self._run("maintenance_on" if on else "maintenance_off")
 
