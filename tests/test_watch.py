@@ -102,6 +102,7 @@ def test_a_compressed_watch_runs_every_round_green_with_a_report_and_junit_per_r
 def test_a_stopped_watch_resumes_at_the_next_round_from_cron(live) -> None:
     box, run, folder = live
     copy = _copy(run, "cutover-cron")
+    (folder / "cron").mkdir()
     config = config_with_store(folder / "cron")
     config.write_text(re.sub(r"^schedule = \[.*?^\]", "schedule = [{ until_hours = 0.05, every_minutes = 1 }]",
                              config.read_text(), flags=re.M | re.S))
@@ -114,10 +115,11 @@ def test_a_stopped_watch_resumes_at_the_next_round_from_cron(live) -> None:
         done = subprocess.run([sys.executable, "-m", "migration_gate.cli", "watch", "--run-dir", str(copy), "--once",
                                "--schedule", str(FACTOR)], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=120)
-        outputs.append(done.stdout + done.stderr)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert f"round {expected}/3 due at" in done.stdout and f"round {expected}/3: " in done.stdout
-        assert f"round {expected + 1}/3" not in done.stdout  # one round per invocation
+        said = done.stdout + done.stderr  # progress lines on stderr, the report's path on stdout
+        outputs.append(said)
+        assert done.returncode == 0, said
+        assert f"round {expected}/3 due at" in said and f"round {expected}/3: 14 checks, all green" in said
+        assert f"round {expected + 1}/3" not in said  # one round per invocation
         state = WatchState.load(copy / "watch")
         assert [r.number for r in state.rounds] == list(range(1, expected + 1))
     assert sorted(p.name for p in (copy / "watch").glob("round-*.xml")) == ["round-01.xml", "round-02.xml"]
@@ -134,8 +136,11 @@ def test_a_phi_value_written_corrupt_after_go_live_is_red_in_the_next_round_nami
     assert watch.run_rounds(once=True) == 0
     column = "patient_contact_phone_encrypted"
     with psycopg.connect(box.dsn, autocommit=True) as conn:
-        patient, saved = conn.execute(sql.SQL("SELECT id, {c} FROM patients WHERE {c} IS NOT NULL ORDER BY id DESC "
-                                              "LIMIT 1").format(c=sql.Identifier(column))).fetchone()
+        # another therapist's patient: the watch's own user never reads it, so only the database check can see it
+        patient, saved = conn.execute(sql.SQL(
+            "SELECT id, {c} FROM patients WHERE {c} IS NOT NULL AND primary_therapist_id <> (SELECT id FROM "
+            "users_auth WHERE username = %s) ORDER BY id DESC LIMIT 1").format(c=sql.Identifier(column)),
+            (load_config().sandbox_username,)).fetchone()
         broken = saved[:-4] + ("0000" if not saved.endswith("0000") else "1111")  # the tag no longer matches
         conn.execute(sql.SQL("UPDATE patients SET {c} = %s WHERE id = %s").format(c=sql.Identifier(column)),
                      (broken, patient))
