@@ -16,12 +16,9 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from migration_gate.config import SANDBOX_BANNER, GateConfig
-
-if TYPE_CHECKING:
-    from migration_gate.watch import RoundRecord, WatchState
+from migration_gate.watchstate import RoundRecord, WatchState
 
 REPORT = "watch.html"
 COLOURS = ("#0969da", "#8250df", "#bf3989", "#1a7f37", "#9a6700", "#cf222e", "#57606a")
