@@ -147,7 +147,8 @@ class Watch:
                         self.progress.say(f"round {number}/{self.state.total} due at {iso(due)}: not yet "
                                           f"({self._tally()})")
                         break
-                    self.progress.say(f"round {number}/{self.state.total} due at {iso(due)}: waiting {wait:.0f} s")
+                    if wait >= 1:
+                        self.progress.say(f"round {number}/{self.state.total} due at {iso(due)}: waiting {wait:.0f} s")
                     sleep(wait)
                     continue
                 self.run_round(number)

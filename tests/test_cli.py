@@ -20,7 +20,7 @@ from migration_gate.runstate import schema_state
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
 
-SCRIPTS = ["setup", "test", "rehearse", "precheck", "backup", "migrate", "cutover", "rollback"]
+SCRIPTS = ["setup", "test", "rehearse", "precheck", "backup", "migrate", "cutover", "rollback", "watch"]
 TARGET_VARS = ("DATABASE_URL", "API_BASE_URL", "PHI_ENCRYPTION_KEY", "GATE_API_USERNAME", "GATE_API_PASSWORD",
                "BACKUP_FILE", "GATE_CONFIG")
 
