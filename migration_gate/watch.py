@@ -48,6 +48,7 @@ WATCH_DIR = "watch"
 BASELINE = Path("performance") / "baseline.json"
 COMPRESS = 1440.0  # --compress: a day a minute, the 48 hours in two minutes plus the rounds' own time
 NO_DECISION_MAKER = "no decision maker recorded"
+SCOPED = " (written since the last round)"  # the checks that look only at rows written since the last round
 EXIT = {"green": 0, "red": 1, "criterion": 3, "usage": 2, "refused": 4}
 
 
@@ -193,6 +194,8 @@ class Watch:
                                   ) as client:
                     self._api_checks(record, client, conn, counted, previous)
                     self._invariants(record, conn, scope, since, client)
+            if any("could not be checked" in p for c in record.checks if c.name.endswith(SCOPED) for p in c.problems):
+                record.db_mark = int(since) if since is not None else None  # the next round looks at these rows again
         except psycopg.Error as exc:  # the database is gone mid-round: red, and the next round tries again
             record.checks.append(CheckRecord("database reachable", INVARIANT, [f"database: {error_text(exc)}"]))
             record.db_mark = previous.db_mark if previous else None
@@ -299,7 +302,7 @@ class Watch:
         """The log's lines since the last round (since the deploy for the first): no error lines, nothing that
         looks like PHI or a secret. The marker is taken before reading, so no line falls between two rounds (a line
         written while this round reads may be read again by the next: counted twice, never missed)."""
-        start = previous.log_marker if previous else self.run.log_marker
+        start = (previous.log_marker if previous else None) or self.run.log_marker
         marker = logsource.LogMarker.from_json(start) if start else None
         record.log_marker = logsource.mark(self.log_source).to_json()
         result = app.logs_clean(self.log_source, marker, requests_made=max(counted.sent, 1))
@@ -330,7 +333,7 @@ class Watch:
                                                                        scope=scope)),
                           ("search hashes", lambda: encryption.search_hashes(conn, self.codec, gate.search_hashes,
                                                                              schema=where, scope=scope))):
-            result = self._check(record, f"{name} (written since the last round)", INVARIANT, run)
+            result = self._check(record, name + SCOPED, INVARIANT, run)
             record.checks[-1].notes.append(f"scope: {scoped}" + (f"; {result.checked} values" if result else ""))
         if gate.tenancy is not None:
             self._check(record, "every row in its organization", INVARIANT,
@@ -420,7 +423,7 @@ def _live_run(run_dir: Path, target: CutoverTarget) -> RunState:
         raise ConfigError(f"{run_dir}/state.json is not a readable run state") from None
     if run.target != describe_target(target.dsn):
         raise ConfigError(f"{run_dir.name} is a run against {run.target}, not {describe_target(target.dsn)}")
-    if run.status != "green" or run.maintenance_off_at is None:
+    if run.status not in ("green", "over-limit") or run.maintenance_off_at is None:
         raise ConfigError(f"{run_dir.name} did not go live (status {run.status}): there is nothing to watch")
     return run
 

@@ -128,6 +128,10 @@ def test_a_stopped_watch_resumes_at_the_next_round_from_cron(live) -> None:
                            capture_output=True, text=True, timeout=60)
     assert usage.returncode == 0 and "--once" in usage.stdout and "DATABASE_URL" in usage.stdout
     assert "*/5 * * * *" in usage.stdout
+    nothing = subprocess.run([sys.executable, "-m", "migration_gate.cli", "watch", "--run-dir", str(folder / "nope")],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert nothing.returncode == 2 and nothing.stderr.strip().splitlines() == [
+        f"watch: {folder / 'nope'} is not a run folder (no state.json)"]
 
 
 def test_a_phi_value_written_corrupt_after_go_live_is_red_in_the_next_round_naming_table_and_id(live) -> None:
