@@ -27,6 +27,7 @@ from migration_gate.redact import connection_cause, describe_target, one_line, r
 from migration_gate.rehearse import main as rehearse_main
 from migration_gate.runstate import BUDGET_OF, PLAN, RunState, recorded_runs, schema_state, unfinished_runs
 from migration_gate.verdict import EPILOG, finish_run
+from migration_gate.watch import main as watch_main
 
 ENVIRONMENT = {
     "DATABASE_URL": "the target database (its password is redacted everywhere)",
@@ -192,7 +193,10 @@ def cutover(argv: list[str] | None = None) -> int:
         state = runner.run_rollback_only() if runner.rollback_only else runner.run()
     except HANDLED as exc:
         return _failed("cutover", exc)
-    return finish_run(args, gate, state, _environment(target, gate))
+    code = finish_run(args, gate, state, _environment(target, gate))
+    if code == 0 and not args.json:  # the 48 hours after go-live start now
+        print(f"Watch the next 48 hours (see --help for a cron line): scripts/watch --run-dir {state.run_dir}")
+    return code
 
 
 def _preflight_or_refuse(gate: GateConfig, target: CutoverTarget, run_dir: Path, progress: Progress,
@@ -480,13 +484,15 @@ def _list_attestations(args: argparse.Namespace, gate: GateConfig, reports: Path
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    names = ["cutover", "rehearse", *PHASE_COMMANDS, "rollback", "attest", "bundle"]
+    names = ["cutover", "rehearse", *PHASE_COMMANDS, "rollback", "attest", "bundle", "watch"]
     if not argv or argv[0] not in names:
         print(f"usage: python -m migration_gate.cli {{{','.join(names)}}} [--help]", file=sys.stderr)
         return 2
     name, rest = argv[0], argv[1:]
     if name == "rehearse":
         return rehearse_main(rest)
+    if name == "watch":
+        return watch_main(rest)
     if name in PHASE_COMMANDS:
         return phase_command(name, rest)
     return {"cutover": cutover, "rollback": rollback_command, "attest": attest_command,

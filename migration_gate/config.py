@@ -529,6 +529,53 @@ def load_notify(spec: object, where: str) -> NotifyConfig:
 
 
 @dataclass(frozen=True)
+class WatchConfig:
+    """[watch]: the 48 hours after go-live (scripts/watch). The schedule as the checklist states it, what a round's
+    latency is held to, and the rollback decision criteria, so the watch says when one is met instead of a human
+    working it out from charts at 3 a.m."""
+
+    schedule: tuple[tuple[float, float], ...] = ((2, 15), (24, 60), (48, 240))  # (until_hours, every_minutes)
+    latency_samples: int = 5  # timed GETs per endpoint per round
+    baseline_factor: float = 1.5  # p95 budget = the run's baseline p95 x this (else [budgets] api_p95_ms)
+    invariant_red: bool = True  # criterion: any database invariant red
+    error_rate_over: float = 0.05  # criterion: the round's requests not answered 2xx, as a fraction, over this...
+    error_rate_rounds: int = 2  # ...for this many rounds in a row
+    p95_over_budget_rounds: int = 3  # criterion: some endpoint's p95 over budget this many rounds in a row (0: off)
+
+
+def load_watch(spec: object, where: str) -> WatchConfig:
+    """[watch] validated: a schedule whose segments end later and later, thresholds that make sense."""
+    if spec is None:
+        return WatchConfig()
+    spec = _only(spec, {"schedule", "latency_samples", "baseline_factor", "rollback_criteria"}, where)
+    criteria = _only(spec.get("rollback_criteria", {}), {"invariant_red", "error_rate_over", "error_rate_rounds",
+                                                         "p95_over_budget_rounds"}, f"{where}.rollback_criteria")
+    schedule, last = [], 0.0
+    for item in spec.get("schedule", [{"until_hours": h, "every_minutes": m} for h, m in WatchConfig.schedule]):
+        item = _only(item, {"until_hours", "every_minutes"}, f"{where} schedule")
+        until, every = float(item.get("until_hours", 0)), float(item.get("every_minutes", 0))
+        if until <= last or every <= 0:
+            raise ConfigError(f"{where}: schedule entries need until_hours rising past {last:g} and every_minutes "
+                              "above zero")
+        schedule.append((until, every))
+        last = until
+    if not schedule:
+        raise ConfigError(f"{where}: schedule is empty")
+    found = WatchConfig(
+        schedule=tuple(schedule), latency_samples=int(spec.get("latency_samples", 5)),
+        baseline_factor=float(spec.get("baseline_factor", 1.5)),
+        invariant_red=bool(criteria.get("invariant_red", True)),
+        error_rate_over=float(criteria.get("error_rate_over", 0.05)),
+        error_rate_rounds=int(criteria.get("error_rate_rounds", 2)),
+        p95_over_budget_rounds=int(criteria.get("p95_over_budget_rounds", 3)))
+    if found.latency_samples < 1 or found.baseline_factor <= 0 or not 0 <= found.error_rate_over <= 1 \
+            or found.error_rate_rounds < 1 or found.p95_over_budget_rounds < 0:
+        raise ConfigError(f"{where}: latency_samples >= 1, baseline_factor > 0, rollback_criteria.error_rate_over "
+                          "between 0 and 1, error_rate_rounds >= 1, p95_over_budget_rounds >= 0")
+    return found
+
+
+@dataclass(frozen=True)
 class GateConfig:
     path: Path
     migration_file: Path
@@ -570,6 +617,7 @@ class GateConfig:
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)  # [performance]: baseline, budget
     people: tuple[PeopleItem, ...] = ()  # [[people]]: the checklist's human items (migration_gate.attest)
     notify: NotifyConfig = field(default_factory=NotifyConfig)  # [notify]: status updates (migration_gate.notify)
+    watch: WatchConfig = field(default_factory=WatchConfig)  # [watch]: the 48 hours after go-live
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -796,7 +844,7 @@ def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRul
 SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tables", "new_tables", "dropped_tables",
             "tenancy", "search_hashes", "preconditions", "new_foreign_keys", "legacy_foreign_keys", "legacy_schema",
             "legacy_objects", "new_schema", "new_objects", "backup", "logs", "precheck", "performance", "people",
-            "notify")
+            "notify", "watch")
 KEYS = {"migration": ("file", "rollback_file", "lock_timeout", "statement_timeout", "rollback_method", "schema"),
         "budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes"),
         "sandbox": ("patients", "seed", "username", "password", "provider"),
@@ -931,6 +979,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         performance=load_performance(data.get("performance"), f"{where} [performance]"),
         people=load_people(data.get("people"), f"{where} [[people]]"),
         notify=load_notify(data.get("notify"), f"{where} [notify]"),
+        watch=load_watch(data.get("watch"), f"{where} [watch]"),
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")

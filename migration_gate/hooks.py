@@ -103,6 +103,10 @@ class ShellHooks:
         if (self.commands.get("notify") or "").strip():
             self._run("notify", env, self.notify_timeout, args=(line,))
 
+    def alert(self, env: dict[str, str]) -> None:
+        """[hooks] alert: tell a human (the watch's red rounds); GATE_ALERT_MESSAGE carries a PHI-free message."""
+        self._run("alert", env)
+
     def maintenance(self, on: bool) -> None:
         self._run("maintenance_on" if on else "maintenance_off")
 

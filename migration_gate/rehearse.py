@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from migration_gate.provenance import gate_version, operator
 from migration_gate.provider import load_provider
 from migration_gate.redact import redact_text
 from migration_gate.verdict import EPILOG, EXIT, finish_run
+from migration_gate.watch import COMPRESS, Watch, summary
 
 DEFAULT_PATIENTS = 20_000
 
@@ -51,9 +53,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="leave the cluster and API running afterwards and print how to connect")
     parser.add_argument("--stop-kept", action="store_true",
                         help="stop and delete what earlier --keep runs left running, then exit")
+    parser.add_argument("--watch", action="store_true",
+                        help="after a green go-live, run the whole [watch] schedule (scripts/watch), time compressed "
+                             f"{COMPRESS:g} times (--watch-factor), into the run's watch/ folder")
+    parser.add_argument("--watch-factor", type=float, default=COMPRESS, metavar="FACTOR",
+                        help=f"how much faster than real time the rehearsed watch runs (default {COMPRESS:g})")
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
+    if args.watch_factor <= 0:
+        parser.error("--watch-factor must be above zero")
     if not 1 <= args.patients <= 5_000_000:
         parser.error("--patients must be between 1 and 5000000")
     if args.migration is not None and not args.migration.is_file():
@@ -98,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                        "Configuration": str(gate.path), "Run by": operator(), "Gate version": gate_version()}
         code = finish_run(args, gate, state, environment, sandbox=True)
         _show_status_updates(args, getattr(sandbox.hooks, "notify_file", None))
+        if args.watch and code == 0:
+            code = _watch(gate, target, run_dir, progress, args, getattr(sandbox, "log_source", None))
         if args.keep and not args.json:
             print(f"Kept running: psql '{sandbox.dsn}'  API {sandbox.api_base_url} (pid {sandbox.api_pid})\n"
                   "  stop and delete with: scripts/rehearse --stop-kept")
@@ -123,6 +134,24 @@ def _show_status_updates(args: argparse.Namespace, path: Path | None) -> None:
     print(f"Status updates (the sandbox's notify hook, {len(lines)} lines): {path}")
     for line in lines:
         print(f"  {line}")
+
+
+def _watch(gate, target: CutoverTarget, run_dir: Path, progress: Progress, args: argparse.Namespace,
+           log_source) -> int:
+    """The 48 hours after go-live, compressed: every round of the schedule against the sandbox, as scripts/watch
+    runs them against a real target."""
+    began = time.monotonic()
+    watch = Watch(gate, target, run_dir, progress, factor=args.watch_factor, sandbox=True, log_source=log_source)
+    code = watch.run_rounds()
+    seconds = time.monotonic() - began
+    if args.json:
+        print(json.dumps(summary(watch, code) | {"seconds": round(seconds, 1)}, indent=2))
+    else:
+        red = sum(r.verdict == "red" for r in watch.state.rounds)
+        print(f"Watch: {len(watch.state.rounds)} of {watch.state.total} rounds in {seconds:.0f} s "
+              f"({args.watch_factor:g} times real time), {red} red; exit {code}\n"
+              f"Watch report: {watch.folder / 'watch.html'}")
+    return code
 
 
 if __name__ == "__main__":

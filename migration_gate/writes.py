@@ -140,8 +140,19 @@ def take_mark(dsn: str) -> WriteMark:
 
 
 def _since(mark: WriteMark) -> sql.Composed:
-    """True for a row version written at or after the mark (age counts back from the newest transaction)."""
-    return sql.SQL("age(xmin) <= age({}::xid)").format(sql.Literal(str(mark.xid)))
+    return written_since(mark.xid)
+
+
+def written_since(xid: int) -> sql.Composed:
+    """True for a row version written by transaction `xid` or a later one (age counts back from the newest
+    transaction): the scope of a check that only looks at what changed since a mark (the watch's rounds)."""
+    return sql.SQL("age(xmin) <= age({}::xid)").format(sql.Literal(str(xid)))
+
+
+def oldest_running_xid(conn: psycopg.Connection) -> int:
+    """The oldest transaction still running (32-bit): every row a later check must see is written by it or a later
+    one, even a transaction that began before this call and commits after (the next xid would miss those)."""
+    return int(conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()[0]) % XID_SPACE
 
 
 def count_since(dsn: str, mark: WriteMark, attribution: dict[str, str] | None = None,

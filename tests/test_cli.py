@@ -23,7 +23,7 @@ from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
 
 SCRIPTS = ["setup", "test", "rehearse", "precheck", "backup", "migrate", "cutover", "rollback", "attest",
-           "bundle"]
+           "bundle", "watch"]
 TARGET_VARS = ("DATABASE_URL", "API_BASE_URL", "PHI_ENCRYPTION_KEY", "GATE_API_USERNAME", "GATE_API_PASSWORD",
                "BACKUP_FILE", "GATE_CONFIG")
 

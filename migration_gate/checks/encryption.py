@@ -54,29 +54,40 @@ def _present(result: Result, catalog: Catalog, schema: str, columns: Iterable[tu
     return found
 
 
-def well_formed(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], schema: str = "public") -> Result:
-    """Every non-empty value matches ^v1:<32 hex>:<32 hex>:(hex pairs)+$ (no plaintext, v2 or truncation)."""
+def _scoped(condition: sql.Composable, scope: sql.Composable | None) -> sql.Composable:
+    """A check's row condition narrowed to `scope` (e.g. the rows written since a mark: the watch's rounds)."""
+    return condition if scope is None else sql.SQL("({}) AND ({})").format(condition, scope)
+
+
+def well_formed(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], schema: str = "public",
+                scope: sql.Composable | None = None) -> Result:
+    """Every non-empty value matches ^v1:<32 hex>:<32 hex>:(hex pairs)+$ (no plaintext, v2 or truncation).
+    With `scope` (a row condition), only the rows it selects: a watch round checks what was written since the last."""
     result = Result("PHI values are v1 ciphertext")
     for table, (key, cols) in _present(result, catalog_of(conn, schema), schema, columns).items():
+        if scope is not None and not conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {t} WHERE {s})").format(
+                t=sql.Identifier(schema, table), s=scope)).fetchone()[0]:
+            continue  # nothing in scope: one scan of the table instead of two per column
         for column in cols:
             c = sql.Identifier(column)
             with result.guard(table, column):
-                bad = _ids(conn, schema, table, sql.SQL("{c} IS NOT NULL AND {c} !~ '^\\s*$' AND {c} !~ {p}").format(
-                    c=c, p=sql.Literal(V1_PATTERN)), key)
-                result.checked += conn.execute(sql.SQL("SELECT count({c}) FROM {t}").format(
-                    c=c, t=sql.Identifier(schema, table))).fetchone()[0]
+                malformed = sql.SQL("{c} IS NOT NULL AND {c} !~ '^\\s*$' AND {c} !~ {p}").format(
+                    c=c, p=sql.Literal(V1_PATTERN))
+                bad = _ids(conn, schema, table, _scoped(malformed, scope), key)
+                result.checked += conn.execute(sql.SQL("SELECT count({c}) FROM {t} WHERE {s}").format(
+                    c=c, t=sql.Identifier(schema, table), s=_scoped(sql.SQL("true"), scope))).fetchone()[0]
                 if bad:
-                    v2 = len(_ids(conn, schema, table, sql.SQL("{c} LIKE 'v2:%'").format(c=c), key))
+                    v2 = len(_ids(conn, schema, table, _scoped(sql.SQL("{c} LIKE 'v2:%'").format(c=c), scope), key))
                     kind = f", {v2} of them v2:" if v2 else ""
                     result.add(f"{table}.{column}: {len(bad)} values are not v1 ciphertext{kind} ({first_ids(bad)})")
     return result
 
 
 def _stream(conn: psycopg.Connection, schema: str, table: str, columns: list[str], limit: int | None,
-            key: str) -> Iterator[tuple]:
-    query = sql.SQL("SELECT {k}, {cols} FROM {t} ORDER BY {k}{limit}").format(
+            key: str, scope: sql.Composable | None = None) -> Iterator[tuple]:
+    query = sql.SQL("SELECT {k}, {cols} FROM {t} WHERE {s} ORDER BY {k}{limit}").format(
         k=sql.Identifier(key), cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
-        t=sql.Identifier(schema, table),
+        t=sql.Identifier(schema, table), s=_scoped(sql.SQL("true"), scope),
         limit=sql.SQL(" LIMIT {}").format(sql.Literal(limit)) if limit else sql.SQL(""))
     with conn.cursor(name=f"gate_{table}") as cur:
         cur.itersize = BATCH
@@ -85,7 +96,8 @@ def _stream(conn: psycopg.Connection, schema: str, table: str, columns: list[str
 
 
 def decrypts(conn: psycopg.Connection, codec: PhiCodec, columns: Iterable[tuple[str, str]],
-             sample: int | None = None, check: str = "PHI decrypts with the key", schema: str = "public") -> Result:
+             sample: int | None = None, check: str = "PHI decrypts with the key", schema: str = "public",
+             scope: sql.Composable | None = None) -> Result:
     """Every v1 value (or those of the first `sample` rows per table) decrypts, and its plaintext is not
     ciphertext again. Values that are not v1 at all are left to well_formed()."""
     result = Result(check)
@@ -96,7 +108,7 @@ def decrypts(conn: psycopg.Connection, codec: PhiCodec, columns: Iterable[tuple[
             if not cols:
                 continue
             failures: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-            for row in _stream(conn, schema, table, cols, sample, key):
+            for row in _stream(conn, schema, table, cols, sample, key, scope):
                 row_id = row[0]
                 for column, value in zip(cols, row[1:], strict=True):
                     if is_blank(value):
@@ -157,7 +169,7 @@ def no_plaintext(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], s
 
 
 def search_hashes(conn: psycopg.Connection, codec: PhiCodec, specs: Iterable[SearchHash],
-                  schema: str = "public") -> Result:
+                  schema: str = "public", scope: sql.Composable | None = None) -> Result:
     """Each hash equals sha256(lower(trim(decrypted source))); NULL exactly when the source is blank."""
     result = Result("search hashes are hashes of the decrypted values")
     catalog = catalog_of(conn, schema)
@@ -170,7 +182,7 @@ def search_hashes(conn: psycopg.Connection, codec: PhiCodec, specs: Iterable[Sea
             cols = [c for s in table_specs for c in (s.hash, s.source)]
             wrong: dict[str, list[int]] = defaultdict(list)
             absent: dict[str, list[int]] = defaultdict(list)
-            for row in _stream(conn, schema, table, cols, None, key_of(catalog, schema, table)):
+            for row in _stream(conn, schema, table, cols, None, key_of(catalog, schema, table), scope):
                 for i, spec in enumerate(table_specs):
                     stored, source = row[1 + 2 * i], row[2 + 2 * i]
                     try:
