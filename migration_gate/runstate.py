@@ -67,6 +67,8 @@ class RunState:
     carried: str | None = None  # the carried-rows record of a SQL rollback (writes.Carried, in the run folder)
     rollback_held: str | None = None  # why the rollback stopped for a human instead of discarding rows
     rollback_decision: dict | None = None  # who decided to discard rows written since the migration, and the count
+    environment: dict = field(default_factory=dict)  # what the sign-off says of where and by whom it ran
+    sandbox: bool = False  # a rehearsal on the sandbox: its sign-off says so (kept for the watch's rewrites)
 
     def phase(self, name: str) -> PhaseRecord:
         for record in self.phases + self.rollback_phases:

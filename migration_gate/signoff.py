@@ -14,7 +14,7 @@ from pathlib import Path
 from migration_gate import attest, notify
 from migration_gate.backup import is_plaintext_dump, sha256_file
 from migration_gate.bundle import KEPT_BACK_FOLDERS, kept_back
-from migration_gate.config import SANDBOX_BANNER, PeopleItem
+from migration_gate.config import SANDBOX_BANNER, ConfigError, GateConfig, PeopleItem
 from migration_gate.criteria import (
     CRITERIA,
     DOWNTIME_LINE,
@@ -25,6 +25,7 @@ from migration_gate.criteria import (
 )
 from migration_gate.performance import signoff_section as performance_section
 from migration_gate.runstate import RunState, budget_report
+from migration_gate.watchstate import WatchState
 from migration_gate.writes import TableWrites
 
 REHEARSAL = "REHEARSAL: synthetic data"
@@ -348,6 +349,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
     parts.extend(_people_section(run_dir, people))
     parts.extend(_backup_section(state))
     parts.extend(_rollback_section(state))
+    parts.extend(_watch_section(run_dir))
 
     parts.append("<h2 id='environment'>Environment</h2><table>" + "".join(
         f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in environment.items()) +
@@ -386,3 +388,36 @@ def write(state: RunState, run_dir: Path, environment: dict[str, str], downtime_
     path = run_dir / "signoff.html"
     path.write_text(render(state, run_dir, environment, downtime_limit, sandbox, people), encoding="utf-8")
     return path
+
+
+def rewrite(run_dir: Path, gate: GateConfig) -> Path:
+    """The sign-off again from the run's record (after a watch round: it is the migration's complete record)."""
+    state = RunState.load(run_dir)
+    return write(state, run_dir, state.environment, gate.downtime_minutes, state.sandbox, gate.people)
+
+
+def _watch_section(run_dir: Path) -> list[str]:
+    """The 48 hours after go-live as far as the watch has come: each round's verdict, what failed, criteria met;
+    the final verdict once every round of the schedule ran. The rounds' details are in watch/watch.html."""
+    try:
+        watch = WatchState.load(run_dir / "watch")
+    except ConfigError as exc:
+        return [f"<h2 id='watch'>Watch after go-live</h2><p class='bad'>{escape(str(exc))}</p>"]
+    if watch is None:
+        return []
+    done, total = len(watch.rounds), watch.total
+    worst = {"green": "green", "red": "RED rounds", "criterion": "a ROLLBACK CRITERION was met"}[watch.worst()]
+    verdict = (f"Final verdict after all {total} rounds: {worst}" if done >= total else
+               f"In progress: {done} of {total} rounds so far, {worst}")
+    parts = ["<h2 id='watch'>Watch after go-live</h2>",
+             f"<p class='{_cls(watch.worst() == 'green')}'>{escape(verdict)}</p>",
+             "<p class='muted'>Every round: <a href='watch/watch.html'>watch/watch.html</a> (trend charts, each "
+             "check) and watch/round-NN.xml.</p><table><tr><th>Round</th><th>Due (UTC)</th><th>Verdict</th>"
+             "<th>Red checks</th><th>Rollback criteria met</th></tr>"]
+    for record in watch.rounds:
+        red = ", ".join(c.name for c in record.checks if not c.ok)
+        shown = _cls(record.verdict == "green")
+        parts.append(f"<tr><td>{record.number}</td><td>{escape(record.due)}</td><td class='{shown}'>"
+                     f"{escape(record.verdict)}</td><td>{escape(red)}</td>"
+                     f"<td>{escape('; '.join(record.criteria))}</td></tr>")
+    return [*parts, "</table>"]

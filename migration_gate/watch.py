@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from migration_gate import attest, logsource, watchreport, writes
+from migration_gate import attest, logsource, signoff, watchreport, writes
 from migration_gate.checks import CheckFailed, Result, encryption, error_text, organizations, schema
 from migration_gate.checks import api as app
 from migration_gate.checks.api.client import send
@@ -208,6 +208,8 @@ class Watch:
         self.state.save(self.folder)
         watchreport.write(self.state, self.folder, self.gate, decision_maker(self.gate, self.run_dir),
                           self._baseline_note)
+        if (self.run_dir / "signoff.html").is_file():  # the sign-off carries the rounds as they run
+            signoff.rewrite(self.run_dir, self.gate)
         failed = [c.name for c in record.checks if not c.ok]
         self.progress.say(f"round {number}/{total}: {len(record.checks)} checks, "
                           + (f"red: {', '.join(failed)}" if failed else "all green")

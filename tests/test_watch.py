@@ -21,12 +21,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_gate import attest
+from migration_gate import attest, signoff
 from migration_gate.checks import api as app
 from migration_gate.checks.api.client import send
 from migration_gate.config import ConfigError, load_config, load_watch
 from migration_gate.gate import Gate
 from migration_gate.progress import Progress
+from migration_gate.runstate import RunState
 from migration_gate.watch import NO_DECISION_MAKER, Watch, WatchState, decision_maker, round_offsets
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
@@ -77,8 +78,12 @@ def _watch(box: Sandbox, run: Path, alerts: Path | None = None) -> Watch:
 
 def test_a_compressed_watch_runs_every_round_green_with_a_report_and_junit_per_round(live) -> None:
     box, run, _ = live
-    watch = _watch(box, _copy(run, "cutover-green"))
+    copy = _copy(run, "cutover-green")
+    signoff.write(RunState.load(copy), copy, {"Run by": "Test Operator"})  # as the cut-over ends
+    watch = _watch(box, copy)
     assert watch.run_rounds() == 0
+    record = (copy / "signoff.html").read_text()  # the sign-off carries the rounds: the migration's record
+    assert "Final verdict after all 3 rounds: green" in record and "href='watch/watch.html'" in record
     rounds = watch.state.rounds
     assert [r.number for r in rounds] == [1, 2, 3] and all(r.verdict == "green" for r in rounds), \
         [(r.number, [(c.name, c.problems) for c in r.checks if not c.ok]) for r in rounds]
