@@ -172,13 +172,13 @@ vertical-align:top;text-align:left}}.verdict{{color:#fff;padding:8px 12px;font-w
 <tr><th>rollback criteria</th><td>{escape(criteria_text)}</td></tr>
 <tr><th>decision maker</th><td>{escape(decision_maker)}</td></tr><tr><th>updated</th><td>{now}</td></tr></table>
 {decision}
-<h2>Trends</h2>
+<h2 id="trends">Trends</h2>
 {_chart("p95 latency per endpoint (ms)", latency, " ms", total, budget_line)}
 {_chart("error rate per round (%)", errors, " %", total, 100 * rules.error_rate_over)}
-<h2>Rounds</h2>
+<h2 id="rounds">Rounds</h2>
 <table><tr><th>#</th><th>due</th><th>ran</th><th>took</th><th>verdict</th><th>p95 max</th><th>error rate</th>
 <th>red checks</th><th>rollback criteria met</th></tr>{_round_rows(state)}</table>
-<h2>Every round's checks</h2>
+<h2 id="checks">Every round's checks</h2>
 {''.join(_details(r, total) for r in state.rounds)}
 <p class="note">Each round's JUnit XML: round-NN.xml beside this file. Problem lines name tables, ids, paths and
 counts, never values.</p></body></html>

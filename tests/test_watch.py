@@ -31,6 +31,7 @@ from migration_gate.runstate import RunState
 from migration_gate.watch import NO_DECISION_MAKER, Watch, WatchState, decision_maker, round_offsets
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
+from tests.browser import look_at
 from tests.canaries import canaries, scan
 from tests.conftest import ROOT
 from tests.test_cli import config_with_store
@@ -245,3 +246,14 @@ def test_the_schedule_arithmetic_on_the_checklist_and_a_made_up_schedule(tmp_pat
     maker = next(i for i in gate.people if i.decision_maker)  # the run's attestation names the decision maker
     attest.record(gate, maker.id, "Sam Okafor", name="Dana Reyes (clinical director)", run_dir=tmp_path)
     assert decision_maker(gate, tmp_path) == "Dana Reyes (clinical director)"
+
+
+def test_the_watch_report_renders_complete_in_chromium(live, tmp_path: Path) -> None:
+    """Issue 11 item 7: the running report as a person opens it: every section, both trend charts drawn with a
+    mark per round, no error in the page."""
+    box, run, _ = live
+    watch = _watch(box, _copy(run, "cutover-browser"))
+    assert watch.run_rounds() == 0
+    page = look_at(watch.folder / "watch.html", screenshot=tmp_path / "watch.png")
+    assert page.errors == [] and page.sections == ["trends", "rounds", "checks"]
+    assert len(page.charts) == 2 and all(c["width"] > 100 and c["marks"] >= 3 for c in page.charts), page.charts
