@@ -107,11 +107,13 @@ def read_results(path: Path) -> dict | None:
 
 
 def _tally(results: dict) -> str:
+    """The suite's outcome in plain words for the timeline and the sign-off (not pytest's "64 deselected": the
+    other phases' checks are not this phase's business)."""
     counts = results["counts"]
     parts = [f"{counts.get(k, 0)} {label}" for k, label in
-             (("failed", "failed"), ("errors", "errors"), ("passed", "passed"), ("skipped", "skipped"))
-             if counts.get(k, 0)]
-    return f"{', '.join(parts) or 'no tests ran'} in {float(results.get('duration') or 0):.1f} s"
+             (("failed", "failed"), ("errors", "could not run"), ("passed", "passed"),
+              ("skipped", "not applicable here")) if counts.get(k, 0)]
+    return f"checks: {', '.join(parts) or 'none ran'} in {float(results.get('duration') or 0):.1f} s"
 
 
 def judge(returncode: int, results: dict | None, output: str) -> tuple[bool, str]:

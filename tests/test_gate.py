@@ -338,7 +338,7 @@ def test_the_gate_reads_a_red_suite_from_its_results_not_its_text(legacy_db: str
     output = (tmp_path / "run" / "premigration" / "pytest-output.txt").read_text()
     assert DECOY.splitlines()[0] in output  # the text lies ...
     assert not ok  # ... and the gate believes the results
-    assert record.detail.startswith("1 failed, 1 passed in "), record.detail
+    assert record.detail.startswith("checks: 1 failed, 1 passed in "), record.detail
     assert f"failed: {V1_TEST}" in record.detail
     assert "clients_hipaa.email_encrypted: 1 values are not v1 ciphertext (first ids: 2)" in record.detail
     assert "decoy" not in record.detail and "99 passed" not in record.detail
@@ -357,7 +357,7 @@ def test_the_gate_reads_a_green_suite_from_its_results_not_its_text(legacy_db: s
     ok, record = _suite(legacy_db, tmp_path, monkeypatch, keep=(KEY_TEST,))
     assert "test_decoy_that_never_ran" in (tmp_path / "run" / "premigration" / "pytest-output.txt").read_text()
     assert ok, record.detail
-    assert re.fullmatch(r"1 passed in \d+\.\d s", record.detail), record.detail
+    assert re.fullmatch(r"checks: 1 passed in \d+\.\d s", record.detail), record.detail
 
 
 def test_a_suite_without_results_is_red_with_its_last_line_redacted(tmp_path: Path,
