@@ -18,7 +18,7 @@ from migration_gate import attest, backup, bundle, preflight
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
 from migration_gate.errors import GateError, Refused
 from migration_gate.gate import Gate, RollbackPlan
-from migration_gate.hooks import CutoverTarget, ShellHooks
+from migration_gate.hooks import CutoverTarget, target_from_environment
 from migration_gate.migration import MigrationFileError
 from migration_gate.migration import load as load_migration
 from migration_gate.progress import Progress
@@ -110,18 +110,7 @@ def _load_state(run_dir: Path) -> RunState:
 
 
 def _real_target(gate: GateConfig, need_api: bool = True) -> CutoverTarget:
-    env = load_environment()
-    needed = [("DATABASE_URL", env.database_url), ("PHI_ENCRYPTION_KEY", env.phi_key)]
-    if need_api:
-        needed += [("API_BASE_URL", env.api_base_url), ("GATE_API_USERNAME", env.api_username),
-                   ("GATE_API_PASSWORD", env.api_password)]
-    missing = [name for name, value in needed if not value]
-    if missing:
-        raise ConfigError(f"{', '.join(missing)} not set (scripts/rehearse runs on the embedded sandbox instead)")
-    return CutoverTarget(dsn=env.database_url, key=env.phi_key, api_base_url=env.api_base_url or "",
-                         api_username=env.api_username or "", api_password=env.api_password or "",
-                         hooks=ShellHooks(gate.hooks, timeout=gate.hook_timeout_seconds),
-                         app_log_file=env.app_log_file, api_headers=env.api_headers)
+    return target_from_environment(gate, need_api, " (scripts/rehearse runs on the embedded sandbox instead)")
 
 
 def _environment(target: CutoverTarget, gate: GateConfig) -> dict[str, str]:

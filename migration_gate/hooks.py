@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from migration_gate.config import ConfigError, GateConfig, load_environment
 from migration_gate.errors import GateError
 from migration_gate.redact import mask_values, redact_text, secret_values
 
@@ -127,3 +128,20 @@ class CutoverTarget:
     app_log_file: Path | None = None
     api_headers: dict[str, str] = field(default_factory=dict)  # e.g. a maintenance-bypass header for the checks
     allow_writes: bool = False  # the post-checks may create a probe patient (sandbox, staging)
+
+
+def target_from_environment(gate: GateConfig, need_api: bool = True, hint: str = "") -> CutoverTarget:
+    """The real target as the environment names it (the cut-over's commands and the watch alike), its hooks the
+    [hooks] commands; a variable missing or empty is one line, with `hint` after it."""
+    env = load_environment()
+    needed = [("DATABASE_URL", env.database_url), ("PHI_ENCRYPTION_KEY", env.phi_key)]
+    if need_api:
+        needed += [("API_BASE_URL", env.api_base_url), ("GATE_API_USERNAME", env.api_username),
+                   ("GATE_API_PASSWORD", env.api_password)]
+    missing = [name for name, value in needed if not value]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} not set{hint}")
+    return CutoverTarget(dsn=env.database_url, key=env.phi_key, api_base_url=env.api_base_url or "",
+                         api_username=env.api_username or "", api_password=env.api_password or "",
+                         hooks=ShellHooks(gate.hooks, timeout=gate.hook_timeout_seconds),
+                         app_log_file=env.app_log_file, api_headers=env.api_headers)

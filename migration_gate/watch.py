@@ -35,9 +35,9 @@ from migration_gate.checks import CheckFailed, Result, encryption, error_text, o
 from migration_gate.checks import api as app
 from migration_gate.checks.api.client import send
 from migration_gate.checks.api.endpoints import p95
-from migration_gate.config import ConfigError, GateConfig, WatchConfig, load_config, load_environment
+from migration_gate.config import ConfigError, GateConfig, WatchConfig, load_config
 from migration_gate.errors import GateError
-from migration_gate.hooks import CutoverTarget, ShellHooks
+from migration_gate.hooks import CutoverTarget, ShellHooks, target_from_environment
 from migration_gate.phi import PhiCodec
 from migration_gate.progress import Progress
 from migration_gate.redact import describe_target, mask_values, redact_text
@@ -480,19 +480,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _target(gate: GateConfig) -> CutoverTarget:
-    env = load_environment()
-    needed = {"DATABASE_URL": env.database_url, "PHI_ENCRYPTION_KEY": env.phi_key, "API_BASE_URL": env.api_base_url,
-              "GATE_API_USERNAME": env.api_username, "GATE_API_PASSWORD": env.api_password}
-    missing = [name for name, value in needed.items() if not value]
-    if missing:
-        raise ConfigError(f"{', '.join(missing)} not set")
-    return CutoverTarget(dsn=env.database_url, key=env.phi_key, api_base_url=env.api_base_url or "",
-                         api_username=env.api_username or "", api_password=env.api_password or "",
-                         hooks=ShellHooks(gate.hooks, timeout=gate.hook_timeout_seconds),
-                         app_log_file=env.app_log_file, api_headers=env.api_headers)
-
-
 def summary(watch: Watch, code: int) -> dict:
     """Numbers, names and verdicts only."""
     state = watch.state
@@ -507,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress(quiet=args.quiet or args.json)
     try:
         gate = load_config(args.config)
-        watch = Watch(gate, _target(gate), args.run_dir, progress, factor=args.schedule)
+        watch = Watch(gate, target_from_environment(gate), args.run_dir, progress, factor=args.schedule)
         code = watch.run_rounds(once=args.once)
     except ConfigError as exc:
         print(f"watch: {exc}", file=sys.stderr)
