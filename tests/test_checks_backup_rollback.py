@@ -14,7 +14,7 @@ import pytest
 from migration_gate import backup, migration
 from migration_gate.checks import backups, rollback
 from migration_gate.config import load_config
-from migration_gate.scratch import rehearse_on_copy
+from migration_gate.scratch import ScratchDatabase, rehearse_on_copy
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import MIGRATION, ROLLBACK
 
@@ -114,9 +114,22 @@ def test_a_rollback_that_loses_or_changes_data_is_caught(legacy_db: str, dump: P
 def test_the_scratch_rehearsal_passes_on_clean_data(legacy_db: str) -> None:
     result = rehearse_on_copy(legacy_db, GATE, SANDBOX_KEY)
     assert result.ok, result.problems
+    assert "copies cloned, cloned from the restored dump" in result.notes[-1]  # one restore, two file copies
     with psycopg.connect(legacy_db) as conn:
-        left = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'gate_scratch_%'").fetchone()[0]
-    assert left == 0, "the scratch copy was not dropped"
+        left = conn.execute("SELECT datname FROM pg_database WHERE datname ~ '^gate_(before|scratch|restore)_'"
+                            ).fetchall()
+    assert left == [], "a scratch copy was not dropped"
+
+
+def test_a_scratch_copy_whose_template_stays_busy_is_restored_instead(legacy_db: str, dump: Path) -> None:
+    """A clone needs its template free of sessions: one that never lets go costs a restore, not the rehearsal."""
+    server = backup.database_dsn(legacy_db, "postgres")
+    source = ScratchDatabase(server, "gate_busy_template", dump)
+    with source, psycopg.connect(source.dsn):  # a session that stays on the template
+        with ScratchDatabase(server, "gate_busy_clone", dump, template=source.name) as clone:
+            assert clone.how == "restored"
+            with psycopg.connect(clone.dsn) as conn:
+                assert conn.execute("SELECT count(*) FROM clients_hipaa").fetchone()[0] > 0
 
 
 def test_the_scratch_rehearsal_fails_when_the_migration_fails_on_this_data(legacy_db: str) -> None:
