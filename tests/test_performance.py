@@ -20,6 +20,7 @@ from migration_gate.gate import Gate
 from migration_gate.hooks import CutoverTarget
 from migration_gate.performance import EndpointStats, Measurement
 from migration_gate.progress import Progress
+from migration_gate.statements import TEXT_CHARS, WITHHELD, safe_text
 from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
@@ -178,3 +179,17 @@ def test_the_performance_settings_are_validated() -> None:
     for bad in ({"requests": 0}, {"p95_factor": 0.5}, {"p95_allowance_ms": -1}, {"workers": "two"}):
         with pytest.raises(ConfigError, match=r"m.toml \[performance\]: \w+ must be a number of at least"):
             load_performance(bad, "m.toml [performance]")
+
+
+def test_statement_texts_are_reported_only_when_normalized() -> None:
+    """pg_stat_statements replaces constants with $n in SELECT/INSERT/UPDATE/DELETE; anything else (a utility
+    statement, a string that survived, dollar quoting) is withheld, comments are stripped, texts are cut short."""
+    assert safe_text("SELECT count(*)\n  FROM patients t WHERE t.organization_id = ANY($1)") == (
+        "SELECT count(*) FROM patients t WHERE t.organization_id = ANY($1)")
+    assert safe_text("/* user=jane.doe@example.com */ SELECT 1 FROM t WHERE a = $1 -- ssn 123-45-6789") == (
+        "SELECT 1 FROM t WHERE a = $1")
+    for unsafe in ("SET application_name = 'jane'", "SELECT * FROM t WHERE name = 'Jane Doe'",
+                   "DO $$ BEGIN PERFORM 1; END $$", "SELECT $tag$x$tag$", "", None, "<insufficient privilege>"):
+        assert safe_text(unsafe) == WITHHELD, unsafe
+    long = safe_text("SELECT " + ", ".join(f"c{i}" for i in range(200)) + " FROM t")
+    assert len(long) == TEXT_CHARS and long.endswith("...")
