@@ -35,7 +35,7 @@ BASELINE = "baseline"
 AFTER = ("postmigration", "golive")  # measured on the new schema, in this order
 ABSENT = ("404",)  # what an endpoint the app does not have on this schema answers (said so, not an error)
 TIMEOUT_S = 10.0
-ATTRIBUTION_REQUESTS = 5  # requests to one slow endpoint alone, between two snapshots of pg_stat_statements
+ATTRIBUTION_REQUESTS = 5  # timed requests to one slow endpoint alone (+ load's warm-up), between two snapshots
 ATTRIBUTED = 3  # statements named per slow endpoint
 
 
@@ -267,7 +267,8 @@ def _statements(result: Result, after: Measurement, load_plan: LoadPlan, slow: l
         by_path[path] = [s.to_json() for s in found]
         if found:
             named = " ".join(f"({i}) {s.line()}" for i, s in enumerate(found, 1))
-            how = (f"; the statements {ATTRIBUTION_REQUESTS} requests to it alone ran that read the most "
+            how = (f"; the statements {ATTRIBUTION_REQUESTS + 1} requests to it alone (one a warm-up) ran that read "
+                   "the most "
                    f"({statements.EXTENSION}): {named}")
             result.problems[:] = [line + how if line.startswith(f"GET {path}: p95 ") else line
                                   for line in result.problems]
