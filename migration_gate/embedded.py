@@ -54,6 +54,11 @@ SERVER_SETTINGS = {
 }
 
 
+# Loaded when the binaries have it (contrib): the latency check names the statements a slow endpoint ran
+# (migration_gate.statements). A database still needs CREATE EXTENSION (enable_statement_stats); never required.
+STATEMENT_STATS = "pg_stat_statements"
+
+
 class EmbeddedError(RuntimeError):
     """The embedded cluster could not be found, started or stopped; the message is one clear line."""
 
@@ -65,6 +70,14 @@ class PgBinaries:
 
     def tool(self, name: str) -> str:
         return str(self.bindir / name)
+
+    def has_library(self, name: str) -> bool:
+        """Whether the server can load this shared library (a contrib module such as pg_stat_statements)."""
+        folders = [self.bindir.parent / "lib", self.bindir.parent / "lib" / "postgresql"]
+        with contextlib.suppress(subprocess.CalledProcessError, OSError):
+            out = subprocess.run([self.tool("pg_config"), "--pkglibdir"], capture_output=True, text=True, check=True)
+            folders.insert(0, Path(out.stdout.strip()))
+        return any((folder / f"{name}.so").is_file() or (folder / f"{name}.dylib").is_file() for folder in folders)
 
 
 def _major_of(bindir: Path) -> int:
@@ -188,6 +201,7 @@ class EmbeddedPostgres:
         self.base = base
         self.port: int | None = None
         self.dir: Path | None = None
+        self.statement_stats = False  # pg_stat_statements loaded (set at start)
         self._account = _run_as()
 
     # -- paths
@@ -234,6 +248,21 @@ class EmbeddedPostgres:
             raise EmbeddedError(f"creating role {name} failed: {last}")
         return name
 
+    def enable_statement_stats(self, dbname: str) -> bool:
+        """CREATE EXTENSION pg_stat_statements in this database and let the owner role read every role's entries
+        (pg_read_all_stats), as a provider that offers the extension does; False (nothing done) when the server has
+        not loaded it. Only on request: a database carrying it dumps a CREATE EXTENSION the owner cannot replay."""
+        if not self.statement_stats:
+            return False
+        script = ('CREATE EXTENSION IF NOT EXISTS pg_stat_statements;\n'
+                  'GRANT pg_read_all_stats TO :"role";\n')
+        done = self._run([self.binaries.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"role={self.owner}",
+                          "-d", self.admin_dsn(dbname), "-f", "-"], stdin=script)
+        if done.returncode != 0:
+            last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"psql exited {done.returncode}"
+            raise EmbeddedError(f"enabling {STATEMENT_STATS} in {dbname} failed: {last}")
+        return True
+
     # -- lifecycle
     def _run(self, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         kwargs: dict = {"capture_output": True, "text": True, "cwd": str(self.dir), "input": stdin}
@@ -267,7 +296,9 @@ class EmbeddedPostgres:
         if init.returncode != 0:
             self._discard()
             raise EmbeddedError(f"initdb failed: {init.stderr.strip().splitlines()[-1] if init.stderr else ''}")
-        settings = " ".join(f"-c {k}={v}" for k, v in SERVER_SETTINGS.items())
+        preload = {"shared_preload_libraries": STATEMENT_STATS} if self.binaries.has_library(STATEMENT_STATS) else {}
+        self.statement_stats = bool(preload)
+        settings = " ".join(f"-c {k}={v}" for k, v in (SERVER_SETTINGS | preload).items())
         for _attempt in range(3):
             self.port = free_port()
             opts = f"-p {self.port} -k {self.socket_dir} -h 127.0.0.1 {settings}"

@@ -296,7 +296,7 @@ class Gate:
             result.problems.extend(app.health(client, expect_hipaa=True).problems)
         speed = performance.check_after(performance.plan(self.gate, self.target.api_base_url, self.target.api_username,
                                                          self.target.api_password, self.target.api_headers),
-                                        self.run_dir, self.gate, "golive")  # live: against the baseline
+                                        self.run_dir, self.gate, "golive", dsn=self.target.dsn)  # vs the baseline
         result.problems.extend(speed.problems)
         record.detail = "; ".join(result.problems) or (f"live: health ok, login and /api/patients answer; "
                                                        f"{speed.check}: {speed.checked} endpoints within")

@@ -10,16 +10,22 @@ Without a baseline the fixed budget ([budgets] api_p95_ms) still judges, and the
 Measurements are recorded in the cut-over's run folder, `<run_dir>/performance/<name>.json`
 (baseline.json, postmigration.json, golive.json), numbers and paths only: never a body, a token or a password.
 The requests are sent by migration_gate.load (one login, a warm-up request per endpoint, then a fixed count).
+
+An endpoint over its limit is named with both p95s and the limit; where the target has pg_stat_statements
+(migration_gate.statements), a few more requests to that endpoint alone are sent between two snapshots of the view
+and the red line names the statements they ran that read the most. Without it, a note says why (never required).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 
+from migration_gate import statements
 from migration_gate.checks import Result
 from migration_gate.config import GateConfig, PerformanceConfig
 from migration_gate.load import LoadError, LoadPlan, LoadReport, percentile, run_load
@@ -29,6 +35,8 @@ BASELINE = "baseline"
 AFTER = ("postmigration", "golive")  # measured on the new schema, in this order
 ABSENT = ("404",)  # what an endpoint the app does not have on this schema answers (said so, not an error)
 TIMEOUT_S = 10.0
+ATTRIBUTION_REQUESTS = 5  # timed requests to one slow endpoint alone (+ load's warm-up), between two snapshots
+ATTRIBUTED = 3  # statements named per slow endpoint
 
 
 class PerformanceError(Exception):
@@ -60,6 +68,7 @@ class Measurement:
     absent: dict[str, str] = field(default_factory=dict)
     measured_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     budget: dict[str, float] | None = None  # the budget an after-measurement was judged by (for the sign-off)
+    statements: dict | None = None  # pg_stat_statements: {"note": why not} or {path: [statement, ...]}
 
     def to_json(self) -> dict:
         data: dict = {"measured_at": self.measured_at, "schema": self.schema, "requests": self.requests,
@@ -70,6 +79,8 @@ class Measurement:
             data["absent"] = dict(self.absent)
         if self.budget is not None:
             data["budget"] = dict(self.budget)
+        if self.statements is not None:
+            data["statements"] = self.statements
         return data
 
     @classmethod
@@ -78,7 +89,8 @@ class Measurement:
                    endpoints={str(p): EndpointStats(float(s["p50_ms"]), float(s["p95_ms"]), float(s["p99_ms"]),
                                                     int(s["errors"]), int(s["requests"]))
                               for p, s in data["endpoints"].items()},
-                   absent={str(p): str(s) for p, s in data.get("absent", {}).items()}, budget=data.get("budget"))
+                   absent={str(p): str(s) for p, s in data.get("absent", {}).items()}, budget=data.get("budget"),
+                   statements=data.get("statements"))
 
 
 def plan(gate: GateConfig, base_url: str, username: str, password: str,
@@ -214,9 +226,59 @@ def record_baseline(load_plan: LoadPlan, run_dir: Path) -> Result:
     return result
 
 
-def check_after(load_plan: LoadPlan, run_dir: Path, gate: GateConfig, name: str) -> Result:
+def over_limit(before: Measurement | None, after: Measurement, budget: PerformanceConfig,
+               fallback_p95_ms: float) -> list[str]:
+    """The endpoints whose p95 is over their limit (factor x baseline + allowance, or the fixed budget)."""
+    slow = []
+    for path, stats in after.endpoints.items():
+        base = before.endpoints.get(path) if before else None
+        if stats.p95_ms > (limit_ms(base.p95_ms, budget) if base is not None else fallback_p95_ms):
+            slow.append(path)
+    return slow
+
+
+def attribute(load_plan: LoadPlan, path: str, dsn: str) -> tuple[list[statements.Statement], str | None]:
+    """The statements ATTRIBUTION_REQUESTS requests to this endpoint alone ran, most blocks read first, or a note
+    why pg_stat_statements could not tell."""
+    alone = dataclasses.replace(load_plan, paths=(path,), requests=ATTRIBUTION_REQUESTS, workers=1)
+    try:
+        _report, found, note = statements.ran_during(dsn, lambda: run_load(alone, requests_per_path=True),
+                                                     limit=ATTRIBUTED)
+    except LoadError as exc:
+        return [], f"statements not attributed: {exc}"
+    return found, note
+
+
+def _statements(result: Result, after: Measurement, load_plan: LoadPlan, slow: list[str], dsn: str | None) -> None:
+    """Record whether pg_stat_statements serves on the target (a note why not, in the measurement and the result),
+    and append to each slow endpoint's red line the statements its requests ran that read the most."""
+    note = (f"{statements.EXTENSION} not consulted: no database connection was given" if dsn is None
+            else statements.availability(dsn))
+    if note is not None:
+        after.statements = {"available": False, "note": note}
+        result.notes.append(note)
+        return
+    by_path: dict[str, list[dict]] = {}
+    for path in slow:
+        found, note = attribute(load_plan, path, dsn)
+        if note is not None:
+            result.notes.append(f"GET {path}: {note}")
+            continue
+        by_path[path] = [s.to_json() for s in found]
+        if found:
+            named = " ".join(f"({i}) {s.line()}" for i, s in enumerate(found, 1))
+            how = (f"; the statements {ATTRIBUTION_REQUESTS + 1} requests to it alone (one a warm-up) ran that read "
+                   "the most "
+                   f"({statements.EXTENSION}): {named}")
+            result.problems[:] = [line + how if line.startswith(f"GET {path}: p95 ") else line
+                                  for line in result.problems]
+    after.statements = {"available": True, "endpoints": by_path}
+
+
+def check_after(load_plan: LoadPlan, run_dir: Path, gate: GateConfig, name: str, dsn: str | None = None) -> Result:
     """The post-checks' and go-live's part: measure the new schema, record it as <name>.json beside the baseline,
-    and judge it against the baseline (or the fixed budget when the run has none)."""
+    and judge it against the baseline (or the fixed budget when the run has none). With the target's dsn, a slow
+    endpoint's red line also names the statements it ran that read the most (where pg_stat_statements serves)."""
     budget = gate.performance
     try:
         before = load(run_dir, BASELINE)
@@ -227,8 +289,9 @@ def check_after(load_plan: LoadPlan, run_dir: Path, gate: GateConfig, name: str)
         return result
     after.budget = {"p95_factor": budget.p95_factor, "p95_allowance_ms": budget.p95_allowance_ms,
                     "fallback_p95_ms": gate.api_p95_ms, "baseline": before is not None}
-    path = save(after, run_dir, name)
     result = compare(before, after, budget, gate.api_p95_ms)
+    _statements(result, after, load_plan, over_limit(before, after, budget, gate.api_p95_ms), dsn)
+    path = save(after, run_dir, name)
     result.notes.insert(0, f"recorded in {FOLDER}/{path.name}: {after.requests} requests per endpoint")
     return result
 
@@ -337,4 +400,25 @@ def signoff_section(run_dir: Path) -> list[str]:
                          f"<td>{stats.p95_ms:.1f}</td><td>{stats.p99_ms:.1f}</td><td>{stats.errors}/{stats.requests}"
                          f"</td><td>{limit}</td><td>{verdict}</td></tr>")
     parts.append("</table>")
+    parts.extend(_statements_html(found))
+    return parts
+
+
+def _statements_html(found: dict[str, Measurement]) -> list[str]:
+    """What pg_stat_statements said for each after-measurement: the note why not, or per slow endpoint the
+    statements that read the most (normalized texts only, see migration_gate.statements)."""
+    parts = []
+    for name in AFTER:
+        info = found[name].statements if name in found else None
+        if not info:
+            continue
+        if not info.get("available"):
+            parts.append(f"<p class='muted'>{escape(LABELS[name])}: {escape(str(info.get('note', '')))}</p>")
+            continue
+        for path, rows in info.get("endpoints", {}).items():
+            items = "".join(f"<li>{int(r['blocks']):,} blocks read in {int(r['calls'])} calls, "
+                            f"{float(r['total_ms']):.1f} ms: <code>{escape(str(r['query']))}</code></li>"
+                            for r in rows)
+            parts.append(f"<p>{escape(LABELS[name])}: the statements requests to {escape(path)} ran that read the "
+                         f"most ({statements.EXTENSION})</p><ol>{items}</ol>")
     return parts

@@ -380,6 +380,48 @@ class Route:
     action: str = "READ"
 
 
+# ------------------------------------------------------------------------------------------------ visibility
+
+VIEW_ALL_ROLES = ("business_owner", "admin")
+INT8 = 2**63
+# The caller's active memberships; the selected therapists are the numbers at the top of the jsonb array (the
+# elements `can_view_selected_patients @> jsonb_build_array(owner)` can match), read by PostgreSQL's own rules.
+MEMBERSHIPS = (
+    "SELECT organization_id, role, coalesce(can_view_all_patients, false),"
+    " ARRAY(SELECT e.value::text::numeric FROM jsonb_array_elements(CASE jsonb_typeof(can_view_selected_patients)"
+    " WHEN 'array' THEN can_view_selected_patients ELSE '[]'::jsonb END) e WHERE jsonb_typeof(e.value) = 'number')"
+    " FROM organization_memberships WHERE user_id = %s AND is_active AND organization_id IS NOT NULL"
+)
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """Which rows of the new schema a user may see, from their active memberships: every row of all_orgs
+    (business owner or admin with view-all), their own rows in own_orgs (therapist), and the rows of the selected
+    therapists in an admin's organization (org, owners)."""
+
+    all_orgs: tuple[int, ...] = ()
+    own_orgs: tuple[int, ...] = ()
+    selected: tuple[tuple[int, tuple[int, ...]], ...] = ()
+
+    @classmethod
+    def of(cls, conn: psycopg.Connection, user_id: int) -> Visibility:
+        """One small indexed query (organization_memberships by user_id)."""
+        every, own, picked = set(), set(), {}
+        for org, role, view_all, numbers in conn.execute(MEMBERSHIPS, (user_id,)).fetchall():
+            if role in VIEW_ALL_ROLES and view_all:
+                every.add(org)
+            elif role == "therapist":
+                own.add(org)
+            elif role == "admin":
+                # only whole numbers can equal an integer owner (5.0 does, as jsonb compares numerically)
+                owners = {int(n) for n in numbers if n == n.to_integral_value() and -INT8 <= n < INT8}
+                if owners:
+                    picked.setdefault(org, set()).update(owners)
+        return cls(all_orgs=tuple(sorted(every)), own_orgs=tuple(sorted(own - every)),
+                   selected=tuple((org, tuple(sorted(ids))) for org, ids in sorted(picked.items()) if org not in every))
+
+
 # -------------------------------------------------------------------------------------------------- the app
 
 
@@ -550,24 +592,39 @@ class ApiApp:
         if row is None:
             raise ApiError(403, RBAC_DENIED)
 
-    def visible(self, alias: str, therapist_column: str) -> sql.Composable:
-        """WHERE clause (parameter %(uid)s) for rows of alias that the caller may see."""
+    def visible(self, conn: psycopg.Connection, user_id: int, alias: str,
+                therapist_column: str) -> tuple[sql.Composable, dict[str, Any]]:
+        """WHERE clause and its parameters for the rows of alias the caller may see.
+
+        The new schema's rule (a row is visible through an active membership of its organization: business owner
+        or admin with view-all, the therapist's own rows, an admin's selected therapists) is applied in two steps:
+        the caller's memberships are read first (a few rows), then the table is filtered with plain equalities on
+        organization_id and the owner column, so the planner answers from their indexes instead of evaluating a
+        correlated EXISTS per row over a scan of the whole table."""
         owner = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(therapist_column))
         if not self.schema.hipaa:
-            return sql.SQL("{} = %(uid)s").format(owner)
-        return sql.SQL(
-            "EXISTS (SELECT 1 FROM organization_memberships m WHERE m.user_id = %(uid)s AND m.is_active"
-            " AND m.organization_id = {org}"
-            " AND ((m.role IN ('business_owner', 'admin') AND m.can_view_all_patients)"
-            " OR (m.role = 'therapist' AND {owner} = %(uid)s)"
-            " OR (m.role = 'admin' AND m.can_view_selected_patients @> jsonb_build_array({owner}))))"
-        ).format(org=sql.SQL("{}.organization_id").format(sql.Identifier(alias)), owner=owner)
+            return sql.SQL("{} = %(uid)s").format(owner), {"uid": user_id}
+        seen = Visibility.of(conn, user_id)
+        org = sql.SQL("{}.organization_id").format(sql.Identifier(alias))
+        arms: list[sql.Composable] = []
+        params: dict[str, Any] = {"uid": user_id}
+        if seen.all_orgs:
+            arms.append(sql.SQL("{} = ANY(%(orgs_all)s)").format(org))
+            params["orgs_all"] = list(seen.all_orgs)
+        if seen.own_orgs:
+            arms.append(sql.SQL("({} = ANY(%(orgs_own)s) AND {} = %(uid)s)").format(org, owner))
+            params["orgs_own"] = list(seen.own_orgs)
+        for i, (org_id, owners) in enumerate(seen.selected):
+            arms.append(sql.SQL("({} = {} AND {} = ANY({}))").format(
+                org, sql.Placeholder(f"org_sel{i}"), owner, sql.Placeholder(f"owners_sel{i}")))
+            params |= {f"org_sel{i}": org_id, f"owners_sel{i}": list(owners)}
+        return (sql.SQL(" OR ").join(arms) if arms else sql.SQL("false")), params
 
     def page_of(self, conn: psycopg.Connection, table: str, therapist_column: str, user_id: int,
                 page: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
         """Total and one page of visible rows, paginated in SQL so only the page is read and decrypted."""
-        where = self.visible("t", therapist_column)
-        params = {"uid": user_id, "limit": limit, "offset": (page - 1) * limit}
+        where, params = self.visible(conn, user_id, "t", therapist_column)
+        params |= {"limit": limit, "offset": (page - 1) * limit}
         total = conn.execute(sql.SQL("SELECT count(*) FROM {} t WHERE {}").format(sql.Identifier(table), where),
                              params).fetchone()[0]
         with conn.cursor(row_factory=dict_row) as cur:
@@ -675,12 +732,12 @@ class ApiApp:
         rows: list[dict[str, Any]] = []
         with self.pool.connection(timeout=5) as conn, conn.cursor(row_factory=dict_row) as cur:
             self.require_therapist(conn, ctx.user_id)
+            where, params = self.visible(conn, ctx.user_id, "t", therapist)
             for hashed in ("patient_contact_email_search_hash", "patient_contact_phone_search_hash"):
-                query = sql.SQL("SELECT t.* FROM {} t WHERE t.{} = %(hash)s AND {} ORDER BY t.id LIMIT 100").format(
+                query = sql.SQL("SELECT t.* FROM {} t WHERE t.{} = %(hash)s AND ({}) ORDER BY t.id LIMIT 100").format(
                     sql.Identifier(self.schema.patients),
-                    sql.Identifier(self.schema.db_column(self.schema.patient_columns, hashed)),
-                    self.visible("t", therapist))
-                rows = cur.execute(query, {"hash": digest, "uid": ctx.user_id}).fetchall()
+                    sql.Identifier(self.schema.db_column(self.schema.patient_columns, hashed)), where)
+                rows = cur.execute(query, params | {"hash": digest}).fetchall()
                 if rows:
                     break
         data = [format_patient(row, self.schema, self.codec) for row in rows]

@@ -396,6 +396,67 @@ def test_owner_without_view_all_sees_nothing(hipaa_server: Server) -> None:
             hipaa_server.query("UPDATE organization_memberships SET can_view_all_patients = true WHERE user_id = 2")
 
 
+# The new schema's visibility rule as one predicate (a correlated EXISTS): the reference the API's two-step,
+# index-friendly filter (memberships first, then equalities on organization_id and the owner) must equal.
+VISIBLE_BY_RULE = (
+    "SELECT t.id FROM {table} t WHERE EXISTS (SELECT 1 FROM organization_memberships m WHERE m.user_id = %(uid)s"
+    " AND m.is_active AND m.organization_id = t.organization_id"
+    " AND ((m.role IN ('business_owner', 'admin') AND m.can_view_all_patients)"
+    " OR (m.role = 'therapist' AND t.{owner} = %(uid)s)"
+    " OR (m.role = 'admin' AND m.can_view_selected_patients @> jsonb_build_array(t.{owner})))) ORDER BY t.id"
+)
+
+
+def _listed_ids(client: httpx.Client, path: str) -> list[int]:
+    ids, page = [], 1
+    while True:
+        body = client.get(path, params={"page": page, "limit": 100}).json()
+        ids.extend(row["id"] for row in body["data"])
+        if not body["pagination"]["hasMore"]:
+            assert body["pagination"]["total"] == len(ids)
+            return ids
+        page += 1
+
+
+def test_lists_show_exactly_what_the_membership_rule_allows(migrated_db: str, tmp_path: Path) -> None:
+    """Every branch of the rule (view-all owner and admin, therapist's own rows, an admin's selected therapists
+    with jsonb values that do and do not match, inactive and view-all-less memberships) on rows moved across
+    organizations so that owners and organizations differ."""
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        conn.execute("UPDATE patients SET organization_id = 1 WHERE id IN (2, 4, 5, 7, 9, 10)")
+        conn.execute("UPDATE patients SET organization_id = 3 WHERE id IN (1, 6)")
+        conn.execute("UPDATE clinical_sessions s SET organization_id = p.organization_id FROM patients p"
+                     " WHERE p.id = s.patient_id")
+        conn.execute("DELETE FROM organization_memberships WHERE user_id = 3")
+        conn.execute(
+            "INSERT INTO organization_memberships (organization_id, user_id, role, can_view_all_patients,"
+            " can_view_selected_patients, is_active) VALUES"
+            " (3, 3, 'therapist', true, '[]', true),"  # own rows of org 3 only, view-all notwithstanding
+            " (1, 3, 'admin', false, '[2, \"4\", 5.0, [1], {\"a\": 1}, 99999999999999999999]', true),"
+            " (2, 3, 'admin', false, '2', true),"  # a scalar contains no array: nothing
+            " (4, 3, 'business_owner', null, '[]', true),"  # view-all unknown: nothing
+            " (5, 3, 'admin', true, '[]', true),"  # every row of org 5
+            " (6, 3, 'business_owner', true, '[]', false)")  # inactive: nothing
+    with _serve(migrated_db, True, tmp_path) as api:
+        server = Server(api, migrated_db, hipaa=True)
+        with server.login(3) as client:
+            for path, table, owner in (("/api/patients", "patients", "primary_therapist_id"),
+                                       ("/api/clinical-sessions", "clinical_sessions", "therapist_id")):
+                expected = [row[0] for row in server.query(
+                    sql.SQL(VISIBLE_BY_RULE).format(table=sql.Identifier(table), owner=sql.Identifier(owner)),
+                    {"uid": 3})]
+                listed = _listed_ids(client, path)
+                assert listed == expected, path
+                orgs = set(server.query(sql.SQL("SELECT DISTINCT organization_id FROM {} WHERE id = ANY(%s)").format(
+                    sql.Identifier(table)), (listed,)))
+                assert orgs == {(1,), (3,), (5,)}, path  # every kind of branch contributed
+            shown = set(_listed_ids(client, "/api/patients"))
+            for pid, email in server.query("SELECT id, patient_contact_email_encrypted FROM patients WHERE id IN"
+                                           " (1, 2, 4, 5, 6, 7) AND patient_contact_email_encrypted IS NOT NULL"):
+                found = client.post("/api/patients/search", json={"searchTerm": CODEC.decrypt(email)}).json()
+                assert (pid in [row["id"] for row in found["data"]]) is (pid in shown), pid
+
+
 def test_org_therapists_need_membership_of_that_org(hipaa_server: Server) -> None:
     with hipaa_server.login() as client:
         own = client.get("/api/therapists", params={"organizationId": 1}).json()

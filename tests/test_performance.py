@@ -20,6 +20,7 @@ from migration_gate.gate import Gate
 from migration_gate.hooks import CutoverTarget
 from migration_gate.performance import EndpointStats, Measurement
 from migration_gate.progress import Progress
+from migration_gate.statements import TEXT_CHARS, WITHHELD, safe_text
 from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
@@ -77,6 +78,9 @@ def test_a_cut_over_records_the_baseline_and_holds_the_new_schema_to_it(tmp_path
         after = json.loads((run / "performance" / f"{name}.json").read_text())
         assert after["schema"] == "new" and list(after["endpoints"]) == configured and "absent" not in after
         assert all(s["errors"] == 0 and s["requests"] == gate.performance.requests for s in after["endpoints"].values())
+        # optional, never required: the sandbox's database has no pg_stat_statements, and the measurement says so
+        assert after["statements"] == {"available": False, "note": "pg_stat_statements is not installed in this "
+                                       "database: no per-statement figures"}
 
     pre, post = _checks(run, "premigration"), _checks(run, "postmigration")
     assert pre["criteria"]["PRE-12"]["result"] == "passed" and post["criteria"]["POST-10"]["result"] == "passed"
@@ -178,3 +182,17 @@ def test_the_performance_settings_are_validated() -> None:
     for bad in ({"requests": 0}, {"p95_factor": 0.5}, {"p95_allowance_ms": -1}, {"workers": "two"}):
         with pytest.raises(ConfigError, match=r"m.toml \[performance\]: \w+ must be a number of at least"):
             load_performance(bad, "m.toml [performance]")
+
+
+def test_statement_texts_are_reported_only_when_normalized() -> None:
+    """pg_stat_statements replaces constants with $n in SELECT/INSERT/UPDATE/DELETE; anything else (a utility
+    statement, a string that survived, dollar quoting) is withheld, comments are stripped, texts are cut short."""
+    assert safe_text("SELECT count(*)\n  FROM patients t WHERE t.organization_id = ANY($1)") == (
+        "SELECT count(*) FROM patients t WHERE t.organization_id = ANY($1)")
+    assert safe_text("/* user=jane.doe@example.com */ SELECT 1 FROM t WHERE a = $1 -- ssn 123-45-6789") == (
+        "SELECT 1 FROM t WHERE a = $1")
+    for unsafe in ("SET application_name = 'jane'", "SELECT * FROM t WHERE name = 'Jane Doe'",
+                   "DO $$ BEGIN PERFORM 1; END $$", "SELECT $tag$x$tag$", "", None, "<insufficient privilege>"):
+        assert safe_text(unsafe) == WITHHELD, unsafe
+    long = safe_text("SELECT " + ", ".join(f"c{i}" for i in range(200)) + " FROM t")
+    assert len(long) == TEXT_CHARS and long.endswith("...")

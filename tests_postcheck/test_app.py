@@ -45,9 +45,9 @@ def test_no_ciphertext_or_password_hash_in_responses(api, token, gate_config):
 
 @pytest.mark.criterion("POST-10")
 def test_p95_latency_per_endpoint_within_the_baseline_budget(api, api_credentials, gate_config, gate_session,
-                                                              gate_run_dir):
+                                                              gate_run_dir, target):
     plan = performance.plan(gate_config, str(api.base_url), *api_credentials, gate_session.env.api_headers)
-    performance.check_after(plan, gate_run_dir, gate_config, "postmigration").expect()
+    performance.check_after(plan, gate_run_dir, gate_config, "postmigration", dsn=target.dsn).expect()
 
 
 @pytest.mark.criterion("POST-11")
