@@ -21,7 +21,9 @@ from pathlib import Path
 import psycopg
 import pyrage
 
-from migration_gate import backup
+from migration_gate import backup, catalog
+from migration_gate.checks import backups
+from migration_gate.checksums import table_checksum
 from migration_gate.config import load_config
 from migration_gate.embedded import EmbeddedPostgres
 from sandbox.roles import create_app_role
@@ -88,10 +90,42 @@ def restore_cmd(server: EmbeddedPostgres, name: str, args: list[str], env: dict[
     return 0
 
 
+def old_backup(dsn: str, path: Path, keys: backup.BackupKeys) -> int:
+    """take_backup as it was: the dump at gzip 1, then every table's checksum in the snapshot, in turn."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        plain_dsn, env = backup.split_password(dsn)
+        _, out = backup._stream_dump([backup.find_binaries().tool("pg_dump"), "--format=custom", "--compress=1",
+                                      f"--snapshot={snapshot}", f"--dbname={plain_dsn}"], env, path, keys, 3600)
+        for table in catalog.inspect(conn).tables.values():
+            table_checksum(conn, table.name, schema=table.schema)
+        conn.execute("COMMIT")
+    return out.size
+
+
+def gate_functions(pg: EmbeddedPostgres, dsn: str, folder: Path, keys: backup.BackupKeys, rows: list) -> None:
+    """What the gate runs: take_backup (dump, age stream, the snapshot's checksums) and BAK-03 (restore, then
+    compare every table's checksum), as before this change (gzip 1, one job) and with the options."""
+    timed("before: pg_dump -Z1 piped into age, then the checksums one table after another", rows, old_backup, dsn,
+          folder / "old.age", keys)
+    for compress, jobs in ((1, 1), (0, 1), (0, 2)):
+        record = timed(f"take_backup -Z{compress}, checksums with {jobs} job(s)", rows,
+                       lambda c=compress, j=jobs: backup.take_backup(dsn, folder / f"gate-{c}-{j}", keys=keys,
+                                                                     compress=c, jobs=j))
+        rows[-1] = (*rows[-1][:2], record.size / MB)
+    for compress, jobs in ((1, 1), (0, 1), (0, 2)):
+        dump = next((folder / f"gate-{compress}-{1 if compress else 2}").glob("*.age"))
+        result = timed(f"BAK-03 restore + compare, -Z{compress} file, {jobs} job(s)", rows,
+                       lambda d=dump, j=jobs: backups.restores_to_recorded_content(d, pg.dsn(), keys, jobs=j))
+        assert result.ok, result.problems
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=100_000)
     parser.add_argument("--levels", default="0,1,6")
+    parser.add_argument("--gate-only", action="store_true", help="only take_backup and BAK-03, old and new ways")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     rows: list = []
@@ -104,50 +138,56 @@ def main() -> None:
         dsn = pg.dsn("bench")
         seeded = seed_legacy(dsn, args.patients)
         with psycopg.connect(dsn) as conn:
-            conn.execute("VACUUM ANALYZE") if False else None
             mb = conn.execute("SELECT pg_database_size('bench')").fetchone()[0] / MB
         print(f"seeded {args.patients:,} patients in {seeded.seconds:.0f} s; database {mb:.0f} MB", flush=True)
         plain_dsn, env = backup.split_password(dsn)
-        for level in levels:
-            timed(f"pg_dump -Fc -Z{level} > /dev/null", rows, dump_to, None, plain_dsn, env, "custom", level)
-        for level in levels:
-            timed(f"pg_dump -Fc -Z{level} | age (pyrage) > file", rows, dump_age, folder / f"z{level}.age",
-                  plain_dsn, env, keys, level)
-        for level in levels:
-            timed(f"pg_dump -Fc -Z{level} --file (plaintext, seekable)", rows, dump_to, folder / f"z{level}.dump",
-                  plain_dsn, env, "custom", level)
-        data = (folder / f"z{levels[0]}.dump").read_bytes()
-        timed(f"age encrypt alone ({len(data) / MB:.0f} MB from memory)", rows, encrypt_only, data,
-              folder / "enc.age", keys)
-        del data
-        timed("age decrypt alone (Z1 file, hashed, nothing written)", rows,
-              lambda: backup.stream_plaintext(folder / "z1.age", keys, None).size)
-        for level in (0, 1):
-            if level in levels:
-                timed(f"pg_dump -Fd -Z{level} -j2", rows, dump_to, folder / f"d{level}", plain_dsn, env,
-                      "directory", level, 2)
-        # restores: the gate's way (age -> pg_restore stdin), then from seekable plaintext sources
-        for level in levels:
-            timed(f"restore: age Z{level} -> pg_restore stdin (today)", rows,
-                  lambda lv=level: backup.restore(folder / f"z{lv}.age", pg.dsn(), f"r_age{lv}", keys=keys,
-                                                  replace=True) and 0)
-        for level in (0, 1):
-            if level not in levels:
-                continue
-            timed(f"restore: pg_restore Z{level} custom file, single", rows, restore_cmd, pg, f"r_c{level}",
-                  [str(folder / f"z{level}.dump")], env)
-            timed(f"restore: pg_restore Z{level} custom file, -j2", rows, restore_cmd, pg, f"r_cj{level}",
-                  ["--jobs=2", str(folder / f"z{level}.dump")], env)
-            timed(f"restore: pg_restore Z{level} directory, -j2", rows, restore_cmd, pg, f"r_dj{level}",
-                  ["--jobs=2", "--format=directory", str(folder / f"d{level}")], env)
-        from migration_gate.checksums import database_checksums
-        from sandbox.seed import LEGACY_TABLES
-        with psycopg.connect(pg.dsn("r_age1")) as conn:
-            timed("checksums of every table in the restored copy", rows,
-                  lambda: database_checksums(conn, list(LEGACY_TABLES)) and 0)
+        if args.gate_only:
+            gate_functions(pg, dsn, folder, keys, rows)
+        else:
+            options(pg, plain_dsn, env, folder, keys, levels, rows)
+            gate_functions(pg, dsn, folder, keys, rows)
     print("\n| option | seconds | MB |\n|---|---|---|")
     for label, seconds, size in rows:
         print(f"| {label} | {seconds:.1f} | {size:.1f} |")
+
+
+def options(pg: EmbeddedPostgres, plain_dsn: str, env: dict[str, str], folder: Path, keys: backup.BackupKeys,
+            levels: list[int], rows: list) -> None:
+    """Each building block alone: pg_dump at each level, with and without the age stream, the encryptor alone,
+    directory format with -j, and pg_restore from a pipe, a seekable file and a directory."""
+    for level in levels:
+        timed(f"pg_dump -Fc -Z{level} into /dev/null", rows, dump_to, None, plain_dsn, env, "custom", level)
+    for level in levels:
+        timed(f"pg_dump -Fc -Z{level} piped into age (pyrage), into a file", rows, dump_age, folder / f"z{level}.age",
+              plain_dsn, env, keys, level)
+    for level in levels:
+        timed(f"pg_dump -Fc -Z{level} --file (plaintext, seekable)", rows, dump_to, folder / f"z{level}.dump",
+              plain_dsn, env, "custom", level)
+    data = (folder / f"z{levels[0]}.dump").read_bytes()
+    timed(f"age encrypt alone ({len(data) / MB:.0f} MB from memory)", rows, encrypt_only, data,
+          folder / "enc.age", keys)
+    del data
+    timed("age decrypt alone (Z1 file, hashed, nothing written)", rows,
+          lambda: backup.stream_plaintext(folder / "z1.age", keys, None).size)
+    for level in (0, 1):
+        if level in levels:
+            timed(f"pg_dump -Fd -Z{level} -j2", rows, dump_to, folder / f"d{level}", plain_dsn, env,
+                  "directory", level, 2)
+    # restores: the gate's way (age -> pg_restore stdin), then from seekable plaintext sources
+    for level in levels:
+        for jobs in (1, 2):
+            timed(f"restore: age Z{level} -> {jobs} pg_restore stream(s)", rows,
+                  lambda lv=level, j=jobs: backup.restore(folder / f"z{lv}.age", pg.dsn(), f"r_age{lv}_{j}",
+                                                          keys=keys, replace=True, jobs=j) and 0)
+    for level in (0, 1):
+        if level not in levels:
+            continue
+        timed(f"restore: pg_restore Z{level} custom file, single", rows, restore_cmd, pg, f"r_c{level}",
+              [str(folder / f"z{level}.dump")], env)
+        timed(f"restore: pg_restore Z{level} custom file, -j2", rows, restore_cmd, pg, f"r_cj{level}",
+              ["--jobs=2", str(folder / f"z{level}.dump")], env)
+        timed(f"restore: pg_restore Z{level} directory, -j2", rows, restore_cmd, pg, f"r_dj{level}",
+              ["--jobs=2", "--format=directory", str(folder / f"d{level}")], env)
 
 
 if __name__ == "__main__":
