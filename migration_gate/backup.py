@@ -287,19 +287,20 @@ def _watchdog(proc: subprocess.Popen, timeout_s: float) -> Iterator[threading.Ev
         timer.cancel()
 
 
-def table_checksums(dsn: str, tables: Mapping[str, catalog.Table], jobs: int = 1, snapshot: str | None = None
-                    ) -> dict[str, list]:
+def table_checksums(dsn: str, tables: Mapping[str, catalog.Table], jobs: int = 1, snapshot: str | None = None,
+                    lock_timeout: str | None = None) -> dict[str, list]:
     """"schema.table" -> [rows, digest] over `jobs` connections, biggest tables first; with `snapshot` each
     connection imports it (SET TRANSACTION SNAPSHOT), so every digest is of exactly the data pg_dump dumps.
     Why in parallel: the digests cost about as much as the dump or the restore they prove (100,000 patients:
-    14 s), and each table's is one statement the server runs on one core."""
+    14 s), and each table's is one statement the server runs on one core. lock_timeout: each connection gives
+    up on a table's lock after it (a live database's pre-check copy, like pg_dump's --lock-wait-timeout)."""
     if not tables:
         return {}
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-        sizes = {key: conn.execute("SELECT coalesce(pg_relation_size(to_regclass(%s)), 0)",
-                                   (sql.Identifier(t.schema, t.name).as_string(conn),)).fetchone()[0]
-                 for key, t in tables.items()}
-    queue = sorted(tables, key=lambda key: -sizes[key])
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:  # relpages: no lock on the table
+        sizes = {f"{schema}.{name}": pages for schema, name, pages in conn.execute(
+            "SELECT n.nspname, c.relname, c.relpages FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p')")}
+    queue = sorted(tables, key=lambda key: -sizes.get(key, 0))
     found: dict[str, list] = {}
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -307,6 +308,8 @@ def table_checksums(dsn: str, tables: Mapping[str, catalog.Table], jobs: int = 1
     def work() -> None:
         try:
             with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+                if lock_timeout:
+                    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(lock_timeout)))
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 if snapshot:
                     conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
@@ -447,13 +450,20 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         counters = _counters(conn)  # at the snapshot: no write can slip between these and the dump unseen
-        at_snapshot = catalog.inspect(conn)
-        plain_dsn, env = split_password(with_application_name(dsn, application_name))
+        tagged = with_application_name(dsn, application_name)
+        plain_dsn, env = split_password(tagged)
         digests: dict[str, Any] = {}
 
-        def digest() -> None:
+        def digest() -> None:  # beside pg_dump, which must start first: the catalog's functions take table locks
             try:
-                digests["checksums"] = table_checksums(dsn, at_snapshot.tables, jobs, snapshot)
+                with psycopg.connect(tagged, autocommit=True, connect_timeout=10) as reader:
+                    if lock_wait_timeout:
+                        reader.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(lock_wait_timeout)))
+                    reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    reader.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+                    digests["catalog"] = catalog.inspect(reader)
+                digests["checksums"] = table_checksums(tagged, digests["catalog"].tables, jobs, snapshot,
+                                                       lock_wait_timeout)
             except BaseException as exc:  # noqa: BLE001 - raised below, in the caller's thread
                 digests["error"] = exc
         beside = threading.Thread(target=digest, daemon=True)
@@ -473,7 +483,7 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
             if isinstance(exc, psycopg.Error):
                 raise BackupError(f"the checksums in the dump's snapshot failed: {connection_cause(exc)}") from None
             raise exc
-        checksums = digests["checksums"]
+        checksums, at_snapshot = digests["checksums"], digests["catalog"]
         version = conn.execute("SHOW server_version").fetchone()[0]
         conn.execute("COMMIT")
     os.chmod(partial, 0o600)
