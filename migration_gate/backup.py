@@ -454,7 +454,9 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
         plain_dsn, env = split_password(tagged)
         digests: dict[str, Any] = {}
 
-        def digest() -> None:  # beside pg_dump, which must start first: the catalog's functions take table locks
+        # beside pg_dump, on connections tagged like it (a resumed run ends them too): the catalog's functions
+        # take table locks like pg_dump's, so they wait no longer than it does (lock_wait_timeout)
+        def digest() -> None:
             try:
                 with psycopg.connect(tagged, autocommit=True, connect_timeout=10) as reader:
                     if lock_wait_timeout:
