@@ -189,6 +189,7 @@ class BackupRecord:
     keep_local_until: str = ""  # the local copy's retention ([backup] retention_days_local)
     compress: int = 1  # pg_dump --compress (gzip level) it was taken with; dumps before [backup] compress: 1
     jobs: int = 1  # connections that took the snapshot's checksums beside pg_dump
+    table_bytes: dict[str, int] = field(default_factory=dict)  # "schema.table" -> bytes on disk (relpages) then
 
     def save(self) -> Path:
         record = Path(self.path + RECORD_SUFFIX)
@@ -200,7 +201,7 @@ class BackupRecord:
 
     def summary(self) -> dict:
         """What the run's state and the sign-off carry: names, sizes, digests, location; no checksums."""
-        return {k: v for k, v in asdict(self).items() if k not in ("checksums", "counters")}
+        return {k: v for k, v in asdict(self).items() if k not in ("checksums", "counters", "table_bytes")}
 
     @classmethod
     def load(cls, dump: Path) -> BackupRecord:
@@ -287,6 +288,14 @@ def _watchdog(proc: subprocess.Popen, timeout_s: float) -> Iterator[threading.Ev
         timer.cancel()
 
 
+def table_bytes(conn: psycopg.Connection) -> dict[str, int]:
+    """"schema.table" -> its size on disk as of the last VACUUM or ANALYZE (relpages): read from pg_class alone,
+    so it waits for no table lock (pg_relation_size takes one). Enough to hand the biggest tables out first."""
+    return {f"{schema}.{name}": int(pages) * 8192 for schema, name, pages in conn.execute(
+        "SELECT n.nspname, c.relname, greatest(c.relpages, 0) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')")}
+
+
 def table_checksums(dsn: str, tables: Mapping[str, catalog.Table], jobs: int = 1, snapshot: str | None = None,
                     lock_timeout: str | None = None) -> dict[str, list]:
     """"schema.table" -> [rows, digest] over `jobs` connections, biggest tables first; with `snapshot` each
@@ -296,10 +305,8 @@ def table_checksums(dsn: str, tables: Mapping[str, catalog.Table], jobs: int = 1
     up on a table's lock after it (a live database's pre-check copy, like pg_dump's --lock-wait-timeout)."""
     if not tables:
         return {}
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:  # relpages: no lock on the table
-        sizes = {f"{schema}.{name}": pages for schema, name, pages in conn.execute(
-            "SELECT n.nspname, c.relname, c.relpages FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind IN ('r', 'p')")}
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        sizes = table_bytes(conn)
     queue = sorted(tables, key=lambda key: -sizes.get(key, 0))
     found: dict[str, list] = {}
     errors: list[BaseException] = []
@@ -450,6 +457,7 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         counters = _counters(conn)  # at the snapshot: no write can slip between these and the dump unseen
+        sizes = table_bytes(conn)
         tagged = with_application_name(dsn, application_name)
         plain_dsn, env = split_password(tagged)
         digests: dict[str, Any] = {}
@@ -506,7 +514,7 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
         recipients=list(keys.recipients) if keys.encrypting else [], plaintext_sha256=plain.hexdigest(),
         plaintext_size=plain.size, counters=counters,
         keep_local_until=(taken_at + timedelta(days=retention_days)).date().isoformat(), compress=compress,
-        jobs=jobs)
+        jobs=jobs, table_bytes={k: v for k, v in sizes.items() if k in checksums})
     try:
         record.save()
     except OSError as exc:
@@ -660,7 +668,7 @@ def restore(path: Path, server_dsn: str, dbname: str, binaries: PgBinaries | Non
 
 def data_groups(entries: list[str], jobs: int, rows: Mapping[str, int] | None = None) -> list[list[str]]:
     """The data section's table of contents split for `jobs` pg_restore processes: each TABLE DATA entry to the
-    group with the fewest rows so far (biggest tables first, by the record's row counts where known); every
+    group with the least weight so far (biggest tables first, by the record's bytes or rows where known); every
     other entry (sequence values, large objects) to the first group. Each group keeps the archive's order: a
     pg_restore reading a pipe cannot go back for an entry it has passed."""
     rows = rows or {}
@@ -688,11 +696,12 @@ def _restore_sections(path: Path, keys: BackupKeys, command: list[str], env: dic
     code, stderr = _pipe_into(path, keys, [*command, "--section=pre-data"], env, timeout_s)
     if code != 0:
         return code, stderr
-    try:
-        rows = {k: int(v[0]) for k, v in BackupRecord.load(path).checksums.items()}
+    try:  # the tables' bytes where recorded, else their rows: a weight to spread the data evenly
+        record = BackupRecord.load(path)
+        weights = record.table_bytes or {k: int(v[0]) for k, v in record.checksums.items()}
     except BackupError:
-        rows = {}
-    groups = data_groups(list_contents(path, binaries, keys), jobs, rows)
+        weights = {}
+    groups = data_groups(list_contents(path, binaries, keys), jobs, weights)
     results: list[tuple[int, str] | BaseException] = [(0, "")] * len(groups)
     with tempfile.TemporaryDirectory(prefix="gate-restore-") as lists:
 
