@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -90,6 +91,22 @@ def restore_cmd(server: EmbeddedPostgres, name: str, args: list[str], env: dict[
     return 0
 
 
+class CopyHooks:
+    """store_backup and fetch_backup as the sandbox's are: a copy into another folder and back."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        store.mkdir(exist_ok=True)
+
+    def store_backup(self, env: dict[str, str]) -> str:
+        copy = self.store / env["GATE_BACKUP_NAME"]
+        shutil.copyfile(env["GATE_BACKUP_FILE"], copy)
+        return str(copy)
+
+    def fetch_backup(self, env: dict[str, str]) -> None:
+        shutil.copyfile(env["GATE_BACKUP_LOCATION"], env["GATE_BACKUP_DEST"])
+
+
 def old_backup(dsn: str, path: Path, keys: backup.BackupKeys) -> int:
     """take_backup as it was: the dump at gzip 1, then every table's checksum in the snapshot, in turn."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -114,6 +131,10 @@ def gate_functions(pg: EmbeddedPostgres, dsn: str, folder: Path, keys: backup.Ba
                        lambda c=compress, j=jobs: backup.take_backup(dsn, folder / f"gate-{c}-{j}", keys=keys,
                                                                      compress=c, jobs=j))
         rows[-1] = (*rows[-1][:2], record.size / MB)
+    for compress, jobs in ((1, 1), (0, 2)):
+        record = backup.BackupRecord.load(next((folder / f"gate-{compress}-{jobs}").glob("*.age")))
+        timed(f"store_offsite (copy off, fetch back, sha256, decrypt), -Z{compress} file", rows,
+              lambda r=record: backup.store_offsite(r, CopyHooks(folder / "offsite"), "bench", keys) and 0)
     for compress, jobs in ((1, 1), (0, 1), (0, 2)):
         dump = next((folder / f"gate-{compress}-{1 if compress else 2}").glob("*.age"))
         result = timed(f"BAK-03 restore + compare, -Z{compress} file, {jobs} job(s)", rows,
