@@ -8,6 +8,11 @@ At rest the dump is an age file (age-encryption.org/v1, opened by `age -d -i KEY
 stdout is streamed through the encryptor into the file, so the plaintext never touches the disk; its sha256 is
 taken on the stream, the file's on the file. Every restore streams the decrypted dump into pg_restore's stdin.
 The identity (private key) comes only from the environment (GATE_BACKUP_IDENTITY).
+
+Speed ([backup] compress and jobs, measured by bench/bench_backup.py): pg_dump's gzip, not the encryptor, is
+what is slow, so the level defaults to 0; the checksums are read beside pg_dump on connections that import its
+snapshot; a restore loads the tables' data in several pg_restore processes, each fed its own decrypted stream
+(pg_restore --jobs would need a seekable plaintext file). The file stays one age file of one archive.
 """
 
 from __future__ import annotations
