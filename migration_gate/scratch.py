@@ -31,14 +31,12 @@ class ScratchDatabase:
     exit, whatever happened in between."""
 
     def __init__(self, server_dsn: str, name: str, dump: Path, binaries: PgBinaries | None = None,
-                 keys: backup.BackupKeys | None = None, jobs: int = 1) -> None:
+                 keys: backup.BackupKeys | None = None) -> None:
         self.server_dsn, self.name, self.dump, self.binaries, self.keys = server_dsn, name, dump, binaries, keys
-        self.jobs = jobs  # pg_restore streams loading the data side by side ([backup] jobs)
         self.dsn = ""
 
     def __enter__(self) -> ScratchDatabase:
-        self.dsn = backup.restore(self.dump, self.server_dsn, self.name, self.binaries, replace=True, keys=self.keys,
-                                  jobs=self.jobs)
+        self.dsn = backup.restore(self.dump, self.server_dsn, self.name, self.binaries, replace=True, keys=self.keys)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -108,15 +106,15 @@ def _migrate(result: Result, dsn: str, gate: GateConfig, key: str, what: str) ->
 
 
 @contextlib.contextmanager
-def _dump_of(target_dsn: str, binaries: PgBinaries | None, lock_wait_timeout: str | None = None, jobs: int = 1,
-             compress: int = 0) -> Iterator[tuple[Path, backup.BackupKeys]]:
+def _dump_of(target_dsn: str, binaries: PgBinaries | None, lock_wait_timeout: str | None = None
+             ) -> Iterator[tuple[Path, backup.BackupKeys]]:
     """A dump of the target for the rehearsal, encrypted to a key pair that lives only in this process's memory
     (the plaintext never touches the disk), deleted with its folder afterwards, and proven gone. The target is
     live: pg_dump waits no longer than lock_wait_timeout for a table's lock ([precheck] lock_timeout)."""
     keys = backup.BackupKeys.generate()
     with tempfile.TemporaryDirectory(prefix="gate-scratch-") as folder:
         yield Path(backup.take_backup(target_dsn, Path(folder), binaries, keys=keys,
-                                      lock_wait_timeout=lock_wait_timeout, jobs=jobs, compress=compress).path), keys
+                                      lock_wait_timeout=lock_wait_timeout).path), keys
     if Path(folder).exists():
         raise backup.BackupError(f"the rehearsal's temporary dump folder {folder} was not removed")
 
@@ -128,10 +126,9 @@ def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBi
     result.problems.extend(f"description: {p}" for p in described.problems)
     codec = PhiCodec(key)
     stamp = f"{os.getpid()}_{int(time.time())}"
-    jobs = gate.backup.workers
-    with _dump_of(target_dsn, binaries, gate.precheck.lock_timeout, jobs, gate.backup.compress) as (dump, keys), \
-            ScratchDatabase(target_dsn, f"gate_before_{stamp}", dump, binaries, keys, jobs) as before_db, \
-            ScratchDatabase(target_dsn, f"gate_scratch_{stamp}", dump, binaries, keys, jobs) as copy:
+    with _dump_of(target_dsn, binaries, gate.precheck.lock_timeout) as (dump, keys), \
+            ScratchDatabase(target_dsn, f"gate_before_{stamp}", dump, binaries, keys) as before_db, \
+            ScratchDatabase(target_dsn, f"gate_scratch_{stamp}", dump, binaries, keys) as copy:
         before = _state(before_db.dsn)
         started = time.perf_counter()
         if not _migrate(result, copy.dsn, gate, key, "first run"):
