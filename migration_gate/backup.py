@@ -8,6 +8,11 @@ At rest the dump is an age file (age-encryption.org/v1, opened by `age -d -i KEY
 stdout is streamed through the encryptor into the file, so the plaintext never touches the disk; its sha256 is
 taken on the stream, the file's on the file. Every restore streams the decrypted dump into pg_restore's stdin.
 The identity (private key) comes only from the environment (GATE_BACKUP_IDENTITY).
+
+Speed ([backup] compress and jobs, measured by bench/bench_backup.py): pg_dump's gzip, not the encryptor, is
+what is slow, so the level defaults to 0; the checksums are read beside pg_dump on connections that import its
+snapshot; a restore loads the tables' data in several pg_restore processes, each fed its own decrypted stream
+(pg_restore --jobs would need a seekable plaintext file). The file stays one age file of one archive.
 """
 
 from __future__ import annotations
@@ -187,6 +192,9 @@ class BackupRecord:
     location: str = ""  # where store_backup put the copy off the box (its last output line)
     remote_verified: str = ""  # when the copy fetched back matched both sha256s
     keep_local_until: str = ""  # the local copy's retention ([backup] retention_days_local)
+    compress: int = 1  # pg_dump --compress (gzip level) it was taken with; dumps before [backup] compress: 1
+    jobs: int = 1  # connections that took the snapshot's checksums beside pg_dump
+    table_bytes: dict[str, int] = field(default_factory=dict)  # "schema.table" -> bytes on disk (relpages) then
 
     def save(self) -> Path:
         record = Path(self.path + RECORD_SUFFIX)
@@ -198,7 +206,7 @@ class BackupRecord:
 
     def summary(self) -> dict:
         """What the run's state and the sign-off carry: names, sizes, digests, location; no checksums."""
-        return {k: v for k, v in asdict(self).items() if k not in ("checksums", "counters")}
+        return {k: v for k, v in asdict(self).items() if k not in ("checksums", "counters", "table_bytes")}
 
     @classmethod
     def load(cls, dump: Path) -> BackupRecord:
@@ -285,6 +293,59 @@ def _watchdog(proc: subprocess.Popen, timeout_s: float) -> Iterator[threading.Ev
         timer.cancel()
 
 
+def table_bytes(conn: psycopg.Connection) -> dict[str, int]:
+    """"schema.table" -> its size on disk as of the last VACUUM or ANALYZE (relpages): read from pg_class alone,
+    so it waits for no table lock (pg_relation_size takes one). Enough to hand the biggest tables out first."""
+    return {f"{schema}.{name}": int(pages) * 8192 for schema, name, pages in conn.execute(
+        "SELECT n.nspname, c.relname, greatest(c.relpages, 0) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')")}
+
+
+def table_checksums(dsn: str, tables: Mapping[str, catalog.Table], jobs: int = 1, snapshot: str | None = None,
+                    lock_timeout: str | None = None) -> dict[str, list]:
+    """"schema.table" -> [rows, digest] over `jobs` connections, biggest tables first; with `snapshot` each
+    connection imports it (SET TRANSACTION SNAPSHOT), so every digest is of exactly the data pg_dump dumps.
+    Why in parallel: the digests cost about as much as the dump or the restore they prove (100,000 patients:
+    14 s), and each table's is one statement the server runs on one core. lock_timeout: each connection gives
+    up on a table's lock after it (a live database's pre-check copy, like pg_dump's --lock-wait-timeout)."""
+    if not tables:
+        return {}
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        sizes = table_bytes(conn)
+    queue = sorted(tables, key=lambda key: -sizes.get(key, 0))
+    found: dict[str, list] = {}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        try:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+                if lock_timeout:
+                    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(lock_timeout)))
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                if snapshot:
+                    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+                while True:
+                    with lock:
+                        if not queue or errors:
+                            break
+                        key = queue.pop(0)
+                    table = tables[key]
+                    found[key] = list(astuple(table_checksum(conn, table.name, schema=table.schema)))
+                conn.execute("COMMIT")
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            with lock:
+                errors.append(exc)
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(max(1, min(jobs, len(tables))))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return dict(sorted(found.items()))
+
+
 def _stream_dump(command: list[str], env: dict[str, str], target: Path, keys: BackupKeys, timeout_s: float
                  ) -> tuple[_Hashing, _Hashing]:
     """pg_dump's stdout through the encryptor (or straight, encrypt "none") into `target`; nothing else is
@@ -358,9 +419,12 @@ def with_application_name(dsn: str, application_name: str | None) -> str:
 
 def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name: str | None = None,
                 keys: BackupKeys | None = None, timeout_s: float = 3600.0, retention_days: int = 7,
-                lock_wait_timeout: str | None = None, application_name: str | None = None) -> BackupRecord:
+                lock_wait_timeout: str | None = None, application_name: str | None = None, compress: int = 0,
+                jobs: int = 1) -> BackupRecord:
     """pg_dump (custom format) streamed into an age file only its owner can read (or a plaintext dump with
     encrypt "none"), plus a JSON record beside it. keys default to [backup]'s from the environment.
+    compress: pg_dump's gzip level ([backup] compress). jobs: connections that take the content checksums in
+    the dump's snapshot while pg_dump streams (they and pg_dump read the same snapshot side by side).
     lock_wait_timeout: pg_dump gives up (fails) rather than wait longer for a table's lock (pg_dump sets its own
     session's lock_timeout to 0, so the DSN's cannot bound it): the pre-checks' dump of a live database.
 
@@ -398,18 +462,43 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         counters = _counters(conn)  # at the snapshot: no write can slip between these and the dump unseen
-        plain_dsn, env = split_password(with_application_name(dsn, application_name))
+        sizes = table_bytes(conn)
+        tagged = with_application_name(dsn, application_name)
+        plain_dsn, env = split_password(tagged)
+        digests: dict[str, Any] = {}
+
+        # beside pg_dump, on connections tagged like it (a resumed run ends them too): the catalog's functions
+        # take table locks like pg_dump's, so they wait no longer than it does (lock_wait_timeout)
+        def digest() -> None:
+            try:
+                with psycopg.connect(tagged, autocommit=True, connect_timeout=10) as reader:
+                    if lock_wait_timeout:
+                        reader.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(lock_wait_timeout)))
+                    reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    reader.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+                    digests["catalog"] = catalog.inspect(reader)
+                digests["checksums"] = table_checksums(tagged, digests["catalog"].tables, jobs, snapshot,
+                                                       lock_wait_timeout)
+            except BaseException as exc:  # noqa: BLE001 - raised below, in the caller's thread
+                digests["error"] = exc
+        beside = threading.Thread(target=digest, daemon=True)
+        beside.start()
         old_umask = os.umask(0o077)
         try:
             waits = [f"--lock-wait-timeout={lock_wait_timeout}"] if lock_wait_timeout else []
-            plain, out = _stream_dump([binaries.tool("pg_dump"), "--format=custom", "--compress=1", *waits,
-                                       f"--snapshot={snapshot}", f"--dbname={plain_dsn}"], env, partial, keys,
-                                      timeout_s)
-        finally:
+            plain, out = _stream_dump([binaries.tool("pg_dump"), "--format=custom", f"--compress={compress}",
+                                       *waits, f"--snapshot={snapshot}", f"--dbname={plain_dsn}"], env, partial,
+                                      keys, timeout_s)
+        finally:  # a failed dump does not wait for the checksums: their connections end on their own
             os.umask(old_umask)
-        at_snapshot = catalog.inspect(conn)
-        checksums = {key: list(astuple(table_checksum(conn, t.name, schema=t.schema)))
-                     for key, t in sorted(at_snapshot.tables.items())}
+        beside.join()  # the snapshot's transaction stays open until its checksums are all taken
+        if "error" in digests:
+            partial.unlink(missing_ok=True)
+            exc = digests["error"]
+            if isinstance(exc, psycopg.Error):
+                raise BackupError(f"the checksums in the dump's snapshot failed: {connection_cause(exc)}") from None
+            raise exc
+        checksums, at_snapshot = digests["checksums"], digests["catalog"]
         version = conn.execute("SHOW server_version").fetchone()[0]
         conn.execute("COMMIT")
     os.chmod(partial, 0o600)
@@ -429,7 +518,8 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
         checksums=checksums, encryption=keys.encrypt if keys.encrypting else "none",
         recipients=list(keys.recipients) if keys.encrypting else [], plaintext_sha256=plain.hexdigest(),
         plaintext_size=plain.size, counters=counters,
-        keep_local_until=(taken_at + timedelta(days=retention_days)).date().isoformat())
+        keep_local_until=(taken_at + timedelta(days=retention_days)).date().isoformat(), compress=compress,
+        jobs=jobs, table_bytes={k: v for k, v in sizes.items() if k in checksums})
     try:
         record.save()
     except OSError as exc:
@@ -548,12 +638,15 @@ def database_dsn(dsn: str, dbname: str) -> str:
 
 
 def restore(path: Path, server_dsn: str, dbname: str, binaries: PgBinaries | None = None,
-            replace: bool = False, keys: BackupKeys | None = None, timeout_s: float = 3600.0) -> str:
+            replace: bool = False, keys: BackupKeys | None = None, timeout_s: float = 3600.0, jobs: int = 1) -> str:
     """Restore a dump into a new database on the server of server_dsn; returns that database's DSN.
 
     The dump is decrypted into pg_restore's stdin (never to a file). The restoring role owns what it restores
     (--no-owner: a non-superuser cannot give objects to other roles), and the grants come along (the roles are
-    the server's), so a scratch copy is what the app's role sees."""
+    the server's), so a scratch copy is what the app's role sees. jobs > 1: the tables' data is loaded by that
+    many pg_restore processes side by side, each fed its own decrypted stream (pg_restore --jobs needs a
+    seekable plaintext file, which must not exist): the schema first, then the data, then indexes and
+    constraints."""
     binaries = binaries or find_binaries()
     keys = keys if keys is not None else BackupKeys.from_environment()
     admin = database_dsn(server_dsn, "postgres")
@@ -563,9 +656,12 @@ def restore(path: Path, server_dsn: str, dbname: str, binaries: PgBinaries | Non
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     target = database_dsn(server_dsn, dbname)
     plain_dsn, env = split_password(target)
+    command = [binaries.tool("pg_restore"), "--no-owner", "--exit-on-error", f"--dbname={plain_dsn}"]
     try:
-        code, stderr = _pipe_into(Path(path), keys, [binaries.tool("pg_restore"), "--no-owner", "--exit-on-error",
-                                                     f"--dbname={plain_dsn}"], env, timeout_s)
+        if jobs > 1:
+            code, stderr = _restore_sections(Path(path), keys, command, env, timeout_s, jobs, binaries)
+        else:
+            code, stderr = _pipe_into(Path(path), keys, command, env, timeout_s)
     except BackupError:
         drop_database(server_dsn, dbname)
         raise
@@ -573,6 +669,66 @@ def restore(path: Path, server_dsn: str, dbname: str, binaries: PgBinaries | Non
         drop_database(server_dsn, dbname)
         raise _fail("pg_restore failed", stderr)
     return target
+
+
+def data_groups(entries: list[str], jobs: int, rows: Mapping[str, int] | None = None) -> list[list[str]]:
+    """The data section's table of contents split for `jobs` pg_restore processes: each TABLE DATA entry to the
+    group with the least weight so far (biggest tables first, by the record's bytes or rows where known); every
+    other entry (sequence values, large objects) to the first group. Each group keeps the archive's order: a
+    pg_restore reading a pipe cannot go back for an entry it has passed."""
+    rows = rows or {}
+
+    def size(entry: str) -> int:
+        parts = entry.split()
+        return rows.get(f"{parts[-3]}.{parts[-2]}", 0) if len(parts) >= 3 else 0
+    tables = sorted((e for e in entries if " TABLE DATA " in e), key=lambda e: -size(e))
+    groups: list[list[str]] = [[] for _ in range(max(1, jobs))]
+    loads = [0] * len(groups)
+    groups[0] += [e for e in entries if " TABLE DATA " not in e]
+    for entry in tables:
+        least = loads.index(min(loads))
+        groups[least].append(entry)
+        loads[least] += size(entry) or 1
+    order = {entry: i for i, entry in enumerate(entries)}  # a stream is read once: each list in archive order
+    return [sorted(g, key=order.__getitem__) for g in groups if g]
+
+
+def _restore_sections(path: Path, keys: BackupKeys, command: list[str], env: dict[str, str], timeout_s: float,
+                      jobs: int, binaries: PgBinaries) -> tuple[int, str]:
+    """pre-data in one stream, data in `jobs` streams side by side (each pg_restore reads the whole decrypted
+    archive and loads only its tables, chosen with --use-list: a list of table-of-contents lines, no data),
+    post-data in one stream (a foreign key needs the index of another table built first)."""
+    code, stderr = _pipe_into(path, keys, [*command, "--section=pre-data"], env, timeout_s)
+    if code != 0:
+        return code, stderr
+    try:  # the tables' bytes where recorded, else their rows: a weight to spread the data evenly
+        record = BackupRecord.load(path)
+        weights = record.table_bytes or {k: int(v[0]) for k, v in record.checksums.items()}
+    except BackupError:
+        weights = {}
+    groups = data_groups(list_contents(path, binaries, keys), jobs, weights)
+    results: list[tuple[int, str] | BaseException] = [(0, "")] * len(groups)
+    with tempfile.TemporaryDirectory(prefix="gate-restore-") as lists:
+
+        def load(i: int, group: list[str]) -> None:
+            listing = Path(lists) / f"data-{i}.list"
+            listing.write_text("\n".join(group) + "\n")
+            try:
+                results[i] = _pipe_into(path, keys, [*command, "--section=data", f"--use-list={listing}"], env,
+                                        timeout_s)
+            except BaseException as exc:  # noqa: BLE001 - raised below, in the caller's thread
+                results[i] = exc
+        threads = [threading.Thread(target=load, args=(i, g), daemon=True) for i, g in enumerate(groups)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+        if result[0] != 0:
+            return result
+    return _pipe_into(path, keys, [*command, "--section=post-data"], env, timeout_s)
 
 
 FORCE_SINCE = 13  # DROP DATABASE ... WITH (FORCE)

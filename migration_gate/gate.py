@@ -218,11 +218,13 @@ class Gate:
             self.progress.say(f"removed what an interrupted backup left: {', '.join(removed)}")
         taken = backup.take_backup(self.target.dsn, self.run_dir / "backup", keys=keys,
                                    timeout_s=settings.dump_timeout_seconds,
-                                   retention_days=settings.retention_days_local, application_name=self.session_tag)
+                                   retention_days=settings.retention_days_local, application_name=self.session_tag,
+                                   compress=settings.compress, jobs=settings.workers)
         self.state.backup = taken.summary()
         self.state.save()
         how = f"age, {len(taken.recipients)} recipient(s)" if taken.encryption == "age" else "NOT ENCRYPTED"
-        self.progress.say(f"backup {Path(taken.path).name} ({how}): {taken.size:,} bytes, sha256 "
+        self.progress.say(f"backup {Path(taken.path).name} ({how}, gzip level {taken.compress}, {taken.jobs} "
+                          f"checksum job(s)): {taken.size:,} bytes, sha256 "
                           f"{taken.sha256[:16]}...")
         if taken.encryption == "none":
             self.progress.say("WARNING: [backup] encrypt = \"none\": the dump holds PHI in clear")

@@ -123,7 +123,8 @@ def _backup_section(state: RunState) -> list[str]:
             ("Fetched back and verified", escape(b.get("remote_verified") or "no")),
             ("Unchanged since the snapshot (checked right before migrating)", escape(b.get("change_check", "-"))),
             ("Taken at", escape(str(b.get("taken_at", "")))),
-            ("Server / pg_dump", escape(f"{b.get('server_version', '')} / {b.get('pg_dump_version', '')}"))]
+            ("Server / pg_dump", escape(f"{b.get('server_version', '')} / {b.get('pg_dump_version', '')}")),
+            ("pg_dump gzip level / checksum jobs", escape(f"{b.get('compress', '-')} / {b.get('jobs', '-')}"))]
     if "retention_days_local" in b:
         rows += [("Retention, local copy", escape(f"{b['retention_days_local']} days (until "
                                                   f"{b.get('keep_local_until') or '-'}), in the run folder's backup/")),

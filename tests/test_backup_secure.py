@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import shutil
 import stat
 import subprocess
@@ -127,9 +128,9 @@ def test_restores_decrypt_into_pg_restore_and_bad_keys_or_files_are_one_line(leg
     cases = {"cannot be decrypted with the identity in GATE_BACKUP_IDENTITY": (dump, BackupKeys.generate()),
              "is age-encrypted: set GATE_BACKUP_IDENTITY": (dump, BackupKeys()),
              "is corrupt or truncated": (truncated, keys)}
-    for fragment, (path, wrong) in cases.items():
+    for (fragment, (path, wrong)), jobs in itertools.product(cases.items(), (1, 2)):
         with pytest.raises(BackupError) as caught:
-            backup.restore(path, pg.dsn(), "t_secure_wrong", keys=wrong)
+            backup.restore(path, pg.dsn(), "t_secure_wrong", keys=wrong, jobs=jobs)
         assert fragment in str(caught.value) and "\n" not in str(caught.value)
         assert "AGE-SECRET-KEY" not in str(caught.value)
         with psycopg.connect(pg.dsn()) as conn:  # nothing left behind
@@ -137,6 +138,7 @@ def test_restores_decrypt_into_pg_restore_and_bad_keys_or_files_are_one_line(leg
     backup.restore_in_place(dump, legacy_db, keys=keys)  # the rollback's restore, decrypting on the way
     assert backups.readable_by_pg_restore(dump, keys).ok
     assert backups.restores_to_recorded_content(dump, pg.dsn(), keys).ok
+    assert backups.restores_to_recorded_content(dump, pg.dsn(), keys, jobs=2).ok
     assert backups.encrypted_at_rest(dump).ok
 
 
@@ -167,6 +169,8 @@ def test_the_identity_comes_from_the_environment_as_a_file_or_the_key(tmp_path: 
     ('recipients = ["ssh-rsa AAAA"]', "recipients must be a list of age public keys"),
     ("retention_days_local = -1", "retention_days_local must be a non-negative number"),
     ('change_check = "vibes"', "change_check must be 'digest' or 'counters'"),
+    ("compress = 10", "compress must be a whole number from 0 to 9"),
+    ('jobs = "two"', "jobs must be a whole number from 0 to 64"),
     ('identity = "AGE-SECRET-KEY-1XYZ"', "unknown key identity"),
 ])
 def test_a_bad_backup_section_is_one_line(tmp_path: Path, section: str, fragment: str) -> None:

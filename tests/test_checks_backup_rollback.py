@@ -34,10 +34,12 @@ def test_a_good_backup_passes_every_check(dump: Path, legacy_db: str) -> None:
         assert result.ok, result.problems
 
 
-def test_a_backup_taken_while_the_app_writes_records_exactly_what_the_dump_holds(legacy_db: str,
-                                                                                 tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_backup_taken_while_the_app_writes_records_exactly_what_the_dump_holds(legacy_db: str, tmp_path: Path,
+                                                                                 jobs: int) -> None:
     """The record's checksums are read in the dump's own snapshot: a writer busy during the dump changes neither
-    (a transaction opened before the snapshot's BEGIN would read later rows, and the change check go blind)."""
+    (a transaction opened before the snapshot's BEGIN would read later rows, and the change check go blind).
+    With jobs 2 the checksums run on other connections that import the snapshot, beside pg_dump."""
     stop = threading.Event()
 
     def write() -> None:
@@ -48,12 +50,25 @@ def test_a_backup_taken_while_the_app_writes_records_exactly_what_the_dump_holds
     writer.start()
     try:
         time.sleep(0.2)
-        dump = Path(backup.take_backup(legacy_db, tmp_path / "backups").path)
+        record = backup.take_backup(legacy_db, tmp_path / "backups", jobs=jobs, compress=jobs - 1)
     finally:
         stop.set()
         writer.join()
-    result = backups.restores_to_recorded_content(dump, legacy_db)
+    assert (record.jobs, record.compress) == (jobs, jobs - 1)  # what was used, in the record
+    result = backups.restores_to_recorded_content(Path(record.path), legacy_db, jobs=jobs)
     assert result.ok, result.problems
+    assert f"restored and compared with {jobs} job(s)" in result.notes
+
+
+def test_the_data_is_split_for_parallel_streams_biggest_first_each_in_archive_order() -> None:
+    entries = ["10; 1 2 SCHEMA - app owner", "20; 0 3 TABLE DATA public small owner",
+               "21; 0 4 TABLE DATA public big owner", "22; 0 5 SEQUENCE SET public small_id_seq owner",
+               "23; 0 6 TABLE DATA public middle owner", "24; 0 7 TABLE DATA public tiny owner"]
+    rows = {"public.small": 10, "public.big": 1000, "public.middle": 600, "public.tiny": 1}
+    groups = backup.data_groups(entries, 2, rows)
+    assert groups == [[entries[0], entries[2], entries[3]], [entries[1], entries[4], entries[5]]]
+    assert backup.data_groups(entries, 1, rows) == [entries]
+    assert backup.data_groups(entries[:1], 3, rows) == [entries[:1]]
 
 
 def test_an_empty_or_missing_dump_is_caught(dump: Path) -> None:
@@ -82,14 +97,16 @@ def test_a_dump_others_can_read_is_caught(dump: Path) -> None:
     assert "group or others can access it" in backups.owner_only(dump).problems[0]
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
 def test_a_dump_that_is_not_the_live_data_is_caught(dump: Path, legacy_db: str, new_db, legacy_template,
-                                                     tmp_path: Path) -> None:
-    """A dump of other data under the right record (say, yesterday's file) restores to other content."""
+                                                     tmp_path: Path, jobs: int) -> None:
+    """A dump of other data under the right record (say, yesterday's file) restores to other content, whether
+    the data is loaded in one stream or in several side by side."""
     other = new_db(legacy_template)
     with psycopg.connect(other, autocommit=True) as conn:
         conn.execute("DELETE FROM audit_logs_hipaa WHERE id = 1")
     shutil.copyfile(backup.take_backup(other, tmp_path / "other").path, dump)
-    result = backups.restores_to_recorded_content(dump, legacy_db)
+    result = backups.restores_to_recorded_content(dump, legacy_db, jobs=jobs)
     assert result.problems == ["public.audit_logs_hipaa: restored content differs from the live data at backup time "
                                "(5 rows restored, 6 live)"]
 

@@ -25,8 +25,8 @@ def test_dump_is_readable_by_pg_restore(dump, target):
 
 
 @pytest.mark.criterion("BAK-03")
-def test_restored_dump_holds_exactly_the_live_data_at_backup_time(dump, target):
-    backups.restores_to_recorded_content(dump, target.dsn, target.backup_keys).expect()
+def test_restored_dump_holds_exactly_the_live_data_at_backup_time(dump, target, gate_config):
+    backups.restores_to_recorded_content(dump, target.dsn, target.backup_keys, gate_config.backup.workers).expect()
 
 
 @pytest.mark.criterion("BAK-04")

@@ -13,7 +13,6 @@ import psycopg
 from migration_gate import backup
 from migration_gate.catalog import inspect
 from migration_gate.checks import Result
-from migration_gate.checksums import table_checksum
 
 
 def load_record(dump: Path, result: Result) -> backup.BackupRecord | None:
@@ -95,33 +94,37 @@ def owner_only(dump: Path) -> Result:
     return result
 
 
-def restores_to_recorded_content(dump: Path, server_dsn: str, keys: backup.BackupKeys | None = None) -> Result:
+def restores_to_recorded_content(dump: Path, server_dsn: str, keys: backup.BackupKeys | None = None,
+                                 jobs: int = 1) -> Result:
     """Restored into a scratch database, every table's content checksum equals the one recorded at the dump's
-    snapshot (computed from the live database in the same transaction as pg_dump)."""
+    snapshot (computed from the live database in the same transaction as pg_dump). jobs: pg_restore streams
+    loading the data side by side, then connections taking the checksums side by side ([backup] jobs)."""
     result = Result("the restored dump holds exactly the live data at backup time")
     record = load_record(dump, result)
     if record is None:
         return result
     scratch = f"gate_backup_check_{os.getpid()}_{int(time.time())}"
     try:
-        restored = backup.restore(dump, server_dsn, scratch, keys=keys)
+        restored = backup.restore(dump, server_dsn, scratch, keys=keys, jobs=jobs)
     except backup.BackupError as exc:
         result.add(str(exc))
         return result
     try:
         with psycopg.connect(restored) as conn:
             tables = inspect(conn).tables
-            for table, (rows, digest) in sorted(record.checksums.items()):
-                result.checked += 1
-                if table not in tables:
-                    result.add(f"{table}: missing from the restored dump")
-                    continue
-                found = table_checksum(conn, tables[table].name, schema=tables[table].schema)
-                if (found.rows, found.digest) != (rows, digest):
-                    result.add(f"{table}: restored content differs from the live data at backup time "
-                               f"({found.rows} rows restored, {rows} live)")
-            for table in sorted(set(tables) - set(record.checksums)):
-                result.add(f"{table}: in the dump but not in the record")
+        found = backup.table_checksums(restored, {k: t for k, t in tables.items() if k in record.checksums}, jobs)
+        for table, (rows, digest) in sorted(record.checksums.items()):
+            result.checked += 1
+            if table not in tables:
+                result.add(f"{table}: missing from the restored dump")
+                continue
+            found_rows, found_digest = found[table]
+            if (found_rows, found_digest) != (rows, digest):
+                result.add(f"{table}: restored content differs from the live data at backup time "
+                           f"({found_rows} rows restored, {rows} live)")
+        for table in sorted(set(tables) - set(record.checksums)):
+            result.add(f"{table}: in the dump but not in the record")
+        result.notes.append(f"restored and compared with {jobs} job(s)")
     finally:
         backup.drop_database(server_dsn, scratch)
     return result
