@@ -38,9 +38,9 @@ class ScratchDatabase:
     and the role may, else restored from the dump), dropped on exit, whatever happened in between."""
 
     def __init__(self, server_dsn: str, name: str, dump: Path, binaries: PgBinaries | None = None,
-                 keys: backup.BackupKeys | None = None, template: str | None = None) -> None:
+                 keys: backup.BackupKeys | None = None, template: str | None = None, jobs: int = 1) -> None:
         self.server_dsn, self.name, self.dump, self.binaries, self.keys = server_dsn, name, dump, binaries, keys
-        self.template = template
+        self.template, self.jobs = template, jobs
         self.dsn = ""
         self.how = "restored"
 
@@ -48,7 +48,8 @@ class ScratchDatabase:
         if self.template is not None and self._clone():
             self.how = "cloned"
             return self
-        self.dsn = backup.restore(self.dump, self.server_dsn, self.name, self.binaries, replace=True, keys=self.keys)
+        self.dsn = backup.restore(self.dump, self.server_dsn, self.name, self.binaries, replace=True, keys=self.keys,
+                                  jobs=self.jobs)
         return self
 
     def _clone(self) -> bool:
@@ -138,15 +139,15 @@ def _migrate(result: Result, dsn: str, gate: GateConfig, key: str, what: str) ->
 
 
 @contextlib.contextmanager
-def _dump_of(target_dsn: str, binaries: PgBinaries | None, lock_wait_timeout: str | None = None
-             ) -> Iterator[tuple[Path, backup.BackupKeys]]:
+def _dump_of(target_dsn: str, binaries: PgBinaries | None, lock_wait_timeout: str | None = None,
+             compress: int = 0, jobs: int = 1) -> Iterator[tuple[Path, backup.BackupKeys]]:
     """A dump of the target for the rehearsal, encrypted to a key pair that lives only in this process's memory
     (the plaintext never touches the disk), deleted with its folder afterwards, and proven gone. The target is
     live: pg_dump waits no longer than lock_wait_timeout for a table's lock ([precheck] lock_timeout)."""
     keys = backup.BackupKeys.generate()
     with tempfile.TemporaryDirectory(prefix="gate-scratch-") as folder:
         yield Path(backup.take_backup(target_dsn, Path(folder), binaries, keys=keys,
-                                      lock_wait_timeout=lock_wait_timeout).path), keys
+                                      lock_wait_timeout=lock_wait_timeout, compress=compress, jobs=jobs).path), keys
     if Path(folder).exists():
         raise backup.BackupError(f"the rehearsal's temporary dump folder {folder} was not removed")
 
@@ -180,10 +181,12 @@ def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBi
     codec = PhiCodec(key)
     stamp = f"{os.getpid()}_{int(time.time())}"
     with contextlib.ExitStack() as scratch:
-        dump, keys = scratch.enter_context(_dump_of(target_dsn, binaries, gate.precheck.lock_timeout))
+        dump, keys = scratch.enter_context(_dump_of(target_dsn, binaries, gate.precheck.lock_timeout,
+                                                    gate.backup.compress, gate.backup.workers))
 
         def database(name: str, template: str | None = None) -> ScratchDatabase:
-            return scratch.enter_context(ScratchDatabase(target_dsn, name, dump, binaries, keys, template))
+            return scratch.enter_context(ScratchDatabase(target_dsn, name, dump, binaries, keys, template,
+                                                         gate.backup.workers))
 
         before_db = database(f"gate_before_{stamp}")
         copy = database(f"gate_scratch_{stamp}", template=before_db.name)
