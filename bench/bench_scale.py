@@ -158,12 +158,20 @@ def _phi_by_table(gate: GateConfig, side: str) -> dict[str, list[str]]:
     return {t: cols for t, cols in found.items() if cols}
 
 
+def _present(conn: psycopg.Connection, gate: GateConfig, side: str) -> dict[str, list[str]]:
+    """The side's PHI columns by table, only those the database has (a rolled-back run has legacy tables only)."""
+    found: dict[str, set[str]] = {}
+    for table, column in conn.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                      "WHERE table_schema = %s", (gate.schema,)):
+        found.setdefault(table, set()).add(column)
+    shown = {t: [c for c in cols if c in found.get(t, ())] for t, cols in _phi_by_table(gate, side).items()}
+    return {t: cols for t, cols in shown.items() if cols}
+
+
 def phi_value_count(conn: psycopg.Connection, gate: GateConfig, side: str) -> int:
     """Non-NULL, non-empty encrypted values in the side's tables, counted by the server (one scan per table)."""
     total = 0
-    for table, columns in _phi_by_table(gate, side).items():
-        if not _existing(conn, gate.schema, [table]):
-            continue
+    for table, columns in _present(conn, gate, side).items():
         query = sql.SQL("SELECT {} FROM {}").format(
             sql.SQL(" + ").join(sql.SQL("count(NULLIF({}, ''))").format(sql.Identifier(c)) for c in columns),
             sql.Identifier(gate.schema, table))
@@ -232,14 +240,15 @@ def phi_rates(run_dir: Path, cores: dict[str, int]) -> list[PhiRate]:
 
 
 def tight_loop(dsn: str, gate: GateConfig, key: str, limit: int) -> tuple[int, float]:
-    """Parse and decrypt up to `limit` of the new tables' PHI values, in process, one core: (values, seconds).
+    """Parse and decrypt up to `limit` of the new tables' PHI values (the legacy ones after a rollback), in process,
+    one core: (values, seconds).
     Only the parsing and decrypting is timed; values are fetched in batches through a server-side cursor."""
     aead = AESGCM(parse_key(key))
     done, seconds = 0, 0.0
     with psycopg.connect(dsn) as conn:
-        for table, columns in _phi_by_table(gate, "new").items():
-            if done >= limit or not _existing(conn, gate.schema, [table]):
-                continue
+        for table, columns in (_present(conn, gate, "new") or _present(conn, gate, "legacy")).items():
+            if done >= limit:
+                break
             with conn.cursor(name="bench_tight") as cursor:
                 cursor.execute(sql.SQL("SELECT {} FROM {}").format(
                     sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(gate.schema, table)))
