@@ -12,15 +12,15 @@ as child processes) and measures, in the same run and on the same sandbox:
     plus new tables (timed after it, warm);
   - PHI values verified per second: per phase, the `checked` counts of the checks that decrypt (from the suites'
     results JSON, each check tied to its test) over those tests' durations, divided by the cores the suite used
-    (the most Python processes of its process tree alive at once, at most nproc), against a tight in-process loop
-    that only parses and decrypts the new tables' PHI values with `cryptography` (one core, timed per batch, the
-    fetching untimed; at most --tight-values values);
+    (the most worker processes of its tree alive at once, the suite's own included, at most nproc), against a
+    tight in-process loop that only parses and decrypts the new tables' PHI values with `cryptography` (one core,
+    timed per batch, the fetching untimed; at most --tight-values values);
   - migration_gate.compare on one table pair (--pair, a [tables.*] name; its key and non-PHI columns) against
     reladiff (hashdiff, one thread per database: the legacy table is copied into a second database of the same
     cluster before the gate runs) and against a naive check that fetches both tables into Python and compares
     (skipped above --naive-rows rows: it holds both tables in memory, on purpose);
-  - peak RSS of each suite: exact for its largest process (the kernel's count at wait4, SuiteRunner.usage) and
-    sampled 5 times a second for its whole process tree.
+  - peak RSS of each suite: its largest process's own high-water mark (VmHWM) and its whole process tree's summed
+    RSS, both read from /proc 5 times a second (TreeSampler says why not getrusage).
 Where a goal of issue 12 item 6 is missed, the table says by how much. The benchmark itself keeps no table in
 memory except in the naive check. Times on a shared machine vary by 20-30% between runs: compare ratios.
 """
@@ -53,7 +53,6 @@ from migration_gate.phi import parse_key
 from migration_gate.progress import Progress
 from migration_gate.provider import load_provider
 from migration_gate.runstate import PLAN, RunState
-from migration_gate.suites import SuiteUsage
 
 # Issue 12 item 6 (at 1,000,000 patients on the 2-core machine).
 GOAL_WINDOW_MIN = 10.0
@@ -109,8 +108,8 @@ class Measured:
     tight: tuple[int, float] = (0, 0.0)  # values, seconds of the tight loop
     pair: str = ""
     compared: list[Timed] = field(default_factory=list)
-    usage: dict[str, SuiteUsage] = field(default_factory=dict)
-    tree_mb: dict[str, float] = field(default_factory=dict)
+    largest_mb: dict[str, float] = field(default_factory=dict)  # suite -> peak of its largest process (VmHWM)
+    tree_mb: dict[str, float] = field(default_factory=dict)  # suite -> peak of its process tree's summed RSS
     machine: str = ""
     run_dir: str = ""
 
@@ -328,14 +327,20 @@ def _naive(legacy_dsn: str, new_dsn: str, mapping: TableMap, schema: str) -> Tim
 # -- memory: each suite's process tree, sampled ------------------------------------------------------------------
 
 class TreeSampler(threading.Thread):
-    """Every `interval` s: each suite child of this process (pytest -m <marker>) and its descendants; the peak of
-    their summed VmRSS and the most Python processes alive at once, per marker. Reads /proc only (Linux)."""
+    """Every `interval` s: each suite child of this process (pytest -m <marker>) and its descendants, per marker:
+    the largest VmHWM of one process (the kernel's own high-water mark of that process, so exact but for what it
+    grew after the last sample), the peak of their summed VmRSS (sampled), and the most of its worker processes
+    alive at once (the suite's process included). Reads /proc only (Linux).
+
+    Not getrusage/wait4: a child's ru_maxrss includes the RSS its parent had when it was spawned (the kernel keeps
+    the high-water mark from before the exec), so every suite the gate starts would read as large as the gate."""
 
     def __init__(self, interval: float = 0.2) -> None:
         super().__init__(daemon=True)
         self.interval = interval
+        self.largest_mb: dict[str, float] = {}
         self.peak_mb: dict[str, float] = {}
-        self.pythons: dict[str, int] = {}
+        self.workers: dict[str, int] = {}
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -361,14 +366,16 @@ class TreeSampler(threading.Thread):
             marker = _marker(root)
             if marker is None:
                 continue
-            tree, rss, pythons = [root], 0, 0
+            tree, rss, largest, workers, root_args = [root], 0, 0, 0, _cmdline(root)
             while tree:
                 pid = tree.pop()
                 tree.extend(children.get(pid, []))
-                rss += _rss_kb(pid)
-                pythons += _is_python(pid)
+                now, high = _memory_kb(pid)
+                rss, largest = rss + now, max(largest, high)
+                workers += _is_worker(pid, root_args)
+            self.largest_mb[marker] = max(self.largest_mb.get(marker, 0.0), largest / 1024)
             self.peak_mb[marker] = max(self.peak_mb.get(marker, 0.0), rss / 1024)
-            self.pythons[marker] = max(self.pythons.get(marker, 0), pythons)
+            self.workers[marker] = max(self.workers.get(marker, 0), workers)
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -386,17 +393,21 @@ def _marker(pid: int) -> str | None:
     return None
 
 
-def _rss_kb(pid: int) -> int:
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process in kB; zeros when it is gone or has no memory of its own (a zombie)."""
+    found = {}
     with contextlib.suppress(OSError, ValueError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                found[line[:5]] = int(line.split()[1])
+    return found.get("VmRSS", 0), found.get("VmHWM", 0)
 
 
-def _is_python(pid: int) -> bool:
+def _is_worker(pid: int, root_args: list[str]) -> bool:
+    """The suite's own process or one of its worker processes (forked: the same command line; spawned or from a
+    forkserver: multiprocessing's), not a tool it runs (pg_restore, psql, a log command)."""
     args = _cmdline(pid)
-    return bool(args) and Path(args[0]).name.startswith("python")
+    return bool(args) and (args == root_args or any("multiprocessing" in a for a in args))
 
 
 # -- the run -----------------------------------------------------------------------------------------------------
@@ -469,10 +480,9 @@ def measure(patients: int, reports: Path, pair: str = "clinical_sessions", seed:
                 state = runner.run()
             finally:
                 sampler.stop()
-            measured.usage = dict(runner.suites.usage)
-            measured.tree_mb = dict(sampler.peak_mb)
+            measured.largest_mb, measured.tree_mb = dict(sampler.largest_mb), dict(sampler.peak_mb)
             read_state(measured, state)
-            measured.phi = phi_rates(run_dir, {m: min(os.cpu_count() or 1, n) for m, n in sampler.pythons.items()})
+            measured.phi = phi_rates(run_dir, {m: min(os.cpu_count() or 1, n) for m, n in sampler.workers.items()})
             with psycopg.connect(dsn, autocommit=True) as conn:
                 new = _existing(conn, gate.schema, _tables(gate, "new"))
                 seconds, rows = count_seconds(conn, gate.schema, new)
@@ -504,20 +514,26 @@ def _n(value: float | None, fmt: str = ",.0f", unit: str = "") -> str:
     return "n/a" if value is None else f"{value:{fmt}}{unit}"
 
 
+def _short(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
 def at_most(value: float | None, goal: float, unit: str) -> str:
+    """'met', or by how much the figure is over its goal."""
     if value is None:
         return "not measured"
     if value <= goal:
         return "met"
-    return f"MISSED by {value - goal:,.2f}{unit} ({value / goal:.1f}x the goal)"
+    return f"MISSED by {_short(value - goal)}{unit} ({value / goal:.1f}x the goal)"
 
 
 def at_least(value: float | None, goal: float) -> str:
+    """'met', or by how much the figure is under its goal."""
     if value is None:
         return "not measured"
     if value >= goal:
         return "met"
-    return f"MISSED by {goal - value:.2f} ({goal / value:.1f}x short)" if value else "MISSED (zero)"
+    return f"MISSED by {_short(goal - value)} ({goal / value:.1f}x short)" if value else "MISSED (zero)"
 
 
 def table(m: Measured) -> list[tuple[str, str, str, str]]:
@@ -561,10 +577,8 @@ def table(m: Measured) -> list[tuple[str, str, str, str]]:
         add((f"ours / {other.name}", f"{_n(ratio, '.2f')} ({_timed(other)})", goal,
              at_most(ratio, 1.0, "") if goal else ""))
     for suite in SUITES:
-        usage = m.usage.get(suite)
-        tree = m.tree_mb.get(suite)
-        largest = None if usage is None else usage.peak_rss_mb
-        shown = f"{_n(largest, ',.0f', ' MB')} largest process (exact), {_n(tree, ',.0f', ' MB')} whole tree (sampled)"
+        largest, tree = m.largest_mb.get(suite), m.tree_mb.get(suite)
+        shown = f"{_n(largest, ',.0f', ' MB')} largest process (VmHWM), {_n(tree, ',.0f', ' MB')} whole tree (sampled)"
         worst = max((v for v in (largest, tree) if v is not None), default=None)
         add((f"peak RSS: {suite} suite", shown, f"< {GOAL_RSS_MB:g} MB", at_most(worst, GOAL_RSS_MB, " MB")))
     return rows

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from migration_gate.config import ROOT, TARGET_VARIABLES, GateConfig
@@ -50,23 +49,12 @@ def suite_env(target: CutoverTarget, gate: GateConfig, state: RunState) -> dict[
     return {k: v for k, v in env.items() if v or k not in TARGET_VARIABLES}
 
 
-@dataclass(frozen=True)
-class SuiteUsage:
-    """What one suite's child used, as the kernel counted it when the child was reaped (wait4): exact, not sampled.
-    The peak is that of the largest single process (the child or one of the children it waited for)."""
-
-    peak_rss_mb: float
-    cpu_seconds: float  # user + system, the child and the children it waited for
-    wall_seconds: float
-
-
 class SuiteRunner:
     """Runs the phase suites of one cut-over run, each into its own folder of the run folder."""
 
     def __init__(self, run_dir: Path, progress: Progress) -> None:
         self.run_dir = run_dir
         self.progress = progress
-        self.usage: dict[str, SuiteUsage] = {}  # marker -> what its last run used (bench/bench_scale.py reads it)
 
     def run(self, marker: str, record: PhaseRecord, env: dict[str, str]) -> bool:
         """pytest -m <marker> in a child process; its HTML and JUnit reports land in the run folder, and its
@@ -82,12 +70,11 @@ class SuiteRunner:
         # writing into this folder
         env = env | {"GATE_PROGRESS_FILE": str(progress_file), "GATE_PARENT_PID": str(os.getpid())}
         with tempfile.TemporaryFile(mode="w+") as out:
-            began = time.monotonic()
             child = subprocess.Popen(
                 [sys.executable, "-m", "pytest", "-m", marker, f"--gate-run-dir={folder}",
                  f"--gate-results={results_file}", "-p", "no:cacheprovider", "-q", "--no-header", "-rf",
                  "--tb=short"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
-            while not self._reaped(marker, child, began):
+            while child.poll() is None:
                 time.sleep(0.5)
                 self._show_progress(marker, progress_file)
             self._show_progress(marker, progress_file)
@@ -97,16 +84,6 @@ class SuiteRunner:
         (folder / "pytest-output.txt").write_text(redact_text(output))
         ok, record.detail = judge(child.returncode, read_results(results_file), output)
         return ok
-
-    def _reaped(self, marker: str, child: subprocess.Popen, began: float) -> bool:
-        """Popen.poll() that also keeps what the child used (its rusage, which only wait4 gives)."""
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        if not pid:
-            return False
-        child.returncode = os.waitstatus_to_exitcode(status)
-        self.usage[marker] = SuiteUsage(peak_rss_mb=usage.ru_maxrss / 1024, cpu_seconds=usage.ru_utime + usage.ru_stime,
-                                        wall_seconds=time.monotonic() - began)
-        return True
 
     def _show_progress(self, marker: str, progress_file: Path) -> None:
         try:
