@@ -112,6 +112,7 @@ class Measured:
     tree_mb: dict[str, float] = field(default_factory=dict)  # suite -> peak of its process tree's summed RSS
     machine: str = ""
     run_dir: str = ""
+    load: list[float] = field(default_factory=list)  # 1-minute load average at the start and at the end
 
     @property
     def tight_rate(self) -> float:
@@ -412,6 +413,11 @@ def _is_worker(pid: int, root_args: list[str]) -> bool:
 
 # -- the run -----------------------------------------------------------------------------------------------------
 
+def load_average() -> float:
+    """Others' work on a shared machine shows here: read the figures with it."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
 def machine(dsn: str | None = None) -> str:
     ram = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                 if line.startswith("MemTotal:")), 0) / 2**20
@@ -451,6 +457,7 @@ def measure(patients: int, reports: Path, pair: str = "clinical_sessions", seed:
     measured = Measured(patients=patients, pair=f"{mapping.legacy} -> {mapping.new}", run_dir=str(run_dir),
                         legacy_of={m.new: m.legacy for m in gate.tables if not m.partial})
     sampler = TreeSampler()
+    measured.load.append(load_average())
     with rehearsal_env():
         sandbox = provider.rehearsal(run_dir / "sandbox", patients, seed, progress)
         try:
@@ -497,6 +504,7 @@ def measure(patients: int, reports: Path, pair: str = "clinical_sessions", seed:
                 measured.compared = compare_pair(copy, dsn, mapping, gate.schema, naive_rows)
         finally:
             sandbox.stop()
+    measured.load.append(load_average())
     return measured
 
 
@@ -591,7 +599,8 @@ def _timed(timed: Timed | None) -> str:
 
 
 def render(m: Measured, rows: list[tuple[str, str, str, str]]) -> str:
-    head = (f"bench_scale: {m.patients:,} patients; {m.machine}; run {m.run_dir}\n\n"
+    load = " -> ".join(f"{x:.1f}" for x in m.load) or "?"
+    head = (f"bench_scale: {m.patients:,} patients; {m.machine}; load average {load}; run {m.run_dir}\n\n"
             "| what | measured | goal (issue 12 item 6) | verdict |\n|---|---|---|---|\n")
     return head + "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows)
 
