@@ -549,7 +549,8 @@ def table(m: Measured) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
     add = rows.append
     for label, new in SIZE_TABLES.items():
-        add((f"data: {label} ({new})", _n(m.rows.get(new, m.rows.get(m.legacy_of.get(new, "")))), "", ""))
+        legacy = m.legacy_of.get(new, "")  # as seeded (the post-checks add a row or two to the new tables)
+        add((f"data: {label} ({legacy or new})", _n(m.rows.get(legacy, m.rows.get(new))), "", ""))
     add(("data: PHI values (legacy / new)", f"{_n(m.phi_values[0])} / {_n(m.phi_values[1])}", "", ""))
     add(("data: database MB (before / after migration)", f"{_n(m.mb[0], ',.1f')} / {_n(m.mb[1], ',.1f')}", "", ""))
     for phase in PLAN:
