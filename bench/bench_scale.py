@@ -7,7 +7,9 @@ Runs what scripts/rehearse runs (the configured sandbox provider, every gated ph
 as child processes) and measures, in the same run and on the same sandbox:
   - the data: rows of every mapped table, PHI values (non-NULL encrypted values, legacy before and new after),
     the database's size before and after the migration;
-  - each phase's seconds and the maintenance window, from the run's state.json;
+  - each phase's seconds and the maintenance window, from the run's state.json (the after-migration figures below
+    are taken between the integrity phase and the deploy, so a run the post-checks roll back still has them;
+    their time is taken out of the window);
   - integrity phase seconds / `SELECT count(*)` over every mapped table, legacy tables (timed before the gate, warm)
     plus new tables (timed after it, warm);
   - PHI values verified per second: per phase, the `checked` counts of the checks that decrypt (from the suites'
@@ -35,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +54,7 @@ from migration_gate.hooks import CutoverTarget
 from migration_gate.phi import parse_key
 from migration_gate.progress import Progress
 from migration_gate.provider import load_provider
-from migration_gate.runstate import PLAN, RunState
+from migration_gate.runstate import PLAN, PhaseRecord, RunState
 
 # Issue 12 item 6 (at 1,000,000 patients on the 2-core machine).
 GOAL_WINDOW_MIN = 10.0
@@ -481,39 +483,65 @@ def measure(patients: int, reports: Path, pair: str = "clinical_sessions", seed:
                                    hooks=sandbox.hooks, app_log_file=sandbox.app_log_file,
                                    api_headers=sandbox.api_headers, allow_writes=True)
             attest.record_all(gate, run_dir, by="bench_scale", note="recorded by bench/bench_scale.py")
-            runner = Gate(gate, target, run_dir, progress, log_source=getattr(sandbox, "log_source", None))
+            def after_migration() -> None:  # the new tables as migrated, whatever the post-checks decide later
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    new = _existing(conn, gate.schema, _tables(gate, "new"))
+                    seconds, rows = count_seconds(conn, gate.schema, new)
+                    measured.count_s = (measured.count_s[0], seconds)
+                    measured.rows.update(rows)
+                    measured.phi_values = (measured.phi_values[0], phi_value_count(conn, gate, "new"))
+                    measured.mb = (measured.mb[0], database_mb(conn))
+                progress.say("bench: tight decryption loop")
+                measured.tight = tight_loop(dsn, gate, provider.key, tight_values)
+                progress.say(f"bench: {measured.pair} compared three ways")
+                measured.compared = compare_pair(copy, dsn, mapping, gate.schema, naive_rows)
+
+            runner = MeasuringGate(gate, target, run_dir, progress, log_source=getattr(sandbox, "log_source", None),
+                                   before_deploy=after_migration)
             sampler.start()
             try:
                 state = runner.run()
             finally:
                 sampler.stop()
             measured.largest_mb, measured.tree_mb = dict(sampler.largest_mb), dict(sampler.peak_mb)
-            read_state(measured, state)
+            read_state(measured, state, paused=runner.paused)
             measured.phi = phi_rates(run_dir, {m: min(os.cpu_count() or 1, n) for m, n in sampler.workers.items()})
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                new = _existing(conn, gate.schema, _tables(gate, "new"))
-                seconds, rows = count_seconds(conn, gate.schema, new)
-                measured.count_s = (measured.count_s[0], seconds)
-                measured.rows.update(rows)
-                measured.phi_values = (measured.phi_values[0], phi_value_count(conn, gate, "new"))
-                measured.mb = (measured.mb[0], database_mb(conn))
-            progress.say("bench: tight decryption loop")
-            measured.tight = tight_loop(dsn, gate, provider.key, tight_values)
-            if mapping.new in measured.rows:
-                progress.say(f"bench: {measured.pair} compared three ways")
-                measured.compared = compare_pair(copy, dsn, mapping, gate.schema, naive_rows)
+            if not measured.tight[0]:  # the run never got to the deploy: the legacy values, for the PHI rows
+                measured.tight = tight_loop(dsn, gate, provider.key, tight_values)
         finally:
             sandbox.stop()
     measured.load.append(load_average())
     return measured
 
 
-def read_state(measured: Measured, state: RunState) -> None:
-    """Phase seconds, the verdict and the maintenance window (maintenance on to go-live) from the run's state."""
+def read_state(measured: Measured, state: RunState, paused: float = 0.0) -> None:
+    """Phase seconds, the verdict and the maintenance window (maintenance on to go-live, less the benchmark's own
+    measurements in it) from the run's state."""
     measured.phases = {p.name: p.seconds for p in state.phases}
     measured.status = state.status
     if state.maintenance_on_at and state.maintenance_off_at:
-        measured.window_min = (state.maintenance_off_at - state.maintenance_on_at) / 60
+        measured.window_min = (state.maintenance_off_at - state.maintenance_on_at - paused) / 60
+
+
+class MeasuringGate(Gate):
+    """The gate, with the benchmark's after-migration measurements taken just before the deploy phase starts (the
+    integrity phase passed, the new tables are there and quiet, whatever the post-checks decide later). They fall
+    between two phases, so no phase's seconds include them; their time (`paused`) is taken out of the window."""
+
+    def __init__(self, *args, before_deploy: Callable[[], None], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.before_deploy = before_deploy
+        self.paused = 0.0
+
+    def _step(self, record: PhaseRecord, action: Callable[[PhaseRecord], bool]) -> bool:
+        if record.name == "deploy":
+            began = time.monotonic()
+            try:
+                self.before_deploy()
+            except Exception as exc:  # noqa: BLE001 - the benchmark's figures go n/a; the run goes on
+                self.progress.say(f"bench: after-migration measurements failed: {exc.__class__.__name__}")
+            self.paused += time.monotonic() - began
+        return super()._step(record, action)
 
 
 # -- the table ---------------------------------------------------------------------------------------------------
