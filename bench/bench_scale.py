@@ -243,7 +243,7 @@ def phi_rates(run_dir: Path, cores: dict[str, int]) -> list[PhiRate]:
         if not ran:
             continue
         tests = {c["test"] for c in ran}
-        phi_tests = tests | {c["test"] for c in data.get("checks", []) if c.get("test") and c.get("unit") == "values"
+        phi_tests = tests | {c["test"] for c in data.get("checks", []) if c.get("test")
                              and any(w in c["check"] for w in PHI_WORDS) and "non-PHI" not in c["check"]}
         rates.append(PhiRate(phase, sum(c["checked"] for c in ran), sum(durations.get(t, 0.0) for t in tests),
                              max(1, cores.get(phase, 1)), sum(durations.get(t, 0.0) for t in phi_tests)))
