@@ -301,7 +301,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     found = item.stash.setdefault(CHECKS, [])
     with _listening(found):
         outcome = yield
-    gate.checks.extend(found)
+    gate.checks.extend(dict(c, test=item.nodeid) for c in found)  # which test judged it (its duration: a rate)
     return outcome
 
 
