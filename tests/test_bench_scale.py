@@ -61,7 +61,7 @@ def test_the_benchmark_table_has_every_row_from_real_measurements(legacy_db: str
     assert found["migration_gate.compare"].note.startswith("0 differences")
     assert found["naive (both tables into Python)"].note == "0 differing rows"
     reladiff = found["reladiff (hashdiff)"]
-    assert reladiff.note.startswith(("0 differing", "not installed", "could not compare")), reladiff.note
+    assert reladiff.note.startswith("0 differing"), reladiff.note  # scripts/setup installs the bench extra
     skipped = bench.compare_pair(copy, migrated_db, PAIR, GATE.schema, naive_rows=10)[-1]
     assert skipped.seconds is None and skipped.note.startswith("skipped:")
 
