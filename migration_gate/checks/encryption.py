@@ -1,24 +1,33 @@
 """PHI at rest: every stored value is v1 ciphertext that decrypts with the key, is not itself ciphertext,
 has its own IV, and search hashes are hashes of the decrypted values.
 
-Format checks run in SQL. Decryption streams each table once through a server-side cursor, in key order, all
-of its encrypted columns together; only counts and row ids come back out.
+Format checks run in SQL, one scan per table for all of them (v1 format, v2 prefixes, plaintext patterns, counts as
+FILTER aggregates), shared by the checks that read it while the database has not changed; offending ids are
+fetched only for a count that is not zero. Decryption splits each table by key range over worker processes
+(migration_gate.decryption, migration_gate.ranges); only counts and row ids come back out. With the pre-checks'
+record (migration_gate.proven), ciphertext byte-identical to what was proven before the window is not decrypted
+again.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
+from migration_gate import decryption, proven, ranges
 from migration_gate.catalog import Catalog
-from migration_gate.checks import Result, catalog_of, first_ids, key_of, missing
+from migration_gate.checks import FIRST_IDS, Result, catalog_of, first_ids, key_of, missing
 from migration_gate.config import SearchHash
-from migration_gate.phi import V1_PATTERN, CiphertextFormatError, DecryptionError, PhiCodec, is_blank, search_hash
+from migration_gate.decryption import Outcome, Task
+from migration_gate.phi import V1_PATTERN, PhiCodec
 
-BATCH = 2_000
+ROWS_PER_BUCKET = 10_000  # keys per bucket: the grain of the pre-checks' proof and of a worker's task
+TASKS_PER_WORKER = 4  # ranges per worker process, so that uneven ranges even out
 # What PHI looks like in the clear: an email, a US phone number, an SSN, an ISO or US date.
 PLAINTEXT_PATTERNS = {
     "an email": r"[^\s@:]+@[^\s@]+\.[a-z]{2,}",
@@ -33,12 +42,6 @@ def by_table(columns: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     for table, column in columns:
         grouped[table].append(column)
     return dict(grouped)
-
-
-def _ids(conn: psycopg.Connection, schema: str, table: str, condition: sql.Composable, key: str) -> list[int]:
-    query = sql.SQL("SELECT {k} FROM {t} WHERE {cond} ORDER BY 1").format(
-        k=sql.Identifier(key), t=sql.Identifier(schema, table), cond=condition)
-    return [r[0] for r in conn.execute(query)]
 
 
 def _present(result: Result, catalog: Catalog, schema: str, columns: Iterable[tuple[str, str]]
@@ -59,97 +62,96 @@ def _scoped(condition: sql.Composable, scope: sql.Composable | None) -> sql.Comp
     return condition if scope is None else sql.SQL("({}) AND ({})").format(condition, scope)
 
 
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One table's format counts, per column: values, not v1, v2 among them, plaintext-looking per pattern."""
+
+    values: dict[str, int]
+    malformed: dict[str, int]
+    v2: dict[str, int]
+    plaintext: dict[tuple[str, str], int]
+
+
+_SCANS: OrderedDict[tuple, tuple[str, Scan]] = OrderedDict()
+_KEEP_SCANS = 64
+
+
+def _bad(column: str) -> sql.Composable:
+    """Not NULL, not blank, not v1: what the format check names (the only values a plaintext pattern can match,
+    since v1 has no '@' and starts with a letter, where every anchored pattern needs a digit or a sign)."""
+    return sql.SQL("{c} IS NOT NULL AND {c} !~ '^\\s*$' AND {c} !~ {p}").format(
+        c=sql.Identifier(column), p=sql.Literal(V1_PATTERN))
+
+
+def _scan(conn: psycopg.Connection, schema: str, table: str, columns: list[str],
+          scope: sql.Composable | None) -> Scan:
+    """Every per-value format count of a table in one scan. Without a scope, reused by the next check asking for the
+    same table while the cluster's snapshot is unchanged (no transaction has committed since, none is open here)."""
+    cache_key = (conn.info.host, conn.info.port, conn.info.dbname, schema, table, tuple(columns))
+    snapshot = None
+    if scope is None and conn.info.transaction_status == pq.TransactionStatus.IDLE:
+        snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+        cached = _SCANS.get(cache_key)
+        if cached and cached[0] == snapshot:
+            return cached[1]
+    flags = [sql.SQL("{c}, ({bad}) AS {f}").format(c=sql.Identifier(c), bad=_bad(c), f=sql.Identifier(f"_bad{i}"))
+             for i, c in enumerate(columns)]
+    aggregates = []
+    for i, column in enumerate(columns):
+        c, f = sql.Identifier(column), sql.Identifier(f"_bad{i}")
+        aggregates += [sql.SQL("count({c})").format(c=c), sql.SQL("count(*) FILTER (WHERE {f})").format(f=f),
+                       sql.SQL("count(*) FILTER (WHERE {f} AND {c} LIKE 'v2:%')").format(f=f, c=c)]
+        aggregates += [sql.SQL("count(*) FILTER (WHERE {f} AND {c} ~* {p})").format(f=f, c=c, p=sql.Literal(p))
+                       for p in PLAINTEXT_PATTERNS.values()]
+    # OFFSET 0 keeps the subquery as it is: each flag evaluated once per row, not once per aggregate using it
+    query = sql.SQL("SELECT {aggs} FROM (SELECT {flags} FROM {t} WHERE {w} OFFSET 0) AS v").format(
+        aggs=sql.SQL(", ").join(aggregates), flags=sql.SQL(", ").join(flags), t=sql.Identifier(schema, table),
+        w=scope if scope is not None else sql.SQL("true"))
+    row = conn.execute(query).fetchone()
+    width = 3 + len(PLAINTEXT_PATTERNS)
+    found = Scan({}, {}, {}, {})
+    for i, column in enumerate(columns):
+        counts = row[i * width:(i + 1) * width]
+        found.values[column], found.malformed[column], found.v2[column] = counts[0], counts[1], counts[2]
+        for label, count in zip(PLAINTEXT_PATTERNS, counts[3:], strict=True):
+            found.plaintext[(column, label)] = count
+    if snapshot is not None:
+        _SCANS[cache_key] = (snapshot, found)
+        _SCANS.move_to_end(cache_key)
+        while len(_SCANS) > _KEEP_SCANS:
+            _SCANS.popitem(last=False)
+    return found
+
+
+def _first(conn: psycopg.Connection, schema: str, table: str, key: str, condition: sql.Composable,
+           scope: sql.Composable | None = None) -> list:
+    """The first ids (by key) of the rows meeting `condition`: one more than first_ids() shows, so it says '...'."""
+    query = sql.SQL("SELECT {k} FROM {t} WHERE {c} ORDER BY 1 LIMIT {n}").format(
+        k=sql.Identifier(key), t=sql.Identifier(schema, table), c=_scoped(condition, scope),
+        n=sql.Literal(FIRST_IDS + 1))
+    return [r[0] for r in conn.execute(query)]
+
+
 def well_formed(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], schema: str = "public",
                 scope: sql.Composable | None = None) -> Result:
     """Every non-empty value matches ^v1:<32 hex>:<32 hex>:(hex pairs)+$ (no plaintext, v2 or truncation).
     With `scope` (a row condition), only the rows it selects: a watch round checks what was written since the last."""
     result = Result("PHI values are v1 ciphertext")
     for table, (key, cols) in _present(result, catalog_of(conn, schema), schema, columns).items():
-        if scope is not None and not conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {t} WHERE {s})").format(
-                t=sql.Identifier(schema, table), s=scope)).fetchone()[0]:
-            continue  # nothing in scope: one scan of the table instead of two per column
-        for column in cols:
-            c = sql.Identifier(column)
-            with result.guard(table, column):
-                malformed = sql.SQL("{c} IS NOT NULL AND {c} !~ '^\\s*$' AND {c} !~ {p}").format(
-                    c=c, p=sql.Literal(V1_PATTERN))
-                bad = _ids(conn, schema, table, _scoped(malformed, scope), key)
-                result.checked += conn.execute(sql.SQL("SELECT count({c}) FROM {t} WHERE {s}").format(
-                    c=c, t=sql.Identifier(schema, table), s=_scoped(sql.SQL("true"), scope))).fetchone()[0]
+        if not cols:
+            continue
+        with result.guard(table):
+            found = _scan(conn, schema, table, cols, scope)
+            for column in cols:
+                result.checked += found.values[column]
+                bad = found.malformed[column]
                 if bad:
-                    v2 = len(_ids(conn, schema, table, _scoped(sql.SQL("{c} LIKE 'v2:%'").format(c=c), scope), key))
+                    ids = _first(conn, schema, table, key, _bad(column), scope)
+                    v2 = found.v2[column]
                     kind = f", {v2} of them v2:" if v2 else ""
-                    result.add(f"{table}.{column}: {len(bad)} values are not v1 ciphertext{kind} ({first_ids(bad)})")
-    return result
-
-
-def _stream(conn: psycopg.Connection, schema: str, table: str, columns: list[str], limit: int | None,
-            key: str, scope: sql.Composable | None = None) -> Iterator[tuple]:
-    query = sql.SQL("SELECT {k}, {cols} FROM {t} WHERE {s} ORDER BY {k}{limit}").format(
-        k=sql.Identifier(key), cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
-        t=sql.Identifier(schema, table), s=_scoped(sql.SQL("true"), scope),
-        limit=sql.SQL(" LIMIT {}").format(sql.Literal(limit)) if limit else sql.SQL(""))
-    with conn.cursor(name=f"gate_{table}") as cur:
-        cur.itersize = BATCH
-        cur.execute(query)
-        yield from cur
-
-
-def decrypts(conn: psycopg.Connection, codec: PhiCodec, columns: Iterable[tuple[str, str]],
-             sample: int | None = None, check: str = "PHI decrypts with the key", schema: str = "public",
-             scope: sql.Composable | None = None) -> Result:
-    """Every v1 value (or those of the first `sample` rows per table) decrypts, and its plaintext is not
-    ciphertext again. Values that are not v1 at all are left to well_formed()."""
-    result = Result(check)
-    malformed = 0
-    present = _present(result, catalog_of(conn, schema), schema, columns)
-    with conn.transaction():
-        for table, (key, cols) in present.items():
-            if not cols:
-                continue
-            failures: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-            for row in _stream(conn, schema, table, cols, sample, key, scope):
-                row_id = row[0]
-                for column, value in zip(cols, row[1:], strict=True):
-                    if is_blank(value):
-                        continue
-                    result.checked += 1
-                    try:
-                        plain = codec.decrypt(value)
-                    except CiphertextFormatError:
-                        malformed += 1  # well_formed() names these; here only the key is in question
-                        continue
-                    except DecryptionError:
-                        failures[column]["do not decrypt with this key (wrong key or corrupted)"].append(row_id)
-                        continue
-                    if plain.startswith(("v1:", "v2:")):
-                        failures[column]["decrypt to ciphertext again (double encryption)"].append(row_id)
-            for column, kinds in failures.items():
-                for kind, ids in kinds.items():
-                    result.add(f"{table}.{column}: {len(ids)} values {kind} ({first_ids(ids)})")
-    if malformed:
-        result.notes.append(f"{malformed} values are not v1 ciphertext (see the format check)")
-    return result
-
-
-def unique_ivs(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], schema: str = "public") -> Result:
-    """No two stored values share an IV (GCM with a repeated IV leaks plaintext)."""
-    result = Result("no two PHI values share an IV")
-    present = _present(result, catalog_of(conn, schema), schema, columns)
-    parts = [sql.SQL("SELECT {tn} AS tbl, {cn} AS col, {k}::text AS id, substr({c}, 4, 32) AS iv FROM {t} "
-                     "WHERE {c} LIKE 'v1:%'").format(tn=sql.Literal(t), cn=sql.Literal(c), c=sql.Identifier(c),
-                                                       k=sql.Identifier(key), t=sql.Identifier(schema, t))
-             for t, (key, cols) in present.items() for c in cols]
-    if not parts:
-        return result
-    query = sql.SQL("WITH v AS ({u}) SELECT iv, count(*), array_agg(tbl || '.' || col || ' id ' || id ORDER BY "
-                    "tbl, col, id) FROM v GROUP BY iv HAVING count(*) > 1").format(u=sql.SQL(" UNION ALL ").join(parts))
-    repeats = conn.execute(query).fetchall()
-    result.checked = conn.execute(sql.SQL("WITH v AS ({u}) SELECT count(*) FROM v").format(
-        u=sql.SQL(" UNION ALL ").join(parts))).fetchone()[0]
-    if repeats:
-        places = [p for _, _, where in repeats for p in where][:6]
-        result.add(f"{len(repeats)} IVs are used by more than one value (e.g. {'; '.join(places)})")
+                    result.add(f"{table}.{column}: {bad} values are not v1 ciphertext{kind} ({first_ids(ids)})")
     return result
 
 
@@ -157,48 +159,186 @@ def no_plaintext(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], s
     """No encrypted column holds something that looks like PHI in the clear."""
     result = Result("no plaintext-looking PHI in encrypted columns", unit="columns")
     for table, (key, cols) in _present(result, catalog_of(conn, schema), schema, columns).items():
-        for column in cols:
-            c = sql.Identifier(column)
-            for label, pattern in PLAINTEXT_PATTERNS.items():
-                ids = _ids(conn, schema, table, sql.SQL("{c} ~* {p}").format(c=c, p=sql.Literal(pattern)), key)
-                if ids:
-                    result.add(f"{table}.{column}: {len(ids)} values look like {label} in the clear "
-                               f"({first_ids(ids)})")
-            result.checked += 1
+        if not cols:
+            continue
+        with result.guard(table):
+            found = _scan(conn, schema, table, cols, None)
+            for column in cols:
+                for label, pattern in PLAINTEXT_PATTERNS.items():
+                    count = found.plaintext[(column, label)]
+                    if count:
+                        ids = _first(conn, schema, table, key, sql.SQL("{c} ~* {p}").format(
+                            c=sql.Identifier(column), p=sql.Literal(pattern)))
+                        result.add(f"{table}.{column}: {count} values look like {label} in the clear "
+                                   f"({first_ids(ids)})")
+                result.checked += 1
     return result
 
 
+def unique_ivs(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], schema: str = "public") -> Result:
+    """No two stored values share an IV (GCM with a repeated IV leaks plaintext). One pass counts values and
+    repeated IVs together; only when there are repeats does a second query name where."""
+    result = Result("no two PHI values share an IV")
+    present = _present(result, catalog_of(conn, schema), schema, columns)
+
+    def union(detail: bool) -> sql.Composable:
+        where = sql.SQL(", {tn} AS tbl, {cn} AS col, {k}::text AS id") if detail else sql.SQL("")
+        return sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT substr({c}, 4, 32) AS iv{w} FROM {t} WHERE {c} LIKE 'v1:%'").format(
+                c=sql.Identifier(c), t=sql.Identifier(schema, t),
+                w=where.format(tn=sql.Literal(t), cn=sql.Literal(c), k=sql.Identifier(key)))
+            for t, (key, cols) in present.items() for c in cols)
+
+    if not any(cols for _, cols in present.values()):
+        return result
+    total, repeated = conn.execute(sql.SQL(
+        "SELECT coalesce(sum(n), 0), count(*) FILTER (WHERE n > 1) FROM (SELECT count(*) AS n FROM ({u}) AS v "
+        "GROUP BY iv) AS g").format(u=union(False))).fetchone()
+    result.checked = int(total)
+    if repeated:
+        places = [p for (where,) in conn.execute(sql.SQL(
+            "SELECT array_agg(tbl || '.' || col || ' id ' || id ORDER BY tbl, col, id) FROM ({u}) AS v GROUP BY iv "
+            "HAVING count(*) > 1 ORDER BY min(tbl), min(col), min(id) LIMIT 6").format(u=union(True)))
+            for p in where][:6]
+        result.add(f"{repeated} IVs are used by more than one value (e.g. {'; '.join(places)})")
+    return result
+
+
+def _tasks(conn: psycopg.Connection, catalog: Catalog, schema: str, table: str, key: str, workers: int,
+           make: dict, spans: list[ranges.KeyRange] | None = None,
+           buckets: ranges.Buckets | None = None) -> list[Task]:
+    """The table's ranges as tasks: the given spans, else whole buckets grouped into about TASKS_PER_WORKER
+    contiguous ranges per worker (one range with one worker)."""
+    if spans is None:
+        buckets = buckets or ranges.buckets(conn, schema, table, key,
+                                            ranges.integer_key(catalog, schema, table, key), ROWS_PER_BUCKET)
+        spans = _group(buckets.ranges(), 1 if workers <= 1 else workers * TASKS_PER_WORKER)
+    return [Task(schema, table, key, span, **make) for span in spans]
+
+
+def _group(spans: list[ranges.KeyRange], parts: int) -> list[ranges.KeyRange]:
+    """Contiguous runs of `spans` merged into at most `parts` ranges."""
+    if len(spans) <= parts:
+        return spans
+    size = -(-len(spans) // parts)
+    return [ranges.KeyRange(spans[i].low, spans[min(i + size, len(spans)) - 1].high)
+            for i in range(0, len(spans), size)]
+
+
+def _report(result: Result, table: str, outcome: Outcome, kinds: dict[str, str]) -> None:
+    for (column, kind), count in outcome.counts.items():
+        result.add(f"{table}.{column}: {count} {kinds[kind]} ({first_ids(outcome.ids[(column, kind)])})")
+
+
+def decrypts(conn: psycopg.Connection, codec: PhiCodec, columns: Iterable[tuple[str, str]],
+             sample: int | None = None, check: str = "PHI decrypts with the key", schema: str = "public",
+             scope: sql.Composable | None = None, workers: int | None = None, record_to: Path | None = None,
+             proof: proven.Proven | None = None) -> Result:
+    """Every v1 value (or those of the first `sample` rows per table) decrypts, and its plaintext is not
+    ciphertext again. Values that are not v1 at all are left to well_formed().
+
+    Split by key range over `workers` processes (default GATE_WORKERS, else the machine's cores). `record_to` (a
+    run folder): record digests of the buckets proven here (migration_gate.proven). `proof`: skip the buckets
+    whose ciphertexts are byte-identical to ones proven before; the notes say how many values were proven by
+    digest and how many decrypted."""
+    result = Result(check)
+    catalog = catalog_of(conn, schema)
+    present = _present(result, catalog, schema, columns)
+    count = 1 if sample is not None or scope is not None else ranges.worker_count(workers)
+    kinds = {decryption.UNDECRYPTABLE: f"values {decryption.UNDECRYPTABLE}", decryption.DOUBLE:
+             f"values {decryption.DOUBLE}"}
+    malformed = by_digest = 0
+    for table, (key, cols) in present.items():
+        if not cols:
+            continue
+        with result.guard(table):
+            integer = ranges.integer_key(catalog, schema, table, key)
+            recording = record_to is not None and sample is None and scope is None
+            buckets = ranges.buckets(conn, schema, table, key, integer, ROWS_PER_BUCKET) if recording else None
+            tasks: list[Task] = []
+            skipped_columns: list[str] = []
+            if proof is not None and sample is None and scope is None:
+                tasks, skipped_columns, proven_values = _unproven(conn, catalog, schema, table, key, cols, proof,
+                                                                  count)
+                by_digest += proven_values
+            rest = [c for c in cols if c not in skipped_columns]
+            if rest:
+                tasks += _tasks(conn, catalog, schema, table, key, count,
+                                {"columns": tuple(rest), "buckets": buckets, "limit": sample}, buckets=buckets)
+            total = Outcome()
+            for outcome in decryption.run(conn, codec, tasks, count, scope=scope):
+                total.merge(outcome)
+            result.checked += total.checked
+            malformed += total.malformed
+            _report(result, table, total, kinds)
+            if recording and buckets is not None:
+                clean = {w: d for w, d in total.digests.items() if w not in total.spoiled}
+                proven.record(record_to, codec, table, key, buckets, clean, cols)
+    if malformed:
+        result.notes.append(f"{malformed} values are not v1 ciphertext (see the format check)")
+    if proof is not None:
+        result.checked += by_digest
+        result.notes.append(f"{by_digest} values proven by digest (byte-identical to ciphertext decrypted before "
+                            f"the window), {result.checked - by_digest} decrypted"
+                            + (f"; {proof.note}" if proof.note else ""))
+    return result
+
+
+def _unproven(conn: psycopg.Connection, catalog: Catalog, schema: str, table: str, key: str, cols: list[str],
+              proof: proven.Proven, workers: int) -> tuple[list[Task], list[str], int]:
+    """For the columns the proof covers: tasks for the buckets whose digests differ from the recorded ones, those
+    columns, and how many values the equal buckets hold (proven without decrypting)."""
+    tasks: list[Task] = []
+    covered: list[str] = []
+    same = 0
+    if not ranges.integer_key(catalog, schema, table, key):
+        return tasks, covered, same
+    by_buckets: dict[ranges.Buckets, list[tuple[str, proven.ProvenColumn]]] = defaultdict(list)
+    for column in cols:
+        found = proof.get(table, column)
+        if found is not None:
+            by_buckets[found.buckets].append((column, found))
+    for buckets, pairs in by_buckets.items():
+        names = [c for c, _ in pairs]
+        digests = decryption.ciphertext_digests(conn, schema, table, key, names, buckets)
+        spans = buckets.ranges()
+        for column, found in pairs:
+            covered.append(column)
+            differ = []
+            for index, span in enumerate(spans):
+                now = digests.get((column, index), (0, 0, 0))
+                if now == found.digests.get(index):
+                    same += now[0]
+                elif now[0] or index in found.digests:
+                    differ.append(span)
+            tasks += [Task(schema, table, key, span, columns=(column,)) for span in differ]
+    return tasks, covered, same
+
+
 def search_hashes(conn: psycopg.Connection, codec: PhiCodec, specs: Iterable[SearchHash],
-                  schema: str = "public", scope: sql.Composable | None = None) -> Result:
-    """Each hash equals sha256(lower(trim(decrypted source))); NULL exactly when the source is blank."""
+                  schema: str = "public", scope: sql.Composable | None = None, workers: int | None = None) -> Result:
+    """Each hash equals sha256(lower(trim(decrypted source))); NULL exactly when the source is blank. Split by key
+    range over worker processes like decrypts()."""
     result = Result("search hashes are hashes of the decrypted values")
     catalog = catalog_of(conn, schema)
     grouped: dict[str, list[SearchHash]] = defaultdict(list)
     for spec in specs:
         if not missing(result, catalog, schema, spec.table, [spec.hash, spec.source]):
             grouped[spec.table].append(spec)
-    with conn.transaction():
-        for table, table_specs in grouped.items():
-            cols = [c for s in table_specs for c in (s.hash, s.source)]
-            wrong: dict[str, list[int]] = defaultdict(list)
-            absent: dict[str, list[int]] = defaultdict(list)
-            for row in _stream(conn, schema, table, cols, None, key_of(catalog, schema, table), scope):
-                for i, spec in enumerate(table_specs):
-                    stored, source = row[1 + 2 * i], row[2 + 2 * i]
-                    try:
-                        plain = source if spec.plaintext else codec.decrypt(source)
-                    except (CiphertextFormatError, DecryptionError):
-                        continue  # reported by the decryption check
-                    expected = search_hash(plain)
-                    result.checked += 1
-                    if stored is None and expected is not None:
-                        absent[spec.hash].append(row[0])
-                    elif stored != expected:
-                        wrong[spec.hash].append(row[0])
-            for column, ids in absent.items():
-                result.add(f"{table}.{column}: {len(ids)} hashes missing where the source has a value "
-                           f"({first_ids(ids)})")
-            for column, ids in wrong.items():
-                result.add(f"{table}.{column}: {len(ids)} hashes differ from the hash of the decrypted value "
-                           f"({first_ids(ids)})")
+    count = 1 if scope is not None else ranges.worker_count(workers)
+    kinds = {decryption.HASH_ABSENT: "hashes missing where the source has a value",
+             decryption.HASH_WRONG: "hashes differ from the hash of the decrypted value"}
+    for table, table_specs in grouped.items():
+        with result.guard(table):
+            key = key_of(catalog, schema, table)
+            total = Outcome()
+            tasks = _tasks(conn, catalog, schema, table, key, count, {"hashes": tuple(table_specs)})
+            for outcome in decryption.run(conn, codec, tasks, count, hashes=True, scope=scope):
+                total.merge(outcome)
+            result.checked += total.checked
+            # absent first, then wrong, as the checks have always listed them
+            for kind in (decryption.HASH_ABSENT, decryption.HASH_WRONG):
+                for (column, k), n in total.counts.items():
+                    if k == kind:
+                        result.add(f"{table}.{column}: {n} {kinds[kind]} ({first_ids(total.ids[(column, k)])})")
     return result

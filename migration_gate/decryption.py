@@ -1,0 +1,273 @@
+"""PHI decryption by key range, in worker processes: each opens its own connection, streams its range through a
+server-side cursor in chunks sized by time, decrypts with AESGCM and sends back only counts, the first failing
+row ids and (when asked) digests of the ciphertexts it proved, never a value.
+
+The key reaches a worker through the pool's initializer (pickled over the pool's pipe), never through argv or the
+environment. With one worker (or a sample, or a scope) the same code runs in this process on the caller's
+connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import psycopg
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from psycopg import sql
+
+from migration_gate.checks import FIRST_IDS
+from migration_gate.config import SearchHash
+from migration_gate.phi import PhiCodec, is_blank, search_hash
+from migration_gate.ranges import Buckets, ChunkSizer, KeyRange
+
+UNDECRYPTABLE = "do not decrypt with this key (wrong key or corrupted)"
+DOUBLE = "decrypt to ciphertext again (double encryption)"
+HASH_ABSENT = "absent"
+HASH_WRONG = "wrong"
+_KEPT = FIRST_IDS + 1  # ids kept per finding: enough for first_ids() to show five and say there are more
+
+
+class Malformed(ValueError):
+    """Not v1 ciphertext (the format check names it)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One range of one table: decrypt `columns` (or check `hashes`), optionally digesting per bucket."""
+
+    schema: str
+    table: str
+    key: str
+    span: KeyRange
+    columns: tuple[str, ...] = ()
+    hashes: tuple[SearchHash, ...] = ()
+    buckets: Buckets | None = None  # digest the ciphertexts of each column per bucket (the pre-checks' proof)
+    limit: int | None = None  # a sample: the first rows only
+
+
+@dataclass
+class Outcome:
+    """What a range found: counts and the first ids per (column, kind); digests per (column, bucket) of the buckets
+    whose every value decrypted."""
+
+    checked: int = 0
+    malformed: int = 0
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    ids: dict[tuple[str, str], list] = field(default_factory=dict)
+    digests: dict[tuple[str, int], tuple[int, int, int]] = field(default_factory=dict)
+    spoiled: set[tuple[str, int]] = field(default_factory=set)  # (column, bucket) with a failure: not proven
+
+    def fail(self, column: str, kind: str, row_id: object) -> None:
+        where = (column, kind)
+        self.counts[where] = self.counts.get(where, 0) + 1
+        kept = self.ids.setdefault(where, [])
+        if len(kept) < _KEPT:
+            kept.append(row_id)
+
+    def merge(self, other: Outcome) -> None:
+        """Add a later range's outcome (ranges are merged in key order, so the first ids stay the first)."""
+        self.checked += other.checked
+        self.malformed += other.malformed
+        for where, count in other.counts.items():
+            self.counts[where] = self.counts.get(where, 0) + count
+            kept = self.ids.setdefault(where, [])
+            kept.extend(other.ids[where][:_KEPT - len(kept)])
+        for where, (n, total, xor) in other.digests.items():
+            had = self.digests.get(where, (0, 0, 0))
+            self.digests[where] = (had[0] + n, had[1] + total, had[2] ^ xor)
+        self.spoiled |= other.spoiled
+
+
+def open_v1(aead: AESGCM, value: str) -> str:
+    """Decrypt one stored value. Exactly the v1 format's rule (the regex V1_PATTERN), checked by lengths, the
+    lowercase test and bytes.fromhex instead of a regex per value; raises Malformed or InvalidTag/UnicodeError."""
+    parts = value.split(":")
+    if len(parts) != 4 or parts[0] != "v1" or not value.islower():
+        raise Malformed
+    _, iv, tag, ct = parts
+    try:
+        nonce, sealed = bytes.fromhex(iv), bytes.fromhex(ct + tag)
+    except ValueError:
+        raise Malformed from None
+    # fromhex skips whitespace: byte counts that match the text's length prove there was none
+    if len(nonce) != 16 or len(tag) != 32 or len(ct) < 2 or 2 * len(sealed) != len(ct) + 32:
+        raise Malformed
+    return aead.decrypt(nonce, sealed, None).decode("utf-8")
+
+
+def digest_of(value: str) -> tuple[int, int]:
+    """The two 64-bit slices of md5(value) as PostgreSQL's ('x' || substr(md5(v), ...))::bit(64)::bigint reads
+    them (see ciphertext_digests): sum the first, xor the second."""
+    d = hashlib.md5(value.encode("utf-8")).digest()  # noqa: S324 - a content digest, not a security boundary
+    return int.from_bytes(d[:8], "big", signed=True), int.from_bytes(d[8:], "big", signed=True)
+
+
+def ciphertext_digests(conn: psycopg.Connection, schema: str, table: str, key: str, columns: list[str],
+                       buckets: Buckets) -> dict[tuple[str, int], tuple[int, int, int]]:
+    """Per (column, bucket): count, sum and xor of the md5 slices of the non-NULL values, in one scan."""
+    parts = [sql.SQL("count({c}), coalesce(sum(('x' || substr(md5({c}), 1, 16))::bit(64)::bigint::numeric), 0), "
+                     "coalesce(bit_xor(('x' || substr(md5({c}), 17, 16))::bit(64)::bigint), 0)").format(
+                         c=sql.Identifier(c)) for c in columns]
+    query = sql.SQL("SELECT {b} AS bucket, {aggs} FROM {t} GROUP BY 1").format(
+        b=buckets.index(key), aggs=sql.SQL(", ").join(parts), t=sql.Identifier(schema, table))
+    found = {}
+    for row in conn.execute(query):
+        for i, column in enumerate(columns):
+            found[(column, row[0])] = (int(row[1 + 3 * i]), int(row[2 + 3 * i]), int(row[3 + 3 * i]))
+    return found
+
+
+def _rows(conn: psycopg.Connection, task: Task, columns: list[str],
+          scope: sql.Composable | None) -> Iterator[list[tuple]]:
+    """The task's rows in key order, in chunks sized to the time budget, through a server-side cursor."""
+    where = task.span.condition(task.key)
+    if scope is not None:
+        where = sql.SQL("({}) AND ({})").format(where, scope)
+    query = sql.SQL("SELECT {k}, {cols} FROM {t} WHERE {w} ORDER BY {k}{limit}").format(
+        k=sql.Identifier(task.key), cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        t=sql.Identifier(task.schema, task.table), w=where,
+        limit=sql.SQL(" LIMIT {}").format(sql.Literal(task.limit)) if task.limit else sql.SQL(""))
+    sizer = ChunkSizer()
+    with conn.cursor(name=f"gate_{task.table}") as cur:
+        cur.execute(query)
+        while True:
+            chunk = cur.fetchmany(sizer.start())
+            if not chunk:
+                return
+            yield chunk
+            sizer.done(len(chunk))
+
+
+def _bucket_of(buckets: Buckets) -> Callable[[int], int]:
+    last, low, width = buckets.count - 1, buckets.low, buckets.width
+    return lambda k: 0 if last == 0 else min(max((k - low) // width, 0), last)
+
+
+def decrypt_range(conn: psycopg.Connection, aead: AESGCM, task: Task,
+                  scope: sql.Composable | None = None) -> Outcome:
+    """Decrypt every value of the task's columns in its range: failures by column and kind."""
+    out = Outcome()
+    columns = list(task.columns)
+    bucket_of = _bucket_of(task.buckets) if task.buckets else None
+    with conn.transaction():
+        for chunk in _rows(conn, task, columns, scope):
+            for row in chunk:
+                row_id = row[0]
+                bucket = bucket_of(row_id) if bucket_of else 0
+                for i, column in enumerate(columns, 1):
+                    value = row[i]
+                    if value is None:
+                        continue
+                    if bucket_of:
+                        first, second = digest_of(value)
+                        n, total, xor = out.digests.get((column, bucket), (0, 0, 0))
+                        out.digests[(column, bucket)] = (n + 1, total + first, xor ^ second)
+                    try:
+                        plain = open_v1(aead, value)
+                    except Malformed:
+                        if is_blank(value):
+                            continue
+                        out.checked += 1
+                        out.malformed += 1  # the format check names these; here only the key is in question
+                        out.spoiled.add((column, bucket))
+                        continue
+                    except (InvalidTag, UnicodeDecodeError):
+                        out.checked += 1
+                        out.fail(column, UNDECRYPTABLE, row_id)
+                        out.spoiled.add((column, bucket))
+                        continue
+                    out.checked += 1
+                    if plain.startswith(("v1:", "v2:")):
+                        out.fail(column, DOUBLE, row_id)
+                        out.spoiled.add((column, bucket))
+    return out
+
+
+def hash_range(conn: psycopg.Connection, aead: AESGCM, task: Task, scope: sql.Composable | None = None) -> Outcome:
+    """Compare each search hash with sha256(lower(trim(decrypted source))) in the task's range."""
+    out = Outcome()
+    columns = [c for s in task.hashes for c in (s.hash, s.source)]
+    specs = list(enumerate(task.hashes))
+    with conn.transaction():
+        for chunk in _rows(conn, task, columns, scope):
+            for row in chunk:
+                for i, spec in specs:
+                    stored, source = row[1 + 2 * i], row[2 + 2 * i]
+                    if spec.plaintext:
+                        plain = source
+                    elif source is None:
+                        plain = None
+                    else:
+                        try:
+                            plain = open_v1(aead, source)
+                        except Malformed:
+                            if not is_blank(source):
+                                continue  # reported by the format check
+                            plain = None
+                        except (InvalidTag, UnicodeDecodeError):
+                            continue  # reported by the decryption check
+                    expected = search_hash(plain)
+                    out.checked += 1
+                    if stored is None and expected is not None:
+                        out.fail(spec.hash, HASH_ABSENT, row[0])
+                    elif stored != expected:
+                        out.fail(spec.hash, HASH_WRONG, row[0])
+    return out
+
+
+# -- the worker processes ---------------------------------------------------------------------------------------
+_worker: dict = {}
+
+
+def _start(conninfo: str, key: bytes) -> None:
+    """Pool initializer: the connection parameters and the key, kept in this worker's memory only."""
+    _worker["conninfo"], _worker["aead"] = conninfo, AESGCM(key)
+
+
+def _connection() -> psycopg.Connection:
+    conn = _worker.get("conn")
+    if conn is None or conn.closed:
+        conn = _worker["conn"] = psycopg.connect(_worker["conninfo"], autocommit=True)
+        conn.read_only = True
+    return conn
+
+
+def _decrypt_task(task: Task) -> Outcome:
+    return decrypt_range(_connection(), _worker["aead"], task)
+
+
+def _hash_task(task: Task) -> Outcome:
+    return hash_range(_connection(), _worker["aead"], task)
+
+
+def conninfo_of(conn: psycopg.Connection) -> str:
+    """The caller's connection parameters, password included, for the workers to open their own."""
+    password = conn.info.password
+    return psycopg.conninfo.make_conninfo(conn.info.dsn, **({"password": password} if password else {}))
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def run(conn: psycopg.Connection, codec: PhiCodec, tasks: Iterable[Task], workers: int, hashes: bool = False,
+        scope: sql.Composable | None = None) -> list[Outcome]:
+    """Every task's outcome, in the tasks' order: in this process with one worker (or a scope), else over a pool of
+    `workers` processes, each with its own connection."""
+    tasks = list(tasks)
+    one = hash_range if hashes else decrypt_range
+    if workers <= 1 or len(tasks) <= 1 or scope is not None:
+        aead = codec.aead()
+        return [one(conn, aead, task, scope) for task in tasks]
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=_context(), initializer=_start,
+                             initargs=(conninfo_of(conn), codec.worker_key())) as pool:
+        return list(pool.map(_hash_task if hashes else _decrypt_task, tasks))
