@@ -247,7 +247,8 @@ def decrypts(conn: psycopg.Connection, codec: PhiCodec, columns: Iterable[tuple[
     count = 1 if sample is not None or scope is not None else ranges.worker_count(workers)
     kinds = {decryption.UNDECRYPTABLE: f"values {decryption.UNDECRYPTABLE}", decryption.DOUBLE:
              f"values {decryption.DOUBLE}"}
-    malformed = by_digest = 0
+    malformed = by_digest = ranges_run = 0
+    cpu = 0.0
     for table, (key, cols) in present.items():
         if not cols:
             continue
@@ -268,6 +269,8 @@ def decrypts(conn: psycopg.Connection, codec: PhiCodec, columns: Iterable[tuple[
             total = Outcome()
             for outcome in decryption.run(conn, codec, tasks, count, scope=scope):
                 total.merge(outcome)
+            ranges_run += len(tasks)
+            cpu += total.cpu
             result.checked += total.checked
             malformed += total.malformed
             _report(result, table, total, kinds)
@@ -276,6 +279,7 @@ def decrypts(conn: psycopg.Connection, codec: PhiCodec, columns: Iterable[tuple[
                 proven.record(record_to, codec, table, key, buckets, clean, cols)
     if malformed:
         result.notes.append(f"{malformed} values are not v1 ciphertext (see the format check)")
+    result.notes.append(f"{ranges_run} key ranges over {count} process(es), {cpu:.1f} s of CPU decrypting")
     if proof is not None:
         result.checked += by_digest
         result.notes.append(f"{by_digest} values proven by digest (byte-identical to ciphertext decrypted before "
