@@ -61,7 +61,7 @@ class Outcome:
     malformed: int = 0
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
     ids: dict[tuple[str, str], list] = field(default_factory=dict)
-    digests: dict[tuple[str, int], tuple[int, int, int]] = field(default_factory=dict)
+    digests: dict[tuple[str, int], tuple[int, int, int, int]] = field(default_factory=dict)  # + values checked
     spoiled: set[tuple[str, int]] = field(default_factory=set)  # (column, bucket) with a failure: not proven
     cpu: float = 0.0  # seconds of CPU the range took in its process (for the rate per core)
 
@@ -80,9 +80,9 @@ class Outcome:
             self.counts[where] = self.counts.get(where, 0) + count
             kept = self.ids.setdefault(where, [])
             kept.extend(other.ids[where][:_KEPT - len(kept)])
-        for where, (n, total, xor) in other.digests.items():
-            had = self.digests.get(where, (0, 0, 0))
-            self.digests[where] = (had[0] + n, had[1] + total, had[2] ^ xor)
+        for where, (n, total, xor, checked) in other.digests.items():
+            had = self.digests.get(where, (0, 0, 0, 0))
+            self.digests[where] = (had[0] + n, had[1] + total, had[2] ^ xor, had[3] + checked)
         self.spoiled |= other.spoiled
         self.cpu += other.cpu
 
@@ -198,14 +198,16 @@ def decrypt_range(conn: psycopg.Connection, aead: AESGCM, task: Task,
 
 
 def _digest(digests: dict, column: str, chunk: list[tuple], i: int, bucket_of: Callable[[int], int]) -> None:
-    """Add the chunk's non-NULL values of one column to their buckets' digests."""
+    """Add the chunk's non-NULL values of one column to their buckets' digests, counting those that are not blank
+    (what the decryption check counts as checked)."""
     for row in chunk:
         value = row[i]
         if value is not None:
             first, second = digest_of(value)
             where = (column, bucket_of(row[0]))
-            n, total, xor = digests.get(where, (0, 0, 0))
-            digests[where] = (n + 1, total + first, xor ^ second)
+            n, total, xor, checked = digests.get(where, (0, 0, 0, 0))
+            digests[where] = (n + 1, total + first, xor ^ second,
+                              checked + (value.startswith("v1:") or not is_blank(value)))
 
 
 def hash_range(conn: psycopg.Connection, aead: AESGCM, task: Task, scope: sql.Composable | None = None) -> Outcome:

@@ -22,7 +22,7 @@ from migration_gate.ranges import Buckets
 
 FOLDER = "phi"
 FILE = "proven.json"
-Digest = tuple[int, int, int]
+Digest = tuple[int, int, int]  # non-NULL values, sum and xor of their md5 slices
 
 
 class ProvenError(ValueError):
@@ -34,8 +34,9 @@ def path_of(run_dir: Path) -> Path:
 
 
 def record(run_dir: Path, codec: PhiCodec, table: str, key: str, buckets: Buckets,
-           digests: dict[tuple[str, int], Digest], columns: list[str]) -> Path:
-    """Add one legacy table's proven buckets to the run's record (replacing what it held for that table)."""
+           digests: dict[tuple[str, int], tuple[int, int, int, int]], columns: list[str]) -> Path:
+    """Add one legacy table's proven buckets to the run's record (replacing what it held for that table): per
+    bucket its digest and the number of values decrypted there."""
     path = path_of(run_dir)
     data = _read(path) or {}
     if data.get("key") != codec.fingerprint():
@@ -69,6 +70,7 @@ class ProvenColumn:
     legacy: str  # "table.column"
     buckets: Buckets
     digests: dict[int, Digest]
+    checked: dict[int, int]  # values the pre-check decrypted in each proven bucket (blank ones are not counted)
 
 
 @dataclass
@@ -106,5 +108,6 @@ def load(run_dir: Path | None, gate: GateConfig, codec: PhiCodec) -> Proven:
             if digests is not None:
                 found.columns[(mapping.new, new_column)] = ProvenColumn(
                     f"{mapping.legacy}.{legacy_column}", buckets,
-                    {int(b): (int(d[0]), int(d[1]), int(d[2])) for b, d in digests.items()})
+                    {int(b): (int(d[0]), int(d[1]), int(d[2])) for b, d in digests.items()},
+                    {int(b): int(d[3]) for b, d in digests.items()})
     return found

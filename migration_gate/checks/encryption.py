@@ -312,7 +312,7 @@ def _unproven(conn: psycopg.Connection, catalog: Catalog, schema: str, table: st
             for index, span in enumerate(spans):
                 now = digests.get((column, index), (0, 0, 0))
                 if now == found.digests.get(index):
-                    same += now[0]
+                    same += found.checked[index]
                 elif now[0] or index in found.digests:
                     differ.append(span)
             tasks += [Task(schema, table, key, span, columns=(column,)) for span in differ]
