@@ -9,7 +9,6 @@ connection.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -109,19 +108,18 @@ def open_v1(aead: AESGCM, value: str) -> bytes:
     return plain
 
 
-def digest_of(value: str) -> tuple[int, int]:
-    """The two 64-bit slices of md5(value) as PostgreSQL's ('x' || substr(md5(v), ...))::bit(64)::bigint reads
-    them (see ciphertext_digests): sum the first, xor the second."""
-    d = hashlib.md5(value.encode("utf-8")).digest()  # noqa: S324 - a content digest, not a security boundary
-    return int.from_bytes(d[:8], "big", signed=True), int.from_bytes(d[8:], "big", signed=True)
+def _hashes(column: str) -> sql.Composable:
+    """Two independent 64-bit hashes of a stored value, computed by the server (hashtextextended: PostgreSQL 11+)."""
+    c = sql.Identifier(column)
+    return sql.SQL("hashtextextended({c}, 0), hashtextextended({c}, 1)").format(c=c)
 
 
 def ciphertext_digests(conn: psycopg.Connection, schema: str, table: str, key: str, columns: list[str],
                        buckets: Buckets) -> dict[tuple[str, int], tuple[int, int, int]]:
-    """Per (column, bucket): count, sum and xor of the md5 slices of the non-NULL values, in one scan."""
-    parts = [sql.SQL("count({c}), coalesce(sum(('x' || substr(md5({c}), 1, 16))::bit(64)::bigint::numeric), 0), "
-                     "coalesce(bit_xor(('x' || substr(md5({c}), 17, 16))::bit(64)::bigint), 0)").format(
-                         c=sql.Identifier(c)) for c in columns]
+    """Per (column, bucket): count, sum of the first hash and xor of the second over the non-NULL values, in one
+    scan: the same numbers decrypt_range adds up for the values it proves."""
+    parts = [sql.SQL("count({c}), coalesce(sum(hashtextextended({c}, 0)::numeric), 0), "
+                     "coalesce(bit_xor(hashtextextended({c}, 1)), 0)").format(c=sql.Identifier(c)) for c in columns]
     query = sql.SQL("SELECT {b} AS bucket, {aggs} FROM {t} GROUP BY 1").format(
         b=buckets.index(key), aggs=sql.SQL(", ").join(parts), t=sql.Identifier(schema, table))
     found = {}
@@ -131,14 +129,16 @@ def ciphertext_digests(conn: psycopg.Connection, schema: str, table: str, key: s
     return found
 
 
-def _rows(conn: psycopg.Connection, task: Task, columns: list[str],
-          scope: sql.Composable | None) -> Iterator[list[tuple]]:
-    """The task's rows in key order, in chunks sized to the time budget, through a server-side cursor."""
+def _rows(conn: psycopg.Connection, task: Task, columns: list[str], scope: sql.Composable | None,
+          hashes: bool = False) -> Iterator[list[tuple]]:
+    """The task's rows in key order (key, columns, then two hashes per column when asked), in chunks sized to the
+    time budget, through a server-side cursor."""
     where = task.span.condition(task.key)
     if scope is not None:
         where = sql.SQL("({}) AND ({})").format(where, scope)
-    query = sql.SQL("SELECT {k}, {cols} FROM {t} WHERE {w} ORDER BY {k}{limit}").format(
-        k=sql.Identifier(task.key), cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+    fields = [sql.Identifier(c) for c in columns] + ([_hashes(c) for c in columns] if hashes else [])
+    query = sql.SQL("SELECT {k}, {fields} FROM {t} WHERE {w} ORDER BY {k}{limit}").format(
+        k=sql.Identifier(task.key), fields=sql.SQL(", ").join(fields),
         t=sql.Identifier(task.schema, task.table), w=where,
         limit=sql.SQL(" LIMIT {}").format(sql.Literal(task.limit)) if task.limit else sql.SQL(""))
     sizer = ChunkSizer()
@@ -167,7 +167,7 @@ def decrypt_range(conn: psycopg.Connection, aead: AESGCM, task: Task,
     bucket_of = _bucket_of(task.buckets) if task.buckets else None
     checked = 0
     with conn.transaction():
-        for chunk in _rows(conn, task, columns, scope):
+        for chunk in _rows(conn, task, columns, scope, hashes=bucket_of is not None):
             for i, column in enumerate(columns, 1):
                 for row in chunk:
                     value = row[i]
@@ -191,22 +191,21 @@ def decrypt_range(conn: psycopg.Connection, aead: AESGCM, task: Task,
                         out.fail(column, DOUBLE, row[0])
                         out.spoiled.add((column, bucket_of(row[0]) if bucket_of else 0))
                 if bucket_of:
-                    _digest(out.digests, column, chunk, i, bucket_of)
+                    _digest(out.digests, column, chunk, i, len(columns) + 2 * i - 1, bucket_of)
     out.checked = checked
     out.cpu = time.process_time() - started
     return out
 
 
-def _digest(digests: dict, column: str, chunk: list[tuple], i: int, bucket_of: Callable[[int], int]) -> None:
-    """Add the chunk's non-NULL values of one column to their buckets' digests, counting those that are not blank
-    (what the decryption check counts as checked)."""
+def _digest(digests: dict, column: str, chunk: list[tuple], i: int, h: int, bucket_of: Callable[[int], int]) -> None:
+    """Add the chunk's non-NULL values of one column (at row[i], their hashes at row[h] and row[h + 1]) to their
+    buckets' digests, counting those that are not blank (what the decryption check counts as checked)."""
     for row in chunk:
         value = row[i]
         if value is not None:
-            first, second = digest_of(value)
             where = (column, bucket_of(row[0]))
             n, total, xor, checked = digests.get(where, (0, 0, 0, 0))
-            digests[where] = (n + 1, total + first, xor ^ second,
+            digests[where] = (n + 1, total + row[h], xor ^ row[h + 1],
                               checked + (value.startswith("v1:") or not is_blank(value)))
 
 

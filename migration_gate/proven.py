@@ -2,9 +2,10 @@
 decrypts only what changed since.
 
 The pre-check that decrypts every legacy PHI value (PRE-05) records, per legacy column and key bucket whose every
-value decrypted to something that is not ciphertext again, the count, sum and xor of md5 slices of its stored
-values (migration_gate.decryption.digest_of), with the buckets' bounds and a one-way fingerprint of the key:
-PHI-free, in <run_dir>/phi/proven.json. After the migration, a new PHI column that the description maps from a
+value decrypted to something that is not ciphertext again, the count of its stored values, the sum of one 64-bit
+hash of each and the xor of another (PostgreSQL's hashtextextended with two seeds, computed by the very query that
+streamed the values to decryption), with the buckets' bounds and a one-way fingerprint of the key: PHI-free, in
+<run_dir>/phi/proven.json. After the migration, a new PHI column that the description maps from a
 legacy column is digested per bucket in SQL, over the new table's key: a bucket whose digest equals the recorded
 one holds exactly the ciphertexts already proven (byte for byte, as a multiset) and is not decrypted again; any
 other bucket (a write after the pre-checks, a re-encrypted value, a changed or moved row, another key) is.
@@ -22,7 +23,7 @@ from migration_gate.ranges import Buckets
 
 FOLDER = "phi"
 FILE = "proven.json"
-Digest = tuple[int, int, int]  # non-NULL values, sum and xor of their md5 slices
+Digest = tuple[int, int, int]  # non-NULL values, sum of one hash of each, xor of another
 
 
 class ProvenError(ValueError):

@@ -23,7 +23,7 @@ INTEGER_KEYS = {"smallint", "integer", "bigint"}
 WORKERS_ENV = "GATE_WORKERS"
 CHUNK_SECONDS = 0.5  # the time budget of one fetch
 FIRST_CHUNK = 2_000  # rows of the first fetch, before anything is measured
-MOST_CHUNK = 100_000  # never more rows than this in memory at once, however fast they go
+MOST_CHUNK = 50_000  # never more rows than this in memory at once, however fast they go
 
 
 class WorkersError(ValueError):

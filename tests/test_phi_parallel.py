@@ -210,3 +210,13 @@ def test_buckets_cover_every_key_once() -> None:
     spans = ranges.Buckets(low=10, width=7, count=4).ranges()
     assert [str(s) for s in spans] == ["[, 17)", "[17, 24)", "[24, 31)", "[31, )"]
     assert ranges.Buckets().ranges() == [ranges.KeyRange()]
+
+
+@pytest.mark.parametrize("clear, label", [("jane@example.com", "an email"), ("(555) 123-4567", "a phone number"),
+                                          ("123-45-6789", "an SSN"), ("1984-02-29", "a date"), ("2/29/84", "a date")])
+def test_every_plaintext_pattern_is_found_in_the_one_scan(migrated_db, clear: str, label: str) -> None:
+    _do(migrated_db, f"UPDATE patients SET patient_dob_encrypted = '{clear}' WHERE id IN (5, 9)")  # noqa: S608
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        found = encryption.no_plaintext(conn, NEW_PHI)
+    assert found.problems == [f"patients.patient_dob_encrypted: 2 values look like {label} in the clear "
+                              "(first ids: 5, 9)"]
