@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg import sql
 
-from migration_gate.checks import FIRST_IDS
+from migration_gate.checks import FIRST_IDS, error_text
 from migration_gate.config import SearchHash
 from migration_gate.phi import PhiCodec, is_blank, search_hash
 from migration_gate.ranges import Buckets, ChunkSizer, KeyRange
@@ -63,6 +63,7 @@ class Outcome:
     digests: dict[tuple[str, int], tuple[int, int, int, int]] = field(default_factory=dict)  # + values checked
     spoiled: set[tuple[str, int]] = field(default_factory=set)  # (column, bucket) with a failure: not proven
     cpu: float = 0.0  # seconds of CPU the range took in its process (for the rate per core)
+    errors: list[str] = field(default_factory=list)  # a range that could not be read: its error, PHI-free
 
     def fail(self, column: str, kind: str, row_id: object) -> None:
         where = (column, kind)
@@ -84,6 +85,7 @@ class Outcome:
             self.digests[where] = (had[0] + n, had[1] + total, had[2] ^ xor, had[3] + checked)
         self.spoiled |= other.spoiled
         self.cpu += other.cpu
+        self.errors += [e for e in other.errors if e not in self.errors]
 
 
 def open_v1(aead: AESGCM, value: str) -> bytes:
@@ -260,12 +262,22 @@ def _connection() -> psycopg.Connection:
     return conn
 
 
+def _guarded(one: Callable[..., Outcome], conn: psycopg.Connection, aead: AESGCM, task: Task,
+             scope: sql.Composable | None = None) -> Outcome:
+    """One range's outcome; an error there is that range's finding (class and masked first line), not a crash of
+    the other ranges."""
+    try:
+        return one(conn, aead, task, scope)
+    except Exception as exc:  # noqa: BLE001 - reported as a finding naming the table
+        return Outcome(errors=[error_text(exc)])
+
+
 def _decrypt_task(task: Task) -> Outcome:
-    return decrypt_range(_connection(), _worker["aead"], task)
+    return _guarded(decrypt_range, _connection(), _worker["aead"], task)
 
 
 def _hash_task(task: Task) -> Outcome:
-    return hash_range(_connection(), _worker["aead"], task)
+    return _guarded(hash_range, _connection(), _worker["aead"], task)
 
 
 def conninfo_of(conn: psycopg.Connection) -> str:
@@ -290,7 +302,7 @@ def run(conn: psycopg.Connection, codec: PhiCodec, tasks: Iterable[Task], worker
     one = hash_range if hashes else decrypt_range
     if workers <= 1 or len(tasks) <= 1 or scope is not None:
         aead = codec.aead()
-        return [one(conn, aead, task, scope) for task in tasks]
+        return [_guarded(one, conn, aead, task, scope) for task in tasks]
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=_context(), initializer=_start,
                              initargs=(conninfo_of(conn), codec.worker_key())) as pool:
         return list(pool.map(_hash_task if hashes else _decrypt_task, tasks))

@@ -230,6 +230,8 @@ def _group(spans: list[ranges.KeyRange], parts: int) -> list[ranges.KeyRange]:
 
 
 def _report(result: Result, table: str, outcome: Outcome, kinds: dict[str, str]) -> None:
+    for error in outcome.errors:
+        result.add(f"{table}: could not be checked: {error}")
     for (column, kind), count in outcome.counts.items():
         result.add(f"{table}.{column}: {count} {kinds[kind]} ({first_ids(outcome.ids[(column, kind)])})")
 
@@ -241,44 +243,47 @@ def decrypts(conn: psycopg.Connection, codec: PhiCodec, columns: Iterable[tuple[
     """Every v1 value (or those of the first `sample` rows per table) decrypts, and its plaintext is not
     ciphertext again. Values that are not v1 at all are left to well_formed().
 
-    Split by key range over `workers` processes (default GATE_WORKERS, else the machine's cores). `record_to` (a
-    run folder): record digests of the buckets proven here (migration_gate.proven). `proof`: skip the buckets
-    whose ciphertexts are byte-identical to ones proven before; the notes say how many values were proven by
-    digest and how many decrypted."""
+    Every table's key ranges go to one pool of `workers` processes (default GATE_WORKERS, else the machine's cores).
+    `record_to` (a run folder): record digests of the buckets proven here (migration_gate.proven). `proof`: skip
+    the buckets whose ciphertexts are byte-identical to ones proven before; the notes say how many values were
+    proven by digest and how many decrypted."""
     result = Result(check)
     catalog = catalog_of(conn, schema)
     present = _present(result, catalog, schema, columns)
     count = 1 if sample is not None or scope is not None else ranges.worker_count(workers)
-    kinds = {decryption.UNDECRYPTABLE: f"values {decryption.UNDECRYPTABLE}", decryption.DOUBLE:
-             f"values {decryption.DOUBLE}"}
-    malformed = by_digest = ranges_run = 0
-    cpu = 0.0
+    whole = sample is None and scope is None
+    by_digest = 0
+    planned: dict[str, tuple[str, list[str], ranges.Buckets | None, list[Task]]] = {}
     for table, (key, cols) in present.items():
         if not cols:
             continue
         with result.guard(table):
             integer = ranges.integer_key(catalog, schema, table, key)
-            recording = record_to is not None and sample is None and scope is None
-            buckets = ranges.buckets(conn, schema, table, key, integer, ROWS_PER_BUCKET) if recording else None
+            buckets = ranges.buckets(conn, schema, table, key, integer, ROWS_PER_BUCKET) \
+                if record_to is not None and whole else None
             tasks: list[Task] = []
-            skipped_columns: list[str] = []
-            if proof is not None and sample is None and scope is None:
-                tasks, skipped_columns, proven_values = _unproven(conn, catalog, schema, table, key, cols, proof,
-                                                                  count)
+            rest = cols
+            if proof is not None and whole:
+                tasks, covered, proven_values = _unproven(conn, catalog, schema, table, key, cols, proof)
                 by_digest += proven_values
-            rest = [c for c in cols if c not in skipped_columns]
+                rest = [c for c in cols if c not in covered]
             if rest:
                 tasks += _tasks(conn, catalog, schema, table, key, count,
                                 {"columns": tuple(rest), "buckets": buckets, "limit": sample}, buckets=buckets)
-            total = Outcome()
-            for outcome in decryption.run(conn, codec, tasks, count, scope=scope):
-                total.merge(outcome)
-            ranges_run += len(tasks)
-            cpu += total.cpu
-            result.checked += total.checked
-            malformed += total.malformed
-            _report(result, table, total, kinds)
-            if recording and buckets is not None:
+            planned[table] = (key, cols, buckets, tasks)
+    outcomes = iter(decryption.run(conn, codec, [t for *_, tasks in planned.values() for t in tasks], count,
+                                   scope=scope))
+    malformed, cpu, ranges_run = 0, 0.0, 0
+    kinds = {k: f"values {k}" for k in (decryption.UNDECRYPTABLE, decryption.DOUBLE)}
+    for table, (key, cols, buckets, tasks) in planned.items():
+        total = Outcome()
+        for _ in tasks:
+            total.merge(next(outcomes))
+        ranges_run, cpu, malformed = ranges_run + len(tasks), cpu + total.cpu, malformed + total.malformed
+        result.checked += total.checked
+        _report(result, table, total, kinds)
+        with result.guard(table):
+            if buckets is not None and not total.errors:
                 clean = {w: d for w, d in total.digests.items() if w not in total.spoiled}
                 proven.record(record_to, codec, table, key, buckets, clean, cols)
     if malformed:
@@ -293,7 +298,7 @@ def decrypts(conn: psycopg.Connection, codec: PhiCodec, columns: Iterable[tuple[
 
 
 def _unproven(conn: psycopg.Connection, catalog: Catalog, schema: str, table: str, key: str, cols: list[str],
-              proof: proven.Proven, workers: int) -> tuple[list[Task], list[str], int]:
+              proof: proven.Proven) -> tuple[list[Task], list[str], int]:
     """For the columns the proof covers: tasks for the buckets whose digests differ from the recorded ones, those
     columns, and how many values the equal buckets hold (proven without decrypting)."""
     tasks: list[Task] = []
@@ -334,19 +339,25 @@ def search_hashes(conn: psycopg.Connection, codec: PhiCodec, specs: Iterable[Sea
         if not missing(result, catalog, schema, spec.table, [spec.hash, spec.source]):
             grouped[spec.table].append(spec)
     count = 1 if scope is not None else ranges.worker_count(workers)
-    kinds = {decryption.HASH_ABSENT: "hashes missing where the source has a value",
-             decryption.HASH_WRONG: "hashes differ from the hash of the decrypted value"}
+    planned: dict[str, list[Task]] = {}
     for table, table_specs in grouped.items():
         with result.guard(table):
-            key = key_of(catalog, schema, table)
-            total = Outcome()
-            tasks = _tasks(conn, catalog, schema, table, key, count, {"hashes": tuple(table_specs)})
-            for outcome in decryption.run(conn, codec, tasks, count, hashes=True, scope=scope):
-                total.merge(outcome)
-            result.checked += total.checked
-            # absent first, then wrong, as the checks have always listed them
-            for kind in (decryption.HASH_ABSENT, decryption.HASH_WRONG):
-                for (column, k), n in total.counts.items():
-                    if k == kind:
-                        result.add(f"{table}.{column}: {n} {kinds[kind]} ({first_ids(total.ids[(column, k)])})")
+            planned[table] = _tasks(conn, catalog, schema, table, key_of(catalog, schema, table), count,
+                                    {"hashes": tuple(table_specs)})
+    outcomes = iter(decryption.run(conn, codec, [t for tasks in planned.values() for t in tasks], count, hashes=True,
+                                   scope=scope))
+    kinds = {decryption.HASH_ABSENT: "hashes missing where the source has a value",
+             decryption.HASH_WRONG: "hashes differ from the hash of the decrypted value"}
+    for table, tasks in planned.items():
+        total = Outcome()
+        for _ in tasks:
+            total.merge(next(outcomes))
+        result.checked += total.checked
+        for error in total.errors:
+            result.add(f"{table}: could not be checked: {error}")
+        # absent first, then wrong, as the checks have always listed them
+        for kind in (decryption.HASH_ABSENT, decryption.HASH_WRONG):
+            for (column, k), n in total.counts.items():
+                if k == kind:
+                    result.add(f"{table}.{column}: {n} {kinds[kind]} ({first_ids(total.ids[(column, k)])})")
     return result
