@@ -160,6 +160,20 @@ def test_phi_proven_before_the_window_is_not_decrypted_again_unless_it_changed(l
                        for t, c in NEW_PHI if (t, c) not in mapped)
     assert decrypted == unmapped
 
+    with psycopg.connect(legacy_db, autocommit=True) as conn:  # the format checks skip the proven buckets too
+        formats = encryption.well_formed(conn, NEW_PHI, proof=proof)
+        assert formats.ok and formats.notes[0].startswith(f"{by_digest} values proven before the window")
+        assert encryption.no_plaintext(conn, NEW_PHI, proof=proof).ok
+        _do(legacy_db, f"UPDATE clinical_sessions SET {MAPPED} = 'v2' || substr({MAPPED}, 3) WHERE id = 3",  # noqa: S608
+            f"UPDATE clinical_sessions SET {MAPPED} = 'jane@example.com' WHERE id = 4")  # noqa: S608
+        assert encryption.well_formed(conn, NEW_PHI, proof=proof).problems == [
+            f"clinical_sessions.{MAPPED}: 2 values are not v1 ciphertext, 1 of them v2: (first ids: 3, 4)"]
+        assert encryption.no_plaintext(conn, NEW_PHI, proof=proof).problems == [
+            f"clinical_sessions.{MAPPED}: 1 values look like an email in the clear (first ids: 4)"]
+        assert "2 values are not v1 ciphertext (see the format check)" in \
+            encryption.decrypts(conn, CODEC, NEW_PHI, proof=proof).notes  # its changed bucket was read again
+    _do(legacy_db, f"UPDATE clinical_sessions SET {MAPPED} = '{CODEC.encrypt('x')}' WHERE id IN (3, 4)")  # noqa: S608
+
     # a value re-encrypted with another key after the pre-checks: its bucket differs, is decrypted, and is red
     assert proof.get("clinical_sessions", MAPPED).legacy == "sessions_hipaa.notes_encrypted"
     last = _last_id(legacy_db, "clinical_sessions", MAPPED)

@@ -9,8 +9,10 @@ pytestmark = pytest.mark.postmigration
 
 
 @pytest.mark.criterion("POST-13")
-def test_every_encrypted_value_is_well_formed(db, gate_config):
-    encryption.well_formed(db, gate_config.new_encrypted_columns(), schema=gate_config.schema).expect()
+def test_every_encrypted_value_is_well_formed(db, codec, gate_config, gate_run_dir):
+    """Buckets byte-identical to ciphertext the pre-checks decrypted (by digest) are v1 by that proof."""
+    encryption.well_formed(db, gate_config.new_encrypted_columns(), schema=gate_config.schema,
+                           proof=proven.load(gate_run_dir, gate_config, codec)).expect()
 
 
 @pytest.mark.criterion("POST-13")
@@ -27,8 +29,9 @@ def test_no_two_encrypted_values_share_an_iv(db, gate_config):
 
 
 @pytest.mark.criterion("POST-15")
-def test_no_plaintext_looking_phi_in_encrypted_columns(db, gate_config):
-    encryption.no_plaintext(db, gate_config.new_encrypted_columns(), schema=gate_config.schema).expect()
+def test_no_plaintext_looking_phi_in_encrypted_columns(db, codec, gate_config, gate_run_dir):
+    encryption.no_plaintext(db, gate_config.new_encrypted_columns(), schema=gate_config.schema,
+                            proof=proven.load(gate_run_dir, gate_config, codec)).expect()
 
 
 @pytest.mark.criterion("POST-16")

@@ -12,7 +12,7 @@ again.
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,8 +74,41 @@ class Scan:
     plaintext: dict[tuple[str, str], int]
 
 
-_SCANS: OrderedDict[tuple, tuple[str, Scan]] = OrderedDict()
-_KEEP_SCANS = 64
+_CACHE: OrderedDict[tuple, tuple[str, object]] = OrderedDict()
+_KEEP = 64
+
+
+def _cached(conn: psycopg.Connection, key: tuple, compute: Callable[[], object], usable: bool = True) -> object:
+    """compute(), or what it gave for the same key while the cluster's snapshot is unchanged: no transaction has
+    committed since (any write takes one), and this connection has none open (so no write of its own is unseen)."""
+    if not usable or conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        return compute()
+    key = (conn.info.host, conn.info.port, conn.info.dbname, *key)
+    snapshot = conn.execute("SELECT txid_current_snapshot()::text").fetchone()[0]
+    cached = _CACHE.get(key)
+    if cached and cached[0] == snapshot:
+        return cached[1]
+    found = compute()
+    _CACHE[key] = (snapshot, found)
+    _CACHE.move_to_end(key)
+    while len(_CACHE) > _KEEP:
+        _CACHE.popitem(last=False)
+    return found
+
+
+@dataclass(frozen=True)
+class Differ:
+    """A proven column's buckets whose ciphertexts differ from those proven before the window, and how many values
+    the equal buckets hold (every one of them decrypted then: v1, not ciphertext again; or blank)."""
+
+    buckets: ranges.Buckets
+    indexes: tuple[int, ...]
+    proven: int
+
+    def condition(self, key: str) -> sql.Composable:
+        if not self.indexes:
+            return sql.SQL("false")
+        return sql.SQL("{b} = ANY({i})").format(b=self.buckets.index(key), i=sql.Literal(list(self.indexes)))
 
 
 def _bad(column: str) -> sql.Composable:
@@ -91,41 +124,65 @@ def _maybe_plaintext(column: str, label: str) -> sql.Composable:
     return sql.SQL("strpos({c}, '@') > 0" if label == "an email" else "{c} NOT LIKE 'v1:%'").format(c=c)
 
 
-def _scan(conn: psycopg.Connection, schema: str, table: str, columns: list[str],
-          scope: sql.Composable | None) -> Scan:
+def _scan(conn: psycopg.Connection, schema: str, table: str, key: str, columns: list[str],
+          scope: sql.Composable | None, only: dict[str, Differ] | None = None) -> Scan:
     """Every per-value format count of a table in one scan (which PostgreSQL may run in parallel), the v1 regex
-    once per value. Without a scope, reused by the next check asking for the same table while the cluster's
-    snapshot is unchanged (no transaction has committed since, none is open here)."""
-    cache_key = (conn.info.host, conn.info.port, conn.info.dbname, schema, table, tuple(columns))
-    snapshot = None
-    if scope is None and conn.info.transaction_status == pq.TransactionStatus.IDLE:
-        snapshot = conn.execute("SELECT txid_current_snapshot()::text").fetchone()[0]
-        cached = _SCANS.get(cache_key)
-        if cached and cached[0] == snapshot:
-            return cached[1]
-    aggregates = []
-    for column in columns:
-        c = sql.Identifier(column)
-        aggregates += [sql.SQL("count({c})").format(c=c), sql.SQL("count(*) FILTER (WHERE {b})").format(b=_bad(column)),
-                       sql.SQL("count(*) FILTER (WHERE {c} LIKE 'v2:%')").format(c=c)]
-        aggregates += [sql.SQL("count(*) FILTER (WHERE {m} AND {c} ~* {p})").format(
-            m=_maybe_plaintext(column, label), c=c, p=sql.Literal(p)) for label, p in PLAINTEXT_PATTERNS.items()]
-    query = sql.SQL("SELECT {aggs} FROM {t} WHERE {w}").format(
-        aggs=sql.SQL(", ").join(aggregates), t=sql.Identifier(schema, table),
-        w=scope if scope is not None else sql.SQL("true"))
-    row = conn.execute(query).fetchone()
-    width = 3 + len(PLAINTEXT_PATTERNS)
-    found = Scan({}, {}, {}, {})
-    for i, column in enumerate(columns):
-        counts = row[i * width:(i + 1) * width]
-        found.values[column], found.malformed[column], found.v2[column] = counts[0], counts[1], counts[2]
-        for label, count in zip(PLAINTEXT_PATTERNS, counts[3:], strict=True):
-            found.plaintext[(column, label)] = count
-    if snapshot is not None:
-        _SCANS[cache_key] = (snapshot, found)
-        _SCANS.move_to_end(cache_key)
-        while len(_SCANS) > _KEEP_SCANS:
-            _SCANS.popitem(last=False)
+    once per value, and only in the buckets `only` names for a column proven before the window. Without a scope,
+    reused by the next check asking the same while nothing has committed (_cached)."""
+    only = only or {}
+
+    def compute() -> Scan:
+        aggregates = []
+        for column in columns:
+            c = sql.Identifier(column)
+            bad = _bad(column) if column not in only else sql.SQL("({}) AND {}").format(
+                only[column].condition(key), _bad(column))
+            aggregates += [sql.SQL("count({c})").format(c=c), sql.SQL("count(*) FILTER (WHERE {b})").format(b=bad),
+                           sql.SQL("count(*) FILTER (WHERE {c} LIKE 'v2:%')").format(c=c)]
+            aggregates += [sql.SQL("count(*) FILTER (WHERE {m} AND {c} ~* {p})").format(
+                m=_maybe_plaintext(column, label), c=c, p=sql.Literal(p)) for label, p in PLAINTEXT_PATTERNS.items()]
+        query = sql.SQL("SELECT {aggs} FROM {t} WHERE {w}").format(
+            aggs=sql.SQL(", ").join(aggregates), t=sql.Identifier(schema, table),
+            w=scope if scope is not None else sql.SQL("true"))
+        row = conn.execute(query).fetchone()
+        width = 3 + len(PLAINTEXT_PATTERNS)
+        found = Scan({}, {}, {}, {})
+        for i, column in enumerate(columns):
+            counts = row[i * width:(i + 1) * width]
+            found.values[column], found.malformed[column], found.v2[column] = counts[0], counts[1], counts[2]
+            for label, count in zip(PLAINTEXT_PATTERNS, counts[3:], strict=True):
+                found.plaintext[(column, label)] = count
+        return found
+
+    narrowed = tuple(sorted((c, d.indexes) for c, d in only.items()))
+    return _cached(conn, ("scan", schema, table, tuple(columns), narrowed), compute, usable=scope is None)
+
+
+def _differing(conn: psycopg.Connection, catalog: Catalog, schema: str, table: str, key: str, cols: list[str],
+               proof: proven.Proven | None) -> dict[str, Differ]:
+    """For each column the proof covers: its buckets whose digests differ from the recorded ones (one digest scan
+    per table, shared by the checks while nothing has committed)."""
+    found: dict[str, Differ] = {}
+    if proof is None or not ranges.integer_key(catalog, schema, table, key):
+        return found
+    by_buckets: dict[ranges.Buckets, list[tuple[str, proven.ProvenColumn]]] = defaultdict(list)
+    for column in cols:
+        covered = proof.get(table, column)
+        if covered is not None:
+            by_buckets[covered.buckets].append((column, covered))
+    for buckets, pairs in by_buckets.items():
+        names = [c for c, _ in pairs]
+        digests = _cached(conn, ("digests", schema, table, tuple(names), buckets), lambda b=buckets, n=names:
+                          decryption.ciphertext_digests(conn, schema, table, key, n, b))
+        for column, covered in pairs:
+            differ, same = [], 0
+            for index in range(buckets.count):
+                now = digests.get((column, index), (0, 0, 0))
+                if now == covered.digests.get(index):
+                    same += covered.checked[index]
+                elif now[0] or index in covered.digests:
+                    differ.append(index)
+            found[column] = Differ(buckets, tuple(differ), same)
     return found
 
 
@@ -139,15 +196,20 @@ def _first(conn: psycopg.Connection, schema: str, table: str, key: str, conditio
 
 
 def well_formed(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], schema: str = "public",
-                scope: sql.Composable | None = None) -> Result:
+                scope: sql.Composable | None = None, proof: proven.Proven | None = None) -> Result:
     """Every non-empty value matches ^v1:<32 hex>:<32 hex>:(hex pairs)+$ (no plaintext, v2 or truncation).
-    With `scope` (a row condition), only the rows it selects: a watch round checks what was written since the last."""
+    With `scope` (a row condition), only the rows it selects: a watch round checks what was written since the last.
+    With `proof`, the format is not re-read in buckets byte-identical to ciphertext proven before the window."""
     result = Result("PHI values are v1 ciphertext")
-    for table, (key, cols) in _present(result, catalog_of(conn, schema), schema, columns).items():
+    catalog = catalog_of(conn, schema)
+    skipped = 0
+    for table, (key, cols) in _present(result, catalog, schema, columns).items():
         if not cols:
             continue
         with result.guard(table):
-            found = _scan(conn, schema, table, cols, scope)
+            only = _differing(conn, catalog, schema, table, key, cols, proof) if scope is None else {}
+            skipped += sum(d.proven for d in only.values())
+            found = _scan(conn, schema, table, key, cols, scope, only)
             for column in cols:
                 result.checked += found.values[column]
                 bad = found.malformed[column]
@@ -156,17 +218,24 @@ def well_formed(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], sc
                     v2 = found.v2[column]
                     kind = f", {v2} of them v2:" if v2 else ""
                     result.add(f"{table}.{column}: {bad} values are not v1 ciphertext{kind} ({first_ids(ids)})")
+    if proof is not None:
+        result.notes.append(f"{skipped} values proven before the window by digest (their format not read again)"
+                            + (f"; {proof.note}" if proof.note else ""))
     return result
 
 
-def no_plaintext(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], schema: str = "public") -> Result:
-    """No encrypted column holds something that looks like PHI in the clear."""
+def no_plaintext(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], schema: str = "public",
+                 proof: proven.Proven | None = None) -> Result:
+    """No encrypted column holds something that looks like PHI in the clear. `proof`: as well_formed's (the scan
+    the two share)."""
     result = Result("no plaintext-looking PHI in encrypted columns", unit="columns")
-    for table, (key, cols) in _present(result, catalog_of(conn, schema), schema, columns).items():
+    catalog = catalog_of(conn, schema)
+    for table, (key, cols) in _present(result, catalog, schema, columns).items():
         if not cols:
             continue
         with result.guard(table):
-            found = _scan(conn, schema, table, cols, None)
+            found = _scan(conn, schema, table, key, cols, None,
+                          _differing(conn, catalog, schema, table, key, cols, proof))
             for column in cols:
                 for label, pattern in PLAINTEXT_PATTERNS.items():
                     count = found.plaintext[(column, label)]
@@ -301,31 +370,10 @@ def _unproven(conn: psycopg.Connection, catalog: Catalog, schema: str, table: st
               proof: proven.Proven) -> tuple[list[Task], list[str], int]:
     """For the columns the proof covers: tasks for the buckets whose digests differ from the recorded ones, those
     columns, and how many values the equal buckets hold (proven without decrypting)."""
-    tasks: list[Task] = []
-    covered: list[str] = []
-    same = 0
-    if not ranges.integer_key(catalog, schema, table, key):
-        return tasks, covered, same
-    by_buckets: dict[ranges.Buckets, list[tuple[str, proven.ProvenColumn]]] = defaultdict(list)
-    for column in cols:
-        found = proof.get(table, column)
-        if found is not None:
-            by_buckets[found.buckets].append((column, found))
-    for buckets, pairs in by_buckets.items():
-        names = [c for c, _ in pairs]
-        digests = decryption.ciphertext_digests(conn, schema, table, key, names, buckets)
-        spans = buckets.ranges()
-        for column, found in pairs:
-            covered.append(column)
-            differ = []
-            for index, span in enumerate(spans):
-                now = digests.get((column, index), (0, 0, 0))
-                if now == found.digests.get(index):
-                    same += found.checked[index]
-                elif now[0] or index in found.digests:
-                    differ.append(span)
-            tasks += [Task(schema, table, key, span, columns=(column,)) for span in differ]
-    return tasks, covered, same
+    differing = _differing(conn, catalog, schema, table, key, cols, proof)
+    tasks = [Task(schema, table, key, d.buckets.ranges()[i], columns=(column,))
+             for column, d in differing.items() for i in d.indexes]
+    return tasks, list(differing), sum(d.proven for d in differing.values())
 
 
 def search_hashes(conn: psycopg.Connection, codec: PhiCodec, specs: Iterable[SearchHash],
