@@ -5,8 +5,8 @@ Format checks run in SQL, one scan per table for all of them (v1 format, v2 pref
 FILTER aggregates), shared by the checks that read it while the database has not changed; offending ids are
 fetched only for a count that is not zero. Decryption splits each table by key range over worker processes
 (migration_gate.decryption, migration_gate.ranges); only counts and row ids come back out. With the pre-checks'
-record (migration_gate.proven), ciphertext byte-identical to what was proven before the window is not decrypted
-again.
+record (migration_gate.proven), ciphertext byte-identical to what was proven before the window is neither
+decrypted nor format-checked again: only the key buckets whose digests differ are.
 """
 
 from __future__ import annotations
@@ -60,8 +60,6 @@ def _present(result: Result, catalog: Catalog, schema: str, columns: Iterable[tu
 def _scoped(condition: sql.Composable, scope: sql.Composable | None) -> sql.Composable:
     """A check's row condition narrowed to `scope` (e.g. the rows written since a mark: the watch's rounds)."""
     return condition if scope is None else sql.SQL("({}) AND ({})").format(condition, scope)
-
-
 
 
 @dataclass(frozen=True)
