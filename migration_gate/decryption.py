@@ -272,12 +272,20 @@ def _guarded(one: Callable[..., Outcome], conn: psycopg.Connection, aead: AESGCM
         return Outcome(errors=[error_text(exc)])
 
 
+def _in_worker(one: Callable[..., Outcome], task: Task) -> Outcome:
+    try:
+        conn = _connection()
+    except psycopg.Error as exc:
+        return Outcome(errors=[error_text(exc)])
+    return _guarded(one, conn, _worker["aead"], task)
+
+
 def _decrypt_task(task: Task) -> Outcome:
-    return _guarded(decrypt_range, _connection(), _worker["aead"], task)
+    return _in_worker(decrypt_range, task)
 
 
 def _hash_task(task: Task) -> Outcome:
-    return _guarded(hash_range, _connection(), _worker["aead"], task)
+    return _in_worker(hash_range, task)
 
 
 def conninfo_of(conn: psycopg.Connection) -> str:

@@ -234,3 +234,14 @@ def test_every_plaintext_pattern_is_found_in_the_one_scan(migrated_db, clear: st
         found = encryption.no_plaintext(conn, NEW_PHI)
     assert found.problems == [f"patients.patient_dob_encrypted: 2 values look like {label} in the clear "
                               "(first ids: 5, 9)"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_range_that_cannot_be_read_is_a_finding_naming_its_table(migrated_db, small_buckets, workers: int) -> None:
+    _do(migrated_db, "ALTER TABLE patients ALTER COLUMN patient_dob_encrypted TYPE bytea "
+                     "USING convert_to(patient_dob_encrypted, 'UTF8')")
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        found = encryption.decrypts(conn, CODEC, NEW_PHI, workers=workers)
+    assert [p for p in found.problems if p.startswith("patients:")] == [
+        "patients: could not be checked: TypeError (a bytes-like object is required, not '…')"]
+    assert not any(p.startswith("clinical_sessions") for p in found.problems)  # the other tables were read
