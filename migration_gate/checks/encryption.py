@@ -161,12 +161,13 @@ def _differing(conn: psycopg.Connection, catalog: Catalog, schema: str, table: s
     """For each column the proof covers: its buckets whose digests differ from the recorded ones (one digest scan
     per table, shared by the checks while nothing has committed)."""
     found: dict[str, Differ] = {}
-    if proof is None or not ranges.integer_key(catalog, schema, table, key):
+    if proof is None:
         return found
+    integer = ranges.integer_key(catalog, schema, table, key)
     by_buckets: dict[ranges.Buckets, list[tuple[str, proven.ProvenColumn]]] = defaultdict(list)
     for column in cols:
         covered = proof.get(table, column)
-        if covered is not None:
+        if covered is not None and (integer or covered.buckets.count == 1):  # any key: one bucket, the whole table
             by_buckets[covered.buckets].append((column, covered))
     for buckets, pairs in by_buckets.items():
         names = [c for c, _ in pairs]
