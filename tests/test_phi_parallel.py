@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from migration_gate import migration, proven, ranges
+from migration_gate import decryption, migration, proven, ranges
 from migration_gate.checks import encryption
 from migration_gate.config import load_config
 from migration_gate.decryption import Malformed, open_v1
@@ -245,3 +245,21 @@ def test_a_range_that_cannot_be_read_is_a_finding_naming_its_table(migrated_db, 
     assert [p for p in found.problems if p.startswith("patients:")] == [
         "patients: could not be checked: TypeError (a bytes-like object is required, not '…')"]
     assert not any(p.startswith("clinical_sessions") for p in found.problems)  # the other tables were read
+
+
+def test_with_a_text_key_the_whole_table_is_one_bucket_and_a_changed_value_is_decrypted(new_db) -> None:
+    dsn = new_db()
+    _do(dsn, "CREATE TABLE notes (code text PRIMARY KEY, note text)")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for i in range(30):
+            conn.execute("INSERT INTO notes VALUES (%s, %s)", (f"N-{i:03d}", CODEC.encrypt(f"note {i}")))
+        digests = decryption.ciphertext_digests(conn, "public", "notes", "code", ["note"], ranges.Buckets())
+        proof = proven.Proven({("notes", "note"): proven.ProvenColumn("legacy.note", ranges.Buckets(),
+                                                                     {0: digests[("note", 0)]}, {0: 30})})
+        same = encryption.decrypts(conn, CODEC, [("notes", "note")], proof=proof, workers=2)
+        assert same.ok and "30 values proven by digest" in same.notes[-1] and same.notes[-1].endswith("0 decrypted")
+        conn.execute("UPDATE notes SET note = %s WHERE code = 'N-017'", (WRONG.encrypt("later"),))
+        changed = encryption.decrypts(conn, CODEC, [("notes", "note")], proof=proof, workers=2)
+    assert changed.problems == ["notes.note: 1 values do not decrypt with this key (wrong key or corrupted) "
+                                "(first ids: N-017)"]
+    assert changed.notes[-1].startswith("0 values proven by digest")
