@@ -143,7 +143,7 @@ def _rows(conn: psycopg.Connection, task: Task, columns: list[str], scope: sql.C
         k=sql.Identifier(task.key), fields=sql.SQL(", ").join(fields),
         t=sql.Identifier(task.schema, task.table), w=where,
         limit=sql.SQL(" LIMIT {}").format(sql.Literal(task.limit)) if task.limit else sql.SQL(""))
-    sizer = ChunkSizer()
+    sizer = ChunkSizer(columns=len(columns))
     with conn.cursor(name=f"gate_{task.table}", binary=True) as cur:
         cur.execute(query)
         while True:

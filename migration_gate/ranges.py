@@ -23,7 +23,7 @@ INTEGER_KEYS = {"smallint", "integer", "bigint"}
 WORKERS_ENV = "GATE_WORKERS"
 CHUNK_SECONDS = 0.5  # the time budget of one fetch
 FIRST_CHUNK = 2_000  # rows of the first fetch, before anything is measured
-MOST_CHUNK = 50_000  # never more rows than this in memory at once, however fast they go
+MOST_VALUES = 100_000  # never more values than this in memory at once per process, however fast they go
 
 
 class WorkersError(ValueError):
@@ -118,9 +118,9 @@ def buckets(conn: psycopg.Connection, schema: str, table: str, key: str, integer
 class ChunkSizer:
     """Rows per fetch from the rate measured so far, so that one fetch (and its work) takes about `budget` seconds."""
 
-    def __init__(self, budget: float = CHUNK_SECONDS, first: int = FIRST_CHUNK, most: int = MOST_CHUNK) -> None:
-        self.budget, self.most = budget, most
-        self.size = first
+    def __init__(self, budget: float = CHUNK_SECONDS, first: int = FIRST_CHUNK, columns: int = 1) -> None:
+        self.budget, self.most = budget, max(100, MOST_VALUES // max(1, columns))
+        self.size = min(first, self.most)
         self._started = time.perf_counter()
 
     def start(self) -> int:

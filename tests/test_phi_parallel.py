@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import psycopg
@@ -263,3 +264,14 @@ def test_with_a_text_key_the_whole_table_is_one_bucket_and_a_changed_value_is_de
     assert changed.problems == ["notes.note: 1 values do not decrypt with this key (wrong key or corrupted) "
                                 "(first ids: N-017)"]
     assert changed.notes[-1].startswith("0 values proven by digest")
+
+
+def test_chunks_are_sized_by_time_and_capped_by_values_in_memory() -> None:
+    wide = ranges.ChunkSizer(budget=0.5, first=100, columns=10)
+    wide.done(wide.start())  # a chunk that took no time: as big as the memory cap allows, 100,000 values
+    assert wide.size == ranges.MOST_VALUES // 10
+    slow = ranges.ChunkSizer(budget=0.5, first=1_000)
+    slow.start()
+    time.sleep(0.1)  # 1,000 rows in 0.1 s: about 5,000 rows fill half a second
+    slow.done(1_000)
+    assert 2_000 <= slow.size <= 5_000
