@@ -73,6 +73,7 @@ class PhiCodec:
         raw = key if isinstance(key, bytes) else parse_key(key)
         if len(raw) != 32:
             raise PhiKeyError("PHI key must be 32 bytes")
+        self._raw = raw
         self._aead = AESGCM(raw)
         self._iv_source = iv_source or (lambda: os.urandom(16))
 
@@ -85,6 +86,19 @@ class PhiCodec:
             raise ValueError("IV must be 16 bytes")
         sealed = self._aead.encrypt(nonce, plaintext.encode("utf-8"), None)
         return f"v1:{nonce.hex()}:{sealed[-16:].hex()}:{sealed[:-16].hex()}"
+
+    def aead(self) -> AESGCM:
+        """The cipher itself, for loops that parse values their own (cheaper, equally exact) way."""
+        return self._aead
+
+    def worker_key(self) -> bytes:
+        """The raw key, for a worker process's initializer only: never for a message, argv or the environment."""
+        return self._raw
+
+    def fingerprint(self) -> str:
+        """A short one-way tag of the key (salted SHA-256), so a record made with one key is never trusted for
+        another; it reveals nothing usable about the key."""
+        return hashlib.sha256(b"migration-gate key fingerprint:" + self._raw).hexdigest()[:16]
 
     def decrypt(self, value: str | None) -> str | None:
         if is_blank(value):  # the app reads NULL, '' and whitespace-only values as null: not a fault
