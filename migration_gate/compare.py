@@ -10,7 +10,7 @@ never loaded into memory. The settings that change how values render as text are
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +34,7 @@ class Side:
     columns: Sequence[str]
     max_key: int | None = None  # only rows up to this key (append-only tables: rows written later are not compared)
     schema: str = "public"
+    among: tuple | None = None  # only rows with these keys (a partial table's rows that have a legacy source)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -44,11 +45,14 @@ class Side:
         return sql.Identifier(self.schema, self.table)
 
     def bound(self) -> sql.Composable:
-        if self.max_key is None:
-            return sql.SQL("true")
-        if len(self.keys) != 1:
-            raise ValueError(f"{self.schema}.{self.table}: max_key needs a single key column")
-        return sql.SQL("{} <= {}").format(sql.Identifier(self.keys[0]), sql.Literal(self.max_key))
+        bounds: list[sql.Composable] = [sql.SQL("true")]
+        if (self.max_key is not None or self.among is not None) and len(self.keys) != 1:
+            raise ValueError(f"{self.schema}.{self.table}: max_key and among need a single key column")
+        if self.max_key is not None:
+            bounds.append(sql.SQL("{} <= {}").format(sql.Identifier(self.keys[0]), sql.Literal(self.max_key)))
+        if self.among is not None:
+            bounds.append(sql.SQL("{} = ANY({})").format(sql.Identifier(self.keys[0]), sql.Literal(list(self.among))))
+        return sql.SQL(" AND ").join(bounds)
 
 
 @dataclass
@@ -109,28 +113,69 @@ def _count(side: Side) -> int:
     return side.conn.execute(query).fetchone()[0]
 
 
-def _views(left: Side, right: Side, chunk: int) -> tuple[_View, _View]:
-    """Range buckets when both keys are single integer columns; else hash buckets, through text if types differ."""
+@dataclass(frozen=True)
+class Bucketing:
+    """How both sides are cut into buckets: by key range (`buckets` None) or by key hash into `buckets` buckets.
+    Recorded with a side's digests, so the other side is cut exactly the same way later."""
+
+    chunk: int = CHUNK
+    buckets: int | None = None
+
+    @property
+    def ranged(self) -> bool:
+        return self.buckets is None
+
+
+class BucketingMismatch(ValueError):
+    """A side cannot be cut the way the recorded digests were (its key type changed kind): compare in full."""
+
+
+def plan(side: Side, chunk: int = CHUNK) -> Bucketing:
+    """The bucketing one side alone implies (at backup time the other side does not exist yet): by key range for
+    a single integer key, else by hash into buckets of about `chunk` rows."""
+    types = _key_types(side)
+    if len(types) == 1 and types[0] in RANGED:
+        return Bucketing(chunk)
+    return Bucketing(chunk, _count(side) // chunk + 1)
+
+
+def _view(side: Side, kinds: list[str], bucketing: Bucketing, as_text: bool) -> _View:
+    keys = [sql.Identifier(k) for k in side.keys]
+    canonical = [_canonical(k, t) for k, t in zip(keys, kinds, strict=True)]
+    if as_text:
+        keys = canonical = [sql.SQL("{}::text").format(c) for c in canonical]
+    # a field renders alike whether cast to text or not (record_out quotes the output text): the key text and
+    # hash buckets do not depend on as_text, so digests recorded for one side alone still pair with the other
+    text = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(canonical))
+    if bucketing.ranged:  # floor division: div() and mod() truncate toward zero
+        bucket = sql.SQL("div({k}, {n}) - (mod({k}, {n}) < 0)::int").format(k=keys[0], n=sql.Literal(bucketing.chunk))
+    else:
+        bucket = sql.SQL("('x' || substr(md5({}), 1, 15))::bit(60)::bigint % {}").format(
+            text, sql.Literal(bucketing.buckets))
+    return _View(side, keys, text, bucket, bucketing.chunk if bucketing.ranged else None)
+
+
+def _one_view(side: Side, bucketing: Bucketing) -> _View:
+    """One side cut as recorded digests were cut (BucketingMismatch when its key cannot be)."""
+    kinds = _key_types(side)
+    if bucketing.ranged and not (len(kinds) == 1 and kinds[0] in RANGED):
+        raise BucketingMismatch(f"{side.schema}.{side.table}: key is no longer an integer")
+    return _view(side, kinds, bucketing, as_text=False)
+
+
+def _views(left: Side, right: Side, chunk: int, bucketing: Bucketing | None = None) -> tuple[_View, _View]:
+    """Range buckets when both keys are single integer columns; else hash buckets, through text if types differ.
+    With `bucketing` (recorded with digests), cut the same way or raise BucketingMismatch."""
     if len(left.keys) != len(right.keys):
         raise ValueError("both sides must have the same number of key columns")
     types = _key_types(left), _key_types(right)
     ranged = len(types[0]) == 1 and types[0][0] in RANGED and types[1][0] in RANGED
     as_text = not ranged and types[0] != types[1]
-    buckets = 1 if ranged else max(_count(left), _count(right)) // chunk + 1
-    views = []
-    for side, kinds in zip((left, right), types, strict=True):
-        keys = [sql.Identifier(k) for k in side.keys]
-        canonical = [_canonical(k, t) for k, t in zip(keys, kinds, strict=True)]
-        if as_text:
-            keys = canonical = [sql.SQL("{}::text").format(c) for c in canonical]
-        text = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(canonical))
-        if ranged:  # floor division: div() and mod() truncate toward zero
-            bucket = sql.SQL("div({k}, {n}) - (mod({k}, {n}) < 0)::int").format(k=keys[0], n=sql.Literal(chunk))
-        else:
-            bucket = sql.SQL("('x' || substr(md5({}), 1, 15))::bit(60)::bigint % {}").format(
-                text, sql.Literal(buckets))
-        views.append(_View(side, keys, text, bucket, chunk if ranged else None))
-    return views[0], views[1]
+    if bucketing is None:
+        bucketing = Bucketing(chunk, None if ranged else max(_count(left), _count(right)) // chunk + 1)
+    elif bucketing.ranged != ranged:
+        raise BucketingMismatch(f"{right.schema}.{right.table}: keys no longer bucket as recorded")
+    return (_view(left, types[0], bucketing, as_text), _view(right, types[1], bucketing, as_text))
 
 
 @contextmanager
@@ -144,21 +189,53 @@ def _pinned(*conns: psycopg.Connection) -> Iterator[None]:
         yield
 
 
-def _digests(view: _View) -> dict[int | None, tuple[int, int, int, int]]:
-    # a row's text is made of its fields' texts: rows hash alike exactly when their drilled per-column md5s agree
-    row = sql.SQL(", ").join([view.text, *map(sql.Identifier, view.side.columns)])
+Digest = tuple[int, int, int, int]  # rows, surplus key occurrences, sum and bit_xor of 64-bit row-hash slices
+RowHash = Callable[[sql.Composable], sql.Composable]  # the key's text -> an md5 (hex) of the row, per row
+
+
+def columns_hash(columns: Sequence[str]) -> RowHash:
+    """The row hash compare uses: the key's text and these columns, as one record's text."""
+    def row(text: sql.Composable) -> sql.Composable:
+        # a row's text is made of its fields' texts: rows hash alike exactly when their drilled per-column md5s agree
+        return sql.SQL("md5(ROW({})::text)").format(sql.SQL(", ").join([text, *map(sql.Identifier, columns)]))
+    return row
+
+
+def _digest_sets(view: _View, hashes: Mapping[str, RowHash]) -> dict[str, dict[int | None, Digest]]:
+    """Per bucket and per row hash, in one scan of the side: the digests of each set of columns."""
+    names = list(hashes)
+    inner = sql.SQL(", ").join(sql.SQL("{} AS {}").format(hashes[n](view.text), sql.Identifier(f"h{i}"))
+                               for i, n in enumerate(names))
+    aggregates = sql.SQL(", ").join(sql.SQL(
+        "sum(('x' || substr({h}, 1, 16))::bit(64)::bigint::numeric), bit_xor(('x' || substr({h}, 17, 16))::bit(64)"
+        "::bigint)").format(h=sql.Identifier(f"h{i}")) for i in range(len(names)))
     query = sql.SQL(
-        "SELECT b, count(*), count(k) - count(DISTINCT k), sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), "
-        "bit_xor(('x' || substr(h, 17, 16))::bit(64)::bigint) "
-        "FROM (SELECT {b} AS b, {k} AS k, md5(ROW({row})::text) AS h FROM {t} WHERE {bound}) r GROUP BY b").format(
-        b=view.bucket, k=view.identity, row=row, t=view.side.relation, bound=view.side.bound())
-    return {None if b is None else int(b): (n, d, s, x) for b, n, d, s, x in view.side.conn.execute(query)}
+        "SELECT b, count(*), count(k) - count(DISTINCT k), {aggregates} "
+        "FROM (SELECT {b} AS b, {k} AS k, {inner} FROM {t} WHERE {bound}) r GROUP BY b").format(
+        aggregates=aggregates, b=view.bucket, k=view.identity, inner=inner, t=view.side.relation,
+        bound=view.side.bound())
+    found: dict[str, dict[int | None, Digest]] = {n: {} for n in names}
+    for row in view.side.conn.execute(query):
+        bucket = None if row[0] is None else int(row[0])
+        for i, name in enumerate(names):
+            found[name][bucket] = (row[1], row[2], int(row[3 + 2 * i]), int(row[4 + 2 * i]))
+    return found
 
 
-def bucket_digests(side: Side, chunk: int = CHUNK) -> dict[int | None, tuple[int, int, int, int]]:
+def _digests(view: _View) -> dict[int | None, Digest]:
+    return _digest_sets(view, {"": columns_hash(view.side.columns)})[""]
+
+
+def bucket_digests(side: Side, chunk: int = CHUNK, bucketing: Bucketing | None = None) -> dict[int | None, Digest]:
     """Per bucket: rows, surplus key occurrences, and two order-independent aggregates of the row hashes."""
     with _pinned(side.conn):
-        return _digests(_views(side, side, chunk)[0])
+        return _digests(_one_view(side, bucketing) if bucketing else _views(side, side, chunk)[0])
+
+
+def digest_sets(side: Side, bucketing: Bucketing, hashes: Mapping[str, RowHash]) -> dict[str, dict[int | None, Digest]]:
+    """Several sets of bucket digests of one side in one scan (what the backup records for each check)."""
+    with _pinned(side.conn):
+        return _digest_sets(_one_view(side, bucketing), hashes)
 
 
 def _row_hashes(view: _View, bucket: int | None) -> tuple[dict[Any, tuple[str, ...]], set[Any]]:
@@ -204,21 +281,42 @@ def _drill(left: _View, right: _View, bucket: int | None, diff: Differences) -> 
     return changed or any(found)
 
 
-def compare(left: Side, right: Side, chunk: int = CHUNK) -> Differences:
-    """Which keys are missing or extra, and which columns differ for which keys (left[i] pairs right[i])."""
+def compare(left: Side, right: Side, chunk: int = CHUNK, bucketing: Bucketing | None = None,
+            buckets: Sequence[int | None] | None = None) -> Differences:
+    """Which keys are missing or extra, and which columns differ for which keys (left[i] pairs right[i]).
+    bucketing: cut as recorded digests were; buckets: drill only these (known to differ), computing no digests."""
     if len(left.columns) != len(right.columns):
         raise ValueError("both sides must compare the same number of columns")
     diff = Differences(columns={c: [] for c in right.columns})
     with _pinned(left.conn, right.conn):
-        views = _views(left, right, chunk)
-        ours, theirs = _digests(views[0]), _digests(views[1])
-        buckets = sorted(set(ours) | set(theirs), key=_order)
-        diff.buckets_compared = len(buckets)
+        views = _views(left, right, chunk, bucketing)
+        if buckets is None:
+            ours, theirs = _digests(views[0]), _digests(views[1])
+            buckets = _differing(ours, theirs)
+            diff.buckets_compared = len(set(ours) | set(theirs))
         for bucket in buckets:
-            digest = ours.get(bucket)
-            if digest == theirs.get(bucket) and not digest[1]:
-                continue
             diff.buckets_drilled += 1
             if not _drill(*views, bucket, diff):
                 diff.unexplained.append(bucket)
+    return diff
+
+
+def _differing(ours: Mapping[int | None, Digest], theirs: Mapping[int | None, Digest]) -> list[int | None]:
+    """Buckets whose digests differ, or that hold a duplicated key (equal digests cannot show it)."""
+    return [b for b in sorted(set(ours) | set(theirs), key=_order)
+            if ours.get(b) != theirs.get(b) or ours[b][1]]
+
+
+def compare_recorded(recorded: Mapping[int | None, Digest], bucketing: Bucketing, right: Side,
+                     left: Callable[[], Side]) -> Differences:
+    """The right side against digests recorded for the left side in the backup's snapshot: equal buckets pass
+    without touching the left side; only when some differ is `left` called (the backup restored) and only those
+    buckets are drilled into. BucketingMismatch when the right side cannot be cut as recorded."""
+    with _pinned(right.conn):
+        theirs = _digests(_one_view(right, bucketing))
+    buckets = _differing(recorded, theirs)
+    if not buckets:
+        return Differences(columns={c: [] for c in right.columns}, buckets_compared=len(set(recorded) | set(theirs)))
+    diff = compare(left(), right, bucketing.chunk, bucketing, buckets)
+    diff.buckets_compared = len(set(recorded) | set(theirs))
     return diff
