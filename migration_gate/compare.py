@@ -258,8 +258,8 @@ def _row_hashes(view: _View, bucket: int | None) -> tuple[dict[Any, tuple[str, .
     return rows, duplicated
 
 
-def _order(key: Any) -> tuple:
-    """Sorts keys that may be NULL, and composite keys that may hold NULLs."""
+def key_order(key: Any) -> tuple:
+    """Sorts keys (and buckets) that may be NULL, and composite keys that may hold NULLs."""
     return tuple((v is None, v) for v in (key if isinstance(key, tuple) else (key,)))
 
 
@@ -267,13 +267,13 @@ def _drill(left: _View, right: _View, bucket: int | None, diff: Differences) -> 
     """Record the differences in one bucket; False if there are none."""
     a, twice_a = _row_hashes(left, bucket)
     b, twice_b = _row_hashes(right, bucket)
-    found = (sorted(a.keys() - b.keys(), key=_order), sorted(b.keys() - a.keys(), key=_order),
-             sorted(twice_a | twice_b, key=_order))
+    found = (sorted(a.keys() - b.keys(), key=key_order), sorted(b.keys() - a.keys(), key=key_order),
+             sorted(twice_a | twice_b, key=key_order))
     diff.missing.extend(found[0])
     diff.extra.extend(found[1])
     diff.duplicated.extend(found[2])
     changed = False
-    for key in sorted(a.keys() & b.keys(), key=_order):
+    for key in sorted(a.keys() & b.keys(), key=key_order):
         for i, column in enumerate(right.side.columns):
             if a[key][i] != b[key][i]:
                 diff.columns[column].append(key)
@@ -292,7 +292,7 @@ def compare(left: Side, right: Side, chunk: int = CHUNK, bucketing: Bucketing | 
         views = _views(left, right, chunk, bucketing)
         if buckets is None:
             ours, theirs = _digests(views[0]), _digests(views[1])
-            buckets = _differing(ours, theirs)
+            buckets = differing(ours, theirs)
             diff.buckets_compared = len(set(ours) | set(theirs))
         for bucket in buckets:
             diff.buckets_drilled += 1
@@ -301,9 +301,9 @@ def compare(left: Side, right: Side, chunk: int = CHUNK, bucketing: Bucketing | 
     return diff
 
 
-def _differing(ours: Mapping[int | None, Digest], theirs: Mapping[int | None, Digest]) -> list[int | None]:
+def differing(ours: Mapping[int | None, Digest], theirs: Mapping[int | None, Digest]) -> list[int | None]:
     """Buckets whose digests differ, or that hold a duplicated key (equal digests cannot show it)."""
-    return [b for b in sorted(set(ours) | set(theirs), key=_order)
+    return [b for b in sorted(set(ours) | set(theirs), key=key_order)
             if ours.get(b) != theirs.get(b) or ours[b][1]]
 
 
@@ -314,9 +314,57 @@ def compare_recorded(recorded: Mapping[int | None, Digest], bucketing: Bucketing
     buckets are drilled into. BucketingMismatch when the right side cannot be cut as recorded."""
     with _pinned(right.conn):
         theirs = _digests(_one_view(right, bucketing))
-    buckets = _differing(recorded, theirs)
+    buckets = differing(recorded, theirs)
     if not buckets:
         return Differences(columns={c: [] for c in right.columns}, buckets_compared=len(set(recorded) | set(theirs)))
     diff = compare(left(), right, bucketing.chunk, bucketing, buckets)
     diff.buckets_compared = len(set(recorded) | set(theirs))
     return diff
+
+
+def keyed_rows(side: Side, bucketing: Bucketing, name: str) -> Iterator[tuple]:
+    """(bucket, key text, key, *columns) of every row in key order, streamed by a server-side cursor: for row hashes
+    that only Python can compute (of decrypted values), folded into digests by `fold`. Call inside a transaction."""
+    view = _one_view(side, bucketing)
+    query = sql.SQL("SELECT {b}, {text}, {k}, {cols} FROM {t} WHERE {bound} ORDER BY {k}").format(
+        b=view.bucket, text=view.text, k=view.identity,
+        cols=sql.SQL(", ").join(map(sql.Identifier, side.columns)), t=side.relation, bound=side.bound())
+    side.conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
+        sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v)) for k, v in PINNED.items())))
+    with side.conn.cursor(name=name) as cur:
+        cur.itersize = 2_000
+        cur.execute(query)
+        yield from cur
+
+
+def _signed(hex16: str) -> int:
+    value = int(hex16, 16)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def fold(rows: Iterator[tuple[int | None, Any, str]]) -> dict[int | None, Digest]:
+    """(bucket, key, md5 hex) rows in key order into the digests _digest_sets computes in SQL for the same hashes."""
+    found: dict[int | None, list[int]] = {}
+    last: dict[int | None, Any] = {}
+    for bucket, key, h in rows:
+        d = found.setdefault(bucket, [0, 0, 0, 0])
+        d[0] += 1
+        if key is not None and bucket in last and last[bucket] == key:
+            d[1] += 1
+        last[bucket] = key
+        d[2] += _signed(h[:16])
+        d[3] ^= _signed(h[16:32])
+    return {b: (n, dup, s, x) for b, (n, dup, s, x) in found.items()}
+
+
+def bucket_filter(side: Side, bucketing: Bucketing, buckets: Sequence[int | None]) -> sql.Composable:
+    """The rows of these buckets on this side (key ranges when ranged, so an index on the key serves them)."""
+    view = _one_view(side, bucketing)
+    parts: list[sql.Composable] = []
+    for bucket in buckets:
+        if bucket is not None and view.chunk:
+            parts.append(sql.SQL("({k} >= {lo} AND {k} < {hi})").format(
+                k=view.keys[0], lo=sql.Literal(bucket * view.chunk), hi=sql.Literal((bucket + 1) * view.chunk)))
+        else:
+            parts.append(sql.SQL("({} IS NOT DISTINCT FROM {})").format(view.bucket, sql.Literal(bucket)))
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(parts)) if parts else sql.SQL("false")

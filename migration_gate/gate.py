@@ -24,7 +24,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup, logsource, migration, notify, performance, writes
+from migration_gate import backup, baseline_digests, logsource, migration, notify, performance, writes
 from migration_gate.catalog import inspect
 from migration_gate.checks import Result
 from migration_gate.checks import api as app
@@ -216,9 +216,11 @@ class Gate:
         removed = backup.sweep_leftovers(self.run_dir / "backup")  # a killed backup's partial files (lock held)
         if removed:
             self.progress.say(f"removed what an interrupted backup left: {', '.join(removed)}")
-        taken = backup.take_backup(self.target.dsn, self.run_dir / "backup", keys=keys,
-                                   timeout_s=settings.dump_timeout_seconds,
-                                   retention_days=settings.retention_days_local, application_name=self.session_tag)
+        # the integrity phase's legacy side, digested in the dump's own snapshot while pg_dump dumps it
+        taken = baseline_digests.record_backup(self.target.dsn, self.run_dir / "backup", self.gate, self.target.key,
+                                               keys=keys, timeout_s=settings.dump_timeout_seconds,
+                                               retention_days=settings.retention_days_local,
+                                               application_name=self.session_tag)
         self.state.backup = taken.summary()
         self.state.save()
         how = f"age, {len(taken.recipients)} recipient(s)" if taken.encryption == "age" else "NOT ENCRYPTED"

@@ -26,6 +26,7 @@ from psycopg import sql
 
 from migration_gate import checks
 from migration_gate.backup import BackupError
+from migration_gate.baseline_digests import Baseline
 from migration_gate.catalog import Catalog, inspect
 from migration_gate.checks import CheckFailed
 from migration_gate.config import ROOT, SANDBOX_BANNER, ConfigError, GateConfig, load_config, load_environment
@@ -551,6 +552,21 @@ def baseline_db(target: TargetState, gate_session: GateSession) -> Iterator[psyc
         pytest.fail(str(exc))
     with psycopg.connect(dsn, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def legacy(target: TargetState, gate_session: GateSession) -> Iterator[Baseline]:
+    """The legacy data at backup time as integrity compares with it: the digests recorded in the backup's snapshot
+    (beside BACKUP_FILE), and the backup restored only when a check has to drill into a differing key range."""
+    def restored() -> psycopg.Connection:
+        try:
+            dsn = gate_session.targets.baseline(target)
+        except LookupError as exc:
+            pytest.fail(str(exc))
+        return psycopg.connect(dsn, autocommit=True)
+    baseline = Baseline.from_backup(target.backup_file, restored)
+    yield baseline
+    baseline.close()
 
 
 @pytest.fixture
