@@ -263,6 +263,7 @@ class Baseline:
         self._connect = connect
         self._conn: psycopg.Connection | None = None
         self._catalog = catalog  # the legacy catalog at the dump's snapshot (catalog.Catalog), if recorded
+        self._theirs: dict[tuple[str, str], dict[str, dict[int | None, Digest]]] = {}
 
     @classmethod
     def from_backup(cls, dump: Path | None, connect: Callable[[], psycopg.Connection]) -> Baseline:
@@ -280,6 +281,23 @@ class Baseline:
 
     def of(self, mapping: TableMap) -> MappingDigests | None:
         return self.digests.of(mapping) if self.digests is not None else None
+
+    def new_side(self, target: psycopg.Connection, mapping: TableMap,
+                 schema: str) -> dict[str, dict[int | None, Digest]]:
+        """The new table's digests for every recorded set but the plaintext one, in one scan, taken once per
+        suite: INT-02, INT-03, INT-04 (ciphertext) and INT-05 read the same scan. Inside the window nothing else
+        writes the new tables while integrity runs (maintenance is on). BucketingMismatch as compare's."""
+        recorded = self.of(mapping)
+        if recorded is None:
+            raise LookupError(f"no recorded digests for {mapping.new}")
+        key = (target.info.dsn, mapping.name or mapping.new)
+        if key not in self._theirs:
+            among = tuple(recorded.among) if recorded.among is not None else None
+            side = Side(target, mapping.new, mapping.key, [], max_key=recorded.max_key, schema=schema, among=among)
+            hashes = {name: compare.columns_hash([n for _, n in found["pairs"]])
+                      for name, found in recorded.sets.items() if name != "plain"}
+            self._theirs[key] = compare.digest_sets(side, recorded.cut(), hashes)
+        return self._theirs[key]
 
     @property
     def restored(self) -> bool:

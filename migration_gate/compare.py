@@ -308,12 +308,14 @@ def differing(ours: Mapping[int | None, Digest], theirs: Mapping[int | None, Dig
 
 
 def compare_recorded(recorded: Mapping[int | None, Digest], bucketing: Bucketing, right: Side,
-                     left: Callable[[], Side]) -> Differences:
+                     left: Callable[[], Side], theirs: Mapping[int | None, Digest] | None = None) -> Differences:
     """The right side against digests recorded for the left side in the backup's snapshot: equal buckets pass
     without touching the left side; only when some differ is `left` called (the backup restored) and only those
-    buckets are drilled into. BucketingMismatch when the right side cannot be cut as recorded."""
-    with _pinned(right.conn):
-        theirs = _digests(_one_view(right, bucketing))
+    buckets are drilled into. theirs: the right side's digests if already taken (digest_sets), else taken here.
+    BucketingMismatch when the right side cannot be cut as recorded."""
+    if theirs is None:
+        with _pinned(right.conn):
+            theirs = _digests(_one_view(right, bucketing))
     buckets = differing(recorded, theirs)
     if not buckets:
         return Differences(columns={c: [] for c in right.columns}, buckets_compared=len(set(recorded) | set(theirs)))
