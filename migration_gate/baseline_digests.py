@@ -124,6 +124,7 @@ class BaselineDigests:
     mappings: dict[str, MappingDigests] = field(default_factory=dict)  # by [tables.<name>]
     skipped: dict[str, str] = field(default_factory=dict)  # mapping -> why it has no digests (PHI-free)
     version: int = VERSION
+    dump_sha256: str = ""  # the dump these were taken with (its record's sha256): never trusted for another dump
 
     def save(self, dump: Path) -> Path:
         path = Path(str(dump) + SUFFIX)
@@ -249,7 +250,13 @@ def record_backup(dsn: str, folder: Path, gate: GateConfig, key: str,
 
     digests = InSnapshot(dsn, gate, key, options.get("application_name"))
     record = (take_backup or backup.take_backup)(dsn, folder, in_snapshot=digests.start, **options)
-    digests.result().save(Path(record.path))
+    Path(record.path + SUFFIX).unlink(missing_ok=True)
+    try:
+        taken = digests.result()
+    except Exception:  # noqa: BLE001 - the backup stands; integrity then compares with the backup restored
+        return record
+    taken.dump_sha256 = record.sha256
+    taken.save(Path(record.path))
     return record
 
 
@@ -274,9 +281,12 @@ class Baseline:
         catalog = None
         if digests is not None and dump is not None:
             try:
-                catalog = BackupRecord.load(dump).catalog()
+                record = BackupRecord.load(dump)
+                catalog = record.catalog()
             except BackupError:
-                catalog = None
+                record = None
+            if record is None or record.sha256 != digests.dump_sha256:  # taken with another dump: not these
+                digests = catalog = None
         return cls(digests, connect, catalog)
 
     def of(self, mapping: TableMap) -> MappingDigests | None:

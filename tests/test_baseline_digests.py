@@ -34,14 +34,17 @@ def recorded(pg, legacy_template, tmp_path_factory) -> tuple[BaselineDigests, Pa
     return digests, Path(record.path)
 
 
-def _restored_copy(pg, template: str):
-    """The legacy data at backup time, counted when a check asks for it."""
-    asked: list[int] = []
+@pytest.fixture
+def restored_copy(pg, legacy_template):
+    """(connect, asked): the legacy data at backup time, counted when a check asks for it; closed after."""
+    asked: list[psycopg.Connection] = []
 
     def connect() -> psycopg.Connection:
-        asked.append(1)
-        return psycopg.connect(pg.dsn(template), autocommit=True)
-    return connect, asked
+        asked.append(psycopg.connect(pg.dsn(legacy_template), autocommit=True))
+        return asked[-1]
+    yield connect, asked
+    for conn in asked:
+        conn.close()
 
 
 def _all_checks(legacy, new: psycopg.Connection) -> list:
@@ -63,8 +66,8 @@ def test_the_file_holds_no_value_and_is_owner_only(recorded, known_phi):  # noqa
     assert {"rows", "columns", "phi"} <= set(json.loads(text)["mappings"]["patients"]["sets"])
 
 
-def test_a_clean_migration_is_green_without_restoring(recorded, pg, legacy_template, migrated_db):
-    connect, asked = _restored_copy(pg, legacy_template)
+def test_a_clean_migration_is_green_without_restoring(recorded, restored_copy, migrated_db):
+    connect, asked = restored_copy
     legacy = Baseline.from_backup(recorded[1], connect)
     with psycopg.connect(migrated_db, autocommit=True) as new:
         results = _all_checks(legacy, new)
@@ -76,9 +79,9 @@ def test_a_clean_migration_is_green_without_restoring(recorded, pg, legacy_templ
 
 
 @pytest.mark.parametrize("label, breakage, table, check, fragment", INTEGRITY, ids=[p[0] for p in INTEGRITY])
-def test_a_broken_migration_is_red_against_the_digests(recorded, pg, legacy_template, migrated_db, known_phi,  # noqa: F811
+def test_a_broken_migration_is_red_against_the_digests(recorded, restored_copy, migrated_db, known_phi,  # noqa: F811
                                                        label, breakage, table, check, fragment):
-    connect, asked = _restored_copy(pg, legacy_template)
+    connect, asked = restored_copy
     legacy = Baseline.from_backup(recorded[1], connect)
     mapping = GATE.table(table)
     with psycopg.connect(migrated_db, autocommit=True) as new:
@@ -88,9 +91,9 @@ def test_a_broken_migration_is_red_against_the_digests(recorded, pg, legacy_temp
     assert asked, f"{label}: red without drilling into the restored backup"
 
 
-def test_phi_differences_are_found_by_digest_and_named_after_decryption(recorded, pg, legacy_template, migrated_db,
+def test_phi_differences_are_found_by_digest_and_named_after_decryption(recorded, restored_copy, migrated_db,
                                                                         known_phi):  # noqa: F811
-    connect, _ = _restored_copy(pg, legacy_template)
+    connect, _ = restored_copy
     mapping = GATE.table("patients")
     with psycopg.connect(migrated_db, autocommit=True) as new:
         new.execute("UPDATE patients p SET patient_contact_email_encrypted = q.patient_contact_email_encrypted "
@@ -100,9 +103,8 @@ def test_phi_differences_are_found_by_digest_and_named_after_decryption(recorded
             known_phi)
 
 
-def test_re_encrypted_values_differ_by_digest_but_are_equal_after_decryption(recorded, pg, legacy_template,
-                                                                             migrated_db):
-    connect, asked = _restored_copy(pg, legacy_template)
+def test_re_encrypted_values_differ_by_digest_but_are_equal_after_decryption(recorded, restored_copy, migrated_db):
+    connect, asked = restored_copy
     with psycopg.connect(migrated_db, autocommit=True) as new:
         old = new.execute("SELECT patient_home_city_encrypted FROM patients WHERE id = 3").fetchone()[0]
         new.execute("UPDATE patients SET patient_home_city_encrypted = %s WHERE id = 3",
@@ -112,11 +114,11 @@ def test_re_encrypted_values_differ_by_digest_but_are_equal_after_decryption(rec
     assert asked and "1 key ranges differed" in " ".join(result.notes)
 
 
-def test_a_value_encrypted_on_the_way_is_compared_by_its_salted_digest(recorded, pg, legacy_template, migrated_db,
+def test_a_value_encrypted_on_the_way_is_compared_by_its_salted_digest(recorded, restored_copy, migrated_db,
                                                                        known_phi):  # noqa: F811
     """organizations.organization_business_ein_encrypted comes from plaintext legacy EINs: no ciphertext to match,
     so the decrypted new value is hashed as the backup hashed the plaintext, salted by the PHI key."""
-    connect, asked = _restored_copy(pg, legacy_template)
+    connect, asked = restored_copy
     mapping = GATE.table("organizations")
     with psycopg.connect(migrated_db, autocommit=True) as new:
         assert integrity.phi_equal(Baseline.from_backup(recorded[1], connect), new, mapping, CODEC).ok and not asked
@@ -154,11 +156,20 @@ def test_a_write_after_the_digests_were_taken_cannot_pass(pg, legacy_template, t
     legacy.close()
 
 
-def test_digests_of_other_columns_are_not_trusted(recorded, pg, legacy_template, migrated_db):
+def test_digests_of_other_columns_are_not_trusted(recorded, restored_copy, migrated_db):
     """A description changed since the backup (other columns compared) falls back to the restored copy."""
-    connect, asked = _restored_copy(pg, legacy_template)
+    connect, asked = restored_copy
     mapping = GATE.table("patients")
     fewer = type(mapping)(**{**mapping.__dict__, "columns": dict(list(mapping.columns.items())[:3])})
     with psycopg.connect(migrated_db, autocommit=True) as new:
         assert integrity.columns_equal(Baseline.from_backup(recorded[1], connect), new, fewer).ok
     assert asked
+
+
+def test_digests_of_another_dump_are_not_trusted(recorded, pg, legacy_template, tmp_path):
+    """Digests bind to the dump they were taken with (its sha256): beside another dump they are ignored."""
+    digests, dump = recorded
+    other = backup.take_backup(pg.dsn(legacy_template), tmp_path)
+    Path(other.path + baseline_digests.SUFFIX).write_text(Path(str(dump) + baseline_digests.SUFFIX).read_text())
+    assert Baseline.from_backup(Path(other.path), lambda: None).digests is None
+    assert Baseline.from_backup(dump, lambda: None).digests is not None
