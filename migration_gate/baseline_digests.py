@@ -306,7 +306,7 @@ class Baseline:
             side = Side(target, mapping.new, mapping.key, [], max_key=recorded.max_key, schema=schema, among=among)
             hashes = {name: compare.columns_hash([n for _, n in found["pairs"]])
                       for name, found in recorded.sets.items() if name != "plain"}
-            self._theirs[key] = compare.digest_sets(side, recorded.cut(), hashes)
+            self._theirs[key] = compare.digest_sets(side, recorded.cut(), hashes, parallel=compare.workers())
         return self._theirs[key]
 
     @property

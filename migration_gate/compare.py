@@ -10,7 +10,10 @@ never loaded into memory. The settings that change how values render as text are
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 CHUNK = 10_000
+WORKERS_ENV = "GATE_WORKERS"  # the same override as the PHI checks' key-range workers
 RANGED = frozenset({"smallint", "integer", "bigint", "numeric"})  # key types bucketed by key range
 PINNED = {"DateStyle": "ISO, YMD", "TimeZone": "UTC", "IntervalStyle": "postgres", "extra_float_digits": "3",
           "bytea_output": "hex"}  # both sides render values as text the same way, whatever their defaults
@@ -201,7 +205,8 @@ def columns_hash(columns: Sequence[str]) -> RowHash:
     return row
 
 
-def _digest_sets(view: _View, hashes: Mapping[str, RowHash]) -> dict[str, dict[int | None, Digest]]:
+def _digest_sets(view: _View, hashes: Mapping[str, RowHash],
+                 where: sql.Composable | None = None) -> dict[str, dict[int | None, Digest]]:
     """Per bucket and per row hash, in one scan of the side: the digests of each set of columns."""
     names = list(hashes)
     inner = sql.SQL(", ").join(sql.SQL("{} AS {}").format(hashes[n](view.text), sql.Identifier(f"h{i}"))
@@ -211,9 +216,9 @@ def _digest_sets(view: _View, hashes: Mapping[str, RowHash]) -> dict[str, dict[i
         "::bigint)").format(h=sql.Identifier(f"h{i}")) for i in range(len(names)))
     query = sql.SQL(
         "SELECT b, count(*), count(k) - count(DISTINCT k), {aggregates} "
-        "FROM (SELECT {b} AS b, {k} AS k, {inner} FROM {t} WHERE {bound}) r GROUP BY b").format(
+        "FROM (SELECT {b} AS b, {k} AS k, {inner} FROM {t} WHERE {bound} AND {where}) r GROUP BY b").format(
         aggregates=aggregates, b=view.bucket, k=view.identity, inner=inner, t=view.side.relation,
-        bound=view.side.bound())
+        bound=view.side.bound(), where=where or sql.SQL("true"))
     found: dict[str, dict[int | None, Digest]] = {n: {} for n in names}
     for row in view.side.conn.execute(query):
         bucket = None if row[0] is None else int(row[0])
@@ -232,10 +237,57 @@ def bucket_digests(side: Side, chunk: int = CHUNK, bucketing: Bucketing | None =
         return _digests(_one_view(side, bucketing) if bucketing else _views(side, side, chunk)[0])
 
 
-def digest_sets(side: Side, bucketing: Bucketing, hashes: Mapping[str, RowHash]) -> dict[str, dict[int | None, Digest]]:
-    """Several sets of bucket digests of one side in one scan (what the backup records for each check)."""
+def workers() -> int:
+    """Connections one table's digests are split over: the machine's cores (GATE_WORKERS overrides), at most 8."""
+    try:
+        return max(1, int(os.environ.get(WORKERS_ENV) or min(os.cpu_count() or 1, 8)))
+    except ValueError:
+        return 1
+
+
+def _clone(conn: psycopg.Connection) -> psycopg.Connection:
+    """Another session to the same database as conn, with its credentials."""
+    extra = {"password": conn.info.password} if conn.info.password else {}
+    return psycopg.connect(conn.info.dsn, autocommit=True, **extra)
+
+
+def _splits(side: Side, bucketing: Bucketing, count: int) -> list[sql.Composable]:
+    """Up to `count` key ranges of whole buckets covering the side (the first and last open-ended)."""
+    key = sql.Identifier(side.keys[0])
+    low, high = side.conn.execute(sql.SQL("SELECT min({k}), max({k}) FROM {t} WHERE {bound}").format(
+        k=key, t=side.relation, bound=side.bound())).fetchone()
+    if low is None:
+        return [sql.SQL("true")]
+    first, last = int(low) // bucketing.chunk, int(high) // bucketing.chunk
+    per = -(-(last - first + 1) // count)
+    edges = [(first + i * per) * bucketing.chunk for i in range(1, count) if first + i * per <= last]
+    bounds = [None, *edges, None]
+    return [sql.SQL(" AND ").join([sql.SQL("true")] + (
+        [sql.SQL("{} >= {}").format(key, sql.Literal(lo))] if lo is not None else []) + (
+        [sql.SQL("{} < {}").format(key, sql.Literal(hi))] if hi is not None else []))
+        for lo, hi in zip(bounds, bounds[1:], strict=False)]
+
+
+def digest_sets(side: Side, bucketing: Bucketing, hashes: Mapping[str, RowHash],
+                parallel: int = 1) -> dict[str, dict[int | None, Digest]]:
+    """Several sets of bucket digests of one side in one scan (what the backup records for each check). With
+    `parallel` > 1 and integer keys, whole buckets are split by key range over that many more sessions (each
+    sees its own snapshot: for a side nobody writes meanwhile, the new tables inside the window)."""
     with _pinned(side.conn):
-        return _digest_sets(_one_view(side, bucketing), hashes)
+        view = _one_view(side, bucketing)
+        splits = _splits(side, bucketing, parallel) if parallel > 1 and bucketing.ranged else []
+        if len(splits) <= 1:
+            return _digest_sets(view, hashes)
+
+    def part(where: sql.Composable) -> dict[str, dict[int | None, Digest]]:
+        with _clone(side.conn) as conn, _pinned(conn):
+            return _digest_sets(_one_view(dataclasses.replace(side, conn=conn), bucketing), hashes, where)
+    found: dict[str, dict[int | None, Digest]] = {n: {} for n in hashes}
+    with ThreadPoolExecutor(len(splits), thread_name_prefix="gate-digests") as pool:
+        for result in pool.map(part, splits):
+            for name, digests in result.items():
+                found[name].update(digests)  # whole buckets per range: no bucket is in two
+    return found
 
 
 def _row_hashes(view: _View, bucket: int | None) -> tuple[dict[Any, tuple[str, ...]], set[Any]]:

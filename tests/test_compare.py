@@ -236,3 +236,15 @@ def test_generated_single_missing_or_extra_row_is_found_at_its_key(db, kind, dra
     index = draw.draw(st.integers(0, len(data) - 1))
     assert _only(_generated(db, kind, data, data[:index] + data[index + 1:]), missing=[data[index][0]])
     assert _only(_generated(db, kind, data[:index] + data[index + 1:], data), extra=[data[index][0]])
+
+
+@pytest.mark.parametrize("parallel", [2, 3, 5])
+def test_digests_split_by_key_range_over_sessions_equal_one_scan(db, parallel):
+    rows = [(k, f"v{k}") for k in [*range(-40, -20), *range(0, 9), *range(300, 331)]]
+    _table(db, "a", "id int, v text", rows)
+    side = Side(db, "a", "id", [])
+    cut = engine.plan(side, 7)
+    hashes = {"rows": engine.columns_hash([]), "v": engine.columns_hash(["v"])}
+    one = engine.digest_sets(side, cut, hashes)
+    assert engine.digest_sets(side, cut, hashes, parallel=parallel) == one
+    assert one["v"] == bucket_digests(Side(db, "a", "id", ["v"]), bucketing=cut)
