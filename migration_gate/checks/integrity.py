@@ -218,7 +218,7 @@ def _phi_recorded(baseline: Baseline, target: psycopg.Connection, mapping: Table
     recorded = baseline.of(mapping)
     if recorded is None:
         return None
-    sets = column_sets_of(mapping)
+    sets = _phi_sets(mapping)
     among = tuple(recorded.among) if recorded.among is not None else None
     differing: set = set()
     checked = 0
@@ -238,7 +238,8 @@ def _phi_recorded(baseline: Baseline, target: psycopg.Connection, mapping: Table
     return recorded, sorted(differing, key=engine.key_order), checked
 
 
-def column_sets_of(mapping: TableMap) -> dict[str, list[tuple[str, str]]]:
+def _phi_sets(mapping: TableMap) -> dict[str, list[tuple[str, str]]]:
+    """INT-04's recorded digest sets (as baseline_digests.column_sets names them): ciphertexts, and plaintexts."""
     sets = {"phi": list(mapping.phi.items()), "plain": list(mapping.encrypt.items())}
     return {k: v for k, v in sets.items() if v}
 
