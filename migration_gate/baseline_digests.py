@@ -191,8 +191,8 @@ def take(dsn: str, snapshot: str | None, gate: GateConfig, key: str,
     """Every mapping's legacy digests in the exported snapshot (None: a snapshot of its own). A mapping that cannot
     be digested (a table or column missing, which the checks report themselves) is skipped and says why."""
     result = BaselineDigests(taken_at=datetime.now(UTC).isoformat(timespec="seconds"))
-    name = f"{application_name} digests" if application_name else APPLICATION  # a resumed run ends it by name
-    with psycopg.connect(dsn, autocommit=True, application_name=name[:63]) as conn:
+    session = f"{application_name} digests" if application_name else APPLICATION  # a resumed run ends it by name
+    with psycopg.connect(dsn, autocommit=True, application_name=session[:63]) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         if snapshot:
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
