@@ -38,6 +38,10 @@ SUFFIX = ".digests.json"  # beside the dump
 VERSION = 1
 PARTIAL_KEYS_MAX = 200_000  # a partial table's legacy keys are recorded up to this many; beyond, no digests
 APPLICATION = "migration-gate baseline digests"
+# Both sides' digests are taken on the target server (at backup time and inside the window): PostgreSQL's own
+# hash serves, at half md5's cost. The plaintext set is md5, as Python hashes the decrypted new side alike.
+ROW_HASH = "hashtextextended"
+PYTHON_FOLDED = frozenset({"plain"})
 
 
 def salt(codec: PhiCodec) -> str:
@@ -54,7 +58,7 @@ def plain_hash(salted: str, columns: list[str]) -> compare.RowHash:
         parts: list[sql.Composable] = [sql.Literal(salted), text]
         parts += [sql.SQL("coalesce(md5(CASE WHEN {c} ~ '^[[:space:]]*$' THEN NULL ELSE {c} END), '-')").format(
             c=sql.Identifier(c)) for c in columns]
-        return sql.SQL("md5(concat_ws('|', {}))").format(sql.SQL(", ").join(parts))
+        return sql.SQL("concat_ws('|', {})").format(sql.SQL(", ").join(parts))
     return row
 
 
@@ -163,12 +167,12 @@ def of_mapping(conn: psycopg.Connection, gate: GateConfig, mapping: TableMap, ke
     """One mapping's legacy side, computed in conn's current transaction (one scan for every digest set)."""
     schema = gate.schema
     side = Side(conn, mapping.legacy, mapping.source_key, [], schema=schema)
-    cut = compare.plan(side)
+    cut = compare.plan(side, row_hash=ROW_HASH)
     sets = column_sets(gate, mapping)
     hashes = {name: compare.columns_hash([o for o, _ in pairs]) for name, pairs in sets.items() if name != "plain"}
     if "plain" in sets:
         hashes["plain"] = plain_hash(salt(PhiCodec(key)), [o for o, _ in sets["plain"]])
-    found = compare.digest_sets(side, cut, hashes)
+    found = compare.digest_sets(side, cut, hashes, md5=PYTHON_FOLDED)
     rows = sum(d[0] for d in found["rows"].values())
     max_key = among = None
     if mapping.append_only:
@@ -306,7 +310,8 @@ class Baseline:
             side = Side(target, mapping.new, mapping.key, [], max_key=recorded.max_key, schema=schema, among=among)
             hashes = {name: compare.columns_hash([n for _, n in found["pairs"]])
                       for name, found in recorded.sets.items() if name != "plain"}
-            self._theirs[key] = compare.digest_sets(side, recorded.cut(), hashes, parallel=compare.workers())
+            self._theirs[key] = compare.digest_sets(side, recorded.cut(), hashes, parallel=compare.workers(),
+                                                    md5=PYTHON_FOLDED)
         return self._theirs[key]
 
     @property
