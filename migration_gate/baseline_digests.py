@@ -237,6 +237,18 @@ class InSnapshot:
         self._thread.start()
         imported.wait()
 
+    def save_beside(self, record: Any) -> bool:
+        """Wait for the digests and save them beside the backup (record: backup.BackupRecord), bound to its
+        sha256. False when they could not be taken: the backup stands, integrity restores it to compare."""
+        Path(record.path + SUFFIX).unlink(missing_ok=True)
+        try:
+            taken = self.result()
+        except Exception:  # noqa: BLE001 - an optimisation failed; the checks fall back to the restored backup
+            return False
+        taken.dump_sha256 = record.sha256
+        taken.save(Path(record.path))
+        return True
+
     def result(self) -> BaselineDigests:
         if self._thread is not None:
             self._thread.join()
@@ -254,13 +266,7 @@ def record_backup(dsn: str, folder: Path, gate: GateConfig, key: str,
 
     digests = InSnapshot(dsn, gate, key, options.get("application_name"))
     record = (take_backup or backup.take_backup)(dsn, folder, in_snapshot=digests.start, **options)
-    Path(record.path + SUFFIX).unlink(missing_ok=True)
-    try:
-        taken = digests.result()
-    except Exception:  # noqa: BLE001 - the backup stands; integrity then compares with the backup restored
-        return record
-    taken.dump_sha256 = record.sha256
-    taken.save(Path(record.path))
+    digests.save_beside(record)
     return record
 
 

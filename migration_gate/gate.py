@@ -216,11 +216,22 @@ class Gate:
         removed = backup.sweep_leftovers(self.run_dir / "backup")  # a killed backup's partial files (lock held)
         if removed:
             self.progress.say(f"removed what an interrupted backup left: {', '.join(removed)}")
-        # the integrity phase's legacy side, digested in the dump's own snapshot while pg_dump dumps it
-        taken = baseline_digests.record_backup(self.target.dsn, self.run_dir / "backup", self.gate, self.target.key,
-                                               keys=keys, timeout_s=settings.dump_timeout_seconds,
-                                               retention_days=settings.retention_days_local,
-                                               application_name=self.session_tag)
+        # the integrity phase's legacy side, digested in the dump's own snapshot while pg_dump dumps it and the
+        # backup checks run; joined before the migration (their reads hold share locks it would wait on)
+        digests = baseline_digests.InSnapshot(self.target.dsn, self.gate, self.target.key, self.session_tag)
+        taken = backup.take_backup(self.target.dsn, self.run_dir / "backup", keys=keys,
+                                   timeout_s=settings.dump_timeout_seconds,
+                                   retention_days=settings.retention_days_local, application_name=self.session_tag,
+                                   in_snapshot=digests.start)
+        try:
+            return self._store_and_check(record, taken, keys)
+        finally:
+            if not digests.save_beside(taken):
+                self.progress.say("the integrity digests could not be taken with the backup: integrity will "
+                                  "restore the backup to compare")
+
+    def _store_and_check(self, record: PhaseRecord, taken: backup.BackupRecord, keys: backup.BackupKeys) -> bool:
+        settings = self.gate.backup
         self.state.backup = taken.summary()
         self.state.save()
         how = f"age, {len(taken.recipients)} recipient(s)" if taken.encryption == "age" else "NOT ENCRYPTED"
