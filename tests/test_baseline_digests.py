@@ -173,3 +173,22 @@ def test_digests_of_another_dump_are_not_trusted(recorded, pg, legacy_template, 
     Path(other.path + baseline_digests.SUFFIX).write_text(Path(str(dump) + baseline_digests.SUFFIX).read_text())
     assert Baseline.from_backup(Path(other.path), lambda: None).digests is None
     assert Baseline.from_backup(dump, lambda: None).digests is not None
+
+
+def test_relationships_and_rows_are_read_off_the_columns_digests_until_those_differ(recorded, restored_copy,
+                                                                                  migrated_db, known_phi):  # noqa: F811
+    """INT-02's and INT-05's sets are subsets of INT-03's: one Baseline, the columns scanned first, then a
+    re-pointed link is still found by the relationship check, and a lost row by the row check."""
+    connect, _ = restored_copy
+    legacy = Baseline.from_backup(recorded[1], connect)
+    mapping = GATE.table("clinical_sessions")
+    links = GATE.relationships(mapping)
+    with psycopg.connect(migrated_db, autocommit=True) as new:
+        new.execute("UPDATE clinical_sessions SET patient_id = 1 WHERE id = 20 AND patient_id <> 1")
+        new.execute("DELETE FROM clinical_sessions WHERE id = 31")
+        red(integrity.columns_equal(legacy, new, mapping), "clinical_sessions.patient_id: 1 rows differ", known_phi)
+        red(integrity.columns_equal(legacy, new, mapping, only=links),
+            "clinical_sessions.patient_id: 1 rows differ from the legacy value (first ids: 20)", known_phi)
+        red(integrity.rows_correspond(legacy, new, mapping),
+            "clinical_sessions: 1 legacy rows have no new row (first ids: 31)", known_phi)
+        assert integrity.rows_correspond(legacy, new, GATE.table("patients")).ok

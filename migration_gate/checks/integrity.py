@@ -124,7 +124,7 @@ def _differences(result: Result, baseline: Legacy, target: psycopg.Connection, m
             try:
                 diff = compare_recorded(buckets, recorded.cut(), right, lambda: Side(
                     baseline.connection(), mapping.legacy, mapping.source_key, old, schema=schema),
-                    baseline.new_side(target, mapping, schema)[name])
+                    baseline.new_side(target, mapping, schema, name))
             except BucketingMismatch:
                 pass
             else:
@@ -229,7 +229,7 @@ def _phi_recorded(baseline: Baseline, target: psycopg.Connection, mapping: Table
         right = Side(target, mapping.new, mapping.key, [n for _, n in pairs], max_key=recorded.max_key,
                      schema=schema, among=among)
         try:
-            theirs = (baseline.new_side(target, mapping, schema)[name] if name == "phi"
+            theirs = (baseline.new_side(target, mapping, schema, name) if name == "phi"
                       else _plain_digests(right, recorded, codec))
         except BucketingMismatch:
             return None
