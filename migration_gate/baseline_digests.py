@@ -89,14 +89,28 @@ def groupings(mapping: TableMap) -> list[tuple[str, str, str]]:
     return found + [(column, column, mapping.columns[column]) for column in mapping.count_by]
 
 
-def grouped(side: Side, column: str, label: str) -> dict[str, int]:
-    """Rows per value of a column, by the value's text (an owner's id) or its md5 (any other value)."""
-    value = sql.SQL("{}::text").format(sql.Identifier(column))
-    if label != "owner":
-        value = sql.SQL("md5({})").format(value)
-    query = sql.SQL("SELECT {v}, count(*) FROM {t} WHERE {bound} GROUP BY 1").format(
-        v=value, t=side.relation, bound=side.bound())
-    return {str(v): n for v, n in side.conn.execute(query)}
+def grouped_counts(side: Side, groups: list[tuple[str, str]]) -> tuple[int, dict[str, dict[str, int]]]:
+    """Rows in total and per value of each (label, column), in one scan (GROUPING SETS): a value by its text (an
+    owner's id) or its md5 (any other value, which may be a status or a flag but is never kept as it is)."""
+    values = []
+    for label, column in groups:
+        value = sql.SQL("{}::text").format(sql.Identifier(column))
+        values.append(value if label == "owner" else sql.SQL("md5({})").format(value))
+    if not values:
+        query = sql.SQL("SELECT count(*) FROM {t} WHERE {bound}").format(t=side.relation, bound=side.bound())
+        return side.conn.execute(query).fetchone()[0], {}
+    query = sql.SQL("SELECT GROUPING({v}), {v}, count(*) FROM {t} WHERE {bound} GROUP BY GROUPING SETS ((), {sets})"
+                    ).format(v=sql.SQL(", ").join(values), t=side.relation, bound=side.bound(),
+                             sets=sql.SQL(", ").join(sql.SQL("({})").format(v) for v in values))
+    every = (1 << len(values)) - 1  # GROUPING's bit for a value is set when the row does not group by it
+    total, found = 0, {label: {} for label, _ in groups}
+    for mask, *row, n in side.conn.execute(query):
+        if mask == every:
+            total = n
+            continue
+        i = next(i for i in range(len(values)) if not mask & (1 << (len(values) - 1 - i)))
+        found[groups[i][0]][str(row[i])] = n
+    return total, found
 
 
 @dataclass
@@ -186,7 +200,7 @@ def of_mapping(conn: psycopg.Connection, gate: GateConfig, mapping: TableMap, ke
             sql.Identifier(mapping.source_key), side.relation))]
     return MappingDigests(
         legacy=mapping.legacy, key=mapping.source_key, bucketing=asdict(cut), rows=rows,
-        groups={label: grouped(side, old, label) for label, old, _ in groupings(mapping)},
+        groups=grouped_counts(side, [(label, old) for label, old, _ in groupings(mapping)])[1],
         sets={name: {"pairs": [list(p) for p in sets[name]], "buckets": _jsonable(found[name])} for name in sets},
         max_key=max_key, among=among)
 

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from migration_gate import compare as engine
-from migration_gate.baseline_digests import Baseline, MappingDigests, grouped, groupings, plain_row_hash, salt
+from migration_gate.baseline_digests import Baseline, MappingDigests, grouped_counts, groupings, plain_row_hash, salt
 from migration_gate.catalog import Catalog
 from migration_gate.checks import Result, catalog_of, first_ids, missing
 from migration_gate.compare import BucketingMismatch, Differences, Side, compare, compare_recorded
@@ -66,13 +66,12 @@ def _counts_recorded(recorded: MappingDigests, target: psycopg.Connection, mappi
                      schema: str) -> Result | None:
     """Counts against the recorded ones: the result when all agree, else None (the restored copy decides)."""
     right = Side(target, mapping.new, mapping.key, [], max_key=recorded.max_key, schema=schema)
-    after = _count(right)
+    groups = [] if mapping.partial else [(label, new) for label, _, new in groupings(mapping)]
+    after, found = grouped_counts(right, groups)
     if (after < recorded.rows) if mapping.partial else (after != recorded.rows):
         return None
-    if not mapping.partial:
-        for label, _, new_column in groupings(mapping):
-            if grouped(right, new_column, label) != recorded.groups.get(label):
-                return None
+    if any(found[label] != recorded.groups.get(label) for label, _ in groups):
+        return None
     result = Result(f"{mapping.legacy} -> {mapping.new}: row counts")
     result.checked = recorded.rows
     result.notes.append(RECORDED)
