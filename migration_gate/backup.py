@@ -30,7 +30,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -420,11 +420,13 @@ def with_application_name(dsn: str, application_name: str | None) -> str:
 def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name: str | None = None,
                 keys: BackupKeys | None = None, timeout_s: float = 3600.0, retention_days: int = 7,
                 lock_wait_timeout: str | None = None, application_name: str | None = None, compress: int = 0,
-                jobs: int = 1) -> BackupRecord:
+                jobs: int = 1, in_snapshot: Callable[[str], None] | None = None) -> BackupRecord:
     """pg_dump (custom format) streamed into an age file only its owner can read (or a plaintext dump with
     encrypt "none"), plus a JSON record beside it. keys default to [backup]'s from the environment.
     compress: pg_dump's gzip level ([backup] compress). jobs: connections that take the content checksums in
     the dump's snapshot while pg_dump streams (they and pg_dump read the same snapshot side by side).
+    in_snapshot: called with the exported snapshot's name before pg_dump starts (baseline_digests imports it and
+    digests the same data while pg_dump dumps it).
     lock_wait_timeout: pg_dump gives up (fails) rather than wait longer for a table's lock (pg_dump sets its own
     session's lock_timeout to 0, so the DSN's cannot bound it): the pre-checks' dump of a live database.
 
@@ -462,6 +464,8 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         counters = _counters(conn)  # at the snapshot: no write can slip between these and the dump unseen
+        if in_snapshot is not None:
+            in_snapshot(snapshot)
         sizes = table_bytes(conn)
         tagged = with_application_name(dsn, application_name)
         plain_dsn, env = split_password(tagged)

@@ -10,7 +10,10 @@ never loaded into memory. The settings that change how values render as text are
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 CHUNK = 10_000
+WORKERS_ENV = "GATE_WORKERS"  # the same override as the PHI checks' key-range workers
 RANGED = frozenset({"smallint", "integer", "bigint", "numeric"})  # key types bucketed by key range
 PINNED = {"DateStyle": "ISO, YMD", "TimeZone": "UTC", "IntervalStyle": "postgres", "extra_float_digits": "3",
           "bytea_output": "hex"}  # both sides render values as text the same way, whatever their defaults
@@ -34,6 +38,7 @@ class Side:
     columns: Sequence[str]
     max_key: int | None = None  # only rows up to this key (append-only tables: rows written later are not compared)
     schema: str = "public"
+    among: tuple | None = None  # only rows with these keys (a partial table's rows that have a legacy source)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -44,11 +49,14 @@ class Side:
         return sql.Identifier(self.schema, self.table)
 
     def bound(self) -> sql.Composable:
-        if self.max_key is None:
-            return sql.SQL("true")
-        if len(self.keys) != 1:
-            raise ValueError(f"{self.schema}.{self.table}: max_key needs a single key column")
-        return sql.SQL("{} <= {}").format(sql.Identifier(self.keys[0]), sql.Literal(self.max_key))
+        bounds: list[sql.Composable] = [sql.SQL("true")]
+        if (self.max_key is not None or self.among is not None) and len(self.keys) != 1:
+            raise ValueError(f"{self.schema}.{self.table}: max_key and among need a single key column")
+        if self.max_key is not None:
+            bounds.append(sql.SQL("{} <= {}").format(sql.Identifier(self.keys[0]), sql.Literal(self.max_key)))
+        if self.among is not None:
+            bounds.append(sql.SQL("{} = ANY({})").format(sql.Identifier(self.keys[0]), sql.Literal(list(self.among))))
+        return sql.SQL(" AND ").join(bounds)
 
 
 @dataclass
@@ -109,28 +117,76 @@ def _count(side: Side) -> int:
     return side.conn.execute(query).fetchone()[0]
 
 
-def _views(left: Side, right: Side, chunk: int) -> tuple[_View, _View]:
-    """Range buckets when both keys are single integer columns; else hash buckets, through text if types differ."""
+@dataclass(frozen=True)
+class Bucketing:
+    """How both sides are cut into buckets: by key range (`buckets` None) or by key hash into `buckets` buckets.
+    Recorded with a side's digests, so the other side is cut exactly the same way later."""
+
+    chunk: int = CHUNK
+    buckets: int | None = None
+    # how a row's text becomes the 2 x 64 bits aggregated: "md5" (compare's, portable across servers), or
+    # "hashtextextended" (PostgreSQL's own, about twice as fast: for digests both taken on one server)
+    row_hash: str = "md5"
+
+    @property
+    def ranged(self) -> bool:
+        return self.buckets is None
+
+    @property
+    def fast(self) -> bool:
+        return self.row_hash == "hashtextextended"
+
+
+class BucketingMismatch(ValueError):
+    """A side cannot be cut the way the recorded digests were (its key type changed kind): compare in full."""
+
+
+def plan(side: Side, chunk: int = CHUNK, row_hash: str = "md5") -> Bucketing:
+    """The bucketing one side alone implies (at backup time the other side does not exist yet): by key range for
+    a single integer key, else by hash into buckets of about `chunk` rows."""
+    types = _key_types(side)
+    if len(types) == 1 and types[0] in RANGED:
+        return Bucketing(chunk, row_hash=row_hash)
+    return Bucketing(chunk, _count(side) // chunk + 1, row_hash)
+
+
+def _view(side: Side, kinds: list[str], bucketing: Bucketing, as_text: bool) -> _View:
+    keys = [sql.Identifier(k) for k in side.keys]
+    canonical = [_canonical(k, t) for k, t in zip(keys, kinds, strict=True)]
+    if as_text:
+        keys = canonical = [sql.SQL("{}::text").format(c) for c in canonical]
+    # a field renders alike whether cast to text or not (record_out quotes the output text): the key text and
+    # hash buckets do not depend on as_text, so digests recorded for one side alone still pair with the other
+    text = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(canonical))
+    if bucketing.ranged:  # floor division: div() and mod() truncate toward zero
+        bucket = sql.SQL("div({k}, {n}) - (mod({k}, {n}) < 0)::int").format(k=keys[0], n=sql.Literal(bucketing.chunk))
+    else:
+        bucket = sql.SQL("('x' || substr(md5({}), 1, 15))::bit(60)::bigint % {}").format(
+            text, sql.Literal(bucketing.buckets))
+    return _View(side, keys, text, bucket, bucketing.chunk if bucketing.ranged else None)
+
+
+def _one_view(side: Side, bucketing: Bucketing) -> _View:
+    """One side cut as recorded digests were cut (BucketingMismatch when its key cannot be)."""
+    kinds = _key_types(side)
+    if bucketing.ranged and not (len(kinds) == 1 and kinds[0] in RANGED):
+        raise BucketingMismatch(f"{side.schema}.{side.table}: key is no longer an integer")
+    return _view(side, kinds, bucketing, as_text=False)
+
+
+def _views(left: Side, right: Side, chunk: int, bucketing: Bucketing | None = None) -> tuple[_View, _View]:
+    """Range buckets when both keys are single integer columns; else hash buckets, through text if types differ.
+    With `bucketing` (recorded with digests), cut the same way or raise BucketingMismatch."""
     if len(left.keys) != len(right.keys):
         raise ValueError("both sides must have the same number of key columns")
     types = _key_types(left), _key_types(right)
     ranged = len(types[0]) == 1 and types[0][0] in RANGED and types[1][0] in RANGED
     as_text = not ranged and types[0] != types[1]
-    buckets = 1 if ranged else max(_count(left), _count(right)) // chunk + 1
-    views = []
-    for side, kinds in zip((left, right), types, strict=True):
-        keys = [sql.Identifier(k) for k in side.keys]
-        canonical = [_canonical(k, t) for k, t in zip(keys, kinds, strict=True)]
-        if as_text:
-            keys = canonical = [sql.SQL("{}::text").format(c) for c in canonical]
-        text = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(canonical))
-        if ranged:  # floor division: div() and mod() truncate toward zero
-            bucket = sql.SQL("div({k}, {n}) - (mod({k}, {n}) < 0)::int").format(k=keys[0], n=sql.Literal(chunk))
-        else:
-            bucket = sql.SQL("('x' || substr(md5({}), 1, 15))::bit(60)::bigint % {}").format(
-                text, sql.Literal(buckets))
-        views.append(_View(side, keys, text, bucket, chunk if ranged else None))
-    return views[0], views[1]
+    if bucketing is None:
+        bucketing = Bucketing(chunk, None if ranged else max(_count(left), _count(right)) // chunk + 1)
+    elif bucketing.ranged != ranged:
+        raise BucketingMismatch(f"{right.schema}.{right.table}: keys no longer bucket as recorded")
+    return (_view(left, types[0], bucketing, as_text), _view(right, types[1], bucketing, as_text))
 
 
 @contextmanager
@@ -144,21 +200,109 @@ def _pinned(*conns: psycopg.Connection) -> Iterator[None]:
         yield
 
 
-def _digests(view: _View) -> dict[int | None, tuple[int, int, int, int]]:
-    # a row's text is made of its fields' texts: rows hash alike exactly when their drilled per-column md5s agree
-    row = sql.SQL(", ").join([view.text, *map(sql.Identifier, view.side.columns)])
+Digest = tuple[int, int, int, int]  # rows, surplus key occurrences, sum and bit_xor of 64-bit row-hash slices
+RowHash = Callable[[sql.Composable], sql.Composable]  # the key's text -> the row's text that is hashed, per row
+MD5_AGGREGATES = sql.SQL("sum(('x' || substr({h}, 1, 16))::bit(64)::bigint::numeric), "
+                         "bit_xor(('x' || substr({h}, 17, 16))::bit(64)::bigint)")
+FAST_AGGREGATES = sql.SQL("sum(hashtextextended({h}, 0)::numeric), bit_xor(hashtextextended({h}, 1))")
+
+
+def columns_hash(columns: Sequence[str]) -> RowHash:
+    """The row text compare hashes: the key's text and these columns, as one record's text."""
+    def row(text: sql.Composable) -> sql.Composable:
+        # a row's text is made of its fields' texts: rows hash alike exactly when their drilled per-column md5s agree
+        return sql.SQL("ROW({})::text").format(sql.SQL(", ").join([text, *map(sql.Identifier, columns)]))
+    return row
+
+
+def _digest_sets(view: _View, hashes: Mapping[str, RowHash], where: sql.Composable | None = None,
+                 fast: frozenset[str] = frozenset()) -> dict[str, dict[int | None, Digest]]:
+    """Per bucket and per row hash, in one scan of the side: the digests of each set of columns (those named in
+    `fast` by hashtextextended, the others by md5, which Python can fold alike: `fold`)."""
+    names = list(hashes)
+    inner = sql.SQL(", ").join(sql.SQL("{} AS {}").format(
+        hashes[n](view.text) if n in fast else sql.SQL("md5({})").format(hashes[n](view.text)),
+        sql.Identifier(f"h{i}")) for i, n in enumerate(names))
+    aggregates = sql.SQL(", ").join((FAST_AGGREGATES if n in fast else MD5_AGGREGATES).format(
+        h=sql.Identifier(f"h{i}")) for i, n in enumerate(names))
     query = sql.SQL(
-        "SELECT b, count(*), count(k) - count(DISTINCT k), sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), "
-        "bit_xor(('x' || substr(h, 17, 16))::bit(64)::bigint) "
-        "FROM (SELECT {b} AS b, {k} AS k, md5(ROW({row})::text) AS h FROM {t} WHERE {bound}) r GROUP BY b").format(
-        b=view.bucket, k=view.identity, row=row, t=view.side.relation, bound=view.side.bound())
-    return {None if b is None else int(b): (n, d, s, x) for b, n, d, s, x in view.side.conn.execute(query)}
+        "SELECT b, count(*), count(k) - count(DISTINCT k), {aggregates} "
+        "FROM (SELECT {b} AS b, {k} AS k, {inner} FROM {t} WHERE {bound} AND {where}) r GROUP BY b").format(
+        aggregates=aggregates, b=view.bucket, k=view.identity, inner=inner, t=view.side.relation,
+        bound=view.side.bound(), where=where or sql.SQL("true"))
+    found: dict[str, dict[int | None, Digest]] = {n: {} for n in names}
+    for row in view.side.conn.execute(query):
+        bucket = None if row[0] is None else int(row[0])
+        for i, name in enumerate(names):
+            found[name][bucket] = (row[1], row[2], int(row[3 + 2 * i]), int(row[4 + 2 * i]))
+    return found
 
 
-def bucket_digests(side: Side, chunk: int = CHUNK) -> dict[int | None, tuple[int, int, int, int]]:
+def _digests(view: _View, fast: bool = False) -> dict[int | None, Digest]:
+    return _digest_sets(view, {"": columns_hash(view.side.columns)}, fast=frozenset({""} if fast else ()))[""]
+
+
+def bucket_digests(side: Side, chunk: int = CHUNK, bucketing: Bucketing | None = None) -> dict[int | None, Digest]:
     """Per bucket: rows, surplus key occurrences, and two order-independent aggregates of the row hashes."""
     with _pinned(side.conn):
+        if bucketing:
+            return _digests(_one_view(side, bucketing), bucketing.fast)
         return _digests(_views(side, side, chunk)[0])
+
+
+def workers() -> int:
+    """Connections one table's digests are split over: the machine's cores (GATE_WORKERS overrides), at most 8."""
+    try:
+        return max(1, int(os.environ.get(WORKERS_ENV) or min(os.cpu_count() or 1, 8)))
+    except ValueError:
+        return 1
+
+
+def _clone(conn: psycopg.Connection) -> psycopg.Connection:
+    """Another session to the same database as conn, with its credentials."""
+    extra = {"password": conn.info.password} if conn.info.password else {}
+    return psycopg.connect(conn.info.dsn, autocommit=True, **extra)
+
+
+def _splits(side: Side, bucketing: Bucketing, count: int) -> list[sql.Composable]:
+    """Up to `count` key ranges of whole buckets covering the side (the first and last open-ended)."""
+    key = sql.Identifier(side.keys[0])
+    low, high = side.conn.execute(sql.SQL("SELECT min({k}), max({k}) FROM {t} WHERE {bound}").format(
+        k=key, t=side.relation, bound=side.bound())).fetchone()
+    if low is None:
+        return [sql.SQL("true")]
+    first, last = int(low) // bucketing.chunk, int(high) // bucketing.chunk
+    per = -(-(last - first + 1) // count)
+    edges = [(first + i * per) * bucketing.chunk for i in range(1, count) if first + i * per <= last]
+    bounds = [None, *edges, None]
+    return [sql.SQL(" AND ").join([sql.SQL("true")] + (
+        [sql.SQL("{} >= {}").format(key, sql.Literal(lo))] if lo is not None else []) + (
+        [sql.SQL("{} < {}").format(key, sql.Literal(hi))] if hi is not None else []))
+        for lo, hi in zip(bounds, bounds[1:], strict=False)]
+
+
+def digest_sets(side: Side, bucketing: Bucketing, hashes: Mapping[str, RowHash], parallel: int = 1,
+                md5: frozenset[str] = frozenset()) -> dict[str, dict[int | None, Digest]]:
+    """Several sets of bucket digests of one side in one scan (what the backup records for each check); the sets
+    named in `md5` always by md5 (Python folds the other side's: `fold`), the rest as the bucketing says. With
+    `parallel` > 1 and integer keys, whole buckets are split by key range over that many more sessions (each
+    sees its own snapshot: for a side nobody writes meanwhile, the new tables inside the window)."""
+    fast = frozenset(n for n in hashes if n not in md5) if bucketing.fast else frozenset()
+    with _pinned(side.conn):
+        view = _one_view(side, bucketing)
+        splits = _splits(side, bucketing, parallel) if parallel > 1 and bucketing.ranged else []
+        if len(splits) <= 1:
+            return _digest_sets(view, hashes, fast=fast)
+
+    def part(where: sql.Composable) -> dict[str, dict[int | None, Digest]]:
+        with _clone(side.conn) as conn, _pinned(conn):
+            return _digest_sets(_one_view(dataclasses.replace(side, conn=conn), bucketing), hashes, where, fast)
+    found: dict[str, dict[int | None, Digest]] = {n: {} for n in hashes}
+    with ThreadPoolExecutor(len(splits), thread_name_prefix="gate-digests") as pool:
+        for result in pool.map(part, splits):
+            for name, digests in result.items():
+                found[name].update(digests)  # whole buckets per range: no bucket is in two
+    return found
 
 
 def _row_hashes(view: _View, bucket: int | None) -> tuple[dict[Any, tuple[str, ...]], set[Any]]:
@@ -181,8 +325,8 @@ def _row_hashes(view: _View, bucket: int | None) -> tuple[dict[Any, tuple[str, .
     return rows, duplicated
 
 
-def _order(key: Any) -> tuple:
-    """Sorts keys that may be NULL, and composite keys that may hold NULLs."""
+def key_order(key: Any) -> tuple:
+    """Sorts keys (and buckets) that may be NULL, and composite keys that may hold NULLs."""
     return tuple((v is None, v) for v in (key if isinstance(key, tuple) else (key,)))
 
 
@@ -190,13 +334,13 @@ def _drill(left: _View, right: _View, bucket: int | None, diff: Differences) -> 
     """Record the differences in one bucket; False if there are none."""
     a, twice_a = _row_hashes(left, bucket)
     b, twice_b = _row_hashes(right, bucket)
-    found = (sorted(a.keys() - b.keys(), key=_order), sorted(b.keys() - a.keys(), key=_order),
-             sorted(twice_a | twice_b, key=_order))
+    found = (sorted(a.keys() - b.keys(), key=key_order), sorted(b.keys() - a.keys(), key=key_order),
+             sorted(twice_a | twice_b, key=key_order))
     diff.missing.extend(found[0])
     diff.extra.extend(found[1])
     diff.duplicated.extend(found[2])
     changed = False
-    for key in sorted(a.keys() & b.keys(), key=_order):
+    for key in sorted(a.keys() & b.keys(), key=key_order):
         for i, column in enumerate(right.side.columns):
             if a[key][i] != b[key][i]:
                 diff.columns[column].append(key)
@@ -204,21 +348,92 @@ def _drill(left: _View, right: _View, bucket: int | None, diff: Differences) -> 
     return changed or any(found)
 
 
-def compare(left: Side, right: Side, chunk: int = CHUNK) -> Differences:
-    """Which keys are missing or extra, and which columns differ for which keys (left[i] pairs right[i])."""
+def compare(left: Side, right: Side, chunk: int = CHUNK, bucketing: Bucketing | None = None,
+            buckets: Sequence[int | None] | None = None) -> Differences:
+    """Which keys are missing or extra, and which columns differ for which keys (left[i] pairs right[i]).
+    bucketing: cut as recorded digests were; buckets: drill only these (known to differ), computing no digests."""
     if len(left.columns) != len(right.columns):
         raise ValueError("both sides must compare the same number of columns")
     diff = Differences(columns={c: [] for c in right.columns})
     with _pinned(left.conn, right.conn):
-        views = _views(left, right, chunk)
-        ours, theirs = _digests(views[0]), _digests(views[1])
-        buckets = sorted(set(ours) | set(theirs), key=_order)
-        diff.buckets_compared = len(buckets)
+        views = _views(left, right, chunk, bucketing)
+        if buckets is None:
+            ours, theirs = _digests(views[0]), _digests(views[1])
+            buckets = differing(ours, theirs)
+            diff.buckets_compared = len(set(ours) | set(theirs))
         for bucket in buckets:
-            digest = ours.get(bucket)
-            if digest == theirs.get(bucket) and not digest[1]:
-                continue
             diff.buckets_drilled += 1
             if not _drill(*views, bucket, diff):
                 diff.unexplained.append(bucket)
     return diff
+
+
+def differing(ours: Mapping[int | None, Digest], theirs: Mapping[int | None, Digest]) -> list[int | None]:
+    """Buckets whose digests differ, or that hold a duplicated key (equal digests cannot show it)."""
+    return [b for b in sorted(set(ours) | set(theirs), key=key_order)
+            if ours.get(b) != theirs.get(b) or ours[b][1]]
+
+
+def compare_recorded(recorded: Mapping[int | None, Digest], bucketing: Bucketing, right: Side,
+                     left: Callable[[], Side], theirs: Mapping[int | None, Digest] | None = None) -> Differences:
+    """The right side against digests recorded for the left side in the backup's snapshot: equal buckets pass
+    without touching the left side; only when some differ is `left` called (the backup restored) and only those
+    buckets are drilled into. theirs: the right side's digests if already taken (digest_sets), else taken here.
+    BucketingMismatch when the right side cannot be cut as recorded."""
+    if theirs is None:
+        with _pinned(right.conn):
+            theirs = _digests(_one_view(right, bucketing), bucketing.fast)
+    buckets = differing(recorded, theirs)
+    if not buckets:
+        return Differences(columns={c: [] for c in right.columns}, buckets_compared=len(set(recorded) | set(theirs)))
+    diff = compare(left(), right, bucketing.chunk, bucketing, buckets)
+    diff.buckets_compared = len(set(recorded) | set(theirs))
+    return diff
+
+
+def keyed_rows(side: Side, bucketing: Bucketing, name: str) -> Iterator[tuple]:
+    """(bucket, key text, key, *columns) of every row in key order, streamed by a server-side cursor: for row hashes
+    that only Python can compute (of decrypted values), folded into digests by `fold`. Call inside a transaction."""
+    view = _one_view(side, bucketing)
+    query = sql.SQL("SELECT {b}, {text}, {k}, {cols} FROM {t} WHERE {bound} ORDER BY {k}").format(
+        b=view.bucket, text=view.text, k=view.identity,
+        cols=sql.SQL(", ").join(map(sql.Identifier, side.columns)), t=side.relation, bound=side.bound())
+    side.conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
+        sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v)) for k, v in PINNED.items())))
+    with side.conn.cursor(name=name) as cur:
+        cur.itersize = 2_000
+        cur.execute(query)
+        yield from cur
+
+
+def _signed(hex16: str) -> int:
+    value = int(hex16, 16)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def fold(rows: Iterator[tuple[int | None, Any, str]]) -> dict[int | None, Digest]:
+    """(bucket, key, md5 hex) rows in key order into the digests _digest_sets computes in SQL for the same hashes."""
+    found: dict[int | None, list[int]] = {}
+    last: dict[int | None, Any] = {}
+    for bucket, key, h in rows:
+        d = found.setdefault(bucket, [0, 0, 0, 0])
+        d[0] += 1
+        if key is not None and bucket in last and last[bucket] == key:
+            d[1] += 1
+        last[bucket] = key
+        d[2] += _signed(h[:16])
+        d[3] ^= _signed(h[16:32])
+    return {b: (n, dup, s, x) for b, (n, dup, s, x) in found.items()}
+
+
+def bucket_filter(side: Side, bucketing: Bucketing, buckets: Sequence[int | None]) -> sql.Composable:
+    """The rows of these buckets on this side (key ranges when ranged, so an index on the key serves them)."""
+    view = _one_view(side, bucketing)
+    parts: list[sql.Composable] = []
+    for bucket in buckets:
+        if bucket is not None and view.chunk:
+            parts.append(sql.SQL("({k} >= {lo} AND {k} < {hi})").format(
+                k=view.keys[0], lo=sql.Literal(bucket * view.chunk), hi=sql.Literal((bucket + 1) * view.chunk)))
+        else:
+            parts.append(sql.SQL("({} IS NOT DISTINCT FROM {})").format(view.bucket, sql.Literal(bucket)))
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(parts)) if parts else sql.SQL("false")

@@ -24,7 +24,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup, logsource, migration, notify, performance, writes
+from migration_gate import backup, baseline_digests, logsource, migration, notify, performance, writes
 from migration_gate.catalog import inspect
 from migration_gate.checks import Result
 from migration_gate.checks import api as app
@@ -216,10 +216,22 @@ class Gate:
         removed = backup.sweep_leftovers(self.run_dir / "backup")  # a killed backup's partial files (lock held)
         if removed:
             self.progress.say(f"removed what an interrupted backup left: {', '.join(removed)}")
+        # the integrity phase's legacy side, digested in the dump's own snapshot while pg_dump dumps it and the
+        # backup checks run; joined before the migration (their reads hold share locks it would wait on)
+        digests = baseline_digests.InSnapshot(self.target.dsn, self.gate, self.target.key, self.session_tag)
         taken = backup.take_backup(self.target.dsn, self.run_dir / "backup", keys=keys,
                                    timeout_s=settings.dump_timeout_seconds,
                                    retention_days=settings.retention_days_local, application_name=self.session_tag,
-                                   compress=settings.compress, jobs=settings.workers)
+                                   compress=settings.compress, jobs=settings.workers, in_snapshot=digests.start)
+        try:
+            return self._store_and_check(record, taken, keys)
+        finally:
+            if not digests.save_beside(taken):
+                self.progress.say("the integrity digests could not be taken with the backup: integrity will "
+                                  "restore the backup to compare")
+
+    def _store_and_check(self, record: PhaseRecord, taken: backup.BackupRecord, keys: backup.BackupKeys) -> bool:
+        settings = self.gate.backup
         self.state.backup = taken.summary()
         self.state.save()
         how = f"age, {len(taken.recipients)} recipient(s)" if taken.encryption == "age" else "NOT ENCRYPTED"

@@ -26,6 +26,7 @@ from psycopg import sql
 
 from migration_gate import checks
 from migration_gate.backup import BackupError
+from migration_gate.baseline_digests import Baseline
 from migration_gate.catalog import Catalog, inspect
 from migration_gate.checks import CheckFailed
 from migration_gate.config import ROOT, SANDBOX_BANNER, ConfigError, GateConfig, load_config, load_environment
@@ -551,6 +552,31 @@ def baseline_db(target: TargetState, gate_session: GateSession) -> Iterator[psyc
         pytest.fail(str(exc))
     with psycopg.connect(dsn, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture(scope="session")
+def _baselines() -> Iterator[dict[str, Baseline]]:
+    """One Baseline per phase for the session: the restore (if any) and the new side's digests are taken once."""
+    found: dict[str, Baseline] = {}
+    yield found
+    for baseline in found.values():
+        baseline.close()
+
+
+@pytest.fixture
+def legacy(target: TargetState, gate_session: GateSession, _baselines: dict[str, Baseline]) -> Baseline:
+    """The legacy data at backup time as integrity compares with it: the digests recorded in the backup's snapshot
+    (beside BACKUP_FILE), and the backup restored only when a check has to drill into a differing key range."""
+    if target.phase in _baselines:
+        return _baselines[target.phase]
+    def restored() -> psycopg.Connection:
+        try:
+            dsn = gate_session.targets.baseline(target)
+        except LookupError as exc:
+            pytest.fail(str(exc))
+        return psycopg.connect(dsn, autocommit=True)
+    baseline = _baselines[target.phase] = Baseline.from_backup(target.backup_file, restored)
+    return baseline
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup, logsource, migration
+from migration_gate import backup, baseline_digests, logsource, migration
 from migration_gate.config import GateConfig
 from migration_gate.embedded import EmbeddedPostgres
 from migration_gate.logsource import LogSource
@@ -89,7 +89,8 @@ class SandboxTargets:
 
     def _migrated(self, name: str) -> tuple[str, Path]:
         dsn = self._database(name)
-        record = backup.take_backup(dsn, self.workdir / "backups", name=f"{name}.dump", keys=self.backup_keys)
+        record = baseline_digests.record_backup(dsn, self.workdir / "backups", self.gate, self.key,
+                                                name=f"{name}.dump", keys=self.backup_keys)
         migration.run_file(dsn, self.gate.migration_file, self.key)
         return dsn, Path(record.path)
 
@@ -102,11 +103,11 @@ class SandboxTargets:
                            log_source=source, log_marker=marker)
 
     def _build_integrity(self) -> TargetState:
-        """Migrated and untouched by app traffic: integrity runs right after the migration, before go-live."""
+        """Migrated and untouched by app traffic: integrity runs right after the migration, before go-live. The
+        backup is restored as the baseline only when a check asks for it (baseline)."""
         dsn, dump = self._migrated("gate_integrity")
-        baseline = backup.restore(dump, dsn, "gate_integrity_baseline", keys=self.backup_keys)
         return TargetState(phase="integrity", dsn=dsn, use_hipaa_schema=True, backup_file=dump,
-                           baseline_dsn=baseline, backup_keys=self.backup_keys)
+                           backup_keys=self.backup_keys)
 
     def _build_rollback(self) -> TargetState:
         dsn, dump = self._migrated("gate_rollback")
@@ -114,6 +115,9 @@ class SandboxTargets:
         return self._state("rollback", dsn, self._api(dsn, "rollback", False), backup_file=dump)
 
     def baseline(self, state: TargetState) -> str:
+        if state.baseline_dsn is None and state.phase == "integrity" and state.backup_file is not None:
+            state.baseline_dsn = backup.restore(state.backup_file, state.dsn, "gate_integrity_baseline",
+                                                keys=self.backup_keys)
         if state.baseline_dsn is None:
             raise LookupError(f"the sandbox's {state.phase} state has no baseline")
         return state.baseline_dsn

@@ -142,11 +142,11 @@ def test_a_scratch_copy_whose_template_stays_busy_is_restored_instead(legacy_db:
     """A clone needs its template free of sessions: one that never lets go costs a restore, not the rehearsal."""
     server = backup.database_dsn(legacy_db, "postgres")
     source = ScratchDatabase(server, "gate_busy_template", dump)
-    with source, psycopg.connect(source.dsn):  # a session that stays on the template
-        with ScratchDatabase(server, "gate_busy_clone", dump, template=source.name) as clone:
-            assert clone.how == "restored"
-            with psycopg.connect(clone.dsn) as conn:
-                assert conn.execute("SELECT count(*) FROM clients_hipaa").fetchone()[0] > 0
+    with source, psycopg.connect(source.dsn), \
+            ScratchDatabase(server, "gate_busy_clone", dump, template=source.name) as clone:  # a session stays on
+        assert clone.how == "restored"                                                     # the template
+        with psycopg.connect(clone.dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM clients_hipaa").fetchone()[0] > 0
 
 
 def test_the_scratch_rehearsal_fails_when_the_migration_fails_on_this_data(legacy_db: str) -> None:

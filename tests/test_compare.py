@@ -236,3 +236,42 @@ def test_generated_single_missing_or_extra_row_is_found_at_its_key(db, kind, dra
     index = draw.draw(st.integers(0, len(data) - 1))
     assert _only(_generated(db, kind, data, data[:index] + data[index + 1:]), missing=[data[index][0]])
     assert _only(_generated(db, kind, data[:index] + data[index + 1:], data), extra=[data[index][0]])
+
+
+@pytest.mark.parametrize("parallel", [2, 3, 5])
+def test_digests_split_by_key_range_over_sessions_equal_one_scan(db, parallel):
+    rows = [(k, f"v{k}") for k in [*range(-40, -20), *range(0, 9), *range(300, 331)]]
+    _table(db, "a", "id int, v text", rows)
+    side = Side(db, "a", "id", [])
+    cut = engine.plan(side, 7)
+    hashes = {"rows": engine.columns_hash([]), "v": engine.columns_hash(["v"])}
+    one = engine.digest_sets(side, cut, hashes)
+    assert engine.digest_sets(side, cut, hashes, parallel=parallel) == one
+    assert one["v"] == bucket_digests(Side(db, "a", "id", ["v"]), bucketing=cut)
+
+
+def test_recorded_digests_stand_in_for_the_left_side_until_a_bucket_differs(db):
+    rows = [(k, f"v{k}") for k in range(-9, 30)]
+    _table(db, "a", "id int, v text", rows)
+    _table(db, "b", "id int, v text", rows[::-1])
+    left = Side(db, "a", "id", ["v"])
+    cut = engine.plan(left, 7)
+    recorded = bucket_digests(left, bucketing=cut)
+    asked = []
+
+    def restored() -> Side:
+        asked.append(1)
+        return left
+    assert engine.compare_recorded(recorded, cut, Side(db, "b", "id", ["v"]), restored).equal and not asked
+    db.execute("UPDATE b SET v = 'changed' WHERE id = 12")
+    db.execute("DELETE FROM b WHERE id = -9")
+    diff = engine.compare_recorded(recorded, cut, Side(db, "b", "id", ["v"]), restored)
+    assert _only(diff, missing=[-9], v=[12]) and diff.buckets_drilled == 2 and asked
+
+
+def test_recorded_digests_of_an_integer_key_do_not_cut_a_text_key(db):
+    _table(db, "a", "id int, v text", [(1, "x")])
+    _table(db, "b", "id text, v text", [("1", "x")])
+    cut = engine.plan(Side(db, "a", "id", []), 7)
+    with pytest.raises(engine.BucketingMismatch):
+        engine.compare_recorded({}, cut, Side(db, "b", "id", ["v"]), lambda: Side(db, "a", "id", ["v"]))

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import backup, migration, writes
+from migration_gate import backup, baseline_digests, migration, writes
 from migration_gate.config import load_config
 from migration_gate.phi import PhiCodec
 from tests.conftest import ROOT, _create
@@ -23,6 +23,7 @@ from tests.test_suites import run_suite
 
 CLINIC = ROOT / "tests" / "fixtures" / "clinic"
 KEY = "3c" * 32  # not the sandbox's key: a suite that used the sandbox's would fail to decrypt
+CONFIG = load_config(CLINIC / "migration.toml")
 CODEC = PhiCodec(KEY)
 MEMBERS = 30
 # text keys that sort and hash differently: case, non-ASCII, a prefix of another key
@@ -92,7 +93,7 @@ def test_the_second_description_is_green_through_every_phase(clinic, tmp_path: P
     assert {c: _verdicts(pre)[c] for c in ("PRE-04", "PRE-05", "PRE-06", "PRE-07", "PRE-08")} == dict.fromkeys(
         ("PRE-04", "PRE-05", "PRE-06", "PRE-07", "PRE-08"), "passed")
 
-    dump = backup.take_backup(dsn, tmp_path / "backup").path
+    dump = baseline_digests.record_backup(dsn, tmp_path / "backup", CONFIG, KEY).path  # as the gate's backup
     env = _env(dsn, BACKUP_FILE=str(dump))
     code, _, out = _phase("backup", env, tmp_path / "bak", secrets)
     assert code == 0, out
@@ -114,6 +115,10 @@ def test_the_second_description_is_green_through_every_phase(clinic, tmp_path: P
     for table in ("people", "encounters", "access_log"):  # one test per mapping of the description
         assert any(f"[{table}]" in t for t in tests), f"no integrity test ran for the {table} mapping"
     assert set(_verdicts(integrity).values()) == {"passed"}
+    compared = [c for c in integrity["checks"] if c["check"].endswith((
+        "one new row per legacy row", "non-PHI columns equal", "PHI equal after decryption"))]
+    assert compared and all(any("digests recorded in the backup's snapshot" in n for n in c["notes"]) for c in compared)
+    assert not [n for c in integrity["checks"] for n in c["notes"] if "restored backup" in n]
 
     with psycopg.connect(dsn) as conn:  # issue 10's business: the SQL rollback keeps it, the backup has not got it
         conn.execute("DELETE FROM clinic.access_log WHERE id > (SELECT min(id) + %s FROM clinic.access_log)",
@@ -135,7 +140,7 @@ def _broken_migration(tmp_path: Path, old: str, new: str) -> Path:
 
 def test_a_migration_that_loses_rows_is_red_in_integrity(clinic, tmp_path: Path) -> None:
     dsn, secrets = clinic
-    dump = backup.take_backup(dsn, tmp_path / "backup").path
+    dump = baseline_digests.record_backup(dsn, tmp_path / "backup", CONFIG, KEY).path
     broken = _broken_migration(tmp_path, "FROM clinic.visits_v1;", "FROM clinic.visits_v1 WHERE fee >= 100;")
     migration.run_file(dsn, broken, KEY)
     code, criteria, out = _phase("integrity", _env(dsn, BACKUP_FILE=str(dump)), tmp_path / "int", secrets)
@@ -146,7 +151,7 @@ def test_a_migration_that_loses_rows_is_red_in_integrity(clinic, tmp_path: Path)
 
 def test_a_wrong_phi_value_is_red_naming_the_uuid_key(clinic, tmp_path: Path) -> None:
     dsn, secrets = clinic
-    dump = backup.take_backup(dsn, tmp_path / "backup").path
+    dump = baseline_digests.record_backup(dsn, tmp_path / "backup", CONFIG, KEY).path
     migration.run_file(dsn, CLINIC / "migrate.sql", KEY)
     with psycopg.connect(dsn) as conn:
         (victim,) = conn.execute("SELECT id FROM clinic.encounters ORDER BY id LIMIT 1").fetchone()

@@ -1,6 +1,10 @@
-"""The new schema against the legacy data as it was at backup time (a restored copy of the backup).
+"""The new schema against the legacy data as it was at backup time.
 
-Counts and row correspondence run inside PostgreSQL on both sides (migration_gate.compare); PHI is compared
+Given a baseline_digests.Baseline, each check first compares the new side with the digests recorded in the
+backup's snapshot (counts, per-bucket digests, PHI ciphertext and salted plaintext digests): equal, it is green
+without touching the legacy data; different, the backup is restored (once) and only the differing buckets are
+drilled into, so the message names tables, keys and columns as before. Given a connection (a restored copy),
+counts and row correspondence run inside PostgreSQL on both sides (migration_gate.compare); PHI is compared
 after decryption in one streaming pass per table that walks both sides in key order.
 """
 
@@ -12,13 +16,17 @@ from collections.abc import Sequence
 import psycopg
 from psycopg import sql
 
+from migration_gate import compare as engine
+from migration_gate.baseline_digests import Baseline, MappingDigests, grouped_counts, groupings, plain_row_hash, salt
 from migration_gate.catalog import Catalog
 from migration_gate.checks import Result, catalog_of, first_ids, missing
-from migration_gate.compare import Side, compare
+from migration_gate.compare import BucketingMismatch, Differences, Side, compare, compare_recorded
 from migration_gate.config import TableMap
 from migration_gate.phi import CiphertextFormatError, DecryptionError, PhiCodec
 
 BATCH = 2_000
+RECORDED = "compared with the digests recorded in the backup's snapshot"
+Legacy = psycopg.Connection | Baseline  # a restored copy, or the recorded digests with one on demand
 
 
 def _count(side: Side) -> int:
@@ -32,9 +40,11 @@ def _grouped(side: Side, column: str) -> dict:
     return dict(side.conn.execute(query).fetchall())
 
 
-def present(result: Result, baseline: psycopg.Connection | Catalog, target: psycopg.Connection | Catalog,
+def present(result: Result, baseline: psycopg.Connection | Catalog | Baseline, target: psycopg.Connection | Catalog,
             mapping: TableMap, schema: str, old_columns: Sequence[str] = (), new_columns: Sequence[str] = ()) -> bool:
     """Both tables and the columns about to be compared exist; each one missing is a finding, not a crash."""
+    if isinstance(baseline, Baseline):
+        baseline = baseline.catalog()
     gone = missing(result, catalog_of(baseline, schema), schema, mapping.legacy, [mapping.source_key, *old_columns])
     gone |= missing(result, catalog_of(target, schema), schema, mapping.new, [mapping.key, *new_columns])
     return not gone
@@ -52,19 +62,35 @@ def sides(baseline: psycopg.Connection, target: psycopg.Connection, mapping: Tab
     return left, Side(target, mapping.new, mapping.key, list(new_columns), max_key=limit, schema=schema)
 
 
-def counts(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap,
-           schema: str = "public") -> Result:
+def _counts_recorded(recorded: MappingDigests, target: psycopg.Connection, mapping: TableMap,
+                     schema: str) -> Result | None:
+    """Counts against the recorded ones: the result when all agree, else None (the restored copy decides)."""
+    right = Side(target, mapping.new, mapping.key, [], max_key=recorded.max_key, schema=schema)
+    groups = [] if mapping.partial else [(label, new) for label, _, new in groupings(mapping)]
+    after, found = grouped_counts(right, groups)
+    if (after < recorded.rows) if mapping.partial else (after != recorded.rows):
+        return None
+    if any(found[label] != recorded.groups.get(label) for label, _ in groups):
+        return None
+    result = Result(f"{mapping.legacy} -> {mapping.new}: row counts")
+    result.checked = recorded.rows
+    result.notes.append(RECORDED)
+    return result
+
+
+def counts(baseline: Legacy, target: psycopg.Connection, mapping: TableMap, schema: str = "public") -> Result:
     """Exact row counts, soft-deleted rows included: in total, per owner, per deleted flag and per value of each
     count_by column of the description."""
     result = Result(f"{mapping.legacy} -> {mapping.new}: row counts")
-    groupings = []
-    if mapping.owner:
-        groupings.append(("owner", *mapping.owner))
-    if mapping.soft_delete:
-        groupings.append(("deleted flag", *mapping.soft_delete))
-    groupings += [(column, column, mapping.columns[column]) for column in mapping.count_by]
-    if not present(result, baseline, target, mapping, schema, [g[1] for g in groupings], [g[2] for g in groupings]):
+    groups = groupings(mapping)
+    if not present(result, baseline, target, mapping, schema, [g[1] for g in groups], [g[2] for g in groups]):
         return result
+    if isinstance(baseline, Baseline):
+        recorded = baseline.of(mapping)
+        agreed = _counts_recorded(recorded, target, mapping, schema) if recorded else None
+        if agreed is not None:
+            return agreed
+        baseline = baseline.connection()
     left, right = sides(baseline, target, mapping, schema=schema)
     before, after = _count(left), _count(right)
     result.checked = before
@@ -74,7 +100,7 @@ def counts(baseline: psycopg.Connection, target: psycopg.Connection, mapping: Ta
         return result
     if before != after:
         result.add(f"{mapping.new}: {after} rows, legacy {mapping.legacy} had {before}")
-    for label, legacy_column, new_column in groupings:
+    for label, legacy_column, new_column in groups:
         old, new = _grouped(left, legacy_column), _grouped(right, new_column)
         differing = sorted((k for k in set(old) | set(new) if old.get(k, 0) != new.get(k, 0)), key=str)
         if differing:
@@ -83,13 +109,38 @@ def counts(baseline: psycopg.Connection, target: psycopg.Connection, mapping: Ta
     return result
 
 
-def rows_correspond(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap,
+def _differences(result: Result, baseline: Legacy, target: psycopg.Connection, mapping: TableMap, name: str,
+                 pairs: list[tuple[str, str]], schema: str) -> Differences:
+    """The mapping's differences over these column pairs: against the recorded digests when there are some for
+    exactly these pairs (the restored copy only for the buckets that differ), else against the restored copy."""
+    old, new = [o for o, _ in pairs], [n for _, n in pairs]
+    if isinstance(baseline, Baseline):
+        recorded = baseline.of(mapping)
+        buckets = recorded.buckets(name, pairs) if recorded else None
+        if buckets is not None:
+            among = tuple(recorded.among) if recorded.among is not None else None
+            right = Side(target, mapping.new, mapping.key, new, max_key=recorded.max_key, schema=schema, among=among)
+            try:
+                diff = compare_recorded(buckets, recorded.cut(), right, lambda: Side(
+                    baseline.connection(), mapping.legacy, mapping.source_key, old, schema=schema),
+                    baseline.new_side(target, mapping, schema, name))
+            except BucketingMismatch:
+                pass
+            else:
+                result.notes.append(RECORDED + (f"; {diff.buckets_drilled} key ranges differed and were compared "
+                                                "with the restored backup" if diff.buckets_drilled else ""))
+                return diff
+        baseline = baseline.connection()
+    return compare(*sides(baseline, target, mapping, old, new, schema=schema))
+
+
+def rows_correspond(baseline: Legacy, target: psycopg.Connection, mapping: TableMap,
                     schema: str = "public") -> Result:
     """Every legacy row maps to exactly one new row, and no new row lacks a legacy source."""
     result = Result(f"{mapping.legacy} -> {mapping.new}: one new row per legacy row")
     if not present(result, baseline, target, mapping, schema):
         return result
-    diff = compare(*sides(baseline, target, mapping, schema=schema))
+    diff = _differences(result, baseline, target, mapping, "rows", [], schema)
     result.checked = diff.buckets_compared
     if diff.missing:
         result.add(f"{mapping.new}: {len(diff.missing)} legacy rows have no new row ({first_ids(diff.missing)})")
@@ -108,16 +159,16 @@ def _unexplained(result: Result, mapping: TableMap, diff) -> None:
                    f"{', '.join(str(b) for b in buckets[:5])})")
 
 
-def columns_equal(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap,
+def columns_equal(baseline: Legacy, target: psycopg.Connection, mapping: TableMap,
                   only: list[str] | None = None, check: str | None = None, schema: str = "public") -> Result:
     """Every mapped non-PHI column equal after the mapping (money, dates, flags, statuses, names, links)."""
     pairs = [(old, new) for old, new in mapping.columns.items() if only is None or new in only]
     result = Result(check or f"{mapping.legacy} -> {mapping.new}: non-PHI columns equal")
     if not present(result, baseline, target, mapping, schema, [o for o, _ in pairs], [n for _, n in pairs]):
         return result
-    left, right = sides(baseline, target, mapping, [o for o, _ in pairs], [n for _, n in pairs], schema=schema)
-    diff = compare(left, right)
-    result.checked = _count(right) * len(pairs)
+    name = "columns" if only is None else "relationships"
+    diff = _differences(result, baseline, target, mapping, name, pairs, schema)
+    result.checked = _count(Side(target, mapping.new, mapping.key, [], schema=schema)) * len(pairs)
     _unexplained(result, mapping, diff)
     for column, keys in diff.columns.items():
         if keys:
@@ -125,10 +176,11 @@ def columns_equal(baseline: psycopg.Connection, target: psycopg.Connection, mapp
     return result
 
 
-def _ordered(conn: psycopg.Connection, schema: str, table: str, key: str, columns: list[str], name: str):
-    query = sql.SQL("SELECT {k}, {cols} FROM {t} ORDER BY {k}").format(
+def _ordered(conn: psycopg.Connection, schema: str, table: str, key: str, columns: list[str], name: str,
+             where: sql.Composable | None = None):
+    query = sql.SQL("SELECT {k}, {cols} FROM {t} WHERE {w} ORDER BY {k}").format(
         k=sql.Identifier(key), cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
-        t=sql.Identifier(schema, table))
+        t=sql.Identifier(schema, table), w=where or sql.SQL("true"))
     cur = conn.cursor(name=name)
     cur.itersize = BATCH
     cur.execute(query)
@@ -142,7 +194,56 @@ def _plain(codec: PhiCodec, value: str | None) -> str | None | Exception:
         return exc
 
 
-def phi_equal(baseline: psycopg.Connection, target: psycopg.Connection, mapping: TableMap, codec: PhiCodec,
+def _plain_digests(right: Side, recorded: MappingDigests, codec: PhiCodec) -> dict:
+    """The new side's salted plaintext digests, decrypted here and folded as the backup folded the legacy's."""
+    salted = salt(codec)
+
+    def rows():
+        for bucket, text, identity, *values in engine.keyed_rows(right, recorded.cut(), "gate_phi_plain"):
+            plain = [_plain(codec, v) for v in values]
+            if any(isinstance(p, Exception) for p in plain):  # never equal to a digest: drilled, and named there
+                yield bucket, identity, "f" * 32
+            else:
+                yield bucket, identity, plain_row_hash(salted, text, plain)
+    with right.conn.transaction():
+        return engine.fold(rows())
+
+
+def _phi_recorded(baseline: Baseline, target: psycopg.Connection, mapping: TableMap, codec: PhiCodec,
+                  schema: str) -> tuple[MappingDigests, list, int] | None:
+    """(recorded, buckets that differ, values compared) against the digests recorded in the backup's snapshot:
+    identical ciphertexts decrypt identically, and a plaintext encrypted on the way is compared by its salted
+    digest. None when there are no digests for exactly these columns (the restored copy decides everything)."""
+    recorded = baseline.of(mapping)
+    if recorded is None:
+        return None
+    sets = _phi_sets(mapping)
+    among = tuple(recorded.among) if recorded.among is not None else None
+    differing: set = set()
+    checked = 0
+    for name, pairs in sets.items():
+        buckets = recorded.buckets(name, pairs)
+        if buckets is None:
+            return None
+        right = Side(target, mapping.new, mapping.key, [n for _, n in pairs], max_key=recorded.max_key,
+                     schema=schema, among=among)
+        try:
+            theirs = (baseline.new_side(target, mapping, schema, name) if name == "phi"
+                      else _plain_digests(right, recorded, codec))
+        except BucketingMismatch:
+            return None
+        differing.update(engine.differing(buckets, theirs))
+        checked += sum(d[0] for d in theirs.values()) * len(pairs)
+    return recorded, sorted(differing, key=engine.key_order), checked
+
+
+def _phi_sets(mapping: TableMap) -> dict[str, list[tuple[str, str]]]:
+    """INT-04's recorded digest sets (as baseline_digests.column_sets names them): ciphertexts, and plaintexts."""
+    sets = {"phi": list(mapping.phi.items()), "plain": list(mapping.encrypt.items())}
+    return {k: v for k, v in sets.items() if v}
+
+
+def phi_equal(baseline: Legacy, target: psycopg.Connection, mapping: TableMap, codec: PhiCodec,
               schema: str = "public") -> Result:
     """Every PHI value equal after decryption on both sides (re-encryption with new IVs is fine); a plaintext
     legacy column encrypted on the way equals the decrypted new value."""
@@ -152,12 +253,27 @@ def phi_equal(baseline: psycopg.Connection, target: psycopg.Connection, mapping:
                                 [n for _, n in pairs]):
         return result
     old_cols, new_cols = [o for o, _ in pairs], [n for _, n in pairs]
+    where_old = where_new = sql.SQL("true")
+    if isinstance(baseline, Baseline):
+        found = _phi_recorded(baseline, target, mapping, codec, schema)
+        if found is not None:
+            recorded, buckets, checked = found
+            result.notes.append(RECORDED + (f"; {len(buckets)} key ranges differed and were decrypted and compared "
+                                            "with the restored backup" if buckets else ""))
+            if not buckets:
+                result.checked = checked
+                return result
+            cut = recorded.cut()
+            where_new = engine.bucket_filter(Side(target, mapping.new, mapping.key, [], schema=schema), cut, buckets)
+            where_old = engine.bucket_filter(Side(baseline.connection(), mapping.legacy, mapping.source_key, [],
+                                                  schema=schema), cut, buckets)
+        baseline = baseline.connection()
     plain_source = [o in mapping.encrypt for o in old_cols]
     differing: dict[str, list[int]] = defaultdict(list)
     unreadable: dict[str, list[int]] = defaultdict(list)
     with baseline.transaction(), target.transaction():
-        left = _ordered(baseline, schema, mapping.legacy, mapping.source_key, old_cols, "gate_phi_left")
-        right = _ordered(target, schema, mapping.new, mapping.key, new_cols, "gate_phi_right")
+        left = _ordered(baseline, schema, mapping.legacy, mapping.source_key, old_cols, "gate_phi_left", where_old)
+        right = _ordered(target, schema, mapping.new, mapping.key, new_cols, "gate_phi_right", where_new)
         a, b = next(left, None), next(right, None)
         while a is not None and b is not None:
             if a[0] < b[0]:
