@@ -416,10 +416,22 @@ def _memory_kb(pid: int) -> tuple[int, int]:
 
 
 def _is_worker(pid: int, root_args: list[str]) -> bool:
-    """The suite's own process or one of its worker processes (forked: the same command line; spawned or from a
-    forkserver: multiprocessing's), not a tool it runs (pg_restore, psql, a log command)."""
+    """The suite's own process or one of its worker processes (forked: the same command line; spawned:
+    multiprocessing's; from a forkserver: its children), not a tool it runs (pg_restore, psql, a log command) nor
+    multiprocessing's idle helpers (the forkserver itself, the resource tracker)."""
     args = _cmdline(pid)
-    return bool(args) and (args == root_args or any("multiprocessing" in a for a in args))
+    if not args:
+        return False
+    if args == root_args or any("multiprocessing.spawn" in a for a in args):
+        return True
+    return any("forkserver" in a for a in args) and any("forkserver" in a for a in _cmdline(_parent(pid)))
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 # -- the run -----------------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ never loaded into memory. The settings that change how values render as text are
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -21,8 +20,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from migration_gate import ranges
+
 CHUNK = 10_000
-WORKERS_ENV = "GATE_WORKERS"  # the same override as the PHI checks' key-range workers
 RANGED = frozenset({"smallint", "integer", "bigint", "numeric"})  # key types bucketed by key range
 PINNED = {"DateStyle": "ISO, YMD", "TimeZone": "UTC", "IntervalStyle": "postgres", "extra_float_digits": "3",
           "bytea_output": "hex"}  # both sides render values as text the same way, whatever their defaults
@@ -251,11 +251,9 @@ def bucket_digests(side: Side, chunk: int = CHUNK, bucketing: Bucketing | None =
 
 
 def workers() -> int:
-    """Connections one table's digests are split over: the machine's cores (GATE_WORKERS overrides), at most 8."""
-    try:
-        return max(1, int(os.environ.get(WORKERS_ENV) or min(os.cpu_count() or 1, 8)))
-    except ValueError:
-        return 1
+    """Connections one table's digests are split over: the PHI checks' worker count (the machine's cores,
+    GATE_WORKERS overrides), at most 8."""
+    return min(ranges.worker_count(), 8)
 
 
 def _clone(conn: psycopg.Connection) -> psycopg.Connection:
@@ -275,10 +273,7 @@ def _splits(side: Side, bucketing: Bucketing, count: int) -> list[sql.Composable
     per = -(-(last - first + 1) // count)
     edges = [(first + i * per) * bucketing.chunk for i in range(1, count) if first + i * per <= last]
     bounds = [None, *edges, None]
-    return [sql.SQL(" AND ").join([sql.SQL("true")] + (
-        [sql.SQL("{} >= {}").format(key, sql.Literal(lo))] if lo is not None else []) + (
-        [sql.SQL("{} < {}").format(key, sql.Literal(hi))] if hi is not None else []))
-        for lo, hi in zip(bounds, bounds[1:], strict=False)]
+    return [ranges.KeyRange(lo, hi).condition(side.keys[0]) for lo, hi in zip(bounds, bounds[1:], strict=False)]
 
 
 def digest_sets(side: Side, bucketing: Bucketing, hashes: Mapping[str, RowHash], parallel: int = 1,
