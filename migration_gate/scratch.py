@@ -23,7 +23,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup, catalog, migration
+from migration_gate import backup, baseline_digests, catalog, migration
+from migration_gate.baseline_digests import Baseline
 from migration_gate.checks import Result, accounting, encryption, error_text, integrity, organizations, schema
 from migration_gate.checksums import database_checksums
 from migration_gate.config import GateConfig
@@ -78,7 +79,7 @@ class ScratchDatabase:
 
 
 def post_checks(conn: psycopg.Connection, gate: GateConfig, codec: PhiCodec,
-                baseline: psycopg.Connection | None = None) -> list[Result]:
+                baseline: integrity.Legacy | None = None) -> list[Result]:
     """The database-side post-migration checks (and integrity against a baseline, when given)."""
     s = gate.schema
     found = catalog.inspect(conn, [s])
@@ -191,15 +192,28 @@ def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBi
         before_db = database(f"gate_before_{stamp}")
         copy = database(f"gate_scratch_{stamp}", template=before_db.name)
         before = _state(before_db.dsn)
-        started = time.perf_counter()
-        if not _migrate(result, copy.dsn, gate, key, "first run"):
+        # the integrity checks' legacy side: digests of "before", taken while the copy migrates; "before" itself
+        # is read only where a bucket differs (as the cut-over's integrity reads the restored backup)
+        with ThreadPoolExecutor(max_workers=1) as beside:
+            digests = beside.submit(baseline_digests.take, before_db.dsn, None, gate, key)
+            started = time.perf_counter()
+            migrated = _migrate(result, copy.dsn, gate, key, "first run")
+            took = time.perf_counter() - started
+            try:
+                recorded = digests.result() if migrated else None
+            except (psycopg.Error, OSError):  # the checks read "before" itself instead
+                recorded = None
+        if not migrated:
             return result
-        result.notes.append(f"migration on the copy took {time.perf_counter() - started:.1f} s")
-        with psycopg.connect(copy.dsn, autocommit=True) as conn, \
-                psycopg.connect(before_db.dsn, autocommit=True) as base:
-            for check in post_checks(conn, gate, codec, baseline=base):
-                result.checked += 1
-                result.problems.extend(f"after migrating the copy: {p}" for p in check.problems)
+        result.notes.append(f"migration on the copy took {took:.1f} s")
+        legacy = Baseline(recorded, lambda: psycopg.connect(before_db.dsn, autocommit=True))
+        try:
+            with psycopg.connect(copy.dsn, autocommit=True) as conn:
+                for check in post_checks(conn, gate, codec, baseline=legacy):
+                    result.checked += 1
+                    result.problems.extend(f"after migrating the copy: {p}" for p in check.problems)
+        finally:
+            legacy.close()
         # Both rollbacks start from the migrated copy: a clone of it is restored while the copy is rolled back by
         # SQL, at the same time (each is mostly the server's work).
         restored = database(f"gate_restore_{stamp}", template=copy.name)
