@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
@@ -23,6 +24,7 @@ INTEGER_KEYS = {"smallint", "integer", "bigint"}
 WORKERS_ENV = "GATE_WORKERS"
 CHUNK_SECONDS = 0.5  # the time budget of one fetch
 FIRST_CHUNK = 2_000  # rows of the first fetch, before anything is measured
+PARALLEL_FROM_BYTES = 8 * 1024 * 1024  # smaller tables are read in the checking process itself
 MOST_VALUES = 100_000  # never more values than this in memory at once per process, however fast they go
 
 
@@ -91,6 +93,17 @@ def worker_count(requested: int | None = None) -> int:
             raise WorkersError(f"{WORKERS_ENV} must be a positive integer, got {len(text)} characters")
         return int(text)
     return os.cpu_count() or 1
+
+
+def workers_for(conn: psycopg.Connection, schema: str, tables: Iterable[str], requested: int | None = None) -> int:
+    """worker_count(), but one (this process) when nobody asked for more and the tables are smaller than
+    PARALLEL_FROM_BYTES: starting a pool costs more than such tables take to read."""
+    if requested is not None or os.environ.get(WORKERS_ENV, "").strip():
+        return worker_count(requested)
+    names = [f"{sql.Identifier(schema).as_string(conn)}.{sql.Identifier(t).as_string(conn)}" for t in tables]
+    size = conn.execute("SELECT coalesce(sum(pg_table_size(to_regclass(t))), 0) FROM unnest(%s::text[]) AS t",
+                        (names,)).fetchone()[0]
+    return 1 if size < PARALLEL_FROM_BYTES else worker_count()
 
 
 def integer_key(catalog: Catalog, schema: str, table: str, key: str) -> bool:

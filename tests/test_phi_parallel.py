@@ -211,6 +211,20 @@ def test_a_failed_bucket_is_not_recorded_as_proven(legacy_db, tmp_path: Path, sm
     assert "0" not in buckets["columns"]["notes_encrypted"] and "1" in buckets["columns"]["notes_encrypted"]
 
 
+def test_small_tables_are_read_in_process_unless_more_workers_are_asked_for(migrated_db,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool costs more to start than a small table takes to read; an explicit request or GATE_WORKERS wins."""
+    monkeypatch.delenv("GATE_WORKERS", raising=False)
+    with psycopg.connect(migrated_db) as conn:
+        assert ranges.workers_for(conn, "public", ["patients", "clinical_sessions"]) == 1
+        assert ranges.workers_for(conn, "public", ["patients"], requested=2) == 2
+        monkeypatch.setenv("GATE_WORKERS", "2")
+        assert ranges.workers_for(conn, "public", ["patients"]) == 2
+        monkeypatch.delenv("GATE_WORKERS")
+        monkeypatch.setattr(ranges, "PARALLEL_FROM_BYTES", 0)
+        assert ranges.workers_for(conn, "public", ["patients"]) == ranges.worker_count()
+
+
 def test_workers_come_from_gate_workers_or_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATE_WORKERS", "3")
     assert ranges.worker_count() == 3 and ranges.worker_count(1) == 1

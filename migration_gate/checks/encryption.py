@@ -318,7 +318,7 @@ def decrypts(conn: psycopg.Connection, codec: PhiCodec, columns: Iterable[tuple[
     result = Result(check)
     catalog = catalog_of(conn, schema)
     present = _present(result, catalog, schema, columns)
-    count = 1 if sample is not None or scope is not None else ranges.worker_count(workers)
+    count = 1 if sample is not None or scope is not None else ranges.workers_for(conn, schema, present, workers)
     whole = sample is None and scope is None
     by_digest = 0
     planned: dict[str, tuple[str, list[str], ranges.Buckets | None, list[Task]]] = {}
@@ -385,7 +385,7 @@ def search_hashes(conn: psycopg.Connection, codec: PhiCodec, specs: Iterable[Sea
     for spec in specs:
         if not missing(result, catalog, schema, spec.table, [spec.hash, spec.source]):
             grouped[spec.table].append(spec)
-    count = 1 if scope is not None else ranges.worker_count(workers)
+    count = 1 if scope is not None else ranges.workers_for(conn, schema, grouped, workers)
     planned: dict[str, list[Task]] = {}
     for table, table_specs in grouped.items():
         with result.guard(table):
