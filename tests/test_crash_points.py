@@ -5,8 +5,8 @@ dump is left; the next invocation of the same command says whether it resumes or
 
 Each moment is found from what the step itself shows, not from a sleep that guesses: pg_dump waiting on a table
 lock the test holds, the restore's psql transaction waiting on a lock the test holds (after it dropped what it
-could), the rollback suite's first finished check in its progress file. The killed migration is covered in
-tests/test_gate.py."""
+could), the rollback suite's session waiting on a table lock the test takes once the restore has committed. The
+killed migration is covered in tests/test_gate.py."""
 
 from __future__ import annotations
 
@@ -273,12 +273,21 @@ def test_a_rollback_killed_during_its_checks_resumes_after_the_committed_restore
                                                                                  tmp_path: Path) -> None:
     config, reports = _config(sandbox, tmp_path), tmp_path / "reports"
     run_dir, before = _migrated_run(sandbox, config, reports)
-    progress = run_dir / "rollback" / "progress.jsonl"
+    state_file = run_dir / "state.json"
     child = _cli(sandbox, config, reports, "rollback", "--run-dir", str(run_dir))
-    waited = _until("the rollback suite's first finished check", lambda: progress.is_file() and any(
-        '"done"' in line for line in progress.read_text().splitlines()), child)
-    _kill(child)
-    print(f"rollback checks killed {waited:.1f} s after the rollback started")
+    _until("the committed restore", lambda: ("restore", "passed") in [
+        (p["name"], p["status"]) for p in json.loads(state_file.read_text()).get("rollback_phases") or []], child)
+    with psycopg.connect(sandbox.dsn) as holder:
+        # a table lock taken once the restore has committed keeps the suite's data checks waiting, so the kill lands
+        # while it checks (a suite this small could otherwise finish between its first result and the kill)
+        holder.execute("LOCK TABLE sessions_hipaa IN ACCESS EXCLUSIVE MODE")
+        with psycopg.connect(sandbox.dsn, autocommit=True) as watch:
+            waited = _until("the rollback suite's checks waiting on the lock", lambda: _sessions(
+                watch, f"application_name = 'migration-gate {run_dir.name} suite' AND wait_event_type = 'Lock'") > 0,
+                child)
+        _kill(child)
+        holder.rollback()
+    print(f"rollback checks killed {waited:.1f} s after the restore committed")
     assert _where(sandbox.dsn) == "legacy" and _snapshot(sandbox.dsn, audit=False) == before  # restore committed
     with psycopg.connect(sandbox.dsn, autocommit=True) as watch:  # the orphaned suite ends itself
         suite = f"application_name = 'migration-gate {run_dir.name} suite'"
