@@ -450,6 +450,56 @@ def load_precheck(spec: object, where: str) -> PrecheckConfig:
     return PrecheckConfig(**values)
 
 
+LINT_KINDS = ("table-rewrite", "full-scan-under-lock", "destructive", "no-lock-timeout")
+
+
+@dataclass(frozen=True)
+class LintAllow:
+    line: int
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LintConfig:
+    """[lint]: which of the migration's hazards (migration_gate.lint) are red. Nothing is denied by default: the
+    gate migrates inside the maintenance window, where a lock blocks no user and the window's length is the
+    budgets' business; a team that migrates while the app serves denies table-rewrite and full-scan-under-lock.
+    A hazard on a table below every configured size threshold stays a note; an allowed one is a note with its
+    reason."""
+
+    deny: tuple[str, ...] = ()
+    min_rows: int = 0
+    min_bytes: int = 0
+    allow: tuple[LintAllow, ...] = ()
+
+
+def load_lint(spec: object, where: str) -> LintConfig:
+    """[lint] validated: known kinds only, thresholds whole numbers >= 0, every allow with line, kind and reason."""
+    if spec is None:
+        return LintConfig()
+    spec = _only(spec, {"deny", "min_rows", "min_bytes", "allow"}, where)
+    deny = spec.get("deny", [])
+    if not isinstance(deny, list) or any(k not in LINT_KINDS for k in deny):
+        raise ConfigError(f"{where}: deny must be a list of {', '.join(LINT_KINDS)}")
+    numbers = {}
+    for key in ("min_rows", "min_bytes"):
+        value = spec.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{where}: {key} must be a whole number >= 0")
+        numbers[key] = value
+    allow = []
+    for entry in spec.get("allow", []):
+        line, kind, reason = (entry.get(k) for k in ("line", "kind", "reason")) if isinstance(entry, dict) else (
+            None, None, None)
+        if (isinstance(line, bool) or not isinstance(line, int) or kind not in LINT_KINDS
+                or not isinstance(reason, str) or not reason.strip() or set(entry) - {"line", "kind", "reason"}):
+            raise ConfigError(f"{where}: each allow entry needs line (a number), kind (one of "
+                              f"{', '.join(LINT_KINDS)}) and a reason, nothing else")
+        allow.append(LintAllow(line, kind, reason.strip()))
+    return LintConfig(deny=tuple(deny), allow=tuple(allow), **numbers)
+
+
 @dataclass(frozen=True)
 class PerformanceConfig:
     """[performance]: the baseline the pre-checks measure on the legacy app and the budget the post-checks and
@@ -635,6 +685,7 @@ class GateConfig:
     people: tuple[PeopleItem, ...] = ()  # [[people]]: the checklist's human items (migration_gate.attest)
     notify: NotifyConfig = field(default_factory=NotifyConfig)  # [notify]: status updates (migration_gate.notify)
     watch: WatchConfig = field(default_factory=WatchConfig)  # [watch]: the 48 hours after go-live
+    lint: LintConfig = field(default_factory=LintConfig)  # [lint]: which migration hazards are red
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -861,7 +912,7 @@ def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRul
 SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tables", "new_tables", "dropped_tables",
             "tenancy", "search_hashes", "preconditions", "new_foreign_keys", "legacy_foreign_keys", "legacy_schema",
             "legacy_objects", "new_schema", "new_objects", "backup", "logs", "precheck", "performance", "people",
-            "notify", "watch")
+            "notify", "watch", "lint")
 KEYS = {"migration": ("file", "rollback_file", "lock_timeout", "statement_timeout", "rollback_method", "schema"),
         "budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes"),
         "sandbox": ("patients", "seed", "username", "password", "provider"),
@@ -997,6 +1048,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         people=load_people(data.get("people"), f"{where} [[people]]"),
         notify=load_notify(data.get("notify"), f"{where} [notify]"),
         watch=load_watch(data.get("watch"), f"{where} [watch]"),
+        lint=load_lint(data.get("lint"), f"{where} [lint]"),
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")

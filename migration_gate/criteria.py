@@ -29,6 +29,9 @@ CRITERIA: dict[str, Criterion] = {c.id: c for c in (
     Criterion("PRE-11", "premigration", "API healthy and on the legacy schema"),
     Criterion("PRE-12", "premigration", "The app's performance baseline measured on the legacy schema and recorded "
                                         "(p50/p95/p99 and errors per endpoint)"),
+    Criterion("PRE-13", "premigration", "The migration's statements linted against the live table sizes: no table "
+                                        "rewrite, full scan under lock, destructive statement or missing "
+                                        "lock_timeout that [lint] does not allow"),
     Criterion("BAK-01", "backup", "The dump exists and is not empty"),
     Criterion("BAK-02", "backup", "The dump is readable by pg_restore"),
     Criterion("BAK-03", "backup", "Restored into a scratch database, the dump holds exactly the live data at "

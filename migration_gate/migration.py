@@ -7,7 +7,9 @@ The function receives the open connection and a ``DataStepContext``. Any error r
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import re
 import time
 from collections.abc import Callable
@@ -19,6 +21,8 @@ import sqlparse
 
 from migration_gate.phi import PhiCodec
 
+# Where a rehearsal keeps the time each step of the migration took (keyed by the step's line), for the lint.
+TIMES_FILE = Path("rehearsal") / "statement_times.json"
 MARKER = re.compile(r"^--\s*migration-gate:\s*data-step\s+(\S+)\s*$", re.MULTILINE)
 
 
@@ -137,3 +141,30 @@ def run_file(dsn: str, path: Path, key: str, *, lock_timeout: str = "10s", state
                      (lock_timeout, statement_timeout))
         timings = apply(conn, steps, context, on_step)
     return MigrationResult(path=path, timings=timings)
+
+
+def save_times(result: MigrationResult, run_dir: Path) -> Path:
+    """Record each step's time of a rehearsed migration in the run folder, with the file's sha256, so the lint
+    names the time a statement took on the copy (and ignores times of another version of the file)."""
+    path = run_dir / TIMES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    steps = {str(t.step.line): {"kind": t.step.kind, "seconds": round(t.seconds, 4), "rows": t.rows}
+             for t in result.timings}
+    path.write_text(json.dumps({"file": result.path.name, "sha256": file_sha256(result.path), "steps": steps},
+                               indent=1), encoding="utf-8")
+    return path
+
+
+def load_times(run_dir: Path, migration_file: Path) -> dict[int, float] | None:
+    """The rehearsal's seconds per step line for this very file; None when no rehearsal of it was recorded."""
+    try:
+        recorded = json.loads((run_dir / TIMES_FILE).read_text(encoding="utf-8"))
+        if recorded.get("sha256") != file_sha256(migration_file):
+            return None
+        return {int(line): float(step["seconds"]) for line, step in recorded["steps"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

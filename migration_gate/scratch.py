@@ -129,10 +129,12 @@ def _compare_with_before(result: Result, label: str, before: tuple[dict, catalog
                        f"({was.rows if was else 0} rows before, {now.rows if now else 0} after)")
 
 
-def _migrate(result: Result, dsn: str, gate: GateConfig, key: str, what: str) -> bool:
+def _migrate(result: Result, dsn: str, gate: GateConfig, key: str, what: str, record_to: Path | None = None) -> bool:
     try:
-        migration.run_file(dsn, gate.migration_file, key, lock_timeout=gate.lock_timeout,
-                           statement_timeout=gate.statement_timeout)
+        done = migration.run_file(dsn, gate.migration_file, key, lock_timeout=gate.lock_timeout,
+                                  statement_timeout=gate.statement_timeout)
+        if record_to is not None:  # each statement's time, for the lint (PRE-13)
+            migration.save_times(done, record_to)
         return True
     except (psycopg.Error, migration.MigrationFileError, ValueError) as exc:
         result.add(f"the migration failed on the copy ({what}): {error_text(exc)}")
@@ -174,8 +176,10 @@ def _rehearse_restore(dump: Path, keys: backup.BackupKeys, binaries: PgBinaries 
     return result
 
 
-def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBinaries | None = None) -> Result:
-    """Migrate a copy, post-check it against the copy's own state before, then rehearse each rollback."""
+def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBinaries | None = None,
+                     record_to: Path | None = None) -> Result:
+    """Migrate a copy, post-check it against the copy's own state before, then rehearse each rollback. With
+    record_to (the run folder), each statement's time on the copy is kept there (migration.TIMES_FILE)."""
     result = Result("migration and rollback rehearsed on a scratch copy")
     described = accounting.columns_accounted_for(gate)
     result.problems.extend(f"description: {p}" for p in described.problems)
@@ -197,7 +201,7 @@ def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBi
         with ThreadPoolExecutor(max_workers=1) as beside:
             digests = beside.submit(baseline_digests.take, before_db.dsn, None, gate, key)
             started = time.perf_counter()
-            migrated = _migrate(result, copy.dsn, gate, key, "first run")
+            migrated = _migrate(result, copy.dsn, gate, key, "first run", record_to)
             took = time.perf_counter() - started
             try:
                 recorded = digests.result() if migrated else None
