@@ -448,10 +448,14 @@ def lint_gate(conn: psycopg.Connection | None, gate: GateConfig, run_dir: Path |
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m migration_gate.lint [FILE]`: the lint for the DBA, sizes from DATABASE_URL when set."""
-    parser = argparse.ArgumentParser(prog="python -m migration_gate.lint", description=(
-        "Classify each statement of the migration file (table rewrites, full scans under lock, destructive "
-        "statements, a missing lock_timeout) with the live size of each table (DATABASE_URL, optional) and the "
-        "time the rehearsal measured (--run-dir). Exit 1 when [lint] in the configuration denies a finding."))
+    parser = argparse.ArgumentParser(
+        prog="scripts/lint", formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+            "Classify each statement of the migration file (table rewrites, full scans under lock, destructive "
+            "statements, a missing lock_timeout) with the live size of each table and the time the rehearsal "
+            "measured for it; [lint] in the configuration decides which findings are red (PRE-13)."),
+        epilog="Environment:\n  DATABASE_URL  the target, for live table sizes (optional: without it sizes are "
+               "unknown)\n  GATE_CONFIG   the migration description (default migration.toml)\n\nExit codes: 0 "
+               "nothing red, 1 a finding [lint] denies, 2 bad input (configuration, file, connection).")
     parser.add_argument("file", nargs="?", type=Path, help="the migration file (default: [migration] file)")
     parser.add_argument("--config", type=Path, help="the migration description (default: migration.toml)")
     parser.add_argument("--run-dir", type=Path, help="a run folder whose rehearsal (PRE-08) recorded the times")

@@ -236,3 +236,16 @@ def test_the_cli_names_the_red_lines(big, pg, tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert done.stdout.count("RED  table-rewrite: line ") == 2 and "no rehearsal time recorded" in done.stdout
     assert "password" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("args", "env", "fragment"), [
+    (["/nonexistent.sql"], {}, "lint: migration file /nonexistent.sql not found"),
+    ([], {"GATE_CONFIG": "/nonexistent.toml"}, "lint: configuration file /nonexistent.toml not found"),
+    ([], {"DATABASE_URL": "postgresql://u:hunter2@127.0.0.1:1/x"}, "lint: cannot read sizes from DATABASE_URL"),
+])
+def test_bad_input_is_one_line_and_exit_2(args: list[str], env: dict[str, str], fragment: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "GATE_CONFIG")}
+    done = subprocess.run(["bash", str(GATE.path.parent / "scripts" / "lint"), *args], env={**clean, **env},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith(fragment) and done.stderr.count("\n") == 1, done.stderr
+    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
