@@ -75,11 +75,16 @@ class Finding:
 
     def message(self) -> str:
         size = self.size() if self.live in ("", self.table) else f"{self.live} on the target: {self.size()}"
-        took = (f"rehearsal took {self.seconds:.1f} s" if self.seconds is not None
+        took = (f"rehearsal took {seconds_text(self.seconds)} s" if self.seconds is not None
                 else "no rehearsal time recorded for it")
         if self.kind == NO_LOCK_TIMEOUT:
             return f"line {self.line}: {self.label}: {self.what} ({self.table}, {size}), {took}"
         return f"line {self.line}: {self.label}: {self.what} under {self.lock} of {self.table} ({size}), {took}"
+
+
+def seconds_text(seconds: float) -> str:
+    """3.2, or 0.04 for a statement under a tenth of a second (0.0 would read as "not measured")."""
+    return f"{seconds:.1f}" if seconds >= 0.1 else f"{seconds:.2f}"
 
 
 @dataclass
@@ -435,7 +440,8 @@ def lint_migration(conn: psycopg.Connection | None, migration_file: Path, config
         judge(findings, config, result)
     for step in steps:
         if step.kind == "data":
-            took = f"rehearsal took {times[step.line]:.1f} s" if times and step.line in times else "no rehearsal time"
+            took = (f"rehearsal took {seconds_text(times[step.line])} s" if times and step.line in times
+                    else "no rehearsal time")
             result.notes.append(f"line {step.line}: data step {step.text}: Python, not linted, {took}")
     result.notes.extend(linted.notes)
     return result

@@ -186,7 +186,7 @@ def test_a_rewrite_of_a_large_table_is_flagged_with_its_size_and_rehearsal_time(
         noted = lint.lint_migration(conn, path, LintConfig(), "public", "10s", tmp_path)
         denied = lint.lint_migration(conn, path, LintConfig(deny=("table-rewrite", "full-scan-under-lock"),
                                                             min_rows=10_000), "public", "10s", tmp_path)
-        (megabytes,) = conn.execute("SELECT pg_total_relation_size('readings') / 1048576").fetchone()
+        (size,) = conn.execute("SELECT pg_total_relation_size('readings')").fetchone()
     assert noted.ok and len(noted.notes) > 2
     assert len(denied.problems) == 2, denied.problems
     for problem, line, statement in zip(denied.problems, (5, 7), (
@@ -196,7 +196,8 @@ def test_a_rewrite_of_a_large_table_is_flagged_with_its_size_and_rehearsal_time(
         seconds = recorded[str(line)]["seconds"]
         assert seconds > 0.02
         assert problem == (f"table-rewrite: line {line}: {statement} under ACCESS EXCLUSIVE of public.readings "
-                           f"({BIG_ROWS:,} rows, {megabytes:,} MB), rehearsal took {seconds:.1f} s"), problem
+                           f"({BIG_ROWS:,} rows, {size / 1048576:,.0f} MB), rehearsal took "
+                           f"{lint.seconds_text(seconds)} s"), problem
     assert problem in noted.notes[1]  # the same finding, a note when [lint] denies nothing
     # varchar without a length is binary-coercible from text: no rewrite; the small table's CHECK stays a note
     assert any(n.startswith("line 8: ALTER TABLE public.readings ALTER COLUMN note TYPE varchar: no rewrite")
