@@ -231,3 +231,20 @@ def test_rows_written_since_the_migration_are_counted_and_carried_back_by_text_a
     assert code == 1 and _verdicts(rolled)["RB-02"] == "failed"
     assert "clinic.visits_v1: 1 rows differ from backup time but were not written since the migration" in out
     assert str(untouched) in out
+
+
+def test_a_denied_hazard_is_red_at_pre13_through_the_suite(clinic, tmp_path: Path) -> None:
+    """[lint] denying destructive statements: the pre-checks go red at PRE-13 alone, naming the line, the table,
+    its live rows and the time PRE-08's rehearsal (run before it in the same suite) measured for the DROP."""
+    dsn, secrets = clinic
+    described = tmp_path / "clinic"
+    shutil.copytree(CLINIC, described)
+    config = described / "migration.toml"
+    config.write_text(config.read_text() + '\n[lint]\ndeny = ["destructive"]\n'
+                      'allow = [{line = 29, kind = "destructive", reason = "members live on in people"}]\n')
+    code, pre, out = _phase("premigration and not app", _env(dsn, GATE_CONFIG=str(config)), tmp_path / "pre",
+                            secrets)
+    assert code == 1 and {c for c, v in _verdicts(pre).items() if v != "passed"} == {"PRE-13"}, out
+    assert (f"destructive: line 28: DROP TABLE clinic.visits_v1: its rows are gone under ACCESS EXCLUSIVE of "
+            f"clinic.visits_v1 ({3 * len(CODES)} rows, ") in out and "rehearsal took" in out, out
+    assert "the migration's locks and rewrites against live table sizes: 1 problem(s)" in out, out  # 29 allowed
