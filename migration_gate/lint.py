@@ -105,7 +105,8 @@ class _Walk:
         self.columns: dict[tuple[str, str], str] = {}  # (live table, column name in the file) -> live column
         self.lock_timeout = runner_lock_timeout
         self.lock_timeout_from = "the gate's runner ([migration] lock_timeout)"
-        self.first_lock_seen = False
+        self.lock_judged = False  # the first lock-taking statement since the last SET lock_timeout was judged
+        self.new_schemas: set[str] = set()
         self.findings: list[Finding] = []
         self.notes: list[str] = []
 
@@ -116,7 +117,7 @@ class _Walk:
         return self.renamed.get(name, name)
 
     def existing(self, name: str) -> bool:
-        return name not in self.new
+        return name not in self.new and name.split(".", 1)[0] not in self.new_schemas
 
 
 def _timeout_off(value: str) -> bool:
@@ -177,10 +178,11 @@ def _add(walk: _Walk, node: ast.Node, line: int, step_line: int, kind: str, tabl
 
 
 def _lock_taken(walk: _Walk, node: ast.Node, line: int, step_line: int, table: str, lock: str) -> None:
-    """The first statement that queues for a lock on an existing table: is a lock_timeout in force?"""
-    if walk.first_lock_seen or not walk.existing(table):
+    """The first statement that queues for a lock on an existing table (from the start, and again after each SET
+    lock_timeout in the file): is a lock_timeout in force?"""
+    if walk.lock_judged or not walk.existing(table):
         return
-    walk.first_lock_seen = True
+    walk.lock_judged = True
     if _timeout_off(walk.lock_timeout):
         _add(walk, node, line, step_line, NO_LOCK_TIMEOUT, table, "",
              f"waits for {lock} with no lock_timeout (none set by {walk.lock_timeout_from} nor by the file before "
@@ -190,7 +192,7 @@ def _lock_taken(walk: _Walk, node: ast.Node, line: int, step_line: int, table: s
                           f"lock_timeout {walk.lock_timeout} from {walk.lock_timeout_from}")
 
 
-def _statement(walk: _Walk, node: ast.Node, line: int, step_line: int) -> None:  # noqa: C901 - one rule per type
+def _statement(walk: _Walk, node: ast.Node, line: int, step_line: int) -> None:
     if isinstance(node, ast.VariableSetStmt) and node.name == "lock_timeout":
         if node.kind == VariableSetKind.VAR_SET_VALUE and node.args:
             value = node.args[0].val
@@ -198,6 +200,9 @@ def _statement(walk: _Walk, node: ast.Node, line: int, step_line: int) -> None: 
         else:
             walk.lock_timeout = "0"  # RESET / DEFAULT: the server's default, 0 unless the role sets one
         walk.lock_timeout_from = f"the file's line {line}"
+        walk.lock_judged = False
+    elif isinstance(node, ast.CreateSchemaStmt):
+        walk.new_schemas.add(node.schemaname)
     elif isinstance(node, ast.CreateStmt):
         walk.new.add(walk.name(node.relation))
     elif isinstance(node, ast.CreateTableAsStmt):
@@ -252,6 +257,8 @@ def _statement(walk: _Walk, node: ast.Node, line: int, step_line: int) -> None: 
                 name, detail = obj.sval, "SCHEMA"
                 table = f"{name}.*"
                 walk.new = {t for t in walk.new if not t.startswith(f"{name}.")}
+                if name in walk.new_schemas:
+                    continue
             else:
                 parts = [p.sval for p in obj]
                 table = ".".join(parts) if len(parts) > 1 else f"{walk.schema}.{parts[0]}"

@@ -49,6 +49,12 @@ def test_each_hazard_is_classified_with_its_table(statement: str, kind: str) -> 
     assert _kinds(statement) == [(1, kind, "public.t")]
 
 
+def test_a_dropped_schema_is_destructive_unless_the_file_created_it() -> None:
+    assert _kinds("DROP SCHEMA old CASCADE;") == [(1, "destructive", "old.*")]
+    assert _kinds("CREATE SCHEMA scratch;\nCREATE TABLE scratch.t (id int);\nCREATE INDEX i ON scratch.t (id);\n"
+                  "DROP SCHEMA scratch CASCADE;") == []
+
+
 @pytest.mark.parametrize("statement", [
     "ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0) NOT VALID;",
     "ALTER TABLE t ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES other (id) NOT VALID;",
@@ -104,6 +110,9 @@ def test_a_missing_lock_timeout_counts_the_gates_own_and_the_files() -> None:
     assert linted.findings == [] and "lock_timeout 10s from the gate's runner" in linted.notes[0]
     assert _kinds("SET LOCAL lock_timeout = '3s';\n" + text, runner_lock_timeout="0") == []
     assert _kinds("SET lock_timeout = 0;\n" + text)[0] == (4, "no-lock-timeout", "public.t")
+    later = "ALTER TABLE t ADD COLUMN a int;\nSET LOCAL lock_timeout = 0;\nINSERT INTO t VALUES (1);\nDROP INDEX i;\n" \
+            "ALTER TABLE u ADD COLUMN b int;\nALTER TABLE u ADD COLUMN c int;\n"
+    assert _kinds(later) == [(5, "no-lock-timeout", "public.u")]
 
 
 def test_statements_the_parser_cannot_lint_are_named_as_notes() -> None:
