@@ -44,7 +44,10 @@ NOT_VOLATILE = frozenset({"now", "transaction_timestamp", "current_date", "lower
                           "md5", "jsonb_build_object", "json_build_object", "jsonb_build_array", "make_interval",
                           "to_jsonb", "array_fill"})
 SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallserial", "bigserial"})
-COUNT_BELOW_BYTES = 64 * 1024 * 1024  # a never-analyzed table smaller than this is counted; larger ones estimated
+COUNT_BELOW_BYTES = 64 * 1024 * 1024
+# A statement of no hazardous form that took this long in the rehearsal is named too (a backfill UPDATE with a
+# join rewrites every row it touches: no lock beyond ROW EXCLUSIVE, but the window's time)
+SLOW_SECONDS = 1.0  # a never-analyzed table smaller than this is counted; larger ones estimated
 
 
 @dataclass(frozen=True)
@@ -445,6 +448,12 @@ def lint_migration(conn: psycopg.Connection | None, migration_file: Path, config
     with result.guard("sizes on the target"):
         findings = measure(conn, linted, times)
         judge(findings, config, result)
+        flagged = {f.step_line for f in findings}
+        for step in steps:
+            took = (times or {}).get(step.line)
+            if step.kind == "sql" and took is not None and took >= SLOW_SECONDS and step.line not in flagged:
+                result.notes.append(f"line {step.line}: {step.label}: no hazard by its form, rehearsal took "
+                                    f"{seconds_text(took)} s")
     for step in steps:
         if step.kind == "data":
             took = (f"rehearsal took {seconds_text(times[step.line])} s" if times and step.line in times

@@ -216,6 +216,21 @@ def test_a_rewrite_of_a_large_table_is_flagged_with_its_size_and_rehearsal_time(
     assert not [n for n in denied.notes if "fresh" in n]
 
 
+def test_a_slow_statement_of_no_hazardous_form_is_named_with_its_time(tmp_path: Path) -> None:
+    path = tmp_path / "003.sql"
+    path.write_text("UPDATE t SET a = 1 WHERE b > 0;\nUPDATE t SET a = 2 WHERE b > 0;\n")
+    times = tmp_path / migration.TIMES_FILE
+    times.parent.mkdir()
+    times.write_text(json.dumps({"sha256": migration.file_sha256(path), "steps": {
+        "1": {"seconds": 4.25}, "2": {"seconds": 0.5}}}))
+    result = lint.lint_migration(None, path, LintConfig(), "public", "10s", tmp_path)
+    assert result.ok and result.notes == [
+        "line 1: UPDATE t SET a = 1 WHERE b > 0;: no hazard by its form, rehearsal took 4.2 s"]
+    path.write_text(path.read_text() + "-- edited since\n")  # times of another version of the file are not used
+    assert lint.lint_migration(None, path, LintConfig(), "public", "10s", tmp_path).notes == [
+        "no rehearsal times of this file in the run folder (PRE-08 records them)"]
+
+
 def test_the_sandbox_migration_is_not_red_and_its_rehearsal_times_are_read(legacy_db: str, tmp_path: Path) -> None:
     """PRE-08 records each statement's time (rehearse_on_copy(record_to=...)); PRE-13 reads them. The renamed
     legacy tables are measured under their live names; the varchar-to-text changes are no rewrite."""
