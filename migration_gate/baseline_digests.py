@@ -52,11 +52,20 @@ def salt(codec: PhiCodec) -> str:
     return hashlib.sha256(sealed.encode()).hexdigest()[:32]
 
 
-def plain_hash(salted: str, columns: list[str]) -> compare.RowHash:
-    """A row hash of legacy plaintext (blank is empty, as phi_equal reads it); Python computes the same of the
-    decrypted new values (`plain_row_hash`)."""
+SALT_SETTING = "migration_gate.plain_salt"  # where plain_hash reads the salt: never a literal in a statement's text
+
+
+def set_salt(conn: psycopg.Connection, salted: str) -> None:
+    """The salt as a bound parameter of the session, so no statement text (which the server logs with an error)
+    carries it."""
+    conn.execute("SELECT set_config(%s, %s, false)", (SALT_SETTING, salted))
+
+
+def plain_hash(columns: list[str]) -> compare.RowHash:
+    """A row hash of legacy plaintext (blank is empty, as phi_equal reads it), salted with what `set_salt` gave
+    the session; Python computes the same of the decrypted new values (`plain_row_hash`)."""
     def row(text: sql.Composable) -> sql.Composable:
-        parts: list[sql.Composable] = [sql.Literal(salted), text]
+        parts: list[sql.Composable] = [sql.SQL("current_setting({})").format(sql.Literal(SALT_SETTING)), text]
         parts += [sql.SQL("coalesce(md5(CASE WHEN {c} ~ '^[[:space:]]*$' THEN NULL ELSE {c} END), '-')").format(
             c=sql.Identifier(c)) for c in columns]
         return sql.SQL("concat_ws('|', {})").format(sql.SQL(", ").join(parts))
@@ -186,7 +195,8 @@ def of_mapping(conn: psycopg.Connection, gate: GateConfig, mapping: TableMap, ke
     sets = column_sets(gate, mapping)
     hashes = {name: compare.columns_hash([o for o, _ in pairs]) for name, pairs in sets.items() if name != "plain"}
     if "plain" in sets:
-        hashes["plain"] = plain_hash(salt(PhiCodec(key)), [o for o, _ in sets["plain"]])
+        set_salt(conn, salt(PhiCodec(key)))
+        hashes["plain"] = plain_hash([o for o, _ in sets["plain"]])
     found = compare.digest_sets(side, cut, hashes, md5=PYTHON_FOLDED)
     rows = sum(d[0] for d in found["rows"].values())
     max_key = among = None

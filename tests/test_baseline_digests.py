@@ -192,3 +192,15 @@ def test_relationships_and_rows_are_read_off_the_columns_digests_until_those_dif
         red(integrity.rows_correspond(legacy, new, mapping),
             "clinical_sessions: 1 legacy rows have no new row (first ids: 31)", known_phi)
         assert integrity.rows_correspond(legacy, new, GATE.table("patients")).ok
+
+
+def test_the_plaintext_salt_is_bound_to_the_session_never_written_into_a_statement(pg, legacy_template):
+    """A statement's text reaches the server log with any error; the salt (derived from the PHI key) must not."""
+    salted = baseline_digests.salt(CODEC)
+    with psycopg.connect(pg.dsn(legacy_template)) as conn:
+        text = baseline_digests.plain_hash(["first_name"])(psycopg.sql.SQL("k")).as_string(conn)
+        assert salted not in text and baseline_digests.SALT_SETTING in text
+        baseline_digests.set_salt(conn, salted)
+        assert conn.execute(psycopg.sql.SQL("SELECT {}").format(
+            baseline_digests.plain_hash([])(psycopg.sql.Literal("1")))).fetchone()[0] == f"{salted}|1"
+        conn.rollback()
