@@ -131,7 +131,7 @@ class Copy:
                 "source": describe_target(source_dsn)}
 
 
-def _roles_granted(target_dsn: str) -> list[str]:
+def roles_granted(target_dsn: str) -> list[str]:
     """The roles the target's grants name (tables, sequences, schemas): a restore replays those GRANTs, so a
     local cluster needs the roles, as the target's server has them."""
     query = ("SELECT DISTINCT a.grantee::regrole::text FROM pg_class c, aclexplode(c.relacl) a "
@@ -223,8 +223,11 @@ def _restored(janitor: contextlib.ExitStack, target_dsn: str, gate: GateConfig, 
         cluster = EmbeddedPostgres(binaries or find_binaries())
         janitor.callback(cluster.stop)
         cluster.start()
-        for role in _roles_granted(target_dsn):
+        roles = roles_granted(target_dsn)
+        for role in roles:
             cluster.create_role(role)
+        if roles:  # as a host's owner role administers the app's: it sees their sessions (PRE-10)
+            cluster.create_role(cluster.owner, createdb=True, member_of=tuple(roles))
         server, local_binaries = cluster.dsn(), cluster.binaries
         label = f"local throwaway cluster (PostgreSQL {cluster.binaries.major})"
     as_of = datetime.now(UTC)

@@ -31,7 +31,8 @@ def _summary(state: RunState, report: Path | None) -> dict:
             "rollback_verified": state.rollback_verified, "downtime_minutes": state.downtime_minutes,
             "phases": [{"name": p.name, "status": p.status, "seconds": p.seconds, "over_budget": p.over_budget}
                        for p in state.phases + state.rollback_phases],
-            "counts": state.counts, "forced": state.forced}
+            "counts": state.counts, "forced": state.forced} | (
+                {"dress_rehearsal": state.dress_rehearsal} if state.dress_rehearsal else {})
 
 
 def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, environment: dict[str, str],
