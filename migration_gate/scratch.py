@@ -125,7 +125,8 @@ def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBi
             result.notes.append(copy.note())
             _rehearse(result, copy, gate, key)
     except (copies.CopyError, GateError) as exc:  # making or deleting the copy
-        result.add(f"rehearsal copy ({gate.rehearsal.kind}): {safe_message(exc)}")
+        result.add(f"rehearsal copy ({gate.rehearsal.kind}): "
+                   f"{str(exc) if isinstance(exc, copies.CopyError) else safe_message(exc)}")
     return result
 
 
