@@ -89,10 +89,10 @@ class Sandbox:
     def start(self) -> Sandbox:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._backup_keys()
-        self.progress.say("starting the embedded PostgreSQL")
         self.gate = self.gate or load_config()
         if self.database_dsn is not None:
             return self._start_api()
+        self.progress.say("starting the embedded PostgreSQL")
         self.cluster = EmbeddedPostgres().start()
         if self.gate.app_role:
             create_app_role(self.cluster, self.gate.app_role)
