@@ -6,8 +6,9 @@ the pre-checks run, so the live database is no baseline). The copies that are mi
 cloned from it (CREATE DATABASE ... TEMPLATE: a file copy on the server, several times faster than a restore;
 where the role may not clone, they are restored from the dump instead). The SQL rollback and the restore of the
 dump (what a cut-over does by default) are both rehearsed, side by side on two clones of the migrated copy, and
-each compared with "before". The scratch databases live on the same server (the role needs CREATEDB) and a
-janitor always drops them.
+each compared with "before". Which copy (scratch databases on the target's server, a throwaway local cluster,
+or a team's hooks) is [rehearsal]'s choice (migration_gate.copies); the scratch databases live on the copy's
+server and a janitor always drops them, and the copy with them.
 """
 
 from __future__ import annotations
