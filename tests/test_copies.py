@@ -9,8 +9,10 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -177,3 +179,32 @@ def test_a_dress_rehearsal_cuts_over_a_copy_and_never_touches_the_target(legacy_
     assert not list(tmp_path.glob("called-*")), "a hook of the real target was called"
     assert _state(legacy_db) == before, "the target changed"
     assert _my_clusters(pg) == set(), "the copy was not removed"
+
+
+def test_sigterm_in_the_middle_still_removes_the_copy(legacy_db: str, tmp_path: Path) -> None:
+    """A rehearsal stopped by SIGTERM (its gate ending a suite, a CI cancel) unwinds like Ctrl-C: the local
+    cluster it started is stopped and its folder deleted before the process ends."""
+    ready = tmp_path / "ready"
+    code = ("import sys, time\nfrom dataclasses import replace\nfrom pathlib import Path\n"
+            "from migration_gate import copies\nfrom migration_gate.config import RehearsalConfig, load_config\n"
+            "gate = replace(load_config(), rehearsal=RehearsalConfig(kind='local'))\n"
+            "with copies.copy_of(sys.argv[1], gate) as copy:\n"
+            "    Path(sys.argv[2]).write_text(copy.server_dsn)\n    time.sleep(120)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, legacy_db, str(ready)], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            if ready.exists() or child.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert ready.exists(), child.communicate()[1][-2000:]
+        port = int(psycopg.conninfo.conninfo_to_dict(ready.read_text())["port"])
+        assert not _port_closed(port)
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert _port_closed(port), "the local cluster still serves after SIGTERM"
+    assert not [f for f in DEFAULT_BASE.iterdir() if (f / OWNER_FILE).is_file()
+                and (f / OWNER_FILE).read_text().strip() == str(child.pid)], "its folder is still there"
