@@ -595,6 +595,50 @@ def load_notify(spec: object, where: str) -> NotifyConfig:
     return NotifyConfig(**values)
 
 
+REHEARSAL_KINDS = ("scratch", "local", "hooks")
+REHEARSAL_KIND_ENV = "GATE_REHEARSAL_KIND"  # overrides [rehearsal] kind (a dress rehearsal's suites: "scratch")
+
+
+@dataclass(frozen=True)
+class RehearsalConfig:
+    """[rehearsal]: where PRE-08 (and scripts/rehearse --against-copy) rehearse, so a team can keep that load off
+    the production server. "scratch": scratch databases on the target's own server (needs CREATEDB there);
+    "local": a throwaway local PostgreSQL the gate starts and restores a fresh dump of the target into; "hooks":
+    create_copy prints a copy's DSN (or a JSON object with dsn, as_of, label), delete_copy removes it (e.g. a
+    Neon branch): no dump of production at all."""
+
+    kind: str = "scratch"
+    create_copy: str | None = None
+    delete_copy: str | None = None
+    timeout_seconds: float = 1800.0  # each hook call; a copy of a large database takes a while
+
+
+def load_rehearsal(spec: object, where: str) -> RehearsalConfig:
+    """[rehearsal] validated (GATE_REHEARSAL_KIND overrides kind): one line per problem."""
+    spec = {} if spec is None else spec
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a table")
+    unknown = sorted(set(spec) - set(RehearsalConfig.__dataclass_fields__))
+    if unknown:
+        known = ", ".join(RehearsalConfig.__dataclass_fields__)
+        raise ConfigError(f"{where}: unknown key {unknown[0]} (known: {known})")
+    kind = os.environ.get(REHEARSAL_KIND_ENV) or spec.get("kind", "scratch")
+    if kind not in REHEARSAL_KINDS:
+        raise ConfigError(f"{where}: kind must be one of {', '.join(REHEARSAL_KINDS)} (got {kind!r})")
+    hooks = {}
+    for name in ("create_copy", "delete_copy"):
+        value = spec.get(name)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigError(f"{where}: {name} must be a shell command (a non-empty string)")
+        hooks[name] = value
+    if kind == "hooks" and not (hooks["create_copy"] and hooks["delete_copy"]):
+        raise ConfigError(f"{where}: kind 'hooks' needs both create_copy and delete_copy commands")
+    timeout = spec.get("timeout_seconds", RehearsalConfig.timeout_seconds)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ConfigError(f"{where}: timeout_seconds must be a positive number of seconds")
+    return RehearsalConfig(kind=kind, timeout_seconds=float(timeout), **hooks)
+
+
 @dataclass(frozen=True)
 class WatchConfig:
     """[watch]: the 48 hours after go-live (scripts/watch). The schedule as the checklist states it, what a round's
@@ -686,6 +730,7 @@ class GateConfig:
     notify: NotifyConfig = field(default_factory=NotifyConfig)  # [notify]: status updates (migration_gate.notify)
     watch: WatchConfig = field(default_factory=WatchConfig)  # [watch]: the 48 hours after go-live
     lint: LintConfig = field(default_factory=LintConfig)  # [lint]: which migration hazards are red
+    rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)  # [rehearsal]: PRE-08's copy
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -912,7 +957,7 @@ def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRul
 SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tables", "new_tables", "dropped_tables",
             "tenancy", "search_hashes", "preconditions", "new_foreign_keys", "legacy_foreign_keys", "legacy_schema",
             "legacy_objects", "new_schema", "new_objects", "backup", "logs", "precheck", "performance", "people",
-            "notify", "watch", "lint")
+            "notify", "watch", "lint", "rehearsal")
 KEYS = {"migration": ("file", "rollback_file", "lock_timeout", "statement_timeout", "rollback_method", "schema"),
         "budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes"),
         "sandbox": ("patients", "seed", "username", "password", "provider"),
@@ -1049,6 +1094,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         notify=load_notify(data.get("notify"), f"{where} [notify]"),
         watch=load_watch(data.get("watch"), f"{where} [watch]"),
         lint=load_lint(data.get("lint"), f"{where} [lint]"),
+        rehearsal=load_rehearsal(data.get("rehearsal"), f"{where} [rehearsal]"),
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")

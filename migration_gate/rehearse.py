@@ -10,6 +10,8 @@ Exit codes are those of scripts/cutover (see --help).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -19,16 +21,16 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate import attest
-from migration_gate.config import ROOT, ConfigError, load_config
+from migration_gate import attest, copies
+from migration_gate.config import REHEARSAL_KIND_ENV, ROOT, ConfigError, GateConfig, load_config, load_environment
 from migration_gate.embedded import EmbeddedError, stop_kept
-from migration_gate.errors import Refused
+from migration_gate.errors import GateError, Refused
 from migration_gate.gate import Gate
 from migration_gate.hooks import CutoverTarget
 from migration_gate.progress import Progress
 from migration_gate.provenance import gate_version, operator
-from migration_gate.provider import load_provider
-from migration_gate.redact import redact_text
+from migration_gate.provider import SandboxProvider, load_provider
+from migration_gate.redact import describe_target, redact_text, safe_message
 from migration_gate.verdict import EPILOG, EXIT, finish_run
 from migration_gate.watch import COMPRESS, Watch, summary
 
@@ -58,6 +60,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              f"{COMPRESS:g} times (--watch-factor), into the run's watch/ folder")
     parser.add_argument("--watch-factor", type=float, default=COMPRESS, metavar="FACTOR",
                         help=f"how much faster than real time the rehearsed watch runs (default {COMPRESS:g})")
+    parser.add_argument("--against-copy", action="store_true",
+                        help="a DRESS REHEARSAL: the whole cut-over (backup to sign-off) on a copy of the real "
+                             "target (DATABASE_URL; without it, a copy of a fresh sandbox), made as [rehearsal] "
+                             "kind says ('local': a throwaway local cluster restored from a dump; 'hooks': your "
+                             "create_copy/delete_copy commands). The target is only read to copy it, its hosting "
+                             "hooks are never called; the app checks run against the reference API started on the "
+                             "copy. The copy is removed afterwards; the sign-off and state.json are marked "
+                             "\"dress rehearsal\". Kind 'scratch' is refused (it would load the target's server)")
+    parser.add_argument("--copy-kind", choices=("local", "hooks"), default=None,
+                        help="with --against-copy: the kind of copy instead of [rehearsal] kind (hooks without "
+                             "[rehearsal] commands on the sandbox: the sandbox's own, a second embedded cluster)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
@@ -67,6 +80,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--patients must be between 1 and 5000000")
     if args.migration is not None and not args.migration.is_file():
         parser.error(f"--migration {args.migration}: no such file")
+    if args.copy_kind and not args.against_copy:
+        parser.error("--copy-kind needs --against-copy")
+    if args.against_copy and (args.keep or args.watch):
+        parser.error("--against-copy removes its copy afterwards: --keep and --watch do not apply")
     return args
 
 
@@ -90,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rehearse: {exc}", file=sys.stderr)
         return 2
 
+    if args.against_copy:
+        return dress_rehearsal(args, gate, provider, progress)
     run_dir = args.reports / f"rehearsal-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     sandbox = provider.rehearsal(run_dir / "sandbox", args.patients, args.seed, progress)
     state = None
@@ -124,6 +143,89 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         sandbox.stop(keep=args.keep)
+
+
+def dress_rehearsal(args: argparse.Namespace, gate: GateConfig, provider: SandboxProvider,
+                    progress: Progress) -> int:
+    """The whole cut-over on a copy of the real target (or of a fresh sandbox), never on the target itself."""
+    kind = args.copy_kind or gate.rehearsal.kind
+    if kind == "scratch":
+        print("rehearse: --against-copy needs [rehearsal] kind 'local' or 'hooks' (or --copy-kind): a 'scratch' "
+              "copy would be made and cut over on the target's own server", file=sys.stderr)
+        return 2
+    try:
+        env = load_environment()
+    except ConfigError as exc:
+        print(f"rehearse: {exc}", file=sys.stderr)
+        return 2
+    if env.database_url and not env.phi_key:
+        print("rehearse: --against-copy of DATABASE_URL needs PHI_ENCRYPTION_KEY", file=sys.stderr)
+        return 2
+    run_dir = args.reports / f"dress-rehearsal-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    state = None
+    with contextlib.ExitStack() as stack:
+        try:
+            if env.database_url:  # the real target: its data is real, its reports are not the sandbox's
+                os.environ.pop("GATE_REHEARSAL", None)
+                source_dsn, key, from_sandbox = env.database_url, env.phi_key or "", False
+                username = env.api_username or gate.sandbox_username
+                password = env.api_password or gate.sandbox_password
+            else:
+                source = provider.rehearsal(run_dir / "source", args.patients, args.seed, progress)
+                stack.callback(source.stop)
+                source.start()
+                source_dsn, key, from_sandbox = source.dsn, provider.key, True
+                username, password = gate.sandbox_username, gate.sandbox_password
+            copy_gate = _copy_config(gate, kind, provider if from_sandbox else None)
+            progress.say(f"making a {kind} copy of {describe_target(source_dsn)}")
+            copy = stack.enter_context(copies.copy_of(source_dsn, copy_gate, kind=kind, dump_copy=False))
+            progress.say(f"cutting over the copy: {copy.label}, data as of {copy.as_of:%H:%M:%S} UTC")
+            app_on = getattr(provider, "app_on", None)
+            if app_on is None:
+                raise Refused(f"the sandbox provider {gate.sandbox_provider} cannot start the reference API on a "
+                              "copy (it has no app_on)")
+            app = app_on(copy.before_dsn, run_dir / "copy-app", progress)
+            stack.callback(app.stop)
+            app.start()
+            os.environ[REHEARSAL_KIND_ENV] = "scratch"  # PRE-08 rehearses on the copy's own server
+            target = CutoverTarget(dsn=copy.before_dsn, key=key, api_base_url=app.api_base_url,
+                                   api_username=username, api_password=password, hooks=app.hooks,
+                                   app_log_file=app.app_log_file, api_headers=app.api_headers, allow_writes=True)
+            attest.record_all(gate, run_dir, by=f"dress rehearsal ({operator()})",
+                              note="recorded by scripts/rehearse --against-copy")
+            cutover = Gate(gate, target, run_dir, progress, log_source=getattr(app, "log_source", None))
+            cutover.state.dress_rehearsal = copy.record(source_dsn)
+            state = cutover.run()
+            environment = {
+                "Target": f"DRESS REHEARSAL on a copy of {describe_target(source_dsn)}"
+                          + (" (a fresh sandbox, synthetic PHI)" if from_sandbox else ""),
+                "Copy": f"{copy.label}; data as of {copy.as_of.isoformat(timespec='seconds')}",
+                "API": "the reference API (sandbox provider) started on the copy: the app checks ran against the "
+                       "reference API, not your app",
+                "Configuration": str(gate.path), "Run by": operator(), "Gate version": gate_version()}
+            return finish_run(args, gate, state, environment, sandbox=from_sandbox)
+        except Refused as exc:
+            print(f"rehearse: {exc}", file=sys.stderr)
+            return EXIT["refused"]
+        except (copies.CopyError, GateError, EmbeddedError, RuntimeError, OSError, psycopg.Error) as exc:
+            message = safe_message(exc) if not isinstance(exc, copies.CopyError) else str(exc)
+            print(f"rehearse: {message}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"verdict": "error", "error": message, "exit_code": 1}))
+            return 1
+        finally:
+            os.environ.pop(REHEARSAL_KIND_ENV, None)
+
+
+def _copy_config(gate: GateConfig, kind: str, provider: SandboxProvider | None) -> GateConfig:
+    """The description with the copy's kind; on the sandbox, the sandbox's own copy hooks where none are set."""
+    rehearsal = dataclasses.replace(gate.rehearsal, kind=kind)
+    if kind == "hooks" and not (rehearsal.create_copy and rehearsal.delete_copy):
+        hooks = getattr(provider, "copy_hooks", None)
+        if hooks is None:
+            raise Refused("--copy-kind hooks needs [rehearsal] create_copy and delete_copy")
+        rehearsal = dataclasses.replace(rehearsal, **hooks())
+    return dataclasses.replace(gate, rehearsal=rehearsal)
 
 
 def _show_status_updates(args: argparse.Namespace, path: Path | None) -> None:

@@ -69,6 +69,8 @@ class RunState:
     rollback_decision: dict | None = None  # who decided to discard rows written since the migration, and the count
     environment: dict = field(default_factory=dict)  # what the sign-off says of where and by whom it ran
     sandbox: bool = False  # a rehearsal on the sandbox: its sign-off says so (kept for the watch's rewrites)
+    # scripts/rehearse --against-copy: {"copy": label, "as_of": ISO time of its data, "source": host:port/db}
+    dress_rehearsal: dict | None = None
 
     def phase(self, name: str) -> PhaseRecord:
         for record in self.phases + self.rollback_phases:

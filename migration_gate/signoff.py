@@ -284,6 +284,24 @@ def _people_section(run_dir: Path, people: tuple[PeopleItem, ...]) -> list[str]:
     return parts
 
 
+def _dress_banner(dress: dict) -> str:
+    """A dress rehearsal's mark: which copy was cut over, its data's time, and what it copied."""
+    return ("<p class='verdict dress' style='background:#6639ba'>DRESS REHEARSAL on a copy: "
+            f"{escape(str(dress.get('copy', '?')))}; data as of {escape(str(dress.get('as_of', '?')))} UTC; copy of "
+            f"{escape(str(dress.get('source', '?')))}. The target itself was not migrated.</p>")
+
+
+def _rehearsal_copy_section(checks: list[dict]) -> list[str]:
+    """Which copy PRE-08 rehearsed on and how old its data was (its notes), where a reviewer of the sign-off
+    reads the pre-checks."""
+    notes = [n for c in checks if c["check"].startswith("migration and rollback rehearsed")
+             for n in c.get("notes", [])]
+    if not notes:
+        return []
+    return ["<h2 id='rehearsal-copy'>Rehearsal copy (PRE-08)</h2><ul>"
+            + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"]
+
+
 def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime_limit: float = 180.0,
            sandbox: bool = False, people: tuple[PeopleItem, ...] = ()) -> str:
     """The sign-off page; a sandbox run's (the rehearsal) opens with the banner and never reads as live."""
@@ -291,7 +309,10 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
     if sandbox:
         sentence = SANDBOX_SENTENCES.get(state.status, sentence)
     criteria, checks = _criteria(run_dir)
+    dress = state.dress_rehearsal
     title = f"{SANDBOX_BANNER} - rehearsal sign-off" if sandbox else "Migration sign-off"
+    if dress:
+        title = f"DRESS REHEARSAL on a copy - {title}"
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}: {escape(label)}"
              f"</title><style>{CSS}</style></head><body>",
              f"<p class='verdict sandbox' style='background:#9a6700'>{REHEARSAL}. {escape(SANDBOX_BANNER)}</p>"
@@ -300,6 +321,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
              "<h1>HIPAA schema migration: sign-off</h1>",
              f"<p class='muted'>Run {escape(Path(state.run_dir).name)} against {escape(state.target)}; started "
              f"{escape(state.started)} UTC, finished {escape(state.finished or '-')} UTC.</p>",
+             _dress_banner(dress) if dress else "",
              f"<p class='verdict' style='background:{colour}'>Verdict: {escape(label)}</p>",
              f"<p>{escape(sentence)}</p>", _record(state, environment)]
     if state.failure:
@@ -344,6 +366,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
                          f"<td class='{_cls(same)}'>{'equal' if same else 'DIFFERENT'}</td></tr>")
         parts.append("</table>")
 
+    parts.extend(_rehearsal_copy_section(checks))
     parts.extend(_phi_section(checks))
 
     parts.extend(performance_section(run_dir))
@@ -371,7 +394,10 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
         hashed = f"<code>{digest}</code>" if digest else "<span class='muted'>live file, not hashed</span>"
         parts.append(f"<tr><td>{shown}</td><td>{size:,}</td><td>{hashed}</td></tr>")
     parts.append("</table>")
-    if sandbox:  # nothing real was migrated: there is nothing to approve
+    if dress and not sandbox:  # the target itself was never touched: nothing to approve
+        parts.append("<h2 id='approvals'>Approvals</h2><p>None: a dress rehearsal on a copy migrated the copy, not "
+                     "your database. Approvals belong on the sign-off of the cut-over against it.</p>")
+    elif sandbox:  # nothing real was migrated: there is nothing to approve
         parts.append("<h2 id='approvals'>Approvals</h2><p>None: a rehearsal on synthetic data is not a sign-off of "
                      "your database. Approvals belong on the sign-off of the cut-over against it.</p>")
     else:

@@ -31,7 +31,8 @@ def _summary(state: RunState, report: Path | None) -> dict:
             "rollback_verified": state.rollback_verified, "downtime_minutes": state.downtime_minutes,
             "phases": [{"name": p.name, "status": p.status, "seconds": p.seconds, "over_budget": p.over_budget}
                        for p in state.phases + state.rollback_phases],
-            "counts": state.counts, "forced": state.forced}
+            "counts": state.counts, "forced": state.forced} | (
+                {"dress_rehearsal": state.dress_rehearsal} if state.dress_rehearsal else {})
 
 
 def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, environment: dict[str, str],
@@ -48,6 +49,10 @@ def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, envi
         print(json.dumps(_summary(state, report) | ({"sandbox": SANDBOX_BANNER} if sandbox else {}), indent=2))
     else:
         print(f"\n{SANDBOX_BANNER}" if sandbox else "")
+        if state.dress_rehearsal:
+            dress = state.dress_rehearsal
+            print(f"DRESS REHEARSAL on a copy of {dress.get('source')}: {dress.get('copy')}, data as of "
+                  f"{dress.get('as_of')} (the target itself was not migrated)")
         print(f"Verdict: {state.status.upper()}" + (f" - {state.failure}" if state.failure else ""))
         for record in state.phases + state.rollback_phases:
             if record.status != "pending":

@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from migration_gate.config import GateConfig
+from migration_gate.config import ROOT, GateConfig
 from migration_gate.logsource import SINCE_VARIABLE, LogSource
 from migration_gate.progress import Progress
 from sandbox.api_process import SandboxHooks
@@ -78,3 +78,14 @@ class SandboxProvider:
     def rehearsal(self, workdir: Path, patients: int, seed: int, progress: Progress) -> SandboxRehearsal:
         return SandboxRehearsal(Sandbox(workdir=workdir, patients=patients, seed=seed, key=self.key,
                                         progress=progress))
+
+    def copy_hooks(self) -> dict[str, str]:
+        """[rehearsal] create_copy / delete_copy for the sandbox: a second embedded cluster (sandbox.copies)."""
+        base = f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} -m sandbox.copies"
+        return {"create_copy": f"{base} create", "delete_copy": f"{base} delete"}
+
+    def app_on(self, dsn: str, workdir: Path, progress: Progress) -> SandboxRehearsal:
+        """The reference API (legacy schema) with its hooks against a database that already exists: a dress
+        rehearsal's copy. Nothing is seeded; stop() stops the API only."""
+        return SandboxRehearsal(Sandbox(workdir=workdir, patients=0, key=self.key, progress=progress,
+                                        database_dsn=dsn))

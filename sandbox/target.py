@@ -41,11 +41,14 @@ class Sandbox:
     jwt_secret: str = SANDBOX_JWT_SECRET
     backup_keys: BackupKeys | None = None  # the sandbox's own backup key pair, made at start
     private: Path | None = None  # outside the run folder: the identity file and the "off the box" store
+    database_dsn: str | None = None  # an existing database (a dress rehearsal's copy): no cluster, no seeding
     _saved_env: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     @property
     def dsn(self) -> str:
         """The owner role's DSN: what the gate, the suites, backups and the migration use."""
+        if self.database_dsn is not None:
+            return self.database_dsn
         assert self.cluster is not None
         return self.cluster.dsn(DATABASE)
 
@@ -86,8 +89,10 @@ class Sandbox:
     def start(self) -> Sandbox:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._backup_keys()
-        self.progress.say("starting the embedded PostgreSQL")
         self.gate = self.gate or load_config()
+        if self.database_dsn is not None:
+            return self._start_api()
+        self.progress.say("starting the embedded PostgreSQL")
         self.cluster = EmbeddedPostgres().start()
         if self.gate.app_role:
             create_app_role(self.cluster, self.gate.app_role)
@@ -100,6 +105,9 @@ class Sandbox:
         if self.gate.app_role:
             grant_app_role(self.dsn, self.gate.app_role, sorted(self.gate.legacy_schema), self.gate.schema)
         self.progress.say(f"seeded in {self.seeded.seconds:.1f} s")
+        return self._start_api()
+
+    def _start_api(self) -> Sandbox:
         self.api = ApiProcess(self.app_dsn, self.key, use_hipaa_schema=False, log_file=self.workdir / "api.log",
                               maintenance_file=self.workdir / "maintenance.flag", jwt_secret=self.jwt_secret)
         self.api.start()

@@ -9,6 +9,7 @@ import json
 import random
 import shutil
 import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -16,8 +17,9 @@ import psycopg
 import pytest
 
 from migration_gate import backup, baseline_digests, migration, writes
-from migration_gate.config import load_config
+from migration_gate.config import RehearsalConfig, load_config
 from migration_gate.phi import PhiCodec
+from migration_gate.scratch import rehearse_on_copy
 from tests.conftest import ROOT, _create
 from tests.test_suites import run_suite
 
@@ -134,6 +136,15 @@ def test_the_second_description_is_green_through_every_phase(clinic, tmp_path: P
     code, rolled, out = _phase("rollback and not app", env, tmp_path / "rb", secrets)
     assert code == 0, out
     assert _verdicts(rolled) == {"RB-01": "passed", "RB-02": "passed"}
+
+
+def test_the_second_description_rehearses_on_a_local_copy(clinic) -> None:
+    """PRE-08 on a throwaway local cluster ([rehearsal] kind "local"): the clinic's schema, keys and grants
+    restored there, the same checks green, the copy named."""
+    dsn, _ = clinic
+    result = rehearse_on_copy(dsn, replace(CONFIG, rehearsal=RehearsalConfig(kind="local")), KEY)
+    assert result.ok, result.problems
+    assert result.notes[0].startswith("rehearsed on local throwaway cluster (PostgreSQL "), result.notes
 
 
 def _broken_migration(tmp_path: Path, old: str, new: str) -> Path:
