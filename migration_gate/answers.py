@@ -190,6 +190,12 @@ def credentials(login: AnswerLogin, env: Mapping[str, str] | None = None) -> tup
     return username, password
 
 
+def environment(username: str, password: str) -> dict[str, str]:
+    """The process environment with the gate's own login in the default variables ([answers] logins' default),
+    as the phase fixtures know it even when the sandbox, not the environment, supplied it."""
+    return {**os.environ, "GATE_API_USERNAME": username, "GATE_API_PASSWORD": password}
+
+
 def login_label(index: int, login: AnswerLogin) -> str:
     return f"login {index + 1} ({login.password_env})"
 

@@ -29,12 +29,16 @@ CRITERIA: dict[str, Criterion] = {c.id: c for c in (
     Criterion("PRE-11", "premigration", "API healthy and on the legacy schema"),
     Criterion("PRE-12", "premigration", "The app's performance baseline measured on the legacy schema and recorded "
                                         "(p50/p95/p99 and errors per endpoint)"),
+    Criterion("PRE-14", "premigration", "The app's answers to the configured read requests recorded on the legacy "
+                                        "schema, per login, as PHI-free digests per record and field"),
     Criterion("BAK-01", "backup", "The dump exists and is not empty"),
     Criterion("BAK-02", "backup", "The dump is readable by pg_restore"),
     Criterion("BAK-03", "backup", "Restored into a scratch database, the dump holds exactly the live data at "
                                   "backup time (by content)"),
     Criterion("BAK-04", "backup", "The dump's sha256 and size are recorded and still match"),
     Criterion("BAK-05", "backup", "The dump is readable by its owner only"),
+    Criterion("BAK-06", "backup", "The app's answers recorded again in maintenance, right before the migration "
+                                  "(the recording the post-checks compare with)"),
     Criterion("POST-01", "postmigration", "Every new table with its columns and types; no leftover columns"),
     Criterion("POST-02", "postmigration", "organization_id is NOT NULL, with no NULLs"),
     Criterion("POST-03", "postmigration", "Every foreign key points at the right table with the right ON DELETE; "
@@ -60,6 +64,8 @@ CRITERIA: dict[str, Criterion] = {c.id: c for c in (
                                           "memberships"),
     Criterion("POST-18", "postmigration", "The app's own role has exactly its configured privileges on every new "
                                           "table and sequence; none that could rewrite an append-only table"),
+    Criterion("POST-19", "postmigration", "The app gives the same answers as before: every recorded record and "
+                                          "field equal on the new schema (the checks' own writes left out)"),
     Criterion("INT-01", "integrity", "Exact counts per table, soft-deleted rows included, and per therapist"),
     Criterion("INT-02", "integrity", "Every legacy row maps to exactly one new row; no new row lacks a source"),
     Criterion("INT-03", "integrity", "Every non-PHI column equal after the mapping"),
@@ -94,7 +100,7 @@ SUCCESS_LINES: tuple[ChecklistLine, ...] = (
     ChecklistLine("No application errors in logs", ("POST-11",)),
     ChecklistLine("Response times acceptable", ("POST-10",)),
     ChecklistLine("Users can access application", ("POST-07",), ("golive",)),
-    ChecklistLine("Critical functionality works", ("POST-09", "POST-16", "POST-18")),
+    ChecklistLine("Critical functionality works", ("POST-09", "POST-16", "POST-18", "POST-19")),
 )
 # The same checklist, "Migration fails if:"; downtime is judged from the run's timeline.
 FAILURE_LINES: tuple[ChecklistLine, ...] = (
@@ -104,7 +110,7 @@ FAILURE_LINES: tuple[ChecklistLine, ...] = (
     ChecklistLine("Cannot rollback successfully", ("PRE-08", "RB-01", "RB-02", "RB-03"), ("restore", "rollback")),
     ChecklistLine("Downtime exceeds 3 hours"),
     ChecklistLine("Users cannot access application", ("POST-07",), ("golive",)),
-    ChecklistLine("Critical functionality broken", ("POST-09", "POST-13", "POST-16")),
+    ChecklistLine("Critical functionality broken", ("POST-09", "POST-13", "POST-16", "POST-19")),
 )
 DOWNTIME_LINE = "Downtime exceeds 3 hours"
 # The failure lines and the criteria whose failure means them (the suites' results JSON carries this).

@@ -2,6 +2,7 @@
 
 import pytest
 
+from migration_gate import answers
 from migration_gate.checks import backups
 
 pytestmark = pytest.mark.backup
@@ -38,3 +39,11 @@ def test_sha256_and_size_recorded_and_matching(dump):
 def test_dump_is_readable_by_its_owner_only_and_encrypted_at_rest(dump, gate_config):
     backups.owner_only(dump).expect()
     backups.encrypted_at_rest(dump, required=gate_config.backup.encrypt != "none").expect()
+
+
+@pytest.mark.criterion("BAK-06")
+def test_the_apps_answers_are_recorded_again_in_maintenance(api, api_credentials, gate_config, gate_session,
+                                                            gate_run_dir):
+    # users wrote while the app was live after the pre-checks: the post-checks compare with this recording
+    answers.record_before(api, gate_config.answers, gate_session.key, gate_run_dir, "backup",
+                          answers.environment(*api_credentials)).expect()
