@@ -65,10 +65,9 @@ def recorded(legacy_dsn, run_dir, tmp_path_factory) -> dict:
         with httpx.Client(base_url=api.base_url, timeout=15) as client:
             result = answers.record_before(client, SETTINGS, SANDBOX_KEY, run_dir, "premigration", ENV)
             result.expect()
-            missing = client.get("/api/patients/999999", headers={"Authorization": f"Bearer {_token(client)}"})
+            _invisible_patient_is_not_found(client, legacy_dsn, "clients_hipaa")
     finally:
         api.stop()
-    assert missing.status_code == 404
     assert result.checked > 50, result.notes
     return answers.load(run_dir, "premigration")
 
@@ -84,12 +83,29 @@ def _token(client: httpx.Client) -> str:
     return checks.login(client, USER, PASSWORD)
 
 
+def _invisible_patient_is_not_found(client: httpx.Client, dsn: str, table: str) -> None:
+    """The one-patient routes keep the list's visibility rule: a patient the list does not show is 404 there."""
+    token = _token(client)
+    auth = {"Authorization": f"Bearer {token}"}
+    shown = {p["id"] for page in range(1, 20) for p in client.get(
+        "/api/patients", params={"page": page, "limit": 100}, headers=auth).json()["data"]}
+    with psycopg.connect(dsn) as conn:
+        every = {i for (i,) in conn.execute(f"SELECT id FROM {table}")}  # noqa: S608 - a fixed table name
+    hidden = min(every - shown)
+    for path in ("", "/sessions", "/treatment-plans"):
+        assert client.get(f"/api/patients/{hidden}{path}", headers=auth).status_code == 404, path
+        assert client.get(f"/api/patients/{min(shown)}{path}", headers=auth).status_code == 200, path
+    assert client.get(f"/api/patients/{min(shown)}").status_code == 401
+
+
 def _after(api: ApiProcess, run_dir: Path):
     with httpx.Client(base_url=api.base_url, timeout=15) as client:
         return answers.check_after(client, SETTINGS, SANDBOX_KEY, run_dir, ENV)
 
 
 def test_a_correct_migration_gives_the_same_answers(recorded, hipaa_api, run_dir, hipaa_dsn):
+    with httpx.Client(base_url=hipaa_api.base_url, timeout=15) as client:
+        _invisible_patient_is_not_found(client, hipaa_dsn, "patients")
     result = _after(hipaa_api, run_dir).expect()
     assert result.checked > 50
     with psycopg.connect(hipaa_dsn) as conn:  # the new routes are PHI reads: audited like the lists
