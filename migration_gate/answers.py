@@ -41,7 +41,8 @@ from migration_gate.phi import parse_key
 
 FOLDER = "answers"
 OWN_WRITES = "own_writes.json"
-BEFORE = ("backup", "premigration")  # the recordings the post-checks compare with, the newest first
+MAINTENANCE = "maintenance"  # recorded by the gate once maintenance is on, before the dump
+BEFORE = (MAINTENANCE, "premigration")  # the recordings the post-checks compare with, the newest first
 TIMEOUT_S = 15.0
 SHOWN = 50  # problem lines per check; the rest are counted
 DECIMAL = re.compile(r"-?\d+\.\d+")
@@ -264,7 +265,7 @@ def load(run_dir: Path, name: str) -> dict[str, Any] | None:
 
 
 def latest_before(run_dir: Path) -> tuple[str, dict[str, Any]] | None:
-    """The newest recording on the legacy app: the backup phase's (in maintenance, nothing written since), else
+    """The newest recording on the legacy app: the one the gate made in maintenance (nothing written since), else
     the pre-checks'."""
     for name in BEFORE:
         found = load(run_dir, name)
@@ -415,8 +416,8 @@ def ids_of(recording: Mapping[str, Any]) -> dict[str, dict[str, list[str]]]:
 
 def record_before(client: httpx.Client, settings: AnswersConfig, phi_key: str | bytes, run_dir: Path, name: str,
                   env: Mapping[str, str] | None = None) -> Result:
-    """The pre-checks' and the backup phase's part: record the legacy app's answers as <run>/answers/<name>.json.
-    The backup phase's recording (in maintenance, just before the migration) is the one the post-checks use."""
+    """The pre-checks' part, and the gate's once maintenance is on: record the legacy app's answers as
+    <run>/answers/<name>.json. The one in maintenance (just before the dump) is the one the post-checks use."""
     result = Result("the app's answers recorded on the legacy schema", unit="records")
     if not settings.requests:
         result.notes.append("[answers] lists no requests: nothing recorded")

@@ -37,8 +37,6 @@ CRITERIA: dict[str, Criterion] = {c.id: c for c in (
                                   "backup time (by content)"),
     Criterion("BAK-04", "backup", "The dump's sha256 and size are recorded and still match"),
     Criterion("BAK-05", "backup", "The dump is readable by its owner only"),
-    Criterion("BAK-06", "backup", "The app's answers recorded again in maintenance, right before the migration "
-                                  "(the recording the post-checks compare with)"),
     Criterion("POST-01", "postmigration", "Every new table with its columns and types; no leftover columns"),
     Criterion("POST-02", "postmigration", "organization_id is NOT NULL, with no NULLs"),
     Criterion("POST-03", "postmigration", "Every foreign key points at the right table with the right ON DELETE; "
