@@ -21,7 +21,7 @@ import pytest
 from migration_gate import answers
 from migration_gate.checks import CheckFailed
 from migration_gate.checks import api as checks
-from migration_gate.config import load_config
+from migration_gate.config import ConfigError, load_answers, load_config
 from migration_gate.phi import PhiCodec
 from sandbox.api_process import ApiProcess
 from sandbox.roles import as_role
@@ -190,12 +190,11 @@ def test_the_recordings_and_reports_hold_no_plaintext_phi(recorded, run_dir, hip
 
 
 def test_bad_answers_config_is_one_clear_line():
-    with pytest.raises(Exception, match="password_env"):
+    with pytest.raises(ConfigError, match="password_env"):
         answers_config({"logins": [{"username": "x", "password": "secret"}]})
-    with pytest.raises(Exception, match="ids_from"):
+    with pytest.raises(ConfigError, match="ids_from"):
         answers_config({"requests": [{"path": "/api/patients/{id}"}]})
 
 
 def answers_config(spec: dict):
-    from migration_gate.config import load_answers
     return load_answers(spec, "migration.toml [answers]")
