@@ -198,3 +198,21 @@ def test_bad_answers_config_is_one_clear_line():
 
 def answers_config(spec: dict):
     return load_answers(spec, "migration.toml [answers]")
+
+
+def test_one_canonical_form_per_meaning_and_keyed_digests():
+    assert answers.canonical("12.50") == answers.canonical(12.5) == "12.5"
+    assert answers.canonical("2024-03-01T10:00:00.000Z") == answers.canonical("2024-03-01T05:00:00-05:00") \
+        == answers.canonical("2024-03-01T10:00:00") == "2024-03-01T10:00:00"
+    assert answers.canonical("02139") == "02139" and answers.canonical("1990-05-01") == "1990-05-01"
+    assert answers.canonical({"b": [1, "x"], "a": None}) == {"a": None, "b": ["1", "x"]}
+    one, other = answers.Digester(SANDBOX_KEY, "n1"), answers.Digester(SANDBOX_KEY, "n2")
+    assert one("1990-05-01") == answers.Digester(SANDBOX_KEY, "n1")("1990-05-01") != other("1990-05-01")
+    assert one("1990-05-01") != answers.Digester("ab" * 32, "n1")("1990-05-01")  # needs the PHI key
+
+
+def test_the_same_difference_in_many_records_is_named_three_times_then_counted():
+    lines = [f"GET /api/patients/{i} record {i}: field patientDob missing" for i in range(1, 8)]
+    folded = answers.fold([*lines, "login 1 (X): not requested after the cut-over"])
+    assert folded == [*lines[:3], "login 1 (X): not requested after the cut-over",
+                      "GET /api/patients/{id} record ...: field patientDob missing in 4 more records"]
