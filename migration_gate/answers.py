@@ -284,6 +284,7 @@ def note_own_write(run_dir: Path, path: str, record_id: object) -> None:
         noted = []
     noted.append({"path": path, "id": str(record_id)})
     file.write_text(json.dumps(noted, indent=1))
+    file.chmod(0o600)
 
 
 def own_writes(run_dir: Path) -> dict[str, set[str]]:
