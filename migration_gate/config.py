@@ -533,6 +533,105 @@ def load_performance(spec: object, where: str) -> PerformanceConfig:
 
 
 @dataclass(frozen=True)
+class AnswerLogin:
+    """One login the app's answers are recorded for: a username and the NAME of the environment variable holding
+    its password (never the password: it does not belong in the description)."""
+
+    username_env: str = "GATE_API_USERNAME"
+    password_env: str = "GATE_API_PASSWORD"
+    username: str | None = None  # a literal username instead of username_env
+
+
+@dataclass(frozen=True)
+class AnswerRequest:
+    """One read request whose answers must be the same after the cut-over. `path` may hold "{id}": it is then
+    requested once per record id of the request `ids_from` (at most [answers] sample of them per login).
+    `records`: where the records are in the JSON (dotted; a list, or one object); `id`: each record's id field."""
+
+    path: str
+    records: str = "data"
+    id: str = "id"
+    ids_from: str | None = None
+    paginated: bool = False  # walk ?page=N&limit=[answers] page_size up to [answers] max_pages
+
+
+@dataclass(frozen=True)
+class AnswersConfig:
+    """[answers]: the app's answers recorded before the cut-over and compared per record after it."""
+
+    logins: tuple[AnswerLogin, ...] = (AnswerLogin(),)
+    requests: tuple[AnswerRequest, ...] = ()
+    sample: int = 20  # ids per login for a request with {id}; 0: all of them
+    page_size: int = 100
+    max_pages: int = 20
+    renames: dict[str, str] = field(default_factory=dict)  # legacy field name -> the new API's
+    ignore: tuple[str, ...] = ()  # volatile fields, left out on both sides
+    added: tuple[str, ...] = ()  # fields only the new API has (expected, not compared)
+
+
+def _names(spec: dict, key: str, where: str) -> tuple[str, ...]:
+    value = spec.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}: {key} must be a list of field names")
+    return tuple(value)
+
+
+def _answer_request(spec: object, paths: set[str], where: str) -> AnswerRequest:
+    if not isinstance(spec, dict) or not isinstance(spec.get("path"), str) or not spec["path"].startswith("/"):
+        raise ConfigError(f"{where}: each request needs a path starting with /")
+    unknown = set(spec) - {"path", "records", "id", "ids_from", "paginated"}
+    if unknown:
+        raise ConfigError(f"{where}: request {spec['path']}: unknown key {sorted(unknown)[0]}")
+    request = AnswerRequest(path=spec["path"], records=str(spec.get("records", "data")), id=str(spec.get("id", "id")),
+                            ids_from=spec.get("ids_from"), paginated=bool(spec.get("paginated", False)))
+    templated = "{id}" in request.path
+    if templated != (request.ids_from is not None):
+        raise ConfigError(f"{where}: request {request.path}: a path with {{id}} needs ids_from (and only it)")
+    if request.ids_from is not None and request.ids_from not in paths:
+        raise ConfigError(f"{where}: request {request.path}: ids_from {request.ids_from} is not a request "
+                          "listed before it")
+    return request
+
+
+def load_answers(spec: object, where: str) -> AnswersConfig:
+    """[answers] validated: logins name environment variables, requests are well-formed, counts positive."""
+    if spec is None:
+        return AnswersConfig()
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a table")
+    logins = []
+    for item in spec.get("logins", [{}]):
+        if not isinstance(item, dict) or set(item) - {"username", "username_env", "password_env"}:
+            raise ConfigError(f"{where}: each login is {{ username_env = ..., password_env = ... }} "
+                              "(or username = ...): the password itself never goes in this file")
+        if "password" in item:
+            raise ConfigError(f"{where}: a login names the environment variable of its password (password_env)")
+        login = AnswerLogin(username_env=str(item.get("username_env", "GATE_API_USERNAME")),
+                            password_env=str(item.get("password_env", "GATE_API_PASSWORD")),
+                            username=item.get("username"))
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", login.password_env):
+            raise ConfigError(f"{where}: password_env must be an environment variable's name")
+        logins.append(login)
+    requests: list[AnswerRequest] = []
+    for item in spec.get("requests", []):
+        requests.append(_answer_request(item, {r.path for r in requests}, where))
+    counts = {}
+    for key, least in (("sample", 0), ("page_size", 1), ("max_pages", 1)):
+        value = spec.get(key, getattr(AnswersConfig, key))
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{where}: {key} must be a whole number of at least {least}")
+        counts[key] = value
+    renames = spec.get("renames", {})
+    if not isinstance(renames, dict) or not all(isinstance(v, str) for v in renames.values()):
+        raise ConfigError(f"{where}: renames must map legacy field names to the new API's")
+    unknown = set(spec) - {"logins", "requests", "sample", "page_size", "max_pages", "renames", "ignore", "added"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
+    return AnswersConfig(logins=tuple(logins) or (AnswerLogin(),), requests=tuple(requests), renames=dict(renames),
+                         ignore=_names(spec, "ignore", where), added=_names(spec, "added", where), **counts)
+
+
+@dataclass(frozen=True)
 class PeopleItem:
     """One human item of the checklist ([[people]]): what someone attests (scripts/attest) before or after the
     cut-over. `decision_maker` marks the item whose attestation names the rollback decision maker."""
@@ -731,6 +830,7 @@ class GateConfig:
     watch: WatchConfig = field(default_factory=WatchConfig)  # [watch]: the 48 hours after go-live
     lint: LintConfig = field(default_factory=LintConfig)  # [lint]: which migration hazards are red
     rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)  # [rehearsal]: PRE-08's copy
+    answers: AnswersConfig = field(default_factory=AnswersConfig)  # [answers]: same answers before and after
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -957,7 +1057,7 @@ def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRul
 SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tables", "new_tables", "dropped_tables",
             "tenancy", "search_hashes", "preconditions", "new_foreign_keys", "legacy_foreign_keys", "legacy_schema",
             "legacy_objects", "new_schema", "new_objects", "backup", "logs", "precheck", "performance", "people",
-            "notify", "watch", "lint", "rehearsal")
+            "notify", "watch", "lint", "rehearsal", "answers")
 KEYS = {"migration": ("file", "rollback_file", "lock_timeout", "statement_timeout", "rollback_method", "schema"),
         "budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes"),
         "sandbox": ("patients", "seed", "username", "password", "provider"),
@@ -1095,6 +1195,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         watch=load_watch(data.get("watch"), f"{where} [watch]"),
         lint=load_lint(data.get("lint"), f"{where} [lint]"),
         rehearsal=load_rehearsal(data.get("rehearsal"), f"{where} [rehearsal]"),
+        answers=load_answers(data.get("answers"), f"{where} [answers]"),
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")

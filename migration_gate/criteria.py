@@ -32,6 +32,8 @@ CRITERIA: dict[str, Criterion] = {c.id: c for c in (
     Criterion("PRE-13", "premigration", "The migration's statements linted against the live table sizes: no table "
                                         "rewrite, full scan under lock, destructive statement or missing "
                                         "lock_timeout that [lint] does not allow"),
+    Criterion("PRE-14", "premigration", "The app's answers to the configured read requests recorded on the legacy "
+                                        "schema, per login, as PHI-free digests per record and field"),
     Criterion("BAK-01", "backup", "The dump exists and is not empty"),
     Criterion("BAK-02", "backup", "The dump is readable by pg_restore"),
     Criterion("BAK-03", "backup", "Restored into a scratch database, the dump holds exactly the live data at "
@@ -63,6 +65,8 @@ CRITERIA: dict[str, Criterion] = {c.id: c for c in (
                                           "memberships"),
     Criterion("POST-18", "postmigration", "The app's own role has exactly its configured privileges on every new "
                                           "table and sequence; none that could rewrite an append-only table"),
+    Criterion("POST-19", "postmigration", "The app gives the same answers as before: every recorded record and "
+                                          "field equal on the new schema (the checks' own writes left out)"),
     Criterion("INT-01", "integrity", "Exact counts per table, soft-deleted rows included, and per therapist"),
     Criterion("INT-02", "integrity", "Every legacy row maps to exactly one new row; no new row lacks a source"),
     Criterion("INT-03", "integrity", "Every non-PHI column equal after the mapping"),
@@ -97,7 +101,7 @@ SUCCESS_LINES: tuple[ChecklistLine, ...] = (
     ChecklistLine("No application errors in logs", ("POST-11",)),
     ChecklistLine("Response times acceptable", ("POST-10",)),
     ChecklistLine("Users can access application", ("POST-07",), ("golive",)),
-    ChecklistLine("Critical functionality works", ("POST-09", "POST-16", "POST-18")),
+    ChecklistLine("Critical functionality works", ("POST-09", "POST-16", "POST-18", "POST-19")),
 )
 # The same checklist, "Migration fails if:"; downtime is judged from the run's timeline.
 FAILURE_LINES: tuple[ChecklistLine, ...] = (
@@ -107,7 +111,7 @@ FAILURE_LINES: tuple[ChecklistLine, ...] = (
     ChecklistLine("Cannot rollback successfully", ("PRE-08", "RB-01", "RB-02", "RB-03"), ("restore", "rollback")),
     ChecklistLine("Downtime exceeds 3 hours"),
     ChecklistLine("Users cannot access application", ("POST-07",), ("golive",)),
-    ChecklistLine("Critical functionality broken", ("POST-09", "POST-13", "POST-16")),
+    ChecklistLine("Critical functionality broken", ("POST-09", "POST-13", "POST-16", "POST-19")),
 )
 DOWNTIME_LINE = "Downtime exceeds 3 hours"
 # The failure lines and the criteria whose failure means them (the suites' results JSON carries this).

@@ -24,7 +24,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup, baseline_digests, logsource, migration, notify, performance, writes
+from migration_gate import answers, backup, baseline_digests, logsource, migration, notify, performance, writes
 from migration_gate.catalog import inspect
 from migration_gate.checks import Result
 from migration_gate.checks import api as app
@@ -204,6 +204,21 @@ class Gate:
         with httpx.Client(base_url=self.target.api_base_url, timeout=15) as client:  # as the public sees it
             result = app.maintenance_active(client)
         record.detail = "; ".join(result.problems) or "503 with Retry-After on the API, health still answering"
+        return result.ok and self._record_answers(record)
+
+    def _record_answers(self, record: PhaseRecord) -> bool:
+        """In maintenance, before the dump: the app's answers recorded again, as users wrote while it was live
+        after the pre-checks; the post-checks (POST-19) compare with this recording. Here and not in the backup
+        suite: the reads write audit rows, which must be in the backup (nothing may change after its snapshot)."""
+        if not self.gate.answers.requests:
+            return True
+        with httpx.Client(base_url=self.target.api_base_url, timeout=30, headers=self.target.api_headers) as client:
+            result = answers.record_before(client, self.gate.answers, self.target.key, self.run_dir,
+                                           answers.MAINTENANCE,
+                                           answers.environment(self.target.api_username, self.target.api_password))
+        said = (f"the app's answers recorded again ({result.checked} records)" if result.ok
+                else "the app's answers could not be recorded again: " + "; ".join(result.problems))
+        record.detail = f"{record.detail}; {said}"
         return result.ok
 
     def _backup(self, record: PhaseRecord) -> bool:

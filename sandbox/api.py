@@ -6,6 +6,12 @@ response shapes. Deliberate differences from the real app: ``/api/health`` exist
 ``...Encrypted`` ciphertexts or search hashes, and nothing it logs carries PHI, bodies, query strings or secrets.
 
 Run with ``python -m sandbox.api``; configuration comes from the environment, read once at start.
+
+Tests break it on purpose through SANDBOX_API_FAULTS (comma-separated; applied only on the new schema, as a new API
+that answers differently from the legacy one would):
+  drop-field:<path>:<field>   the field is left out of every record (``data`` items) of answers to <path> and the
+                              paths under it (drop-field:/api/patients:patientDob also drops it from one patient)
+  swap-session:<session id>   wherever that session would be listed, another patient's session comes instead
 """
 
 from __future__ import annotations
@@ -81,6 +87,36 @@ class Config:
     environment: str
     maintenance_bypass: str | None = None  # a secret header value that lets the gate check the app in maintenance
     delay_ms: dict[str, float] = field(default_factory=dict)  # path -> extra latency (SANDBOX_API_DELAY_MS)
+    faults: Faults = field(default_factory=lambda: Faults())  # deliberate wrong answers (SANDBOX_API_FAULTS)
+
+
+@dataclass(frozen=True)
+class Faults:
+    """SANDBOX_API_FAULTS, parsed: the new-schema API's deliberate mistakes (see the module docstring)."""
+
+    drop_fields: tuple[tuple[str, str], ...] = ()  # (path, field)
+    swap_sessions: frozenset[int] = frozenset()
+
+    def dropped(self, path: str) -> list[str]:
+        return [name for prefix, name in self.drop_fields if path == prefix or path.startswith(prefix + "/")]
+
+
+def parse_faults(text: str) -> Faults:
+    """SANDBOX_API_FAULTS="drop-field:/api/patients:patientDob,swap-session:12"; empty: none."""
+    drops, swaps = [], set()
+    usage = "SANDBOX_API_FAULTS must be drop-field:PATH:FIELD or swap-session:ID[,...]"
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, _, rest = part.partition(":")
+        if kind == "drop-field":
+            path, _, name = rest.rpartition(":")
+            if not path.startswith("/") or not name:
+                raise ConfigError(usage)
+            drops.append((path, name))
+        elif kind == "swap-session" and rest.isdigit():
+            swaps.add(int(rest))
+        else:
+            raise ConfigError(usage)
+    return Faults(tuple(drops), frozenset(swaps))
 
 
 def load_config(env: Mapping[str, str]) -> Config:
@@ -109,6 +145,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         environment=env.get("NODE_ENV") or "development",
         maintenance_bypass=env.get("MAINTENANCE_BYPASS_TOKEN") or None,
         delay_ms=parse_delays(env.get("SANDBOX_API_DELAY_MS", "")),
+        faults=parse_faults(env.get("SANDBOX_API_FAULTS", "")),
     )
 
 
@@ -206,6 +243,14 @@ LEGACY_SESSION_COLUMNS = {
     "treatment_goals_encrypted": "session_treatment_goals_encrypted",
     "progress_notes_encrypted": "session_progress_notes_encrypted",
 }
+LEGACY_PLAN_COLUMNS = {
+    "client_id": "patient_id",
+    "content_encrypted": "treatment_plan_content_encrypted",
+    "goals_encrypted": "treatment_plan_goals_encrypted",
+    "objectives_encrypted": "treatment_plan_objectives_encrypted",
+    "interventions_encrypted": "treatment_plan_interventions_encrypted",
+    "progress_notes_encrypted": "treatment_plan_progress_notes_encrypted",
+}
 LEGACY_PROFILE_COLUMNS = {
     "business_address": "therapist_business_address",
     "business_city": "therapist_business_city",
@@ -243,8 +288,10 @@ class Schema:
     hipaa: bool
     patients: str
     sessions: str
+    plans: str
     patient_columns: Mapping[str, str]
     session_columns: Mapping[str, str]
+    plan_columns: Mapping[str, str]
     profile_columns: Mapping[str, str]
     required_tables: tuple[str, ...]
 
@@ -257,14 +304,14 @@ class Schema:
 
 
 LEGACY = Schema(
-    hipaa=False, patients="clients_hipaa", sessions="sessions_hipaa",
-    patient_columns=LEGACY_PATIENT_COLUMNS, session_columns=LEGACY_SESSION_COLUMNS,
+    hipaa=False, patients="clients_hipaa", sessions="sessions_hipaa", plans="treatment_plans_hipaa",
+    patient_columns=LEGACY_PATIENT_COLUMNS, session_columns=LEGACY_SESSION_COLUMNS, plan_columns=LEGACY_PLAN_COLUMNS,
     profile_columns=LEGACY_PROFILE_COLUMNS,
     required_tables=("users_auth", "therapist_profiles", "clients_hipaa", "sessions_hipaa", "audit_logs_hipaa"),
 )
 HIPAA = Schema(
-    hipaa=True, patients="patients", sessions="clinical_sessions",
-    patient_columns={}, session_columns={}, profile_columns={},
+    hipaa=True, patients="patients", sessions="clinical_sessions", plans="patient_treatment_plans",
+    patient_columns={}, session_columns={}, plan_columns={}, profile_columns={},
     required_tables=("users_auth", "therapist_profiles", "organizations", "organization_memberships", "patients",
                      "clinical_sessions", "audit_logs_hipaa"),
 )
@@ -369,6 +416,7 @@ class Context:
     request: Request
     user_id: int | None = None
     audit_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    args: dict[str, Any] = field(default_factory=dict)  # the route's path arguments (patient_id)
 
 
 @dataclass(frozen=True)
@@ -449,6 +497,12 @@ class ApiApp:
             ("/api/patients", "GET", Route(self.list_patients, read_error, audit="PATIENT")),
             ("/api/patients", "POST", Route(self.create_patient, {"error": "Failed to create patient"},
                                             audit="PATIENT", action="CREATE")),
+            ("/api/patients/<int:patient_id>", "GET", Route(self.one_patient, {"error": "Failed to fetch patient"},
+                                                            audit="PATIENT")),
+            ("/api/patients/<int:patient_id>/sessions", "GET",
+             Route(self.patient_sessions, {"error": "CLINICAL_SESSIONS_FETCH_FAILED"}, audit="CLINICAL_SESSION")),
+            ("/api/patients/<int:patient_id>/treatment-plans", "GET",
+             Route(self.patient_plans, {"error": "Failed to fetch treatment plans"}, audit="TREATMENT_PLAN")),
             ("/api/patients/search", "POST", Route(self.search_patients, {"error": "Failed to search patients"},
                                                    audit="PATIENT")),
             ("/api/therapists", "GET", Route(self.list_therapists, {"error": "Failed to fetch therapists"},
@@ -475,6 +529,8 @@ class ApiApp:
             if request.path in self.config.delay_ms:
                 time.sleep(self.config.delay_ms[request.path] / 1000)
             response, matched = self.respond(ctx)
+            if self.schema.hipaa and self.config.faults.dropped(request.path):
+                drop_fields(response, self.config.faults.dropped(request.path))
             if not matched:
                 logged_path = "[unmatched]"  # an unknown path is client text: it could hold anything
         except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback to the client
@@ -489,7 +545,7 @@ class ApiApp:
         """Maintenance, routing, authentication, audit and the handler, in that order."""
         request = ctx.request
         try:
-            endpoint, _ = self.url_map.bind_to_environ(request.environ).match()
+            endpoint, ctx.args = self.url_map.bind_to_environ(request.environ).match()
         except HTTPException:  # not found, wrong method, redirects: all "no such endpoint" here
             endpoint = None
         if request.path not in ("/health", "/api/health") and self.in_maintenance() and not self.bypassed(request):
@@ -719,8 +775,64 @@ class ApiApp:
         with self.pool.connection(timeout=5) as conn:
             self.require_therapist(conn, ctx.user_id)
             total, rows = self.page_of(conn, self.schema.sessions, "therapist_id", ctx.user_id, page, limit)
+            rows = self.swapped(conn, rows)
         data = [format_row(row, self.schema.session_columns, self.codec) for row in rows]
         return json_response(paginated(data, page, limit, total))
+
+    def visible_patient(self, conn: psycopg.Connection, user_id: int, patient_id: int) -> dict[str, Any]:
+        """The patient row when the caller may see it (the list's rule); 404 otherwise, as for a missing one."""
+        therapist = self.schema.db_column(self.schema.patient_columns, "primary_therapist_id")
+        where, params = self.visible(conn, user_id, "t", therapist)
+        with conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(sql.SQL("SELECT t.* FROM {} t WHERE t.id = %(pid)s AND ({})").format(
+                sql.Identifier(self.schema.patients), where), params | {"pid": patient_id}).fetchone()
+        if row is None:
+            raise ApiError(404, {"error": "Patient not found"})
+        return row
+
+    def one_patient(self, ctx: Context) -> Response:
+        with self.pool.connection(timeout=5) as conn:
+            self.require_therapist(conn, ctx.user_id)
+            row = self.visible_patient(conn, ctx.user_id, ctx.args["patient_id"])
+        return json_response({"success": True, "data": format_patient(row, self.schema, self.codec)})
+
+    def of_patient(self, conn: psycopg.Connection, ctx: Context, table: str,
+                   renames: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The rows of table that belong to a patient the caller may see, and that the caller may see themselves."""
+        self.require_therapist(conn, ctx.user_id)
+        patient_id = ctx.args["patient_id"]
+        self.visible_patient(conn, ctx.user_id, patient_id)
+        where, params = self.visible(conn, ctx.user_id, "t", "therapist_id")
+        with conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(sql.SQL("SELECT t.* FROM {} t WHERE t.{} = %(pid)s AND ({}) ORDER BY t.id").format(
+                sql.Identifier(table), sql.Identifier(self.schema.db_column(renames, "patient_id")), where),
+                params | {"pid": patient_id}).fetchall()
+
+    def patient_sessions(self, ctx: Context) -> Response:
+        with self.pool.connection(timeout=5) as conn:
+            rows = self.swapped(conn, self.of_patient(conn, ctx, self.schema.sessions, self.schema.session_columns))
+        data = [format_row(row, self.schema.session_columns, self.codec) for row in rows]
+        return json_response({"success": True, "data": data, "count": len(data)})
+
+    def patient_plans(self, ctx: Context) -> Response:
+        with self.pool.connection(timeout=5) as conn:
+            rows = self.of_patient(conn, ctx, self.schema.plans, self.schema.plan_columns)
+        data = [format_row(row, self.schema.plan_columns, self.codec) for row in rows]
+        return json_response({"success": True, "data": data, "count": len(data)})
+
+    def swapped(self, conn: psycopg.Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """SANDBOX_API_FAULTS swap-session: the session named is replaced by another patient's (new schema only)."""
+        swaps = self.config.faults.swap_sessions
+        if not self.schema.hipaa or not swaps:
+            return rows
+        out = []
+        with conn.cursor(row_factory=dict_row) as cur:
+            for row in rows:
+                if row["id"] in swaps:
+                    row = cur.execute(sql.SQL("SELECT * FROM {} WHERE patient_id <> %s ORDER BY id LIMIT 1").format(
+                        sql.Identifier(self.schema.sessions)), (row["patient_id"],)).fetchone() or row
+                out.append(row)
+        return out
 
     def search_patients(self, ctx: Context) -> Response:
         """Exact match on the email hash, then the phone hash (the name hash is not searched, as in the app)."""
@@ -832,6 +944,19 @@ class ApiApp:
             item["organization"] = format_row(org, {}, self.codec) if org else None
             data.append(item)
         return json_response({"success": True, "data": data, "count": len(data)})
+
+
+def drop_fields(response: Response, names: list[str]) -> None:
+    """SANDBOX_API_FAULTS drop-field: the fields left out of every record (``data`` items) of a JSON answer."""
+    if response.mimetype != "application/json":
+        return
+    body = json.loads(response.get_data())
+    data = body.get("data") if isinstance(body, dict) else None
+    for record in data if isinstance(data, list) else [data]:
+        if isinstance(record, dict):
+            for name in names:
+                record.pop(name, None)
+    response.set_data(json.dumps(body, default=to_json))
 
 
 def password_matches(password: str, stored: str | None) -> bool:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from migration_gate import logsource, performance
+from migration_gate import answers, logsource, performance
 from migration_gate.checks import api as app
 
 pytestmark = [pytest.mark.postmigration, pytest.mark.app]
@@ -63,7 +63,14 @@ def test_phi_reads_write_audit_rows(api, token, db, api_user_id, gate_config):
 
 
 @pytest.mark.criterion("POST-16")
-def test_search_by_a_mixed_case_padded_email_finds_the_patient(api, token, gate_session):
+def test_search_by_a_mixed_case_padded_email_finds_the_patient(api, token, gate_session, gate_run_dir):
     if not gate_session.env.embedded and not gate_session.env.extra.get("allow_writes"):
         pytest.skip("writes a probe patient: only on the sandbox or with GATE_ALLOW_WRITES=1 (staging)")
-    app.search_finds_patient(api, token).expect()
+    app.search_finds_patient(api, token,
+                             on_created=lambda pid: answers.note_own_write(gate_run_dir, "/api/patients", pid)).expect()
+
+
+@pytest.mark.criterion("POST-19")
+def test_the_app_gives_the_same_answers_as_before(api, api_credentials, gate_config, gate_session, gate_run_dir):
+    answers.check_after(api, gate_config.answers, gate_session.key, gate_run_dir,
+                        answers.environment(*api_credentials)).expect()

@@ -2,6 +2,7 @@
 
 import pytest
 
+from migration_gate import answers
 from migration_gate.checks import api as app
 
 pytestmark = [pytest.mark.premigration, pytest.mark.app]
@@ -15,3 +16,10 @@ def test_api_is_healthy_and_on_the_legacy_schema(api):
 @pytest.mark.criterion("PRE-11")
 def test_existing_users_can_log_in_before_the_cut_over(api, api_credentials, db, gate_config):
     app.login_works(api, *api_credentials, conn=db, users=gate_config.api.users).expect()
+
+
+@pytest.mark.criterion("PRE-14")
+def test_the_apps_answers_are_recorded_on_the_legacy_schema(api, api_credentials, gate_config, gate_session,
+                                                             gate_run_dir):
+    answers.record_before(api, gate_config.answers, gate_session.key, gate_run_dir, "premigration",
+                          answers.environment(*api_credentials)).expect()

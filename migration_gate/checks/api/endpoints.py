@@ -9,7 +9,7 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -237,7 +237,8 @@ def latency_p95(client: httpx.Client, token: str, paths: Iterable[str], samples:
     return result
 
 
-def search_finds_patient(client: httpx.Client, token: str) -> Result:
+def search_finds_patient(client: httpx.Client, token: str,
+                         on_created: Callable[[int], None] | None = None) -> Result:
     """Create a synthetic patient, then search its email upper-cased and space-padded: exactly that patient
     comes back (item 13: search hashes must be sha256(lower(trim(plaintext))) of what the app stores).
 
@@ -259,6 +260,8 @@ def search_finds_patient(client: httpx.Client, token: str) -> Result:
         result.add(f"POST /api/patients: answered {created.status_code} without a new patient id (expected 201)")
         return result
     result.notes.append(f"probe patient id {patient_id} created")
+    if on_created is not None:  # the caller notes it as the checks' own write (migration_gate.answers)
+        on_created(patient_id)
     if data.get("patientContactEmail") != email:
         result.add(f"POST /api/patients: patient {patient_id}'s email does not read back as it was sent")
     found = fetch(result, client, "POST", "/api/patients/search", token, json={"searchTerm": f"  {email.upper()} "})

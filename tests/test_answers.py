@@ -1,0 +1,218 @@
+"""The app's answers before and after the cut-over (migration_gate.answers) against the real reference API on
+each schema: green for a correct migration, red naming endpoint, record id and field for a new API that drops a
+field or returns another patient's session, the checks' own writes left out, and no plaintext PHI recorded.
+
+The legacy API runs on a clone of the seeded template, the new one on a clone of the migrated template (the same
+data after the migration); the recording is made once for the module.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from migration_gate import answers
+from migration_gate.checks import CheckFailed
+from migration_gate.checks import api as checks
+from migration_gate.config import ConfigError, load_answers, load_config
+from migration_gate.phi import PhiCodec
+from sandbox.api_process import ApiProcess
+from sandbox.roles import as_role
+from sandbox.synthetic import DEMO_USERS, SANDBOX_KEY
+from tests.conftest import _create
+
+GATE = load_config()
+SETTINGS = GATE.answers
+USER, PASSWORD = DEMO_USERS[0]
+ENV = {"GATE_API_USERNAME": USER, "GATE_API_PASSWORD": PASSWORD}
+
+
+def _api(dsn: str, hipaa: bool, folder: Path, faults: str = "") -> ApiProcess:
+    api = ApiProcess(as_role(dsn, GATE.app_role.name), SANDBOX_KEY, hipaa, folder / f"api-{uuid.uuid4().hex[:6]}.log",
+                     folder / "maintenance.flag")
+    if faults:
+        api.extra_env["SANDBOX_API_FAULTS"] = faults
+    return api.start()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("answers_run")
+
+
+@pytest.fixture(scope="module")
+def legacy_dsn(pg, legacy_template) -> str:
+    return _create(pg, f"ans_legacy_{uuid.uuid4().hex[:8]}", legacy_template)
+
+
+@pytest.fixture(scope="module")
+def hipaa_dsn(pg, migrated_template) -> str:
+    return _create(pg, f"ans_hipaa_{uuid.uuid4().hex[:8]}", migrated_template)
+
+
+@pytest.fixture(scope="module")
+def recorded(legacy_dsn, run_dir, tmp_path_factory) -> dict:
+    """The legacy app's answers, recorded as the pre-checks do."""
+    api = _api(legacy_dsn, False, tmp_path_factory.mktemp("ans_legacy_api"))
+    try:
+        with httpx.Client(base_url=api.base_url, timeout=15) as client:
+            result = answers.record_before(client, SETTINGS, SANDBOX_KEY, run_dir, "premigration", ENV)
+            result.expect()
+            _invisible_patient_is_not_found(client, legacy_dsn, "clients_hipaa")
+    finally:
+        api.stop()
+    assert result.checked > 50, result.notes
+    return answers.load(run_dir, "premigration")
+
+
+@pytest.fixture(scope="module")
+def hipaa_api(hipaa_dsn, tmp_path_factory) -> Iterator[ApiProcess]:
+    api = _api(hipaa_dsn, True, tmp_path_factory.mktemp("ans_hipaa_api"))
+    yield api
+    api.stop()
+
+
+def _token(client: httpx.Client) -> str:
+    return checks.login(client, USER, PASSWORD)
+
+
+def _invisible_patient_is_not_found(client: httpx.Client, dsn: str, table: str) -> None:
+    """The one-patient routes keep the list's visibility rule: a patient the list does not show is 404 there."""
+    token = _token(client)
+    auth = {"Authorization": f"Bearer {token}"}
+    shown = {p["id"] for page in range(1, 20) for p in client.get(
+        "/api/patients", params={"page": page, "limit": 100}, headers=auth).json()["data"]}
+    with psycopg.connect(dsn) as conn:
+        every = {i for (i,) in conn.execute(f"SELECT id FROM {table}")}  # noqa: S608 - a fixed table name
+    hidden = min(every - shown)
+    for path in ("", "/sessions", "/treatment-plans"):
+        assert client.get(f"/api/patients/{hidden}{path}", headers=auth).status_code == 404, path
+        assert client.get(f"/api/patients/{min(shown)}{path}", headers=auth).status_code == 200, path
+    assert client.get(f"/api/patients/{min(shown)}").status_code == 401
+
+
+def _after(api: ApiProcess, run_dir: Path):
+    with httpx.Client(base_url=api.base_url, timeout=15) as client:
+        return answers.check_after(client, SETTINGS, SANDBOX_KEY, run_dir, ENV)
+
+
+def test_a_correct_migration_gives_the_same_answers(recorded, hipaa_api, run_dir, hipaa_dsn):
+    with httpx.Client(base_url=hipaa_api.base_url, timeout=15) as client:
+        _invisible_patient_is_not_found(client, hipaa_dsn, "patients")
+    result = _after(hipaa_api, run_dir).expect()
+    assert result.checked > 50
+    with psycopg.connect(hipaa_dsn) as conn:  # the new routes are PHI reads: audited like the lists
+        audited = conn.execute("SELECT count(*) FROM audit_logs_hipaa WHERE request_path LIKE '/api/patients/%%/%%'"
+                               " AND resource_type IN ('CLINICAL_SESSION', 'TREATMENT_PLAN')").fetchone()[0]
+    assert audited > 0
+
+
+def _first_session(recording: dict) -> tuple[str, str]:
+    for entry in recording["logins"].values():
+        for patient, call in entry["requests"]["/api/patients/{id}/sessions"]["calls"].items():
+            if call["records"]:
+                return patient, next(iter(call["records"]))
+    raise AssertionError("no sampled patient has a session")
+
+
+def test_a_new_api_that_drops_a_field_or_swaps_a_session_is_red(recorded, hipaa_dsn, run_dir, tmp_path_factory):
+    patient, session = _first_session(recorded)
+    broken = _api(hipaa_dsn, True, tmp_path_factory.mktemp("ans_broken"),
+                  faults=f"drop-field:/api/patients:patientDob,swap-session:{session}")
+    try:
+        result = _after(broken, run_dir)
+    finally:
+        broken.stop()
+    with pytest.raises(CheckFailed):
+        result.expect()
+    problems = result.problems
+    first = next(iter(recorded["logins"].values()))["requests"]["/api/patients"]["calls"][""]["records"]
+    some_patient = next(iter(first))
+    # the dropped field: named by endpoint, record id and field, for the list and for one patient
+    assert f"GET /api/patients record {some_patient}: field patientDob missing" in problems, problems
+    assert f"GET /api/patients/{patient} record {patient}: field patientDob missing" in problems, problems
+    assert any(p.startswith("GET /api/patients record ...: field patientDob missing in ") for p in problems)
+    # the swapped session: the patient's own session is gone and another patient's is there instead
+    assert f"GET /api/patients/{patient}/sessions record {session}: missing" in problems, problems
+    assert any(p.startswith(f"GET /api/patients/{patient}/sessions record ") and p.endswith(
+        ": appears that was not there before") for p in problems), problems
+    assert not any("sessions" in p and "field" in p for p in problems), problems  # nothing else differs there
+
+
+def test_the_checks_own_writes_are_left_out_by_id(recorded, hipaa_api, run_dir):
+    with httpx.Client(base_url=hipaa_api.base_url, timeout=15) as client:
+        created = checks.search_finds_patient(client, _token(client)).expect()
+    probe = next(n.split()[3] for n in created.notes if n.startswith("probe patient id"))
+    result = _after(hipaa_api, run_dir)
+    assert f"GET /api/patients record {probe}: appears that was not there before" in result.problems, result.problems
+    answers.note_own_write(run_dir, "/api/patients", probe)
+    _after(hipaa_api, run_dir).expect()
+
+
+def _plaintext(dsn: str) -> list[str]:
+    """Every decrypted PHI value and name of the sandbox (4 characters or more), to be looked for."""
+    codec = PhiCodec(SANDBOX_KEY)
+    values: set[str] = set()
+    with psycopg.connect(dsn) as conn:
+        for table in ("patients", "clinical_sessions", "patient_treatment_plans"):
+            columns = [c for (c,) in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s AND column_name LIKE"
+                " '%%\\_encrypted'", (table,))]
+            for row in conn.execute(f"SELECT {', '.join(columns)} FROM {table} LIMIT 400"):  # noqa: S608 - catalog names
+                values.update(codec.decrypt(v) for v in row if v)
+        values.update(n for (n,) in conn.execute("SELECT name FROM patients UNION SELECT username FROM users_auth"))
+    return sorted(v.strip() for v in values if v and len(v.strip()) >= 4)
+
+
+def test_the_recordings_and_reports_hold_no_plaintext_phi(recorded, run_dir, hipaa_dsn, hipaa_api):
+    result = _after(hipaa_api, run_dir)
+    files = sorted(answers.folder(run_dir).glob("*.json"))
+    assert {f.name for f in files} >= {"premigration.json", "postmigration.json"}
+    text = "\n".join(f.read_text() for f in files) + "\n".join(result.problems + result.notes)
+    # a value as a token of its own (a short zip code occurs inside some hex digest by chance)
+    leaked = [v for v in _plaintext(hipaa_dsn)
+              if v in text and re.search(rf"(?<![0-9A-Za-z]){re.escape(v)}(?![0-9A-Za-z])", text)]
+    assert not leaked, f"{len(leaked)} plaintext values in the recordings"
+    for recording in (json.loads(f.read_text()) for f in files if f.name != answers.OWN_WRITES):
+        for entry in recording["logins"].values():
+            for request in entry["requests"].values():
+                for call in request["calls"].values():
+                    for digests in call["records"].values():
+                        assert all(len(d) == 32 for d in [digests["record"], *digests["fields"].values()])
+    assert PASSWORD not in text and USER not in text
+
+
+def test_bad_answers_config_is_one_clear_line():
+    with pytest.raises(ConfigError, match="password_env"):
+        answers_config({"logins": [{"username": "x", "password": "secret"}]})
+    with pytest.raises(ConfigError, match="ids_from"):
+        answers_config({"requests": [{"path": "/api/patients/{id}"}]})
+
+
+def answers_config(spec: dict):
+    return load_answers(spec, "migration.toml [answers]")
+
+
+def test_one_canonical_form_per_meaning_and_keyed_digests():
+    assert answers.canonical("12.50") == answers.canonical(12.5) == "12.5"
+    assert answers.canonical("2024-03-01T10:00:00.000Z") == answers.canonical("2024-03-01T05:00:00-05:00") \
+        == answers.canonical("2024-03-01T10:00:00") == "2024-03-01T10:00:00"
+    assert answers.canonical("02139") == "02139" and answers.canonical("1990-05-01") == "1990-05-01"
+    assert answers.canonical({"b": [1, "x"], "a": None}) == {"a": None, "b": ["1", "x"]}
+    one, other = answers.Digester(SANDBOX_KEY, "n1"), answers.Digester(SANDBOX_KEY, "n2")
+    assert one("1990-05-01") == answers.Digester(SANDBOX_KEY, "n1")("1990-05-01") != other("1990-05-01")
+    assert one("1990-05-01") != answers.Digester("ab" * 32, "n1")("1990-05-01")  # needs the PHI key
+
+
+def test_the_same_difference_in_many_records_is_named_three_times_then_counted():
+    lines = [f"GET /api/patients/{i} record {i}: field patientDob missing" for i in range(1, 8)]
+    folded = answers.fold([*lines, "login 1 (X): not requested after the cut-over"])
+    assert folded == [*lines[:3], "login 1 (X): not requested after the cut-over",
+                      "GET /api/patients/{id} record ...: field patientDob missing in 4 more records"]
