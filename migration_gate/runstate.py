@@ -69,6 +69,8 @@ class RunState:
     rollback_decision: dict | None = None  # who decided to discard rows written since the migration, and the count
     environment: dict = field(default_factory=dict)  # what the sign-off says of where and by whom it ran
     sandbox: bool = False  # a rehearsal on the sandbox: its sign-off says so (kept for the watch's rewrites)
+    sizes: dict | None = None  # what the target held at the start (forecast.measure): later forecasts scale by it
+    forecast: dict | None = None  # this run's window, forecast at its start (forecast.Forecast JSON)
 
     def phase(self, name: str) -> PhaseRecord:
         for record in self.phases + self.rollback_phases:
