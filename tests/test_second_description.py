@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import backup, baseline_digests, migration, writes
+from migration_gate import backup, baseline_digests, forecast, migration, writes
 from migration_gate.config import load_config
 from migration_gate.phi import PhiCodec
 from tests.conftest import ROOT, _create
@@ -224,3 +224,12 @@ def test_rows_written_since_the_migration_are_counted_and_carried_back_by_text_a
     assert code == 1 and _verdicts(rolled)["RB-02"] == "failed"
     assert "clinic.visits_v1: 1 rows differ from backup time but were not written since the migration" in out
     assert str(untouched) in out
+
+
+def test_the_forecast_measures_the_description_s_own_tables(clinic) -> None:
+    """The forecast scales by the description's legacy tables in its own schema, whatever their names."""
+    dsn, _ = clinic
+    sizes = forecast.measure(dsn, CONFIG)
+    assert set(sizes["tables"]) == set(CONFIG.legacy_schema)
+    assert sizes["tables"]["members"]["rows"] == len(CODES) and all(t["bytes"] > 0 for t in sizes["tables"].values())
+    assert sizes["database_bytes"] >= sum(t["bytes"] for t in sizes["tables"].values())
