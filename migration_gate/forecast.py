@@ -12,7 +12,8 @@ Scaling, per phase, by what the phase's work grows with:
   - backup: bytes of every table of the database, any schema, with their indexes and TOAST (pg_dump dumps them
     all, and the backup checks restore them), without the system catalogs (a fixed few MB);
   - maintenance, deploy, go-live: unscaled (hooks, waits and a fixed number of requests);
-  - a suite's start-up (its phase seconds outside the JUnit suite's own time) stays unscaled too.
+  - a suite's start-up (the phase's seconds outside its JUnit suite's own time, for the phases that are only
+    their suite: pre-checks, integrity, post-checks) stays unscaled too.
 A run records the sizes it saw at its start in state.json ("sizes"), so that later forecasts have them; for an
 older run without them, its recorded row counts stand in (rows only); without either, nothing is scaled, and the
 forecast says so. No earlier run: no forecast of the phases (said, never an error).
@@ -37,7 +38,9 @@ from migration_gate.runstate import BUDGET_OF, PLAN, STATE_FILE
 ROWS, DATABASE, FIXED = "rows", "bytes of the database's tables", "fixed"
 GROWS_WITH = {"premigration": ROWS, "maintenance": FIXED, "backup": DATABASE, "migration": ROWS, "integrity": ROWS,
               "deploy": FIXED, "postmigration": ROWS, "golive": FIXED}
-SUITES = ("premigration", "backup", "integrity", "postmigration")  # phases whose pytest run writes <phase>/<phase>.xml
+# Phases that are only their pytest suite (<phase>/<phase>.xml): their time outside the suite is its start-up.
+# Not the backup: its time outside the suite is the dump, stored and fetched back, which grows with the data.
+SUITES = ("premigration", "integrity", "postmigration")
 # The phases the maintenance window spans (maintenance goes on inside the first, off inside the last).
 WINDOW = ("maintenance", "backup", "migration", "integrity", "deploy", "postmigration", "golive")
 
