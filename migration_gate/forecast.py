@@ -110,9 +110,9 @@ class Forecast:
         for box, minutes, budget, over in self.timeboxes():
             if over:
                 names = ", ".join(p.name for p in self.phases if p.timebox == box)
-                found.append(f"timebox {box} ({names}): forecast {minutes:.1f} min > budget {budget:g} min")
+                found.append(f"timebox {box} ({names}): forecast {minutes:.2f} min > budget {budget:g} min")
         if self.downtime_minutes is not None and self.downtime_minutes > self.downtime_limit:
-            found.append(f"downtime: forecast {self.downtime_minutes:.1f} min > limit {self.downtime_limit:g} min")
+            found.append(f"downtime: forecast {self.downtime_minutes:.2f} min > limit {self.downtime_limit:g} min")
         return found
 
     def lines(self) -> list[str]:
