@@ -17,9 +17,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from migration_gate import signoff
 from migration_gate.config import TARGET_VARIABLES, load_config
 from migration_gate.progress import Progress
-from migration_gate.runstate import schema_state
+from migration_gate.runstate import RunState, schema_state
 from sandbox.target import Sandbox
 from tests.conftest import ROOT
 from tests.test_preflight import cutover, environment, write_config
@@ -154,3 +155,14 @@ def test_a_budget_that_is_not_a_positive_number_is_one_line(tmp_path: Path, valu
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert "[budgets.phase_minutes] migration must be a number of minutes above zero" in lines[0]
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_start_that_accepted_a_forecast_over_budget_says_so_in_the_sign_off(rehearsed: dict) -> None:
+    """What --accept-forecast records (Gate.forecast_at_start) as the sign-off shows it, with the run's own figures."""
+    run_dir = Path(rehearsed["run_dir"])
+    state = RunState.load(run_dir)
+    state.forecast["budgets"]["verification"] = 0.01
+    state.forecast["accepted"] = {"by": "Release Manager", "at": "2026-12-05T01:00:00+00:00"}
+    page = signoff.render(state, run_dir, {})
+    assert ("Started although the forecast broke a budget (timebox verification (integrity, postmigration): "
+            "forecast ") in page and "accepted (--accept-forecast) by Release Manager at 2026-12-05T01:00:00" in page
