@@ -48,26 +48,53 @@ WINDOW = ("maintenance", "backup", "migration", "integrity", "deploy", "postmigr
 def measure(dsn: str, gate: GateConfig) -> dict:
     """The sizes a forecast scales by, as the target holds them now: rows and bytes of each of the app's legacy
     tables that exist, and the bytes of every table of the database outside the system catalogs, any schema (what
-    pg_dump dumps; "database_bytes"). Catalog reads only; an exact count only for a table never analyzed
-    (reltuples -1)."""
+    pg_dump dumps; "database_bytes"). Rows from pg_class.reltuples; an exact count only for a table never analyzed
+    (reltuples -1). The app is live: a size that needs a lock ([precheck] lock_timeout, as the pre-checks) the app
+    holds is estimated from the catalog instead (relpages; the table marked "estimated"), never waited for."""
     with psycopg.connect(dsn, connect_timeout=15, autocommit=True) as conn:
-        tables: dict[str, dict[str, int]] = {}
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(gate.precheck.lock_timeout)))
+        conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(gate.precheck.statement_timeout)))
+        tables: dict[str, dict] = {}
         for name in sorted(gate.legacy_schema):
-            row = conn.execute("SELECT c.reltuples::bigint, pg_total_relation_size(c.oid) FROM pg_class c "
-                               "WHERE c.oid = to_regclass(%s)",
-                               (sql.Identifier(gate.schema, name).as_string(conn),)).fetchone()
-            if row is None:
-                continue
-            rows = row[0]
-            if rows < 0:  # never vacuumed or analyzed: count it (no rows leave the server)
-                rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-                    sql.Identifier(gate.schema, name))).fetchone()[0]
-            tables[name] = {"rows": int(rows), "bytes": int(row[1])}
-        dumped = conn.execute("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-                              "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm') "
-                              "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-                              "AND n.nspname NOT LIKE 'pg_toast%'").fetchone()[0]
+            found = _table_size(conn, gate.schema, name)
+            if found is not None:
+                tables[name] = found
+        dumped = _dumped_bytes(conn)
     return {"at": datetime.now(UTC).isoformat(timespec="seconds"), "tables": tables, "database_bytes": int(dumped)}
+
+
+def _table_size(conn: psycopg.Connection, schema: str, name: str) -> dict | None:
+    """Rows and bytes of one table (None: it does not exist); from the catalog when its lock is not free."""
+    regclass = sql.Identifier(schema, name).as_string(conn)
+    row = conn.execute("SELECT c.oid, c.reltuples::bigint, (c.relpages + coalesce(t.relpages, 0)) "
+                       "* current_setting('block_size')::bigint FROM pg_class c LEFT JOIN pg_class t "
+                       "ON t.oid = c.reltoastrelid WHERE c.oid = to_regclass(%s)", (regclass,)).fetchone()
+    if row is None:
+        return None
+    oid, rows, pages = row
+    try:
+        size = conn.execute("SELECT pg_total_relation_size(%s)", (oid,)).fetchone()[0]
+        if rows < 0:  # never vacuumed or analyzed: count it (no rows leave the server)
+            rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))).fetchone()[0]
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+        return {"rows": max(int(rows), 0), "bytes": int(pages), "estimated": True}
+    return {"rows": int(rows), "bytes": int(size)}
+
+
+def _dumped_bytes(conn: psycopg.Connection) -> int:
+    """Every table of the database outside the system catalogs, with its indexes and TOAST; a table whose lock is
+    taken counts by its catalog pages (the query itself never waits: lock_timeout)."""
+    try:
+        return conn.execute("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm') "
+                            "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                            "AND n.nspname NOT LIKE 'pg_toast%'").fetchone()[0]
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+        return conn.execute(
+            "SELECT coalesce(sum(c.relpages + coalesce(t.relpages, 0)), 0) * current_setting('block_size')::bigint "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_class t "
+            "ON t.oid = c.reltoastrelid WHERE c.relkind IN ('r', 'm', 'i') AND n.nspname NOT IN ('pg_catalog', "
+            "'information_schema') AND n.nspname NOT LIKE 'pg_toast%'").fetchone()[0]
 
 
 @dataclass

@@ -12,12 +12,14 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
-from migration_gate import signoff
+from migration_gate import forecast, signoff
 from migration_gate.config import TARGET_VARIABLES, load_config
 from migration_gate.progress import Progress
 from migration_gate.runstate import RunState, schema_state
@@ -166,3 +168,18 @@ def test_a_start_that_accepted_a_forecast_over_budget_says_so_in_the_sign_off(re
     page = signoff.render(state, run_dir, {})
     assert ("Started although the forecast broke a budget (timebox verification (integrity, postmigration): "
             "forecast ") in page and "accepted (--accept-forecast) by Release Manager at 2026-12-05T01:00:00" in page
+
+
+def test_measuring_never_waits_for_a_lock_the_app_holds(box: Sandbox) -> None:
+    """The app is live when the forecast measures: a table locked by someone else is estimated from the catalog
+    after [precheck] lock_timeout, never waited for."""
+    gate = load_config()
+    table = sorted(gate.legacy_schema)[1]
+    with psycopg.connect(box.dsn) as holder:
+        holder.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(gate.schema, table)))
+        began = time.monotonic()
+        sizes = forecast.measure(box.dsn, gate)
+        waited = time.monotonic() - began
+    assert waited < 10, waited  # [precheck] lock_timeout 2s, for the table and for the database's total
+    assert sizes["tables"][table]["estimated"] and sizes["database_bytes"] > 0
+    assert all(not t.get("estimated") for name, t in sizes["tables"].items() if name != table)
