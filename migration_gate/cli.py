@@ -9,12 +9,13 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
-from migration_gate import attest, backup, bundle, preflight
+from migration_gate import attest, backup, bundle, forecast, preflight
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
 from migration_gate.errors import GateError, Refused
 from migration_gate.gate import Gate, RollbackPlan
@@ -168,6 +169,9 @@ def cutover(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and check the inputs; change nothing")
     parser.add_argument("--rollback-interrupted", action="store_true",
                         help="roll back an interrupted run instead of resuming it")
+    parser.add_argument("--accept-forecast", action="store_true",
+                        help="start (or pass the dry run) although the forecast of the window breaks a budget "
+                             "([budgets]); recorded in the run and its sign-off")
     args = parser.parse_args(argv)
     progress = Progress(quiet=args.quiet or args.json)
     try:
@@ -177,8 +181,10 @@ def cutover(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return dry_run(gate, target, args, reports)
         runner = _resume_or_new(args, gate, target, reports, progress)
+        runner.forecast_policy = "accept" if args.accept_forecast else "refuse"
         if not runner.rollback_only and runner.state.maintenance_on_at is None:  # new, or resumed before the window
-            _preflight_or_refuse(gate, target, runner.run_dir, progress, force=args.force)
+            _preflight_or_refuse(gate, target, runner.run_dir, progress, force=args.force,
+                                 then=runner.forecast_at_start)
         state = runner.run_rollback_only() if runner.rollback_only else runner.run()
     except HANDLED as exc:
         return _failed("cutover", exc)
@@ -189,9 +195,11 @@ def cutover(argv: list[str] | None = None) -> int:
 
 
 def _preflight_or_refuse(gate: GateConfig, target: CutoverTarget, run_dir: Path, progress: Progress,
-                         force: bool = False) -> None:
+                         force: bool = False, then: Callable[[], None] | None = None) -> None:
     """Before maintenance goes on: every input a later phase needs, or a refusal listing what is missing. Missing
-    attestations ([[people]]) may be overridden with --force: recorded in the run, said in the sign-off."""
+    attestations ([[people]]) may be overridden with --force: recorded in the run, said in the sign-off. `then`
+    (the forecast) runs once the inputs are ready and before the pending attestations move into the run, so its
+    refusal leaves them pending for the next attempt."""
     progress.say("pre-flight: checking every input the cut-over will need")
     inputs = preflight.check_inputs(gate, target, run_dir.parent, run_dir)
     lines = preflight.missing([i for i in inputs if not (force and i.name == preflight.PEOPLE)])
@@ -201,6 +209,8 @@ def _preflight_or_refuse(gate: GateConfig, target: CutoverTarget, run_dir: Path,
         raise Refused(f"refusing to start: {len(lines)} inputs missing or unusable, nothing was changed"
                       + "".join(f"\n  - {line}" for line in lines))
     progress.say(f"pre-flight: {len(inputs)} inputs ready")
+    if then is not None:
+        then()
     forced = attest.missing_required(gate, attest.collected(run_dir, run_dir.parent, describe_target(target.dsn)))
     if forced:
         attest.record_override(run_dir, forced, operator())
@@ -209,9 +219,17 @@ def _preflight_or_refuse(gate: GateConfig, target: CutoverTarget, run_dir: Path,
 
 
 def dry_run(gate: GateConfig, target: CutoverTarget, args: argparse.Namespace, reports: Path) -> int:
-    """The plan, and every input checked as the cut-over would check it; nothing is changed. Exit 0 when the
-    cut-over could start, 4 when an input is missing (the list says which)."""
+    """The plan, every input checked as the cut-over would check it, and the window's forecast against the
+    budgets; nothing is changed. Exit 0 when the cut-over could start, 4 when an input is missing (the list says
+    which) or the forecast breaks a budget (named; --accept-forecast passes it)."""
     steps = load_migration(gate.migration_file)
+    try:
+        sizes = forecast.measure(target.dsn, gate)
+    except psycopg.Error:  # the inputs below say why the target cannot be reached
+        sizes = None
+    window = forecast.make(gate, reports, backup.sha256_file(gate.migration_file), sizes)
+    breaks = window.breaks()
+    refused = bool(breaks) and not args.accept_forecast
     inputs = preflight.check_inputs(gate, target, reports, attest.open_run(reports, describe_target(target.dsn)))
     lines = preflight.missing([i for i in inputs if not (args.force and i.name == preflight.PEOPLE)])
     plan = {"target": describe_target(target.dsn), "migration_file": str(gate.migration_file),
@@ -222,7 +240,8 @@ def dry_run(gate: GateConfig, target: CutoverTarget, args: argparse.Namespace, r
             "downtime_limit_minutes": gate.downtime_minutes, "hooks": sorted(gate.hooks),
             "backup_folder": str(reports / "<run>" / "backup"),
             "inputs": [{"name": i.name, "ok": i.ok, "found": i.found, "missing": i.missing} for i in inputs],
-            "ready": not lines}
+            "forecast": window.to_json(), "forecast_accepted": bool(breaks) and args.accept_forecast,
+            "ready": not lines and not refused}
     if args.json:
         print(json.dumps(plan, indent=2))
     else:
@@ -240,9 +259,17 @@ def dry_run(gate: GateConfig, target: CutoverTarget, args: argparse.Namespace, r
         for item in inputs:
             print(f"  {'ready  ' if item.ok else 'MISSING'} {item.name}: {item.found}" if item.ok else
                   "\n".join(f"  MISSING {line}" for line in item.missing))
-        print("Ready: the cut-over can start." if not lines else
-              f"Not ready: {len(lines)} inputs missing; the cut-over would refuse before maintenance.")
-    return 0 if not lines else 4
+        print("\n".join(window.lines()))
+        for line in breaks:
+            print(f"  BREAKS {line}" + (" (accepted: --accept-forecast)" if args.accept_forecast else ""))
+        if lines:
+            print(f"Not ready: {len(lines)} inputs missing; the cut-over would refuse before maintenance.")
+        elif refused:
+            print(f"Not ready: the forecast breaks {len(breaks)} budget(s); the cut-over would refuse before "
+                  "maintenance (--accept-forecast starts anyway, recorded in the run)")
+        else:
+            print("Ready: the cut-over can start.")
+    return 0 if plan["ready"] else 4
 
 
 PHASE_COMMANDS = {

@@ -934,6 +934,14 @@ def _need(data: dict, key: str, kind: type, where: str):
     return value
 
 
+def _minutes(value: object, where: str) -> float:
+    """A budget in minutes: a number above zero (the forecast and the timeline compare against it)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        shown = "missing" if value is None else f"{value!r}"[:40]
+        raise ConfigError(f"{where} must be a number of minutes above zero (found {shown})")
+    return float(value)
+
+
 def _foreign_keys(data: dict, where: str) -> tuple[ForeignKey, ...]:
     found = []
     for table, items in data.items():
@@ -1153,7 +1161,8 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         path=path, migration_file=migration_file, rollback_file=rollback_file,
         lock_timeout=str(mig.get("lock_timeout", "10s")), statement_timeout=str(mig.get("statement_timeout", "0")),
         downtime_minutes=_need(budgets, "downtime_minutes", float, f"{where} [budgets]"),
-        phase_minutes={k: float(v) for k, v in budgets.get("phase_minutes", {}).items()},
+        phase_minutes={str(k): _minutes(v, f"{where} [budgets.phase_minutes] {k}")
+                       for k, v in _need_dict(budgets, "phase_minutes", f"{where} [budgets]").items()},
         api_p95_ms=_need(budgets, "api_p95_ms", float, f"{where} [budgets]"),
         api_latency_samples=int(budgets.get("api_latency_samples", 20)),
         deploy_wait_seconds=float(budgets.get("deploy_wait_seconds", 300)),

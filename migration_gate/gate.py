@@ -24,7 +24,17 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from migration_gate import answers, backup, baseline_digests, logsource, migration, notify, performance, writes
+from migration_gate import (
+    answers,
+    backup,
+    baseline_digests,
+    forecast,
+    logsource,
+    migration,
+    notify,
+    performance,
+    writes,
+)
 from migration_gate.catalog import inspect
 from migration_gate.checks import Result
 from migration_gate.checks import api as app
@@ -32,6 +42,7 @@ from migration_gate.config import GateConfig
 from migration_gate.errors import GateError, Refused
 from migration_gate.hooks import CutoverTarget, Hooks, ShellHooks
 from migration_gate.progress import Progress
+from migration_gate.provenance import operator
 from migration_gate.redact import describe_target, mask_values, safe_message
 from migration_gate.runstate import (
     AFTER_MIGRATION_STARTS,
@@ -104,6 +115,9 @@ class Gate:
         self.session_tag = session_tag(run_dir)
         # status lines to the notify hook (phase changes, the end, the open window's timer); never holds the run up
         self.notifier = notify.Notifier(gate.notify, target.hooks, self.state, run_dir, progress, self._secrets())
+        # a forecast that breaks a budget: "record" it (rehearsals, phase commands), "refuse" before anything
+        # changes (scripts/cutover), or "accept" it and record who did (scripts/cutover --accept-forecast)
+        self.forecast_policy = "record"
 
     # -- locking -------------------------------------------------------------------------------------------
     def acquire_lock(self) -> None:
@@ -336,6 +350,11 @@ class Gate:
         """The remaining phases in order (or only the named ones, as scripts/backup and scripts/migrate do:
         then a red phase stops the run without an automatic rollback)."""
         self.acquire_lock()
+        try:
+            self.forecast_at_start()
+        except BaseException:
+            self.release_lock()
+            raise
         self.notifier.start()
         try:
             self._run(only)
@@ -347,6 +366,35 @@ class Gate:
             self.notifier.close()
             self.release_lock()
         return self.state
+
+    def forecast_at_start(self) -> None:
+        """A new run measures the target (its sizes recorded for later forecasts) and forecasts its window from
+        the newest earlier run under the same reports folder; printed and recorded. A forecast that breaks a
+        budget refuses here, before maintenance, when the caller asked for that (scripts/cutover)."""
+        if self.state.forecast is not None or any(p.status != "pending" for p in self.state.phases):
+            return
+        try:
+            self.state.sizes = forecast.measure(self.target.dsn, self.gate)
+        except psycopg.Error as exc:
+            self.progress.say(f"forecast: the target's sizes could not be measured ({safe_message(exc)})")
+        found = forecast.make(self.gate, self.run_dir.parent, self.state.migration_sha256, self.state.sizes,
+                              exclude=self.run_dir)
+        breaks = found.breaks()
+        if breaks and self.forecast_policy == "accept":
+            found.accepted = {"by": operator(), "at": datetime.now(UTC).isoformat(timespec="seconds")}
+        self.state.forecast = found.to_json()
+        for line in found.lines():
+            self.progress.say(line)
+        if breaks and self.forecast_policy == "refuse":
+            self.state.status = "refused"
+            self.state.failure = (f"refusing to start, nothing was changed: the forecast breaks {len(breaks)} "
+                                  f"budget(s): {'; '.join(breaks)} (--accept-forecast starts anyway, recorded)")
+            self.state.finished = datetime.now(UTC).isoformat(timespec="seconds")
+            self.state.save()
+            raise Refused(self.state.failure)
+        if found.accepted:
+            self.progress.say(f"FORECAST ACCEPTED by {found.accepted['by']} although it breaks: {'; '.join(breaks)}")
+        self.state.save()
 
     def run_rollback_only(self) -> RunState:
         """Roll back (an interrupted run, or on an operator's decision) and verify."""

@@ -71,6 +71,8 @@ class RunState:
     sandbox: bool = False  # a rehearsal on the sandbox: its sign-off says so (kept for the watch's rewrites)
     # scripts/rehearse --against-copy: {"copy": label, "as_of": ISO time of its data, "source": host:port/db}
     dress_rehearsal: dict | None = None
+    sizes: dict | None = None  # what the target held at the start (forecast.measure): later forecasts scale by it
+    forecast: dict | None = None  # this run's window, forecast at its start (forecast.Forecast JSON)
 
     def phase(self, name: str) -> PhaseRecord:
         for record in self.phases + self.rollback_phases:

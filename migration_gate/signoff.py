@@ -23,6 +23,7 @@ from migration_gate.criteria import (
     SUCCESS_LINES,
     ChecklistLine,
 )
+from migration_gate.forecast import Forecast, against_actual
 from migration_gate.performance import signoff_section as performance_section
 from migration_gate.runstate import RunState, budget_report
 from migration_gate.watchstate import WatchState
@@ -158,6 +159,33 @@ def _rollback_section(state: RunState) -> list[str]:
         rows.append(("Held", f"<span class='bad'>{escape(state.rollback_held)}</span>"))
     return ["<h2 id='rollback'>Rollback</h2><table>" + "".join(
         f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"]
+
+
+def _forecast_section(state: RunState) -> list[str]:
+    """The window forecast at the run's start against what it took, per phase and for the downtime; how it was
+    forecast (from which run, scaled how), and a start that accepted a forecast over budget."""
+    if not state.forecast:
+        return []
+    made = Forecast.from_json(state.forecast)
+    parts = [f"<h2 id='forecast'>Forecast against actual</h2><p class='muted'>Forecast at the start: "
+             f"{escape(made.method)}.</p>"]
+    if made.accepted:
+        parts.append(f"<p class='bad'>Started although the forecast broke a budget ({escape('; '.join(made.breaks()))})"
+                     f": accepted (--accept-forecast) by {escape(str(made.accepted.get('by')))} at "
+                     f"{escape(str(made.accepted.get('at')))}.</p>")
+    rows = against_actual(state.forecast, state.phases, state.downtime_minutes)
+    if not rows:
+        return parts
+    how = {p.name: p.by for p in made.phases}
+    parts.append("<table><tr><th>Phase</th><th>Forecast</th><th>Actual</th><th>Actual / forecast</th><th>How "
+                 "forecast</th></tr>")
+    for row in rows:
+        forecast, actual, unit = row["forecast"], row["actual"], row["unit"]
+        ratio = row["actual_over_forecast"]
+        parts.append(f"<tr><td>{escape(row['name'])}</td><td>{'-' if forecast is None else f'{forecast:.1f} {unit}'}"
+                     f"</td><td>{'-' if actual is None else f'{actual:.1f} {unit}'}</td><td>"
+                     f"{'-' if ratio is None else f'{ratio:.2f}'}</td><td>{escape(how.get(row['name'], ''))}</td></tr>")
+    return [*parts, "</table>"]
 
 
 def _phase_status(state: RunState, name: str) -> str:
@@ -354,6 +382,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
                  f"<td class='{_cls(not state.downtime_over_limit)}'>"
                  f"{'OVER THE LIMIT' if state.downtime_over_limit else 'within'}</td></tr></table>")
 
+    parts.extend(_forecast_section(state))
     parts.extend(_checklist_tables(state, criteria))
     if state.counts:
         parts.append("<h2 id='counts'>Row counts: legacy (at backup) vs new</h2><table><tr><th>Legacy table</th>"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from migration_gate import signoff
 from migration_gate.config import SANDBOX_BANNER, GateConfig
+from migration_gate.forecast import against_actual
 from migration_gate.runstate import RunState
 
 EPILOG = """Exit codes (all commands):
@@ -31,7 +32,11 @@ def _summary(state: RunState, report: Path | None) -> dict:
             "rollback_verified": state.rollback_verified, "downtime_minutes": state.downtime_minutes,
             "phases": [{"name": p.name, "status": p.status, "seconds": p.seconds, "over_budget": p.over_budget}
                        for p in state.phases + state.rollback_phases],
-            "counts": state.counts, "forced": state.forced} | (
+            "counts": state.counts, "forced": state.forced,
+            "forecast": {"method": state.forecast.get("method"), "breaks": state.forecast.get("breaks", []),
+                         "accepted": state.forecast.get("accepted"),
+                         "against_actual": against_actual(state.forecast, state.phases, state.downtime_minutes)}
+            if state.forecast else None} | (
                 {"dress_rehearsal": state.dress_rehearsal} if state.dress_rehearsal else {})
 
 
@@ -59,6 +64,8 @@ def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, envi
                 flag = "  OVER BUDGET" if record.over_budget else ""
                 print(f"  {record.name:<18} {record.status:<8} {record.seconds or 0:8.1f} s{flag}")
         if state.downtime_minutes is not None:
-            print(f"  downtime {state.downtime_minutes:.2f} min (limit {gate.downtime_minutes:.0f})")
+            forecast = (state.forecast or {}).get("downtime_minutes")
+            print(f"  downtime {state.downtime_minutes:.2f} min (limit {gate.downtime_minutes:.0f}"
+                  + (f"; forecast {forecast:.2f} min" if forecast is not None else "") + ")")
         print(f"Sign-off: {report}")
     return EXIT.get(state.status, 1)

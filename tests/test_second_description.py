@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import backup, baseline_digests, migration, writes
+from migration_gate import backup, baseline_digests, forecast, migration, writes
 from migration_gate.config import RehearsalConfig, load_config
 from migration_gate.phi import PhiCodec
 from migration_gate.scratch import rehearse_on_copy
@@ -259,3 +259,12 @@ def test_a_denied_hazard_is_red_at_pre13_through_the_suite(clinic, tmp_path: Pat
     assert (f"destructive: line 28: DROP TABLE clinic.visits_v1: its rows are gone under ACCESS EXCLUSIVE of "
             f"clinic.visits_v1 ({3 * len(CODES)} rows, ") in out and "rehearsal took" in out, out
     assert "the migration's locks and rewrites against live table sizes: 1 problem(s)" in out, out  # 29 allowed
+
+
+def test_the_forecast_measures_the_description_s_own_tables(clinic) -> None:
+    """The forecast scales by the description's legacy tables in its own schema, whatever their names."""
+    dsn, _ = clinic
+    sizes = forecast.measure(dsn, CONFIG)
+    assert set(sizes["tables"]) == set(CONFIG.legacy_schema)
+    assert sizes["tables"]["members"]["rows"] == len(CODES) and all(t["bytes"] > 0 for t in sizes["tables"].values())
+    assert sizes["database_bytes"] >= sum(t["bytes"] for t in sizes["tables"].values())
