@@ -19,7 +19,8 @@ EPILOG = """Exit codes (all commands):
   2  bad usage or configuration (one line)
   3  red and the rollback could NOT be verified, or it is held because it would discard rows written
      since the migration (scripts/rollback --dry-run shows them): a human must look now
-  4  refused: another cut-over holds the database, earlier gates are not green, or the backup changed
+  4  refused: another cut-over holds the database, earlier gates are not green, the backup changed, or the
+     forecast of the window breaks a budget (--accept-forecast overrides; cutover --dry-run shows it)
   130 interrupted (the run's state is kept; the next invocation resumes or rolls back)
 """
 EXIT = {"green": 0, "red": 1, "rolled-back": 1, "over-limit": 1, "rollback-failed": 3, "rollback-held": 3,
