@@ -167,7 +167,12 @@ class Gate:
             raise Refused("the connection holding the cut-over lock was lost: stopping") from None
 
     def release_lock(self) -> None:
+        """Unlocked before the session closes: the server ends a closed session (and lets its locks go) a moment
+        after the client has moved on, and the next command (scripts/backup, then scripts/migrate) would find the
+        lock still held and refuse."""
         if self._lock is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._lock.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
             with contextlib.suppress(psycopg.Error):
                 self._lock.close()
             self._lock = None
