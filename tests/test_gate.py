@@ -169,6 +169,28 @@ def test_a_cut_over_broken_at_each_phase_ends_red_there_with_a_verified_rollback
     assert state.phase("rollback").status == "passed"  # RB-02: every table equal to the backup's record
 
 
+def test_a_new_app_that_drops_a_field_and_swaps_a_session_is_red_at_the_post_checks(sandbox: Sandbox,
+                                                                                    tmp_path: Path) -> None:
+    """Shapes and counts stay right (POST-09 green): only the answers compared record by record (POST-19) show
+    the deployed app dropping a field and listing another patient's session; the cut-over rolls back."""
+    gate = load_config()
+    with psycopg.connect(sandbox.dsn) as conn:  # the fixture user's first session: on the recorded first page
+        (session,) = conn.execute("SELECT min(s.id) FROM sessions_hipaa s JOIN users_auth u ON u.id = s.therapist_id "
+                                  "WHERE u.username = %s", (gate.sandbox_username,)).fetchone()
+    # the new app (the sandbox's API started on the new schema at the deploy) is the broken one
+    sandbox.api.extra_env["SANDBOX_API_FAULTS"] = f"drop-field:/api/patients:patientDob,swap-session:{session}"
+    before = _snapshot(sandbox.dsn, audit=False)
+    state = _cutover(sandbox, tmp_path / "run")
+    assert state.status == "rolled-back" and state.failure.startswith("phase postmigration failed"), state.failure
+    results = json.loads((tmp_path / "run" / "postmigration" / "criteria-postmigration.json").read_text())
+    red = {t["criterion"]: t.get("problems", []) for t in results["tests"] if t["outcome"] != "passed"}
+    assert set(red) == {"POST-19"}, red
+    problems = " ".join(red["POST-19"])
+    assert "GET /api/patients record " in problems and ": field patientDob missing" in problems, problems
+    assert f"GET /api/clinical-sessions record {session}: missing" in problems, problems
+    assert _snapshot(sandbox.dsn, audit=False) == before and state.rollback_verified
+
+
 def test_a_failing_pre_check_stops_before_anything_changes(sandbox: Sandbox, tmp_path: Path) -> None:
     with psycopg.connect(sandbox.dsn, autocommit=True) as conn:
         conn.execute("UPDATE clients_hipaa SET email_encrypted = 'jane@example.com' WHERE id = 1")
