@@ -32,7 +32,7 @@ from migration_gate.config import GateConfig
 from migration_gate.embedded import EmbeddedError, EmbeddedPostgres, PgBinaries, find_binaries
 from migration_gate.errors import GateError
 from migration_gate.hooks import ShellHooks
-from migration_gate.redact import describe_target, redact_text
+from migration_gate.redact import describe_target, safe_message
 
 CLONE_TRIES = 5  # a clone needs its source free of other sessions; a late one gets this many chances
 # The environment of the [rehearsal] hooks (documented in migration.toml).
@@ -207,9 +207,7 @@ def copy_of(target_dsn: str, gate: GateConfig, binaries: PgBinaries | None = Non
         except (EmbeddedError, backup.BackupError, GateError, psycopg.Error, OSError) as exc:
             if isinstance(exc, CopyError):
                 raise
-            raise CopyError(f"the {kind} copy could not be made: "
-                            f"{redact_text(exc.__class__.__name__ + ': ' + (str(exc).splitlines() or [''])[0])}"
-                            ) from None
+            raise CopyError(f"the {kind} copy could not be made: {safe_message(exc)}") from None
         yield copy
 
 
@@ -246,10 +244,15 @@ def _from_hooks(janitor: contextlib.ExitStack, target_dsn: str, gate: GateConfig
                        timeout=config.timeout_seconds)
     env = {SOURCE_ENV: target_dsn, OWNER_ENV: str(os.getpid())}
     started = datetime.now(UTC)
-    dsn, as_of, label = _parse_hook_output(hooks._run("create_copy", env), started)
+    try:
+        dsn, as_of, label = _parse_hook_output(hooks._run("create_copy", env), started)
+    except BaseException:  # it may have made a copy before failing or printing nonsense: delete_copy by owner pid
+        with contextlib.suppress(Exception):
+            hooks._run("delete_copy", {OWNER_ENV: env[OWNER_ENV]})
+        raise
 
-    def delete() -> None:
-        hooks._run("delete_copy", env | {DSN_ENV: dsn, LABEL_ENV: label})
+    def delete() -> None:  # the copy's DSN, not the target's: deleting needs no access to production
+        hooks._run("delete_copy", {OWNER_ENV: env[OWNER_ENV], DSN_ENV: dsn, LABEL_ENV: label})
     janitor.callback(delete)
     name = psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") or ""
     shown = label or describe_target(dsn)

@@ -71,10 +71,11 @@ class Finding:
     sized: str = "no target to read its size from"  # why rows/bytes are None
 
     def size(self) -> str:
-        if self.rows is None or self.bytes is None:
+        if self.bytes is None:
             return f"size unknown: {self.sized}"
         megabytes = self.bytes / 1024 / 1024
-        return f"{self.rows:,} rows, " + (f"{megabytes:,.0f} MB" if megabytes >= 10 else f"{megabytes:.1f} MB")
+        rows = f"{self.rows:,} rows" if self.rows is not None else "rows not counted (never analyzed, too large)"
+        return f"{rows}, " + (f"{megabytes:,.0f} MB" if megabytes >= 10 else f"{megabytes:.1f} MB")
 
     def message(self) -> str:
         size = self.size() if self.live in ("", self.table) else f"{self.live} on the target: {self.size()}"
@@ -340,9 +341,10 @@ def _split(name: str) -> tuple[str, str]:
     return schema, table
 
 
-def table_size(conn: psycopg.Connection, name: str) -> tuple[int, int] | None:
+def table_size(conn: psycopg.Connection, name: str) -> tuple[int | None, int] | None:
     """(rows, bytes) of a table on the target: rows from pg_class.reltuples, counted when the table was never
-    analyzed (reltuples -1) or looks empty and is small; bytes from pg_total_relation_size. None: no such table."""
+    analyzed (reltuples -1) or looks empty and is small, None (unknown: never "small") when it is large;
+    bytes from pg_total_relation_size. None: no such table."""
     schema, table = _split(name)
     row = conn.execute(
         "SELECT c.reltuples, pg_total_relation_size(c.oid), pg_relation_size(c.oid) FROM pg_class c "
@@ -352,7 +354,9 @@ def table_size(conn: psycopg.Connection, name: str) -> tuple[int, int] | None:
         return None
     reltuples, total, heap = row
     rows = int(reltuples)
-    if rows <= 0 and heap < COUNT_BELOW_BYTES:
+    if rows <= 0 and heap >= COUNT_BELOW_BYTES:  # statistics say nothing of a table this large
+        return None, int(total)
+    if rows <= 0:
         rows = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema),
                                                                           sql.Identifier(table))).fetchone()[0]
     return max(rows, 0), int(total)
@@ -374,16 +378,19 @@ def _no_rewrite(conn: psycopg.Connection, finding: Finding) -> bool:
             (new_type, new_type, schema, table, column)).fetchone()
         return bool(row and row[0])
     if finding.volatile:
-        row = conn.execute("SELECT count(*) FROM pg_proc WHERE proname = ANY(%s) AND provolatile = 'v'",
-                           (list(finding.volatile),)).fetchone()
-        return row[0] == 0
+        # every function known to the target (one the file creates is not there yet: unknown, counted volatile)
+        # and none of them volatile
+        names = sorted(set(finding.volatile))
+        row = conn.execute("SELECT count(DISTINCT proname), count(*) FILTER (WHERE provolatile = 'v') FROM pg_proc "
+                           "WHERE proname = ANY(%s)", (names,)).fetchone()
+        return row[0] == len(names) and row[1] == 0
     return False
 
 
 def measure(conn: psycopg.Connection | None, linted: Linted, times: dict[int, float] | None) -> list[Finding]:
     """Each finding with its table's live size and the rehearsal's time; findings the target proves harmless
     (a binary-coercible type change, a stable default) dropped with a note."""
-    sizes: dict[str, tuple[int, int] | None] = {}
+    sizes: dict[str, tuple[int | None, int] | None] = {}
     measured = []
     for finding in linted.findings:
         if conn is not None and (finding.type_change or finding.volatile) and _no_rewrite(conn, finding):
@@ -426,7 +433,7 @@ def judge(findings: Iterable[Finding], config: LintConfig, result: Result) -> Re
 
 
 def _small(finding: Finding, config: LintConfig) -> bool:
-    if not (config.min_rows or config.min_bytes) or finding.rows is None:
+    if not (config.min_rows or config.min_bytes) or finding.rows is None or finding.bytes is None:
         return False  # no threshold, or a size the target cannot tell: every hazard counts
     return (not config.min_rows or finding.rows < config.min_rows) and (
         not config.min_bytes or finding.bytes < config.min_bytes)

@@ -129,7 +129,7 @@ def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBi
         with copies.copy_of(target_dsn, gate, binaries) as copy:
             result.notes.append(copy.note())
             _rehearse(result, copy, gate, key, record_to)
-    except (copies.CopyError, GateError) as exc:  # making or deleting the copy
+    except (copies.CopyError, GateError, backup.BackupError, psycopg.Error, OSError) as exc:  # the copy, a restore
         result.add(f"rehearsal copy ({gate.rehearsal.kind}): "
                    f"{str(exc) if isinstance(exc, copies.CopyError) else safe_message(exc)}")
     return result

@@ -8,6 +8,7 @@ data after the migration); the recording is made once for the module.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
@@ -21,7 +22,7 @@ import pytest
 from migration_gate import answers
 from migration_gate.checks import CheckFailed
 from migration_gate.checks import api as checks
-from migration_gate.config import ConfigError, load_answers, load_config
+from migration_gate.config import AnswerRequest, ConfigError, load_answers, load_config
 from migration_gate.phi import PhiCodec
 from sandbox.api_process import ApiProcess
 from sandbox.roles import as_role
@@ -216,3 +217,21 @@ def test_the_same_difference_in_many_records_is_named_three_times_then_counted()
     folded = answers.fold([*lines, "login 1 (X): not requested after the cut-over"])
     assert folded == [*lines[:3], "login 1 (X): not requested after the cut-over",
                       "GET /api/patients/{id} record ...: field patientDob missing in 4 more records"]
+
+
+def test_requests_the_legacy_app_does_not_answer_are_red_and_never_a_baseline(legacy_dsn, tmp_path):
+    """A recording of 404s or maintenance 503s proves nothing: red where it is made, and POST-19 never compares
+    with it (a green comparison of nothing would pass any new app)."""
+    missing = dataclasses.replace(SETTINGS, requests=(*SETTINGS.requests, AnswerRequest("/api/organizations")))
+    api = _api(legacy_dsn, False, tmp_path)
+    try:
+        with httpx.Client(base_url=api.base_url, timeout=15) as client:
+            absent = answers.record_before(client, missing, SANDBOX_KEY, tmp_path / "absent", "premigration", ENV)
+            api.maintenance_file.touch()  # maintenance on, and these requests without the bypass
+            closed = answers.record_before(client, SETTINGS, SANDBOX_KEY, tmp_path / "closed", "maintenance", ENV)
+    finally:
+        api.stop()
+    assert any(p.endswith("GET /api/organizations: 1 request(s) not answered 200 (first: 404)")
+               for p in absent.problems), absent.problems
+    assert not closed.ok and answers.latest_before(tmp_path / "closed") is None, closed.problems
+    assert answers.latest_before(tmp_path / "absent") is None

@@ -274,3 +274,17 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], env: dict[str, str], 
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.startswith(fragment) and done.stderr.count("\n") == 1, done.stderr
     assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_default_calling_a_function_the_file_creates_is_a_rewrite_until_the_target_knows_it(pg, big,
+                                                                                               tmp_path: Path) -> None:
+    """The target has no such function yet: unknown is counted volatile, never "no rewrite"."""
+    path = tmp_path / "003_own_function.sql"
+    path.write_text("CREATE FUNCTION public.next_code() RETURNS text LANGUAGE sql\n"
+                    "    AS $$ SELECT md5(random()::text) $$;\n"
+                    "ALTER TABLE public.readings ADD COLUMN code text DEFAULT next_code();\n")
+    target = _create(pg, "lint_own_function", big)
+    with psycopg.connect(target, autocommit=True) as conn:
+        found = lint.lint_migration(conn, path, LintConfig(deny=("table-rewrite",)), "public", "10s")
+    assert [p for p in found.problems if p.startswith("table-rewrite: line 3: ALTER TABLE public.readings ADD "
+                                                      "COLUMN code DEFAULT next_code()")], found.problems
