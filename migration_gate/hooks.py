@@ -15,7 +15,7 @@ from typing import Protocol
 
 from migration_gate.config import ConfigError, GateConfig, load_environment
 from migration_gate.errors import GateError
-from migration_gate.redact import mask_values, redact_text, secret_values
+from migration_gate.redact import dsn_passwords, mask_values, redact_text, secret_values
 
 # The hooks a cut-over calls; a shipped example that still says this mark is a placeholder, not a hook.
 REQUIRED = ("maintenance_on", "maintenance_off", "deploy_new_schema", "deploy_legacy_schema")
@@ -86,7 +86,8 @@ class ShellHooks:
         if child.returncode != 0:
             last = (stderr or stdout).strip().splitlines()[-1:] or ["(no output)"]
             # a hook's output may echo its environment (set -x, a verbose curl): its secrets are masked by value
-            line = mask_values(redact_text(last[0]), secret_values(dict(os.environ)))
+            line = mask_values(redact_text(last[0]), secret_values(dict(os.environ) | (env or {}))
+                               + dsn_passwords((env or {}).values()))
             raise GateError(f"hook {name} failed with exit code {child.returncode}: {line}")
         return stdout
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -43,6 +45,18 @@ def redact_text(text: str) -> str:
 def secret_values(env: dict[str, str]) -> list[str]:
     """The values of the variables in `env` that a name marks as secret (6 characters or more)."""
     return [value for name, value in env.items() if _SECRET_NAME.search(name) and len(value.strip()) >= 6]
+
+
+def dsn_passwords(values: Iterable[str]) -> list[str]:
+    """The passwords inside connection strings among `values` (what a hook is given: GATE_COPY_SOURCE...)."""
+    found = []
+    for value in values:
+        if "://" in value or "password" in value:
+            with contextlib.suppress(psycopg.ProgrammingError):
+                password = psycopg.conninfo.conninfo_to_dict(value).get("password")
+                if password:
+                    found.append(str(password))
+    return found
 
 
 def mask_values(text: str, secrets: list[str]) -> str:

@@ -22,6 +22,8 @@ import pytest
 from migration_gate import copies
 from migration_gate.config import TARGET_VARIABLES, ConfigError, RehearsalConfig, load_config
 from migration_gate.embedded import DEFAULT_BASE, OWNER_FILE, EmbeddedPostgres
+from migration_gate.errors import GateError
+from migration_gate.hooks import ShellHooks
 from migration_gate.scratch import _state, rehearse_on_copy
 from sandbox.provider import SandboxProvider
 from sandbox.synthetic import SANDBOX_KEY
@@ -208,3 +210,12 @@ def test_sigterm_in_the_middle_still_removes_the_copy(legacy_db: str, tmp_path: 
     assert _port_closed(port), "the local cluster still serves after SIGTERM"
     assert not [f for f in DEFAULT_BASE.iterdir() if (f / OWNER_FILE).is_file()
                 and (f / OWNER_FILE).read_text().strip() == str(child.pid)], "its folder is still there"
+
+
+def test_a_failing_hook_that_echoes_the_dsn_it_was_given_never_shows_its_password() -> None:
+    """GATE_COPY_SOURCE carries the target's password; a hook's error line (set -x, a verbose curl) is masked by
+    the values the gate handed it, not only by the gate's own environment."""
+    hooks = ShellHooks({"create_copy": 'echo "+ curl -d $GATE_COPY_SOURCE: s3cretPW-9 refused" >&2; exit 3'})
+    with pytest.raises(GateError) as failed:
+        hooks._run("create_copy", {"GATE_COPY_SOURCE": "postgresql://app:s3cretPW-9@db.example/app"})
+    assert "s3cretPW-9" not in str(failed.value) and "refused" in str(failed.value), str(failed.value)
