@@ -227,7 +227,8 @@ class Gate:
 
     def _record_answers(self, record: PhaseRecord) -> bool:
         """In maintenance, before the dump: the app's answers recorded again, as users wrote while it was live
-        after the pre-checks; the post-checks (POST-19) compare with this recording. Here and not in the backup
+        after the pre-checks; the post-checks (POST-19) compare with this recording. A failed recording does not
+        stop the cut-over (a forced run past a red PRE-14 would stop here): POST-19 skips it. Here and not in the backup
         suite: the reads write audit rows, which must be in the backup (nothing may change after its snapshot)."""
         if not self.gate.answers.requests:
             return True
@@ -236,9 +237,10 @@ class Gate:
                                            answers.MAINTENANCE,
                                            answers.environment(self.target.api_username, self.target.api_password))
         said = (f"the app's answers recorded again ({result.checked} records)" if result.ok
-                else "the app's answers could not be recorded again: " + "; ".join(result.problems))
+                else "the app's answers could not be recorded again (POST-19 compares with the pre-checks' "
+                     "recording, red when that is unusable too): " + "; ".join(result.problems))
         record.detail = f"{record.detail}; {said}"
-        return result.ok
+        return True  # nothing changed yet, and POST-19 never compares with a recording of failed answers
 
     def _backup(self, record: PhaseRecord) -> bool:
         """The dump streamed into an encrypted file (age, to [backup] recipients), stored off the box by the

@@ -120,7 +120,9 @@ def test_a_broken_real_target_goes_red_with_phi_free_reports(legacy_db: str, tmp
     assert done.returncode == 1, done.stdout[-3000:]
     failed = {line.split("::")[1].split(" ")[0] for line in done.stdout.splitlines() if line.startswith("FAILED")}
     assert failed == {"test_every_legacy_phi_value_is_well_formed_v1_ciphertext", "test_no_duplicates_on_natural_keys",
-                      "test_migration_and_rollback_rehearsed_on_a_scratch_copy"}, done.stdout[-3000:]
+                      "test_migration_and_rollback_rehearsed_on_a_scratch_copy",
+                      # the legacy app itself answers 500 on the patient with a plaintext email: nothing to record
+                      "test_the_apps_answers_are_recorded_on_the_legacy_schema"}, done.stdout[-3000:]
     assert "clients_hipaa.email_encrypted: 1 values are not v1 ciphertext (first ids: 2)" in done.stdout
     reports = report_text(tmp_path / "run")
     assert "clients_hipaa.email_encrypted: 1 values are not v1 ciphertext" in reports
