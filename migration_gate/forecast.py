@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,12 +32,13 @@ from psycopg import sql
 
 from migration_gate.config import GateConfig
 from migration_gate.runstate import BUDGET_OF, PLAN, STATE_FILE
+from migration_gate.suites import read_results
 
 # What each phase's time grows with (see the module's docstring).
 ROWS, DATABASE, FIXED = "rows", "bytes of the database's tables", "fixed"
 GROWS_WITH = {"premigration": ROWS, "maintenance": FIXED, "backup": DATABASE, "migration": ROWS, "integrity": ROWS,
               "deploy": FIXED, "postmigration": ROWS, "golive": FIXED}
-# Phases that are only their pytest suite (<phase>/<phase>.xml): their time outside the suite is its start-up.
+# Phases that are only their pytest suite (<phase>/criteria-<phase>.json): their time outside the suite is its start-up.
 # Not the backup: its time outside the suite is the dump, stored and fetched back, which grows with the data.
 SUITES = ("premigration", "integrity", "postmigration")
 # The phases the maintenance window spans (maintenance goes on inside the first, off inside the last).
@@ -190,13 +190,13 @@ def _runs(reports: Path, sha256: str, exclude: Path | None) -> list[tuple[Path, 
 
 
 def _suite_startup(run_dir: Path, phase: str, seconds: float) -> float:
-    """A suite phase's seconds outside its tests (the pytest process starting, collecting): not data-bound."""
-    with contextlib.suppress(OSError, ET.ParseError, ValueError, TypeError):
-        root = ET.parse(run_dir / phase / f"{phase}.xml").getroot()
-        suite = root if root.tag == "testsuite" else root.find("testsuite")
-        if suite is not None:
-            return max(0.0, min(seconds, seconds - float(suite.get("time", "nan"))))
-    return 0.0
+    """A suite phase's seconds outside its session (the pytest process starting): not data-bound. The session's
+    own time from the results the suite wrote as data (suites.read_results), not from its JUnit text."""
+    results = read_results(run_dir / phase / f"criteria-{phase}.json")
+    duration = results.get("duration") if results else None
+    if not isinstance(duration, int | float):
+        return 0.0
+    return max(0.0, min(seconds, seconds - float(duration)))
 
 
 def _ratio(now: dict, then: dict | None, counts: list[dict], measure_of: str) -> tuple[float | None, str]:
