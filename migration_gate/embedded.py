@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import pwd
 import re
@@ -177,16 +178,60 @@ def sweep_stale(base: Path = DEFAULT_BASE) -> list[Path]:
     return swept
 
 
-def stop_kept(base: Path = DEFAULT_BASE) -> list[Path]:
-    """Stop and delete the clusters kept with keep(), and the processes kept with them."""
+def kept_clusters(base: Path = DEFAULT_BASE) -> list[KeptCluster]:
+    """The clusters kept with keep(), each with the checkout that kept it (unknown for an older marker)."""
     if not base.is_dir():
         return []
-    for marker in base.glob(f"*/{KEEP_FILE}"):
-        for line in marker.read_text().split():
-            with contextlib.suppress(ValueError, OSError):
-                os.kill(int(line), signal.SIGTERM)
-        marker.unlink()
-    return sweep_stale(base)
+    return sorted((KeptCluster.read(marker) for marker in base.glob(f"*/{KEEP_FILE}")), key=lambda k: k.folder.name)
+
+
+def stop_kept(base: Path = DEFAULT_BASE, owner: str | None = None, name: str | None = None) -> list[Path]:
+    """Stop and delete kept clusters, and the processes kept with them: those kept by `owner` (a checkout's
+    path), or the one `name` names (its folder's name or path, or its port); every kept one when neither is
+    given. Another checkout's kept clusters are left alone, so one user's two checkouts do not stop each other's."""
+    chosen = [k for k in kept_clusters(base)
+              if (name is not None and k.named(name)) or (name is None and (owner is None or k.owner == owner))]
+    for kept in chosen:
+        for pid in kept.pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+        kept.marker.unlink(missing_ok=True)
+    swept = sweep_stale(base)
+    return [k.folder for k in chosen if k.folder in swept]
+
+
+@dataclass(frozen=True)
+class KeptCluster:
+    """A kept cluster's marker: the companion pids to stop with it, the checkout that kept it and its port."""
+
+    folder: Path
+    pids: tuple[int, ...] = ()
+    owner: str | None = None
+    port: int | None = None
+
+    @property
+    def marker(self) -> Path:
+        return self.folder / KEEP_FILE
+
+    @classmethod
+    def read(cls, marker: Path) -> KeptCluster:
+        text = marker.read_text() if marker.is_file() else ""
+        try:
+            data = json.loads(text)
+        except ValueError:  # an older marker: companion pids, one per line
+            return cls(marker.parent, tuple(int(p) for p in text.split() if p.isdigit()))
+        if not isinstance(data, dict):
+            return cls(marker.parent)
+        pids = tuple(p for p in data.get("pids", ()) if isinstance(p, int))
+        port = data.get("port") if isinstance(data.get("port"), int) else None
+        owner = data.get("owner") if isinstance(data.get("owner"), str) else None
+        return cls(marker.parent, pids, owner, port)
+
+    def named(self, name: str) -> bool:
+        """Whether `name` (a folder name or path, or a port number) names this cluster."""
+        if name.isdigit():
+            return self.port == int(name)
+        return name in (self.folder.name, str(self.folder))
 
 
 class EmbeddedPostgres:
@@ -314,11 +359,13 @@ class EmbeddedPostgres:
         self._discard()
         raise EmbeddedError(f"PostgreSQL did not start: {' '.join(tail) or started.stderr.strip()}")
 
-    def keep(self, companion_pids: tuple[int, ...] = ()) -> None:
+    def keep(self, companion_pids: tuple[int, ...] = (), owner: str | None = None) -> None:
         """Leave the cluster running after this process ends (for inspection); the sweep spares it until
-        stop_kept() is called. companion_pids (e.g. the API) are stopped with it."""
+        stop_kept() is called. companion_pids (e.g. the API) are stopped with it; `owner` (the checkout that
+        kept it) lets stop_kept() stop only that checkout's clusters."""
         if self.dir is not None:
-            (self.dir / KEEP_FILE).write_text("".join(f"{pid}\n" for pid in companion_pids))
+            record = {"pids": list(companion_pids), "owner": owner, "port": self.port}
+            (self.dir / KEEP_FILE).write_text(json.dumps(record) + "\n")
             atexit.unregister(self.stop)
 
     def stop(self) -> None:

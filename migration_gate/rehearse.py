@@ -23,7 +23,7 @@ import psycopg
 
 from migration_gate import attest, copies
 from migration_gate.config import REHEARSAL_KIND_ENV, ROOT, ConfigError, GateConfig, load_config, load_environment
-from migration_gate.embedded import EmbeddedError, stop_kept
+from migration_gate.embedded import EmbeddedError, kept_clusters, stop_kept
 from migration_gate.errors import GateError, Refused
 from migration_gate.gate import Gate
 from migration_gate.hooks import CutoverTarget
@@ -35,6 +35,7 @@ from migration_gate.verdict import EPILOG, EXIT, finish_run
 from migration_gate.watch import COMPRESS, Watch, summary
 
 DEFAULT_PATIENTS = 20_000
+ALL_OF_THIS_CHECKOUT = ""  # --stop-kept without a CLUSTER
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,8 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reports", type=Path, default=ROOT / "reports", help="where run folders go")
     parser.add_argument("--keep", action="store_true",
                         help="leave the cluster and API running afterwards and print how to connect")
-    parser.add_argument("--stop-kept", action="store_true",
-                        help="stop and delete what earlier --keep runs left running, then exit")
+    parser.add_argument("--stop-kept", nargs="?", const=ALL_OF_THIS_CHECKOUT, default=None, metavar="CLUSTER",
+                        help="stop and delete what earlier --keep runs of this checkout left running, then exit; "
+                             "CLUSTER (a kept cluster's folder, or its port) stops only that one, whoever kept it")
     parser.add_argument("--watch", action="store_true",
                         help="after a green go-live, run the whole [watch] schedule (scripts/watch), time compressed "
                              f"{COMPRESS:g} times (--watch-factor), into the run's watch/ folder")
@@ -89,10 +91,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.stop_kept:
-        stopped = stop_kept()
-        print(f"stopped {len(stopped)} kept sandbox cluster(s)")
-        return 0
+    if args.stop_kept is not None:
+        return _stop_kept(args.stop_kept)
     progress = Progress(quiet=args.quiet or args.json)
     if args.migration is not None:
         os.environ["GATE_MIGRATION_FILE"] = str(args.migration.resolve())  # the phase suites see it too
@@ -129,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.watch and code == 0:
             code = _watch(gate, target, run_dir, progress, args, getattr(sandbox, "log_source", None))
         if args.keep and not args.json:
+            port = psycopg.conninfo.conninfo_to_dict(sandbox.dsn).get("port")
             print(f"Kept running: psql '{sandbox.dsn}'  API {sandbox.api_base_url} (pid {sandbox.api_pid})\n"
-                  "  stop and delete with: scripts/rehearse --stop-kept")
+                  f"  stop and delete with: scripts/rehearse --stop-kept {port}  (or --stop-kept: every cluster "
+                  "this checkout kept)")
         return code
     except Refused as exc:
         print(f"rehearse: {exc}", file=sys.stderr)
@@ -143,6 +145,28 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         sandbox.stop(keep=args.keep)
+
+
+def _stop_kept(name: str) -> int:
+    """--stop-kept: this checkout's kept clusters, or the one named; the others are listed, never stopped."""
+    if name == ALL_OF_THIS_CHECKOUT:
+        stopped = stop_kept(owner=str(ROOT))
+    else:
+        stopped = stop_kept(name=name)
+        if not stopped:
+            print(f"rehearse: --stop-kept {name}: no kept cluster has that folder or port "
+                  f"(kept: {', '.join(_kept_names()) or 'none'})", file=sys.stderr)
+            return 2
+    print(f"stopped {len(stopped)} kept sandbox cluster(s)" + "".join(f"\n  {p.name}" for p in stopped))
+    others = _kept_names()
+    if others:
+        print(f"left running (kept by another checkout, or stop it by name): {', '.join(others)}")
+    return 0
+
+
+def _kept_names() -> list[str]:
+    return [f"{k.folder.name} (port {k.port or 'unknown'}, kept by {k.owner or 'an unknown checkout'})"
+            for k in kept_clusters()]
 
 
 def dress_rehearsal(args: argparse.Namespace, gate: GateConfig, provider: SandboxProvider,

@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from migration_gate.backup import IDENTITY_ENV, RECIPIENTS_ENV, BackupKeys
-from migration_gate.config import GateConfig, load_config
+from migration_gate.config import ROOT, GateConfig, load_config
 from migration_gate.embedded import EmbeddedPostgres
 from migration_gate.progress import Progress
 from sandbox.api_process import SANDBOX_JWT_SECRET, ApiProcess
@@ -24,6 +24,9 @@ from sandbox.seed import SeedSummary, seed_legacy
 from sandbox.synthetic import SANDBOX_KEY
 
 DATABASE = "therapy_app"
+
+
+KEPT_BY = str(ROOT)  # a kept cluster names this checkout: scripts/rehearse --stop-kept stops only its own
 
 
 @dataclass
@@ -121,7 +124,7 @@ class Sandbox:
             self.api.detach() if keep else self.api.stop()
         if self.cluster is not None:
             if keep:
-                self.cluster.keep(companion_pids=(api_pid,) if api_pid else ())
+                self.cluster.keep(companion_pids=(api_pid,) if api_pid else (), owner=KEPT_BY)
             else:
                 self.cluster.stop()
         if not keep:  # a kept sandbox keeps its key, so its backups can still be opened

@@ -17,7 +17,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate.embedded import OWNER_FILE, EmbeddedPostgres, find_binaries, stop_kept, sweep_stale
+from migration_gate.embedded import (
+    OWNER_FILE,
+    EmbeddedPostgres,
+    find_binaries,
+    kept_clusters,
+    stop_kept,
+    sweep_stale,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,11 +147,29 @@ def test_a_kept_cluster_survives_the_sweep_until_stop_kept(base: Path) -> None:
     companion = subprocess.Popen(["sleep", "300"])
     cluster = EmbeddedPostgres(base=base).start()
     folder, dsn = cluster.dir, cluster.dsn()
-    cluster.keep(companion_pids=(companion.pid,))
+    cluster.keep(companion_pids=(companion.pid,), owner="/checkouts/one")
     (folder / OWNER_FILE).write_text("999999999")  # as if the process that kept it had exited
     assert sweep_stale(base) == []
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
-    assert stop_kept(base) == [folder]
+    assert stop_kept(base, owner="/checkouts/one") == [folder]
     assert not folder.exists()
     assert companion.wait(timeout=10) == -signal.SIGTERM
+
+
+def test_stop_kept_stops_only_this_checkouts_clusters_or_the_one_named(base: Path) -> None:
+    ours, theirs = EmbeddedPostgres(base=base).start(), EmbeddedPostgres(base=base).start()
+    ours.keep(owner="/checkouts/ours")
+    theirs.keep(owner="/checkouts/theirs")
+    ours_dir, theirs_dir, theirs_port = ours.dir, theirs.dir, theirs.port
+    for folder in (ours_dir, theirs_dir):
+        (folder / OWNER_FILE).write_text("999999999")  # as if the processes that kept them had exited
+    assert {k.folder: k.owner for k in kept_clusters(base)} == {ours_dir: "/checkouts/ours",
+                                                                theirs_dir: "/checkouts/theirs"}
+    assert stop_kept(base, owner="/checkouts/ours") == [ours_dir]
+    assert theirs_dir.exists() and not ours_dir.exists()
+    with psycopg.connect(theirs.dsn()) as conn:  # still serving
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert stop_kept(base, name="1") == []  # a port nobody kept: nothing stopped
+    assert stop_kept(base, name=str(theirs_port)) == [theirs_dir]
+    assert not theirs_dir.exists()
