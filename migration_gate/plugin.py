@@ -1,7 +1,8 @@
 """The pytest plugin behind the phase suites: options, configuration, the target fixtures, PHI-free failure
 reports, criterion traceability, and the HTML + JUnit XML reports of every run.
 
-Loaded by the project's root conftest.py. It stays out of the way of runs that collect no phase-suite tests.
+Loaded by the project's root conftest.py, and as an installed pytest plugin (the `pytest11` entry point) so
+its options are known wherever pytest starts. It stays out of the way of runs that collect no phase-suite tests.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -166,6 +168,42 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "criteria, checks (default: <run dir>/criteria-<marker>.json)")
 
 
+PATH_OPTIONS = ("--gate-run-dir", "--gate-config", "--gate-results")
+
+
+def joined_path_options(args: list[str] | tuple[str, ...]) -> list[str] | None:
+    """The arguments with every `--gate-run-dir PATH` (and the other path options) written `--gate-run-dir=PATH`,
+    or None when there is none to join. pytest picks its rootdir and ini file from the command line's existing
+    paths before any plugin's options are known, so a separate PATH outside the checkout is taken for a test
+    folder: the project's pyproject.toml and conftest.py are then never read."""
+    joined, changed, rest = [], False, list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg in PATH_OPTIONS and rest:
+            joined.append(f"{arg}={rest.pop(0)}")
+            changed = True
+        else:
+            joined.append(arg)
+    return joined if changed else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """From the command line, `--gate-run-dir PATH` starts pytest again as `--gate-run-dir=PATH` (see
+    joined_path_options), before anything has run; pytest.main() callers pass the joined form themselves."""
+    invoked = list(early_config.invocation_params.args)
+    joined = joined_path_options(invoked)
+    if joined is not None and sys.argv[1:] == invoked and os.environ.get(REJOINED_ENV) != "1":
+        os.environ[REJOINED_ENV] = "1"  # once: a second start never loops
+        capture = early_config.pluginmanager.getplugin("capturemanager")
+        if capture is not None:  # pytest already captures the terminal here: give it back to the new start
+            capture.stop_global_capturing()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "pytest", *joined])
+
+
+REJOINED_ENV = "GATE_PYTEST_REJOINED"
 PARENT_ENV = "GATE_PARENT_PID"  # set by the gate (migration_gate.suites) for the suites it runs
 
 
@@ -189,6 +227,7 @@ def _end_with_the_gate() -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "criterion(id): the checklist criterion a phase test proves")
+    os.environ.pop(REJOINED_ENV, None)  # the new start has it; what this run starts does not
     _end_with_the_gate()
     if not _is_phase_run(config):
         return

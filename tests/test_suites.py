@@ -129,3 +129,19 @@ def test_a_broken_real_target_goes_red_with_phi_free_reports(legacy_db: str, tmp
     everything = reports + done.stdout + done.stderr
     leaked = [p for p in [*phi, email.strip(), SANDBOX_KEY] if p in everything]
     assert not leaked, f"{len(leaked)} PHI values or secrets in the output or reports"
+
+
+@pytest.mark.parametrize("cwd", ["checkout", "elsewhere"])
+def test_the_run_folder_option_takes_a_separate_path_outside_the_checkout_from_any_folder(tmp_path: Path,
+                                                                                          cwd: str) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()  # an existing folder is what pytest took for a test path
+    where = ROOT if cwd == "checkout" else tmp_path
+    suites = [] if cwd == "checkout" else [str(ROOT / "tests_postcheck")]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "GATE_PYTEST_REJOINED")}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *suites, "-m", "postmigration",
+                           "--gate-run-dir", str(run_dir), "--collect-only", "-q"],
+                          cwd=where, env=env | {"GATE_SANDBOX": "1"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
+    assert "unrecognized arguments" not in done.stderr
+    assert "tests collected" in done.stdout and (run_dir / "postmigration.html").is_file()
