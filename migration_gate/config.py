@@ -692,7 +692,7 @@ class Waiver:
     @property
     def label(self) -> str:
         """How messages name it: the criterion and the finding (or its pattern) it was written for."""
-        return f"{self.criterion} \"{self.finding}\"" if self.finding else f"{self.criterion} /{self.finding_regex}/"
+        return f"{self.criterion} '{self.finding}'" if self.finding else f"{self.criterion} /{self.finding_regex}/"
 
     def matches(self, line: str) -> bool:
         line = line.strip()

@@ -519,6 +519,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         for waiver in ledger:
             if waiver["status"] != "not judged":
                 terminalreporter.write_line(("RED " if waiver["red"] else "") + waiver["message"], red=waiver["red"])
+                terminalreporter.write_line(f"  reason: {waiver['reason']}; decided by {waiver['decided_by']}; "
+                                            f"expires {waiver['expires']}")
             for hit in waiver["matched"]:
                 terminalreporter.write_line(f"  {hit['test'].split('::', 1)[-1]}: {hit['finding']}")
     if gate.banner:
