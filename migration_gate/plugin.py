@@ -418,8 +418,8 @@ def waiver_ledger(gate: GateSession) -> list[dict]:
                                          "(the fault is gone or its line changed: remove or correct the waiver)")
         else:
             status, message = "not judged", f"waiver {waiver.label}: not judged (no test of {waiver.criterion} ran)"
-        ledger.append(record | {"status": status, "red": status in ("expired", "unused"), "message": message,
-                                "matched": hits})
+        ledger.append(record | {"finding": waiver.finding, "finding_regex": waiver.finding_regex, "status": status,
+                                "red": status in ("expired", "unused"), "message": message, "matched": hits})
     return ledger
 
 
@@ -589,7 +589,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "exitstatus": int(exitstatus),
         "duration": round(time.monotonic() - gate.clock, 2),
         "counts": {"passed": tally["passed"], "failed": tally["failed"], "skipped": tally["skipped"],
-                   "errors": tally["error"], "waived": tally["waived"]},
+                   "errors": tally["error"]} | ({"waived": tally["waived"]} if tally["waived"] else {}),
         "tests": list(gate.results.values()),
         "criteria": {cid: {"text": CRITERIA[cid].text, "phase": CRITERIA[cid].phase, "result": verdict,
                            "tests": tests} for cid, (verdict, tests) in sorted(outcomes.items())},

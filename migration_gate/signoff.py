@@ -136,8 +136,9 @@ def _waivers_section(run_dir: Path) -> list[str]:
             shown = f"<td class='muted'>{escape(w['message'].split(': ', 1)[-1])}</td>"
         if w["matched"] and w["status"] == "expired":
             shown = shown[:-5] + f"<br><span class='bad'>EXPIRED on {escape(w['expires'])}</span></td>"
-        parts.append(f"<tr><td>{escape(w['criterion'])}</td><td><code>{escape(w['waiver'].split(' ', 1)[-1])}"
-                     f"</code></td><td>{escape(w['reason'])}</td><td>{escape(w['decided_by'])}</td>"
+        waived = (f"<code>{escape(w['finding'])}</code>" if w.get("finding") else
+                  f"any line matching <code>{escape(w.get('finding_regex') or w['waiver'])}</code>")
+        parts.append(f"<tr><td>{escape(w['criterion'])}</td><td>{waived}</td><td>{escape(w['reason'])}</td><td>{escape(w['decided_by'])}</td>"
                      f"<td>{escape(w['expires'])}</td>{shown}</tr>")
     return [*parts, "</table>"]
 

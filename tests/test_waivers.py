@@ -133,10 +133,26 @@ def test_an_expired_waiver_and_one_that_matches_nothing_are_red(migrated_db: str
     assert f"waiver POST-01 '{finding('long_gone')}': matched nothing in this run of POST-01" in detail
     assert "RED waiver POST-01" in out
 
-    add_columns(migrated_db, "long_gone")  # red on their own, with every finding waived or none at all
-    code, results, out = schema_check(migrated_db, description(tmp_path, waiver(finding("legacy_flag"), YESTERDAY)),
-                                      tmp_path / "again")
-    assert code == 1 and results["waivers"][0]["status"] == "expired"
+    with psycopg.connect(migrated_db, autocommit=True) as conn:  # every test green: the unused waiver alone is red
+        conn.execute("ALTER TABLE organizations DROP COLUMN legacy_flag")
+    code, results, out = schema_check(migrated_db, description(tmp_path, waiver(finding("long_gone"))),
+                                      tmp_path / "clean")
+    assert code == 1 and results["counts"]["passed"] == 1 and results["waivers"][0]["status"] == "unused", out
+    assert not suites.judge(code, results, out)[0]
+
+
+
+def test_an_expired_waiver_is_red_in_the_pre_checks_before_any_cut_over_starts(legacy_db: str,
+                                                                                tmp_path: Path) -> None:
+    expired = description(tmp_path, waiver("GET /api/therapists: 1 values look like a bcrypt hash", YESTERDAY,
+                                           criterion="POST-09"))
+    done = run_suite("-m", "premigration", "-k", "test_phi_key_is_present_and_64_hex_characters",
+                     str(ROOT / "tests_precheck"), f"--gate-results={tmp_path / 'pre.json'}", run_dir=tmp_path / "pre",
+                     env={"DATABASE_URL": legacy_db, "PHI_ENCRYPTION_KEY": SANDBOX_KEY, "GATE_CONFIG": str(expired)})
+    results = suites.read_results(tmp_path / "pre.json")
+    assert done.returncode == 1 and results["counts"]["passed"] == 1, done.stdout[-3000:]
+    assert [w["status"] for w in results["waivers"]] == ["expired"]
+    assert f"expired on {YESTERDAY.isoformat()}" in suites.judge(done.returncode, results, done.stdout)[1]
 
 
 @pytest.mark.parametrize("entry, message", [
