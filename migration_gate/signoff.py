@@ -319,7 +319,9 @@ def _phi_section(checks: list[dict]) -> list[str]:
         for check in rows:
             parts.append(f"<tr><td>{escape(phase)}</td><td>{escape(check['check'])}</td>"
                          f"<td>{check['checked']:,} {escape(check.get('unit', 'values'))}</td>"
-                         f"<td class='{_cls(not check['problems'])}'>{check['problems']}</td></tr>")
+                         f"<td class='{_cls(not check['problems'])}'>{check['problems']}"
+                         + (f" <span class='waived'>(+{len(check['waived'])} waived)</span>" if check.get("waived")
+                            else "") + "</td></tr>")
         values = [c for c in rows if c.get("unit", "values") == "values"]
         parts.append(f"<tr><th colspan='2'>{escape(phase)}: PHI values checked (each check counts the values it "
                      f"read)</th><th>{sum(c['checked'] for c in values):,} values</th>"
