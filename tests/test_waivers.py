@@ -20,6 +20,10 @@ import pytest
 
 from migration_gate import signoff, suites
 from migration_gate.config import ConfigError, load_config
+from migration_gate.gate import Gate
+from migration_gate.hooks import CutoverTarget, ShellHooks
+from migration_gate.phi import PhiCodec
+from migration_gate.progress import Progress
 from migration_gate.runstate import PLAN, PhaseRecord, RunState
 from migration_gate.verdict import finish_run
 from sandbox.synthetic import SANDBOX_KEY
@@ -155,6 +159,28 @@ def test_an_expired_waiver_is_red_in_the_pre_checks_before_any_cut_over_starts(l
     assert done.returncode == 1 and results["counts"]["passed"] == 1, done.stdout[-3000:]
     assert [w["status"] for w in results["waivers"]] == ["expired"]
     assert f"expired on {YESTERDAY.isoformat()}" in suites.judge(done.returncode, results, done.stdout)[1]
+
+
+def test_the_gate_passes_a_phase_whose_only_finding_is_waived(legacy_db: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pre-check suite as the gate runs it (one test of it: PRE-05, red for a plaintext value): the phase is
+    green from the results it wrote, and its detail counts the waived finding."""
+    with psycopg.connect(legacy_db, autocommit=True) as conn:
+        email = PhiCodec(SANDBOX_KEY).decrypt(
+            conn.execute("SELECT email_encrypted FROM clients_hipaa WHERE id = 2").fetchone()[0])
+        conn.execute("UPDATE clients_hipaa SET email_encrypted = %s WHERE id = 2", (email,))
+    monkeypatch.setenv("PYTEST_PLUGINS", "tests.decoy_output")  # it keeps only the tests named here
+    monkeypatch.setenv("GATE_DECOY_KEEP", "test_every_legacy_phi_value_is_well_formed_v1_ciphertext")
+    known = "clients_hipaa.email_encrypted: 1 values are not v1 ciphertext (first ids: 2)"
+    gate = load_config(description(tmp_path, waiver(known, criterion="PRE-05")))
+    target = CutoverTarget(dsn=legacy_db, key=SANDBOX_KEY, api_base_url="", api_username="", api_password="",
+                           hooks=ShellHooks({}))
+    runner = Gate(gate, target, tmp_path / "run", Progress(quiet=True))
+    record = runner.state.phase("premigration")
+    assert runner.run_suite("premigration", record), record.detail
+    assert "1 passed only by waivers" in record.detail and "1 finding(s) waived" in record.detail, record.detail
+    assert [w["finding"] for w in signoff.waived_findings(tmp_path / "run")] == [known]
+    assert email.strip() not in (tmp_path / "run" / "premigration" / "criteria-premigration.json").read_text()
 
 
 @pytest.mark.parametrize("entry, message", [
