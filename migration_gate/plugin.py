@@ -401,8 +401,9 @@ def waiver_ledger(gate: GateSession) -> list[dict]:
     """Every waiver of the description as this run judged it: "matched" with the findings it waived; red when
     "expired" (judged in a run of its criterion and in every pre-check run, so a cut-over never starts with one)
     or "unused" (its criterion's tests ran and it matched nothing); "not judged" when its criterion's tests did not
-    run here (another phase, deselected, or all skipped)."""
-    ran = {e["criterion"] for e in gate.results.values() if e.get("criterion") and e["outcome"] != "skipped"}
+    run to a verdict here (another phase, deselected, skipped, or an error before its checks)."""
+    ran = {e["criterion"] for e in gate.results.values()  # judged: a test that errored in its setup never was
+           if e.get("criterion") and e["outcome"] in ("passed", "waived", "failed")}
     prechecks = any(CRITERIA[c].phase == "premigration" for c in ran if c in CRITERIA)
     ledger = []
     for waiver in gate.gate.waivers:
