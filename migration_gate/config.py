@@ -12,10 +12,12 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 
 import psycopg
 
+from migration_gate.criteria import CRITERIA
 from migration_gate.phi import PhiKeyError, parse_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -674,6 +676,82 @@ def load_people(spec: object, where: str) -> tuple[PeopleItem, ...]:
 
 
 @dataclass(frozen=True)
+class Waiver:
+    """A known fault of the app a team goes live with knowingly ([[waivers]]): the criterion, the exact problem line
+    it matches (or a pattern the whole line matches, for counts that differ between rehearsal and production),
+    why, who decided and until when. A finding it matches is shown as waived, never hidden; an expired waiver, or
+    one that matched nothing in a run of its criterion, is red."""
+
+    criterion: str
+    reason: str
+    decided_by: str
+    expires: date  # the last day it holds
+    finding: str = ""  # the exact problem line, as the report shows it
+    finding_regex: str = ""  # or a pattern the whole problem line matches
+
+    @property
+    def label(self) -> str:
+        """How messages name it: the criterion and the finding (or its pattern) it was written for."""
+        return f"{self.criterion} '{self.finding}'" if self.finding else f"{self.criterion} /{self.finding_regex}/"
+
+    def matches(self, line: str) -> bool:
+        line = line.strip()
+        return line == self.finding if self.finding else re.fullmatch(self.finding_regex, line) is not None
+
+    def expired(self, today: date) -> bool:
+        return today > self.expires
+
+
+WAIVER_KEYS = ("criterion", "finding", "finding_regex", "reason", "decided_by", "expires")
+
+
+def load_waivers(spec: object, where: str) -> tuple[Waiver, ...]:
+    """[[waivers]] validated: a known criterion, one finding (exact or a pattern), a reason, who decided and an
+    expiry date each; the same finding waived twice for one criterion is refused (which one would it be?)."""
+    if spec is None:
+        return ()
+    if not isinstance(spec, list) or not all(isinstance(item, dict) for item in spec):
+        raise ConfigError(f"{where}: must be an array of tables ([[waivers]])")
+    found: list[Waiver] = []
+    for number, item in enumerate(spec, 1):
+        spot = f"{where} item {number}"
+        unknown = sorted(set(item) - set(WAIVER_KEYS))
+        if unknown:
+            raise ConfigError(f"{spot}: unknown key {unknown[0]} (known: {', '.join(WAIVER_KEYS)})")
+        texts = {}
+        for key in ("criterion", "reason", "decided_by"):
+            value = item.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{spot}: needs {key} (a non-empty string)")
+            texts[key] = value.strip()
+        if texts["criterion"] not in CRITERIA:
+            raise ConfigError(f"{spot}: criterion {texts['criterion']} is not a checklist criterion (e.g. POST-09)")
+        given = [k for k in ("finding", "finding_regex") if k in item]
+        if len(given) != 1 or not isinstance(item[given[0]], str) or not item[given[0]].strip():
+            raise ConfigError(f"{spot}: give the finding it waives as finding (the exact problem line) or "
+                              "finding_regex (a pattern of the whole line), one of them, a non-empty string")
+        if given == ["finding_regex"]:
+            try:
+                re.compile(item["finding_regex"])
+            except re.error as exc:
+                raise ConfigError(f"{spot}: finding_regex is not a valid regular expression ({exc})") from None
+        expires = item.get("expires")
+        if isinstance(expires, str):
+            try:
+                expires = date.fromisoformat(expires.strip())
+            except ValueError:
+                expires = None
+        if not isinstance(expires, date) or isinstance(expires, datetime):
+            raise ConfigError(f"{spot}: expires must be a date such as 2027-01-31 (the last day the waiver holds)")
+        found.append(Waiver(**texts, expires=expires, **{given[0]: item[given[0]].strip()}))
+    labels = [w.label for w in found]
+    twice = next((label for label in labels if labels.count(label) > 1), None)
+    if twice:
+        raise ConfigError(f"{where}: {twice} is waived twice")
+    return tuple(found)
+
+
+@dataclass(frozen=True)
 class NotifyConfig:
     """[notify]: how often the [hooks] notify command is called while the maintenance window is open (besides
     every phase change), and how long one call may take before it is stopped (the cut-over never waits on it)."""
@@ -831,6 +909,7 @@ class GateConfig:
     lint: LintConfig = field(default_factory=LintConfig)  # [lint]: which migration hazards are red
     rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)  # [rehearsal]: PRE-08's copy
     answers: AnswersConfig = field(default_factory=AnswersConfig)  # [answers]: same answers before and after
+    waivers: tuple[Waiver, ...] = ()  # [[waivers]]: known app faults gone live with knowingly (plugin, sign-off)
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -1065,7 +1144,7 @@ def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRul
 SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tables", "new_tables", "dropped_tables",
             "tenancy", "search_hashes", "preconditions", "new_foreign_keys", "legacy_foreign_keys", "legacy_schema",
             "legacy_objects", "new_schema", "new_objects", "backup", "logs", "precheck", "performance", "people",
-            "notify", "watch", "lint", "rehearsal", "answers")
+            "notify", "watch", "lint", "rehearsal", "answers", "waivers")
 KEYS = {"migration": ("file", "rollback_file", "lock_timeout", "statement_timeout", "rollback_method", "schema"),
         "budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes"),
         "sandbox": ("patients", "seed", "username", "password", "provider"),
@@ -1205,6 +1284,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         lint=load_lint(data.get("lint"), f"{where} [lint]"),
         rehearsal=load_rehearsal(data.get("rehearsal"), f"{where} [rehearsal]"),
         answers=load_answers(data.get("answers"), f"{where} [answers]"),
+        waivers=load_waivers(data.get("waivers"), f"{where} [[waivers]]"),
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")

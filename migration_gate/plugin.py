@@ -17,8 +17,8 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import httpx
@@ -31,7 +31,15 @@ from migration_gate.backup import BackupError
 from migration_gate.baseline_digests import Baseline
 from migration_gate.catalog import Catalog, inspect
 from migration_gate.checks import CheckFailed
-from migration_gate.config import ROOT, SANDBOX_BANNER, ConfigError, GateConfig, load_config, load_environment
+from migration_gate.config import (
+    ROOT,
+    SANDBOX_BANNER,
+    ConfigError,
+    GateConfig,
+    Waiver,
+    load_config,
+    load_environment,
+)
 from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
 from migration_gate.errors import GateError
 from migration_gate.phi import CiphertextFormatError, DecryptionError, PhiCodec, PhiKeyError
@@ -63,6 +71,7 @@ class GateSession:
         if refused:
             raise pytest.UsageError(f"migration-gate: {refused}")
         self.started = datetime.now(UTC)
+        self.today = date.today()  # a waiver holds through its expires day, judged once for the whole session
         run_dir = config.getoption("gate_run_dir") or (
             self.env.reports_dir / f"{self.started:%Y%m%dT%H%M%SZ}-{_slug(config.getoption('markexpr')) or 'all'}")
         self.run_dir = Path(run_dir)
@@ -339,8 +348,13 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     if gate is None:
         return (yield)
     found = item.stash.setdefault(CHECKS, [])
-    with _listening(found):
-        outcome = yield
+    marker = item.get_closest_marker("criterion")
+    waiving = checks.WAIVER.set(_waiver_match(gate, marker.args[0] if marker and phase_of(item) else None))
+    try:
+        with _listening(found):
+            outcome = yield
+    finally:
+        checks.WAIVER.reset(waiving)
     gate.checks.extend(dict(c, test=item.nodeid) for c in found)  # which test judged it (its duration: a rate)
     return outcome
 
@@ -352,7 +366,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if gate is None:
         return report
     marker = item.get_closest_marker("criterion")
-    _record_result(gate, item, report, call, marker.args[0] if marker else None)
+    waived = _waived(gate, item) if report.when == "call" else []
+    _record_result(gate, item, report, call, marker.args[0] if marker else None, waived)
     if phase_of(item) is None:
         return report
     if report.failed and call.excinfo is not None:
@@ -360,24 +375,92 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     # What a test printed or logged is whatever its code had at hand: kept out of every report.
     report.sections = [(title, f"({len(text.splitlines())} lines withheld: captured output may hold data)")
                        for title, text in report.sections]
+    if waived:  # shown in every report: JUnit XML (a property per finding), the HTML (a section), the terminal
+        lines = [_waived_line(w) for w in waived]
+        item.user_properties.extend(("waived", line) for line in lines)  # the teardown report carries them to JUnit
+        report.sections.append(("waived findings ([[waivers]])", "\n".join(lines)))
+        report.gate_waived = lines
     if marker and (report.when == "call" or report.failed or report.skipped):
         gate.outcomes[marker.args[0]].append((item.nodeid, report.outcome, report.when))
     return report
 
 
 def _record_result(gate: GateSession, item: pytest.Item, report: pytest.TestReport, call: pytest.CallInfo,
-                   criterion: str | None) -> None:
+                   criterion: str | None, waived: list[dict]) -> None:
     """One entry per test, over its setup, call and teardown: the first failure decides (a failed setup or
-    teardown is an error, as pytest counts it), a skip counts only when nothing failed."""
+    teardown is an error, as pytest counts it), a skip counts only when nothing failed. A test that passed only
+    because waivers matched its findings is "waived"; a failed one lists what was waived beside its problems."""
     entry = gate.results.setdefault(item.nodeid, {"nodeid": item.nodeid, "outcome": "passed", "criterion": criterion,
                                                   "duration": 0.0})
     entry["duration"] = round(entry["duration"] + report.duration, 3)
+    if waived:
+        entry["waived"] = waived
+        if report.passed and entry["outcome"] == "passed":
+            entry["outcome"] = "waived"
     if report.failed and entry["outcome"] not in ("failed", "error"):
         entry["outcome"] = "failed" if report.when == "call" else "error"
         entry["when"] = report.when
         entry["problems"] = _problem_lines(call.excinfo) if call.excinfo is not None else []
     elif report.skipped and entry["outcome"] == "passed":
         entry["outcome"] = "skipped"
+
+
+def _waiver_match(gate: GateSession, criterion: str | None) -> Callable[[str], int | None] | None:
+    """For checks.WAIVER: the number of the unexpired waiver of this criterion a problem line matches, else None
+    (the line as the reports show it, redact_text, or as the check said it)."""
+    usable = [(number, w) for number, w in enumerate(gate.gate.waivers)
+              if criterion and w.criterion == criterion and not w.expired(gate.today)]
+    if not usable:
+        return None
+    return lambda line: next((n for n, w in usable if w.matches(line) or w.matches(redact_text(line))), None)
+
+
+def _waived(gate: GateSession, item: pytest.Item) -> list[dict]:
+    """The findings of this test's checks that waivers matched, each with its waiver's record (the description's
+    words: criterion, finding, reason, who decided, expiry)."""
+    found = []
+    for summary in item.stash.get(CHECKS, []):
+        for hit in summary.get("waived", []):
+            waiver = gate.gate.waivers[hit["waiver"]]
+            found.append({"finding": redact_text(hit["finding"]), "check": summary["check"], **_waiver_record(waiver)})
+    return found
+
+
+def _waiver_record(waiver: Waiver) -> dict:
+    return {"criterion": waiver.criterion, "waiver": waiver.label, "reason": waiver.reason,
+            "decided_by": waiver.decided_by, "expires": waiver.expires.isoformat()}
+
+
+def _waived_line(hit: dict) -> str:
+    return (f"{hit['finding']} - waived by {hit['waiver']}: {hit['reason']} (decided by {hit['decided_by']}, "
+            f"expires {hit['expires']})")
+
+
+def waiver_ledger(gate: GateSession) -> list[dict]:
+    """Every waiver of the description as this run judged it: "matched" with the findings it waived; red when
+    "expired" (judged in a run of its criterion and in every pre-check run, so a cut-over never starts with one)
+    or "unused" (its criterion's tests ran and it matched nothing); "not judged" when its criterion's tests did not
+    run to a verdict here (another phase, deselected, skipped, or an error before its checks)."""
+    ran = {e["criterion"] for e in gate.results.values()  # judged: a test that errored in its setup never was
+           if e.get("criterion") and e["outcome"] in ("passed", "waived", "failed")}
+    prechecks = any(CRITERIA[c].phase == "premigration" for c in ran if c in CRITERIA)
+    ledger = []
+    for waiver in gate.gate.waivers:
+        record = _waiver_record(waiver)
+        hits = [{"test": e["nodeid"], "finding": w["finding"]} for e in gate.results.values()
+                for w in e.get("waived", []) if w["waiver"] == waiver.label and w["criterion"] == waiver.criterion]
+        if waiver.expired(gate.today) and (waiver.criterion in ran or prechecks):
+            status, message = "expired", f"waiver {waiver.label}: expired on {waiver.expires.isoformat()}"
+        elif hits:
+            status, message = "matched", f"waiver {waiver.label}: waived {len(hits)} finding(s)"
+        elif waiver.criterion in ran:
+            status, message = "unused", (f"waiver {waiver.label}: matched nothing in this run of {waiver.criterion} "
+                                         "(the fault is gone or its line changed: remove or correct the waiver)")
+        else:
+            status, message = "not judged", f"waiver {waiver.label}: not judged (no test of {waiver.criterion} ran)"
+        ledger.append(record | {"finding": waiver.finding, "finding_regex": waiver.finding_regex, "status": status,
+                                "red": status in ("expired", "unused"), "message": message, "matched": hits})
+    return ledger
 
 
 # Errors whose messages are built from identifiers, never from values (database errors quote the values they
@@ -447,6 +530,19 @@ def _safe_failure(item: pytest.Item, excinfo: pytest.ExceptionInfo) -> str:
     return f"{item.nodeid}\n{unexpected_error(excinfo)}"
 
 
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
+    """A test that passed because waivers matched its findings says so on the terminal ("waived", W)."""
+    if report.when == "call" and report.passed and getattr(report, "gate_waived", None):
+        return "waived", "W", ("WAIVED", {"yellow": True})
+    return None
+
+
+def pytest_html_results_table_row(report, cells: list) -> None:
+    """The HTML report's result column: "Passed (waived)" for such a test, its findings in its log section."""
+    if getattr(report, "gate_waived", None) and cells:
+        cells[0] = '<td class="col-result">Passed (waived)</td>'
+
+
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
     gate = config.stash.get(GATE, None)
     return [gate.banner] if gate is not None and gate.banner else None
@@ -455,7 +551,19 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     """A sandbox run says so next to its counts, where a reader of "16 passed" looks."""
     gate = config.stash.get(GATE, None)
-    if gate is not None and gate.banner:
+    if gate is None:
+        return
+    ledger = waiver_ledger(gate)
+    if any(w["matched"] or w["red"] for w in ledger):
+        terminalreporter.write_sep("=", "waivers ([[waivers]])", yellow=True)
+        for waiver in ledger:
+            if waiver["status"] != "not judged":
+                terminalreporter.write_line(("RED " if waiver["red"] else "") + waiver["message"], red=waiver["red"])
+                terminalreporter.write_line(f"  reason: {waiver['reason']}; decided by {waiver['decided_by']}; "
+                                            f"expires {waiver['expires']}")
+            for hit in waiver["matched"]:
+                terminalreporter.write_line(f"  {hit['test'].split('::', 1)[-1]}: {hit['finding']}")
+    if gate.banner:
         terminalreporter.write_sep("!", gate.banner, yellow=True, bold=True)
 
 
@@ -480,6 +588,14 @@ def pytest_html_results_summary(prefix: list, summary: list, postfix: list, sess
                     f"<td>{'<br>'.join(_html(t) for t in tests)}</td></tr>")
     postfix.append("<h2>Checklist criteria</h2><table><tr><th>Criterion</th><th>Text</th><th>Result</th>"
                    "<th>Tests</th></tr>" + "".join(rows) + "</table>")
+    ledger = waiver_ledger(gate)
+    if ledger:
+        rows = [f"<tr><td>{'RED: ' if w['red'] else ''}{_html(w['message'])}</td><td>{_html(w['reason'])}</td>"
+                f"<td>{_html(w['decided_by'])}</td><td>{w['expires']}</td><td>"
+                + "<br>".join(_html(f"{h['test'].split('::', 1)[-1]}: {h['finding']}") for h in w["matched"])
+                + "</td></tr>" for w in ledger]
+        postfix.append("<h2>Waivers</h2><table><tr><th>Waiver</th><th>Reason</th><th>Decided by</th><th>Expires</th>"
+                       "<th>Findings waived</th></tr>" + "".join(rows) + "</table>")
 
 
 def _html(text: str) -> str:
@@ -487,11 +603,14 @@ def _html(text: str) -> str:
 
 
 def criteria_outcomes(gate: GateSession) -> dict[str, tuple[str, list[str]]]:
+    """Each criterion's verdict: failed, skipped, passed, or waived (passed only because waivers matched)."""
+    waived = {e["criterion"] for e in gate.results.values() if e["outcome"] == "waived"}
     found = {}
     for cid, results in gate.outcomes.items():
         outcomes = {o for _, o, _ in results}
         verdict = "failed" if "failed" in outcomes else "skipped" if outcomes == {"skipped"} else "passed"
-        found[cid] = (verdict, sorted({n for n, _, _ in results}))
+        found[cid] = ("waived" if verdict == "passed" and cid in waived else verdict,
+                      sorted({n for n, _, _ in results}))
     return found
 
 
@@ -501,17 +620,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     outcomes = criteria_outcomes(gate)
     tally = Counter(entry["outcome"] for entry in gate.results.values())
+    ledger = waiver_ledger(gate)
+    if any(w["red"] for w in ledger) and exitstatus == 0:  # an expired or unused waiver: the run is not green
+        session.exitstatus = exitstatus = pytest.ExitCode.TESTS_FAILED
     summary = {
         "metadata": gate.metadata(),
         "sandbox": gate.banner is not None,
         "exitstatus": int(exitstatus),
         "duration": round(time.monotonic() - gate.clock, 2),
         "counts": {"passed": tally["passed"], "failed": tally["failed"], "skipped": tally["skipped"],
-                   "errors": tally["error"]},
+                   "errors": tally["error"]} | ({"waived": tally["waived"]} if tally["waived"] else {}),
         "tests": list(gate.results.values()),
         "criteria": {cid: {"text": CRITERIA[cid].text, "phase": CRITERIA[cid].phase, "result": verdict,
                            "tests": tests} for cid, (verdict, tests) in sorted(outcomes.items())},
         "checks": gate.checks,
+        "waivers": ledger,
         "failure_criteria": {line: sorted(c for c in ids if outcomes.get(c, ("",))[0] == "failed")
                              for line, ids in FAILURE_CRITERIA.items()},
     }

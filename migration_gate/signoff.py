@@ -63,7 +63,7 @@ color:#1f2328;line-height:1.4}h1{margin-bottom:.2em}h2{border-bottom:1px solid #
 margin-top:1.6em}table{border-collapse:collapse;width:100%;margin:.5em 0}th,td{border:1px solid #d0d7de;
 padding:4px 8px;text-align:left;vertical-align:top;font-size:14px}th{background:#f6f8fa}.verdict{color:#fff;
 padding:.6em 1em;border-radius:6px;font-size:1.3em;font-weight:600}.ok{color:#1a7f37;font-weight:600}
-.bad{color:#cf222e;font-weight:600}.muted{color:#59636e}
+.bad{color:#cf222e;font-weight:600}.muted{color:#59636e}.waived{color:#9a6700;font-weight:600}
 td a,td code{word-break:break-all}.sign td{height:3em}code{font-size:13px;word-break:break-all}
 @media print{body{margin:0}}
 """
@@ -85,6 +85,62 @@ def _criteria(run_dir: Path) -> tuple[dict[str, dict], list[dict]]:
                 continue
             merged[cid] = entry
     return merged, checks
+
+
+def waivers(run_dir: Path) -> list[dict]:
+    """Every waiver of the description as the run's suites judged it ("waivers" of each phase's results), merged
+    over the phases: its findings from all of them; red (expired, matched nothing) when any phase said so."""
+    merged: dict[tuple[str, str], dict] = {}
+    for path in sorted(run_dir.glob("*/criteria-*.json")):
+        for entry in json.loads(path.read_text()).get("waivers", []):
+            key = (entry["criterion"], entry["waiver"])
+            found = merged.setdefault(key, dict(entry, matched=[]))
+            found["matched"] += [dict(hit, phase=path.parent.name) for hit in entry.get("matched", [])]
+            rank = ("not judged", "matched", "unused", "expired")
+            if rank.index(entry["status"]) > rank.index(found["status"]):
+                found.update(status=entry["status"], red=entry["red"], message=entry["message"])
+    for found in merged.values():  # a phase that judged it "not judged" never hides another's matches
+        if found["status"] == "not judged" and found["matched"]:
+            found.update(status="matched", message=f"waiver {found['waiver']}: waived {len(found['matched'])} "
+                                                    "finding(s)")
+    return list(merged.values())
+
+
+def waived_findings(run_dir: Path) -> list[dict]:
+    """The run's waived findings, one per finding, with the waiver's reason, who decided and its expiry."""
+    return [{"criterion": w["criterion"], "finding": hit["finding"], "test": hit["test"], "phase": hit["phase"],
+             "waiver": w["waiver"], "reason": w["reason"], "decided_by": w["decided_by"], "expires": w["expires"]}
+            for w in waivers(run_dir) for hit in w["matched"]]
+
+
+def _waivers_section(run_dir: Path) -> list[str]:
+    """Each waiver (criterion, finding, reason, who decided, expiry) with the findings it waived in this run; one
+    that expired or matched nothing in red. None when the description has no waivers."""
+    found = waivers(run_dir)
+    if not found:
+        return []
+    parts = ["<h2 id='waivers'>Waivers</h2><p class='muted'>Known faults gone live with knowingly ([[waivers]] of "
+             "the description): each finding a waiver matched is listed, never hidden. A waiver that expired or "
+             "matched nothing is red.</p><table><tr><th>Criterion</th><th>Finding waived</th><th>Reason</th>"
+             "<th>Decided by</th><th>Expires</th><th>In this run</th></tr>"]
+    for w in found:
+        if w["matched"]:
+            shown = "<td class='waived'>" + "<br>".join(
+                f"waived: <code>{escape(h['finding'])}</code> ({escape(h['phase'])}, "
+                f"<code>{escape(h['test'].split('::', 1)[-1])}</code>)" for h in w["matched"]) + "</td>"
+        elif w["status"] == "expired":
+            shown = f"<td class='bad'>EXPIRED on {escape(w['expires'])}</td>"
+        elif w["status"] == "unused":
+            shown = "<td class='bad'>matched nothing</td>"
+        else:
+            shown = f"<td class='muted'>{escape(w['message'].split(': ', 1)[-1])}</td>"
+        if w["matched"] and w["status"] == "expired":
+            shown = shown[:-5] + f"<br><span class='bad'>EXPIRED on {escape(w['expires'])}</span></td>"
+        waived = (f"<code>{escape(w['finding'])}</code>" if w.get("finding") else
+                  f"any line matching <code>{escape(w.get('finding_regex') or w['waiver'])}</code>")
+        parts.append(f"<tr><td>{escape(w['criterion'])}</td><td>{waived}</td><td>{escape(w['reason'])}</td><td>{escape(w['decided_by'])}</td>"
+                     f"<td>{escape(w['expires'])}</td>{shown}</tr>")
+    return [*parts, "</table>"]
 
 
 def artifacts(run_dir: Path, exclude: Path | None = None) -> list[tuple[str, int, str | None]]:
@@ -201,7 +257,14 @@ def _line_result(state: RunState, line: ChecklistLine, criteria: dict[str, dict]
     results += [_phase_status(state, name) for name in line.phases]
     if any(r == "failed" for r in results):
         return "failed"
-    return "passed" if results and all(r == "passed" for r in results) else "not run"
+    if results and all(r in ("passed", "waived") for r in results):
+        return "passed with waived findings" if "waived" in results else "passed"
+    return "not run"
+
+
+def _result_class(result: str) -> str:
+    return {"passed": "ok", "not needed": "muted", "waived": "waived",
+            "passed with waived findings": "waived"}.get(result, "bad")
 
 
 def _checklist_tables(state: RunState, criteria: dict[str, dict]) -> list[str]:
@@ -214,7 +277,7 @@ def _checklist_tables(state: RunState, criteria: dict[str, dict]) -> list[str]:
         result = _line_result(state, line, criteria)
         proof = ", ".join([*line.criteria, *(f"phase {p}" for p in line.phases)])
         parts.append(f"<tr><td>{escape(line.text)}</td><td>{escape(proof)}</td>"
-                     f"<td class='{'ok' if result == 'passed' else 'bad'}'>{result}</td></tr>")
+                     f"<td class='{_result_class(result)}'>{result}</td></tr>")
     parts.append("</table><h2 id='failure'>Failure criteria</h2><p class='muted'>The checklist's \"Migration "
                  "fails if\" lines: each is met when a criterion or phase behind it failed.</p><table><tr><th>"
                  "Fails if</th><th>Judged by</th><th>Met?</th></tr>")
@@ -238,7 +301,7 @@ def _checklist_tables(state: RunState, criteria: dict[str, dict]) -> list[str]:
         result = entry["result"] if entry else ("not run" if rolled_back or cid not in ROLLBACK_ONLY
                                                 else "not needed")
         tests = "<br>".join(f"<code>{escape(t)}</code>" for t in (entry or {}).get("tests", []))
-        shown = {"passed": "ok", "not needed": "muted"}.get(result, "bad")
+        shown = _result_class(result)
         parts.append(f"<tr><td><b>{cid}</b> {escape(criterion.text)}</td><td class='{shown}'>"
                      f"{escape(result)}</td><td>{tests}</td></tr>")
     parts.append("</table>")
@@ -256,7 +319,9 @@ def _phi_section(checks: list[dict]) -> list[str]:
         for check in rows:
             parts.append(f"<tr><td>{escape(phase)}</td><td>{escape(check['check'])}</td>"
                          f"<td>{check['checked']:,} {escape(check.get('unit', 'values'))}</td>"
-                         f"<td class='{_cls(not check['problems'])}'>{check['problems']}</td></tr>")
+                         f"<td class='{_cls(not check['problems'])}'>{check['problems']}"
+                         + (f" <span class='waived'>(+{len(check['waived'])} waived)</span>" if check.get("waived")
+                            else "") + "</td></tr>")
         values = [c for c in rows if c.get("unit", "values") == "values"]
         parts.append(f"<tr><th colspan='2'>{escape(phase)}: PHI values checked (each check counts the values it "
                      f"read)</th><th>{sum(c['checked'] for c in values):,} values</th>"
@@ -336,6 +401,10 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
     label, colour, sentence = VERDICTS.get(state.status, VERDICTS["running"])
     if sandbox:
         sentence = SANDBOX_SENTENCES.get(state.status, sentence)
+    waived = len(waived_findings(run_dir))
+    if waived:  # never a bare PASSED: the findings gone live with are counted in the verdict itself
+        label += f" WITH {waived} WAIVED FINDING{'S' if waived > 1 else ''}"
+        sentence += f" {waived} known finding(s) were waived by a recorded decision: see Waivers."
     criteria, checks = _criteria(run_dir)
     dress = state.dress_rehearsal
     title = f"{SANDBOX_BANNER} - rehearsal sign-off" if sandbox else "Migration sign-off"
@@ -384,6 +453,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
 
     parts.extend(_forecast_section(state))
     parts.extend(_checklist_tables(state, criteria))
+    parts.extend(_waivers_section(run_dir))
     if state.counts:
         parts.append("<h2 id='counts'>Row counts: legacy (at backup) vs new</h2><table><tr><th>Legacy table</th>"
                      "<th>Rows</th><th>New table</th><th>Rows</th><th></th></tr>")

@@ -112,12 +112,13 @@ def _tally(results: dict) -> str:
     counts = results["counts"]
     parts = [f"{counts.get(k, 0)} {label}" for k, label in
              (("failed", "failed"), ("errors", "could not run"), ("passed", "passed"),
-              ("skipped", "not applicable here")) if counts.get(k, 0)]
+              ("waived", "passed only by waivers"), ("skipped", "not applicable here")) if counts.get(k, 0)]
     return f"checks: {', '.join(parts) or 'none ran'} in {float(results.get('duration') or 0):.1f} s"
 
 
 def judge(returncode: int, results: dict | None, output: str) -> tuple[bool, str]:
-    """(green, detail) of a suite run: green only with exit code 0 and results without a failure or an error.
+    """(green, detail) of a suite run: green only with exit code 0 and results without a failure, an error or a
+    red waiver (expired, or matched nothing); a test passed by waivers is green and the detail counts its findings.
     The detail names the failed tests and their first problem lines (our checks' lines: PHI-free); without
     results it is the last line the child printed, redacted."""
     if results is None:
@@ -125,15 +126,19 @@ def judge(returncode: int, results: dict | None, output: str) -> tuple[bool, str
         return False, redact_text(last.strip() or f"pytest exited with code {returncode} and wrote no results")
     counts = results["counts"]
     bad = [t for t in results.get("tests", []) if t.get("outcome") in ("failed", "error")]
+    red_waivers = [w["message"] for w in results.get("waivers", []) if w.get("red")]
+    waived = sum(len(t.get("waived", [])) for t in results.get("tests", []) if t.get("outcome") == "waived")
+    detail = _tally(results) + (f"; {waived} finding(s) waived ([[waivers]], see the sign-off)" if waived else "")
     if returncode == 0 and results.get("exitstatus") == 0 and not bad and not counts.get("failed") \
-            and not counts.get("errors"):
-        return True, _tally(results)
-    detail = _tally(results)
+            and not counts.get("errors") and not red_waivers:
+        return True, detail
+    if red_waivers:
+        detail += "; " + "; ".join(red_waivers)
     if bad:
         names = [t["nodeid"].split("::", 1)[-1] for t in bad]
         problems = [line for t in bad for line in t.get("problems", []) if not line.endswith("problem(s)")][:4]
         detail += f"; failed: {', '.join(names[:8])}" + (", ..." if len(names) > 8 else "")
         detail += f"; first problems: {'; '.join(problems)}" if problems else ""
-    else:
+    elif not red_waivers:
         detail += f"; pytest exit code {returncode}"
     return False, redact_text(detail)

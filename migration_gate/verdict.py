@@ -14,7 +14,8 @@ from migration_gate.forecast import against_actual
 from migration_gate.runstate import RunState
 
 EPILOG = """Exit codes (all commands):
-  0  green: every gate passed (scripts/rollback: the rollback ran and was verified, or nothing to roll back)
+  0  green: every gate passed (scripts/rollback: the rollback ran and was verified, or nothing to roll back);
+     with findings a [[waivers]] entry matched it says "GREEN with N waived findings" (sign-off: Waivers)
   1  red: a gate failed; nothing was migrated, or the rollback ran and was verified
   2  bad usage or configuration (one line)
   3  red and the rollback could NOT be verified, or it is held because it would discard rows written
@@ -28,7 +29,10 @@ EXIT = {"green": 0, "red": 1, "rolled-back": 1, "over-limit": 1, "rollback-faile
 
 
 def _summary(state: RunState, report: Path | None) -> dict:
-    return {"verdict": state.status, "exit_code": EXIT.get(state.status, 1), "run_dir": state.run_dir,
+    return {"verdict": state.status, "waived": signoff.waived_findings(Path(state.run_dir)),
+            "waivers": [{k: w[k] for k in ("criterion", "waiver", "status", "red", "message", "reason", "decided_by",
+                                           "expires")} for w in signoff.waivers(Path(state.run_dir))],
+            "exit_code": EXIT.get(state.status, 1), "run_dir": state.run_dir,
             "signoff": str(report) if report else None, "failure": state.failure,
             "rollback_verified": state.rollback_verified, "downtime_minutes": state.downtime_minutes,
             "phases": [{"name": p.name, "status": p.status, "seconds": p.seconds, "over_budget": p.over_budget}
@@ -59,7 +63,12 @@ def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, envi
             dress = state.dress_rehearsal
             print(f"DRESS REHEARSAL on a copy of {dress.get('source')}: {dress.get('copy')}, data as of "
                   f"{dress.get('as_of')} (the target itself was not migrated)")
-        print(f"Verdict: {state.status.upper()}" + (f" - {state.failure}" if state.failure else ""))
+        waived = signoff.waived_findings(Path(state.run_dir))
+        count = f" with {len(waived)} waived finding{'s' if len(waived) > 1 else ''}" if waived else ""
+        print(f"Verdict: {state.status.upper()}{count}" + (f" - {state.failure}" if state.failure else ""))
+        for hit in waived:
+            print(f"  waived {hit['criterion']}: {hit['finding']} ({hit['reason']}; decided by {hit['decided_by']}, "
+                  f"expires {hit['expires']})")
         for record in state.phases + state.rollback_phases:
             if record.status != "pending":
                 flag = "  OVER BUDGET" if record.over_budget else ""

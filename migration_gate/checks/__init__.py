@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import psycopg
@@ -23,16 +24,22 @@ FIRST_IDS = 5
 # `gate_check` attribute; the pytest plugin listens per test and keeps what it hears in the test's stash.
 LOG = logging.getLogger("migration_gate.checks")
 _QUOTED = re.compile(r"(\"[^\"]*\"|'[^']*')")
+# While a phase test runs, the plugin sets what its criterion's unexpired waivers ([[waivers]]) accept: given a
+# problem line, the number of the waiver it matches, else None. expect() then fails only for the rest, and its
+# summary lists the waived lines: a waived finding is reported, never dropped. Unset (any other caller): none.
+WAIVER: ContextVar[Callable[[str], int | None] | None] = ContextVar("gate_waiver", default=None)
 
 
 class CheckFailed(AssertionError):
     """A check found problems; the message is PHI-free by construction, and so are the problem lines it carries
     (so a report can list them as data)."""
 
-    def __init__(self, message: str, check: str = "", problems: Iterable[str] = ()) -> None:
+    def __init__(self, message: str, check: str = "", problems: Iterable[str] = (),
+                 waived: Iterable[dict] = ()) -> None:
         super().__init__(message)
         self.check = check
         self.problems = list(problems)
+        self.waived = list(waived)  # the check's findings a waiver matched: {"finding": line, "waiver": number}
 
 
 @dataclass
@@ -60,20 +67,37 @@ class Result:
             self.add(f"{where}: could not be checked: {error_text(exc)}")
 
     def expect(self) -> Result:
-        """Raise CheckFailed naming every problem; return self when there are none."""
+        """Raise CheckFailed naming every problem no waiver matches (and the waived ones after them); return self
+        when there are none."""
         __tracebackhide__ = True
-        LOG.info("%s: %d checked, %d problem(s)", self.check, self.checked, len(self.problems),
-                 extra={"gate_check": self.summary()})
-        if self.problems:
-            shown = self.problems[:20]
-            more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
-            raise CheckFailed(f"{self.check}: {len(self.problems)} problem(s)\n  " + "\n  ".join(shown) + more,
-                              check=self.check, problems=self.problems)
+        waived = self.waived()
+        matched = {w["finding"] for w in waived}
+        open_problems = [p for p in self.problems if p not in matched]
+        LOG.info("%s: %d checked, %d problem(s)", self.check, self.checked, len(open_problems),
+                 extra={"gate_check": self.summary(waived)})
+        if open_problems:
+            shown = open_problems[:20]
+            more = f"\n  ... and {len(open_problems) - 20} more" if len(open_problems) > 20 else ""
+            also = (f"\n  waived ([[waivers]]), not counted above: {len(waived)}\n    "
+                    + "\n    ".join(w["finding"] for w in waived[:20])) if waived else ""
+            raise CheckFailed(f"{self.check}: {len(open_problems)} problem(s)\n  " + "\n  ".join(shown) + more + also,
+                              check=self.check, problems=open_problems, waived=waived)
         return self
 
-    def summary(self) -> dict:
-        return {"check": self.check, "checked": self.checked, "unit": self.unit, "problems": len(self.problems),
-                "notes": list(self.notes)}
+    def waived(self) -> list[dict]:
+        """The problems the running test's waivers match (WAIVER), each with the number of its waiver."""
+        match = WAIVER.get()
+        if match is None:
+            return []
+        found = [{"finding": line, "waiver": match(line)} for line in self.problems]
+        return [w for w in found if w["waiver"] is not None]
+
+    def summary(self, waived: list[dict] | None = None) -> dict:
+        """What the reports keep of a judged check; problems counts those no waiver matched, waived the rest."""
+        waived = waived or []
+        return {"check": self.check, "checked": self.checked, "unit": self.unit,
+                "problems": len(self.problems) - len(waived), "notes": list(self.notes)} | (
+                    {"waived": waived} if waived else {})
 
     def __repr__(self) -> str:
         return f"Result({self.check!r}, ok={self.ok}, problems={len(self.problems)}, checked={self.checked})"
