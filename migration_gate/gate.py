@@ -222,6 +222,9 @@ class Gate:
         self.state.maintenance_on_at = time.time()
         with httpx.Client(base_url=self.target.api_base_url, timeout=15) as client:  # as the public sees it
             result = app.maintenance_active(client)
+        with httpx.Client(base_url=self.target.api_base_url, timeout=15, headers=self.target.api_headers) as client:
+            # the release a rollback must bring back: the legacy side is the previous release, not the new build
+            self.state.legacy_app_version = app.app_version(client) or self.state.legacy_app_version
         record.detail = "; ".join(result.problems) or "503 with Retry-After on the API, health still answering"
         return result.ok and self._record_answers(record)
 
@@ -315,6 +318,7 @@ class Gate:
         self.state.log_marker = logsource.mark(self.log_source).to_json()  # before the deploy: its lines count
         self.target.hooks.deploy(True)
         result = self._wait_for_app(expect_hipaa=True)
+        self.state.new_app_version = self.state.app_version if result.ok else self.state.new_app_version
         record.detail = "; ".join(result.problems) or (
             f"app healthy with useHipaaSchema true ({'; '.join(result.notes[-1:])}"
             f"{', version ' + self.state.app_version if self.state.app_version else ''})")
@@ -662,9 +666,23 @@ class Gate:
         return not problems
 
     def _redeploy_legacy(self, record: PhaseRecord) -> bool:
+        """deploy_legacy_schema brings back the previous release (the new build need not serve the old schema):
+        the version that answers afterwards must not be the new release's, and is the legacy one when known."""
         self.target.hooks.deploy(False)
+        before = self.state.app_version
+        self.state.app_version = None
         result = self._wait_for_app(expect_hipaa=False)
-        record.detail = "; ".join(result.problems) or "app healthy on the legacy schema"
+        answered, legacy, new = self.state.app_version, self.state.legacy_app_version, self.state.new_app_version
+        if self.state.app_version is None:
+            self.state.app_version = before
+        if answered and new and answered == new and new != legacy:
+            result.add(f"the app answering after deploy_legacy_schema reports version {answered}, the new release: "
+                       f"the hook must redeploy the previous release ({legacy or 'its version was not reported'})")
+        elif answered and legacy and answered != legacy:
+            result.notes.append(f"version {answered} answers, not {legacy} (the release before the window)")
+        record.detail = "; ".join(result.problems) or (
+            "app healthy on the legacy schema" + (f", version {answered}" if answered else "")
+            + (f" ({result.notes[-1]})" if answered and legacy and answered != legacy else ""))
         return result.ok
 
     def _record_counts(self) -> None:

@@ -51,6 +51,8 @@ class RunState:
     rollback_phases: list[PhaseRecord] = field(default_factory=list)
     backup: dict | None = None
     app_version: str | None = None  # what the app reported (GET /api/status commit) after the last deploy
+    legacy_app_version: str | None = None  # the previous release, serving the legacy schema before the window
+    new_app_version: str | None = None  # the release the forward deploy brought (what a rollback must replace)
     maintenance_on_at: float | None = None
     maintenance_off_at: float | None = None
     downtime_minutes: float | None = None

@@ -333,6 +333,8 @@ def _record(state: RunState, environment: dict[str, str]) -> str:
     """Who ran it, which gate, which migration and which app: at the top, where an auditor looks first."""
     rows = [("Run by", environment.get("Run by", "-")), ("Gate version", environment.get("Gate version", "-")),
             ("Migration sha256", state.migration_sha256),
+            ("Previous release (served the legacy schema before the window)",
+             state.legacy_app_version or "not reported"),
             ("App version (after the last deploy)", state.app_version or "not reported")]
     return "<table class='record'>" + "".join(f"<tr><th>{escape(k)}</th><td><code>{escape(v)}</code></td></tr>"
                                               for k, v in rows) + "</table>"

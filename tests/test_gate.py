@@ -141,6 +141,29 @@ class FailingHooks(SandboxHooks):
         super().maintenance(on)
 
 
+class SameBuildHooks(SandboxHooks):
+    """A host whose legacy deploy only flips the flag on the NEW build, instead of bringing back the previous
+    release (the real app's new build exits 1 on the legacy schema; ours answers with the new release's version)."""
+
+    def deploy(self, use_hipaa_schema: bool) -> None:
+        if not use_hipaa_schema:
+            self.api.extra_env["APP_COMMIT"] = "sandbox-hipaa"
+        super().deploy(use_hipaa_schema)
+
+
+def test_a_rollback_whose_legacy_deploy_brings_back_the_new_release_is_red(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The legacy side is the previous release, redeployed: the version answering after the rollback's deploy must
+    not be the one the forward deploy brought (recorded before the window: the release that served legacy)."""
+    broken = _broken_migration(tmp_path, BROKEN["postmigration"][0])
+    state = _cutover(sandbox, tmp_path / "run", broken, SameBuildHooks(sandbox.api))
+    assert state.legacy_app_version == "sandbox-legacy" and state.new_app_version == "sandbox-hipaa"
+    redeploy = next(p for p in state.rollback_phases if p.name == "redeploy-legacy")
+    assert redeploy.status == "failed", redeploy
+    assert ("reports version sandbox-hipaa, the new release: the hook must redeploy the previous release "
+            "(sandbox-legacy)") in redeploy.detail, redeploy.detail
+    assert state.status != "rolled-back"
+
+
 BROKEN = {
     "migration": ("RAISE EXCEPTION 'lock timeout on the real database';", None),
     "integrity": ("DELETE FROM clinical_sessions WHERE status = 'cancelled';", None),
