@@ -91,6 +91,10 @@ class AppServer:
         except OSError:
             return 0
 
+    def _lines(self) -> str:
+        count = self.log_lines()
+        return f"{count} line{'' if count == 1 else 's'}"
+
     def start(self) -> AppServer:
         """Start it and wait for health 2xx; AppStartError (after stopping it) when it exits or never answers."""
         if self.running:
@@ -120,7 +124,7 @@ class AppServer:
                 code = self._proc.poll() if self._proc is not None else -1
                 if code is not None:
                     raise AppStartError(f"{self.label}: exited with code {code} before GET {self.spec.health} "
-                                        f"answered; its log ({self.log_lines()} lines): {self.log_file}")
+                                        f"answered; its log ({self._lines()}): {self.log_file}")
                 try:
                     status = client.get(self.spec.health).status_code
                     if 200 <= status < 300:
@@ -130,7 +134,7 @@ class AppServer:
                     last = exc.__class__.__name__
                 if time.monotonic() >= deadline:
                     raise AppStartError(f"{self.label}: GET {self.spec.health} did not answer 2xx within "
-                                        f"{timeout:g} s (last: {last}); its log ({self.log_lines()} lines): "
+                                        f"{timeout:g} s (last: {last}); its log ({self._lines()}): "
                                         f"{self.log_file}")
                 time.sleep(POLL_SECONDS)
 
