@@ -17,8 +17,10 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import httpx
+import psycopg
 
 from migration_gate.config import AppServerConfig
 from migration_gate.embedded import free_port
@@ -73,7 +75,8 @@ class AppServer:
         env = {name: os.environ[name] for name in (*MINIMAL_ENV, *self.spec.pass_env) if name in os.environ}
         env.setdefault("PATH", os.defpath)
         env.update(self.spec.env)
-        env.update({self.spec.dsn_env: self.dsn, self.spec.key_env: self.key, self.spec.port_env: str(self.port)})
+        env.update({self.spec.dsn_env: dsn_url(self.dsn), self.spec.key_env: self.key,
+                    self.spec.port_env: str(self.port)})
         return env
 
     def _open_log(self) -> int:
@@ -153,6 +156,19 @@ class AppServer:
         _signal_group(proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(STOP_TIMEOUT)
+
+
+def dsn_url(dsn: str) -> str:
+    """A DSN as a postgresql:// URL (what Node's and most apps' drivers take; keyword DSNs they reject)."""
+    if dsn.startswith(("postgresql://", "postgres://")):
+        return dsn
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    user, password = info.pop("user", None), info.pop("password", None)
+    host, port, dbname = info.pop("host", None), info.pop("port", None), info.pop("dbname", None)
+    auth = (quote(str(user), safe="") + (f":{quote(str(password), safe='')}" if password else "") + "@") if user else ""
+    where = quote(str(host or ""), safe="") + (f":{port}" if port else "")
+    query = f"?{urlencode({k: str(v) for k, v in info.items()})}" if info else ""
+    return f"postgresql://{auth}{where}/{quote(str(dbname or ''), safe='')}{query}"
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -101,7 +101,7 @@ def test_your_app_that_exits_at_once_rolls_the_cutover_back_with_one_line(tmp_pa
 
 def _app(tmp_path: Path, command: str, **settings: object) -> AppServer:
     spec = AppServerConfig(command=command, cwd=tmp_path, **settings)
-    return AppServer(spec, "postgresql://app@127.0.0.1:1/db", "11" * 32, tmp_path / "run" / "app.log")
+    return AppServer(spec, "host=127.0.0.1 port=1 user=app dbname=db", "11" * 32, tmp_path / "run" / "app.log")
 
 
 def test_your_app_gets_only_what_the_gate_hands_over_and_its_group_is_stopped(tmp_path: Path,
@@ -116,6 +116,7 @@ def test_your_app_gets_only_what_the_gate_hands_over_and_its_group_is_stopped(tm
         names = set((tmp_path / "names.txt").read_text().split()) - SHELL_ADDED
         expected = {"DATABASE_URL", "PHI_ENCRYPTION_KEY", "PORT", "NODE_ENV", "SESSION_SECRET", "PATH", "HOME"}
         assert names - {"LANG"} == expected
+        assert app.child_env()["DATABASE_URL"] == "postgresql://app@127.0.0.1:1/db"  # a URL: what Node's drivers take
         group, sleeper = app.pid, int((tmp_path / "sleeper.txt").read_text())
     finally:
         app.stop()
