@@ -773,6 +773,73 @@ def load_notify(spec: object, where: str) -> NotifyConfig:
 
 
 REHEARSAL_KINDS = ("scratch", "local", "hooks")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class AppServerConfig:
+    """[rehearsal.app_new] / [rehearsal.app_legacy]: a team's own app the rehearsal starts in place of the
+    reference API on the side it serves (migration_gate.appserver). The gate hands it the database (the app
+    role's DSN), the PHI key and a port through the variables named here; its environment holds those, `env`,
+    the `pass_env` names copied from the gate's environment and a minimal PATH/HOME/LANG, nothing else."""
+
+    command: str
+    cwd: Path
+    health: str = "/health"
+    env: dict[str, str] = field(default_factory=dict)
+    pass_env: tuple[str, ...] = ()
+    headers: dict[str, str] = field(default_factory=dict)  # every request of the gate to it carries them
+    dsn_env: str = "DATABASE_URL"
+    key_env: str = "PHI_ENCRYPTION_KEY"
+    port_env: str = "PORT"
+    start_timeout_seconds: float = 120.0
+
+    @property
+    def label(self) -> str:
+        """How reports name it (the command and the folder: no value of its environment)."""
+        return f"your app: {self.command} in {self.cwd}"
+
+
+def _string_table(spec: dict, key: str, where: str) -> dict[str, str]:
+    value = spec.get(key, {})
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ConfigError(f"{where}: {key} must be a table of strings, e.g. {{ NAME = \"value\" }}")
+    return {str(k): v for k, v in value.items()}
+
+
+def load_app_server(spec: object, base: Path, where: str) -> AppServerConfig | None:
+    """One app of [rehearsal], validated: a command, a folder that exists, variable names that are names."""
+    if spec is None:
+        return None
+    spec = _only(spec, set(AppServerConfig.__dataclass_fields__), where)
+    command = spec.get("command")
+    if not isinstance(command, str) or not command.strip():
+        raise ConfigError(f"{where}: command must be a shell command (a non-empty string)")
+    cwd = (base / str(spec.get("cwd", "."))).resolve()
+    if not cwd.is_dir():
+        raise ConfigError(f"{where}: cwd {cwd} is not a folder")
+    health = str(spec.get("health", "/health"))
+    if not health.startswith("/"):
+        raise ConfigError(f"{where}: health must be a path starting with / (got {health!r})")
+    env, headers = _string_table(spec, "env", where), _string_table(spec, "headers", where)
+    pass_env = spec.get("pass_env", [])
+    if not isinstance(pass_env, list) or not all(isinstance(n, str) for n in pass_env):
+        raise ConfigError(f"{where}: pass_env must be a list of variable names")
+    names = {k: str(spec.get(k, AppServerConfig.__dataclass_fields__[k].default))
+             for k in ("dsn_env", "key_env", "port_env")}
+    bad = [n for n in [*env, *pass_env, *names.values()] if not ENV_NAME.fullmatch(n)]
+    if bad:
+        raise ConfigError(f"{where}: {bad[0]!r} is not an environment variable name")
+    if len(set(names.values())) < 3:
+        raise ConfigError(f"{where}: dsn_env, key_env and port_env must be three different names")
+    handed = sorted(set(names.values()) & (set(env) | set(pass_env)))
+    if handed:
+        raise ConfigError(f"{where}: {handed[0]} is handed over by the gate; it cannot also be in env or pass_env")
+    timeout = spec.get("start_timeout_seconds", AppServerConfig.start_timeout_seconds)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ConfigError(f"{where}: start_timeout_seconds must be a positive number of seconds")
+    return AppServerConfig(command=command, cwd=cwd, health=health, env=env, pass_env=tuple(pass_env),
+                           headers=headers, start_timeout_seconds=float(timeout), **names)
 REHEARSAL_KIND_ENV = "GATE_REHEARSAL_KIND"  # overrides [rehearsal] kind (a dress rehearsal's suites: "scratch")
 
 
@@ -788,9 +855,11 @@ class RehearsalConfig:
     create_copy: str | None = None
     delete_copy: str | None = None
     timeout_seconds: float = 1800.0  # each hook call; a copy of a large database takes a while
+    app_new: AppServerConfig | None = None  # the team's app in place of the reference API from the deploy on
+    app_legacy: AppServerConfig | None = None  # ... on the legacy side (before the window, after a rollback)
 
 
-def load_rehearsal(spec: object, where: str) -> RehearsalConfig:
+def load_rehearsal(spec: object, where: str, base: Path = ROOT) -> RehearsalConfig:
     """[rehearsal] validated (GATE_REHEARSAL_KIND overrides kind): one line per problem."""
     spec = {} if spec is None else spec
     if not isinstance(spec, dict):
@@ -813,7 +882,8 @@ def load_rehearsal(spec: object, where: str) -> RehearsalConfig:
     timeout = spec.get("timeout_seconds", RehearsalConfig.timeout_seconds)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise ConfigError(f"{where}: timeout_seconds must be a positive number of seconds")
-    return RehearsalConfig(kind=kind, timeout_seconds=float(timeout), **hooks)
+    apps = {name: load_app_server(spec.get(name), base, f"{where} {name}") for name in ("app_new", "app_legacy")}
+    return RehearsalConfig(kind=kind, timeout_seconds=float(timeout), **hooks, **apps)
 
 
 @dataclass(frozen=True)
@@ -1282,7 +1352,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         notify=load_notify(data.get("notify"), f"{where} [notify]"),
         watch=load_watch(data.get("watch"), f"{where} [watch]"),
         lint=load_lint(data.get("lint"), f"{where} [lint]"),
-        rehearsal=load_rehearsal(data.get("rehearsal"), f"{where} [rehearsal]"),
+        rehearsal=load_rehearsal(data.get("rehearsal"), f"{where} [rehearsal]", base),
         answers=load_answers(data.get("answers"), f"{where} [answers]"),
         waivers=load_waivers(data.get("waivers"), f"{where} [[waivers]]"),
     )

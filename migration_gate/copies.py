@@ -171,7 +171,7 @@ def _parse_hook_output(stdout: str, started: datetime) -> tuple[str, datetime, s
 
 
 @contextlib.contextmanager
-def _janitor_on_sigterm() -> Iterator[None]:
+def janitor_on_sigterm() -> Iterator[None]:
     """SIGTERM (a suite stopped by its gate, a CI cancel) unwinds like Ctrl-C, so the janitor still runs."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -193,7 +193,7 @@ def copy_of(target_dsn: str, gate: GateConfig, binaries: PgBinaries | None = Non
     the hook kind's copy is not dumped (the dress rehearsal takes its own backup of it)."""
     kind = kind or gate.rehearsal.kind
     stamp = stamp or f"{os.getpid()}_{int(time.time())}"
-    with _janitor_on_sigterm(), contextlib.ExitStack() as janitor:
+    with janitor_on_sigterm(), contextlib.ExitStack() as janitor:
         try:
             if kind == "hooks":
                 copy = _from_hooks(janitor, target_dsn, gate)

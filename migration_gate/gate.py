@@ -220,7 +220,11 @@ class Gate:
             backup_record.status, backup_record.detail = "pending", "retaken after maintenance on"
         self.target.hooks.maintenance(True)
         self.state.maintenance_on_at = time.time()
-        with httpx.Client(base_url=self.target.api_base_url, timeout=15) as client:  # as the public sees it
+        if self.target.maintenance_unverifiable:
+            record.detail = f"maintenance mode NOT VERIFIED: {self.target.maintenance_unverifiable}"
+            return self._record_answers(record)
+        with httpx.Client(base_url=self.target.api_base_url, timeout=15,
+                          headers=self.target.edge_headers) as client:  # as the public sees it
             result = app.maintenance_active(client)
         with httpx.Client(base_url=self.target.api_base_url, timeout=15, headers=self.target.api_headers) as client:
             # the release a rollback must bring back: the legacy side is the previous release, not the new build
@@ -344,7 +348,7 @@ class Gate:
     def _golive(self, record: PhaseRecord) -> bool:
         self.target.hooks.maintenance(False)
         self.state.maintenance_off_at = time.time()
-        with httpx.Client(base_url=self.target.api_base_url, timeout=15) as client:
+        with httpx.Client(base_url=self.target.api_base_url, timeout=15, headers=self.target.edge_headers) as client:
             token = app.login(client, self.target.api_username, self.target.api_password)
             result = app.protected_routes(client, token, ["/api/patients"])
             result.problems.extend(app.health(client, expect_hipaa=True).problems)

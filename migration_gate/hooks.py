@@ -129,6 +129,13 @@ class CutoverTarget:
     app_log_file: Path | None = None
     api_headers: dict[str, str] = field(default_factory=dict)  # e.g. a maintenance-bypass header for the checks
     allow_writes: bool = False  # the post-checks may create a probe patient (sandbox, staging)
+    # what every request to the app carries, the public's too (the maintenance probe, go-live): what a host's
+    # edge adds in front of the app, e.g. X-Forwarded-Proto behind a TLS-terminating proxy; the checks send
+    # api_headers, which hold these as well
+    edge_headers: dict[str, str] = field(default_factory=dict)
+    # set when maintenance mode cannot be seen on this target (a rehearsal's own legacy app, which knows nothing
+    # of the sandbox's flag): the maintenance phase says so, with this reason, instead of probing for a 503
+    maintenance_unverifiable: str | None = None
 
 
 def target_from_environment(gate: GateConfig, need_api: bool = True, hint: str = "") -> CutoverTarget:

@@ -107,24 +107,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rehearse: {exc}", file=sys.stderr)
         return 2
 
-    if args.against_copy:
-        return dress_rehearsal(args, gate, provider, progress)
+    with copies.janitor_on_sigterm():  # SIGTERM unwinds like Ctrl-C: the sandbox and a team's app are stopped
+        if args.against_copy:
+            return dress_rehearsal(args, gate, provider, progress)
+        return _rehearsal(args, gate, provider, progress)
+
+
+def _rehearsal(args: argparse.Namespace, gate: GateConfig, provider: SandboxProvider, progress: Progress) -> int:
+    """The cut-over on a fresh embedded sandbox (a team's own app on the side [rehearsal] names)."""
     run_dir = args.reports / f"rehearsal-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     sandbox = provider.rehearsal(run_dir / "sandbox", args.patients, args.seed, progress)
     state = None
     try:
+        _use_apps(sandbox, gate, provider.key)
         sandbox.start()
         target = CutoverTarget(dsn=sandbox.dsn, key=provider.key, api_base_url=sandbox.api_base_url,
                                api_username=gate.sandbox_username, api_password=gate.sandbox_password,
                                hooks=sandbox.hooks, app_log_file=sandbox.app_log_file,
-                               api_headers=sandbox.api_headers, allow_writes=True)
+                               api_headers=sandbox.api_headers, allow_writes=True, **_edge(sandbox))
         # the checklist's human items, attested by whoever rehearses (as the sandbox operator): nobody to brief
         attest.record_all(gate, run_dir, by=f"sandbox operator ({operator()})", note="recorded by scripts/rehearse")
         state = Gate(gate, target, run_dir, progress, log_source=getattr(sandbox, "log_source", None)).run()
         environment = {"Target": "embedded sandbox (throwaway PostgreSQL, synthetic PHI)",
-                       "Patients seeded": f"{args.patients:,} (seed {args.seed})", "API": "sandbox reference API",
+                       "Patients seeded": f"{args.patients:,} (seed {args.seed})", "API": _apps_line(sandbox),
                        "Configuration": str(gate.path), "Run by": operator(), "Gate version": gate_version()}
         code = finish_run(args, gate, state, environment, sandbox=True)
+        _say_apps(args, sandbox)
         _show_status_updates(args, getattr(sandbox.hooks, "notify_file", None))
         if args.watch and code == 0:
             code = _watch(gate, target, run_dir, progress, args, getattr(sandbox, "log_source", None))
@@ -132,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             port = psycopg.conninfo.conninfo_to_dict(sandbox.dsn).get("port")
             print(f"Kept running: psql '{sandbox.dsn}'  API {sandbox.api_base_url} (pid {sandbox.api_pid})\n"
                   f"  stop and delete with: scripts/rehearse --stop-kept {port}  (or --stop-kept: every cluster "
-                  "this checkout kept)")
+                  "this checkout kept)"
+                  + ("\n  your app ([rehearsal] app_new / app_legacy) was stopped: start it yourself against that "
+                     "database" if _team_apps(gate) else ""))
         return code
     except Refused as exc:
         print(f"rehearse: {exc}", file=sys.stderr)
@@ -210,11 +220,13 @@ def dress_rehearsal(args: argparse.Namespace, gate: GateConfig, provider: Sandbo
                               "copy (it has no app_on)")
             app = app_on(copy.before_dsn, run_dir / "copy-app", progress)
             stack.callback(app.stop)
+            _use_apps(app, gate, key)
             app.start()
             os.environ[REHEARSAL_KIND_ENV] = "scratch"  # PRE-08 rehearses on the copy's own server
             target = CutoverTarget(dsn=copy.before_dsn, key=key, api_base_url=app.api_base_url,
                                    api_username=username, api_password=password, hooks=app.hooks,
-                                   app_log_file=app.app_log_file, api_headers=app.api_headers, allow_writes=True)
+                                   app_log_file=app.app_log_file, api_headers=app.api_headers, allow_writes=True,
+                                   **_edge(app))
             attest.record_all(gate, run_dir, by=f"dress rehearsal ({operator()})",
                               note="recorded by scripts/rehearse --against-copy")
             cutover = Gate(gate, target, run_dir, progress, log_source=getattr(app, "log_source", None))
@@ -224,10 +236,13 @@ def dress_rehearsal(args: argparse.Namespace, gate: GateConfig, provider: Sandbo
                 "Target": f"DRESS REHEARSAL on a copy of {describe_target(source_dsn)}"
                           + (" (a fresh sandbox, synthetic PHI)" if from_sandbox else ""),
                 "Copy": f"{copy.label}; data as of {copy.as_of.isoformat(timespec='seconds')}",
-                "API": "the reference API (sandbox provider) started on the copy: the app checks ran against the "
-                       "reference API, not your app",
+                "API": (f"{_apps_line(app)}, started on the copy" if _team_apps(gate) else
+                        "the reference API (sandbox provider) started on the copy: the app checks ran against the "
+                        "reference API, not your app ([rehearsal] app_new starts yours)"),
                 "Configuration": str(gate.path), "Run by": operator(), "Gate version": gate_version()}
-            return finish_run(args, gate, state, environment, sandbox=from_sandbox)
+            code = finish_run(args, gate, state, environment, sandbox=from_sandbox)
+            _say_apps(args, app)
+            return code
         except Refused as exc:
             print(f"rehearse: {exc}", file=sys.stderr)
             return EXIT["refused"]
@@ -239,6 +254,44 @@ def dress_rehearsal(args: argparse.Namespace, gate: GateConfig, provider: Sandbo
             return 1
         finally:
             os.environ.pop(REHEARSAL_KIND_ENV, None)
+
+
+def _team_apps(gate: GateConfig) -> bool:
+    return gate.rehearsal.app_new is not None or gate.rehearsal.app_legacy is not None
+
+
+def _use_apps(rehearsal: object, gate: GateConfig, key: str) -> None:
+    """[rehearsal] app_new / app_legacy handed to the provider's target before it starts (with the key the gate
+    uses); a provider that cannot start a team's app is refused rather than silently rehearsing its own."""
+    if not _team_apps(gate):
+        return
+    use = getattr(rehearsal, "use_apps", None)
+    if use is None:
+        raise Refused(f"the sandbox provider {gate.sandbox_provider} cannot start your app ([rehearsal] app_new / "
+                      "app_legacy): it has no use_apps")
+    use(gate.rehearsal, key, gate.logs.error_pattern)
+
+
+def _edge(rehearsal: object) -> dict:
+    """What the target learns from a rehearsal serving a team's app: the headers every request needs to reach it,
+    and why maintenance mode cannot be seen on it (CutoverTarget edge_headers, maintenance_unverifiable)."""
+    return {"edge_headers": dict(getattr(rehearsal, "edge_headers", {}) or {}),
+            "maintenance_unverifiable": getattr(rehearsal, "maintenance_unverifiable", None)}
+
+
+def _apps_line(rehearsal: object) -> str:
+    """Which app answered on each side, for the sign-off's Environment table."""
+    label = getattr(rehearsal, "app_label", None)
+    if label is None:
+        return "the sandbox provider's reference API"
+    legacy, new = label(False), label(True)
+    return legacy if legacy == new else f"legacy side: {legacy}; new side: {new}"
+
+
+def _say_apps(args: argparse.Namespace, rehearsal: object) -> None:
+    label = getattr(rehearsal, "app_label", None)
+    if label is not None and not args.json:
+        print(f"App on the legacy side: {label(False)}\nApp on the new side: {label(True)}")
 
 
 def _copy_config(gate: GateConfig, kind: str, provider: SandboxProvider | None) -> GateConfig:

@@ -21,6 +21,7 @@ from typing import IO
 
 import httpx
 
+from migration_gate.appserver import AppServer
 from migration_gate.embedded import free_port
 
 HOST = "127.0.0.1"  # the API binds only here (sandbox.api.HOST)
@@ -152,13 +153,56 @@ class ApiProcess:
         self.stop()
 
 
+class ServingApp:
+    """What answers on the sandbox's base URL: the reference API, or a team's own app ([rehearsal] app_new,
+    app_legacy; migration_gate.appserver) on the side it serves. A team's app gets the reference API's port, so
+    the base URL the gate knows stays the same whichever app answers."""
+
+    def __init__(self, api: ApiProcess, new: AppServer | None = None, legacy: AppServer | None = None) -> None:
+        self.api = api
+        self.new = new
+        self.legacy = legacy
+
+    def team_app(self, use_hipaa_schema: bool) -> AppServer | None:
+        return self.new if use_hipaa_schema else self.legacy
+
+    def label(self, use_hipaa_schema: bool) -> str:
+        app = self.team_app(use_hipaa_schema)
+        return app.label if app is not None else "the reference API (sandbox.api)"
+
+    @property
+    def pid(self) -> int | None:
+        return next((app.pid for app in (self.api, self.new, self.legacy) if app is not None and app.pid), None)
+
+    def start(self, use_hipaa_schema: bool) -> None:
+        """Where a deploy starts the side's app: the reference API with USE_HIPAA_SCHEMA, or the team's own app
+        (whose own start command runs its own migrations, as its host's start command does)."""
+        app = self.team_app(use_hipaa_schema)
+        if app is None:
+            self.api.use_hipaa_schema = use_hipaa_schema
+            self.api.start()
+        else:
+            app.start()
+
+    def stop(self) -> None:
+        for app in (self.api, self.new, self.legacy):
+            if app is not None:
+                app.stop()
+
+    def deploy(self, use_hipaa_schema: bool) -> None:
+        """The deploy step: whatever answers now is stopped, then the side's app starts on the same port."""
+        self.stop()
+        self.start(use_hipaa_schema)
+
+
 class SandboxHooks:
     """The cut-over's hooks for the sandbox: maintenance is the flag file, a deploy is a restart with the flag,
     and "off the box" is a second folder (`offsite`, default beside the API's log) the backup is copied to, as an
     `aws s3 cp` hook would upload it; the location is that copy's file:// URL."""
 
-    def __init__(self, api: ApiProcess, offsite: Path | None = None) -> None:
+    def __init__(self, api: ApiProcess, offsite: Path | None = None, serving: ServingApp | None = None) -> None:
         self.api = api
+        self.serving = serving  # a team's own app on one side or both (None: the reference API on both)
         self.offsite = Path(offsite) if offsite else api.log_file.parent / "offsite"
         self.notify_file = api.log_file.parent / "notify.log"  # the status lines, as a chat channel would get them
 
@@ -185,4 +229,7 @@ class SandboxHooks:
         self.api.maintenance(on)
 
     def deploy(self, use_hipaa_schema: bool) -> None:
-        self.api.restart(use_hipaa_schema=use_hipaa_schema)
+        if self.serving is not None:
+            self.serving.deploy(use_hipaa_schema)
+        else:
+            self.api.restart(use_hipaa_schema=use_hipaa_schema)

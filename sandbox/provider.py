@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from migration_gate.config import ROOT, GateConfig
+from migration_gate.config import ROOT, GateConfig, RehearsalConfig
 from migration_gate.logsource import SINCE_VARIABLE, LogSource
 from migration_gate.progress import Progress
 from sandbox.api_process import SandboxHooks
@@ -24,9 +24,34 @@ class SandboxRehearsal:
         self.box = box
         self._hooks: SandboxHooks | None = None
 
+    def use_apps(self, rehearsal: RehearsalConfig, key: str, error_pattern: str | None = None) -> None:
+        """A team's own app ([rehearsal] app_new / app_legacy) in place of the reference API on the side it serves,
+        handed `key` and the app role's DSN; before start()."""
+        self.box.app_new, self.box.app_legacy = rehearsal.app_new, rehearsal.app_legacy
+        self.box.app_key, self.box.app_error_pattern = key, error_pattern
+
     def start(self) -> SandboxRehearsal:
         self.box.start()
         return self
+
+    def app_label(self, use_hipaa_schema: bool) -> str:
+        """Which app answers on that side: the reference API, or "your app: <command> in <cwd>"."""
+        spec = self.box.app_new if use_hipaa_schema else self.box.app_legacy
+        return spec.label if spec is not None else "the reference API (sandbox.api)"
+
+    @property
+    def edge_headers(self) -> dict[str, str]:
+        """What every request must carry to reach a team's app (its [rehearsal] headers), as a host's edge adds."""
+        return {k: v for spec in (self.box.app_legacy, self.box.app_new) if spec is not None
+                for k, v in spec.headers.items()}
+
+    @property
+    def maintenance_unverifiable(self) -> str | None:
+        """A team's legacy app knows nothing of the sandbox's maintenance flag: nothing answers 503 for it."""
+        if self.box.app_legacy is None:
+            return None
+        return ("your legacy app does not know the sandbox's maintenance flag (on your host, [hooks] "
+                "maintenance_on is checked for the 503)")
 
     def stop(self, keep: bool = False) -> None:
         self.box.stop(keep=keep)
@@ -41,7 +66,7 @@ class SandboxRehearsal:
 
     @property
     def api_headers(self) -> dict[str, str]:
-        return self.box.api.bypass_headers
+        return self.box.api.bypass_headers | self.edge_headers
 
     @property
     def app_log_file(self) -> Path | None:
@@ -51,19 +76,22 @@ class SandboxRehearsal:
     @property
     def log_source(self) -> LogSource:
         """The API's log served by a command (python -m sandbox.logs), as a host's log CLI serves a hosted
-        app's: the rehearsal's post-checks read it the way a team on Render reads theirs."""
+        app's: the rehearsal's post-checks read it the way a team on Render reads theirs. With a team's app on
+        the new side, its own output (a text file) is the app's log."""
+        if self.box.serving is not None and self.box.serving.new is not None:
+            return self.box.serving.new.log_source
         command = (f"{shlex.quote(sys.executable)} -m sandbox.logs --file {shlex.quote(str(self.box.api.log_file))}"
                    f' --since "${SINCE_VARIABLE}"')
         return LogSource(kind="command", format="jsonl", hook="logs_since", command=command, timeout_seconds=30)
 
     @property
     def api_pid(self) -> int | None:
-        return self.box.api.pid if self.box.api is not None else None
+        return self.box.serving.pid if self.box.serving is not None else None
 
     @property
     def hooks(self) -> SandboxHooks:
         if self._hooks is None:
-            self._hooks = SandboxHooks(self.box.api, offsite=self.box.offsite)
+            self._hooks = SandboxHooks(self.box.api, offsite=self.box.offsite, serving=self.box.serving)
         return self._hooks
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from migration_gate.appserver import AppServer
 from migration_gate.backup import IDENTITY_ENV, RECIPIENTS_ENV, BackupKeys
-from migration_gate.config import ROOT, GateConfig, load_config
+from migration_gate.config import ROOT, AppServerConfig, GateConfig, load_config
 from migration_gate.embedded import EmbeddedPostgres
 from migration_gate.progress import Progress
-from sandbox.api_process import SANDBOX_JWT_SECRET, ApiProcess
+from sandbox.api_process import SANDBOX_JWT_SECRET, ApiProcess, ServingApp
 from sandbox.roles import as_role, create_app_role, grant_app_role
 from sandbox.seed import SeedSummary, seed_legacy
 from sandbox.synthetic import SANDBOX_KEY
@@ -45,6 +46,11 @@ class Sandbox:
     backup_keys: BackupKeys | None = None  # the sandbox's own backup key pair, made at start
     private: Path | None = None  # outside the run folder: the identity file and the "off the box" store
     database_dsn: str | None = None  # an existing database (a dress rehearsal's copy): no cluster, no seeding
+    app_new: AppServerConfig | None = None  # a team's own app in place of the reference API from the deploy on
+    app_legacy: AppServerConfig | None = None  # ... and on the legacy side
+    app_key: str | None = None  # the key handed to a team's app (default: the sandbox's)
+    app_error_pattern: str | None = None  # [logs] error_pattern for a team's app's text log
+    serving: ServingApp | None = None
     _saved_env: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     @property
@@ -113,13 +119,27 @@ class Sandbox:
     def _start_api(self) -> Sandbox:
         self.api = ApiProcess(self.app_dsn, self.key, use_hipaa_schema=False, log_file=self.workdir / "api.log",
                               maintenance_file=self.workdir / "maintenance.flag", jwt_secret=self.jwt_secret)
-        self.api.start()
-        self.progress.say(f"reference API on {self.api.base_url} (legacy schema)")
+        self.serving = ServingApp(self.api, *(self._team_app(spec, name) for spec, name in (
+            (self.app_new, "app-new.log"), (self.app_legacy, "app-legacy.log"))))
+        self.serving.start(use_hipaa_schema=False)
+        self.progress.say(f"{self.serving.label(False)} on {self.api.base_url} (legacy schema)")
         return self
+
+    def _team_app(self, spec: AppServerConfig | None, log_name: str) -> AppServer | None:
+        """A team's app on the reference API's port, connecting as the app's role, its log in the sandbox folder."""
+        if spec is None:
+            return None
+        assert self.api is not None
+        return AppServer(spec, self.app_dsn, self.app_key or self.key, self.workdir / log_name, port=self.api.port,
+                         error_pattern=self.app_error_pattern)
 
     def stop(self, keep: bool = False) -> None:
         """Stop everything, or with keep=True leave the cluster and the API running for inspection."""
         api_pid = self.api.pid if self.api is not None else None
+        if self.serving is not None:  # a team's app is stopped even with keep: only the reference API is kept
+            for app in (self.serving.new, self.serving.legacy):
+                if app is not None:
+                    app.stop()
         if self.api is not None:
             self.api.detach() if keep else self.api.stop()
         if self.cluster is not None:
