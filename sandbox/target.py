@@ -19,6 +19,7 @@ from migration_gate.config import GateConfig, load_config
 from migration_gate.embedded import EmbeddedPostgres
 from migration_gate.progress import Progress
 from sandbox.api_process import SANDBOX_JWT_SECRET, ApiProcess
+from sandbox.deploy import deploy_migrations
 from sandbox.roles import as_role, create_app_role, grant_app_role
 from sandbox.seed import SeedSummary, seed_legacy
 from sandbox.synthetic import SANDBOX_KEY
@@ -110,6 +111,7 @@ class Sandbox:
     def _start_api(self) -> Sandbox:
         self.api = ApiProcess(self.app_dsn, self.key, use_hipaa_schema=False, log_file=self.workdir / "api.log",
                               maintenance_file=self.workdir / "maintenance.flag", jwt_secret=self.jwt_secret)
+        self.api.app_migrations = deploy_migrations(self.gate, self.dsn)  # before every start on the new schema
         self.api.start()
         self.progress.say(f"reference API on {self.api.base_url} (legacy schema)")
         return self
