@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import psycopg
@@ -16,13 +17,14 @@ import pytest
 from migration_gate import signoff
 from migration_gate.catalog import inspect
 from migration_gate.checks import grants, schema
-from migration_gate.config import load_config
+from migration_gate.config import ConfigError, load_config
 from migration_gate.gate import Gate
 from migration_gate.progress import Progress
 from migration_gate.runstate import RunState, schema_state
 from sandbox.deploy import run_app_migrations
 from sandbox.roles import as_role
 from sandbox.target import Sandbox
+from tests.test_cli import config_with_store
 from tests.test_gate import _cli, _target
 from tests.test_rollback_writes import _config_without_rollback_sql
 
@@ -160,3 +162,16 @@ def test_an_undeclared_table_and_a_missing_grant_after_the_deploy_are_red(sandbo
                             '[deploy] app_tables (what created it?)']
     red = grants.deploy_privileges(catalog, gate.app_role, list(gate.app_tables))
     assert red.problems == ['the app cannot insert into "public"."tasks": role "app_user" lacks INSERT']
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ('["tasks", "patients"]', "app_tables names patients, a table of the migration's own schema"),
+    ('"tasks"', "app_tables must be a list of table names"),
+    ('["tasks", "tasks"]', "app_tables names a table twice"),
+])
+def test_a_wrong_deploy_declaration_is_one_line(tmp_path: Path, value: str, fragment: str):
+    config = config_with_store(tmp_path)
+    text = re.sub(r"^app_tables = \[[^\]]*\]", f"app_tables = {value}", config.read_text(), flags=re.M)
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        load_config(config)
