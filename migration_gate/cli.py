@@ -408,7 +408,8 @@ def _print_plan(args: argparse.Namespace, plan: RollbackPlan) -> int:
     """The dry run of a rollback: its method and what it would discard; exit 4 when it would refuse."""
     if args.json:
         print(json.dumps({"method": plan.method, "went_live": plan.went_live, "discarded": plan.lost,
-                          "held": plan.held, "writes_since": plan.writes.to_json() if plan.writes else None}, indent=2))
+                          "held": plan.held, "writes_since": plan.writes.to_json() if plan.writes else None,
+                          "deploy_tables": [t.line(plan.method) for t in plan.deploy_tables]}, indent=2))
     else:
         print(f"Dry run, nothing was changed: the rollback would {plan.describe()}")
         if plan.held:

@@ -886,6 +886,18 @@ def load_rehearsal(spec: object, where: str, base: Path = ROOT) -> RehearsalConf
     return RehearsalConfig(kind=kind, timeout_seconds=float(timeout), **hooks, **apps)
 
 
+def load_app_tables(spec: object, where: str) -> tuple[str, ...]:
+    """[deploy] app_tables: the tables the app's own migrations may create when it starts on the new schema (a
+    list of table names in [migration] schema); none declared: the deploy may create nothing."""
+    spec = {} if spec is None else spec
+    value = spec.get("app_tables", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"{where}: app_tables must be a list of table names")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}: app_tables names a table twice")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class WatchConfig:
     """[watch]: the 48 hours after go-live (scripts/watch). The schedule as the checklist states it, what a round's
@@ -980,6 +992,7 @@ class GateConfig:
     rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)  # [rehearsal]: PRE-08's copy
     answers: AnswersConfig = field(default_factory=AnswersConfig)  # [answers]: same answers before and after
     waivers: tuple[Waiver, ...] = ()  # [[waivers]]: known app faults gone live with knowingly (plugin, sign-off)
+    app_tables: tuple[str, ...] = ()  # [deploy] app_tables: what the app's own migrations may create at the deploy
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -1214,13 +1227,15 @@ def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRul
 SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tables", "new_tables", "dropped_tables",
             "tenancy", "search_hashes", "preconditions", "new_foreign_keys", "legacy_foreign_keys", "legacy_schema",
             "legacy_objects", "new_schema", "new_objects", "backup", "logs", "precheck", "performance", "people",
-            "notify", "watch", "lint", "rehearsal", "answers", "waivers")
+            "notify", "watch", "lint", "rehearsal", "answers", "waivers",
+            "deploy")
 KEYS = {"migration": ("file", "rollback_file", "lock_timeout", "statement_timeout", "rollback_method", "schema"),
         "budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes"),
         "sandbox": ("patients", "seed", "username", "password", "provider"),
         "precheck": ("lock_timeout", "statement_timeout"),
         "performance": ("requests", "workers", "p95_factor", "p95_allowance_ms", "max_seconds"),
-        "notify": ("interval_minutes", "timeout_seconds")}
+        "notify": ("interval_minutes", "timeout_seconds"),
+        "deploy": ("app_tables",)}
 
 
 def _known_keys(data: dict, where: str) -> None:
@@ -1360,6 +1375,10 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")
     if config.rollback_method == "sql" and config.rollback_file is None:
         raise ConfigError(f"{where} [migration]: rollback_method 'sql' needs rollback_file")
+    for name in config.app_tables:
+        if name in config.new_schema or name in config.legacy_schema:
+            raise ConfigError(f"{where} [deploy]: app_tables names {name}, a table of the migration's own schema "
+                              "([new_schema] or [legacy_schema]), not one the app's deploy creates")
     for mapping in config.tables:
         if mapping.new not in config.new_schema:
             raise ConfigError(f"{where} [tables.{mapping.name}]: table {mapping.new} is not in [new_schema]")

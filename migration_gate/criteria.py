@@ -40,7 +40,8 @@ CRITERIA: dict[str, Criterion] = {c.id: c for c in (
                                   "backup time (by content)"),
     Criterion("BAK-04", "backup", "The dump's sha256 and size are recorded and still match"),
     Criterion("BAK-05", "backup", "The dump is readable by its owner only"),
-    Criterion("POST-01", "postmigration", "Every new table with its columns and types; no leftover columns"),
+    Criterion("POST-01", "postmigration", "Every new table with its columns and types; no leftover columns; no "
+                                          "table but these and what the deploy declares ([deploy] app_tables)"),
     Criterion("POST-02", "postmigration", "organization_id is NOT NULL, with no NULLs"),
     Criterion("POST-03", "postmigration", "Every foreign key points at the right table with the right ON DELETE; "
                                           "no orphans"),
@@ -64,7 +65,8 @@ CRITERIA: dict[str, Criterion] = {c.id: c for c in (
     Criterion("POST-17", "postmigration", "One active primary business owner per organization; no duplicate "
                                           "memberships"),
     Criterion("POST-18", "postmigration", "The app's own role has exactly its configured privileges on every new "
-                                          "table and sequence; none that could rewrite an append-only table"),
+                                          "table and sequence, and on the deploy's own tables; none that could "
+                                          "rewrite an append-only table"),
     Criterion("POST-19", "postmigration", "The app gives the same answers as before: every recorded record and "
                                           "field equal on the new schema (the checks' own writes left out)"),
     Criterion("INT-01", "integrity", "Exact counts per table, soft-deleted rows included, and per therapist"),

@@ -16,7 +16,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from migration_gate import (
     answers,
     backup,
     baseline_digests,
+    deploytables,
     forecast,
     logsource,
     migration,
@@ -77,6 +78,8 @@ class RollbackPlan:
     lost: int | None  # changes by others than the gate that this method discards (None: not countable)
     held: str | None  # why it must stop for a human (no decision given), else None
     went_live: bool = False
+    # the tables the app's deploy created ([deploy] app_tables), each with its rows: what this method does with them
+    deploy_tables: list[deploytables.DeployTable] = field(default_factory=list)
 
     def describe(self) -> str:
         how = {"restore": "restore the verified backup", "sql": "run the rollback SQL (rows written since the "
@@ -84,7 +87,9 @@ class RollbackPlan:
         count = ("cannot be counted (the run has no mark from the migration)" if self.writes is None
                  else self.writes.summary())
         lost = "unknown" if self.lost is None else str(self.lost)
-        return f"{how}; written since the migration: {count}; discarded by this rollback: {lost}"
+        deploy = (f"; the tables the app's deploy created: {deploytables.summary(self.deploy_tables, self.method)}"
+                  if self.deploy_tables else "")
+        return f"{how}; written since the migration: {count}; discarded by this rollback: {lost}{deploy}"
 
 
 class Gate:
@@ -549,6 +554,7 @@ class Gate:
         before go-live as after (before go-live they mean something wrote through maintenance mode)."""
         with psycopg.connect(self.target.dsn, connect_timeout=10) as conn:
             where = schema_state(conn, self.gate)
+            deploy = deploytables.survey(conn, self.gate, self._marked()) if where != "legacy" else []
         status = {p.name: p.status for p in self.state.phases}  # a hand-made or older state may lack phases
         went_live = status.get("golive", "pending") != "pending"
         if where == "legacy":  # never migrated, or a restore of an interrupted rollback already committed
@@ -564,16 +570,25 @@ class Gate:
             lost = sum(t.others for t in since.tables if t.table in gone)
         else:
             lost = since.others
+        method = "sql" if use_sql else "restore"
+        # a restore drops the deploy's tables with their rows: never silently, even where nothing else counts them
+        deploy_lost = [] if use_sql else [t for t in deploy if t.rows]
         held = None
-        if self.decision is None and (lost or (lost is None and went_live)):
+        if self.decision is None and (lost or (lost is None and went_live) or deploy_lost):
             why = ("written while maintenance mode was on (find what ignores it); " if not went_live else "")
             count = ("they cannot be counted (no mark from the migration)" if since is None else
                      f"{lost} changes by others than the gate ({since.summary('others')})")
+            in_deploy = ("; of them in the tables the app's deploy created: "
+                         f"{deploytables.summary(deploy_lost, method)}" if deploy_lost else "")
             held = (f"{'the rollback SQL' if use_sql else 'restoring the backup'} would discard rows written since "
-                    f"the migration: {why}{count}. Decide: scripts/rollback --run-dir {self.state.run_dir} "
+                    f"the migration: {why}{count}{in_deploy}. Decide: scripts/rollback --run-dir {self.state.run_dir} "
                     "--discard-writes --decided-by NAME"
                     + ("" if sql_possible else ", or set [migration] rollback_file to carry them back"))
-        return RollbackPlan("sql" if use_sql else "restore", since, lost, held, went_live)
+        return RollbackPlan(method, since, lost, held, went_live, deploy)
+
+    def _marked(self) -> set[str] | None:
+        """The tables that existed right after the migration (None: the run has no mark)."""
+        return set(self.state.write_mark["tables"]) if self.state.write_mark else None
 
     def preview_rollback(self) -> RollbackPlan:
         """The plan, counted under the cut-over lock: a killed run's leftover sessions (which may hold the locks
@@ -622,8 +637,12 @@ class Gate:
             return True
         self.state.writes_since = plan.writes.to_json() if plan.writes else None
         self.state.rollback_method = plan.method
+        self.state.deploy_tables, self.state.deploy_steps = deploytables.to_json(plan.deploy_tables), []
         if plan.writes:
             self.progress.say(f"written since the migration: {plan.writes.summary()}")
+        if plan.deploy_tables:
+            self.progress.say("the tables the app's deploy created: "
+                              f"{deploytables.summary(plan.deploy_tables, plan.method)}")
         if plan.held:
             self.state.rollback_held = record.detail = plan.held
             return False
@@ -657,16 +676,28 @@ class Gate:
                                            writes.WriteMark.from_json(self.state.write_mark), since)
             self.state.carried = str(carried.save(self.run_dir / "carried.json"))
             self.state.save()
+        prepared: list[tuple[list[deploytables.DeployTable], list[str]]] = []
+        marked = self._marked()
         migration.run_file(self.target.dsn, self.gate.rollback_file, self.target.key,
-                           lock_timeout=self.gate.lock_timeout)
+                           lock_timeout=self.gate.lock_timeout,  # the deploy's tables first, in the same transaction
+                           before=lambda conn: prepared.append(deploytables.detach_and_drop(conn, self.gate, marked)))
+        deploy = ""
+        if prepared and prepared[0][0]:
+            tables, steps = prepared[0]
+            self.state.deploy_tables, self.state.deploy_steps = deploytables.to_json(tables), steps
+            self.state.save()
+            deploy = f"; the tables the app's deploy created: {deploytables.summary(tables)}"
+            for step in steps:
+                self.progress.say(f"  before {self.gate.rollback_file.name}: {step}")
         if carried is None:
-            record.detail = f"ran {self.gate.rollback_file.name} (no mark from the migration: rows not verified)"
+            record.detail = (f"ran {self.gate.rollback_file.name} (no mark from the migration: rows not verified)"
+                             f"{deploy}")
             return True
         problems = writes.verify_carried(self.target.dsn, carried)
         moved = sum(len(t.written) for t in carried.tables)
         record.detail = "; ".join(problems) or (
             f"ran {self.gate.rollback_file.name}: {moved} rows written since the migration carried back; every key "
-            f"of {len(carried.tables)} tables verified")
+            f"of {len(carried.tables)} tables verified{deploy}")
         return not problems
 
     def _redeploy_legacy(self, record: PhaseRecord) -> bool:

@@ -132,13 +132,17 @@ def apply(conn: psycopg.Connection, steps: list[Step], context: DataStepContext,
 
 
 def run_file(dsn: str, path: Path, key: str, *, lock_timeout: str = "10s", statement_timeout: str = "0",
-             on_step: Callable[[int, int, StepTiming], None] | None = None) -> MigrationResult:
-    """Run a migration (or rollback) file in one transaction; on any error nothing is changed."""
+             on_step: Callable[[int, int, StepTiming], None] | None = None,
+             before: Callable[[psycopg.Connection], None] | None = None) -> MigrationResult:
+    """Run a migration (or rollback) file in one transaction; on any error nothing is changed. `before` runs
+    first in the same transaction (a rollback's preparation: the deploy's tables, migration_gate.deploytables)."""
     steps = load(path)
     context = DataStepContext(codec=PhiCodec(key))
     with psycopg.connect(dsn) as conn, conn.transaction():
         conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
                      (lock_timeout, statement_timeout))
+        if before is not None:
+            before(conn)
         timings = apply(conn, steps, context, on_step)
     return MigrationResult(path=path, timings=timings)
 

@@ -69,6 +69,10 @@ class RunState:
     carried: str | None = None  # the carried-rows record of a SQL rollback (writes.Carried, in the run folder)
     rollback_held: str | None = None  # why the rollback stopped for a human instead of discarding rows
     rollback_decision: dict | None = None  # who decided to discard rows written since the migration, and the count
+    # the tables the app's deploy created, as the last rollback met them (deploytables.DeployTable JSON), and
+    # what a SQL rollback did with them before its file, in order
+    deploy_tables: list[dict] = field(default_factory=list)
+    deploy_steps: list[str] = field(default_factory=list)
     environment: dict = field(default_factory=dict)  # what the sign-off says of where and by whom it ran
     sandbox: bool = False  # a rehearsal on the sandbox: its sign-off says so (kept for the watch's rewrites)
     # scripts/rehearse --against-copy: {"copy": label, "as_of": ISO time of its data, "source": host:port/db}

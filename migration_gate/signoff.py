@@ -23,6 +23,7 @@ from migration_gate.criteria import (
     SUCCESS_LINES,
     ChecklistLine,
 )
+from migration_gate.deploytables import DeployTable
 from migration_gate.forecast import Forecast, against_actual
 from migration_gate.performance import signoff_section as performance_section
 from migration_gate.runstate import RunState, budget_report
@@ -205,6 +206,13 @@ def _rollback_section(state: RunState) -> list[str]:
                  ("The gate's own (its PHI reads' audit rows, its probe rows)", f"{since.get('own', 0):,}")]
     else:
         rows.append(("Written since the migration", "not counted (the run has no mark from the migration)"))
+    if state.deploy_tables:  # what the app's deploy created: kept (rows), dropped (empty), or the restore's
+        tables = [DeployTable(**t) for t in state.deploy_tables]
+        rows.append(("Tables the app's deploy created (counted before the rollback)", "<br>".join(
+            escape(t.line(state.rollback_method or "sql")) for t in tables)))
+        if state.deploy_steps:
+            rows.append(("Before the rollback SQL, in this order (same transaction)",
+                         "<br>".join(escape(step) for step in state.deploy_steps)))
     decision = state.rollback_decision
     if decision:
         rows.append(("Decision to discard rows", f"<span class='bad'>{escape(str(decision.get('discarded')))} changes "

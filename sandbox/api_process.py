@@ -14,15 +14,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 import httpx
+import psycopg
 
 from migration_gate.appserver import AppServer
 from migration_gate.embedded import free_port
+from migration_gate.redact import safe_message
 
 HOST = "127.0.0.1"  # the API binds only here (sandbox.api.HOST)
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +48,9 @@ class ApiProcess:
         self.jwt_secret = jwt_secret
         self.bypass_token = secrets.token_hex(16)
         self.extra_env: dict[str, str] = {}  # more of the API's configuration (SANDBOX_API_DELAY_MS), at next start
+        # what the start command runs before the server on the new schema: the app's own migrations, as the real
+        # app's deploy runs them before every start (sandbox.deploy); None: nothing
+        self.app_migrations: Callable[[], None] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
 
@@ -86,6 +92,11 @@ class ApiProcess:
         """Start the child and wait for /health; an early exit raises with the child's last stderr line."""
         if self.running:
             raise RuntimeError("the API process is already running")
+        if self.use_hipaa_schema and self.app_migrations is not None:
+            try:
+                self.app_migrations()
+            except psycopg.Error as exc:  # the start command fails before the server starts, as a deploy would
+                raise RuntimeError(f"the app's migrations failed at start: {safe_message(exc)}") from None
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - open for the whole life of the child
         self._proc = subprocess.Popen([sys.executable, "-m", "sandbox.api"], cwd=ROOT, env=self.child_env(),
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr)

@@ -24,6 +24,7 @@ from migration_gate.embedded import EmbeddedPostgres
 from migration_gate.logsource import LogSource
 from migration_gate.target import TargetState
 from sandbox.api_process import ApiProcess
+from sandbox.deploy import deploy_migrations
 from sandbox.roles import as_role, create_app_role, grant_app_role
 from sandbox.seed import seed_legacy
 from sandbox.synthetic import SANDBOX_KEY
@@ -64,7 +65,9 @@ class SandboxTargets:
         app_dsn = as_role(dsn, self.gate.app_role.name) if self.gate.app_role else dsn
         api = ApiProcess(app_dsn, self.key, use_hipaa_schema=use_hipaa_schema,
                          log_file=self.workdir / f"{name}-api.log",
-                         maintenance_file=self.workdir / f"{name}-maintenance.flag").start()
+                         maintenance_file=self.workdir / f"{name}-maintenance.flag")
+        api.app_migrations = deploy_migrations(self.gate, dsn)  # the deploy's own tables, as on every new start
+        api.start()
         self._apis.append(api)
         return api
 

@@ -20,6 +20,7 @@ from migration_gate.config import ROOT, AppServerConfig, GateConfig, load_config
 from migration_gate.embedded import EmbeddedPostgres
 from migration_gate.progress import Progress
 from sandbox.api_process import SANDBOX_JWT_SECRET, ApiProcess, ServingApp
+from sandbox.deploy import deploy_migrations
 from sandbox.roles import as_role, create_app_role, grant_app_role
 from sandbox.seed import SeedSummary, seed_legacy
 from sandbox.synthetic import SANDBOX_KEY
@@ -119,6 +120,7 @@ class Sandbox:
     def _start_api(self) -> Sandbox:
         self.api = ApiProcess(self.app_dsn, self.key, use_hipaa_schema=False, log_file=self.workdir / "api.log",
                               maintenance_file=self.workdir / "maintenance.flag", jwt_secret=self.jwt_secret)
+        self.api.app_migrations = deploy_migrations(self.gate, self.dsn)  # before every start on the new schema
         self.serving = ServingApp(self.api, *(self._team_app(spec, name) for spec, name in (
             (self.app_new, "app-new.log"), (self.app_legacy, "app-legacy.log"))))
         self.serving.start(use_hipaa_schema=False)

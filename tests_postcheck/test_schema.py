@@ -13,6 +13,12 @@ def test_every_new_table_has_its_columns_and_types_and_no_leftovers(catalog, gat
                    check="new schema").expect()
 
 
+@pytest.mark.criterion("POST-01")
+def test_no_table_but_the_new_schema_and_what_the_deploy_declares(catalog, gate_config):
+    schema.only_described_tables(catalog, list(gate_config.new_schema), list(gate_config.app_tables),
+                                 schema=gate_config.schema).expect()
+
+
 @pytest.mark.criterion("POST-02")
 def test_the_organization_column_is_set_on_every_row(db, catalog, gate_config, tenant_row):
     schema.not_null(db, tenant_row.table, tenant_row.column, schema=gate_config.schema, catalog=catalog).expect()

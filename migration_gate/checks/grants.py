@@ -60,3 +60,20 @@ def app_privileges(source: psycopg.Connection | Catalog, app_role: AppRole, tabl
                 result.add(f"role {quote(role)} has {privilege} on sequence {quote(sequence.schema, sequence.name)}, "
                            "which [app_role] does not give it")
     return result
+
+
+def deploy_privileges(source: psycopg.Connection | Catalog, app_role: AppRole, app_tables: list[str],
+                      schema: str = "public") -> Result:
+    """The tables the app's deploy created ([deploy] app_tables, those that exist) grant the app's role exactly
+    its [app_role] privileges, as the migration's own tables must; a declared table the deploy did not create is
+    noted, and a deploy that created none says so."""
+    catalog = catalog_of(source, schema)
+    created = [name for name in app_tables if catalog.table(name, schema) is not None]
+    result = app_privileges(catalog, app_role, created, schema)
+    result.check = f"privileges of the app's role {quote(app_role.name)} on the deploy's own tables"
+    absent = sorted(set(app_tables) - set(created))
+    if not created:
+        result.notes.append(f"the deploy created none of the {len(app_tables)} declared tables: nothing to check")
+    elif absent:
+        result.notes.append(f"{len(absent)} declared tables not created by this deploy: {', '.join(absent)}")
+    return result

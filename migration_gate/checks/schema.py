@@ -57,6 +57,23 @@ def _show(item: object) -> str:
     return "(" + ", ".join(item) + ")" if isinstance(item, tuple) else str(item)
 
 
+def only_described_tables(source: psycopg.Connection | Catalog, described: list[str], app_tables: list[str],
+                           schema: str = "public") -> Result:
+    """After the deploy: every table of the app's schema is one the migration's new schema describes or one
+    [deploy] app_tables declares the app's own migrations may create; anything else is red, by name."""
+    catalog = catalog_of(source, schema)
+    result = Result("no table the description does not name", unit="tables")
+    present = catalog.names(schema)
+    result.checked = len(present)
+    for name in sorted(present - set(described) - set(app_tables)):
+        result.add(f"table {quote(schema, name)} is in the database but neither in [new_schema] nor in [deploy] "
+                   "app_tables (what created it?)")
+    created = sorted(present & set(app_tables))
+    result.notes.append(f"the deploy's own tables: {len(created)} of the {len(app_tables)} declared exist"
+                        + (f" ({', '.join(created)})" if created else ""))
+    return result
+
+
 def absent_tables(source: psycopg.Connection | Catalog, tables: list[str], check: str,
                   schema: str = "public") -> Result:
     catalog = catalog_of(source, schema)
