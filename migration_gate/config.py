@@ -195,13 +195,14 @@ class MembershipRight:
 @dataclass(frozen=True)
 class Probe:
     """POST-16's probe as the app takes it ([api.probe]): the route creating a patient and its body's names for the
-    name, email and phone; the search route and its body's field; the created record's field holding the email read
-    back. The defaults are the loma-org app's contract (target-app.md section 12)."""
+    name, email and phone; the route reading one patient back ({id}) and its field holding the decrypted email; the
+    search route and its body's field. The defaults are the loma-org app's contract (target-app.md section 12)."""
 
     create: str = "/api/patients"
     name: str = "name"
     email: str = "contactEmail"
     phone: str = "contactPhone"
+    read: str = "/api/patients/{id}"
     search: str = "/api/patients/search"
     term: str = "searchTerm"
     email_field: str = "patientContactEmail"
@@ -215,8 +216,10 @@ def load_probe(spec: object, where: str) -> Probe:
     for key, value in spec.items():
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{where}: {key} must be a non-empty string")
-        if key in ("create", "search") and not value.startswith("/"):
+        if key in ("create", "search", "read") and not value.startswith("/"):
             raise ConfigError(f"{where}: {key} must be a path starting with /")
+        if key == "read" and "{id}" not in value:
+            raise ConfigError(f"{where}: read must hold {{id}} (the created patient's id)")
     return Probe(**spec)
 
 

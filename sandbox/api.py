@@ -13,8 +13,9 @@ NULL or empty, sessions nesting their ``organization``, ``patient`` and ``therap
 ``therapistProfile``), a therapist profile its ``user``, one patient its ``organization`` and ``primaryTherapist``
 (never a ciphertext, hash or password in them), ``/api/clinical-sessions/patient/<id>`` in place of the
 ``/api/patients/<id>/sessions`` and ``/treatment-plans`` it does not have, a create body of ``contactEmail``,
-``contactPhone``... (other keys ignored, silently), and timestamps in ISO 8601 with ``Z``. SANDBOX_API_CONTRACT=
-classic keeps the contract this API had before (the legacy side's, on both schemas): a second app for the tests.
+``contactPhone``... (other keys ignored, silently) answered with the stored row (no decrypted PHI), and
+timestamps in ISO 8601 with ``Z``. SANDBOX_API_CONTRACT=classic keeps the contract this API had before (the
+legacy side's, on both schemas): a second app for the tests.
 
 Tests break it on purpose through SANDBOX_API_FAULTS (comma-separated; applied only on the new schema, as a new API
 that answers differently from the legacy one would):
@@ -986,7 +987,10 @@ class ApiApp:
                 sql.Identifier(self.schema.patients), sql.SQL(", ").join(map(sql.Identifier, values)),
                 sql.SQL(", ").join(sql.Placeholder() * len(values)))
             row = cur.execute(query, list(values.values())).fetchone()
-        return json_response({"success": True, "data": format_patient(row, self.schema, self.codec, self.loma)}, 201)
+        # the loma-org app answers with the stored row (its ciphertexts; here left out), not the decrypted patient
+        data = format_row(row, {}, self.codec, True, decrypt=False) if self.loma else format_patient(
+            row, self.schema, self.codec)
+        return json_response({"success": True, "data": data}, 201)
 
     def patient_values(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Physical column -> value for a new patient, from a validated body (the loma-org app's names on its

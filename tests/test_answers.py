@@ -240,6 +240,8 @@ def test_bad_answers_config_is_one_clear_line():
         load_probe({"mail": "contactEmail"}, "migration.toml [api.probe]")
     with pytest.raises(ConfigError, match=r"email must be a non-empty string"):
         load_probe({"email": ""}, "migration.toml [api.probe]")
+    with pytest.raises(ConfigError, match=r"read must hold \{id\}"):
+        load_probe({"read": "/api/patients"}, "migration.toml [api.probe]")
 
 
 def test_nested_objects_flatten_to_dotted_fields_and_patterns_ignore():
@@ -340,8 +342,8 @@ def test_each_probe_description_fits_its_own_app_only(hipaa_api, classic, tmp_pa
     with httpx.Client(base_url=hipaa_api.base_url, timeout=15) as client:
         result = checks.search_finds_patient(client, _token(client), probe=CLASSIC_PROBE)
     assert not result.ok
-    assert re.fullmatch(r"POST /api/patients: patient \d+'s email does not read back as it was sent \(field "
-                        r"patientContactEmail; the body named it email: \[api.probe\]\)", result.problems[0])
+    assert re.fullmatch(r"GET /api/patients/\d+: the probe patient's email does not read back as it was sent \(field "
+                        r"patientContactEmail; the create body named it email: \[api.probe\]\)", result.problems[0])
     assert re.fullmatch(r"POST /api/patients/search: the probe patient's email found 0 patients \(expected exactly "
                         r"patient \d+\)", result.problems[1])
     api = _api(classic[1], True, tmp_path, contract="classic")

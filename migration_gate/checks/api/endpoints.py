@@ -239,9 +239,10 @@ def latency_p95(client: httpx.Client, token: str, paths: Iterable[str], samples:
 
 def search_finds_patient(client: httpx.Client, token: str,
                          on_created: Callable[[int], None] | None = None, probe: Probe | None = None) -> Result:
-    """Create a synthetic patient, then search its email upper-cased and space-padded: exactly that patient
-    comes back (item 13: search hashes must be sha256(lower(trim(plaintext))) of what the app stores). probe: the
-    app's routes and body field names ([api.probe]; the loma-org app's by default).
+    """Create a synthetic patient, read it back (its email decrypted as sent), then search its email upper-cased
+    and space-padded: exactly that patient comes back (item 13: search hashes must be sha256(lower(trim(plaintext)))
+    of what the app stores). probe: the app's routes and body field names ([api.probe]; the loma-org app's by
+    default, whose create answer is the stored row, ciphertexts and all, not the decrypted patient).
 
     This WRITES one patient row (fake name and email, random per run) owned by the token's user: an accepted
     post-migration smoke write on the sandbox or a staging rehearsal, not for a production target.
@@ -264,9 +265,17 @@ def search_finds_patient(client: httpx.Client, token: str,
     result.notes.append(f"probe patient id {patient_id} created")
     if on_created is not None:  # the caller notes it as the checks' own write (migration_gate.answers)
         on_created(patient_id)
-    if data.get(probe.email_field) != email:
-        result.add(f"POST {probe.create}: patient {patient_id}'s email does not read back as it was sent (field "
-                   f"{probe.email_field}; the body named it {probe.email}: [api.probe])")
+    read = probe.read.replace("{id}", str(patient_id))
+    shown = fetch(result, client, "GET", read, token)
+    if shown is None:
+        return result
+    answer = body_of(shown)
+    record = answer.get("data") if isinstance(answer, dict) else None
+    if shown.status_code != 200 or not isinstance(record, dict):
+        result.add(f"GET {read}: answered {shown.status_code} without the probe patient (expected 200)")
+    elif record.get(probe.email_field) != email:
+        result.add(f"GET {read}: the probe patient's email does not read back as it was sent (field "
+                   f"{probe.email_field}; the create body named it {probe.email}: [api.probe])")
     found = fetch(result, client, "POST", probe.search, token, json={probe.term: f"  {email.upper()} "})
     if found is None:
         return result
