@@ -18,6 +18,7 @@ and left out of the comparison by id.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import hmac
 import json
@@ -103,12 +104,25 @@ class Digester:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()[:32]
 
 
+def matches(name: str, patterns: Iterable[str]) -> bool:
+    """A field named by one of the patterns: an exact name, or a shell pattern ("*Encrypted", "therapist.*")."""
+    return any(name == pattern or fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
 def normalize(record: Mapping[str, Any], settings: AnswersConfig, legacy: bool) -> dict[str, Any]:
-    """The record's fields by the new API's names (renames on the legacy side), volatile ones left out."""
-    out = {}
+    """The record's fields by the new API's names (renames on the legacy side), the ignored ones left out; a nested
+    object named in [answers] nested becomes its own dotted fields (patient.name), each compared by itself."""
+    out: dict[str, Any] = {}
     for name, value in record.items():
         name = settings.renames.get(name, name) if legacy else name
-        if name not in settings.ignore:
+        if matches(name, settings.ignore):
+            continue
+        if name in settings.nested and isinstance(value, Mapping):
+            for inner, inner_value in normalize(value, settings, legacy).items():
+                dotted = f"{name}.{inner}"
+                if not matches(dotted, settings.ignore):
+                    out[dotted] = inner_value
+        else:
             out[name] = canonical(value)
     return out
 
@@ -221,8 +235,11 @@ def record(client: httpx.Client, settings: AnswersConfig, logins: Iterable[tuple
             continue
         for request in settings.requests:
             calls: dict[str, Any] = {}
+            if not (legacy or request.on_new):
+                continue  # the new app has no such route ([answers] new_path = false)
+            route = request.path if legacy else request.new_path or request.path
             if request.ids_from is None:
-                calls[""] = _call(client, token, request.path, request, settings, digest, legacy).to_json()
+                calls[""] = _call(client, token, route, request, settings, digest, legacy).to_json()
             else:
                 chosen = (ids or {}).get(label, {}).get(request.path)
                 if chosen is None:
@@ -230,7 +247,7 @@ def record(client: httpx.Client, settings: AnswersConfig, logins: Iterable[tuple
                     chosen = sample_ids([rid for call in source.values() for rid in call["records"]],
                                         settings.sample)
                 for rid in chosen:
-                    path = request.path.replace("{id}", rid)
+                    path = route.replace("{id}", rid)
                     calls[rid] = _call(client, token, path, request, settings, digest, legacy).to_json()
             entry["requests"][request.path] = {"calls": calls}
     return recording
@@ -312,7 +329,7 @@ def own_writes(run_dir: Path) -> dict[str, set[str]]:
 
 
 def _compare_call(result: Result, where: str, before: Mapping[str, Any], after: Mapping[str, Any],
-                  settings: AnswersConfig, excluded: set[str]) -> None:
+                  settings: AnswersConfig, excluded: set[str], null: str | None = None) -> None:
     if before["status"] != 200:
         result.notes.append(f"GET {where}: answered {before['status']} before the cut-over: not compared")
         return
@@ -320,7 +337,6 @@ def _compare_call(result: Result, where: str, before: Mapping[str, Any], after: 
         result.add(f"GET {where}: answered {after['status']} (before: 200)")
         return
     old, new = before["records"], after["records"]
-    added = set(settings.added)
     for rid, was in old.items():
         if rid in excluded:
             continue
@@ -330,15 +346,17 @@ def _compare_call(result: Result, where: str, before: Mapping[str, Any], after: 
                 result.add(f"GET {where} record {rid}: missing")
             continue
         result.checked += 1
-        if was["record"] == now["record"] and not added & set(now["fields"]):
+        if was["record"] == now["record"]:
             continue
-        for name in sorted(set(was["fields"]) | set(now["fields"])):
-            if name not in now["fields"]:
-                result.add(f"GET {where} record {rid}: field {name} missing")
-            elif name not in was["fields"]:
-                if name not in added:
+        fields_before, fields_after = described(was["fields"], settings, True), described(now["fields"], settings)
+        for name in sorted(set(fields_before) | set(fields_after)):
+            if name not in fields_after:
+                if null is None or fields_before[name] != null:  # absent equals null ([answers] absent_equals_null)
+                    result.add(f"GET {where} record {rid}: field {name} missing")
+            elif name not in fields_before:
+                if (null is None or fields_after[name] != null) and not matches(name, settings.added):
                     result.add(f"GET {where} record {rid}: field {name} appears that was not there before")
-            elif was["fields"][name] != now["fields"][name]:
+            elif fields_before[name] != fields_after[name]:
                 result.add(f"GET {where} record {rid}: field {name} differs")
     if before["complete"]:
         for rid in sorted(set(new) - set(old) - excluded, key=_id_order):
@@ -347,15 +365,29 @@ def _compare_call(result: Result, where: str, before: Mapping[str, Any], after: 
         result.notes.append(f"GET {where}: more than {settings.max_pages} pages: records beyond them not compared")
 
 
+def described(fields: Mapping[str, str], settings: AnswersConfig, legacy: bool = False) -> dict[str, str]:
+    """A recording's field digests under the description as it is now: renames (on the legacy side) and ignore
+    applied to the field names again, so a recording made before the description changed still compares (a
+    digest is of the value alone; names are kept in the clear)."""
+    out = {}
+    for name, value in fields.items():
+        name = settings.renames.get(name, name) if legacy else name
+        if not matches(name, settings.ignore):
+            out[name] = value
+    return out
+
+
 def _id_order(rid: str) -> tuple[int, int | str]:
     return (0, int(rid)) if rid.isdigit() else (1, rid)
 
 
 def compare(before: Mapping[str, Any], after: Mapping[str, Any], settings: AnswersConfig,
-            own: Mapping[str, set[str]] | None = None) -> Result:
+            own: Mapping[str, set[str]] | None = None, null: str | None = None) -> Result:
     """Record by record: a record missing or appearing, a field missing, appearing (unless [answers] added names
-    it) or with another digest is a problem naming the endpoint, the record id and the field. The checks' own
-    writes (own: ids per request path) are left out, from that path and from the {id} requests drawn from it."""
+    it) or with another digest is a problem naming the endpoint (the new app's route), the record id and the
+    field. null: the digest of null under the recordings' key, when a field left out on one side equals null on
+    the other. The checks' own writes (own: ids per request path) are left out, from that path and from the {id}
+    requests drawn from it. A request the new app has no route for (new_path = false) is noted, not compared."""
     result = Result("the app gives the same answers as before the cut-over", unit="records")
     own = own or {}
     if before["nonce"] != after["nonce"]:  # digests under two keys never match: every field would "differ"
@@ -371,17 +403,22 @@ def compare(before: Mapping[str, Any], after: Mapping[str, Any], settings: Answe
             continue
         for path, request in was["requests"].items():
             spec = next((r for r in settings.requests if r.path == path), None)
+            if spec is not None and not spec.on_new:
+                result.notes.append(f"{label}: GET {path}: the new app has no such route ([answers] new_path = "
+                                    f"false): {len(request['calls'])} request(s) recorded before, not compared")
+                continue
+            route = spec.new_path or path if spec else path
             excluded = own.get(path, set())
             drawn = own.get(spec.ids_from, set()) if spec and spec.ids_from else set()
             calls_after = now["requests"].get(path, {}).get("calls", {})
             for rid, call in request["calls"].items():
                 if rid in drawn:
                     continue
-                where = path.replace("{id}", rid) if rid else path
+                where = route.replace("{id}", rid) if rid else route
                 if rid not in calls_after:
                     result.add(f"GET {where}: not requested after the cut-over")
                     continue
-                _compare_call(result, where, call, calls_after[rid], settings, excluded)
+                _compare_call(result, where, call, calls_after[rid], settings, excluded, null)
     result.problems[:] = fold(result.problems)
     if len(result.problems) > SHOWN:
         more = len(result.problems) - SHOWN
@@ -481,7 +518,8 @@ def check_after(client: httpx.Client, settings: AnswersConfig, phi_key: str | by
     source, before = found
     after = record(client, settings, logins, phi_key, legacy=False, ids=ids_of(before), nonce=before["nonce"])
     save(after, run_dir, name)
-    result = compare(before, after, settings, own_writes(run_dir))
+    null = Digester(phi_key, before["nonce"])(None) if settings.absent_equals_null else None
+    result = compare(before, after, settings, own_writes(run_dir), null)
     result.notes.insert(0, f"compared with {FOLDER}/{source}.json ({before['taken_at']}); recorded in "
                            f"{FOLDER}/{name}.json")
     return result

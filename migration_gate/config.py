@@ -195,6 +195,37 @@ class MembershipRight:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """POST-16's probe as the app takes it ([api.probe]): the route creating a patient and its body's names for the
+    name, email and phone; the route reading one patient back ({id}) and its field holding the decrypted email; the
+    search route and its body's field. The defaults are the loma-org app's contract (target-app.md section 12)."""
+
+    create: str = "/api/patients"
+    name: str = "name"
+    email: str = "contactEmail"
+    phone: str = "contactPhone"
+    read: str = "/api/patients/{id}"
+    search: str = "/api/patients/search"
+    term: str = "searchTerm"
+    email_field: str = "patientContactEmail"
+
+
+def load_probe(spec: object, where: str) -> Probe:
+    """[api.probe] validated: routes start with /, field names are non-empty strings."""
+    if spec is None:
+        return Probe()
+    spec = _only(spec, set(Probe.__dataclass_fields__), where)
+    for key, value in spec.items():
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where}: {key} must be a non-empty string")
+        if key in ("create", "search", "read") and not value.startswith("/"):
+            raise ConfigError(f"{where}: {key} must be a path starting with /")
+        if key == "read" and "{id}" not in value:
+            raise ConfigError(f"{where}: read must hold {{id}} (the created patient's id)")
+    return Probe(**spec)
+
+
+@dataclass(frozen=True)
 class ApiRules:
     """The app's API as the checks use it: endpoints, PHI reads that are audited, the users table login reads,
     and the visibility rule behind each count comparison (count_table -> {"new": ..., "legacy": ...})."""
@@ -207,6 +238,7 @@ class ApiRules:
     rights: tuple[MembershipRight, ...] = ()
     memberships: Tenancy | None = None  # the [tenancy] memberships an organization rule goes through
     schema: str = "public"
+    probe: Probe = field(default_factory=Probe)  # POST-16's create and search requests ([api.probe])
 
 
 @dataclass(frozen=True)
@@ -555,6 +587,8 @@ class AnswerRequest:
     id: str = "id"
     ids_from: str | None = None
     paginated: bool = False  # walk ?page=N&limit=[answers] page_size up to [answers] max_pages
+    new_path: str | None = None  # the new app's route for the same records (default: path; {id} the same ids)
+    on_new: bool = True  # False (new_path = false): the new app has no such route; recorded before, not compared
 
 
 @dataclass(frozen=True)
@@ -567,8 +601,10 @@ class AnswersConfig:
     page_size: int = 100
     max_pages: int = 20
     renames: dict[str, str] = field(default_factory=dict)  # legacy field name -> the new API's
-    ignore: tuple[str, ...] = ()  # volatile fields, left out on both sides
-    added: tuple[str, ...] = ()  # fields only the new API has (expected, not compared)
+    ignore: tuple[str, ...] = ()  # fields left out on both sides (names or shell patterns: "*Encrypted")
+    added: tuple[str, ...] = ()  # fields only the new API has (expected, not compared; patterns too)
+    nested: tuple[str, ...] = ()  # nested objects compared by their own keys, as dotted fields (patient.name)
+    absent_equals_null: bool = True  # a field left out on one side equals null on the other
 
 
 def _names(spec: dict, key: str, where: str) -> tuple[str, ...]:
@@ -581,11 +617,18 @@ def _names(spec: dict, key: str, where: str) -> tuple[str, ...]:
 def _answer_request(spec: object, paths: set[str], where: str) -> AnswerRequest:
     if not isinstance(spec, dict) or not isinstance(spec.get("path"), str) or not spec["path"].startswith("/"):
         raise ConfigError(f"{where}: each request needs a path starting with /")
-    unknown = set(spec) - {"path", "records", "id", "ids_from", "paginated"}
+    unknown = set(spec) - {"path", "records", "id", "ids_from", "paginated", "new_path"}
     if unknown:
         raise ConfigError(f"{where}: request {spec['path']}: unknown key {sorted(unknown)[0]}")
+    new_path = spec.get("new_path")
+    if new_path is not None and new_path is not False and not (isinstance(new_path, str) and new_path.startswith("/")):
+        raise ConfigError(f"{where}: request {spec['path']}: new_path must be a path starting with / (or false: "
+                          "the new app has no such route)")
+    if isinstance(new_path, str) and ("{id}" in new_path) != ("{id}" in spec["path"]):
+        raise ConfigError(f"{where}: request {spec['path']}: new_path must hold {{id}} exactly when path does")
     request = AnswerRequest(path=spec["path"], records=str(spec.get("records", "data")), id=str(spec.get("id", "id")),
-                            ids_from=spec.get("ids_from"), paginated=bool(spec.get("paginated", False)))
+                            ids_from=spec.get("ids_from"), paginated=bool(spec.get("paginated", False)),
+                            new_path=new_path or None, on_new=new_path is not False)
     templated = "{id}" in request.path
     if templated != (request.ids_from is not None):
         raise ConfigError(f"{where}: request {request.path}: a path with {{id}} needs ids_from (and only it)")
@@ -626,11 +669,16 @@ def load_answers(spec: object, where: str) -> AnswersConfig:
     renames = spec.get("renames", {})
     if not isinstance(renames, dict) or not all(isinstance(v, str) for v in renames.values()):
         raise ConfigError(f"{where}: renames must map legacy field names to the new API's")
-    unknown = set(spec) - {"logins", "requests", "sample", "page_size", "max_pages", "renames", "ignore", "added"}
+    unknown = set(spec) - {"logins", "requests", "sample", "page_size", "max_pages", "renames", "ignore", "added",
+                           "nested", "absent_equals_null"}
     if unknown:
         raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
+    absent = spec.get("absent_equals_null", True)
+    if not isinstance(absent, bool):
+        raise ConfigError(f"{where}: absent_equals_null must be true or false")
     return AnswersConfig(logins=tuple(logins) or (AnswerLogin(),), requests=tuple(requests), renames=dict(renames),
-                         ignore=_names(spec, "ignore", where), added=_names(spec, "added", where), **counts)
+                         ignore=_names(spec, "ignore", where), added=_names(spec, "added", where),
+                         nested=_names(spec, "nested", where), absent_equals_null=absent, **counts)
 
 
 @dataclass(frozen=True)
@@ -1184,7 +1232,7 @@ def _only(spec: object, allowed: set[str], where: str) -> dict:
 
 
 def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRules:
-    _only(spec, {"endpoints", "audited", "users", "audit", "visibility", "membership_rights"}, where)
+    _only(spec, {"endpoints", "audited", "users", "audit", "visibility", "membership_rights", "probe"}, where)
     users = spec.get("users")
     audit = spec.get("audit")
     visibility: dict[str, dict[str, Visibility]] = {}
@@ -1220,7 +1268,8 @@ def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRul
         if users else None,
         audit=AuditTable(**{"schema": schema, **_only(audit, set(AuditTable.__dataclass_fields__), f"{where}.audit")})
         if audit else None,
-        visibility=visibility, rights=tuple(rights), memberships=tenancy, schema=schema)
+        visibility=visibility, rights=tuple(rights), memberships=tenancy, schema=schema,
+        probe=load_probe(spec.get("probe"), f"{where}.probe"))
 
 
 # What a description may hold: a misspelt section or key is refused, never silently ignored.

@@ -7,11 +7,23 @@ response shapes. Deliberate differences from the real app: ``/api/health`` exist
 
 Run with ``python -m sandbox.api``; configuration comes from the environment, read once at start.
 
+On the new schema it answers with the loma-org app's contract (target-app.md section 12): the therapist profile's
+``professionalTitle`` (not ``title``, no ``legalBusinessName``), a decrypted field left out when its ciphertext is
+NULL or empty, sessions nesting their ``organization``, ``patient`` and ``therapist`` (the user with its
+``therapistProfile``), a therapist profile its ``user``, one patient its ``organization`` and ``primaryTherapist``
+(never a ciphertext, hash or password in them), ``/api/clinical-sessions/patient/<id>`` in place of the
+``/api/patients/<id>/sessions`` and ``/treatment-plans`` it does not have, a create body of ``contactEmail``,
+``contactPhone``... (other keys ignored, silently) answered with the stored row (no decrypted PHI), and
+timestamps in ISO 8601 with ``Z``. SANDBOX_API_CONTRACT=classic keeps the contract this API had before (the
+legacy side's, on both schemas): a second app for the tests.
+
 Tests break it on purpose through SANDBOX_API_FAULTS (comma-separated; applied only on the new schema, as a new API
 that answers differently from the legacy one would):
   drop-field:<path>:<field>   the field is left out of every record (``data`` items) of answers to <path> and the
                               paths under it (drop-field:/api/patients:patientDob also drops it from one patient)
   swap-session:<session id>   wherever that session would be listed, another patient's session comes instead
+  change-field:<path>:<field> the field's value (a dotted name reaches into a nested object: patient.name) is
+                              changed in every record of answers to <path> and the paths under it
 """
 
 from __future__ import annotations
@@ -55,6 +67,8 @@ MAX_LIMIT, DEFAULT_LIMIT = 100, 50
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MAX_PAGE = 10**9  # keeps OFFSET inside bigint whatever a client sends
 SELF_TEST_TEXT = "phi-encryption-self-test"
+# SANDBOX_API_CONTRACT: the new schema answers as the loma-org app does, or as this API did before (classic)
+CONTRACTS = ("loma", "classic")
 
 NOT_FOUND = {"error": "NOT_FOUND", "message": "API endpoint not found"}
 RBAC_DENIED = {"error": "Insufficient permissions: Therapist role or above required"}
@@ -88,6 +102,7 @@ class Config:
     maintenance_bypass: str | None = None  # a secret header value that lets the gate check the app in maintenance
     delay_ms: dict[str, float] = field(default_factory=dict)  # path -> extra latency (SANDBOX_API_DELAY_MS)
     faults: Faults = field(default_factory=lambda: Faults())  # deliberate wrong answers (SANDBOX_API_FAULTS)
+    contract: str = "loma"  # how the new schema answers (SANDBOX_API_CONTRACT; see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -96,27 +111,31 @@ class Faults:
 
     drop_fields: tuple[tuple[str, str], ...] = ()  # (path, field)
     swap_sessions: frozenset[int] = frozenset()
+    change_fields: tuple[tuple[str, str], ...] = ()  # (path, field)
 
     def dropped(self, path: str) -> list[str]:
         return [name for prefix, name in self.drop_fields if path == prefix or path.startswith(prefix + "/")]
 
+    def changed(self, path: str) -> list[str]:
+        return [name for prefix, name in self.change_fields if path == prefix or path.startswith(prefix + "/")]
+
 
 def parse_faults(text: str) -> Faults:
     """SANDBOX_API_FAULTS="drop-field:/api/patients:patientDob,swap-session:12"; empty: none."""
-    drops, swaps = [], set()
-    usage = "SANDBOX_API_FAULTS must be drop-field:PATH:FIELD or swap-session:ID[,...]"
+    drops, swaps, changes = [], set(), []
+    usage = "SANDBOX_API_FAULTS must be drop-field:PATH:FIELD, change-field:PATH:FIELD or swap-session:ID[,...]"
     for part in filter(None, (p.strip() for p in text.split(","))):
         kind, _, rest = part.partition(":")
-        if kind == "drop-field":
+        if kind in ("drop-field", "change-field"):
             path, _, name = rest.rpartition(":")
             if not path.startswith("/") or not name:
                 raise ConfigError(usage)
-            drops.append((path, name))
+            (drops if kind == "drop-field" else changes).append((path, name))
         elif kind == "swap-session" and rest.isdigit():
             swaps.add(int(rest))
         else:
             raise ConfigError(usage)
-    return Faults(tuple(drops), frozenset(swaps))
+    return Faults(tuple(drops), frozenset(swaps), tuple(changes))
 
 
 def load_config(env: Mapping[str, str]) -> Config:
@@ -131,6 +150,9 @@ def load_config(env: Mapping[str, str]) -> Config:
     secret = env.get("JWT_SECRET") or env.get("SESSION_SECRET")
     if not secret:
         raise ConfigError("JWT_SECRET or SESSION_SECRET must be set")
+    contract = env.get("SANDBOX_API_CONTRACT") or "loma"
+    if contract not in CONTRACTS:
+        raise ConfigError(f"SANDBOX_API_CONTRACT must be one of {', '.join(CONTRACTS)}")
     port_text = env.get("PORT", "5000")
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ConfigError("PORT must be an integer between 1 and 65535")
@@ -146,6 +168,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         maintenance_bypass=env.get("MAINTENANCE_BYPASS_TOKEN") or None,
         delay_ms=parse_delays(env.get("SANDBOX_API_DELAY_MS", "")),
         faults=parse_faults(env.get("SANDBOX_API_FAULTS", "")),
+        contract=contract,
     )
 
 
@@ -279,6 +302,26 @@ PATIENT_PHI_FIELDS = {
     "notes": "patient_clinical_notes_encrypted",
 }
 PATIENT_PLAIN_FIELDS = {"status": "status", "type": "type", "billingType": "billing_type"}
+# The loma-org app's create body (its createPatient): the same columns under other names.
+LOMA_PATIENT_PHI_FIELDS = {
+    "contactEmail": "patient_contact_email_encrypted",
+    "contactPhone": "patient_contact_phone_encrypted",
+    "dob": "patient_dob_encrypted",
+    "homeAddress": "patient_home_address_encrypted",
+    "homeCity": "patient_home_city_encrypted",
+    "homeState": "patient_home_state_encrypted",
+    "homeZip": "patient_home_zip_encrypted",
+    "gender": "patient_gender_encrypted",
+    "race": "patient_race_encrypted",
+    "ethnicity": "patient_ethnicity_encrypted",
+    "pronouns": "patient_pronouns_encrypted",
+    "hometown": "patient_hometown_encrypted",
+    "clinicalNotes": "patient_clinical_notes_encrypted",
+}
+# The loma-org app's names for therapist_profiles' columns, and the column its schema does not know.
+LOMA_PROFILE_NAMES = {"title": "professionalTitle"}
+LOMA_PROFILE_UNKNOWN = frozenset({"legalBusinessName"})
+USER_SECRETS = frozenset({"password"})  # never in a nested user (the real app's nests it: POST-09 finds that)
 
 
 @dataclass(frozen=True)
@@ -347,24 +390,50 @@ def age_of(dob: str | None, today: date | None = None) -> int | str | None:
     return "90+" if years > 89 else years
 
 
-def format_row(row: Mapping[str, Any], renames: Mapping[str, str], codec: PhiCodec) -> dict[str, Any]:
-    """camelCase the plain columns and decrypt the PHI ones; ciphertexts and search hashes are left out."""
+def iso_z(value: datetime) -> str:
+    """A timestamp as the loma-org app writes it (JavaScript's toISOString): UTC, milliseconds, Z; naive is UTC."""
+    moment = value.astimezone(UTC) if value.tzinfo else value
+    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+def format_row(row: Mapping[str, Any], renames: Mapping[str, str], codec: PhiCodec, loma: bool = False,
+               decrypt: bool = True) -> dict[str, Any]:
+    """camelCase the plain columns and decrypt the PHI ones; ciphertexts and search hashes are left out. loma: the
+    loma-org app's contract (a decrypted field absent when its ciphertext is NULL or empty, timestamps with Z);
+    decrypt False: the PHI columns left out altogether (a nested row)."""
     out: dict[str, Any] = {}
     for column, value in row.items():
         name = renames.get(column, column)
         if name in HIDDEN_COLUMNS or name.endswith("_search_hash"):
             continue
         if name.endswith(ENC):
-            out[camel(name[: -len(ENC)])] = codec.decrypt(value)
+            if decrypt and not (loma and not value):
+                out[camel(name[: -len(ENC)])] = codec.decrypt(value)
+        elif loma and isinstance(value, datetime):
+            out[camel(name)] = iso_z(value)
         else:
             out[camel(name)] = value
     return out
 
 
-def format_patient(row: Mapping[str, Any], schema: Schema, codec: PhiCodec) -> dict[str, Any]:
-    patient = format_row(row, schema.patient_columns, codec)
+def format_patient(row: Mapping[str, Any], schema: Schema, codec: PhiCodec, loma: bool = False) -> dict[str, Any]:
+    patient = format_row(row, schema.patient_columns, codec, loma)
     patient["patientAge"] = age_of(patient.get("patientDob"))
     return patient
+
+
+def format_profile(row: Mapping[str, Any], schema: Schema, codec: PhiCodec, loma: bool = False) -> dict[str, Any]:
+    """A therapist profile; the loma-org app says professionalTitle and does not know legalBusinessName."""
+    profile = format_row(row, schema.profile_columns, codec, loma)
+    if loma:
+        profile = {LOMA_PROFILE_NAMES.get(k, k): v for k, v in profile.items() if k not in LOMA_PROFILE_UNKNOWN}
+    return profile
+
+
+def format_user(row: Mapping[str, Any], loma: bool = True) -> dict[str, Any]:
+    """A users_auth row nested in another record: never its password hash."""
+    return {camel(k): iso_z(v) if loma and isinstance(v, datetime) else v for k, v in row.items()
+            if k not in USER_SECRETS}
 
 
 # ------------------------------------------------------------------------------------------------ HTTP helpers
@@ -480,6 +549,7 @@ class ApiApp:
         self.config, self.pool, self.log = config, pool, log
         self.codec = PhiCodec(config.phi_key)
         self.schema = HIPAA if config.use_hipaa_schema else LEGACY
+        self.loma = self.schema.hipaa and config.contract == "loma"  # the loma-org app's answers (new schema)
         self.encryption_valid = encryption_valid
         self.started = time.monotonic()
         self.routes: dict[str, Route] = {}
@@ -499,10 +569,6 @@ class ApiApp:
                                             audit="PATIENT", action="CREATE")),
             ("/api/patients/<int:patient_id>", "GET", Route(self.one_patient, {"error": "Failed to fetch patient"},
                                                             audit="PATIENT")),
-            ("/api/patients/<int:patient_id>/sessions", "GET",
-             Route(self.patient_sessions, {"error": "CLINICAL_SESSIONS_FETCH_FAILED"}, audit="CLINICAL_SESSION")),
-            ("/api/patients/<int:patient_id>/treatment-plans", "GET",
-             Route(self.patient_plans, {"error": "Failed to fetch treatment plans"}, audit="TREATMENT_PLAN")),
             ("/api/patients/search", "POST", Route(self.search_patients, {"error": "Failed to search patients"},
                                                    audit="PATIENT")),
             ("/api/therapists", "GET", Route(self.list_therapists, {"error": "Failed to fetch therapists"},
@@ -510,6 +576,17 @@ class ApiApp:
             ("/api/clinical-sessions", "GET", Route(self.list_sessions, {"error": "CLINICAL_SESSIONS_FETCH_FAILED"},
                                                     audit="CLINICAL_SESSION")),
         ]
+        if self.loma:  # the loma-org app lists a patient's sessions under clinical-sessions, its plans nowhere
+            table.append(("/api/clinical-sessions/patient/<int:patient_id>", "GET",
+                          Route(self.patient_sessions, {"error": "PATIENT_SESSIONS_FETCH_FAILED"},
+                                audit="CLINICAL_SESSION")))
+        else:
+            table += [
+                ("/api/patients/<int:patient_id>/sessions", "GET",
+                 Route(self.patient_sessions, {"error": "CLINICAL_SESSIONS_FETCH_FAILED"}, audit="CLINICAL_SESSION")),
+                ("/api/patients/<int:patient_id>/treatment-plans", "GET",
+                 Route(self.patient_plans, {"error": "Failed to fetch treatment plans"}, audit="TREATMENT_PLAN")),
+            ]
         if self.schema.hipaa:  # no organizations before cut-over: the route does not exist there
             table.append(("/api/organizations", "GET",
                           Route(self.list_organizations, {"error": "Failed to fetch organizations"})))
@@ -531,6 +608,8 @@ class ApiApp:
             response, matched = self.respond(ctx)
             if self.schema.hipaa and self.config.faults.dropped(request.path):
                 drop_fields(response, self.config.faults.dropped(request.path))
+            if self.schema.hipaa and self.config.faults.changed(request.path):
+                change_fields(response, self.config.faults.changed(request.path))
             if not matched:
                 logged_path = "[unmatched]"  # an unknown path is client text: it could hold anything
         except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback to the client
@@ -767,7 +846,7 @@ class ApiApp:
         with self.pool.connection(timeout=5) as conn:
             self.require_therapist(conn, ctx.user_id)
             total, rows = self.page_of(conn, self.schema.patients, therapist, ctx.user_id, page, limit)
-        data = [format_patient(row, self.schema, self.codec) for row in rows]
+        data = [format_patient(row, self.schema, self.codec, self.loma) for row in rows]
         return json_response(paginated(data, page, limit, total))
 
     def list_sessions(self, ctx: Context) -> Response:
@@ -776,7 +855,7 @@ class ApiApp:
             self.require_therapist(conn, ctx.user_id)
             total, rows = self.page_of(conn, self.schema.sessions, "therapist_id", ctx.user_id, page, limit)
             rows = self.swapped(conn, rows)
-        data = [format_row(row, self.schema.session_columns, self.codec) for row in rows]
+            data = self.sessions_out(conn, rows)
         return json_response(paginated(data, page, limit, total))
 
     def visible_patient(self, conn: psycopg.Connection, user_id: int, patient_id: int) -> dict[str, Any]:
@@ -794,7 +873,13 @@ class ApiApp:
         with self.pool.connection(timeout=5) as conn:
             self.require_therapist(conn, ctx.user_id)
             row = self.visible_patient(conn, ctx.user_id, ctx.args["patient_id"])
-        return json_response({"success": True, "data": format_patient(row, self.schema, self.codec)})
+            patient = format_patient(row, self.schema, self.codec, self.loma)
+            if self.loma:  # the loma-org app nests the organization and the primary therapist (a user)
+                patient["organization"] = self.nested_rows(conn, "organizations", [row["organization_id"]]).get(
+                    row["organization_id"])
+                patient["primaryTherapist"] = self.nested_users(conn, [row["primary_therapist_id"]]).get(
+                    row["primary_therapist_id"])
+        return json_response({"success": True, "data": patient})
 
     def of_patient(self, conn: psycopg.Connection, ctx: Context, table: str,
                    renames: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -811,8 +896,44 @@ class ApiApp:
     def patient_sessions(self, ctx: Context) -> Response:
         with self.pool.connection(timeout=5) as conn:
             rows = self.swapped(conn, self.of_patient(conn, ctx, self.schema.sessions, self.schema.session_columns))
-        data = [format_row(row, self.schema.session_columns, self.codec) for row in rows]
+            data = self.sessions_out(conn, rows)
         return json_response({"success": True, "data": data, "count": len(data)})
+
+    def sessions_out(self, conn: psycopg.Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Session records; the loma-org app's nest their organization, patient and therapist (a user with its
+        therapistProfile): here without ciphertexts, hashes, decrypted PHI or the password."""
+        data = [format_row(row, self.schema.session_columns, self.codec, self.loma) for row in rows]
+        if not self.loma:
+            return data
+        orgs = self.nested_rows(conn, "organizations", [r["organization_id"] for r in rows])
+        patients = self.nested_rows(conn, "patients", [r["patient_id"] for r in rows])
+        users = self.nested_users(conn, [r["therapist_id"] for r in rows], profiles=True)
+        for row, record in zip(rows, data, strict=True):
+            record["organization"] = orgs.get(row["organization_id"])
+            record["patient"] = patients.get(row["patient_id"])
+            record["therapist"] = users.get(row["therapist_id"])
+        return data
+
+    def nested_rows(self, conn: psycopg.Connection, table: str, ids: list[Any]) -> dict[Any, dict[str, Any]]:
+        """id -> the row of table as a nested object: plain columns only (no ciphertext, hash or decrypted PHI)."""
+        with conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(sql.SQL("SELECT * FROM {} WHERE id = ANY(%s)").format(sql.Identifier(table)),
+                               (sorted({i for i in ids if i is not None}),)).fetchall()
+        return {row["id"]: format_row(row, {}, self.codec, self.loma, decrypt=False) for row in rows}
+
+    def nested_users(self, conn: psycopg.Connection, ids: list[Any], profiles: bool = False) -> dict[Any, dict]:
+        """id -> the users_auth row without its password (with its therapistProfile when asked)."""
+        wanted = sorted({i for i in ids if i is not None})
+        with conn.cursor(row_factory=dict_row) as cur:
+            users = {row["id"]: format_user(row, self.loma) for row in cur.execute(
+                "SELECT * FROM users_auth WHERE id = ANY(%s)", (wanted,)).fetchall()}
+            if profiles:
+                for row in cur.execute("SELECT * FROM therapist_profiles WHERE user_id = ANY(%s) ORDER BY id DESC",
+                                       (wanted,)).fetchall():
+                    if row["user_id"] in users:
+                        users[row["user_id"]]["therapistProfile"] = format_profile(row, self.schema, self.codec,
+                                                                                   self.loma)
+        return users
 
     def patient_plans(self, ctx: Context) -> Response:
         with self.pool.connection(timeout=5) as conn:
@@ -852,7 +973,7 @@ class ApiApp:
                 rows = cur.execute(query, params | {"hash": digest}).fetchall()
                 if rows:
                     break
-        data = [format_patient(row, self.schema, self.codec) for row in rows]
+        data = [format_patient(row, self.schema, self.codec, self.loma) for row in rows]
         return json_response({"success": True, "data": data, "count": len(data)})
 
     def create_patient(self, ctx: Context) -> Response:
@@ -866,28 +987,34 @@ class ApiApp:
                 sql.Identifier(self.schema.patients), sql.SQL(", ").join(map(sql.Identifier, values)),
                 sql.SQL(", ").join(sql.Placeholder() * len(values)))
             row = cur.execute(query, list(values.values())).fetchone()
-        return json_response({"success": True, "data": format_patient(row, self.schema, self.codec)}, 201)
+        # the loma-org app answers with the stored row (its ciphertexts; here left out), not the decrypted patient
+        data = format_row(row, {}, self.codec, True, decrypt=False) if self.loma else format_patient(
+            row, self.schema, self.codec)
+        return json_response({"success": True, "data": data}, 201)
 
     def patient_values(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Physical column -> value for a new patient, from a validated body."""
+        """Physical column -> value for a new patient, from a validated body (the loma-org app's names on its
+        contract: contactEmail, contactPhone, dob...; a key it does not know is ignored, as it does)."""
         name = body.get("name")
         if not isinstance(name, str) or not name.strip():
             raise ApiError(400, {"error": "Name is required"})
-        for key in (*PATIENT_PHI_FIELDS, *PATIENT_PLAIN_FIELDS):
+        phi_fields = LOMA_PATIENT_PHI_FIELDS if self.loma else PATIENT_PHI_FIELDS
+        email, phone, dob = ("contactEmail", "contactPhone", "dob") if self.loma else ("email", "phone", "dateOfBirth")
+        for key in (*phi_fields, *PATIENT_PLAIN_FIELDS):
             if body.get(key) is not None and not isinstance(body[key], str):
                 raise ApiError(400, {"error": f"{key} must be a string"})
-        if body.get("dateOfBirth") and age_of(body["dateOfBirth"]) is None:
-            raise ApiError(400, {"error": "dateOfBirth must be a date (YYYY-MM-DD)"})
+        if body.get(dob) and age_of(body[dob]) is None:
+            raise ApiError(400, {"error": f"{dob} must be a date (YYYY-MM-DD)"})
         column = self.schema.db_column
         renames = self.schema.patient_columns
         values: dict[str, Any] = {"name": name}
-        for key, new_name in PATIENT_PHI_FIELDS.items():
+        for key, new_name in phi_fields.items():
             values[column(renames, new_name)] = self.codec.encrypt(body.get(key))
         for key, new_name in PATIENT_PLAIN_FIELDS.items():
             if body.get(key):
                 values[column(renames, new_name)] = body[key]
-        values[column(renames, "patient_contact_email_search_hash")] = search_hash(body.get("email"))
-        values[column(renames, "patient_contact_phone_search_hash")] = search_hash(body.get("phone"))
+        values[column(renames, "patient_contact_email_search_hash")] = search_hash(body.get(email))
+        values[column(renames, "patient_contact_phone_search_hash")] = search_hash(body.get(phone))
         if self.schema.hipaa:
             values["patient_name_search_hash"] = search_hash(name)
         return values
@@ -916,7 +1043,11 @@ class ApiApp:
                 rows = []  # no organizations before cut-over
             else:
                 rows = self.org_therapists(cur, ctx.user_id, int(org_text))
-        data = [format_row(row, self.schema.profile_columns, self.codec) for row in rows]
+            data = [format_profile(row, self.schema, self.codec, self.loma) for row in rows]
+            if self.loma:  # the loma-org app nests each profile's user
+                users = self.nested_users(conn, [row["user_id"] for row in rows])
+                for row, record in zip(rows, data, strict=True):
+                    record["user"] = users.get(row["user_id"])
         return json_response({"success": True, "data": data, "count": len(data)})
 
     @staticmethod
@@ -939,9 +1070,9 @@ class ApiApp:
                 ([m["organization_id"] for m in memberships],)).fetchall()}
         data = []
         for membership in memberships:
-            item = format_row(membership, {}, self.codec)
+            item = format_row(membership, {}, self.codec, self.loma)
             org = orgs.get(membership["organization_id"])
-            item["organization"] = format_row(org, {}, self.codec) if org else None
+            item["organization"] = format_row(org, {}, self.codec, self.loma) if org else None
             data.append(item)
         return json_response({"success": True, "data": data, "count": len(data)})
 
@@ -956,6 +1087,25 @@ def drop_fields(response: Response, names: list[str]) -> None:
         if isinstance(record, dict):
             for name in names:
                 record.pop(name, None)
+    response.set_data(json.dumps(body, default=to_json))
+
+
+def change_fields(response: Response, names: list[str]) -> None:
+    """SANDBOX_API_FAULTS change-field: the field's value (dotted: inside a nested object) is changed in every
+    record (``data`` items) of a JSON answer, where it is present."""
+    if response.mimetype != "application/json":
+        return
+    body = json.loads(response.get_data())
+    data = body.get("data") if isinstance(body, dict) else None
+    for record in data if isinstance(data, list) else [data]:
+        for name in names:
+            *outer, last = name.split(".")
+            holder = record
+            for part in outer:
+                holder = holder.get(part) if isinstance(holder, dict) else None
+            if isinstance(holder, dict) and last in holder:
+                value = holder[last]
+                holder[last] = not value if isinstance(value, bool) else f"{value}-changed"
     response.set_data(json.dumps(body, default=to_json))
 
 

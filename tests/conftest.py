@@ -11,6 +11,7 @@ import itertools
 import os
 import subprocess
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from psycopg import sql
 
 from migration_gate import migration
 from migration_gate.backup import IDENTITY_ENV, RECIPIENTS_ENV, BackupKeys
-from migration_gate.config import TARGET_VARIABLES, load_config
+from migration_gate.config import TARGET_VARIABLES, AnswersConfig, Probe, load_answers, load_config, load_probe
 from migration_gate.embedded import EmbeddedPostgres
 from sandbox.roles import create_app_role, grant_app_role
 from sandbox.seed import seed_legacy
@@ -61,6 +62,19 @@ def pg() -> Iterator[EmbeddedPostgres]:
     with EmbeddedPostgres() as cluster:
         create_app_role(cluster, GATE.app_role)  # the superuser creates the app's role, as a host's console does
         yield cluster
+
+
+CLASSIC_CONTRACT = Path(__file__).parent / "fixtures" / "classic_contract.toml"
+
+
+def contract(overlay: Path = CLASSIC_CONTRACT) -> tuple[Probe, AnswersConfig]:
+    """A second app's contract: the shipped description's [api.probe] and [answers] with an overlay's keys over
+    them (tests/fixtures/classic_contract.toml: the reference API with SANDBOX_API_CONTRACT=classic)."""
+    shipped = tomllib.loads(load_config().path.read_text())
+    over = tomllib.loads(overlay.read_text())
+    probe = shipped["api"].get("probe", {}) | over.get("api", {}).get("probe", {})
+    return (load_probe(probe, f"{overlay.name} [api.probe]"),
+            load_answers(shipped["answers"] | over.get("answers", {}), f"{overlay.name} [answers]"))
 
 
 def _create(pg: EmbeddedPostgres, name: str, template: str | None = None) -> str:

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_gate import migration
+from migration_gate import answers, migration
 from migration_gate.config import load_config
 from migration_gate.embedded import EmbeddedPostgres
 from migration_gate.phi import PhiCodec, is_v1, iv_of, search_hash
@@ -39,6 +39,7 @@ SECRET = "test-api-secret-0123456789abcdef0123456789"
 APP_ROLE = load_config().app_role.name
 CODEC = PhiCodec(SANDBOX_KEY)
 CIPHERTEXT = re.compile(r"v[12]:[0-9a-f]{32}:[0-9a-f]{32}:")
+BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
 RBAC_DENIED = {"error": "Insufficient permissions: Therapist role or above required"}
 NOT_FOUND = {"error": "NOT_FOUND", "message": "API endpoint not found"}
 PHI_GETS = ("/api/patients", "/api/clinical-sessions", "/api/therapists")
@@ -70,6 +71,12 @@ class Server:
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.api.base_url, timeout=10, **kwargs)
+
+    def patient_body(self, **fields: str) -> dict[str, str]:
+        """A create body (name, email, phone, dob) by the names this side takes: the loma-org app's on the new
+        schema (contactEmail, contactPhone, dob), the legacy app's before it (email, phone, dateOfBirth)."""
+        names = ({"email": "contactEmail", "phone": "contactPhone"} if self.hipaa else {"dob": "dateOfBirth"})
+        return {names.get(key, key): value for key, value in fields.items()}
 
     @contextlib.contextmanager
     def login(self, user: int = 1) -> Iterator[httpx.Client]:
@@ -305,31 +312,59 @@ def test_responses_carry_no_ciphertext(server: Server) -> None:
         for path in paths:
             response = client.get(path, params={"limit": 100})
             assert response.status_code == 200, path
-            bad = [key for key in _keys(response.json()) if key.endswith(("Encrypted", "SearchHash"))]
+            bad = [key for key in _keys(response.json()) if key.endswith(("Encrypted", "SearchHash"))
+                   or key == "password"]
             assert bad == [], path
-            assert not CIPHERTEXT.search(response.text), path
+            assert not CIPHERTEXT.search(response.text) and not BCRYPT.search(response.text), path
         search = client.post("/api/patients/search", json={"searchTerm": "patient1@example.com"})
         assert not CIPHERTEXT.search(search.text)
+
+
+def test_the_new_schema_answers_with_the_loma_org_apps_contract(hipaa_server: Server) -> None:
+    """target-app.md section 12: professionalTitle, no legalBusinessName, a decrypted field absent where its
+    ciphertext is NULL, nested organization/patient/therapist and user (without secrets), timestamps with Z."""
+    with hipaa_server.login() as client:
+        profile = client.get("/api/therapists").json()["data"][0]
+        sessions = client.get("/api/clinical-sessions", params={"limit": 5}).json()["data"]
+        patients = client.get("/api/patients", params={"limit": 100}).json()["data"]
+        one = client.get(f"/api/patients/{patients[0]['id']}").json()["data"]
+        own = client.get(f"/api/clinical-sessions/patient/{sessions[0]['patientId']}").json()
+    assert "professionalTitle" in profile and "title" not in profile and "legalBusinessName" not in profile
+    assert profile["user"]["id"] == profile["userId"] and "password" not in profile["user"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", profile["createdAt"])
+    session = sessions[0]
+    assert (session["organization"]["id"], session["patient"]["id"], session["therapist"]["id"]) == \
+        (session["organizationId"], session["patientId"], session["therapistId"])
+    assert session["therapist"]["therapistProfile"]["professionalTitle"] == profile["professionalTitle"]
+    assert not {"patientDob", "patientContactEmail", "patientClinicalNotes"} & set(session["patient"])  # no PHI
+    assert {s["id"] for s in own["data"]} >= {session["id"]} and own["count"] == len(own["data"])
+    assert (one["organization"]["id"], one["primaryTherapist"]["id"]) == (one["organizationId"],
+                                                                          one["primaryTherapistId"])
+    nulls = hipaa_server.query("SELECT id FROM patients WHERE primary_therapist_id = 1 AND"
+                               " patient_ethnicity_encrypted IS NULL")
+    assert nulls and not any("patientEthnicity" in p for p in patients if p["id"] in {i for (i,) in nulls})
 
 
 def test_create_patient_then_search_by_padded_mixed_case_email(server: Server) -> None:
     tag = uuid.uuid4().hex[:10]
     email, phone = f"Zed.Quill.{tag}@Example.org", f"(555) 777-{tag[:4]}"
     with server.login() as client:
-        created = client.post("/api/patients", json={"name": "Zed Quill", "email": email, "phone": phone,
-                                                     "dateOfBirth": "1990-02-03"})
-        twin = client.post("/api/patients", json={"name": "Zed Twin", "phone": phone})
+        created = client.post("/api/patients", json=server.patient_body(name="Zed Quill", email=email, phone=phone,
+                                                                        dob="1990-02-03"))
+        twin = client.post("/api/patients", json=server.patient_body(name="Zed Twin", phone=phone))
         assert created.status_code == twin.status_code == 201, created.text
-        data = created.json()["data"]
         assert created.json()["success"] is True
+        data = client.get(f"/api/patients/{created.json()['data']['id']}").json()["data"]  # decrypted, read back
         assert (data["patientContactEmail"], data["patientDob"], data["primaryTherapistId"]) == \
             (email, "1990-02-03", 1)
+        if server.hipaa:  # the loma-org app answers a create with the stored row, no decrypted PHI
+            assert "patientContactEmail" not in created.json()["data"]
         found = client.post("/api/patients/search", json={"searchTerm": f"   {email.upper()}  "}).json()
         assert found["success"] is True and found["count"] == 1
         assert [row["id"] for row in found["data"]] == [data["id"]]
         by_phone = client.post("/api/patients/search", json={"searchTerm": phone}).json()
         assert sorted(row["id"] for row in by_phone["data"]) == sorted([data["id"], twin.json()["data"]["id"]])
-        missing = client.post("/api/patients", json={"email": "no-name@example.org"})
+        missing = client.post("/api/patients", json=server.patient_body(email="no-name@example.org"))
         assert missing.status_code == 400
     with server.login(2) as other:  # another therapist's patient is not visible to a search
         assert other.post("/api/patients/search", json={"searchTerm": email}).json()["count"] == 0
@@ -538,7 +573,7 @@ def test_log_is_json_lines_without_phi_or_secrets(server: Server) -> None:
     email = f"Log.Probe.{uuid.uuid4().hex[:8]}@Example.org"
     with server.login() as client:
         token = client.cookies["auth_token"]
-        client.post("/api/patients", json={"name": "Probe Person", "email": email, "dateOfBirth": "1980-01-01"})
+        client.post("/api/patients", json=server.patient_body(name="Probe Person", email=email, dob="1980-01-01"))
         client.post("/api/patients/search", json={"searchTerm": email})
         client.get("/api/patients", params={"page": 2, "limit": 3})
         client.get(f"/api/{email}")
@@ -612,5 +647,6 @@ def test_cutover_deploy_keeps_the_same_answers(legacy_db: str, tmp_path: Path) -
         with server.login() as client:
             after_total, after = _all_patients(client, limit=100)
     assert after_total == before_total
-    legacy_keys = set(before[0])
-    assert [{k: row[k] for k in legacy_keys} for row in after] == before
+    legacy_keys = set(before[0])  # the new app's contract: a field absent where null, timestamps with Z
+    assert [{k: answers.canonical(row.get(k)) for k in legacy_keys} for row in after] == \
+        [answers.canonical(row) for row in before]

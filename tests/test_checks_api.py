@@ -23,12 +23,12 @@ from psycopg import sql
 
 from migration_gate.checks import CheckFailed, Result
 from migration_gate.checks import api as checks
-from migration_gate.config import Endpoint, GateConfig, load_config
+from migration_gate.config import Endpoint, GateConfig, Probe, load_config
 from migration_gate.phi import PhiCodec
 from sandbox.api_process import SANDBOX_JWT_SECRET, ApiProcess
 from sandbox.roles import as_role
 from sandbox.synthetic import DEMO_USERS, SANDBOX_KEY
-from tests.conftest import _create
+from tests.conftest import _create, contract
 
 CODEC = PhiCodec(SANDBOX_KEY)
 USER, PASSWORD = DEMO_USERS[0]
@@ -421,9 +421,15 @@ def test_audit_rows_red_on_the_wrong_resource_type(hipaa: Sandbox, phi: list[str
 # ------------------------------------------------------------------------------------------------------- search
 
 
+def _probe(box: Sandbox) -> Probe:
+    """POST-16's requests as each side takes them: the legacy app's body says email/phone (the classic contract),
+    the new app's contactEmail/contactPhone (migration.toml [api.probe])."""
+    return CONFIG.api.probe if box.hipaa else contract()[0]
+
+
 def test_search_green(sandbox: Sandbox, phi: list[str]) -> None:
     with sandbox.client() as client:
-        result = green(checks.search_finds_patient(client, sandbox.token), phi)
+        result = green(checks.search_finds_patient(client, sandbox.token, probe=_probe(sandbox)), phi)
     patient_id = int(result.notes[0].split()[3])
     table, owner = ("patients", "primary_therapist_id") if sandbox.hipaa else ("clients_hipaa", "therapist_id")
     query = sql.SQL("SELECT {} FROM {} WHERE id = %s").format(sql.Identifier(owner), sql.Identifier(table))
@@ -461,7 +467,7 @@ def test_log_clean_green_after_ordinary_traffic(sandbox: Sandbox, phi: list[str]
     offset = checks.log_offset(sandbox.api.log_file)
     with sandbox.client() as client, sandbox.connect() as conn:
         checks.login_works(client, USER, PASSWORD, conn, CONFIG.api.users).expect()
-        checks.search_finds_patient(client, sandbox.token).expect()
+        checks.search_finds_patient(client, sandbox.token, probe=_probe(sandbox)).expect()
         checks.endpoint_shapes(client, sandbox.token, CONFIG.api, conn, 1, sandbox.hipaa).expect()
         client.get(f"/api/{uuid.uuid4().hex}@example.org")  # client text in a path never reaches the log
     result = green(checks.log_clean(sandbox.api.log_file, offset), phi)

@@ -129,7 +129,7 @@ def test_the_app_role_works_on_the_new_schema(migrated_db: str, tmp_path: Path) 
         assert _login(client).status_code == 200
         for path in ("/api/organizations", "/api/patients", "/api/clinical-sessions"):
             assert client.get(path).status_code == 200, path
-        created = client.post("/api/patients", json={"name": "Probe Patient", "email": "probe@example.com"})
+        created = client.post("/api/patients", json={"name": "Probe Patient", "contactEmail": "probe@example.com"})
         assert created.status_code == 201, created.text
     with psycopg.connect(migrated_db) as conn:
         assert conn.execute("SELECT count(*) FROM audit_logs_hipaa WHERE resource_type = 'PATIENT'").fetchone()[0]

@@ -57,7 +57,7 @@ def _users_write(box: Sandbox) -> int:
         token = app.login(client, *OTHER_USER)
         tag = uuid.uuid4().hex[:8]
         created = send(client, "POST", "/api/patients", token,
-                           json={"name": f"After Golive {tag}", "email": f"after.{tag}@example.org"})
+                           json={"name": f"After Golive {tag}", "contactEmail": f"after.{tag}@example.org"})
         assert created.status_code == 201, created.status_code
     with psycopg.connect(box.dsn) as conn:
         conn.execute("UPDATE clinical_sessions SET updated_at = now() "

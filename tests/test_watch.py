@@ -182,7 +182,7 @@ def test_an_app_logging_errors_after_go_live_turns_a_round_red_alerts_and_states
         token = app.login(client, *OTHER_USER)
         tag = uuid.uuid4().hex[:8]
         assert send(client, "POST", "/api/patients", token,
-                    json={"name": f"After Golive {tag}", "email": f"after.{tag}@example.org"}).status_code == 201
+                    json={"name": f"After Golive {tag}", "contactEmail": f"after.{tag}@example.org"}).status_code == 201
     alerts = folder / "alerts.txt"
     copy = _copy(run, "cutover-errors")
     gate = load_config()  # the run's decision maker, attested before the cut-over as scripts/attest records it

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from migration_gate.checks import Result
 from migration_gate.checks.api.client import BCRYPT, CIPHERTEXT, SECRET_KEYS, body_of, fetch, is_int, keys_of
-from migration_gate.config import ApiRules, Endpoint, Visibility
+from migration_gate.config import ApiRules, Endpoint, Probe, Visibility
 
 PAGE_LIMIT = 10  # rows asked of paginated endpoints: enough to check the page, cheap to decrypt
 
@@ -238,44 +238,55 @@ def latency_p95(client: httpx.Client, token: str, paths: Iterable[str], samples:
 
 
 def search_finds_patient(client: httpx.Client, token: str,
-                         on_created: Callable[[int], None] | None = None) -> Result:
-    """Create a synthetic patient, then search its email upper-cased and space-padded: exactly that patient
-    comes back (item 13: search hashes must be sha256(lower(trim(plaintext))) of what the app stores).
+                         on_created: Callable[[int], None] | None = None, probe: Probe | None = None) -> Result:
+    """Create a synthetic patient, read it back (its email decrypted as sent), then search its email upper-cased
+    and space-padded: exactly that patient comes back (item 13: search hashes must be sha256(lower(trim(plaintext)))
+    of what the app stores). probe: the app's routes and body field names ([api.probe]; the loma-org app's by
+    default, whose create answer is the stored row, ciphertexts and all, not the decrypted patient).
 
     This WRITES one patient row (fake name and email, random per run) owned by the token's user: an accepted
     post-migration smoke write on the sandbox or a staging rehearsal, not for a production target.
     """
+    probe = probe or Probe()
     result = Result("search by normalised email finds a newly created patient")
     tag = uuid.uuid4().hex[:12]
     email = f"Gate.Probe.{tag}@Example.org"
-    created = fetch(result, client, "POST", "/api/patients", token,
-                     json={"name": f"Gate Probe {tag}", "email": email, "phone": f"555-01{tag[:2]}-{tag[2:6]}"})
+    body = {probe.name: f"Gate Probe {tag}", probe.email: email, probe.phone: f"555-01{tag[:2]}-{tag[2:6]}"}
+    created = fetch(result, client, "POST", probe.create, token, json=body)
     result.checked = 1
     if created is None:
         return result
-    body = body_of(created)
-    data = body.get("data") if isinstance(body, dict) else None
+    answer = body_of(created)
+    data = answer.get("data") if isinstance(answer, dict) else None
     patient_id = data.get("id") if isinstance(data, dict) else None
     if created.status_code != 201 or not is_int(patient_id):
-        result.add(f"POST /api/patients: answered {created.status_code} without a new patient id (expected 201)")
+        result.add(f"POST {probe.create}: answered {created.status_code} without a new patient id (expected 201)")
         return result
     result.notes.append(f"probe patient id {patient_id} created")
     if on_created is not None:  # the caller notes it as the checks' own write (migration_gate.answers)
         on_created(patient_id)
-    if data.get("patientContactEmail") != email:
-        result.add(f"POST /api/patients: patient {patient_id}'s email does not read back as it was sent")
-    found = fetch(result, client, "POST", "/api/patients/search", token, json={"searchTerm": f"  {email.upper()} "})
+    read = probe.read.replace("{id}", str(patient_id))
+    shown = fetch(result, client, "GET", read, token)
+    if shown is None:
+        return result
+    answer = body_of(shown)
+    record = answer.get("data") if isinstance(answer, dict) else None
+    if shown.status_code != 200 or not isinstance(record, dict):
+        result.add(f"GET {read}: answered {shown.status_code} without the probe patient (expected 200)")
+    elif record.get(probe.email_field) != email:
+        result.add(f"GET {read}: the probe patient's email does not read back as it was sent (field "
+                   f"{probe.email_field}; the create body named it {probe.email}: [api.probe])")
+    found = fetch(result, client, "POST", probe.search, token, json={probe.term: f"  {email.upper()} "})
     if found is None:
         return result
     if found.status_code != 200:
-        result.add(f"POST /api/patients/search: answered {found.status_code} (expected 200)")
+        result.add(f"POST {probe.search}: answered {found.status_code} (expected 200)")
         return result
     answer = body_of(found)
     rows = answer.get("data") if isinstance(answer, dict) else None
     ids = [row.get("id") for row in rows if isinstance(row, dict)] if isinstance(rows, list) else None
     if ids != [patient_id]:
         shown = "no list" if ids is None else f"{len(ids)} patients"
-        result.add(f"POST /api/patients/search: the probe patient's email found {shown} (expected exactly"
+        result.add(f"POST {probe.search}: the probe patient's email found {shown} (expected exactly"
                    f" patient {patient_id})")
     return result
-
