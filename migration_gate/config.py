@@ -1315,17 +1315,13 @@ def _hook_timeout(data: dict, where: str) -> float:
 
 
 def load_config(path: Path | None = None) -> GateConfig:
-    """Read and validate the migration description (default: migration.toml at the project root)."""
+    """Read and validate the migration description (default: migration.toml at the project root).
+
+    A description may start with `extends = "other.toml"`: that one is read first and this one's tables are laid
+    over it key by key (an array, such as [[waivers]], replaces the other's). Relative paths resolve from the
+    folder of the first description in the chain, the one that extends nothing."""
     path = Path(path or os.environ.get("GATE_CONFIG") or DEFAULT_CONFIG)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"configuration file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"configuration file {path} cannot be read: {exc.__class__.__name__}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
-    base = path.parent
+    data, base = _read_chain(path, [])
     where = path.name
     _known_keys(data, where)
     try:
@@ -1334,6 +1330,41 @@ def load_config(path: Path | None = None) -> GateConfig:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{where}: a value has the wrong type ({exc.__class__.__name__}: {exc})") from None
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"configuration file {path} cannot be read: {exc.__class__.__name__}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+
+
+def _read_chain(path: Path, seen: list[Path]) -> tuple[dict, Path]:
+    """The description with what it extends laid under it, and the folder relative paths resolve from."""
+    data = _read_toml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data, path.parent
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{path.name}: extends must be the path of another description")
+    resolved = (path.parent / parent).resolve()
+    if resolved in seen or resolved == path.resolve():
+        raise ConfigError(f"{path.name}: extends {parent} goes round in a circle")
+    under, base = _read_chain(resolved, [*seen, path.resolve()])
+    return _laid_over(under, data), base
+
+
+def _laid_over(under: dict, over: dict) -> dict:
+    """`over`'s keys over `under`'s, table by table; any other value (arrays included) replaces."""
+    merged = dict(under)
+    for key, value in over.items():
+        merged[key] = (_laid_over(under[key], value) if isinstance(value, dict) and isinstance(under.get(key), dict)
+                       else value)
+    return merged
 
 
 def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
@@ -1419,6 +1450,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         rehearsal=load_rehearsal(data.get("rehearsal"), f"{where} [rehearsal]", base),
         answers=load_answers(data.get("answers"), f"{where} [answers]"),
         waivers=load_waivers(data.get("waivers"), f"{where} [[waivers]]"),
+        app_tables=load_app_tables(data.get("deploy"), f"{where} [deploy]"),
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")
