@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from migration_gate.config import ROOT, ConfigError, LogsConfig
+from migration_gate.config import OWN_REQUEST_PATTERN, ROOT, ConfigError, LogsConfig
 
 SINCE_VARIABLE = "GATE_LOGS_SINCE"
 UNTIL_VARIABLE = "GATE_LOGS_UNTIL"
@@ -57,7 +57,7 @@ class LogSource:
     error_pattern: str | None = None  # text lines: which are errors (default: the check's own pattern)
     timeout_seconds: float = 60.0
     settle_seconds: float = 0.0
-    own_request_pattern: str | None = None  # the lines the checks' own bad requests cause ([logs])
+    own_request_pattern: str | None = OWN_REQUEST_PATTERN  # the lines the checks' own bad requests cause ([logs])
 
     @property
     def label(self) -> str:
