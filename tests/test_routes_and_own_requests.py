@@ -6,6 +6,7 @@ with the route named on a sandbox broken through SANDBOX_API_FAULTS; never a val
 from __future__ import annotations
 
 import json
+import re
 import stat
 import time
 from collections.abc import Iterator
@@ -16,12 +17,13 @@ import pytest
 
 from migration_gate import logsource, ownrequests
 from migration_gate.checks import api as checks
-from migration_gate.config import ConfigError, LogsConfig, load_logs
+from migration_gate.config import ConfigError, LogsConfig, load_config, load_logs
 from migration_gate.logsource import LogSource
 from sandbox.api_process import ApiProcess
 from sandbox.roles import as_role
 from sandbox.synthetic import SANDBOX_KEY
 from tests import test_checks_api
+from tests.conftest import ROOT
 from tests.test_checks_api import CONFIG, PASSWORD, USER, Sandbox, green, red
 
 hipaa = test_checks_api.hipaa  # the fixture: the migrated sandbox API
@@ -217,3 +219,19 @@ def test_the_sandbox_logs_one_line_per_bad_token_and_none_without_one(hipaa: San
     lines = [json.loads(line) for line in hipaa.api.log_file.read_bytes()[offset:].decode().splitlines()]
     assert [(line["level"], line.get("error")) for line in lines if line["level"] == "error"] == \
         [("error", "JsonWebTokenError")]
+
+
+@pytest.mark.parametrize(("old", "new", "line"), [
+    ('{ path = "/api/patient-treatment-plans/patient/{id}", ids_from = "/api/patients" }',
+     '{ path = "/api/patient-treatment-plans/patient/{id}" }', " routes[1]: a path with {id} needs ids_from"),
+    ('    "/api/patient-treatment-plans",\n', '    { path = "/api/x", method = "POST" },\n',
+     " routes[0]: unknown key method"),
+    ('user_routes = ["/api/user"', 'user_routes = ["api/user"', ": user_routes must be a list of paths"),
+    ('debug_routes = ["/api/auth-test"', 'debug_routes = [1', ": debug_routes must be a list of paths"),
+])
+def test_a_bad_route_list_is_one_configuration_line(tmp_path: Path, old: str, new: str, line: str) -> None:
+    text = (ROOT / "migration.toml").read_text().replace('"sandbox/migrations/', f'"{ROOT}/sandbox/migrations/')
+    assert old in text
+    (tmp_path / "migration.toml").write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=re.escape(f"migration.toml [api]{line}")):
+        load_config(tmp_path / "migration.toml")
