@@ -226,6 +226,15 @@ def load_probe(spec: object, where: str) -> Probe:
 
 
 @dataclass(frozen=True)
+class ApiRoute:
+    """An authenticated GET the app must answer 2xx (POST-21). A path with "{id}" takes the id of the first record
+    of the list `ids_from` answers (its `data`)."""
+
+    path: str
+    ids_from: str | None = None
+
+
+@dataclass(frozen=True)
 class ApiRules:
     """The app's API as the checks use it: endpoints, PHI reads that are audited, the users table login reads,
     and the visibility rule behind each count comparison (count_table -> {"new": ..., "legacy": ...})."""
@@ -239,6 +248,9 @@ class ApiRules:
     memberships: Tenancy | None = None  # the [tenancy] memberships an organization rule goes through
     schema: str = "public"
     probe: Probe = field(default_factory=Probe)  # POST-16's create and search requests ([api.probe])
+    debug_routes: tuple[str, ...] = ()  # GETs that must not answer without a token (POST-20)
+    user_routes: tuple[str, ...] = ()  # GETs that return the signed-in user: no password hash (POST-09)
+    routes: tuple[ApiRoute, ...] = ()  # further authenticated GETs that must answer 2xx (POST-21)
 
 
 @dataclass(frozen=True)
@@ -310,6 +322,9 @@ def _need_dict(spec: dict, key: str, where: str) -> dict:
 
 LOG_SOURCES = ("jsonl", "text", "command")
 LOG_FORMATS = ("jsonl", "text")
+# The line the real app writes for every forged or malformed token ("Authentication error: JsonWebTokenError:
+# invalid signature"); the sandbox API's auth_failed line carries the same name.
+OWN_REQUEST_PATTERN = r"\bJsonWebTokenError\b"
 
 
 @dataclass(frozen=True)
@@ -318,7 +333,8 @@ class LogsConfig:
     else `path`) from the byte offset taken at deploy; "command" runs the [hooks] command named by `hook`, which
     prints the lines since GATE_LOGS_SINCE (ISO-8601 UTC, in its environment) in `format`. `error_pattern` (a
     regex, text lines only) says which lines are errors; `settle_seconds` how long an empty window is read
-    again (a host's log API lags); `timeout_seconds` bounds the command."""
+    again (a host's log API lags); `timeout_seconds` bounds the command. `own_request_pattern` (a regex; "" for
+    none) matches the error lines the checks' own deliberate bad requests cause (migration_gate.ownrequests)."""
 
     source: str = "jsonl"
     path: Path | None = None
@@ -327,6 +343,7 @@ class LogsConfig:
     hook: str = "logs_since"
     timeout_seconds: float = 60.0
     settle_seconds: float = 0.0
+    own_request_pattern: str | None = OWN_REQUEST_PATTERN
 
 
 def load_logs(spec: object, hooks: dict[str, str], base: Path, where: str) -> LogsConfig:
@@ -335,7 +352,8 @@ def load_logs(spec: object, hooks: dict[str, str], base: Path, where: str) -> Lo
         return LogsConfig()
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: must be a table")
-    unknown = set(spec) - {"source", "path", "format", "error_pattern", "hook", "timeout_seconds", "settle_seconds"}
+    unknown = set(spec) - {"source", "path", "format", "error_pattern", "hook", "timeout_seconds", "settle_seconds",
+                           "own_request_pattern"}
     if unknown:
         raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
     source = str(spec.get("source", "jsonl"))
@@ -354,6 +372,13 @@ def load_logs(spec: object, hooks: dict[str, str], base: Path, where: str) -> Lo
             re.compile(str(pattern))
         except re.error as exc:
             raise ConfigError(f"{where}: error_pattern is not a valid regular expression ({exc})") from None
+    own = spec.get("own_request_pattern", OWN_REQUEST_PATTERN)
+    if not isinstance(own, str):
+        raise ConfigError(f"{where}: own_request_pattern must be a string (a regular expression, or \"\" for none)")
+    try:
+        re.compile(own)
+    except re.error as exc:
+        raise ConfigError(f"{where}: own_request_pattern is not a valid regular expression ({exc})") from None
     hook = str(spec.get("hook", "logs_since"))
     if source == "command" and not hooks.get(hook):
         raise ConfigError(f"{where}: source \"command\" needs the command [hooks] {hook}")
@@ -366,7 +391,7 @@ def load_logs(spec: object, hooks: dict[str, str], base: Path, where: str) -> Lo
     path = (base / str(spec["path"])).resolve() if spec.get("path") else None
     return LogsConfig(source=source, path=path, format=line_format,
                       error_pattern=str(pattern) if pattern is not None else None, hook=hook,
-                      timeout_seconds=timeout, settle_seconds=settle)
+                      timeout_seconds=timeout, settle_seconds=settle, own_request_pattern=own or None)
 
 
 BACKUP_ENCRYPTION = ("age", "none")
@@ -1231,8 +1256,36 @@ def _only(spec: object, allowed: set[str], where: str) -> dict:
     return spec
 
 
+def _api_paths(spec: dict, key: str, where: str) -> tuple[str, ...]:
+    """A list of paths ("/api/..."), each once."""
+    paths = spec.get(key, [])
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p.startswith("/") for p in paths):
+        raise ConfigError(f"{where}: {key} must be a list of paths starting with /")
+    return tuple(dict.fromkeys(paths))
+
+
+def _api_routes(spec: dict, where: str) -> tuple[ApiRoute, ...]:
+    """[api] routes: paths, or { path = ".../{id}", ids_from = "/api/..." } for a route that needs a record id."""
+    routes = []
+    for i, item in enumerate(spec.get("routes", [])):
+        spot = f"{where} routes[{i}]"
+        if isinstance(item, str):
+            item = {"path": item}
+        item = _only(item, {"path", "ids_from"}, spot)
+        route = ApiRoute(_need(item, "path", str, spot), item.get("ids_from"))
+        if not route.path.startswith("/"):
+            raise ConfigError(f"{spot}: path must start with /")
+        if ("{id}" in route.path) != (route.ids_from is not None):
+            raise ConfigError(f"{spot}: a path with {{id}} needs ids_from (a list path), and ids_from needs {{id}}")
+        if route.ids_from is not None and (not isinstance(route.ids_from, str) or not route.ids_from.startswith("/")):
+            raise ConfigError(f"{spot}: ids_from must be a path starting with /")
+        routes.append(route)
+    return tuple(routes)
+
+
 def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRules:
-    _only(spec, {"endpoints", "audited", "users", "audit", "visibility", "membership_rights", "probe"}, where)
+    _only(spec, {"endpoints", "audited", "users", "audit", "visibility", "membership_rights", "probe", "debug_routes",
+                 "user_routes", "routes"}, where)
     users = spec.get("users")
     audit = spec.get("audit")
     visibility: dict[str, dict[str, Visibility]] = {}
@@ -1269,7 +1322,9 @@ def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRul
         audit=AuditTable(**{"schema": schema, **_only(audit, set(AuditTable.__dataclass_fields__), f"{where}.audit")})
         if audit else None,
         visibility=visibility, rights=tuple(rights), memberships=tenancy, schema=schema,
-        probe=load_probe(spec.get("probe"), f"{where}.probe"))
+        probe=load_probe(spec.get("probe"), f"{where}.probe"),
+        debug_routes=_api_paths(spec, "debug_routes", where), user_routes=_api_paths(spec, "user_routes", where),
+        routes=_api_routes(spec, where))
 
 
 # What a description may hold: a misspelt section or key is refused, never silently ignored.

@@ -69,6 +69,10 @@ CRITERIA: dict[str, Criterion] = {c.id: c for c in (
                                           "rewrite an append-only table"),
     Criterion("POST-19", "postmigration", "The app gives the same answers as before: every recorded record and "
                                           "field equal on the new schema (the checks' own writes left out)"),
+    Criterion("POST-20", "postmigration", "The app's debug routes do not answer without a token (401, 403 or 404; "
+                                          "a 2xx is open, a 5xx exists and runs for anyone)"),
+    Criterion("POST-21", "postmigration", "Every configured route answers 2xx with the user's token (the endpoints, "
+                                          "the routes returning the user, [api] routes)"),
     Criterion("INT-01", "integrity", "Exact counts per table, soft-deleted rows included, and per therapist"),
     Criterion("INT-02", "integrity", "Every legacy row maps to exactly one new row; no new row lacks a source"),
     Criterion("INT-03", "integrity", "Every non-PHI column equal after the mapping"),
@@ -97,8 +101,8 @@ SUCCESS_LINES: tuple[ChecklistLine, ...] = (
                   ("INT-01", "INT-02", "INT-03", "INT-04", "POST-01", "POST-02"), ("migration",)),
     ChecklistLine("Data integrity verified (counts match)", ("INT-01", "INT-05", "POST-03", "POST-17")),
     ChecklistLine("Application starts successfully", ("POST-06",), ("deploy",)),
-    ChecklistLine("New API endpoints respond", ("POST-09",)),
-    ChecklistLine("User authentication works", ("POST-07", "POST-08")),
+    ChecklistLine("New API endpoints respond", ("POST-09", "POST-21")),
+    ChecklistLine("User authentication works", ("POST-07", "POST-08", "POST-20")),
     ChecklistLine("PHI encryption working", ("POST-12", "POST-13", "POST-14", "POST-15", "POST-16")),
     ChecklistLine("No application errors in logs", ("POST-11",)),
     ChecklistLine("Response times acceptable", ("POST-10",)),
@@ -109,7 +113,7 @@ SUCCESS_LINES: tuple[ChecklistLine, ...] = (
 FAILURE_LINES: tuple[ChecklistLine, ...] = (
     ChecklistLine("Data loss detected", ("INT-01", "INT-02", "INT-03", "INT-04", "BAK-03")),
     ChecklistLine("Application won't start", ("POST-06",), ("deploy",)),
-    ChecklistLine("Critical endpoints broken", ("POST-08", "POST-09")),
+    ChecklistLine("Critical endpoints broken", ("POST-08", "POST-09", "POST-21")),
     ChecklistLine("Cannot rollback successfully", ("PRE-08", "RB-01", "RB-02", "RB-03"), ("restore", "rollback")),
     ChecklistLine("Downtime exceeds 3 hours"),
     ChecklistLine("Users cannot access application", ("POST-07",), ("golive",)),

@@ -33,6 +33,7 @@ from migration_gate import (
     logsource,
     migration,
     notify,
+    ownrequests,
     performance,
     writes,
 )
@@ -355,7 +356,8 @@ class Gate:
         self.state.maintenance_off_at = time.time()
         with httpx.Client(base_url=self.target.api_base_url, timeout=15, headers=self.target.edge_headers) as client:
             token = app.login(client, self.target.api_username, self.target.api_password)
-            result = app.protected_routes(client, token, ["/api/patients"])
+            result = app.protected_routes(client, token, ["/api/patients"],
+                                         on_bad_request=ownrequests.recorder(self.run_dir))
             result.problems.extend(app.health(client, expect_hipaa=True).problems)
         speed = performance.check_after(performance.plan(self.gate, self.target.api_base_url, self.target.api_username,
                                                          self.target.api_password, self.target.api_headers),

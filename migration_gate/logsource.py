@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from migration_gate.config import ROOT, ConfigError, LogsConfig
+from migration_gate.config import OWN_REQUEST_PATTERN, ROOT, ConfigError, LogsConfig
 
 SINCE_VARIABLE = "GATE_LOGS_SINCE"
 UNTIL_VARIABLE = "GATE_LOGS_UNTIL"
@@ -57,6 +57,7 @@ class LogSource:
     error_pattern: str | None = None  # text lines: which are errors (default: the check's own pattern)
     timeout_seconds: float = 60.0
     settle_seconds: float = 0.0
+    own_request_pattern: str | None = OWN_REQUEST_PATTERN  # the lines the checks' own bad requests cause ([logs])
 
     @property
     def label(self) -> str:
@@ -112,13 +113,13 @@ def configured(logs: LogsConfig, hooks: dict[str, str], app_log_file: Path | Non
     if logs.source == "command":
         return LogSource(kind="command", format=logs.format, hook=logs.hook, command=hooks.get(logs.hook),
                          error_pattern=logs.error_pattern, timeout_seconds=logs.timeout_seconds,
-                         settle_seconds=logs.settle_seconds)
+                         settle_seconds=logs.settle_seconds, own_request_pattern=logs.own_request_pattern)
     path = app_log_file or logs.path
     if path is None:
         return None
     return LogSource(kind="file", format="text" if logs.source == "text" else "jsonl", path=str(path),
                      error_pattern=logs.error_pattern, timeout_seconds=logs.timeout_seconds,
-                     settle_seconds=logs.settle_seconds)
+                     settle_seconds=logs.settle_seconds, own_request_pattern=logs.own_request_pattern)
 
 
 def mark(source: LogSource | None) -> LogMarker:

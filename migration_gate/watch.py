@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from migration_gate import attest, logsource, performance, signoff, watchreport, writes
+from migration_gate import attest, logsource, ownrequests, performance, signoff, watchreport, writes
 from migration_gate.checks import CheckFailed, Result, encryption, error_text, organizations, schema
 from migration_gate.checks import api as app
 from migration_gate.checks.api.client import send
@@ -309,7 +309,8 @@ class Watch:
         start = (previous.log_marker if previous else None) or self.run.log_marker
         marker = logsource.LogMarker.from_json(start) if start else None
         record.log_marker = logsource.mark(self.log_source).to_json()
-        result = app.logs_clean(self.log_source, marker, requests_made=max(counted.sent, 1))
+        result = app.logs_clean(self.log_source, marker, requests_made=max(counted.sent, 1),
+                                own_requests=ownrequests.read(self.run_dir))  # the go-live's forged tokens
         result.problems = [p.replace("since the deploy", "since the last round" if previous else "since the deploy")
                            for p in result.problems]
         return result

@@ -24,6 +24,9 @@ that answers differently from the legacy one would):
   swap-session:<session id>   wherever that session would be listed, another patient's session comes instead
   change-field:<path>:<field> the field's value (a dotted name reaches into a nested object: patient.name) is
                               changed in every record of answers to <path> and the paths under it
+  open-debug:<path>           a debug GET route at <path> that answers 200 without a token (the real app's)
+  user-hash:<path>            the user route at <path> (/api/user, /api/auth/status) returns the bcrypt hash
+  fail-route:<path>           the GET route at <path> (as routed: /api/x/<int:patient_id>) answers 500
 """
 
 from __future__ import annotations
@@ -112,6 +115,10 @@ class Faults:
     drop_fields: tuple[tuple[str, str], ...] = ()  # (path, field)
     swap_sessions: frozenset[int] = frozenset()
     change_fields: tuple[tuple[str, str], ...] = ()  # (path, field)
+    paths: frozenset[tuple[str, str]] = frozenset()  # (open-debug | user-hash | fail-route, path)
+
+    def at(self, kind: str) -> set[str]:
+        return {path for k, path in self.paths if k == kind}
 
     def dropped(self, path: str) -> list[str]:
         return [name for prefix, name in self.drop_fields if path == prefix or path.startswith(prefix + "/")]
@@ -120,10 +127,14 @@ class Faults:
         return [name for prefix, name in self.change_fields if path == prefix or path.startswith(prefix + "/")]
 
 
+PATH_FAULTS = ("open-debug", "user-hash", "fail-route")
+
+
 def parse_faults(text: str) -> Faults:
     """SANDBOX_API_FAULTS="drop-field:/api/patients:patientDob,swap-session:12"; empty: none."""
-    drops, swaps, changes = [], set(), []
-    usage = "SANDBOX_API_FAULTS must be drop-field:PATH:FIELD, change-field:PATH:FIELD or swap-session:ID[,...]"
+    drops, swaps, changes, paths = [], set(), [], set()
+    usage = ("SANDBOX_API_FAULTS must be drop-field:PATH:FIELD, change-field:PATH:FIELD, swap-session:ID, "
+             "open-debug:PATH, user-hash:PATH or fail-route:PATH[,...]")
     for part in filter(None, (p.strip() for p in text.split(","))):
         kind, _, rest = part.partition(":")
         if kind in ("drop-field", "change-field"):
@@ -133,9 +144,11 @@ def parse_faults(text: str) -> Faults:
             (drops if kind == "drop-field" else changes).append((path, name))
         elif kind == "swap-session" and rest.isdigit():
             swaps.add(int(rest))
+        elif kind in PATH_FAULTS and rest.startswith("/"):
+            paths.add((kind, rest))
         else:
             raise ConfigError(usage)
-    return Faults(tuple(drops), frozenset(swaps), tuple(changes))
+    return Faults(tuple(drops), frozenset(swaps), tuple(changes), frozenset(paths))
 
 
 def load_config(env: Mapping[str, str]) -> Config:
@@ -590,6 +603,7 @@ class ApiApp:
         if self.schema.hipaa:  # no organizations before cut-over: the route does not exist there
             table.append(("/api/organizations", "GET",
                           Route(self.list_organizations, {"error": "Failed to fetch organizations"})))
+        table = self.with_user_and_plan_routes(table)
         rules = []
         for path, method, route in table:
             endpoint = f"{method} {path}"
@@ -703,7 +717,11 @@ class ApiApp:
         try:
             claims = jwt.decode(token, self.config.jwt_secret, algorithms=["HS256"], options={"require": ["exp"]})
             user_id = int(claims["userId"])
-        except (jwt.InvalidTokenError, KeyError, TypeError, ValueError):
+        except jwt.InvalidTokenError as exc:  # one error line per bad token, named as the app's (jsonwebtoken) names it
+            expired = isinstance(exc, jwt.ExpiredSignatureError)
+            self.log.write("error", "auth_failed", error="TokenExpiredError" if expired else "JsonWebTokenError")
+            raise ApiError(401, {"error": "Invalid token"}) from None
+        except (KeyError, TypeError, ValueError):
             raise ApiError(401, {"error": "Invalid token"}) from None
         with self.pool.connection(timeout=5) as conn:
             row = conn.execute("SELECT account_status FROM users_auth WHERE id = %s", (user_id,)).fetchone()
@@ -1075,6 +1093,67 @@ class ApiApp:
             item["organization"] = format_row(org, {}, self.codec, self.loma) if org else None
             data.append(item)
         return json_response({"success": True, "data": data, "count": len(data)})
+
+    # -- the signed-in user and the treatment-plan routes (the real app's paths), and their faults
+    def with_user_and_plan_routes(self, table: list[tuple[str, str, Route]]) -> list[tuple[str, str, Route]]:
+        """/api/user, /api/auth/status (never a hash) and the treatment-plan lists; on the new schema the
+        SANDBOX_API_FAULTS open-debug routes are added and the fail-route routes answer 500."""
+        plans_error = {"error": "TREATMENT_PLANS_FETCH_FAILED"}
+        table = [*table,
+                 ("/api/user", "GET", Route(self.current_user, {"error": "Failed to fetch user"})),
+                 ("/api/auth/status", "GET", Route(self.auth_status, {"error": "Failed to check status"}, auth=False)),
+                 ("/api/patient-treatment-plans", "GET", Route(self.list_plans, plans_error, audit="TREATMENT_PLAN")),
+                 ("/api/patient-treatment-plans/patient/<int:patient_id>", "GET",
+                  Route(self.patient_plans, plans_error, audit="TREATMENT_PLAN"))]
+        if not self.schema.hipaa:
+            return table
+        faults = self.config.faults
+        table += [(path, "GET", Route(self.open_debug, {"error": "debug failed"}, auth=False))
+                  for path in sorted(faults.at("open-debug"))]
+        return [(path, method, Route(self.failing, route.error, route.auth, route.audit, route.action)
+                 if method == "GET" and path in faults.at("fail-route") else route) for path, method, route in table]
+
+    def user_body(self, user_id: int, path: str) -> dict[str, Any]:
+        """The users_auth row the app returns, without the password hash (unless the fault user-hash names path)."""
+        with self.pool.connection(timeout=5) as conn, conn.cursor(row_factory=dict_row) as cur:
+            user = cur.execute("SELECT id, username, email, account_status, mfa_enabled, last_login, created_at,"
+                               " password FROM users_auth WHERE id = %s", (user_id,)).fetchone()
+            if user is None:
+                raise ApiError(404, {"error": "User not found"})
+            body = {"email": user["email"], "accountStatus": user["account_status"],
+                    "mfaEnabled": user["mfa_enabled"], "lastLogin": user["last_login"], **self.login_body(cur, user)}
+        if self.schema.hipaa and path in self.config.faults.at("user-hash"):
+            body["password"] = user["password"]
+        return body
+
+    def current_user(self, ctx: Context) -> Response:
+        return json_response(self.user_body(ctx.user_id, ctx.request.path))
+
+    def auth_status(self, ctx: Context) -> Response:
+        """200 always, as the app's: signed in or not, and the user when signed in."""
+        try:
+            ctx.user_id = self.authenticate(ctx.request)
+        except ApiError:
+            return json_response({"isAuthenticated": False, "userId": None})
+        return json_response({"isAuthenticated": True, "userId": ctx.user_id,
+                              "user": self.user_body(ctx.user_id, ctx.request.path)})
+
+    def list_plans(self, ctx: Context) -> Response:
+        """The treatment plans the caller may see (at most ?limit, default 50: the sandbox keeps the list cheap)."""
+        _, limit = page_args(ctx.request)
+        with self.pool.connection(timeout=5) as conn:
+            self.require_therapist(conn, ctx.user_id)
+            _, rows = self.page_of(conn, self.schema.plans, "therapist_id", ctx.user_id, 1, limit)
+        data = [format_row(row, self.schema.plan_columns, self.codec) for row in rows]
+        return json_response({"success": True, "data": data, "count": len(data)})
+
+    def open_debug(self, ctx: Context) -> Response:
+        """SANDBOX_API_FAULTS open-debug: a debug route left open, as the real app's /api/auth-test."""
+        return json_response({"message": "debug route", "environment": self.config.environment})
+
+    def failing(self, ctx: Context) -> Response:
+        """SANDBOX_API_FAULTS fail-route: the route breaks (a repository method that does not exist, say)."""
+        raise RuntimeError("fail-route")
 
 
 def drop_fields(response: Response, names: list[str]) -> None:

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_gate import attest, signoff
+from migration_gate import attest, ownrequests, signoff
 from migration_gate.checks import api as app
 from migration_gate.checks.api.client import send
 from migration_gate.config import ConfigError, load_config, load_watch
@@ -73,10 +73,12 @@ def _gate(alerts: Path | None = None):
 
 
 def _copy(run: Path, name: str) -> Path:
-    """A run folder of its own for one test's watch: the same run state, so the same go-live and marks."""
+    """A run folder of its own for one test's watch: the same run state, so the same go-live and marks, and the
+    same record of the checks' own bad requests (their log lines are not the app's fault)."""
     copy = run.parent / name
     copy.mkdir()
     shutil.copy(run / "state.json", copy / "state.json")
+    shutil.copy(run / ownrequests.FILE, copy / ownrequests.FILE)
     return copy
 
 

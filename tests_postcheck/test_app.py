@@ -2,7 +2,7 @@
 
 import pytest
 
-from migration_gate import answers, logsource, performance
+from migration_gate import answers, logsource, ownrequests, performance
 from migration_gate.checks import api as app
 
 pytestmark = [pytest.mark.postmigration, pytest.mark.app]
@@ -28,8 +28,8 @@ def test_login_works_for_existing_users(api, api_credentials, db, gate_config):
 
 
 @pytest.mark.criterion("POST-08")
-def test_protected_routes_need_a_token(api, token, gate_config):
-    app.protected_routes(api, token, _paths(gate_config)).expect()
+def test_protected_routes_need_a_token(api, token, gate_config, gate_run_dir):
+    app.protected_routes(api, token, _paths(gate_config), on_bad_request=ownrequests.recorder(gate_run_dir)).expect()
 
 
 @pytest.mark.criterion("POST-09")
@@ -43,6 +43,12 @@ def test_no_ciphertext_or_password_hash_in_responses(api, token, gate_config):
     app.no_secrets_in_responses(api, token, _paths(gate_config)).expect()
 
 
+@pytest.mark.criterion("POST-09")
+def test_no_password_hash_in_the_routes_that_return_the_user(api, token, gate_config):
+    app.no_secrets_in_responses(api, token, gate_config.api.user_routes,
+                                check="the routes returning the user carry no password hash").expect()
+
+
 @pytest.mark.criterion("POST-10")
 def test_p95_latency_per_endpoint_within_the_baseline_budget(api, api_credentials, gate_config, gate_session,
                                                               gate_run_dir, target):
@@ -51,10 +57,10 @@ def test_p95_latency_per_endpoint_within_the_baseline_budget(api, api_credential
 
 
 @pytest.mark.criterion("POST-11")
-def test_no_error_lines_in_the_application_log_since_the_deploy(target, gate_config, api):
+def test_no_error_lines_in_the_application_log_since_the_deploy(target, gate_config, api, gate_run_dir):
     api.get("/health")  # at least this request is in the window, so an empty window means the logs are unseen
     source = target.log_source or logsource.configured(gate_config.logs, gate_config.hooks, target.app_log_file)
-    app.logs_clean(source, target.log_marker, requests_made=1).expect()
+    app.logs_clean(source, target.log_marker, requests_made=1, own_requests=ownrequests.read(gate_run_dir)).expect()
 
 
 @pytest.mark.criterion("POST-12")
@@ -75,3 +81,14 @@ def test_search_by_a_mixed_case_padded_email_finds_the_patient(api, token, gate_
 def test_the_app_gives_the_same_answers_as_before(api, api_credentials, gate_config, gate_session, gate_run_dir):
     answers.check_after(api, gate_config.answers, gate_session.key, gate_run_dir,
                         answers.environment(*api_credentials)).expect()
+
+
+@pytest.mark.criterion("POST-20")
+def test_debug_routes_do_not_answer_without_a_token(api, gate_config):
+    app.debug_endpoints_closed(api, gate_config.api.debug_routes).expect()
+
+
+@pytest.mark.criterion("POST-21")
+def test_every_configured_route_answers(api, token, gate_config):
+    routes = [*_paths(gate_config), *gate_config.api.user_routes, *gate_config.api.routes]
+    app.routes_answer(api, token, routes).expect()

@@ -23,6 +23,7 @@ from migration_gate.checks.api.endpoints import (
     latency_p95,
     no_secrets_in_responses,
     p95,
+    routes_answer,
     search_finds_patient,
     totals,
     totals_unchanged,
@@ -34,4 +35,4 @@ from migration_gate.checks.api.logs import log_clean, log_offset, logs_clean
 __all__ = ["DEBUG_PATHS", "SECRET_KEYS", "app_version", "audit_rows_written", "debug_endpoints_closed",
            "endpoint_shapes", "forged_tokens", "health", "latency_p95", "log_clean", "log_offset", "login",
            "login_works", "logs_clean", "maintenance_active", "no_secrets_in_responses", "p95", "protected_routes",
-           "search_finds_patient", "totals", "totals_unchanged", "visible_rows", "wait_for_schema"]
+           "routes_answer", "search_finds_patient", "totals", "totals_unchanged", "visible_rows", "wait_for_schema"]

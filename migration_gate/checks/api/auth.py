@@ -8,7 +8,7 @@ import base64
 import json
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -19,6 +19,8 @@ from psycopg import sql
 from migration_gate.checks import CheckFailed, Result
 from migration_gate.checks.api.client import BCRYPT, COOKIE, body_of, fetch, send
 from migration_gate.config import UserTable
+from migration_gate.logsource import utc_now
+from migration_gate.ownrequests import OwnRequest
 
 # Unauthenticated debug routes of the real app (target-app.md section 6); all must be gone in production.
 # POST /api/auth/test-insert is left out on purpose: asking it would insert a user.
@@ -150,9 +152,12 @@ def _login_matches_db(result: Result, conn: psycopg.Connection, users: UserTable
         result.add(f"{where}: the fixture user's ({users.key} {user_id}) password is not a bcrypt hash")
 
 
-def protected_routes(client: httpx.Client, token: str, paths: Iterable[str]) -> Result:
+def protected_routes(client: httpx.Client, token: str, paths: Iterable[str],
+                     on_bad_request: Callable[[OwnRequest], None] | None = None) -> Result:
     """Each path answers 401 without a token and with a forged one, and 200 with the real token (item 19).
-    A 500 is always a problem: it means the route broke, not that it refused."""
+    A 500 is always a problem: it means the route broke, not that it refused. Each deliberate bad request (no
+    token, a forged one) is handed to `on_bad_request` once answered (migration_gate.ownrequests: the app's log
+    lines about them are then not held against it)."""
     result = Result("protected routes refuse missing and forged tokens and accept the real one")
     forged = forged_tokens(token)
     for path in paths:
@@ -160,7 +165,11 @@ def protected_routes(client: httpx.Client, token: str, paths: Iterable[str]) -> 
         attempts = [("without a token", None), *((label, value) for label, value in forged.items()),
                     ("with the Bearer token", token)]
         for label, value in attempts:
+            started = utc_now()
             response = fetch(result, client, "GET", path, value)
+            if value != token and on_bad_request is not None:
+                on_bad_request(OwnRequest("no token" if value is None else "forged token", "GET", path, started,
+                                          utc_now()))
             if response is None:
                 continue
             expected = 200 if value == token else 401
@@ -169,13 +178,30 @@ def protected_routes(client: httpx.Client, token: str, paths: Iterable[str]) -> 
     return result
 
 
+# What a closed route answers without a token: refused, not found, or not served for GET.
+CLOSED = (401, 403, 404, 405, 410)
+
+
 def debug_endpoints_closed(client: httpx.Client, paths: Iterable[str] = DEBUG_PATHS) -> Result:
-    """The real app's unauthenticated debug routes must not answer 2xx (item 21). Only GETs are sent."""
-    result = Result("unauthenticated debug endpoints are closed")
+    """The real app's unauthenticated debug routes must not answer without a token (item 21). Only GETs are sent.
+    Closed is 401, 403, 404 (or 405, 410); a 2xx is open; a 5xx means the route exists and runs, failing, for
+    anyone (not closed); any other answer (a redirect, a rate limit) does not show it closed."""
+    result = Result("unauthenticated debug endpoints are closed", unit="routes")
     for path in paths:
         result.checked += 1
         response = fetch(result, client, "GET", path)
-        if response is not None and (200 <= response.status_code < 300 or response.status_code >= 500):
-            result.add(f"GET {path}: answered {response.status_code} without a token (expected 401, 403 or 404)")
+        if response is None:
+            continue
+        status = response.status_code
+        if 200 <= status < 300:
+            result.add(f"GET {path}: answered {status} without a token: the debug route is open (expected 401, "
+                       "403 or 404)")
+        elif status >= 500:
+            result.add(f"GET {path}: answered {status} without a token: the debug route exists and runs for anyone"
+                       " (expected 401, 403 or 404)")
+        elif status not in CLOSED:
+            result.add(f"GET {path}: answered {status} without a token: not shown to be closed (expected 401, "
+                       "403 or 404)")
+    if result.checked == 0:
+        result.notes.append("no debug routes configured ([api] debug_routes): nothing checked")
     return result
-

@@ -6,10 +6,11 @@ user may see ([api.visibility]), no secrets in answers, latency, and search (sec
 from __future__ import annotations
 
 import math
+import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -18,7 +19,7 @@ from psycopg import sql
 
 from migration_gate.checks import Result
 from migration_gate.checks.api.client import BCRYPT, CIPHERTEXT, SECRET_KEYS, body_of, fetch, is_int, keys_of
-from migration_gate.config import ApiRules, Endpoint, Probe, Visibility
+from migration_gate.config import ApiRoute, ApiRules, Endpoint, Probe, Visibility
 
 PAGE_LIMIT = 10  # rows asked of paginated endpoints: enough to check the page, cheap to decrypt
 
@@ -184,10 +185,29 @@ def totals_unchanged(before: Mapping[str, int | None], after: Mapping[str, int |
     return result
 
 
-def no_secrets_in_responses(client: httpx.Client, token: str, paths: Iterable[str]) -> Result:
+PASSWORD_KEYS = re.compile(r"^(password|passwordHash|password_hash)$")
+
+
+def _locations(value: Any, pattern: re.Pattern[str], where: str = "") -> Iterator[str]:
+    """The places (data[].therapist.password) where a key matching `pattern` sits in a JSON value."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            place = f"{where}.{key}" if where else str(key)
+            if pattern.search(str(key)):
+                yield place
+            yield from _locations(item, pattern, place)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _locations(item, pattern, f"{where}[]")
+
+
+def no_secrets_in_responses(client: httpx.Client, token: str, paths: Iterable[str],
+                            check: str = "responses carry no ciphertext, search hash or password hash") -> Result:
     """No ...Encrypted / ...SearchHash / password keys, ciphertext or bcrypt hashes in any answer (item 21:
-    the real app returns ciphertexts beside the plaintext and the password hash from /api/user)."""
-    result = Result("responses carry no ciphertext, search hash or password hash", unit="responses")
+    the real app returns ciphertexts beside the plaintext and the password hash from /api/user, /api/auth/status
+    and the users nested in its answers). A password field is named by where it sits (user.password,
+    data[].therapist.password), so a nested user is told apart from the top-level record."""
+    result = Result(check, unit="responses")
     for path in paths:
         response = fetch(result, client, "GET", path, token, params={"limit": 100})
         if response is None:
@@ -196,15 +216,58 @@ def no_secrets_in_responses(client: httpx.Client, token: str, paths: Iterable[st
         if response.status_code != 200:
             result.add(f"GET {path}: answered {response.status_code}; could not be examined")
             continue
-        keys = sorted({k for k in keys_of(body_of(response)) if SECRET_KEYS.search(k)})
+        body = body_of(response)
+        keys = sorted({k for k in keys_of(body) if SECRET_KEYS.search(k)})
         if keys:
             shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
             result.add(f"GET {path}: {len(keys)} secret-bearing keys in the body ({shown})")
+        places = Counter(_locations(body, PASSWORD_KEYS))
+        if places:
+            shown = ", ".join(f"{place}" + (f" x{n}" if n > 1 else "") for place, n in places.most_common(5))
+            result.add(f"GET {path}: a password field in what it returns of a user ({shown})")
         for label, pattern in RESPONSE_LEAKS.items():
             hits = len(pattern.findall(response.text))
             if hits:
                 result.add(f"GET {path}: {hits} values look like {label}")
+    if result.checked == 0 and not result.problems:
+        result.notes.append("no routes configured: nothing checked")
     return result
+
+
+def routes_answer(client: httpx.Client, token: str, routes: Iterable[ApiRoute | str]) -> Result:
+    """Every configured authenticated GET answers 2xx with the fixture user's token (a 500 is a broken route, a
+    404 a missing one). A route with {id} takes the first record id its ids_from list answers; when there is
+    none, the route could not be checked (red, never skipped)."""
+    result = Result("every configured route answers 2xx", unit="routes")
+    ids: dict[str, str | None] = {}
+    for route in routes:
+        route = ApiRoute(route) if isinstance(route, str) else route
+        path = route.path
+        if route.ids_from is not None:
+            if route.ids_from not in ids:
+                ids[route.ids_from] = _first_id(result, client, token, route.ids_from)
+            if ids[route.ids_from] is None:
+                result.add(f"GET {route.path}: could not be checked: GET {route.ids_from} gave no record id")
+                continue
+            path = route.path.replace("{id}", ids[route.ids_from])
+        result.checked += 1
+        response = fetch(result, client, "GET", path, token)
+        if response is not None and not 200 <= response.status_code < 300:
+            shown = path if path == route.path else f"{route.path} ({path})"
+            result.add(f"GET {shown}: answered {response.status_code} (expected 2xx)")
+    if result.checked == 0 and not result.problems:
+        result.notes.append("no routes configured ([api] routes): nothing checked")
+    return result
+
+
+def _first_id(result: Result, client: httpx.Client, token: str, path: str) -> str | None:
+    response = fetch(result, client, "GET", path, token, params={"limit": 1})
+    if response is None or response.status_code != 200:
+        return None
+    body = body_of(response)
+    data = body.get("data") if isinstance(body, dict) else None
+    first = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
+    return str(first["id"]) if is_int(first.get("id")) else None
 
 
 def latency_p95(client: httpx.Client, token: str, paths: Iterable[str], samples: int, budget_ms: float) -> Result:

@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
+from migration_gate import ownrequests
 from migration_gate.checks import Result, first_ids
 from migration_gate.checks.api.client import BCRYPT, CIPHERTEXT, EMAIL, HEX64, JWT, is_int
 from migration_gate.logsource import LogMarker, LogSource, LogsUnseen, window
+from migration_gate.ownrequests import OwnRequest
 
 LOG_LEAKS = {"an email address": EMAIL, "a JWT": JWT, "a bcrypt hash": BCRYPT, "PHI ciphertext": CIPHERTEXT,
              "a 64-hex value (key or search hash)": HEX64}
@@ -55,11 +59,15 @@ def _log_error(line: str, text_errors: re.Pattern[str] | None = None) -> tuple[b
     return bool(LOG_ERROR_TEXT.search(line) or PLAIN_ERROR_LINE.search(line)), None
 
 
-def _scan(result: Result, name: str, lines: list[str], where: str, text_errors: re.Pattern[str] | None = None) -> None:
-    """Error lines and leaks in `lines`, as problems naming line numbers, counts and safe names only."""
+def _scan(result: Result, name: str, lines: list[str], where: str, text_errors: re.Pattern[str] | None = None,
+          own_pattern: str | None = None, own_requests: Sequence[OwnRequest] = ()) -> None:
+    """Error lines and leaks in `lines`, as problems naming line numbers, counts and safe names only. Error lines
+    matching `own_pattern` that the checks' own recorded bad requests account for are left out, with a note."""
     errors: list[int] = []
-    kinds: Counter[str] = Counter()
+    kinds: dict[int, str] = {}
     leaks: dict[str, list[int]] = {label: [] for label in LOG_LEAKS}
+    own = re.compile(own_pattern) if own_pattern else None
+    candidates: list[tuple[int, datetime | None]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -67,16 +75,37 @@ def _scan(result: Result, name: str, lines: list[str], where: str, text_errors: 
         is_error, kind = _log_error(line, text_errors)
         if is_error:
             errors.append(number)
-            kinds[kind or "unnamed"] += 1
+            kinds[number] = kind or "unnamed"
+            if own is not None and own.search(line):
+                candidates.append((number, ownrequests.line_time(line)))
         for label, pattern in LOG_LEAKS.items():
             if pattern.search(line):
                 leaks[label].append(number)
+    if own is not None:
+        left_out = ownrequests.leave_out(candidates, own_requests)
+        _note_own(result, len(candidates), len(left_out), own_requests)
+        errors = [number for number in errors if number not in left_out]
     if errors:
-        shown = ", ".join(f"{kind} x{n}" for kind, n in kinds.most_common(5))
+        counted = Counter(kinds[number] for number in errors)
+        shown = ", ".join(f"{kind} x{n}" for kind, n in counted.most_common(5))
         result.add(f"{name}: {len(errors)} error lines {where} ({_lines(errors)}; {shown})")
     for label, numbers in leaks.items():
         if numbers:
             result.add(f"{name}: {len(numbers)} lines hold what looks like {label} ({_lines(numbers)})")
+
+
+def _note_own(result: Result, matching: int, left_out: int, requests: Sequence[OwnRequest]) -> None:
+    """The report says how many lines were left out and why, and how many like them still count."""
+    if not matching and not requests:
+        return
+    kinds = Counter(request.kind for request in requests)
+    made = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "none"
+    note = (f"{left_out} error line(s) left out: they match [logs] own_request_pattern and are the app's answers to "
+            f"the checks' own deliberate bad requests ({len(requests)} recorded in {ownrequests.FILE}: {made})")
+    if matching > left_out:
+        note += (f"; {matching - left_out} more matching line(s) count: more than the checks caused, or outside "
+                 "the times of their requests")
+    result.notes.append(note)
 
 
 def log_clean(log_file: Path, since_offset: int = 0) -> Result:
@@ -95,10 +124,14 @@ def log_clean(log_file: Path, since_offset: int = 0) -> Result:
     return result
 
 
-def logs_clean(source: LogSource | None, marker: LogMarker | None, requests_made: int) -> Result:
+def logs_clean(source: LogSource | None, marker: LogMarker | None, requests_made: int,
+               own_requests: Sequence[OwnRequest] = ()) -> Result:
     """log_clean over the configured source's lines since the deploy's marker. Not seeing them is red, never a
     pass: no source, a rotated, truncated or missing file, a failing or hanging command, or an empty window
-    although `requests_made` requests went to the app in it. A note names the source and the lines read."""
+    although `requests_made` requests went to the app in it. A note names the source and the lines read.
+    `own_requests` (migration_gate.ownrequests.read) are the checks' deliberate bad requests: as many error lines
+    matching the source's own_request_pattern, inside their time windows when the lines carry times, are left
+    out; the requests answered before the marker are not counted."""
     result = Result("the app's log has no errors and no PHI or secrets since the deploy", unit="log lines")
     if source is None:
         result.add("cannot see the logs: no log source (set APP_LOG_FILE, or [logs] in migration.toml)")
@@ -115,5 +148,8 @@ def logs_clean(source: LogSource | None, marker: LogMarker | None, requests_made
     text_errors = None
     if source.format == "text":
         text_errors = re.compile(source.error_pattern) if source.error_pattern else PLAIN_ERROR_LINE
-    _scan(result, source.name, lines, "since the deploy", text_errors)
+    start = ownrequests.parse_time(marker.since)
+    if start is not None:
+        own_requests = [r for r in own_requests if (w := r.window()) is not None and w[1] >= start]
+    _scan(result, source.name, lines, "since the deploy", text_errors, source.own_request_pattern, own_requests)
     return result
