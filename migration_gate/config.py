@@ -866,6 +866,9 @@ class AppServerConfig:
     key_env: str = "PHI_ENCRYPTION_KEY"
     port_env: str = "PORT"
     start_timeout_seconds: float = 120.0
+    # whose DSN it gets: "app" ([app_role], the default) or "owner" (the role the migration ran as), for an app
+    # whose host hands it the database's owner (Neon's default role) and whose start runs its own migrations
+    database_role: str = "app"
 
     @property
     def label(self) -> str:
@@ -911,8 +914,13 @@ def load_app_server(spec: object, base: Path, where: str) -> AppServerConfig | N
     timeout = spec.get("start_timeout_seconds", AppServerConfig.start_timeout_seconds)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise ConfigError(f"{where}: start_timeout_seconds must be a positive number of seconds")
+    role = spec.get("database_role", "app")
+    if role not in ("app", "owner"):
+        raise ConfigError(f"{where}: database_role must be 'app' or 'owner'")
     return AppServerConfig(command=command, cwd=cwd, health=health, env=env, pass_env=tuple(pass_env),
-                           headers=headers, start_timeout_seconds=float(timeout), **names)
+                           headers=headers, start_timeout_seconds=float(timeout), database_role=role, **names)
+
+
 REHEARSAL_KIND_ENV = "GATE_REHEARSAL_KIND"  # overrides [rehearsal] kind (a dress rehearsal's suites: "scratch")
 
 

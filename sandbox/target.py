@@ -132,7 +132,8 @@ class Sandbox:
         if spec is None:
             return None
         assert self.api is not None
-        return AppServer(spec, self.app_dsn, self.app_key or self.key, self.workdir / log_name, port=self.api.port,
+        dsn = self.dsn if spec.database_role == "owner" else self.app_dsn
+        return AppServer(spec, dsn, self.app_key or self.key, self.workdir / log_name, port=self.api.port,
                          error_pattern=self.app_error_pattern)
 
     def stop(self, keep: bool = False) -> None:
