@@ -40,3 +40,20 @@ def test_a_wrong_extends_is_one_line(tmp_path: Path, text: str, fragment: str) -
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert fragment in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_loma_org_description_is_the_shipped_one_with_the_real_server_as_the_new_app(tmp_path: Path) -> None:
+    """docs/loma-org.toml (README: pointing it at the loma-org app) names a checkout beside this one; here an
+    overlay of it points at an empty folder instead, so the description itself is what is checked."""
+    checkout = tmp_path / "loma-org123"
+    checkout.mkdir()
+    overlay = tmp_path / "here.toml"
+    overlay.write_text(f'extends = "{ROOT / "docs" / "loma-org.toml"}"\n\n[rehearsal.app_new]\ncwd = "{checkout}"\n')
+    shipped, loma = load_config(SHIPPED), load_config(overlay)
+    app = loma.rehearsal.app_new
+    assert app is not None and app.cwd == checkout and app.database_role == "owner"
+    assert app.headers == {"X-Forwarded-Proto": "https"} and app.pass_env == ("SESSION_SECRET",)
+    assert "npm start" in app.command and "pre-start" in app.command  # Render's start: its migrations, then it
+    assert loma.waivers == () and shipped.rehearsal.app_new is None
+    assert (loma.api, loma.answers, loma.app_tables, loma.tables) == (
+        shipped.api, shipped.answers, shipped.app_tables, shipped.tables)
