@@ -218,10 +218,10 @@ class KeptCluster:
         text = marker.read_text() if marker.is_file() else ""
         try:
             data = json.loads(text)
-        except ValueError:  # an older marker: companion pids, one per line
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):  # an older marker: companion pids, one per line (one alone reads as JSON)
             return cls(marker.parent, tuple(int(p) for p in text.split() if p.isdigit()))
-        if not isinstance(data, dict):
-            return cls(marker.parent)
         pids = tuple(p for p in data.get("pids", ()) if isinstance(p, int))
         port = data.get("port") if isinstance(data.get("port"), int) else None
         owner = data.get("owner") if isinstance(data.get("owner"), str) else None

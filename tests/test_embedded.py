@@ -20,6 +20,7 @@ import pytest
 from migration_gate.embedded import (
     OWNER_FILE,
     EmbeddedPostgres,
+    KeptCluster,
     find_binaries,
     kept_clusters,
     stop_kept,
@@ -173,3 +174,10 @@ def test_stop_kept_stops_only_this_checkouts_clusters_or_the_one_named(base: Pat
     assert stop_kept(base, name="1") == []  # a port nobody kept: nothing stopped
     assert stop_kept(base, name=str(theirs_port)) == [theirs_dir]
     assert not theirs_dir.exists()
+
+
+def test_a_marker_kept_by_an_older_version_still_names_its_companions(base: Path) -> None:
+    folder = base / "old"
+    folder.mkdir(parents=True)
+    (folder / "keep").write_text("4242\n")
+    assert KeptCluster.read(folder / "keep") == KeptCluster(folder, (4242,))
