@@ -775,6 +775,12 @@ class Waiver:
         return today > self.expires
 
 
+def holding_waivers(waivers: tuple[Waiver, ...], criterion: str | None, today: date) -> list[tuple[int, Waiver]]:
+    """The waivers of this criterion that hold today, each with its number in the description (the suites' plugin
+    and the watch both waive by these, so a finding waived at the post-checks is waived in the watch too)."""
+    return [(n, w) for n, w in enumerate(waivers) if criterion and w.criterion == criterion and not w.expired(today)]
+
+
 WAIVER_KEYS = ("criterion", "finding", "finding_regex", "reason", "decided_by", "expires")
 
 

@@ -37,6 +37,7 @@ from migration_gate.config import (
     ConfigError,
     GateConfig,
     Waiver,
+    holding_waivers,
     load_config,
     load_environment,
 )
@@ -408,8 +409,7 @@ def _record_result(gate: GateSession, item: pytest.Item, report: pytest.TestRepo
 def _waiver_match(gate: GateSession, criterion: str | None) -> Callable[[str], int | None] | None:
     """For checks.WAIVER: the number of the unexpired waiver of this criterion a problem line matches, else None
     (the line as the reports show it, redact_text, or as the check said it)."""
-    usable = [(number, w) for number, w in enumerate(gate.gate.waivers)
-              if criterion and w.criterion == criterion and not w.expired(gate.today)]
+    usable = holding_waivers(gate.gate.waivers, criterion, gate.today)
     if not usable:
         return None
     return lambda line: next((n for n, w in usable if w.matches(line) or w.matches(redact_text(line))), None)

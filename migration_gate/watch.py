@@ -25,6 +25,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -35,7 +36,7 @@ from migration_gate.checks import CheckFailed, Result, encryption, error_text, o
 from migration_gate.checks import api as app
 from migration_gate.checks.api.client import send
 from migration_gate.checks.api.endpoints import p95
-from migration_gate.config import ConfigError, GateConfig, WatchConfig, load_config
+from migration_gate.config import ConfigError, GateConfig, WatchConfig, holding_waivers, load_config
 from migration_gate.errors import GateError
 from migration_gate.hooks import CutoverTarget, ShellHooks, target_from_environment
 from migration_gate.phi import PhiCodec
@@ -50,6 +51,9 @@ BASELINE = Path("performance") / "baseline.json"
 COMPRESS = 1440.0  # --compress: a day a minute, the 48 hours in two minutes plus the rounds' own time
 NO_DECISION_MAKER = "no decision maker recorded"
 SCOPED = " (written since the last round)"  # the checks that look only at rows written since the last round
+# The post-check criterion each round's check repeats: the [[waivers]] of that criterion hold in the watch too.
+WATCH_CRITERIA = {"health": "POST-06", "login": "POST-07", "critical endpoints": "POST-09", "latency p95": "POST-10",
+                  "log since the last round": "POST-11", "audit rows written": "POST-12"}
 EXIT = {"green": 0, "red": 1, "criterion": 3, "usage": 2, "refused": 4}
 
 
@@ -238,11 +242,28 @@ class Watch:
         except Exception as exc:  # noqa: BLE001 - a check that cannot run is red, and the round goes on
             check = CheckRecord(name, group, [f"could not be checked: {error_text(exc)}"])
         check.seconds = round(time.monotonic() - began, 3)
+        self._waive(check)
         secrets = [self.target.key, self.target.api_password, *self.target.api_headers.values()]
         check.problems = [mask_values(redact_text(p), secrets) for p in check.problems]
         check.notes = [mask_values(redact_text(n), secrets) for n in check.notes]
         record.checks.append(check)
         return result
+
+    def _waive(self, check: CheckRecord) -> None:
+        """A finding a [[waivers]] entry of the check's criterion holds today is a note naming the waiver, not a
+        problem: the watch judges what the post-checks judged, waivers included (expired ones waive nothing)."""
+        held = holding_waivers(self.gate.waivers, WATCH_CRITERIA.get(check.name), date.today())
+        if not held:
+            return
+        kept = []
+        for line in check.problems:
+            waiver = next((w for _, w in held if w.matches(line) or w.matches(redact_text(line))), None)
+            if waiver is None:
+                kept.append(line)
+            else:
+                check.notes.append(f"waived by {waiver.label} (decided by {waiver.decided_by}, expires "
+                                   f"{waiver.expires.isoformat()}): {line}")
+        check.problems = kept
 
     def _api_checks(self, record: RoundRecord, client: httpx.Client, conn: psycopg.Connection, counted: Counted,
                     previous: RoundRecord | None) -> None:

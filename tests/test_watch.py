@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
@@ -24,7 +25,7 @@ from psycopg import sql
 from migration_gate import attest, ownrequests, signoff
 from migration_gate.checks import api as app
 from migration_gate.checks.api.client import send
-from migration_gate.config import ConfigError, load_config, load_watch
+from migration_gate.config import ConfigError, Waiver, load_config, load_watch
 from migration_gate.gate import Gate
 from migration_gate.progress import Progress
 from migration_gate.runstate import RunState
@@ -217,6 +218,36 @@ def test_an_app_logging_errors_after_go_live_turns_a_round_red_alerts_and_states
     assert f"scripts/rollback --run-dir {copy} --dry-run" in message and "never rolls back by itself" in message
     html = (copy / "watch" / "watch.html").read_text()
     assert "ROLLBACK CRITERION MET" in html and "Dana Reyes (clinical director)" in html and "--dry-run" in html
+
+
+def test_a_finding_waived_at_the_post_checks_is_waived_in_the_watch_and_an_expired_waiver_waives_nothing(live) -> None:
+    box, run, _ = live
+    role = load_config().app_role.name
+
+    def waiver(criterion: str, expires: date) -> Waiver:
+        return Waiver(criterion=criterion, finding_regex=".*", reason="known: the app's audit writes, TICKET-9",
+                      decided_by="Dana Reyes (clinical director)", expires=expires)
+
+    def first_round(name: str, expires: date) -> Watch:
+        gate = dataclasses.replace(_gate(), waivers=(waiver("POST-11", expires), waiver("POST-12", expires)))
+        watch = Watch(gate, _target(box), _copy(run, name), Progress(quiet=True), factor=FACTOR)
+        watch.run_rounds(once=True)
+        return watch
+    with psycopg.connect(box.dsn, autocommit=True) as conn:  # the audit rows cannot be written: log and audit red
+        conn.execute(sql.SQL("REVOKE INSERT ON audit_logs_hipaa FROM {}").format(sql.Identifier(role)))
+    try:
+        held = first_round("cutover-waived", date.today() + timedelta(days=30))
+        lapsed = first_round("cutover-lapsed", date.today() - timedelta(days=1))
+    finally:
+        with psycopg.connect(box.dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("GRANT INSERT ON audit_logs_hipaa TO {}").format(sql.Identifier(role)))
+    record = held.state.rounds[0]
+    assert record.verdict == "green", [(c.name, c.problems) for c in record.checks if not c.ok]
+    notes = {c.name: " ".join(c.notes) for c in record.checks}
+    assert "waived by POST-11 /.*/ (decided by Dana Reyes (clinical director)" in notes["log since the last round"]
+    assert "waived by POST-12 /.*/" in notes["audit rows written"]
+    red = {c.name for c in lapsed.state.rounds[0].checks if not c.ok}
+    assert red == {"log since the last round", "audit rows written"}, red
 
 
 def test_no_phi_or_secret_in_any_watch_artifact(live) -> None:
