@@ -132,9 +132,11 @@ def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTa
         where = schema_state(conn, gate)
     if where == "mixed":
         raise Refused(f"the database is neither the legacy nor the migrated schema: refusing to resume {run_dir.name}")
-    if state.migration_sha256 != backup.sha256_file(gate.migration_file):
-        raise Refused(f"the migration file changed since the interrupted run {run_dir.name} started: refusing "
-                      "to resume it (roll it back with --rollback-interrupted, or move its folder away)")
+    now = backup.sha256_file(gate.migration_file)
+    if state.migration_sha256 != now:
+        raise Refused(f"the migration file changed since the interrupted run {run_dir.name} started (sha256 "
+                      f"{state.migration_sha256[:16]}... recorded, {now[:16]}... now): refusing to resume it (roll "
+                      "it back with --rollback-interrupted, or move its folder away)")
     migration_record = state.phase("migration")
     if where == "migrated" and migration_record.status != "passed":
         migration_record.status, migration_record.detail = "passed", "committed before the interruption"

@@ -305,7 +305,7 @@ class Gate:
             self.progress.count("migration statements", index, total)
         result = migration.run_file(self.target.dsn, self.gate.migration_file, self.target.key,
                                     lock_timeout=self.gate.lock_timeout, statement_timeout=self.gate.statement_timeout,
-                                    on_step=on_step)
+                                    on_step=on_step, sha256=self.state.migration_sha256)
         record.detail = f"{len(result.timings)} steps in one transaction, committed"
         self._mark_writes()
         self._record_counts()
@@ -479,6 +479,10 @@ class Gate:
         backup unchanged, and only on a database no one has written to since the backup's snapshot: a write in
         the window (an instance or a job ignoring maintenance) would be migrated, then lost by a restore."""
         self.check_lock()
+        try:  # the file this run recorded at its start, or nothing (run_file checks the bytes it runs again)
+            migration.load(self.gate.migration_file, sha256=self.state.migration_sha256)
+        except migration.MigrationFileError as exc:
+            raise Refused(f"refusing to migrate: {exc}") from None
         not_green = [p.name for p in self.state.phases
                      if p.name in ("premigration", "maintenance", "backup") and p.status != "passed"]
         if self.state.backup:

@@ -61,6 +61,7 @@ class StepTiming:
 class MigrationResult:
     path: Path
     timings: list[StepTiming] = field(default_factory=list)
+    sha256: str = ""  # of the very bytes that ran
 
     @property
     def seconds(self) -> float:
@@ -87,18 +88,33 @@ def parse(text: str) -> list[Step]:
     return steps
 
 
-def load(path: Path) -> list[Step]:
+def load(path: Path, sha256: str | None = None) -> list[Step]:
+    """The file's steps; with `sha256` (what a run recorded at its start), only if these very bytes hash to it."""
+    return _load(path, sha256)[0]
+
+
+def _load(path: Path, sha256: str | None) -> tuple[list[Step], str]:
+    """Read once: the bytes hashed are the bytes parsed (and run)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MigrationFileError(f"cannot read migration file {path}: {exc.__class__.__name__}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and digest != sha256:
+        raise MigrationFileError(changed_line(sha256, digest))
     steps = parse(text)
     if not steps:
         raise MigrationFileError(f"migration file {path} holds no SQL statements")
     for step in steps:
         if step.kind == "data":
             resolve_data_step(step.text)
-    return steps
+    return steps, digest
+
+
+def changed_line(recorded: str, now: str) -> str:
+    return (f"the migration file changed since the run started (sha256 {recorded[:16]}... recorded, "
+            f"{now[:16]}... now): nothing was run")
 
 
 def resolve_data_step(target: str) -> Callable[[psycopg.Connection, DataStepContext], int | None]:
@@ -133,10 +149,12 @@ def apply(conn: psycopg.Connection, steps: list[Step], context: DataStepContext,
 
 def run_file(dsn: str, path: Path, key: str, *, lock_timeout: str = "10s", statement_timeout: str = "0",
              on_step: Callable[[int, int, StepTiming], None] | None = None,
-             before: Callable[[psycopg.Connection], None] | None = None) -> MigrationResult:
+             before: Callable[[psycopg.Connection], None] | None = None,
+             sha256: str | None = None) -> MigrationResult:
     """Run a migration (or rollback) file in one transaction; on any error nothing is changed. `before` runs
-    first in the same transaction (a rollback's preparation: the deploy's tables, migration_gate.deploytables)."""
-    steps = load(path)
+    first in the same transaction (a rollback's preparation: the deploy's tables, migration_gate.deploytables).
+    `sha256`: the run's record of the file; other bytes are refused before anything runs."""
+    steps, digest = _load(path, sha256)
     context = DataStepContext(codec=PhiCodec(key))
     with psycopg.connect(dsn) as conn, conn.transaction():
         conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
@@ -144,7 +162,7 @@ def run_file(dsn: str, path: Path, key: str, *, lock_timeout: str = "10s", state
         if before is not None:
             before(conn)
         timings = apply(conn, steps, context, on_step)
-    return MigrationResult(path=path, timings=timings)
+    return MigrationResult(path=path, timings=timings, sha256=digest)
 
 
 def save_times(result: MigrationResult, run_dir: Path) -> Path:
@@ -154,7 +172,8 @@ def save_times(result: MigrationResult, run_dir: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     steps = {str(t.step.line): {"kind": t.step.kind, "seconds": round(t.seconds, 4), "rows": t.rows}
              for t in result.timings}
-    path.write_text(json.dumps({"file": result.path.name, "sha256": file_sha256(result.path), "steps": steps},
+    path.write_text(json.dumps({"file": result.path.name, "sha256": result.sha256 or file_sha256(result.path),
+                               "steps": steps},
                                indent=1), encoding="utf-8")
     return path
 

@@ -315,6 +315,27 @@ def test_a_killed_migration_is_never_half_way_and_the_next_run_resumes(sandbox: 
         assert schema_state(conn, load_config()) == "migrated"
 
 
+def test_a_migration_file_changed_after_the_run_started_is_never_run(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The bytes run are the bytes the run recorded: a file edited between scripts/backup and scripts/migrate
+    (even with --force, in the same run folder or resumed) is refused, naming both sha256s, and nothing runs."""
+    mine = tmp_path / "migration.sql"
+    mine.write_bytes(MIGRATION.read_bytes())
+    recorded = sha256_file(mine)
+    reports, config = tmp_path / "reports", config_with_store(tmp_path)
+    backed_up = _cli(sandbox, "backup", "--quiet", reports=reports, config=config, migration=mine)
+    assert backed_up.wait(timeout=300) == 0, backed_up.stderr.read()
+    run_dir = next(reports.glob("cutover-*"))
+    mine.write_text(mine.read_text() + "\nCREATE TABLE gate_tampered (id int);\n")
+    for args in (["--run-dir", str(run_dir)], []):  # this run's folder named, then resumed
+        changed = _cli(sandbox, "migrate", "--force", *args, reports=reports, config=config, migration=mine)
+        out, err = changed.communicate(timeout=120)
+        assert changed.returncode == 4, out + err
+        assert f"sha256 {recorded[:16]}... recorded, {sha256_file(mine)[:16]}... now" in err, err
+    with psycopg.connect(sandbox.dsn) as conn:
+        assert schema_state(conn, load_config()) == "legacy"
+        assert conn.execute("SELECT to_regclass('gate_tampered')").fetchone()[0] is None
+
+
 def test_migration_is_all_or_nothing_under_repeated_kills(sandbox: Sandbox, tmp_path: Path) -> None:
     """Killed at arbitrary moments, the database is always exactly legacy or completely migrated."""
     config = load_config()

@@ -166,3 +166,17 @@ def test_name_hash_trims_whitespace_not_letters(legacy_db: str, name: str) -> No
     with psycopg.connect(legacy_db) as conn:
         stored = conn.execute("SELECT patient_name_search_hash FROM patients WHERE id = 1").fetchone()[0]
     assert stored == search_hash(name)
+
+
+def test_other_bytes_than_the_recorded_sha256_are_refused_before_anything_runs(legacy_db: str,
+                                                                               tmp_path: Path) -> None:
+    """A run passes the sha256 it recorded at its start: a file edited since never reaches the database."""
+    edited = tmp_path / "m.sql"
+    edited.write_text("CREATE TABLE gate_tampered (id int);\n")
+    with pytest.raises(MigrationFileError, match=r"sha256 0{16}\.\.\. recorded, [0-9a-f]{16}\.\.\. now\): "
+                                                 "nothing was run"):
+        migration.run_file(legacy_db, edited, SANDBOX_KEY, sha256="0" * 64)
+    with psycopg.connect(legacy_db) as conn:
+        assert conn.execute("SELECT to_regclass('gate_tampered')").fetchone()[0] is None
+    assert len(migration.run_file(legacy_db, edited, SANDBOX_KEY,
+                                  sha256=migration.file_sha256(edited)).timings) == 1
