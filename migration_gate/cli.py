@@ -26,7 +26,7 @@ from migration_gate.progress import Progress
 from migration_gate.provenance import gate_version, operator
 from migration_gate.redact import connection_cause, describe_target, one_line, redact_text
 from migration_gate.rehearse import main as rehearse_main
-from migration_gate.runstate import BUDGET_OF, PLAN, RunState, recorded_runs, schema_state, unfinished_runs
+from migration_gate.runstate import BUDGET_OF, PLAN, RunState, owner_only, recorded_runs, schema_state, unfinished_runs
 from migration_gate.verdict import EPILOG, finish_run
 from migration_gate.watch import main as watch_main
 
@@ -502,6 +502,7 @@ def _list_attestations(args: argparse.Namespace, gate: GateConfig, reports: Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    owner_only()
     argv = sys.argv[1:] if argv is None else argv
     names = ["cutover", "rehearse", *PHASE_COMMANDS, "rollback", "attest", "bundle", "watch"]
     if not argv or argv[0] not in names:

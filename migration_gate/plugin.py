@@ -47,6 +47,7 @@ from migration_gate.phi import CiphertextFormatError, DecryptionError, PhiCodec,
 from migration_gate.provenance import gate_version, operator
 from migration_gate.provider import SandboxProvider, load_provider
 from migration_gate.redact import connection_cause, describe_target, mask_quoted, redact_text, safe_message
+from migration_gate.runstate import owner_only
 from migration_gate.target import LIVE_PHASES, PHASES, RealTargets, Targets, TargetState, guarded
 
 PHASE_DIRS = ("tests_precheck", "tests_postcheck", "tests_integrity")
@@ -241,6 +242,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _end_with_the_gate()
     if not _is_phase_run(config):
         return
+    owner_only()  # a phase suite run by hand writes its reports owner-only, as the gate does
     session = GateSession(config)
     config.stash[GATE] = session
     session.run_dir.mkdir(parents=True, exist_ok=True)

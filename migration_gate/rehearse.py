@@ -31,6 +31,7 @@ from migration_gate.progress import Progress
 from migration_gate.provenance import gate_version, operator
 from migration_gate.provider import SandboxProvider, load_provider
 from migration_gate.redact import describe_target, redact_text, safe_message
+from migration_gate.runstate import owner_only
 from migration_gate.verdict import EPILOG, EXIT, finish_run
 from migration_gate.watch import COMPRESS, Watch, summary
 
@@ -90,6 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    owner_only()
     args = parse_args(argv)
     if args.stop_kept is not None:
         return _stop_kept(args.stop_kept)

@@ -22,6 +22,14 @@ BUDGET_OF = {"premigration": "premigration", "maintenance": "backup", "backup": 
              "integrity": "verification", "deploy": "deploy", "postmigration": "verification", "golive": "golive"}
 PLAN = ("premigration", "maintenance", "backup", "migration", "integrity", "deploy", "postmigration", "golive")
 AFTER_MIGRATION_STARTS = ("migration", "integrity", "deploy", "postmigration", "golive")
+OWNER_ONLY = 0o077  # the umask of everything that writes run output: folders 0700, files 0600
+
+
+def owner_only() -> None:
+    """A run folder holds what only its operator may read (the state, reports naming rows, dumps, a restore's
+    cluster): set once at every entry point that writes one (the command lines, the phase suites' plugin), so
+    every file and folder created afterwards, by us or a child (pg_dump, initdb, a hook), is the owner's only."""
+    os.umask(OWNER_ONLY)
 
 
 @dataclass

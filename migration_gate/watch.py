@@ -42,7 +42,7 @@ from migration_gate.hooks import CutoverTarget, ShellHooks, target_from_environm
 from migration_gate.phi import PhiCodec
 from migration_gate.progress import Progress
 from migration_gate.redact import describe_target, mask_values, redact_text
-from migration_gate.runstate import RunState
+from migration_gate.runstate import RunState, owner_only
 from migration_gate.target import session_dsn
 from migration_gate.watchstate import API, INVARIANT, CheckRecord, RoundRecord, WatchState, iso, round_offsets
 
@@ -512,6 +512,7 @@ def summary(watch: Watch, code: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    owner_only()
     args = parse_args(argv)
     progress = Progress(quiet=args.quiet or args.json)
     try:

@@ -21,6 +21,7 @@ from migration_gate.redact import describe_target
 from migration_gate.runstate import schema_state
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
+from tests.test_suites import not_owner_only
 
 SCRIPTS = ["setup", "test", "rehearse", "precheck", "backup", "migrate", "cutover", "rollback", "attest",
            "bundle", "watch"]
@@ -194,6 +195,13 @@ def test_rollback_of_a_run_left_in_maintenance_does_not_say_nothing_to_do(legacy
     state_file.write_text(json.dumps(state))
     done = script("rollback", "--run-dir", str(tmp_path / "run"), env={"DATABASE_URL": legacy_db, **ROLLBACK_ENV})
     assert "nothing to roll back" not in done.stdout and done.returncode != 0  # the placeholder hooks refuse
+
+
+def test_everything_the_rehearsal_wrote_is_owner_only(rehearsal) -> None:
+    """Run folders 0700, state, reports, dumps and logs 0600, whatever the caller's umask (the test's: 022)."""
+    done, reports = rehearsal
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not_owner_only(reports) == [], "\n".join(not_owner_only(reports))
 
 
 def test_the_rehearsal_ends_green_with_a_sign_off(rehearsal) -> None:

@@ -25,7 +25,7 @@ CODEC = PhiCodec(SANDBOX_KEY)
 
 
 def run_suite(*args: str, env: dict[str, str] | None = None, run_dir: Path,
-              ask_sandbox: bool = True) -> subprocess.CompletedProcess:
+              ask_sandbox: bool = True, umask: int = -1) -> subprocess.CompletedProcess:
     """pytest in a child process as a user runs it. Without DATABASE_URL it asks for the sandbox explicitly
     (GATE_SANDBOX=1), as a CI run must; ask_sandbox=False leaves that to the caller's env."""
     clean = {k: v for k, v in os.environ.items()
@@ -36,7 +36,7 @@ def run_suite(*args: str, env: dict[str, str] | None = None, run_dir: Path,
         clean["GATE_SANDBOX"] = "1"
     clean.update(env or {})
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--gate-run-dir={run_dir}",
-                           *args], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=600)
+                           *args], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=600, umask=umask)
 
 
 def known_phi(dsn: str) -> list[str]:
@@ -50,6 +50,28 @@ def known_phi(dsn: str) -> list[str]:
 def report_text(run_dir: Path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in run_dir.rglob("*")
                      if p.is_file() and p.suffix in (".html", ".xml", ".json"))
+
+
+def not_owner_only(folder: Path) -> list[str]:
+    """Every folder under (and with) `folder` that is not 0700 and every file not 0600, with its mode (symlinks
+    are not ours to judge: their targets are walked where they are)."""
+    found = []
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode, wanted = path.stat().st_mode & 0o777, 0o700 if path.is_dir() else 0o600
+        if mode != wanted:
+            found.append(f"{path.relative_to(folder.parent)} is {mode:o}, not {wanted:o}")
+    return found
+
+
+def test_a_phase_suite_run_by_hand_writes_its_run_folder_owner_only(tmp_path: Path) -> None:
+    """`pytest -m premigration` from a shell with the usual umask 022: reports, state and folders are 0700/0600."""
+    run_dir = tmp_path / "run"
+    done = run_suite("-m", "premigration", run_dir=run_dir, umask=0o022)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert len(list(run_dir.rglob("*"))) > 2
+    assert not_owner_only(run_dir) == [], "\n".join(not_owner_only(run_dir))
 
 
 def test_every_phase_suite_is_green_on_the_sandbox_with_reports(tmp_path: Path) -> None:
