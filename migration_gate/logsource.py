@@ -79,7 +79,7 @@ class LogSource:
         """The source as the gate handed it to a suite (GATE_LOG_SOURCE); a bad one is a configuration error."""
         try:
             data = json.loads(text)
-            source = cls(**data)
+            source = cls(**data | {"pass_env": tuple(data.get("pass_env", ()))})
         except (ValueError, TypeError):
             raise ConfigError("GATE_LOG_SOURCE is not a log source the gate wrote") from None
         if source.kind not in ("file", "command") or source.format not in ("jsonl", "text"):
