@@ -19,7 +19,7 @@ from migration_gate import attest, backup, bundle, forecast, preflight
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
 from migration_gate.errors import GateError, Refused
 from migration_gate.gate import Gate, RollbackPlan
-from migration_gate.hooks import CutoverTarget, target_from_environment
+from migration_gate.hooks import CutoverTarget, sigterm_unwinds, target_from_environment
 from migration_gate.migration import MigrationFileError
 from migration_gate.migration import load as load_migration
 from migration_gate.progress import Progress
@@ -521,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        with sigterm_unwinds():  # SIGTERM stops the run as Ctrl-C does: state kept, a running hook's group killed
+            sys.exit(main())
     except KeyboardInterrupt:
         print("interrupted: the run's state is kept in its folder; run the same command again to resume or roll "
               "back", file=sys.stderr)

@@ -1068,6 +1068,7 @@ class GateConfig:
     sandbox_provider: str = DEFAULT_SANDBOX_PROVIDER  # module:attribute, see migration_gate.provider
     app_role: AppRole | None = None  # [app_role]: the app's own role and its privileges
     hook_timeout_seconds: float = 600.0  # [hooks] timeout_seconds: a hook that runs longer is stopped, red
+    hook_pass_env: tuple[str, ...] = ()  # [hooks] pass_env: the operator's variables the hooks see (hooks.py)
     logs: LogsConfig = field(default_factory=LogsConfig)  # [logs]: where the log check reads the app's lines
     backup: BackupConfig = field(default_factory=BackupConfig)  # [backup]: encryption, retention, checks
     precheck: PrecheckConfig = field(default_factory=PrecheckConfig)  # [precheck]: pre-check session timeouts
@@ -1372,8 +1373,29 @@ def _known_keys(data: dict, where: str) -> None:
     if not isinstance(hooks, dict):
         raise ConfigError(f"{where}: [hooks] must be a table")
     for name, value in hooks.items():
-        if name != "timeout_seconds" and not isinstance(value, str):
+        if name not in ("timeout_seconds", "pass_env") and not isinstance(value, str):
             raise ConfigError(f"{where} [hooks]: {name} must be a shell command (a string)")
+
+
+# What no hook is handed through pass_env: the gate's secrets (a copy hook's contract hands its source DSN itself)
+# and the gate's own GATE_* names (each hook's contract says which of those it gets).
+SECRET_ENV = ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "GATE_API_PASSWORD", "GATE_BACKUP_IDENTITY")
+
+
+def _hook_pass_env(data: dict, where: str) -> tuple[str, ...]:
+    """[hooks] pass_env: the operator's variables every hook sees (RENDER_API_KEY...); names only, no secret of
+    the gate's."""
+    names = data.get("hooks", {}).get("pass_env", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{where} [hooks]: pass_env must be a list of variable names")
+    bad = [n for n in names if not ENV_NAME.fullmatch(n)]
+    if bad:
+        raise ConfigError(f"{where} [hooks]: pass_env: {bad[0]!r} is not an environment variable name")
+    refused = [n for n in names if n in SECRET_ENV or n.startswith("GATE_")]
+    if refused:
+        raise ConfigError(f"{where} [hooks]: pass_env cannot hand {refused[0]} to the hooks (the gate's own "
+                          "secrets and GATE_* variables reach a hook only through its contract)")
+    return tuple(dict.fromkeys(names))
 
 
 def _hook_timeout(data: dict, where: str) -> float:
@@ -1497,8 +1519,9 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         new_foreign_keys=_foreign_keys(data.get("new_foreign_keys", {}), f"{where} [new_foreign_keys]"),
         legacy_foreign_keys=_foreign_keys(data.get("legacy_foreign_keys", {}), f"{where} [legacy_foreign_keys]"),
         rollback_method=str(mig.get("rollback_method", "restore")),
-        hooks={k: str(v) for k, v in data.get("hooks", {}).items() if k != "timeout_seconds"},
+        hooks={k: str(v) for k, v in data.get("hooks", {}).items() if k not in ("timeout_seconds", "pass_env")},
         hook_timeout_seconds=_hook_timeout(data, where),
+        hook_pass_env=_hook_pass_env(data, where),
         schema=str(mig.get("schema", "public")),
         new_objects={t: _objects(o, f"{where} [new_objects.{t}]") for t, o in data.get("new_objects", {}).items()},
         legacy_objects={t: _objects(o, f"{where} [legacy_objects.{t}]")
@@ -1507,7 +1530,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         dropped_tables={str(k): str(v) for k, v in data.get("dropped_tables", {}).items()},
         tenancy=tenancy,
         app_role=load_app_role(data.get("app_role"), f"{where} [app_role]"),
-        logs=load_logs(data.get("logs"), {k: str(v) for k, v in data.get("hooks", {}).items()}, base,
+        logs=load_logs(data.get("logs"), {k: str(v) for k, v in data.get("hooks", {}).items() if k != "pass_env"}, base,
                        f"{where} [logs]"),
         backup=load_backup(data.get("backup"), f"{where} [backup]"),
         precheck=load_precheck(data.get("precheck"), f"{where} [precheck]"),

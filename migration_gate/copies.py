@@ -15,9 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ from migration_gate import backup
 from migration_gate.config import GateConfig
 from migration_gate.embedded import EmbeddedError, EmbeddedPostgres, PgBinaries, find_binaries
 from migration_gate.errors import GateError
-from migration_gate.hooks import ShellHooks
+from migration_gate.hooks import ShellHooks, sigterm_unwinds
 from migration_gate.redact import describe_target, safe_message
 
 CLONE_TRIES = 5  # a clone needs its source free of other sessions; a late one gets this many chances
@@ -170,20 +168,8 @@ def _parse_hook_output(stdout: str, started: datetime) -> tuple[str, datetime, s
     return dsn, as_of, label
 
 
-@contextlib.contextmanager
-def janitor_on_sigterm() -> Iterator[None]:
-    """SIGTERM (a suite stopped by its gate, a CI cancel) unwinds like Ctrl-C, so the janitor still runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupted(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-    previous = signal.signal(signal.SIGTERM, interrupted)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+# SIGTERM (a suite stopped by its gate, a CI cancel) unwinds like Ctrl-C, so the janitor still runs.
+janitor_on_sigterm = sigterm_unwinds
 
 
 @contextlib.contextmanager
@@ -241,7 +227,7 @@ def _from_hooks(janitor: contextlib.ExitStack, target_dsn: str, gate: GateConfig
     """hooks: create_copy's copy is "before" itself; delete_copy is registered before anything else can fail."""
     config = gate.rehearsal
     hooks = ShellHooks({"create_copy": config.create_copy or "", "delete_copy": config.delete_copy or ""},
-                       timeout=config.timeout_seconds)
+                       timeout=config.timeout_seconds, pass_env=gate.hook_pass_env)
     env = {SOURCE_ENV: target_dsn, OWNER_ENV: str(os.getpid())}
     started = datetime.now(UTC)
     try:

@@ -111,7 +111,8 @@ class Gate:
             phases=[PhaseRecord(name, budget_minutes=gate.phase_minutes.get(BUDGET_OF[name])) for name in PLAN])
         self.suites = SuiteRunner(run_dir, progress)
         # where the post-checks read the app's log: the caller's (the rehearsal's command), else [logs]
-        self.log_source = log_source or logsource.configured(gate.logs, gate.hooks, target.app_log_file)
+        self.log_source = log_source or logsource.configured(
+            gate.logs, gate.hooks, target.app_log_file, gate.hook_pass_env)
         self._lock: psycopg.Connection | None = None
         self.rollback_only = False  # set when an interrupted run may only be rolled back
         # an operator's decision to discard rows written since the migration: {"by": name, "reason": text}

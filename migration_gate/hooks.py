@@ -4,11 +4,15 @@ the database, the key and the API."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import selectors
 import signal
 import subprocess
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -20,6 +24,104 @@ from migration_gate.redact import dsn_passwords, mask_values, redact_text, secre
 # The hooks a cut-over calls; a shipped example that still says this mark is a placeholder, not a hook.
 REQUIRED = ("maintenance_on", "maintenance_off", "deploy_new_schema", "deploy_legacy_schema")
 PLACEHOLDER_MARK = "TODO(hook)"
+
+# What any program needs to start, taken from the gate's environment (and every LC_*): nothing else of it reaches
+# a hook but the [hooks] pass_env names and the GATE_* variables of the hook's contract below.
+BASE_ENV = ("PATH", "HOME", "LANG", "TZ")
+_BACKUP = ("GATE_BACKUP_FILE", "GATE_BACKUP_NAME", "GATE_BACKUP_SHA256", "GATE_BACKUP_SIZE",
+           "GATE_BACKUP_ENCRYPTION", "GATE_RUN_ID")
+# Each hook's contract (migration.toml [hooks] and [rehearsal] document it): the only GATE_* names it is handed.
+# The copy hook's source DSN is the one password a hook ever gets: making a copy needs it.
+CONTRACTS: dict[str, tuple[str, ...]] = {
+    "maintenance_on": (), "maintenance_off": (), "deploy_new_schema": (), "deploy_legacy_schema": (),
+    "store_backup": _BACKUP,
+    "fetch_backup": (*_BACKUP, "GATE_BACKUP_LOCATION", "GATE_BACKUP_DEST"),
+    "notify": ("GATE_STATUS", "GATE_RUN_ID", "GATE_PHASE", "GATE_PHASE_STATUS", "GATE_DOWNTIME_MINUTES"),
+    "alert": ("GATE_ALERT_MESSAGE", "GATE_RUN_ID", "GATE_WATCH_ROUND", "GATE_WATCH_CRITERION_MET"),
+    "create_copy": ("GATE_COPY_SOURCE", "GATE_COPY_OWNER_PID"),
+    "delete_copy": ("GATE_COPY_OWNER_PID", "GATE_COPY_DSN", "GATE_COPY_LABEL"),
+}
+LOGS_CONTRACT = ("GATE_LOGS_SINCE", "GATE_LOGS_UNTIL")  # [logs] source = "command", whatever its hook's name
+OUTPUT_LIMIT = 1 << 20  # bytes of a hook's stdout and of its stderr kept (the last ones: a hook's answer is last)
+
+
+def hook_environment(contract: Iterable[str], handed: Mapping[str, str] | None = None,
+                     pass_env: Iterable[str] = ()) -> dict[str, str]:
+    """A hook's whole environment: PATH/HOME/LANG/TZ/LC_* and the [hooks] pass_env names from the gate's
+    environment, plus the contract's GATE_* values the gate hands it. Nothing else: no DATABASE_URL, PHI key,
+    API password or backup identity unless the contract names it. A value outside the contract is a bug."""
+    allowed, handed = set(contract), dict(handed or {})
+    stray = sorted(set(handed) - allowed)
+    if stray:
+        raise GateError(f"{stray[0]} is not in the hook's contract ({', '.join(sorted(allowed)) or 'nothing'})")
+    names = set(BASE_ENV) | set(pass_env)
+    env = {k: v for k, v in os.environ.items() if k in names or k.startswith("LC_")}
+    env.setdefault("PATH", os.defpath)
+    return env | handed
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (a CI cancel, a supervisor's stop) unwinds like Ctrl-C, so what a `finally` stops is stopped: a
+    hook's process group, a copy's janitor. Only the main thread can set a handler; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_RUNNING: set[subprocess.Popen] = set()  # hooks running now, in any thread (notify calls run in their own)
+_RUNNING_LOCK = threading.Lock()
+
+
+def kill_group(child: subprocess.Popen) -> None:
+    """SIGKILL to the child's process group (its own session: everything a hook started), then reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        child.wait()
+
+
+@atexit.register
+def _stop_running() -> None:
+    """The gate's process ends (an interrupt unwound it): no hook outlives it, a notify call's thread included."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for child in running:
+        kill_group(child)
+
+
+def _read_bounded(child: subprocess.Popen, deadline: float, limit: int) -> tuple[str, str, bool]:
+    """Both pipes drained to their end (so the hook never blocks on a full pipe), at most the last `limit` bytes
+    of each kept; True when more was printed. subprocess.TimeoutExpired at the deadline."""
+    kept = {child.stdout: bytearray(), child.stderr: bytearray()}
+    cut = False
+    with selectors.DefaultSelector() as selector:
+        for stream in kept:
+            selector.register(stream, selectors.EVENT_READ)
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(child.args, 0)
+            for key, _ in selector.select(left):
+                chunk = os.read(key.fd, 1 << 16)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                buffer = kept[key.fileobj]
+                buffer += chunk
+                if len(buffer) > limit:
+                    del buffer[:len(buffer) - limit]
+                    cut = True
+    child.wait(max(deadline - time.monotonic(), 0.01))
+    return (kept[child.stdout].decode("utf-8", "replace"), kept[child.stderr].decode("utf-8", "replace"), cut)
 
 
 class Hooks(Protocol):
@@ -64,6 +166,8 @@ class ShellHooks:
     timeout: float = 600
     backup_timeout: float = 1800  # store_backup / fetch_backup move the whole (encrypted) dump
     notify_timeout: float = 30  # [notify] timeout_seconds: a status update never holds the cut-over up
+    pass_env: tuple[str, ...] = ()  # [hooks] pass_env: the operator's variables each hook sees
+    output_limit: int = OUTPUT_LIMIT
 
     def _run(self, name: str, env: dict[str, str] | None = None, timeout: float | None = None,
              args: tuple[str, ...] = ()) -> str:
@@ -71,24 +175,37 @@ class ShellHooks:
         if not command:
             raise GateError(f"no [hooks] {name} command configured")
         limit = timeout or self.timeout
-        # its own process group, so a hang is stopped with everything it started (a sleep, a curl)
-        child = subprocess.Popen([command, name, *args] if args else command, shell=True,  # args: $1...
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 start_new_session=True, env=os.environ | (env or {}))
-        try:
-            stdout, stderr = child.communicate(timeout=limit)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
-            child.communicate()
-            raise GateError(f"hook {name} did not finish within {limit:g} s and was stopped "
-                            "([hooks] timeout_seconds)") from None
+        hook_env = hook_environment(CONTRACTS.get(name, ()), env, self.pass_env)
+        # its own process group, so a hang, Ctrl-C or SIGTERM stops it with everything it started (a sleep, a curl)
+        with sigterm_unwinds():
+            child = subprocess.Popen([command, name, *args] if args else command, shell=True,  # args: $1...
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True, env=hook_env)
+            with _RUNNING_LOCK:
+                _RUNNING.add(child)
+            try:
+                stdout, stderr, cut = _read_bounded(child, time.monotonic() + limit, self.output_limit)
+            except subprocess.TimeoutExpired:
+                kill_group(child)
+                raise GateError(f"hook {name} did not finish within {limit:g} s and was stopped "
+                                "([hooks] timeout_seconds)") from None
+            except BaseException:  # Ctrl-C, SIGTERM, anything: the hook does not outlive the run
+                kill_group(child)
+                raise
+            finally:
+                with _RUNNING_LOCK:
+                    _RUNNING.discard(child)
+                for stream in (child.stdout, child.stderr):
+                    if stream is not None:
+                        stream.close()
         if child.returncode != 0:
             last = (stderr or stdout).strip().splitlines()[-1:] or ["(no output)"]
             # a hook's output may echo its environment (set -x, a verbose curl): its secrets are masked by value
-            line = mask_values(redact_text(last[0]), secret_values(dict(os.environ) | (env or {}))
-                               + dsn_passwords((env or {}).values()))
-            raise GateError(f"hook {name} failed with exit code {child.returncode}: {line}")
+            line = mask_values(redact_text(last[0]), secret_values(dict(os.environ) | hook_env)
+                               + dsn_passwords(hook_env.values()))
+            more = (f" (output over {self.output_limit // 1024} KiB: only its last {self.output_limit // 1024} KiB "
+                    "read)") if cut else ""
+            raise GateError(f"hook {name} failed with exit code {child.returncode}{more}: {line}")
         return stdout
 
     def store_backup(self, env: dict[str, str]) -> str:
@@ -151,5 +268,6 @@ def target_from_environment(gate: GateConfig, need_api: bool = True, hint: str =
         raise ConfigError(f"{', '.join(missing)} not set{hint}")
     return CutoverTarget(dsn=env.database_url, key=env.phi_key, api_base_url=env.api_base_url or "",
                          api_username=env.api_username or "", api_password=env.api_password or "",
-                         hooks=ShellHooks(gate.hooks, timeout=gate.hook_timeout_seconds),
+                         hooks=ShellHooks(gate.hooks, timeout=gate.hook_timeout_seconds,
+                                          pass_env=gate.hook_pass_env),
                          app_log_file=env.app_log_file, api_headers=env.api_headers)

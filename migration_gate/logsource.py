@@ -17,10 +17,8 @@ prints the lines on stdout, in the configured format, and exits 0. Its stderr is
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -29,10 +27,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from migration_gate.config import OWN_REQUEST_PATTERN, ROOT, ConfigError, LogsConfig
+from migration_gate.hooks import LOGS_CONTRACT, hook_environment, kill_group, sigterm_unwinds
 
 SINCE_VARIABLE = "GATE_LOGS_SINCE"
 UNTIL_VARIABLE = "GATE_LOGS_UNTIL"
 SETTLE_POLL = 0.5
+LOG_OUTPUT_LIMIT = 64 << 20  # what a log command may print for one window; more is red (lines would go unseen)
 PROBE_WINDOW = timedelta(minutes=5)  # what probe() asks a command for
 
 
@@ -58,6 +58,7 @@ class LogSource:
     timeout_seconds: float = 60.0
     settle_seconds: float = 0.0
     own_request_pattern: str | None = OWN_REQUEST_PATTERN  # the lines the checks' own bad requests cause ([logs])
+    pass_env: tuple[str, ...] = ()  # [hooks] pass_env: the operator's variables the command sees
 
     @property
     def label(self) -> str:
@@ -78,7 +79,7 @@ class LogSource:
         """The source as the gate handed it to a suite (GATE_LOG_SOURCE); a bad one is a configuration error."""
         try:
             data = json.loads(text)
-            source = cls(**data)
+            source = cls(**data | {"pass_env": tuple(data.get("pass_env", ()))})
         except (ValueError, TypeError):
             raise ConfigError("GATE_LOG_SOURCE is not a log source the gate wrote") from None
         if source.kind not in ("file", "command") or source.format not in ("jsonl", "text"):
@@ -107,13 +108,15 @@ class LogMarker:
             raise ConfigError("GATE_LOG_MARKER is not a log marker the gate wrote") from None
 
 
-def configured(logs: LogsConfig, hooks: dict[str, str], app_log_file: Path | None) -> LogSource | None:
+def configured(logs: LogsConfig, hooks: dict[str, str], app_log_file: Path | None,
+               pass_env: tuple[str, ...] = ()) -> LogSource | None:
     """The source [logs] names: a file (APP_LOG_FILE first, then [logs] path) or a [hooks] command. None when a
     file source has no path: the log check then says it cannot see the logs."""
     if logs.source == "command":
         return LogSource(kind="command", format=logs.format, hook=logs.hook, command=hooks.get(logs.hook),
                          error_pattern=logs.error_pattern, timeout_seconds=logs.timeout_seconds,
-                         settle_seconds=logs.settle_seconds, own_request_pattern=logs.own_request_pattern)
+                         settle_seconds=logs.settle_seconds, own_request_pattern=logs.own_request_pattern,
+                         pass_env=pass_env)
     path = app_log_file or logs.path
     if path is None:
         return None
@@ -161,23 +164,29 @@ def _run_command(source: LogSource, marker: LogMarker) -> str:
         raise LogsUnseen(f"{hook} is not configured")
     if not marker.since:
         raise LogsUnseen(f"no time to read {hook} from: {SINCE_VARIABLE} is not set")
-    env = dict(os.environ) | {SINCE_VARIABLE: marker.since, UNTIL_VARIABLE: utc_now()}
-    # its own session, so a timeout ends the whole process group (a shell's children too); stdout to a file, so a
-    # child left holding the pipe cannot keep us waiting
-    with tempfile.TemporaryFile() as out:
+    # the hook's contract (hooks.hook_environment): the window and pass_env, none of the gate's secrets
+    env = hook_environment(LOGS_CONTRACT, {SINCE_VARIABLE: marker.since, UNTIL_VARIABLE: utc_now()}, source.pass_env)
+    # its own session, so a timeout, Ctrl-C or SIGTERM ends the whole process group (a shell's children too); stdout
+    # to a file, so a child left holding the pipe cannot keep us waiting
+    with tempfile.TemporaryFile() as out, sigterm_unwinds():
         child = subprocess.Popen(source.command, shell=True, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             code = child.wait(timeout=source.timeout_seconds)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+            kill_group(child)
             raise LogsUnseen(f"{hook} did not finish within {source.timeout_seconds:g} s") from None
+        except BaseException:
+            kill_group(child)
+            raise
         if code != 0:
             raise LogsUnseen(f"{hook} exited with code {code}")
         out.seek(0)
-        return out.read().decode("utf-8", "replace")
+        text = out.read(LOG_OUTPUT_LIMIT + 1)
+        if len(text) > LOG_OUTPUT_LIMIT:  # lines past the cut would go unseen: red, never a partial read
+            raise LogsUnseen(f"{hook} printed more than {LOG_OUTPUT_LIMIT >> 20} MiB since the deploy (cut): "
+                             "its lines past the cut cannot be checked")
+        return text.decode("utf-8", "replace")
 
 
 def read_since(source: LogSource, marker: LogMarker) -> list[str]:

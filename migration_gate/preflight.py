@@ -110,7 +110,7 @@ def _api(target: CutoverTarget) -> list[Input]:
 def _log_source(gate: GateConfig, target: CutoverTarget) -> Input:
     """The source POST-11 reads ([logs]: a file or a [hooks] command) answers now: else the post-checks would go
     red after the deploy and roll back a good migration."""
-    source = logsource.configured(gate.logs, gate.hooks, target.app_log_file)
+    source = logsource.configured(gate.logs, gate.hooks, target.app_log_file, gate.hook_pass_env)
     try:
         return Input("log source", logsource.probe(source))
     except logsource.LogsUnseen as exc:

@@ -303,7 +303,7 @@ def _copy_config(gate: GateConfig, kind: str, provider: SandboxProvider | None) 
         hooks = getattr(provider, "copy_hooks", None)
         if hooks is None:
             raise Refused("--copy-kind hooks needs [rehearsal] create_copy and delete_copy")
-        rehearsal = dataclasses.replace(rehearsal, **hooks())
+        rehearsal = dataclasses.replace(rehearsal, **hooks(gate.path))
     return dataclasses.replace(gate, rehearsal=rehearsal)
 
 

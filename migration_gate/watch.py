@@ -118,7 +118,8 @@ class Watch:
         self.run = _live_run(run_dir, target)
         self.codec = PhiCodec(target.key)
         self.log_source = log_source or (logsource.LogSource.from_json(self.run.log_source) if self.run.log_source
-                                         else logsource.configured(gate.logs, gate.hooks, target.app_log_file))
+                                         else logsource.configured(gate.logs, gate.hooks, target.app_log_file,
+                                                                   gate.hook_pass_env))
         self.folder.mkdir(parents=True, exist_ok=True)
         offsets = round_offsets(gate.watch.schedule)
         state = WatchState.load(self.folder)
@@ -433,7 +434,8 @@ class Watch:
         env = {"GATE_ALERT_MESSAGE": text, "GATE_RUN_ID": self.run_dir.name, "GATE_WATCH_ROUND": str(record.number),
                "GATE_WATCH_CRITERION_MET": "1" if record.criteria else "0"}
         try:
-            ShellHooks(self.gate.hooks, timeout=self.gate.hook_timeout_seconds).alert(env)
+            ShellHooks(self.gate.hooks, timeout=self.gate.hook_timeout_seconds,
+                       pass_env=self.gate.hook_pass_env).alert(env)
         except GateError as exc:
             return f"the alert hook failed: {exc}"
         return "sent through [hooks] alert"

@@ -4,6 +4,7 @@ throwaway target (sandbox.target) with its hooks."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -107,9 +108,14 @@ class SandboxProvider:
         return SandboxRehearsal(Sandbox(workdir=workdir, patients=patients, seed=seed, key=self.key,
                                         progress=progress))
 
-    def copy_hooks(self) -> dict[str, str]:
-        """[rehearsal] create_copy / delete_copy for the sandbox: a second embedded cluster (sandbox.copies)."""
-        base = f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} -m sandbox.copies"
+    def copy_hooks(self, config: Path | None = None) -> dict[str, str]:
+        """[rehearsal] create_copy / delete_copy for the sandbox: a second embedded cluster (sandbox.copies). A
+        hook sees only its contract and [hooks] pass_env, so the command itself names what sandbox.copies reads:
+        the description and where PostgreSQL is (no secret among them)."""
+        settings = {"GATE_CONFIG": str(config) if config else os.environ.get("GATE_CONFIG"),
+                    **{name: os.environ.get(name) for name in ("PG_BINDIR", "MIGRATION_GATE_PG_USER")}}
+        assigned = "".join(f"{name}={shlex.quote(value)} " for name, value in settings.items() if value)
+        base = f"cd {shlex.quote(str(ROOT))} && {assigned}{shlex.quote(sys.executable)} -m sandbox.copies"
         return {"create_copy": f"{base} create", "delete_copy": f"{base} delete"}
 
     def app_on(self, dsn: str, workdir: Path, progress: Progress) -> SandboxRehearsal:

@@ -239,8 +239,9 @@ def test_a_shell_notify_hook_gets_the_line_and_a_failing_or_hanging_one_is_recor
                'passed) sleep 30;; esac')
     state = RunState(run_dir=str(tmp_path), target="h:5432/db", migration_file="m.sql", migration_sha256="0",
                      maintenance_on_at=time.time() - 90)
-    notifier = notify.Notifier(NotifyConfig(timeout_seconds=1), ShellHooks({"notify": command}), state, tmp_path,
-                               Progress(quiet=True), secrets=[])
+    hooks = ShellHooks({"notify": command}, pass_env=("SLACK_WEBHOOK_SECRET",))  # as [hooks] pass_env names it
+    notifier = notify.Notifier(NotifyConfig(timeout_seconds=1), hooks, state, tmp_path, Progress(quiet=True),
+                               secrets=[])
     began = time.monotonic()
     for status in ("running", "failed", "passed"):
         notifier.phase("deploy", status)
