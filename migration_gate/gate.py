@@ -447,6 +447,8 @@ class Gate:
                 continue
             if self._forced_before_migration(record):
                 continue
+            if (record.detail or "").startswith("FORCED past: "):
+                self._unforce(record)
             if record.name == "migration":
                 self._guard_migration()
             if not self._step(record, getattr(self, f"_{record.name}")):
@@ -483,6 +485,14 @@ class Gate:
                       if t.get("outcome") in ("failed", "error") and t.get("criterion")]
             found += [w["criterion"] for w in results.get("waivers", []) if w.get("red") and w.get("criterion")]
         return sorted(set(found)) or [record.name]
+
+    def _unforce(self, record: PhaseRecord) -> None:
+        """A gate forced past before an interruption is judged again now (before the migration): what it was
+        forced past no longer stands, and this invocation's --force (or its absence) decides anew."""
+        stale = {*self._red_criteria(record), record.name}
+        self.state.forced_past = [name for name in self.state.forced_past if name not in stale]
+        self.state.forced = bool(self.state.forced_past)
+        record.detail = None
 
     def _mark_forced(self, past: list[str]) -> None:
         self.state.forced = True
