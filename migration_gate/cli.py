@@ -168,8 +168,9 @@ def cutover(argv: list[str] | None = None) -> int:
                                         "go-live, sign-off; roll back by itself when a gate after the migration fails.")
     parser.add_argument("--force", action="store_true",
                         help="go on past red pre-checks and red backup checks (a backup must still have been taken); "
-                             "recorded in the report. It never skips the pre-flight, maintenance, or the checks after "
-                             "the migration")
+                             "recorded in the report, and the run ends FORCED (exit 5), never GREEN. It never skips "
+                             "the pre-flight, maintenance, or the checks after the migration; a resumed run needs it "
+                             "again")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and check the inputs; change nothing")
     parser.add_argument("--rollback-interrupted", action="store_true",
                         help="roll back an interrupted run instead of resuming it")
