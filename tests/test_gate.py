@@ -372,10 +372,14 @@ def test_a_killed_migration_is_never_half_way_and_the_next_run_resumes(sandbox: 
     out, err = changed.communicate(timeout=120)
     assert changed.returncode == 4 and "the migration file changed since the interrupted run" in err
 
-    again = _cli(sandbox, "migrate", reports=reports, migration=slow)
+    unforced = _cli(sandbox, "migrate", reports=reports, migration=slow)  # --force is asked again on resume
+    out, err = unforced.communicate(timeout=300)
+    assert unforced.returncode == 4 and "premigration, maintenance not green in this run" in err, out + err
+    again = _cli(sandbox, "migrate", "--force", reports=reports, migration=slow)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, out + err
     assert "resuming the interrupted run" in err and "database is legacy" in err
+    assert "--force given again: the resumed run" in err
     with psycopg.connect(sandbox.dsn) as conn:
         assert schema_state(conn, load_config()) == "migrated"
 
