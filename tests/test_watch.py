@@ -122,7 +122,7 @@ def test_a_forced_run_went_live_and_is_watched_a_red_one_is_not(live) -> None:
     box, run, _ = live
     copy = _copy(run, "cutover-forced")
     state = RunState.load(copy)
-    state.status, state.forced, state.forced_past = "forced", True, ["PRE-10"]
+    state.run_dir, state.status, state.forced, state.forced_past = str(copy), "forced", True, ["PRE-10"]
     state.save()
     watch = _watch(box, copy)
     assert watch.run.status == "forced" and watch.run_rounds() == 0
