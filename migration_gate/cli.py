@@ -146,7 +146,11 @@ def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTa
         if record.status == "running":
             record.status = "pending"
     state.pid = os.getpid()
-    resumed = Gate(gate, target, run_dir, progress, force=args.force or state.forced, state=state)
+    # --force is asked again: a resumed run goes on past red gates only when this invocation says so
+    resumed = Gate(gate, target, run_dir, progress, force=args.force, state=state)
+    if args.force and not args.rollback_interrupted:
+        progress.say(f"--force given again: the resumed run {run_dir.name} goes on past red pre-checks and backup "
+                     "checks (in the report)")
     if state.rollback_phases or state.failure:  # it was already red: only the rollback may continue
         progress.say(f"the interrupted run {run_dir.name} had failed ({state.failure}): rolling it back")
         resumed.rollback_only = True
@@ -166,8 +170,9 @@ def cutover(argv: list[str] | None = None) -> int:
                                         "go-live, sign-off; roll back by itself when a gate after the migration fails.")
     parser.add_argument("--force", action="store_true",
                         help="go on past red pre-checks and red backup checks (a backup must still have been taken); "
-                             "recorded in the report. It never skips the pre-flight, maintenance, or the checks after "
-                             "the migration")
+                             "recorded in the report, and the run ends FORCED (exit 5), never GREEN. It never skips "
+                             "the pre-flight, maintenance, or the checks after the migration; a resumed run needs it "
+                             "again")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and check the inputs; change nothing")
     parser.add_argument("--rollback-interrupted", action="store_true",
                         help="roll back an interrupted run instead of resuming it")
@@ -191,7 +196,7 @@ def cutover(argv: list[str] | None = None) -> int:
     except HANDLED as exc:
         return _failed("cutover", exc)
     code = finish_run(args, gate, state, _environment(target, gate))
-    if code == 0 and not args.json:  # the 48 hours after go-live start now
+    if state.status in ("green", "forced") and not args.json:  # live: the 48 hours after go-live start now
         print(f"Watch the next 48 hours (see --help for a cron line): scripts/watch --run-dir {state.run_dir}")
     return code
 

@@ -55,10 +55,11 @@ from migration_gate.runstate import (
     RunState,
     budget_report,
     flag_budgets,
+    forced_verdict,
     schema_state,
     unfinished_runs,
 )
-from migration_gate.suites import SuiteRunner, session_tag, suite_env
+from migration_gate.suites import SuiteRunner, read_results, session_tag, suite_env
 
 # What callers imported from here before the split keeps working.
 __all__ = ["AFTER_MIGRATION_STARTS", "BUDGET_OF", "LOCK_KEY", "PLAN", "STATE_FILE", "CutoverTarget", "Gate",
@@ -107,7 +108,7 @@ class Gate:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.state = state or RunState(
             run_dir=str(run_dir), target=describe_target(target.dsn), migration_file=str(gate.migration_file),
-            migration_sha256=backup.sha256_file(gate.migration_file), forced=force,
+            migration_sha256=backup.sha256_file(gate.migration_file),
             phases=[PhaseRecord(name, budget_minutes=gate.phase_minutes.get(BUDGET_OF[name])) for name in PLAN])
         self.suites = SuiteRunner(run_dir, progress)
         # where the post-checks read the app's log: the caller's (the rehearsal's command), else [logs]
@@ -445,6 +446,10 @@ class Gate:
         for record in self.state.phases:
             if record.status == "passed" or (only is not None and record.name not in only):
                 continue
+            if self._forced_before_migration(record):
+                continue
+            if (record.detail or "").startswith("FORCED past: "):
+                self._unforce(record)
             if record.name == "migration":
                 self._guard_migration()
             if not self._step(record, getattr(self, f"_{record.name}")):
@@ -459,8 +464,40 @@ class Gate:
                     self.state.status = "red"
                 self._finish()
                 return
-        self.state.status = "green" if only is None else "running"
+        if only is None:  # a forced run's verdict is its own, never green
+            self.state.status = "forced" if self.state.forced else "green"
+        else:
+            self.state.status = "running"
         self._finish()
+
+    def _forced_before_migration(self, record: PhaseRecord) -> bool:
+        """A resumed run whose migration committed keeps the red gates it was forced past before: judging
+        pre-checks again on the migrated schema means nothing, and the verdict still says it was forced."""
+        return (record.name in FORCEABLE and record.status == "failed" and self.state.forced
+                and self.state.phase("migration").status == "passed")
+
+    def _red_criteria(self, record: PhaseRecord) -> list[str]:
+        """The criteria a red phase's suite failed (tests failed or errored, red waivers), from the results its
+        child wrote; the phase's name when none can be named (a hook, the dump, a suite that wrote nothing)."""
+        found: list[str] = []
+        for path in sorted((self.run_dir / record.name).glob("criteria-*.json")):
+            results = read_results(path) or {}
+            found += [t["criterion"] for t in results.get("tests", [])
+                      if t.get("outcome") in ("failed", "error") and t.get("criterion")]
+            found += [w["criterion"] for w in results.get("waivers", []) if w.get("red") and w.get("criterion")]
+        return sorted(set(found)) or [record.name]
+
+    def _unforce(self, record: PhaseRecord) -> None:
+        """A gate forced past before an interruption is judged again now (before the migration): what it was
+        forced past no longer stands, and this invocation's --force (or its absence) decides anew."""
+        stale = {*self._red_criteria(record), record.name}
+        self.state.forced_past = [name for name in self.state.forced_past if name not in stale]
+        self.state.forced = bool(self.state.forced_past)
+        record.detail = None
+
+    def _mark_forced(self, past: list[str]) -> None:
+        self.state.forced = True
+        self.state.forced_past = list(dict.fromkeys(self.state.forced_past + past))
 
     def _forced_past(self, record: PhaseRecord) -> bool:
         """--force overrides exactly the gates its help names: red pre-checks and red backup checks (a backup
@@ -469,10 +506,12 @@ class Gate:
             return False
         if record.name == "backup" and not self._backup_checks_ran:  # the dump, its store or fetch-back failed
             return False
-        self.state.forced = True
+        past = self._red_criteria(record)
+        self._mark_forced(past)
         record.detail = f"FORCED past: {record.detail}"
         self.state.save()
-        self.progress.say(f"FORCED: continuing although phase {record.name} is red (in the report)")
+        self.progress.say(f"FORCED: continuing although phase {record.name} is red ({', '.join(past)}; in the "
+                          "report)")
         return True
 
     def _guard_migration(self) -> None:
@@ -503,7 +542,8 @@ class Gate:
         if not self.state.backup:
             raise Refused("refusing to migrate: no backup was taken in this run (--force never overrides this)")
         if not_green:
-            self.state.forced = True
+            self._mark_forced([name for name in not_green if self.state.phase(name).detail is None
+                               or not self.state.phase(name).detail.startswith("FORCED past: ")])
             self.progress.say(f"FORCED: migrating although {', '.join(not_green)} are not green (in the report)")
 
     def _refuse_stale(self, changed: list[str]) -> None:
@@ -748,12 +788,13 @@ class Gate:
             self.state.downtime_minutes = round((end - self.state.maintenance_on_at) / 60, 3)
             if self.state.downtime_minutes > self.gate.downtime_minutes:
                 self.state.downtime_over_limit = True
-                if self.state.status == "green":
+                if self.state.status in ("green", "forced"):
                     self.state.status = "over-limit"
                     self.state.failure = (f"downtime {self.state.downtime_minutes:.1f} min exceeds the "
                                           f"{self.gate.downtime_minutes:.0f} min limit")
         self.state.finished = datetime.now(UTC).isoformat(timespec="seconds")
         self.state.save()
         if self.state.status != "running":  # a phase command's run (scripts/precheck) goes on: no verdict yet
-            self.notifier.verdict(self.state.status)
+            self.notifier.verdict(forced_verdict(self.state) if self.state.status == "forced"
+                                  else self.state.status.upper())
 

@@ -82,9 +82,10 @@ class Notifier:
         """A phase started, passed, failed (or was held)."""
         self._send(*self.line(f"phase {name}", status))
 
-    def verdict(self, status: str) -> None:
-        """The run's end: green, or its red verdict."""
-        self._send(*self.line("run", f"ended {status.upper()}"))
+    def verdict(self, said: str) -> None:
+        """The run's end as the terminal says it: GREEN, FORCED (and what it went past, by criterion id), or its
+        red verdict."""
+        self._send(*self.line("run", f"ended {said}"))
 
     # -- the window's timer ------------------------------------------------------------------------------------
     def start(self) -> None:

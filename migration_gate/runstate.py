@@ -50,11 +50,14 @@ class RunState:
     target: str
     migration_file: str
     migration_sha256: str
-    status: str = "running"  # running, green, rolled-back, rollback-failed, rollback-held, refused, interrupted
+    # running, green, forced (green after going on past red checks with --force), rolled-back, rollback-failed,
+    # rollback-held, refused, interrupted
+    status: str = "running"
     pid: int = field(default_factory=os.getpid)
     started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     finished: str | None = None
-    forced: bool = False
+    forced: bool = False  # the run went on past a red gate (--force); forced_past names what it went past
+    forced_past: list[str] = field(default_factory=list)  # red criteria (PRE-05) or, without one, phases
     phases: list[PhaseRecord] = field(default_factory=list)
     rollback_phases: list[PhaseRecord] = field(default_factory=list)
     backup: dict | None = None
@@ -107,6 +110,16 @@ class RunState:
         data["phases"] = [PhaseRecord(**p) for p in data["phases"]]
         data["rollback_phases"] = [PhaseRecord(**p) for p in data.get("rollback_phases", [])]
         return cls(**data)
+
+
+def forced_label(state: RunState) -> str:
+    """A forced run's verdict, the same in the terminal, the sign-off and the notify line: what it went past
+    (criterion ids and phase names only, never a detail)."""
+    return f"FORCED (went on past red checks: {', '.join(state.forced_past) or 'a gate that was not green'})"
+
+
+def forced_verdict(state: RunState) -> str:
+    return f"{forced_label(state)}: every phase after them passed"
 
 
 def budget_report(state: RunState) -> list[tuple[str, float, float | None, bool]]:

@@ -26,7 +26,7 @@ from migration_gate.criteria import (
 from migration_gate.deploytables import DeployTable
 from migration_gate.forecast import Forecast, against_actual
 from migration_gate.performance import signoff_section as performance_section
-from migration_gate.runstate import RunState, budget_report
+from migration_gate.runstate import RunState, budget_report, forced_label
 from migration_gate.watchstate import WatchState
 from migration_gate.writes import TableWrites
 
@@ -34,6 +34,9 @@ REHEARSAL = "REHEARSAL: synthetic data"
 PHI_WORDS = ("PHI", "decrypt", "ciphertext", "IV", "hash", "plaintext")
 VERDICTS = {
     "green": ("PASSED", "#1a7f37", "The migration passed every gate. The system is live on the new schema."),
+    "forced": ("FORCED", "#9a6700",
+               "Every phase after the forced ones passed and the system is live on the new schema, but the run went "
+               "on past red checks (--force): this is not a PASSED sign-off. What was red is in the Timeline."),
     "rolled-back": ("FAILED - ROLLED BACK", "#b35900",
                     "A gate failed after the migration started, or an operator decided to roll back. The database "
                     "was rolled back and the rollback verified (how, and what it kept or discarded: Rollback)."),
@@ -409,6 +412,8 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
            sandbox: bool = False, people: tuple[PeopleItem, ...] = ()) -> str:
     """The sign-off page; a sandbox run's (the rehearsal) opens with the banner and never reads as live."""
     label, colour, sentence = VERDICTS.get(state.status, VERDICTS["running"])
+    if state.status == "forced":  # the verdict names what it went past, as the terminal and the notify line do
+        label = forced_label(state)
     if sandbox:
         sentence = SANDBOX_SENTENCES.get(state.status, sentence)
     waived = len(waived_findings(run_dir))
@@ -437,7 +442,8 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
         parts.append(f"<p><b>Rollback verified:</b> <span class='{_cls(state.rollback_verified)}'>"
                      f"{'yes' if state.rollback_verified else 'NO'}</span></p>")
     if state.forced:
-        parts.append("<p class='bad'>The migration was FORCED past a gate that was not green (--force).</p>")
+        parts.append("<p class='bad'>The migration was FORCED past a gate that was not green (--force): "
+                     f"{escape(', '.join(state.forced_past) or 'not named')}.</p>")
     if attest.overrides(run_dir):
         parts.append("<p class='bad'>The cut-over was FORCED to start without required checklist items (--force): "
                      "see People.</p>")

@@ -11,7 +11,7 @@ from pathlib import Path
 from migration_gate import signoff
 from migration_gate.config import SANDBOX_BANNER, GateConfig
 from migration_gate.forecast import against_actual
-from migration_gate.runstate import RunState
+from migration_gate.runstate import RunState, forced_verdict
 
 EPILOG = """Exit codes (all commands):
   0  green: every gate passed (scripts/rollback: the rollback ran and was verified, or nothing to roll back);
@@ -22,10 +22,12 @@ EPILOG = """Exit codes (all commands):
      since the migration (scripts/rollback --dry-run shows them): a human must look now
   4  refused: another cut-over holds the database, earlier gates are not green, the backup changed, or the
      forecast of the window breaks a budget (--accept-forecast overrides; cutover --dry-run shows it)
+  5  forced: scripts/cutover --force went on past red pre-checks or backup checks (the verdict names them) and
+     every phase after them passed; live on the new schema, but never GREEN (scripts/watch watches it)
   130 interrupted (the run's state is kept; the next invocation resumes or rolls back)
 """
 EXIT = {"green": 0, "red": 1, "rolled-back": 1, "over-limit": 1, "rollback-failed": 3, "rollback-held": 3,
-        "refused": 4, "interrupted": 130}
+        "refused": 4, "forced": 5, "interrupted": 130}
 
 
 def _summary(state: RunState, report: Path | None) -> dict:
@@ -38,6 +40,7 @@ def _summary(state: RunState, report: Path | None) -> dict:
             "phases": [{"name": p.name, "status": p.status, "seconds": p.seconds, "over_budget": p.over_budget}
                        for p in state.phases + state.rollback_phases],
             "counts": state.counts, "forced": state.forced,
+            "forced_past": state.forced_past,
             "forecast": {"method": state.forecast.get("method"), "breaks": state.forecast.get("breaks", []),
                          "accepted": state.forecast.get("accepted"),
                          "against_actual": against_actual(state.forecast, state.phases, state.downtime_minutes)}
@@ -65,7 +68,8 @@ def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, envi
                   f"{dress.get('as_of')} (the target itself was not migrated)")
         waived = signoff.waived_findings(Path(state.run_dir))
         count = f" with {len(waived)} waived finding{'s' if len(waived) > 1 else ''}" if waived else ""
-        print(f"Verdict: {state.status.upper()}{count}" + (f" - {state.failure}" if state.failure else ""))
+        said = forced_verdict(state) if state.status == "forced" else state.status.upper()
+        print(f"Verdict: {said}{count}" + (f" - {state.failure}" if state.failure else ""))
         for hit in waived:
             print(f"  waived {hit['criterion']}: {hit['finding']} ({hit['reason']}; decided by {hit['decided_by']}, "
                   f"expires {hit['expires']})")

@@ -442,7 +442,8 @@ class Watch:
 
 
 def _live_run(run_dir: Path, target: CutoverTarget) -> RunState:
-    """The run to watch: it went live (green, maintenance off) against this target."""
+    """The run to watch: it went live (green, forced or over the downtime limit; maintenance off) against this
+    target."""
     try:
         run = RunState.load(run_dir)
     except FileNotFoundError:
@@ -451,7 +452,8 @@ def _live_run(run_dir: Path, target: CutoverTarget) -> RunState:
         raise ConfigError(f"{run_dir}/state.json is not a readable run state") from None
     if run.target != describe_target(target.dsn):
         raise ConfigError(f"{run_dir.name} is a run against {run.target}, not {describe_target(target.dsn)}")
-    if run.status not in ("green", "over-limit") or run.maintenance_off_at is None:
+    # a forced run went live too (every phase after the forced ones passed): its 48 hours are watched like any
+    if run.status not in ("green", "forced", "over-limit") or run.maintenance_off_at is None:
         raise ConfigError(f"{run_dir.name} did not go live (status {run.status}): there is nothing to watch")
     return run
 

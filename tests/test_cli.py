@@ -19,6 +19,7 @@ from migration_gate.config import SANDBOX_BANNER, load_config
 from migration_gate.criteria import FAILURE_LINES, SUCCESS_LINES
 from migration_gate.redact import describe_target
 from migration_gate.runstate import schema_state
+from migration_gate.verdict import EXIT
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
 from tests.test_suites import not_owner_only
@@ -65,6 +66,9 @@ def test_exit_codes_are_documented_in_help() -> None:
     text = script("cutover", "--help").stdout
     for code in ("0 ", "1 ", "2 ", "3 ", "4 ", "130"):
         assert f"  {code}" in text
+    for code in sorted(set(EXIT.values())):  # the one table: every verdict's code is explained, a forced run's too
+        assert re.search(rf"^  {code} ", text, re.M), code
+    assert re.search(r"^  5  forced: scripts/cutover --force went on past red", text, re.M)
 
 
 def test_cutover_without_a_target_is_one_line() -> None:

@@ -5,7 +5,9 @@ cut-over against the same database refuses."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import io
 import json
 import os
 import re
@@ -23,6 +25,7 @@ import pytest
 from migration_gate import bundle, catalog, migration
 from migration_gate.backup import sha256_file
 from migration_gate.checksums import database_checksums
+from migration_gate.cli import _resume_or_new
 from migration_gate.config import load_config
 from migration_gate.errors import GateError, Refused
 from migration_gate.gate import LOCK_KEY, Gate
@@ -30,12 +33,14 @@ from migration_gate.hooks import CutoverTarget, ShellHooks
 from migration_gate.phi import PhiCodec
 from migration_gate.progress import Progress
 from migration_gate.runstate import PhaseRecord, RunState, budget_report, schema_state
+from migration_gate.verdict import EXIT, finish_run
 from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
 from tests.conftest import MIGRATION, ROOT
 from tests.decoy_output import DECOY
 from tests.test_cli import config_with_store
+from tests.test_waivers import YESTERDAY, description, waiver
 
 PATIENTS = 150
 # Faults that only strike the real run, not the scratch copy the pre-checks rehearse on (as a lock timeout or
@@ -238,6 +243,66 @@ def test_force_goes_past_a_red_pre_check_and_nothing_else(sandbox: Sandbox, tmp_
     assert _snapshot(sandbox.dsn, audit=False) == before
 
 
+def _expired_pre_10(tmp_path: Path):
+    """A red pre-check that leaves every later phase green: an expired waiver of PRE-10 (red in every pre-check
+    run, so a cut-over never starts with one; no other phase judges it)."""
+    config = description(tmp_path, waiver("1 transactions open too long", YESTERDAY, criterion="PRE-10"))
+    return dataclasses.replace(load_config(config), deploy_wait_seconds=6)
+
+
+def test_a_run_forced_past_a_red_pre_check_is_forced_never_green(sandbox: Sandbox, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Its verdict names what it went past, with its own exit code: in the state, the JSON, the sign-off and the
+    notify line."""
+    gate, hooks = _expired_pre_10(tmp_path), SandboxHooks(sandbox.api)
+    state = Gate(gate, _target(sandbox, hooks), tmp_path / "run", Progress(quiet=True), force=True).run()
+    assert state.status == "forced" and state.forced and state.forced_past == ["PRE-10"], state.failure
+    assert [p.status for p in state.phases] == ["failed"] + ["passed"] * 7
+    said = "FORCED (went on past red checks: PRE-10): every phase after them passed"
+    assert hooks.notify_file.read_text().splitlines()[-1].split(": ", 1)[1].startswith(f"run ended {said}; ")
+    assert RunState.load(tmp_path / "run").status == "forced"
+
+    code = finish_run(argparse.Namespace(json=True), gate, state, {"Target": "sandbox"})
+    summary = json.loads(capsys.readouterr().out)
+    assert code == EXIT["forced"] == summary["exit_code"] == 5 and code != EXIT["green"]
+    assert summary["verdict"] == "forced" and summary["forced_past"] == ["PRE-10"]
+    assert finish_run(argparse.Namespace(json=False), gate, state, {"Target": "sandbox"}) == 5
+    assert f"Verdict: {said}" in capsys.readouterr().out
+    report = (tmp_path / "run" / "signoff.html").read_text()
+    assert "Verdict: FORCED (went on past red checks: PRE-10)</p>" in report and "Verdict: PASSED" not in report
+    assert "FORCED past a gate that was not green (--force): PRE-10" in report
+
+
+def test_a_resumed_run_does_not_inherit_force(sandbox: Sandbox, tmp_path: Path) -> None:
+    """--force is asked again on resume: without it, the red pre-check stops the resumed run as it stops an
+    unforced one (red, nothing migrated); with it, the run says so and goes on."""
+    gate, reports = _expired_pre_10(tmp_path), tmp_path / "reports"
+    first = Gate(gate, _target(sandbox), reports / "cutover-forced", Progress(quiet=True), force=True)
+    state = first.run(only=["premigration"])
+    assert state.forced_past == ["PRE-10"]
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    state.status, state.pid = "interrupted", gone.pid  # as a killed run leaves it
+    state.save()
+
+    args = argparse.Namespace(force=False, rollback_interrupted=False)
+    resumed = _resume_or_new(args, gate, _target(sandbox), reports, Progress(quiet=True))
+    assert not resumed.force and resumed.run_dir == reports / "cutover-forced"
+    state = resumed.run()
+    assert state.status == "red" and not state.forced and state.forced_past == [], state.failure
+    assert [p.status for p in state.phases] == ["failed"] + ["pending"] * 7
+    with psycopg.connect(sandbox.dsn) as conn:
+        assert schema_state(conn, gate) == "legacy"
+
+    state.status, state.failure, state.pid = "interrupted", None, gone.pid
+    state.save()
+    said = io.StringIO()
+    again = _resume_or_new(argparse.Namespace(force=True, rollback_interrupted=False), gate, _target(sandbox),
+                           reports, Progress(stream=said))
+    assert again.force and again.run_dir == reports / "cutover-forced"
+    assert "--force given again: the resumed run cutover-forced goes on past red pre-checks" in said.getvalue()
+
+
 def test_the_migration_refuses_without_green_gates_unless_forced(sandbox: Sandbox, tmp_path: Path) -> None:
     gate = Gate(load_config(), _target(sandbox), tmp_path / "run", Progress(quiet=True))
     with pytest.raises(Refused, match="premigration, maintenance, backup not green in this run"):
@@ -307,10 +372,14 @@ def test_a_killed_migration_is_never_half_way_and_the_next_run_resumes(sandbox: 
     out, err = changed.communicate(timeout=120)
     assert changed.returncode == 4 and "the migration file changed since the interrupted run" in err
 
-    again = _cli(sandbox, "migrate", reports=reports, migration=slow)
+    unforced = _cli(sandbox, "migrate", reports=reports, migration=slow)  # --force is asked again on resume
+    out, err = unforced.communicate(timeout=300)
+    assert unforced.returncode == 4 and "premigration, maintenance not green in this run" in err, out + err
+    again = _cli(sandbox, "migrate", "--force", reports=reports, migration=slow)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, out + err
     assert "resuming the interrupted run" in err and "database is legacy" in err
+    assert "--force given again: the resumed run" in err
     with psycopg.connect(sandbox.dsn) as conn:
         assert schema_state(conn, load_config()) == "migrated"
 

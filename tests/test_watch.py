@@ -116,6 +116,24 @@ def test_a_compressed_watch_runs_every_round_green_with_a_report_and_junit_per_r
     assert any("since the last round" in note for note in decrypts.notes)
 
 
+def test_a_forced_run_went_live_and_is_watched_a_red_one_is_not(live) -> None:
+    """A run forced past a red pre-check went live (every phase after it passed): its 48 hours are watched as a
+    green run's are. A run that did not go live has nothing to watch."""
+    box, run, _ = live
+    copy = _copy(run, "cutover-forced")
+    state = RunState.load(copy)
+    state.run_dir, state.status, state.forced, state.forced_past = str(copy), "forced", True, ["PRE-10"]
+    state.save()
+    watch = _watch(box, copy)
+    assert watch.run.status == "forced" and watch.run_rounds() == 0
+    assert [r.verdict for r in watch.state.rounds] == ["green"] * 3
+    red = _copy(run, "cutover-red")
+    state.run_dir, state.status = str(red), "red"
+    state.save()
+    with pytest.raises(ConfigError, match="cutover-red did not go live \\(status red\\): there is nothing to watch"):
+        _watch(box, red)
+
+
 def test_a_stopped_watch_resumes_at_the_next_round_from_cron(live) -> None:
     box, run, folder = live
     copy = _copy(run, "cutover-cron")
