@@ -31,6 +31,9 @@ from pathlib import Path
 OWNER_FILE = "owner.pid"
 OWNER_ROLE = "gate_owner"  # what a hosted PostgreSQL gives its customer: owns the databases, no superuser
 KEEP_FILE = "keep"
+# A folder without an owner file this young is one being started by a sibling process (mkdtemp, then the
+# owner file): sweeping it removed a cluster under a parallel test worker's feet.
+STARTING_GRACE_SECONDS = 120
 DEFAULT_BASE = Path(tempfile.gettempdir()) / f"mgpg-{os.getuid()}"
 
 INSTALL_HINT = (
@@ -151,6 +154,13 @@ def _postmaster_pid(data_dir: Path) -> int | None:
         return None
 
 
+def _younger_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime < seconds
+    except OSError:
+        return True  # already gone: nothing to sweep
+
+
 def sweep_stale(base: Path = DEFAULT_BASE) -> list[Path]:
     """Stop and delete clusters of ours whose owning process is gone (not those kept on purpose)."""
     swept: list[Path] = []
@@ -165,6 +175,8 @@ def sweep_stale(base: Path = DEFAULT_BASE) -> list[Path]:
             owner = None
         if owner is not None and pid_alive(owner):
             continue
+        if owner is None and _younger_than(cluster_dir, STARTING_GRACE_SECONDS):
+            continue  # another process made it a moment ago and has not written its owner file yet
         server = _postmaster_pid(cluster_dir / "data")
         if server and pid_alive(server):
             with contextlib.suppress(OSError):

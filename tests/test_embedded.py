@@ -93,6 +93,17 @@ def test_sweep_spares_live_and_kept_clusters(tmp_path: Path) -> None:
     assert live.exists() and kept.exists()
 
 
+def test_sweep_spares_a_folder_a_sibling_is_starting_and_sweeps_it_once_abandoned(tmp_path: Path) -> None:
+    """Between mkdtemp and the owner file a parallel test worker's sweep once removed a starting cluster."""
+    base = tmp_path / "base"
+    starting = base / "starting"
+    starting.mkdir(parents=True)
+    assert sweep_stale(base) == [] and starting.exists()
+    old = time.time() - 3600
+    os.utime(starting, (old, old))
+    assert sweep_stale(base) == [starting] and not starting.exists()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the ordinary-user path is the one this run already takes")
 def test_starts_when_run_by_an_ordinary_user(base: Path) -> None:
     """As root the launcher runs initdb as postgres; here an unprivileged user drives the launcher itself.
