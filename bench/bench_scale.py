@@ -302,9 +302,9 @@ def compare_pair(legacy_dsn: str, new_dsn: str, mapping: TableMap, schema: str, 
 def _reladiff(legacy_dsn: str, new_dsn: str, mapping: TableMap, schema: str) -> Timed:
     name = "reladiff (hashdiff)"
     try:
-        import reladiff  # noqa: PLC0415 - optional: pip install -e '.[bench]'
+        import reladiff  # noqa: PLC0415 - optional: bash scripts/setup --dev
     except ImportError as exc:
-        return Timed(name, None, f"not installed ({exc.name}): pip install -e '.[bench]'")
+        return Timed(name, None, f"not installed ({exc.name}): bash scripts/setup --dev")
     try:
         began = time.perf_counter()
         left = reladiff.connect_to_table(as_uri(legacy_dsn), ("public", mapping.legacy), mapping.source_key,
