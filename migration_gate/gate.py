@@ -26,6 +26,7 @@ from psycopg import sql
 
 from migration_gate import (
     answers,
+    attest,
     backup,
     baseline_digests,
     deploytables,
@@ -49,6 +50,7 @@ from migration_gate.redact import describe_target, mask_values, safe_message
 from migration_gate.runstate import (
     AFTER_MIGRATION_STARTS,
     BUDGET_OF,
+    NOT_ATTESTED,
     PLAN,
     STATE_FILE,
     PhaseRecord,
@@ -443,6 +445,7 @@ class Gate:
         return self.state
 
     def _run(self, only: list[str] | None) -> None:
+        self._take_in_overrides()
         for record in self.state.phases:
             if record.status == "passed" or (only is not None and record.name not in only):
                 continue
@@ -494,6 +497,14 @@ class Gate:
         self.state.forced_past = [name for name in self.state.forced_past if name not in stale]
         self.state.forced = bool(self.state.forced_past)
         record.detail = None
+
+    def _take_in_overrides(self) -> None:
+        """A cut-over started with --force although required checklist items were not attested went on past a
+        gate as surely as one forced past a red check: its verdict says so (FORCED, never GREEN)."""
+        missing = [item for entry in attest.overrides(self.run_dir) for item in entry.missing]
+        if missing:
+            self._mark_forced([f"{NOT_ATTESTED}{item}" for item in missing])
+            self.state.save()
 
     def _mark_forced(self, past: list[str]) -> None:
         self.state.forced = True

@@ -112,10 +112,18 @@ class RunState:
         return cls(**data)
 
 
+# How a required checklist item a --force start went past stands in RunState.forced_past (beside criterion ids)
+NOT_ATTESTED = "not attested: "
+
+
 def forced_label(state: RunState) -> str:
     """A forced run's verdict, the same in the terminal, the sign-off and the notify line: what it went past
-    (criterion ids and phase names only, never a detail)."""
-    return f"FORCED (went on past red checks: {', '.join(state.forced_past) or 'a gate that was not green'})"
+    (criterion ids, phase names and checklist item ids only, never a detail)."""
+    checks = [name for name in state.forced_past if not name.startswith(NOT_ATTESTED)]
+    items = [name.removeprefix(NOT_ATTESTED) for name in state.forced_past if name.startswith(NOT_ATTESTED)]
+    parts = ([f"red checks: {', '.join(checks)}"] if checks else []) + (
+        [f"missing attestations: {', '.join(items)}"] if items else [])
+    return f"FORCED (went on past {'; '.join(parts) or 'a gate that was not green'})"
 
 
 def forced_verdict(state: RunState) -> str:

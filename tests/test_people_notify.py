@@ -23,7 +23,7 @@ from migration_gate.config import ConfigError, NotifyConfig, load_config
 from migration_gate.gate import Gate
 from migration_gate.hooks import CutoverTarget, ShellHooks
 from migration_gate.progress import Progress
-from migration_gate.runstate import PLAN, RunState, schema_state
+from migration_gate.runstate import PLAN, RunState, forced_label, forced_verdict, schema_state
 from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import CANARY, SANDBOX_KEY
 from sandbox.target import Sandbox
@@ -174,7 +174,8 @@ class FlakyNotify(SandboxHooks):
 
 
 LINE = re.compile(r"\d\d:\d\d:\d\dZ migration-gate cutover-people: (phase [a-z-]+ (started|passed)|maintenance "
-                  r"window (open, phase [a-z-]+ in progress|open)|run ended GREEN); "
+                  r"window (open, phase [a-z-]+ in progress|open)|run ended GREEN|run ended FORCED \(went on "
+                  r"past missing attestations: [a-z-, ]+\): every phase after them passed); "
                   r"(no downtime yet|downtime \d+\.\d min)")
 
 
@@ -199,14 +200,16 @@ def test_a_forced_cut_over_records_the_override_notifies_and_signs_off(box: Sand
     assert attest.decision_maker(gate, run) == "Sam Okafor (DBA)"
 
     state = runner.run()
-    assert state.status == "green", state.failure
+    assert state.status == "forced", state.failure  # went on past missing attestations: never GREEN
+    assert forced_label(state) == ("FORCED (went on past missing attestations: users-notified, "
+                                   "emergency-contacts)")
 
     lines = hooks.notify_file.read_text().splitlines()
     assert all(LINE.fullmatch(line) for line in lines), [x for x in lines if not LINE.fullmatch(x)]
     said = [line.split(": ", 1)[1].split(";")[0] for line in lines]
     for phase in PLAN:
         assert f"phase {phase} started" in said and f"phase {phase} passed" in said, phase
-    assert said[-1] == "run ended GREEN"
+    assert said[-1] == f"run ended {forced_verdict(state)}"
     assert sum("maintenance window open" in x for x in said) >= 3  # the timer, every 0.5 s here
     last_beat = max(i for i, x in enumerate(said) if "maintenance window open" in x)
     assert last_beat < said.index("phase golive passed") + 2  # it stops when the window closes
