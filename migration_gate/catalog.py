@@ -174,6 +174,7 @@ class SchemaObject:
     kind: str  # pg_identify_object's type: "table", "view", "function", "type", "rule", "schema", ...
     identity: str  # its identity: "public.patients", "public.f(integer)", "r on public.t"
     catalog: str  # the pg_catalog table it is a row of: pg_class, pg_proc, ...
+    schema: str = ""  # the schema it lives in (a schema: itself)
     table: str | None = None  # "schema.table" it belongs to (a table, its rules and constraints, its sequences)
     owner: str = ""  # "" when owned by the role reading the catalog (the gate's), else the owner's name
     acl: tuple[str, ...] = ()  # "grantee:PRIVILEGE" of roles other than the owner, sorted
@@ -440,7 +441,7 @@ ORDER BY 1"""
 # What the table model ([<side>_schema], [<side>_objects]) already declares by columns: indexes, unique, CHECK and
 # NOT NULL constraints. Everything else of the schemas is an object here.
 _ROWS = """
-SELECT o.catalog, i.type, i.identity, o.tbl,
+SELECT o.catalog, i.type, i.identity, (SELECT nspname FROM pg_namespace WHERE oid = o.nsp)::text, o.tbl,
        CASE WHEN o.owner IS NULL OR o.owner = (SELECT oid FROM pg_roles WHERE rolname = current_user) THEN ''
             ELSE pg_get_userbyid(o.owner) END,
        ARRAY(SELECT CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(g.grantee) END || ':' ||
@@ -500,17 +501,17 @@ def _scan(catalogs: list[tuple[str, str, str | None, str | None]]) -> sql.Compos
     for name, namespace, owner, acl in catalogs:
         table, where, props = _PROPERTIES.get(name, ("NULL", "true", "NULL"))
         parts.append(sql.SQL(
-            "SELECT {cat} AS catalog, x.oid AS objid, ({tbl})::text AS tbl, {owner}::oid AS owner, "
+            "SELECT {cat} AS catalog, x.oid AS objid, x.{ns} AS nsp, ({tbl})::text AS tbl, {owner}::oid AS owner, "
             "{acl}::aclitem[] AS acl, ARRAY[{props}]::text[] AS props FROM pg_catalog.{name} x "
             "WHERE x.{ns} = ANY(%(nsp)s) AND {where}").format(
             cat=sql.Literal(name), tbl=sql.SQL(table), owner=sql.SQL("x.") + sql.Identifier(owner) if owner else null,
             acl=sql.SQL("x.") + sql.Identifier(acl) if acl else null, props=sql.SQL(props),
             name=sql.Identifier(name), ns=sql.Identifier(namespace), where=sql.SQL(where)))
     parts.append(sql.SQL(
-        "SELECT 'pg_namespace', x.oid, NULL, x.nspowner, x.nspacl, ARRAY[]::text[] FROM pg_namespace x "
+        "SELECT 'pg_namespace', x.oid, x.oid, NULL, x.nspowner, x.nspacl, ARRAY[]::text[] FROM pg_namespace x "
         "WHERE x.oid = ANY(%(nsp)s)"))
     parts.append(sql.SQL(
-        "SELECT 'pg_rewrite', x.oid, " + _RELATION.format("x.ev_class") + ", NULL, NULL, "
+        "SELECT 'pg_rewrite', x.oid, c.relnamespace, " + _RELATION.format("x.ev_class") + ", NULL, NULL, "
         "ARRAY['definition ' || md5(pg_get_ruledef(x.oid))] FROM pg_rewrite x JOIN pg_class c ON c.oid = x.ev_class "
         "WHERE c.relnamespace = ANY(%(nsp)s) AND x.rulename <> '_RETURN'"))
     return sql.SQL(" UNION ALL ").join(parts)
@@ -524,7 +525,7 @@ def inspect_objects(conn: psycopg.Connection, schemas: Iterable[str]) -> dict[st
     rows = conn.execute(query, {"nsp": [r[0] for r in conn.execute(
         "SELECT oid FROM pg_namespace WHERE nspname = ANY(%s)", (list(schemas),))]}).fetchall()
     objects = {}
-    for catalog, kind, identity, table, owner, acl, props in rows:
-        found = SchemaObject(kind, identity, catalog, table, owner, tuple(acl), tuple(props))
+    for catalog, kind, identity, schema, table, owner, acl, props in rows:
+        found = SchemaObject(kind, identity, catalog, schema, table, owner, tuple(acl), tuple(props))
         objects[found.key] = found
     return objects

@@ -30,11 +30,12 @@ def schema_sections(catalog: Catalog, schema: str, tables: Iterable[str], prefix
     return "\n".join(out)
 
 
-def catalog_section(catalog: Catalog, prefix: str) -> str:
+def catalog_section(catalog: Catalog, prefix: str, schema: str = "public") -> str:
     """[<prefix>_catalog]: every object of the schema the table sections do not declare by columns, with its
     owner, grants and properties ("" when all are defaults): what a reviewer reads before declaring it."""
     out = [f"[{prefix}_catalog]"]
-    out += [f"{_toml(key)} = {_toml(obj.spec)}" for key, obj in sorted(catalog.objects.items())]
+    out += [f"{_toml(key)} = {_toml(obj.spec)}" for key, obj in sorted(catalog.objects.items())
+            if obj.schema == schema]
     return "\n".join(out) + "\n"
 
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             found = inspect(conn, [args.schema])
             print(schema_sections(found, args.schema, args.tables, args.side))
             if args.catalog:
-                print(catalog_section(found, args.side))
+                print(catalog_section(found, args.side, args.schema))
     except (psycopg.Error, LookupError) as exc:
         print(redact_text(f"describe-schema: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"),
               file=sys.stderr)

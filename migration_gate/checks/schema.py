@@ -86,11 +86,11 @@ def only_declared_objects(source: psycopg.Connection | Catalog, declared: dict[s
     catalog = catalog_of(source, schema)
     result = Result(f"no object {label} does not declare", unit="objects")
     if declared is None:
-        result.add(f"{label} is not in the description: {len(catalog.objects)} objects of the schema were not "
+        result.add(f"{label} is not in the description: the objects of schema {quote(schema)} were not "
                    "compared (scripts/describe-schema --catalog writes it)")
         return result
     deploy = {f"{schema}.{t}" for t in app_tables}
-    found = {k: o for k, o in catalog.objects.items() if o.table not in deploy}
+    found = {k: o for k, o in catalog.objects.items() if o.schema == schema and o.table not in deploy}
     result.checked = len(found)
     for key in sorted(set(declared) - set(found)):
         result.add(f"{key} is missing (expected in {label})")
