@@ -234,7 +234,9 @@ class Catalog:
                 where = quote(*key.split(".", 1))
                 lines.append(f"sequence {where} " + ("only after" if mine is None else "only before" if theirs is None
                                                      else f"differs ({_changes(mine, theirs)})"))
-        for key in sorted(set(self.objects) | set(other.objects)):
+        # A catalog recorded before objects were (an older run folder, a fixture) has none, not even its schema's:
+        # objects are compared when both moments recorded them.
+        for key in sorted(set(self.objects) | set(other.objects) if self.objects and other.objects else ()):
             mine, theirs = self.objects.get(key), other.objects.get(key)
             if not grants:
                 mine, theirs = (replace(o, acl=()) if o else o for o in (mine, theirs))
