@@ -1061,6 +1061,10 @@ class GateConfig:
     schema: str = "public"  # where the app's tables live (both sides)
     new_objects: dict[str, TableObjects] = field(default_factory=dict)
     legacy_objects: dict[str, TableObjects] = field(default_factory=dict)
+    # [new_catalog] / [legacy_catalog]: every other object of the schema, "<kind> <identity>" -> its spec
+    # (catalog.SchemaObject); None when the description has no such section (the check then says it checked nothing)
+    new_catalog: dict[str, str] | None = None
+    legacy_catalog: dict[str, str] | None = None
     new_tables: dict[str, str] = field(default_factory=dict)  # new table derived wholesale -> how (which check)
     dropped_tables: dict[str, str] = field(default_factory=dict)  # legacy table not carried over -> why
     tenancy: Tenancy | None = None
@@ -1229,6 +1233,17 @@ def _objects(spec: dict, where: str) -> TableObjects:
                         policies=tuple(spec.get("policies", [])))
 
 
+def _declared_objects(data: dict, section: str, where: str) -> dict[str, str] | None:
+    """[<side>_catalog]: "<kind> <identity>" = "<spec>" (scripts/describe-schema writes it); None when absent."""
+    if section not in data:
+        return None
+    spec = data[section]
+    if not isinstance(spec, dict) or not all(isinstance(v, str) for v in spec.values()):
+        raise ConfigError(f"{where} [{section}]: each entry must be \"<kind> <identity>\" = \"<properties>\" "
+                          "(a string, \"\" for none)")
+    return dict(spec)
+
+
 def _tenancy(spec: dict, where: str) -> Tenancy:
     kind = spec.get("organization_type")
     rows = []
@@ -1345,7 +1360,8 @@ def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRul
 # What a description may hold: a misspelt section or key is refused, never silently ignored.
 SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tables", "new_tables", "dropped_tables",
             "tenancy", "search_hashes", "preconditions", "new_foreign_keys", "legacy_foreign_keys", "legacy_schema",
-            "legacy_objects", "new_schema", "new_objects", "backup", "logs", "precheck", "performance", "people",
+            "legacy_objects", "new_schema", "new_objects", "legacy_catalog", "new_catalog", "backup", "logs",
+            "precheck", "performance", "people",
             "notify", "watch", "lint", "rehearsal", "answers", "waivers",
             "deploy")
 KEYS = {"migration": ("file", "rollback_file", "lock_timeout", "statement_timeout", "rollback_method", "schema"),
@@ -1526,6 +1542,8 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         new_objects={t: _objects(o, f"{where} [new_objects.{t}]") for t, o in data.get("new_objects", {}).items()},
         legacy_objects={t: _objects(o, f"{where} [legacy_objects.{t}]")
                         for t, o in data.get("legacy_objects", {}).items()},
+        new_catalog=_declared_objects(data, "new_catalog", where),
+        legacy_catalog=_declared_objects(data, "legacy_catalog", where),
         new_tables={str(k): str(v) for k, v in data.get("new_tables", {}).items()},
         dropped_tables={str(k): str(v) for k, v in data.get("dropped_tables", {}).items()},
         tenancy=tenancy,

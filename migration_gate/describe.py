@@ -30,6 +30,15 @@ def schema_sections(catalog: Catalog, schema: str, tables: Iterable[str], prefix
     return "\n".join(out)
 
 
+def catalog_section(catalog: Catalog, prefix: str, schema: str = "public") -> str:
+    """[<prefix>_catalog]: every object of the schema the table sections do not declare by columns, with its
+    owner, grants and properties ("" when all are defaults): what a reviewer reads before declaring it."""
+    out = [f"[{prefix}_catalog]"]
+    out += [f"{_toml(key)} = {_toml(obj.spec)}" for key, obj in sorted(catalog.objects.items())
+            if obj.schema == schema]
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """scripts/describe-schema: print the schema sections of a migration description from DATABASE_URL."""
     import argparse
@@ -46,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Print [<side>_schema.*] and [<side>_objects.*] sections for migration.toml from the database "
                     "in DATABASE_URL (read-only), to review and paste into the description.")
     parser.add_argument("side", choices=["legacy", "new"], help="which side of the migration the database is on")
-    parser.add_argument("tables", nargs="+", help="the tables to describe")
+    parser.add_argument("tables", nargs="*", help="the tables to describe")
+    parser.add_argument("--catalog", action="store_true",
+                        help="also print [<side>_catalog]: every other object of the schema (views, functions, "
+                             "types, rules, extensions, sequences, foreign keys, the tables' owners, grants, options)")
     parser.add_argument("--schema", default="public", help="the schema the tables live in (default public)")
     args = parser.parse_args(argv)
     dsn = os.environ.get("DATABASE_URL")
@@ -55,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         with psycopg.connect(dsn, connect_timeout=10) as conn:
-            print(schema_sections(inspect(conn, [args.schema]), args.schema, args.tables, args.side))
+            found = inspect(conn, [args.schema])
+            print(schema_sections(found, args.schema, args.tables, args.side))
+            if args.catalog:
+                print(catalog_section(found, args.side, args.schema))
     except (psycopg.Error, LookupError) as exc:
         print(redact_text(f"describe-schema: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"),
               file=sys.stderr)

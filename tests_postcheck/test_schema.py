@@ -19,6 +19,15 @@ def test_no_table_but_the_new_schema_and_what_the_deploy_declares(catalog, gate_
                                  schema=gate_config.schema).expect()
 
 
+@pytest.mark.criterion("POST-01")
+def test_no_object_of_the_schema_but_what_the_description_declares(catalog, gate_config):
+    if gate_config.new_catalog is None:
+        pytest.skip("[new_catalog] is not in the description: the schema's other objects were not compared "
+                    "(scripts/describe-schema new --catalog writes it)")
+    schema.only_declared_objects(catalog, gate_config.new_catalog, gate_config.app_tables, schema=gate_config.schema,
+                                 label="[new_catalog]").expect()
+
+
 @pytest.mark.criterion("POST-02")
 def test_the_organization_column_is_set_on_every_row(db, catalog, gate_config, tenant_row):
     schema.not_null(db, tenant_row.table, tenant_row.column, schema=gate_config.schema, catalog=catalog).expect()

@@ -3,6 +3,8 @@ table carries, foreign keys, index coverage, sequences. Read from one inspected 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import psycopg
 from psycopg import sql
 
@@ -71,6 +73,33 @@ def only_described_tables(source: psycopg.Connection | Catalog, described: list[
     created = sorted(present & set(app_tables))
     result.notes.append(f"the deploy's own tables: {len(created)} of the {len(app_tables)} declared exist"
                         + (f" ({', '.join(created)})" if created else ""))
+    return result
+
+
+def only_declared_objects(source: psycopg.Connection | Catalog, declared: dict[str, str] | None,
+                          app_tables: Iterable[str] = (), schema: str = "public",
+                          label: str = "[new_catalog]") -> Result:
+    """Every object of the schema besides the tables' columns, indexes, unique and CHECK constraints (a view,
+    function, type, rule, extension, foreign key, sequence, the schema itself...) is declared with exactly its
+    owner, grants and properties; anything else is red, named by kind and identity. Objects of the tables the
+    app's deploy may create ([deploy] app_tables) are the deploy's."""
+    catalog = catalog_of(source, schema)
+    result = Result(f"no object {label} does not declare", unit="objects")
+    if declared is None:
+        result.add(f"{label} is not in the description: the objects of schema {quote(schema)} were not "
+                   "compared (scripts/describe-schema --catalog writes it)")
+        return result
+    deploy = {f"{schema}.{t}" for t in app_tables}
+    found = {k: o for k, o in catalog.objects.items() if o.schema == schema and o.table not in deploy}
+    result.checked = len(found)
+    for key in sorted(set(declared) - set(found)):
+        result.add(f"{key} is missing (expected in {label})")
+    for key in sorted(set(found) - set(declared)):
+        spec = found[key].spec
+        result.add(f"{key} is in the database but not in {label}" + (f" ({spec})" if spec else ""))
+    for key in sorted(set(declared) & set(found)):
+        if declared[key] != found[key].spec:
+            result.add(f"{key} is {found[key].spec or 'all defaults'}, expected {declared[key] or 'all defaults'}")
     return result
 
 
