@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from migration_gate import db
 from migration_gate.catalog import Catalog
 
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print("describe-schema: DATABASE_URL is not set", file=sys.stderr)
         return 2
     try:
-        with psycopg.connect(dsn, connect_timeout=10) as conn:
+        with db.connect(dsn, connect_timeout=10) as conn:
             print(schema_sections(inspect(conn, [args.schema]), args.schema, args.tables, args.side))
     except (psycopg.Error, LookupError) as exc:
         print(redact_text(f"describe-schema: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"),

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from migration_gate import attest, backup, logsource, notify
+from migration_gate import attest, backup, db, logsource, notify
 from migration_gate.catalog import quote, user_schemas
 from migration_gate.checks import CheckFailed, Result, encryption, environment, error_text
 from migration_gate.checks import api as app
@@ -148,7 +148,7 @@ def check_inputs(gate: GateConfig, target: CutoverTarget, reports: Path, run_dir
     the run the cut-over would continue, whose attestations count with the pending ones."""
     inputs: list[Input] = []
     try:
-        with psycopg.connect(target.dsn, connect_timeout=10, autocommit=True) as conn:
+        with db.connect(target.dsn, connect_timeout=10, autocommit=True) as conn:
             inputs += _database(conn, gate)
             inputs.append(_key(conn, gate, target.key))
             inputs += _tools_and_folders(conn, reports)
