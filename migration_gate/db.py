@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 SEARCH_PATH = "pg_catalog, pg_temp"
-PIN = "-c search_path=pg_catalog,pg_temp"  # libpq options: spaces separate the switches, none inside the value
+PIN = r"-c search_path=pg_catalog,\ pg_temp"  # libpq options: a space inside a value is backslash-escaped
 
 # libpq's environment variables (PostgreSQL's "Environment Variables" of libpq): what the gate's own sessions
 # read, so what its client tools get too. Other PG* (PGDATA, PGLOCALEDIR...) are not the connection's.
