@@ -41,7 +41,7 @@ import pyrage
 from psycopg import sql
 from pyrage import x25519
 
-from migration_gate import catalog
+from migration_gate import catalog, db
 from migration_gate.checksums import table_checksum
 from migration_gate.config import BackupConfig
 from migration_gate.embedded import PgBinaries, find_binaries
@@ -232,14 +232,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def split_password(dsn: str) -> tuple[str, dict[str, str]]:
-    """The DSN without its password, and an environment carrying it, so it never shows on a command line."""
-    info = psycopg.conninfo.conninfo_to_dict(dsn)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    password = info.pop("password", None)
-    if password:
-        env["PGPASSWORD"] = str(password)
-    return psycopg.conninfo.make_conninfo(**info), env
+# The DSN without its password and a client tool's environment (libpq's settings as the gate's sessions see
+# them): migration_gate.db.client_env, under the name its callers know.
+split_password = db.client_env
 
 
 def tool_major(binaries: PgBinaries, tool: str) -> int:
@@ -310,7 +305,7 @@ def table_checksums(dsn: str, tables: Mapping[str, catalog.Table], jobs: int = 1
     up on a table's lock after it (a live database's pre-check copy, like pg_dump's --lock-wait-timeout)."""
     if not tables:
         return {}
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+    with db.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         sizes = table_bytes(conn)
     queue = sorted(tables, key=lambda key: -sizes.get(key, 0))
     found: dict[str, list] = {}
@@ -319,7 +314,7 @@ def table_checksums(dsn: str, tables: Mapping[str, catalog.Table], jobs: int = 1
 
     def work() -> None:
         try:
-            with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            with db.connect(dsn, autocommit=True, connect_timeout=10) as conn:
                 if lock_timeout:
                     conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(lock_timeout)))
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -446,7 +441,7 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
     if not os.access(folder, os.W_OK | os.X_OK):
         raise BackupError(f"backup folder {folder} is not writable")
     try:  # autocommit: the BEGIN below must open the snapshot's transaction, not land inside an implicit one
-        conn = psycopg.connect(dsn, connect_timeout=10, autocommit=True)
+        conn = db.connect(dsn, connect_timeout=10, autocommit=True)
     except psycopg.OperationalError as exc:
         raise BackupError(f"database {describe_target(dsn)} is unreachable: {connection_cause(exc)}") from None
     with conn:
@@ -475,7 +470,7 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
         # take table locks like pg_dump's, so they wait no longer than it does (lock_wait_timeout)
         def digest() -> None:
             try:
-                with psycopg.connect(tagged, autocommit=True, connect_timeout=10) as reader:
+                with db.connect(tagged, autocommit=True, connect_timeout=10) as reader:
                     if lock_wait_timeout:
                         reader.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(lock_wait_timeout)))
                     reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -656,7 +651,7 @@ def restore(path: Path, server_dsn: str, dbname: str, binaries: PgBinaries | Non
     admin = database_dsn(server_dsn, "postgres")
     if replace:
         drop_database(server_dsn, dbname)
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with db.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     target = database_dsn(server_dsn, dbname)
     plain_dsn, env = split_password(target)
@@ -745,7 +740,7 @@ def drop_database(server_dsn: str, dbname: str, force: bool | None = None, wait_
     no new connections are let in and the database's other sessions are ended first: pg_terminate_backend works
     on the own role's sessions without superuser (another role's need pg_signal_backend, and the error says so)."""
     name = sql.Identifier(dbname)
-    with psycopg.connect(database_dsn(server_dsn, "postgres"), autocommit=True) as conn:
+    with db.connect(database_dsn(server_dsn, "postgres"), autocommit=True) as conn:
         if force is None:
             force = server_major(conn) >= FORCE_SINCE
         deadline = time.monotonic() + wait_s
@@ -950,7 +945,7 @@ def changes_since(dsn: str, record: BackupRecord, method: str = "digest") -> lis
     any insert, update or delete shows). "counters": pg_stat_user_tables' insert/update/delete counters against
     those read in the snapshot (one catalog query; a write shows once its session flushed its statistics, up to
     a second later; an aborted write counts too). Tables created or dropped since show either way."""
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+    with db.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         found = catalog.inspect(conn).tables
         lines = [f"{name}: created since the backup" for name in sorted(set(found) - set(record.checksums))]
         lines += [f"{name}: dropped since the backup" for name in sorted(set(record.checksums) - set(found))]

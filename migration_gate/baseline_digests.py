@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from migration_gate import compare
+from migration_gate import compare, db
 from migration_gate.compare import Bucketing, Digest, Side
 from migration_gate.config import GateConfig, TableMap
 from migration_gate.phi import PhiCodec
@@ -221,7 +221,7 @@ def take(dsn: str, snapshot: str | None, gate: GateConfig, key: str,
     be digested (a table or column missing, which the checks report themselves) is skipped and says why."""
     result = BaselineDigests(taken_at=datetime.now(UTC).isoformat(timespec="seconds"))
     session = f"{application_name} digests" if application_name else APPLICATION  # a resumed run ends it by name
-    with psycopg.connect(dsn, autocommit=True, application_name=session[:63]) as conn:
+    with db.connect(dsn, autocommit=True, application_name=session[:63]) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         if snapshot:
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))

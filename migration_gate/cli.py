@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate import attest, backup, bundle, forecast, preflight
+from migration_gate import attest, backup, bundle, db, forecast, preflight
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
 from migration_gate.errors import GateError, Refused
 from migration_gate.gate import Gate, RollbackPlan
@@ -128,7 +128,7 @@ def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTa
         return Gate(gate, target, _new_run_dir(reports, "cutover"), progress, force=args.force)
     run_dir = pending[-1]
     state = _load_state(run_dir)
-    with psycopg.connect(target.dsn) as conn:
+    with db.connect(target.dsn) as conn:
         where = schema_state(conn, gate)
     if where == "mixed":
         raise Refused(f"the database is neither the legacy nor the migrated schema: refusing to resume {run_dir.name}")
@@ -355,7 +355,7 @@ def _nothing_to_roll_back(state: RunState, gate: GateConfig, target: CutoverTarg
     migrated = any(p.name == "migration" and p.status in ("passed", "running") for p in state.phases)
     if migrated or (state.maintenance_on_at and not state.maintenance_off_at):  # maintenance must come off too
         return None
-    with psycopg.connect(target.dsn, connect_timeout=10) as conn:
+    with db.connect(target.dsn, connect_timeout=10) as conn:
         where = schema_state(conn, gate)
     if where != "legacy":
         return None

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from migration_gate import ranges
+from migration_gate import db, ranges
 
 CHUNK = 10_000
 RANGED = frozenset({"smallint", "integer", "bigint", "numeric"})  # key types bucketed by key range
@@ -259,7 +259,7 @@ def workers() -> int:
 def _clone(conn: psycopg.Connection) -> psycopg.Connection:
     """Another session to the same database as conn, with its credentials."""
     extra = {"password": conn.info.password} if conn.info.password else {}
-    return psycopg.connect(conn.info.dsn, autocommit=True, **extra)
+    return db.connect(conn.info.dsn, autocommit=True, **extra)
 
 
 def _splits(side: Side, bucketing: Bucketing, count: int) -> list[sql.Composable]:

@@ -851,6 +851,19 @@ def load_notify(spec: object, where: str) -> NotifyConfig:
     return NotifyConfig(**values)
 
 
+def load_security(spec: object, where: str) -> str:
+    """[security] allow_insecure_transport: the operator's reason, as the sign-off records it; "" when absent. Not a
+    boolean: an opt-out of verified TLS to a remote target says why (one line, for whoever signs the run off)."""
+    spec = spec if isinstance(spec, dict) else {}
+    if "allow_insecure_transport" not in spec:
+        return ""
+    reason = spec["allow_insecure_transport"]
+    if not isinstance(reason, str) or not reason.strip() or "\n" in reason.strip():
+        raise ConfigError(f"{where}: allow_insecure_transport must be one non-empty line saying why TLS is not "
+                          "verified (e.g. \"the database is reached through an SSH tunnel\")")
+    return reason.strip()
+
+
 REHEARSAL_KINDS = ("scratch", "local", "hooks")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -1084,6 +1097,9 @@ class GateConfig:
     rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)  # [rehearsal]: PRE-08's copy
     answers: AnswersConfig = field(default_factory=AnswersConfig)  # [answers]: same answers before and after
     waivers: tuple[Waiver, ...] = ()  # [[waivers]]: known app faults gone live with knowingly (plugin, sign-off)
+    # [security] allow_insecure_transport: why a target off this host may go without verified TLS (sslmode
+    # verify-full, an https API); "" (the default): the pre-flight requires both (migration_gate.preflight)
+    insecure_transport: str = ""
     app_tables: tuple[str, ...] = ()  # [deploy] app_tables: what the app's own migrations may create at the deploy
 
     @property
@@ -1363,14 +1379,15 @@ SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tabl
             "legacy_objects", "new_schema", "new_objects", "legacy_catalog", "new_catalog", "backup", "logs",
             "precheck", "performance", "people",
             "notify", "watch", "lint", "rehearsal", "answers", "waivers",
-            "deploy")
+            "deploy", "security")
 KEYS = {"migration": ("file", "rollback_file", "lock_timeout", "statement_timeout", "rollback_method", "schema"),
         "budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes"),
         "sandbox": ("patients", "seed", "username", "password", "provider"),
         "precheck": ("lock_timeout", "statement_timeout"),
         "performance": ("requests", "workers", "p95_factor", "p95_allowance_ms", "max_seconds"),
         "notify": ("interval_minutes", "timeout_seconds"),
-        "deploy": ("app_tables",)}
+        "deploy": ("app_tables",),
+        "security": ("allow_insecure_transport",)}
 
 
 def _known_keys(data: dict, where: str) -> None:
@@ -1561,6 +1578,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         answers=load_answers(data.get("answers"), f"{where} [answers]"),
         waivers=load_waivers(data.get("waivers"), f"{where} [[waivers]]"),
         app_tables=load_app_tables(data.get("deploy"), f"{where} [deploy]"),
+        insecure_transport=load_security(data.get("security"), f"{where} [security]"),
     )
     if config.rollback_method not in ("restore", "sql"):
         raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")

@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup
+from migration_gate import backup, db
 from migration_gate.config import GateConfig
 from migration_gate.embedded import EmbeddedError, EmbeddedPostgres, PgBinaries, find_binaries
 from migration_gate.errors import GateError
@@ -68,7 +68,7 @@ class ScratchDatabase:
         statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(self.name),
                                                                      sql.Identifier(self.template))
         backup.drop_database(self.server_dsn, self.name)
-        with psycopg.connect(admin, autocommit=True) as conn:
+        with db.connect(admin, autocommit=True) as conn:
             for attempt in range(CLONE_TRIES):
                 try:
                     conn.execute(statement)
@@ -136,7 +136,7 @@ def roles_granted(target_dsn: str) -> list[str]:
              "WHERE c.relnamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema') AND a.grantee <> 0 "
              "UNION SELECT DISTINCT a.grantee::regrole::text FROM pg_namespace n, aclexplode(n.nspacl) a "
              "WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' AND a.grantee <> 0")
-    with psycopg.connect(target_dsn) as conn:
+    with db.connect(target_dsn) as conn:
         names = [row[0].strip('"') for row in conn.execute(query)]
         current = conn.execute("SELECT current_user").fetchone()[0]
     return sorted(n for n in names if n not in (current, "postgres") and not n.startswith("pg_"))

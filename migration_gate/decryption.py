@@ -20,6 +20,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg import sql
 
+from migration_gate import db
 from migration_gate.checks import FIRST_IDS, error_text
 from migration_gate.config import SearchHash
 from migration_gate.phi import PhiCodec, is_blank, search_hash
@@ -257,7 +258,7 @@ def _start(conninfo: str, key: bytes) -> None:
 def _connection() -> psycopg.Connection:
     conn = _worker.get("conn")
     if conn is None or conn.closed:
-        conn = _worker["conn"] = psycopg.connect(_worker["conninfo"], autocommit=True)
+        conn = _worker["conn"] = db.connect(_worker["conninfo"], autocommit=True)
         conn.read_only = True
     return conn
 

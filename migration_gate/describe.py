@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from migration_gate import db
 from migration_gate.catalog import Catalog
 
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print("describe-schema: DATABASE_URL is not set", file=sys.stderr)
         return 2
     try:
-        with psycopg.connect(dsn, connect_timeout=10) as conn:
+        with db.connect(dsn, connect_timeout=10) as conn:
             found = inspect(conn, [args.schema])
             print(schema_sections(found, args.schema, args.tables, args.side))
             if args.catalog:

@@ -253,8 +253,10 @@ class EmbeddedPostgres:
     owner = OWNER_ROLE
     host = "127.0.0.1"
 
-    def __init__(self, binaries: PgBinaries | None = None, base: Path = DEFAULT_BASE) -> None:
+    def __init__(self, binaries: PgBinaries | None = None, base: Path = DEFAULT_BASE,
+                 settings: dict[str, str] | None = None) -> None:
         self.binaries = binaries or find_binaries()
+        self.settings = dict(settings or {})  # server settings over SERVER_SETTINGS (a test's ssl = on, its files)
         self.base = base
         self.port: int | None = None
         self.dir: Path | None = None
@@ -355,7 +357,7 @@ class EmbeddedPostgres:
             raise EmbeddedError(f"initdb failed: {init.stderr.strip().splitlines()[-1] if init.stderr else ''}")
         preload = {"shared_preload_libraries": STATEMENT_STATS} if self.binaries.has_library(STATEMENT_STATS) else {}
         self.statement_stats = bool(preload)
-        settings = " ".join(f"-c {k}={v}" for k, v in (SERVER_SETTINGS | preload).items())
+        settings = " ".join(f"-c {k}={v}" for k, v in (SERVER_SETTINGS | preload | self.settings).items())
         for _attempt in range(3):
             self.port = free_port()
             opts = f"-p {self.port} -k {self.socket_dir} -h 127.0.0.1 {settings}"

@@ -30,6 +30,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from migration_gate import db
 from migration_gate.config import GateConfig
 from migration_gate.runstate import BUDGET_OF, PLAN, STATE_FILE
 from migration_gate.suites import read_results
@@ -51,7 +52,7 @@ def measure(dsn: str, gate: GateConfig) -> dict:
     pg_dump dumps; "database_bytes"). Rows from pg_class.reltuples; an exact count only for a table never analyzed
     (reltuples -1). The app is live: a size that needs a lock ([precheck] lock_timeout, as the pre-checks) the app
     holds is estimated from the catalog instead (relpages; the table marked "estimated"), never waited for."""
-    with psycopg.connect(dsn, connect_timeout=15, autocommit=True) as conn:
+    with db.connect(dsn, connect_timeout=15, autocommit=True) as conn:
         conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(gate.precheck.lock_timeout)))
         conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(gate.precheck.statement_timeout)))
         tables: dict[str, dict] = {}

@@ -29,6 +29,7 @@ from migration_gate import (
     attest,
     backup,
     baseline_digests,
+    db,
     deploytables,
     forecast,
     logsource,
@@ -131,7 +132,7 @@ class Gate:
 
     # -- locking -------------------------------------------------------------------------------------------
     def acquire_lock(self) -> None:
-        conn = psycopg.connect(self.target.dsn, autocommit=True, connect_timeout=15, keepalives=1,
+        conn = db.connect(self.target.dsn, autocommit=True, connect_timeout=15, keepalives=1,
                                keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
         try:
             if not conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:
@@ -610,7 +611,7 @@ class Gate:
         since the migration by others than the gate's login are carried back by the rollback SQL where the
         description has one; a restore that would discard them needs an operator's decision (self.decision),
         before go-live as after (before go-live they mean something wrote through maintenance mode)."""
-        with psycopg.connect(self.target.dsn, connect_timeout=10) as conn:
+        with db.connect(self.target.dsn, connect_timeout=10) as conn:
             where = schema_state(conn, self.gate)
             deploy = deploytables.survey(conn, self.gate, self._marked()) if where != "legacy" else []
         status = {p.name: p.status for p in self.state.phases}  # a hand-made or older state may lack phases
@@ -674,7 +675,7 @@ class Gate:
         stopped = next((r.name for r in self.state.rollback_phases if r.status in ("running", "pending")), None)
         if not stopped:
             return None
-        with psycopg.connect(self.target.dsn, connect_timeout=15) as conn:
+        with db.connect(self.target.dsn, connect_timeout=15) as conn:
             where = schema_state(conn, self.gate)
         restore = before.get("restore")
         run = self.run_dir.name
@@ -785,7 +786,7 @@ class Gate:
         with contextlib.suppress(backup.BackupError, psycopg.Error):
             recorded = backup.BackupRecord.load(Path(self.state.backup["path"])).checksums
             schema = self.gate.schema
-            with psycopg.connect(self.target.dsn) as conn:
+            with db.connect(self.target.dsn) as conn:
                 tables = inspect(conn, [schema]).names(schema)
                 self.state.counts = [
                     {"legacy": t.legacy, "new": t.new, "legacy_rows": recorded.get(f"{schema}.{t.legacy}", [None])[0],

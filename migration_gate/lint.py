@@ -30,7 +30,7 @@ from pglast.parser import ParseError
 from pglast.stream import RawStream
 from psycopg import sql
 
-from migration_gate import migration
+from migration_gate import db, migration
 from migration_gate.checks import Result, error_text
 from migration_gate.config import LINT_KINDS, ConfigError, GateConfig, LintConfig, duration_ms, load_config
 from migration_gate.redact import redact_dsn
@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     dsn = os.environ.get("DATABASE_URL")
     try:
-        with (psycopg.connect(dsn, autocommit=True) if dsn else _Nothing()) as conn:
+        with (db.connect(dsn, autocommit=True) if dsn else _Nothing()) as conn:
             result = lint_migration(conn, path, gate.lint, gate.schema, gate.lock_timeout, args.run_dir)
     except psycopg.Error as exc:
         print(f"lint: cannot read sizes from DATABASE_URL {redact_dsn(dsn or '')}: {error_text(exc)}",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from migration_gate import db
 from migration_gate.target import APPLICATION_PREFIX
 
 # One row per session but the watch's own; pg_blocking_pids only where the session waits on a heavyweight lock
@@ -77,7 +78,7 @@ class LockWatch:
         self._conn: psycopg.Connection | None = None
 
     def start(self) -> LockWatch:
-        self._conn = psycopg.connect(self.dsn, autocommit=True, application_name="lock-watch", connect_timeout=10)
+        self._conn = db.connect(self.dsn, autocommit=True, application_name="lock-watch", connect_timeout=10)
         self._thread = threading.Thread(target=self._run, name="lock-watch", daemon=True)
         self._thread.start()
         return self

@@ -156,6 +156,8 @@ def run_file(dsn: str, path: Path, key: str, *, lock_timeout: str = "10s", state
     `sha256`: the run's record of the file; other bytes are refused before anything runs."""
     steps, digest = _load(path, sha256)
     context = DataStepContext(codec=PhiCodec(key))
+    # not db.connect: the migration is the user's SQL, written for the target's own search_path (unqualified
+    # names in public), so its session keeps it; the gate's own sessions pin theirs (migration_gate.db)
     with psycopg.connect(dsn) as conn, conn.transaction():
         conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
                      (lock_timeout, statement_timeout))

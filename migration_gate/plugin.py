@@ -27,6 +27,7 @@ import pytest
 from psycopg import sql
 
 from migration_gate import checks
+from migration_gate import db as gate_db
 from migration_gate.backup import BackupError
 from migration_gate.baseline_digests import Baseline
 from migration_gate.catalog import Catalog, inspect
@@ -140,7 +141,7 @@ def _slug(text: str | None) -> str:
 def _probe(dsn: str) -> str:
     """Connect once at start so an unreachable target stops the run with one line, not one per test."""
     try:
-        with psycopg.connect(dsn, connect_timeout=10) as conn:
+        with gate_db.connect(dsn, connect_timeout=10) as conn:
             return conn.execute("SHOW server_version").fetchone()[0]
     except psycopg.Error as exc:
         raise pytest.UsageError(f"migration-gate: target database {describe_target(dsn)} is unreachable: "
@@ -697,7 +698,7 @@ def target(request: pytest.FixtureRequest, gate_session: GateSession) -> TargetS
 
 @pytest.fixture
 def db(target: TargetState) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(target.dsn, autocommit=True) as conn:
+    with gate_db.connect(target.dsn, autocommit=True) as conn:
         yield conn
 
 
@@ -714,7 +715,7 @@ def baseline_db(target: TargetState, gate_session: GateSession) -> Iterator[psyc
         dsn = gate_session.targets.baseline(target)
     except LookupError as exc:
         pytest.fail(str(exc))
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with gate_db.connect(dsn, autocommit=True) as conn:
         yield conn
 
 
@@ -738,7 +739,7 @@ def legacy(target: TargetState, gate_session: GateSession, _baselines: dict[str,
             dsn = gate_session.targets.baseline(target)
         except LookupError as exc:
             pytest.fail(str(exc))
-        return psycopg.connect(dsn, autocommit=True)
+        return gate_db.connect(dsn, autocommit=True)
     baseline = _baselines[target.phase] = Baseline.from_backup(target.backup_file, restored)
     return baseline
 

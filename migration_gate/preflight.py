@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from migration_gate import attest, backup, logsource, notify
+from migration_gate import attest, backup, db, logsource, notify
 from migration_gate.catalog import quote, user_schemas
 from migration_gate.checks import CheckFailed, Result, encryption, environment, error_text
 from migration_gate.checks import api as app
@@ -136,6 +136,39 @@ def _people(gate: GateConfig, target: CutoverTarget, reports: Path, run_dir: Pat
                          "required items attested (scripts/attest --list)", attest.missing_lines(gate, entries))
 
 
+LOCAL_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def on_this_host(host: str | None) -> bool:
+    """A loopback address, localhost or a unix socket (a path, libpq's default when no host is given)."""
+    hosts = [h.strip() for h in (host or "").split(",")]  # libpq takes a list of hosts
+    return all(not h or h.startswith(("/", "@")) or h.lower() in LOCAL_HOSTS for h in hosts)
+
+
+def _transport(gate: GateConfig, target: CutoverTarget, conn: psycopg.Connection | None) -> Input:
+    """Off this host, the database only with sslmode=verify-full (what the session actually used: DSN, PGSSLMODE,
+    service file) and the API only over https; or [security] allow_insecure_transport says why not."""
+    found = Input("transport")
+    if conn is not None:
+        used = {o.keyword.decode(): (o.val or b"").decode() for o in conn.pgconn.info}
+        host = used.get("host") or used.get("hostaddr") or ""
+        if not on_this_host(host) and used.get("sslmode") != "verify-full":
+            found.missing.append(f"transport: the database on {host} is reached with sslmode="
+                                 f"{used.get('sslmode') or 'prefer'}, not verify-full: set sslmode=verify-full (and "
+                                 "sslrootcert) in DATABASE_URL or PGSSLMODE, or say why not in [security] "
+                                 "allow_insecure_transport")
+    api = httpx.URL(target.api_base_url) if target.api_base_url else None
+    if api is not None and api.scheme != "https" and not on_this_host(api.host):
+        found.missing.append(f"transport: API_BASE_URL {api.scheme}://{api.host} is not https: the app's API off "
+                             "this host only over https, or say why not in [security] allow_insecure_transport")
+    if gate.insecure_transport:
+        found.found = f"TLS not required ([security] allow_insecure_transport: {gate.insecure_transport})"
+        found.missing = []
+    else:
+        found.found = "verified TLS off this host (sslmode=verify-full, https)"
+    return found
+
+
 def _notify(target: CutoverTarget) -> Input:
     """Status updates are optional: said when absent, never refused."""
     if notify.configured(target.hooks):
@@ -147,13 +180,16 @@ def check_inputs(gate: GateConfig, target: CutoverTarget, reports: Path, run_dir
     """Every input, in the order the phases need them. Never raises for a missing input: it is listed. `run_dir`:
     the run the cut-over would continue, whose attestations count with the pending ones."""
     inputs: list[Input] = []
+    transport = None
     try:
-        with psycopg.connect(target.dsn, connect_timeout=10, autocommit=True) as conn:
+        with db.connect(target.dsn, connect_timeout=10, autocommit=True) as conn:
             inputs += _database(conn, gate)
             inputs.append(_key(conn, gate, target.key))
             inputs += _tools_and_folders(conn, reports)
+            transport = _transport(gate, target, conn)
     except psycopg.Error as exc:
         inputs.append(Input("database", missing=[redact_text(f"database: unreachable ({error_text(exc)})")]))
+    inputs.append(transport or _transport(gate, target, None))
     inputs += _api(target)
     inputs.append(Input("hooks", "maintenance on/off, deploy new/legacy schema", hook_problems(target.hooks)))
     inputs.append(Input("backup", f"encrypt {gate.backup.encrypt}; store_backup and fetch_backup hooks",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate import backup, baseline_digests, catalog, copies, migration
+from migration_gate import backup, baseline_digests, catalog, copies, db, migration
 from migration_gate.baseline_digests import Baseline
 from migration_gate.checks import Result, accounting, encryption, error_text, integrity, organizations, schema
 from migration_gate.checksums import database_checksums
@@ -64,7 +64,7 @@ def post_checks(conn: psycopg.Connection, gate: GateConfig, codec: PhiCodec,
 def _state(dsn: str) -> tuple[dict, catalog.Catalog]:
     """Every table of every user schema (the ORM's bookkeeping beside the app's tables): checksums and catalog.
     A rollback must return all of it, not only the schema the migration works in."""
-    with psycopg.connect(dsn) as conn:
+    with db.connect(dsn) as conn:
         found = catalog.inspect(conn)
         sums = {}
         for schema_name in found.schemas:
@@ -163,9 +163,9 @@ def _rehearse(result: Result, copy: copies.Copy, gate: GateConfig, key: str, rec
         if not migrated:
             return
         result.notes.append(f"migration on the copy took {took:.1f} s")
-        legacy = Baseline(recorded, lambda: psycopg.connect(copy.before_dsn, autocommit=True))
+        legacy = Baseline(recorded, lambda: db.connect(copy.before_dsn, autocommit=True))
         try:
-            with psycopg.connect(copy_db.dsn, autocommit=True) as conn:
+            with db.connect(copy_db.dsn, autocommit=True) as conn:
                 for check in post_checks(conn, gate, codec, baseline=legacy):
                     result.checked += 1
                     result.problems.extend(f"after migrating the copy: {p}" for p in check.problems)

@@ -22,6 +22,8 @@ from typing import TypeVar
 import psycopg
 from psycopg import sql
 
+from migration_gate import db
+
 T = TypeVar("T")
 EXTENSION = "pg_stat_statements"
 TEXT_CHARS = 160
@@ -88,7 +90,7 @@ def unavailable(conn: psycopg.Connection) -> str | None:
 def availability(dsn: str) -> str | None:
     """unavailable() on a connection of its own; a database that does not answer is a note too."""
     try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        with db.connect(dsn, autocommit=True, connect_timeout=10) as conn:
             return unavailable(conn)
     except psycopg.Error as exc:
         return f"{EXTENSION} not consulted: the database did not answer ({type(exc).__name__})"
@@ -123,7 +125,7 @@ def ran_during(dsn: str, work: Callable[[], T], limit: int = 3) -> tuple[T, list
     database that read the most blocks, None) or, when the view cannot serve, (its result, [], the note why).
     Other sessions' statements in the same window are counted too: run it while the app is otherwise quiet."""
     try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        with db.connect(dsn, autocommit=True, connect_timeout=10) as conn:
             note = unavailable(conn)
             before = _snapshot(conn) if note is None else {}
     except psycopg.Error as exc:
@@ -132,7 +134,7 @@ def ran_during(dsn: str, work: Callable[[], T], limit: int = 3) -> tuple[T, list
     if note is not None:
         return result, [], note
     try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        with db.connect(dsn, autocommit=True, connect_timeout=10) as conn:
             after = _snapshot(conn)
     except psycopg.Error as exc:
         return result, [], f"{EXTENSION} not consulted: the database did not answer ({type(exc).__name__})"

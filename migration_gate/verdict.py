@@ -54,6 +54,9 @@ def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, envi
     (the rehearsal) says so in both, so its green is never taken for the target's."""
     if state.app_version:
         environment = {**environment, "App version (after the last deploy)": state.app_version}
+    if gate.insecure_transport:  # the pre-flight let a remote target go without verified TLS: whoever signs, sees why
+        environment = {**environment, "Transport security": "verified TLS NOT required off this host ([security] "
+                                                            f"allow_insecure_transport: {gate.insecure_transport})"}
     state.environment, state.sandbox = environment, sandbox  # the watch rewrites the sign-off after each round
     state.save()
     report = signoff.write(state, Path(state.run_dir), environment, gate.downtime_minutes, sandbox=sandbox,

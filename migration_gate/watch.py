@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from migration_gate import attest, logsource, ownrequests, performance, signoff, watchreport, writes
+from migration_gate import attest, db, logsource, ownrequests, performance, signoff, watchreport, writes
 from migration_gate.checks import CheckFailed, Result, encryption, error_text, organizations, schema
 from migration_gate.checks import api as app
 from migration_gate.checks.api.client import send
@@ -191,7 +191,7 @@ class Watch:
         self._user_id: tuple[dict[str, str], object | None] = ({}, None)
         self._budgets, self._baseline_note = baseline_budgets(self.run_dir, self.gate)
         try:
-            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
+            with db.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
                 record.db_mark = writes.oldest_running_xid(conn)
                 since = previous.db_mark if previous else (self.run.write_mark or {}).get("xid")
                 scope = writes.written_since(int(since)) if since is not None else None

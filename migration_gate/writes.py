@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_gate import catalog
+from migration_gate import catalog, db
 from migration_gate.checksums import key_checksum
 from migration_gate.config import GateConfig
 
@@ -124,7 +124,7 @@ def _integer_key(table: catalog.Table) -> str | None:
 
 def take_mark(dsn: str) -> WriteMark:
     """The mark: the next transaction id, and every user table's rows and highest integer key."""
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+    with db.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         xid = int(conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text").fetchone()[0]) % XID_SPACE
         tables = {}
         for name, table in sorted(catalog.inspect(conn).tables.items()):
@@ -161,7 +161,7 @@ def count_since(dsn: str, mark: WriteMark, attribution: dict[str, str] | None = 
     table -> column) holds the gate's login id are its own."""
     attribution = attribution or {}
     found_tables: list[TableWrites] = []
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn, conn.transaction():
+    with db.connect(dsn, autocommit=True, connect_timeout=10) as conn, conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         now = catalog.inspect(conn).tables
         for name, table in sorted(now.items()):
@@ -207,7 +207,7 @@ def attribution(gate: GateConfig, dsn: str, username: str | None) -> tuple[dict[
         return columns, None
     users = api.users
     columns.setdefault(f"{users.schema}.{users.table}", users.key)
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+    with db.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         row = conn.execute(sql.SQL("SELECT {} FROM {} WHERE {} = %s").format(
             sql.Identifier(users.key), sql.Identifier(users.schema, users.table), sql.Identifier(users.username)),
             (username,)).fetchone()
@@ -267,7 +267,7 @@ def what_to_carry(dsn: str, gate: GateConfig, mark: WriteMark, writes: WritesSin
     the rows written since the migration, so that the rollback's result can be proven complete."""
     schema = gate.schema
     carried = Carried(schema=schema)
-    with psycopg.connect(dsn, connect_timeout=10) as conn, conn.transaction():
+    with db.connect(dsn, connect_timeout=10) as conn, conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         present = catalog.inspect(conn, [schema]).names(schema)
         for mapping in gate.tables:
@@ -286,7 +286,7 @@ def verify_carried(dsn: str, carried: Carried) -> list[str]:
     """After a SQL rollback: every legacy table holds exactly the keys its new table held (no row lost, none
     invented); one line per table that does not."""
     problems = []
-    with psycopg.connect(dsn, connect_timeout=10) as conn:
+    with db.connect(dsn, connect_timeout=10) as conn:
         for table in carried.tables:
             try:
                 rows, digest = key_checksum(conn, table.legacy, table.legacy_key, carried.schema)

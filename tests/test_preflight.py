@@ -3,6 +3,7 @@ before maintenance is switched on when any is missing, with the line that names 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -14,9 +15,10 @@ import psycopg
 import pytest
 
 from migration_gate import attest
-from migration_gate.config import load_config
+from migration_gate.config import ConfigError, load_config
 from migration_gate.progress import Progress
-from migration_gate.runstate import schema_state
+from migration_gate.runstate import RunState, schema_state
+from migration_gate.verdict import finish_run
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import DATABASE, Sandbox
 from tests.conftest import ROOT
@@ -88,7 +90,7 @@ def test_the_dry_run_lists_every_input_ready_and_changes_nothing(box: Sandbox, t
     plan = json.loads(done.stdout)
     assert plan["ready"] and [i["name"] for i in plan["inputs"] if not i["ok"]] == []
     assert {i["name"] for i in plan["inputs"]} == {"database", "schema", "role privileges", "key", "pg_dump",
-                                                   "reports folder", "API", "login", "hooks", "backup",
+                                                   "reports folder", "transport", "API", "login", "hooks", "backup",
                                                    "log source", "people", "notify"}
     human = cutover("--dry-run", env=env)
     assert human.returncode == 0 and "Ready: the cut-over can start." in human.stdout
@@ -166,3 +168,62 @@ def test_a_missing_input_refuses_before_maintenance(box: Sandbox, tmp_path: Path
     assert not list(reports.glob("*/state.json")), f"{case}: a run was recorded"
     with psycopg.connect(box.dsn) as conn:
         assert schema_state(conn, load_config()) == "legacy"
+
+
+# -- one TLS policy (issue 20 item 3): off this host, verified TLS or a recorded reason why not ---------------------
+
+def _remote_looking(box: Sandbox, sslmode: str) -> str:
+    """The sandbox's database under a name that is not this host's (hostaddr still reaches it, no network needed)."""
+    return psycopg.conninfo.make_conninfo(box.dsn, host="db.example.invalid", hostaddr="127.0.0.1", sslmode=sslmode)
+
+
+def _with_security(config: Path, value: str) -> Path:
+    """The description with [security] allow_insecure_transport = value (a TOML value)."""
+    opt_out = f"\n[security]\nallow_insecure_transport = {value}\n"
+    config.write_text(config.read_text().replace("\n[security]\n", opt_out))
+    return config
+
+
+def test_a_remote_database_without_verify_full_refuses(box: Sandbox, tmp_path: Path) -> None:
+    env = environment(box, write_config(tmp_path, tmp_path / "calls"), tmp_path / "reports",
+                      DATABASE_URL=_remote_looking(box, "prefer"))
+    done = cutover(env=env)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert ("transport: the database on db.example.invalid is reached with sslmode=prefer, not verify-full"
+            in done.stderr), done.stderr
+    assert not (tmp_path / "calls").exists()
+
+
+def test_an_api_off_this_host_over_http_refuses(box: Sandbox, tmp_path: Path) -> None:
+    env = environment(box, write_config(tmp_path, tmp_path / "calls"), tmp_path / "reports",
+                      API_BASE_URL="http://api.example.invalid")
+    done = cutover("--dry-run", env=env)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "MISSING transport: API_BASE_URL http://api.example.invalid is not https" in done.stdout, done.stdout
+
+
+def test_the_opt_out_lets_it_start_and_the_sign_off_records_why(box: Sandbox, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    reason = "reached through an SSH tunnel (OPS-123)"
+    config = _with_security(write_config(tmp_path, tmp_path / "calls"), f'"{reason}"')
+    env = environment(box, config, tmp_path / "reports", DATABASE_URL=_remote_looking(box, "prefer"))
+    done = cutover("--dry-run", "--json", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    transport = next(i for i in json.loads(done.stdout)["inputs"] if i["name"] == "transport")
+    assert transport["ok"] and reason in transport["found"]
+
+    run = tmp_path / "run"
+    run.mkdir()
+    state = RunState(run_dir=str(run), target="db.example.invalid", migration_file="m.sql", migration_sha256="0")
+    finish_run(argparse.Namespace(json=False), load_config(config), state, {"Target": "db.example.invalid"})
+    capsys.readouterr()
+    report = (run / "signoff.html").read_text()
+    assert ("<th>Transport security</th><td>verified TLS NOT required off this host ([security] "
+            f"allow_insecure_transport: {reason})</td>") in report
+
+
+@pytest.mark.parametrize("value", ['""', "true", '"""two\nlines"""'])
+def test_an_opt_out_without_a_reason_is_one_line(tmp_path: Path, value: str) -> None:
+    config = _with_security(write_config(tmp_path, tmp_path / "calls"), value)
+    with pytest.raises(ConfigError, match=r"\[security\]: allow_insecure_transport must be one non-empty line"):
+        load_config(config)

@@ -8,9 +8,7 @@ import stat
 import time
 from pathlib import Path
 
-import psycopg
-
-from migration_gate import backup
+from migration_gate import backup, db
 from migration_gate.catalog import inspect
 from migration_gate.checks import Result
 
@@ -110,7 +108,7 @@ def restores_to_recorded_content(dump: Path, server_dsn: str, keys: backup.Backu
         result.add(str(exc))
         return result
     try:
-        with psycopg.connect(restored) as conn:
+        with db.connect(restored) as conn:
             tables = inspect(conn).tables
         found = backup.table_checksums(restored, {k: t for k, t in tables.items() if k in record.checksums}, jobs)
         for table, (rows, digest) in sorted(record.checksums.items()):
