@@ -86,8 +86,9 @@ def restore_cmd(server: EmbeddedPostgres, name: str, args: list[str], env: dict[
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
-    run([backup.find_binaries().tool("pg_restore"), "--no-owner", "--exit-on-error", f"--dbname={server.dsn(name)}",
-         *args], env)
+    plain, secret = backup.split_password(server.dsn(name))
+    run([backup.find_binaries().tool("pg_restore"), "--no-owner", "--exit-on-error", f"--dbname={plain}",
+         *args], env | {"PGPASSWORD": secret.get("PGPASSWORD", "")})
     return 0
 
 

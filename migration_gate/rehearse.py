@@ -22,8 +22,9 @@ from pathlib import Path
 import psycopg
 
 from migration_gate import attest, copies
+from migration_gate.backup import split_password
 from migration_gate.config import REHEARSAL_KIND_ENV, ROOT, ConfigError, GateConfig, load_config, load_environment
-from migration_gate.embedded import EmbeddedError, kept_clusters, stop_kept
+from migration_gate.embedded import PASSFILE, EmbeddedError, cluster_serving, kept_clusters, stop_kept
 from migration_gate.errors import GateError, Refused
 from migration_gate.gate import Gate
 from migration_gate.hooks import CutoverTarget
@@ -140,7 +141,10 @@ def _rehearsal(args: argparse.Namespace, gate: GateConfig, provider: SandboxProv
             code = _watch(gate, target, run_dir, progress, args, getattr(sandbox, "log_source", None))
         if args.keep and not args.json:
             port = psycopg.conninfo.conninfo_to_dict(sandbox.dsn).get("port")
-            print(f"Kept running: psql '{sandbox.dsn}'  API {sandbox.api_base_url} (pid {sandbox.api_pid})\n"
+            folder = cluster_serving(int(port)) if str(port).isdigit() else None
+            login = f"PGPASSFILE={folder / PASSFILE} " if folder else ""  # the password stays in that 0600 file
+            print(f"Kept running: {login}psql '{split_password(sandbox.dsn)[0]}'  "
+                  f"API {sandbox.api_base_url} (pid {sandbox.api_pid})\n"
                   f"  stop and delete with: scripts/rehearse --stop-kept {port}  (or --stop-kept: every cluster "
                   "this checkout kept)"
                   + ("\n  your app ([rehearsal] app_new / app_legacy) was stopped: start it yourself against that "

@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -25,7 +24,7 @@ from psycopg import sql
 from migration_gate.backup import split_password
 from migration_gate.config import ConfigError, load_config
 from migration_gate.copies import DSN_ENV, OWNER_ENV, SOURCE_ENV, roles_granted
-from migration_gate.embedded import DEFAULT_BASE, OWNER_FILE, EmbeddedError, EmbeddedPostgres
+from migration_gate.embedded import OWNER_FILE, EmbeddedError, EmbeddedPostgres, cluster_serving
 from migration_gate.redact import redact_text
 from sandbox.roles import create_app_role
 
@@ -37,11 +36,12 @@ def _copy(source: str, cluster: EmbeddedPostgres) -> str:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     dest = cluster.dsn(name)
     plain_source, env = split_password(source)
+    plain_dest, dest_env = split_password(dest)
     tools = cluster.binaries
     dump = subprocess.Popen([tools.tool("pg_dump"), "-Fc", "-Z0", f"--dbname={plain_source}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ | env)
-    restore = subprocess.run([tools.tool("pg_restore"), "--no-owner", "--exit-on-error", f"--dbname={dest}"],
-                             stdin=dump.stdout, capture_output=True, text=True)
+    restore = subprocess.run([tools.tool("pg_restore"), "--no-owner", "--exit-on-error", f"--dbname={plain_dest}"],
+                             stdin=dump.stdout, capture_output=True, text=True, env=dest_env)
     assert dump.stdout is not None
     dump.stdout.close()
     dumped = dump.wait()
@@ -76,27 +76,13 @@ def create() -> int:
     return 0
 
 
-def _cluster_serving(port: int) -> Path | None:
-    """The folder of our cluster listening on this port (postmaster.pid's fourth line)."""
-    if not DEFAULT_BASE.is_dir():
-        return None
-    for folder in DEFAULT_BASE.iterdir():
-        try:
-            lines = (folder / "data" / "postmaster.pid").read_text().splitlines()
-        except OSError:
-            continue
-        if len(lines) > 3 and lines[3].strip() == str(port):
-            return folder
-    return None
-
-
 def delete() -> int:
     dsn = os.environ.get(DSN_ENV)
     if not dsn:
         print(f"sandbox.copies delete: {DSN_ENV} not set", file=sys.stderr)
         return 2
     port = int(psycopg.conninfo.conninfo_to_dict(dsn).get("port") or 5432)
-    folder = _cluster_serving(port)
+    folder = cluster_serving(port)
     if folder is None:
         print(f"no sandbox copy cluster serves port {port} (already deleted)")
         return 0

@@ -13,7 +13,7 @@ from psycopg import sql
 
 from migration_gate import catalog
 from migration_gate.config import AppRole
-from migration_gate.embedded import EmbeddedPostgres
+from migration_gate.embedded import EmbeddedPostgres, password_for
 
 
 def create_app_role(cluster: EmbeddedPostgres, app_role: AppRole) -> str:
@@ -27,10 +27,14 @@ def create_app_role(cluster: EmbeddedPostgres, app_role: AppRole) -> str:
 
 
 def as_role(dsn: str, role: str) -> str:
-    """The same connection string for another role (trust authentication in the sandbox: no password)."""
+    """The same connection string for another role, with that role's password when the DSN is one of our
+    embedded clusters (each role has its own), else without one."""
     info = psycopg.conninfo.conninfo_to_dict(dsn)
     info["user"] = role
     info.pop("password", None)
+    password = password_for(int(info["port"]), role) if str(info.get("port", "")).isdigit() else None
+    if password:
+        info["password"] = password
     return psycopg.conninfo.make_conninfo(**info)
 
 

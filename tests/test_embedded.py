@@ -19,6 +19,7 @@ import pytest
 
 from migration_gate.embedded import (
     OWNER_FILE,
+    EmbeddedError,
     EmbeddedPostgres,
     KeptCluster,
     find_binaries,
@@ -40,6 +41,30 @@ def test_cluster_runs_on_loopback_with_durability_off(pg: EmbeddedPostgres) -> N
     assert len(str(pg.socket_dir)) < 60, "socket folder must stay short (107-byte socket path limit)"
 
 
+def _psql_without_password(pg: EmbeddedPostgres, role: str) -> subprocess.CompletedProcess[str]:
+    """psql over TCP as `role` with no password (-w: never prompt), run as another local user when we are root
+    (uid 65534), with no passfile or PG* variable to lean on."""
+    other = {"user": 65534, "group": 65534, "extra_groups": []} if os.geteuid() == 0 else {}
+    env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "PGPASSFILE": "/nonexistent", "PGCONNECT_TIMEOUT": "5"}
+    return subprocess.run([pg.binaries.tool("psql"), "-X", "-w", "-h", "127.0.0.1", "-p", str(pg.port), "-U", role,
+                           "-d", "postgres", "-Atc", "SELECT current_user"],
+                          capture_output=True, text=True, timeout=30, cwd="/", env=env, **other)
+
+
+def test_another_local_user_cannot_log_in_without_a_password_and_the_folders_are_private(pg: EmbeddedPostgres
+                                                                                         ) -> None:
+    """Issue 20 item 1: initdb --auth=trust let any local user in over 127.0.0.1 as the superuser."""
+    for role in (pg.user, pg.owner):
+        done = _psql_without_password(pg, role)
+        assert done.returncode != 0 and done.stdout.strip() != role, f"{role} logged in without a password"
+        assert "password" in done.stderr, done.stderr
+    for folder in (pg.dir, pg.socket_dir):
+        assert folder.stat().st_mode & 0o777 == 0o700, f"{folder} is {folder.stat().st_mode & 0o777:o}"
+    assert pg.passfile.stat().st_mode & 0o777 == 0o600
+    with psycopg.connect(pg.admin_dsn()) as conn:  # the password the cluster hands out is what lets us in
+        assert conn.execute("SELECT current_user").fetchone() == (pg.user,)
+
+
 @pytest.fixture
 def base() -> Iterator[Path]:
     """A cluster base folder of this test's own, where the server's account can enter (tmp_path is private)."""
@@ -51,13 +76,13 @@ def base() -> Iterator[Path]:
 
 def test_stop_deletes_the_cluster(base: Path) -> None:
     cluster = EmbeddedPostgres(base=base).start()
-    folder, port = cluster.dir, cluster.port
+    folder, admin = cluster.dir, cluster.admin_dsn()
     with psycopg.connect(cluster.dsn()) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     cluster.stop()
     assert not folder.exists()
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=2)
+        psycopg.connect(admin, connect_timeout=2)
 
 
 def test_sweep_removes_a_cluster_whose_owner_was_killed(base: Path) -> None:
@@ -102,6 +127,42 @@ def test_sweep_spares_a_folder_a_sibling_is_starting_and_sweeps_it_once_abandone
     old = time.time() - 3600
     os.utime(starting, (old, old))
     assert sweep_stale(base) == [starting] and not starting.exists()
+
+
+def test_the_sweep_never_signals_a_process_a_planted_postmaster_pid_names(tmp_path: Path) -> None:
+    """Issue 20 item 8: a postmaster.pid naming an unrelated process made the sweep SIGQUIT it."""
+    base = tmp_path / "base"
+    planted = base / "cplanted"
+    (planted / "data").mkdir(parents=True)
+    (planted / OWNER_FILE).write_text("999999999")  # its owner is gone
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        (planted / "data" / "postmaster.pid").write_text(f"{bystander.pid}\n{planted / 'data'}\n0\n5432\n")
+        assert sweep_stale(base) == [planted] and not planted.exists()
+        time.sleep(0.3)
+        assert bystander.poll() is None, "the sweep signalled a process that is no postmaster of that folder"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_a_base_folder_others_may_write_in_is_refused(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    base.chmod(0o777)
+    for attempt in (lambda: sweep_stale(base), lambda: EmbeddedPostgres(base=base).start()):
+        with pytest.raises(EmbeddedError, match=r"cluster base folder .*base is writable by others \(mode 777\)"):
+            attempt()
+    assert list(base.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another uid needs root")
+def test_a_base_folder_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    base.mkdir(mode=0o711)
+    os.chown(base, 65534, 65534)
+    with pytest.raises(EmbeddedError, match=r"cluster base folder .*base belongs to uid 65534, not to us"):
+        EmbeddedPostgres(base=base).start()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the ordinary-user path is the one this run already takes")
