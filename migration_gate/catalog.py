@@ -394,7 +394,15 @@ def user_schemas(conn: psycopg.Connection) -> tuple[str, ...]:
 
 
 def inspect(conn: psycopg.Connection, schemas: Iterable[str] | None = None) -> Catalog:
-    """Read the catalog of the given schemas (default: every user schema) in one pass of eight queries."""
+    """Read the catalog of the given schemas (default: every user schema) in one pass of eight queries, under
+    the gate's pinned search_path whatever the session's own: pg_get_constraintdef() and its kin qualify names
+    by the search_path, so a definition recorded in one session must read the same in every other."""
+    with conn.transaction():
+        conn.execute("SELECT set_config('search_path', 'pg_catalog, pg_temp', true)")
+        return _inspect(conn, schemas)
+
+
+def _inspect(conn: psycopg.Connection, schemas: Iterable[str] | None) -> Catalog:
     names = tuple(schemas) if schemas is not None else user_schemas(conn)
     rows = conn.execute(_TABLES, {"schemas": list(names)}).fetchall()
     by_oid = {oid: {"schema": ns, "name": rel, "rls": rls, "force_rls": force, "columns": {}, "constraints": {},
