@@ -486,7 +486,9 @@ _PROPERTIES = {
                       "x.contype NOT IN ('u', 'c', 'n')",
                       "CASE WHEN x.contype <> 'p' THEN 'definition ' || md5(pg_get_constraintdef(x.oid)) END"),
     "pg_proc": ("NULL", "true",
-                """'definition ' || md5(pg_get_functiondef(x.oid)),
+                """'definition ' || md5(CASE WHEN x.prokind = 'a'  -- pg_get_functiondef() refuses aggregates
+                       THEN (SELECT a::text FROM pg_aggregate a WHERE a.aggfnoid = x.oid)
+                       ELSE pg_get_functiondef(x.oid) END),
                    CASE WHEN x.prosecdef THEN 'security definer' END,
                    CASE WHEN x.proconfig IS NOT NULL THEN 'set ' || array_to_string(x.proconfig, ',') END"""),
     "pg_type": ("NULL", "true",
