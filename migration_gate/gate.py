@@ -713,8 +713,8 @@ class Gate:
             backup.fetch_back(backup.BackupRecord.load(dump, keys.record_key), self.target.hooks, self.run_dir.name)
         backup.restore_in_place(dump, self.target.dsn, keys=keys, timeout_s=self.gate.backup.dump_timeout_seconds,
                                 application_name=self.session_tag, expected=self.state.backup)
-        record.detail = (f"restored {dump.name} (record authenticated; file and plaintext sha256 of the stream "
-                         "restored equal to state.json's before COMMIT)")
+        record.detail = (f"restored {dump.name} (record authenticated, decrypted into pg_restore; the stream's file "
+                         "and plaintext sha256 equal to state.json's before COMMIT)")
         return True
 
     def _backup_keys(self) -> backup.BackupKeys:
