@@ -169,10 +169,11 @@ class ForgeThenFail(SandboxHooks):
         raise RuntimeError("the host's deploy failed")
 
 
-def test_a_forged_backup_in_the_run_folder_is_not_restored(sandbox: Sandbox, tmp_path: Path) -> None:
+def test_a_forged_backup_in_the_run_folder_is_not_restored(sandbox: Sandbox, tmp_path: Path, monkeypatch) -> None:
     with psycopg.connect(sandbox.dsn) as conn:  # the attacker's version of the data
         conn.execute("UPDATE clients_hipaa SET status = 'forged' WHERE id = (SELECT min(id) FROM clients_hipaa)")
-    attacker = BackupKeys(recipients=sandbox.backup_keys.recipients, record_key=None)  # public keys only
+    monkeypatch.delenv("PHI_ENCRYPTION_KEY", raising=False)  # the attacker has the public keys, not the PHI key
+    attacker = BackupKeys(recipients=sandbox.backup_keys.recipients)
     forged = Path(backup.take_backup(sandbox.dsn, tmp_path / "attacker", keys=attacker).path)
     with psycopg.connect(sandbox.dsn) as conn:
         conn.execute("UPDATE clients_hipaa SET status = 'active' WHERE status = 'forged'")
