@@ -38,7 +38,7 @@ from migration_gate.checks import Result
 from migration_gate.checks.api.auth import login as api_login
 from migration_gate.checks.api.client import body_of, send
 from migration_gate.config import AnswerLogin, AnswerRequest, AnswersConfig
-from migration_gate.phi import parse_key
+from migration_gate.phi import derived_key
 
 FOLDER = "answers"
 OWN_WRITES = "own_writes.json"
@@ -95,9 +95,8 @@ class Digester:
     """Keyed digests: HMAC-SHA256 under a key derived from the PHI key and the recording's nonce."""
 
     def __init__(self, phi_key: str | bytes, nonce: str) -> None:
-        raw = phi_key if isinstance(phi_key, bytes) else parse_key(phi_key)
         self.nonce = nonce
-        self._key = hmac.new(raw, b"migration-gate answers " + nonce.encode(), hashlib.sha256).digest()
+        self._key = derived_key(phi_key, b"migration-gate answers " + nonce.encode())
 
     def __call__(self, value: Any) -> str:
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import errno
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -46,6 +47,7 @@ from migration_gate.checksums import table_checksum
 from migration_gate.config import BackupConfig
 from migration_gate.embedded import PgBinaries, find_binaries
 from migration_gate.hooks import command_problems
+from migration_gate.phi import PhiKeyError, derived_key
 from migration_gate.redact import connection_cause, describe_target, redact_text
 
 RECORD_SUFFIX = ".json"
@@ -56,10 +58,30 @@ IDENTITY_ENV = "GATE_BACKUP_IDENTITY"  # an age identity file's path, or the AGE
 RECIPIENTS_ENV = "GATE_BACKUP_RECIPIENTS"  # extra age public keys (the sandbox's own), comma or space separated
 CHUNK = 1 << 16
 TOOL_TIMEOUT_S = 60.0  # pg_dump/pg_restore --version and --list
+PHI_KEY_ENV = "PHI_ENCRYPTION_KEY"  # the record's MAC key is derived from it (record_key)
+RECORD_PURPOSE = b"migration-gate backup record"  # phi.derived_key's purpose for the record's MAC
+# CVE-2025-8714 (a dump's content could run psql meta-commands in the restoring session): fixed in these minors
+PG_RESTORE_FIXED = {17: 6, 16: 10, 15: 14, 14: 19, 13: 22}
 
 
 class BackupError(RuntimeError):
     """A backup or restore step failed; the message is one clear line, with secrets redacted."""
+
+
+def record_key(phi_key: str | bytes | None) -> bytes | None:
+    """The key of the backup record's MAC, derived from the PHI key (phi.derived_key, as the answers recordings'
+    digests are); None without a PHI key. Whoever can write the run folder but lacks the PHI key cannot forge a
+    record, while any holder of a recipient's public key can write a valid age file."""
+    if not phi_key:
+        return None
+    try:
+        return derived_key(phi_key, RECORD_PURPOSE)
+    except PhiKeyError as exc:
+        raise BackupError(str(exc)) from None
+
+
+def _environment_record_key() -> bytes | None:
+    return record_key(os.environ.get(PHI_KEY_ENV))
 
 
 @dataclass(frozen=True)
@@ -70,6 +92,8 @@ class BackupKeys:
     encrypt: str = "age"
     recipients: tuple[str, ...] = ()
     identities: tuple[str, ...] = field(default=(), repr=False)
+    # the record's MAC key (record_key): from PHI_ENCRYPTION_KEY unless given; None only without a PHI key
+    record_key: bytes | None = field(default_factory=_environment_record_key, repr=False)
 
     @classmethod
     def generate(cls) -> BackupKeys:
@@ -78,14 +102,16 @@ class BackupKeys:
         return cls(recipients=(str(identity.to_public()),), identities=(str(identity),))
 
     @classmethod
-    def from_environment(cls, settings: BackupConfig | None = None, env: Mapping[str, str] | None = None
-                         ) -> BackupKeys:
-        """[backup] recipients plus GATE_BACKUP_RECIPIENTS; the identity from GATE_BACKUP_IDENTITY."""
+    def from_environment(cls, settings: BackupConfig | None = None, env: Mapping[str, str] | None = None,
+                         phi_key: str | None = None) -> BackupKeys:
+        """[backup] recipients plus GATE_BACKUP_RECIPIENTS; the identity from GATE_BACKUP_IDENTITY; the record's
+        MAC key from phi_key (the gate's target key), else the environment's PHI_ENCRYPTION_KEY."""
         settings = settings or BackupConfig()
         env = os.environ if env is None else env
         extra = tuple(r for r in re.split(r"[\s,]+", env.get(RECIPIENTS_ENV, "")) if r)
         return cls(encrypt=settings.encrypt, recipients=tuple(dict.fromkeys(settings.recipients + extra)),
-                   identities=_read_identities(env.get(IDENTITY_ENV, "")))
+                   identities=_read_identities(env.get(IDENTITY_ENV, "")),
+                   record_key=record_key(phi_key or env.get(PHI_KEY_ENV)))
 
     @property
     def encrypting(self) -> bool:
@@ -195,31 +221,70 @@ class BackupRecord:
     compress: int = 1  # pg_dump --compress (gzip level) it was taken with; dumps before [backup] compress: 1
     jobs: int = 1  # connections that took the snapshot's checksums beside pg_dump
     table_bytes: dict[str, int] = field(default_factory=dict)  # "schema.table" -> bytes on disk (relpages) then
+    catalog_sha256: str = ""  # of the catalog record beside the dump: the MAC covers it through this digest
+    mac: str = ""  # HMAC-SHA256 of every other field under record_key (the PHI key's): "" written without one
 
-    def save(self) -> Path:
+    def _mac(self, key: bytes) -> str:
+        fields = {k: v for k, v in asdict(self).items() if k != "mac"}
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+    def save(self, key: bytes | None) -> Path:
+        """Written atomically, owner-only, with the catalog's sha256 and a MAC under `key` (record_key) that
+        covers both; key None (no PHI key at all) writes an unauthenticated record."""
+        catalog_file = Path(self.path + CATALOG_SUFFIX)
+        catalog_sha = sha256_file(catalog_file) if catalog_file.is_file() else ""
+        signed = dataclasses.replace(self, catalog_sha256=catalog_sha, mac="")
+        signed = dataclasses.replace(signed, mac=signed._mac(key) if key else "")
         record = Path(self.path + RECORD_SUFFIX)
         tmp = record.with_name(record.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.write_text(json.dumps(asdict(signed), indent=2))
         os.chmod(tmp, 0o600)
         tmp.replace(record)
         return record
 
     def summary(self) -> dict:
         """What the run's state and the sign-off carry: names, sizes, digests, location; no checksums."""
-        return {k: v for k, v in asdict(self).items() if k not in ("checksums", "counters", "table_bytes")}
+        return {k: v for k, v in asdict(self).items() if k not in ("checksums", "counters", "table_bytes", "mac")}
 
     @classmethod
-    def load(cls, dump: Path) -> BackupRecord:
+    def load(cls, dump: Path, key: bytes | None | str = "environment") -> BackupRecord:
+        """The record beside a dump, authenticated: with a key (record_key; by default the environment's PHI key)
+        a record without a valid MAC is refused, whoever wrote it; without any PHI key an authenticated record
+        cannot be verified and is refused too, and an unauthenticated one is read as it is."""
         try:
             data = json.loads(Path(str(dump) + RECORD_SUFFIX).read_text())
-            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+            found = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
         except (OSError, ValueError, TypeError, AttributeError):
             raise BackupError(f"no readable backup record next to {dump}") from None
+        found.authenticate(_environment_record_key() if isinstance(key, str) else key)
+        return found
+
+    def authenticate(self, key: bytes | None) -> None:
+        name = Path(self.path).name
+        if key is None:
+            if self.mac:
+                raise BackupError(f"the record of backup {name} is authenticated, but no {PHI_KEY_ENV} is set to "
+                                  "verify it: refusing to use it")
+            return
+        if not self.mac:
+            raise BackupError(f"the record of backup {name} carries no MAC (written without the PHI key, or not by "
+                              "the gate): refusing to use it")
+        if not hmac.compare_digest(self.mac, self._mac(key)):
+            raise BackupError(f"the record of backup {name} does not authenticate under the PHI key (forged or "
+                              "altered): refusing to use it")
 
     def catalog(self) -> catalog.Catalog:
-        """The schema at the dump's snapshot (what a rollback must bring back exactly)."""
+        """The schema at the dump's snapshot (what a rollback must bring back exactly), as authenticated by the
+        record's MAC (its sha256 is in the record)."""
+        path = Path(self.path + CATALOG_SUFFIX)
         try:
-            return catalog.Catalog.load(Path(self.path + CATALOG_SUFFIX))
+            found = sha256_file(path)
+            if (self.catalog_sha256 or self.mac) and found != self.catalog_sha256:
+                raise BackupError(f"the catalog record of backup {Path(self.path).name} is not the one recorded "
+                                  f"(sha256 {found[:12]}, recorded {self.catalog_sha256[:12] or 'none'}): "
+                                  "refusing to use it")
+            return catalog.Catalog.load(path)
         except (OSError, ValueError, TypeError, KeyError):
             raise BackupError(f"no readable catalog record next to {self.path}") from None
 
@@ -235,6 +300,30 @@ def sha256_file(path: Path) -> str:
 # The DSN without its password and a client tool's environment (libpq's settings as the gate's sessions see
 # them): migration_gate.db.client_env, under the name its callers know.
 split_password = db.client_env
+
+
+def pg_restore_problem(version_text: str) -> str | None:
+    """One line when this pg_restore predates the fix of CVE-2025-8714 (a dump's content could run psql
+    meta-commands in the restoring session) or its major is out of support; None when it is fixed. version_text:
+    what `pg_restore --version` prints."""
+    match = re.search(r"\b(\d+)(?:\.(\d+))?", version_text)
+    if not match:
+        return f"pg_restore reports no version ({version_text.strip()[:60]!r}): cannot check it for CVE-2025-8714"
+    major, minor = int(match.group(1)), int(match.group(2) or 0)
+    if major > max(PG_RESTORE_FIXED):
+        return None
+    if major not in PG_RESTORE_FIXED:
+        return (f"pg_restore {major}.{minor} is an unsupported major with no fix for CVE-2025-8714: use "
+                f"pg_restore {max(PG_RESTORE_FIXED)}.{PG_RESTORE_FIXED[max(PG_RESTORE_FIXED)]} or newer")
+    if minor < PG_RESTORE_FIXED[major]:
+        return (f"pg_restore {major}.{minor} predates the fix of CVE-2025-8714: use {major}."
+                f"{PG_RESTORE_FIXED[major]} or newer")
+    return None
+
+
+def tool_version(binaries: PgBinaries, tool: str) -> str:
+    return subprocess.run([binaries.tool(tool), "--version"], capture_output=True, text=True,
+                          timeout=TOOL_TIMEOUT_S).stdout.strip()
 
 
 def tool_major(binaries: PgBinaries, tool: str) -> int:
@@ -520,7 +609,7 @@ def take_backup(dsn: str, folder: Path, binaries: PgBinaries | None = None, name
         keep_local_until=(taken_at + timedelta(days=retention_days)).date().isoformat(), compress=compress,
         jobs=jobs, table_bytes={k: v for k, v in sizes.items() if k in checksums})
     try:
-        record.save()
+        record = BackupRecord.load(record.save(keys.record_key).with_suffix(""), keys.record_key)  # as saved
     except OSError as exc:
         _discard(target)
         raise BackupError("the backup could not be recorded: "
@@ -783,13 +872,36 @@ def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
-def verify_unchanged(dump: Path) -> BackupRecord:
-    """The record of a dump whose sha256 still matches it; refuses (BackupError) otherwise."""
-    record = BackupRecord.load(dump)
+def recorded_as_taken(dump: Path, record: BackupRecord, expected: Mapping[str, Any] | None) -> None:
+    """The authenticated record names the digests the run recorded in state.json at backup time (`expected`:
+    the state's backup summary; the off-box copy was fetched back and verified against the same sha256). No
+    file is read: the file itself is hashed where it is read (verify_unchanged, restore_in_place)."""
+    if not expected:
+        return
+    for what in ("sha256", "plaintext_sha256"):
+        want = str(expected.get(what) or "")
+        if want and getattr(record, what) != want:
+            raise BackupError(f"backup {Path(dump).name}: its record's {what} {getattr(record, what)[:12]} is not "
+                              f"the {want[:12]} state.json recorded at backup time: refusing to restore it")
+
+
+def _digest_mismatch(dump: Path, what: str, found: str, want: str, expected: Mapping[str, Any] | None) -> str:
+    where = "state.json recorded at backup time" if expected and expected.get(what) else "the record says"
+    return (f"backup {Path(dump).name}: {what} {found[:12]} as read, {where} {want[:12]}: refusing to restore it "
+            "(nothing was restored)")
+
+
+def verify_unchanged(dump: Path, keys: BackupKeys | None = None, expected: Mapping[str, Any] | None = None
+                     ) -> BackupRecord:
+    """The authenticated record of a dump whose sha256 still matches it and, given the run's state.json backup
+    summary (`expected`), what was recorded at backup time; refuses (BackupError) otherwise."""
+    record = BackupRecord.load(dump, keys.record_key if keys is not None else "environment")
+    recorded_as_taken(dump, record, expected)
     if not dump.is_file():
         raise BackupError(f"backup {dump} does not exist")
-    if sha256_file(dump) != record.sha256:
-        raise BackupError(f"backup {dump} no longer matches its recorded sha256: refusing to restore it")
+    found = sha256_file(dump)
+    if found != record.sha256:
+        raise BackupError(_digest_mismatch(dump, "sha256", found, record.sha256, expected))
     return record
 
 
@@ -828,29 +940,147 @@ END $gate$;
 """
 
 
+class _ListThenRestore(io.RawIOBase):
+    """The one decrypted stream of a restore: first into `pg_restore --list` (the archive's table of contents is
+    at its head), the bytes kept in memory only until that has read them; a dump with large objects is refused
+    there; then the kept bytes and the rest into `pg_restore -f -`, whose script goes into psql's stdin."""
+
+    def __init__(self, binaries: PgBinaries, script: IO[bytes], name: str) -> None:
+        super().__init__()
+        self.binaries, self.script, self.name = binaries, script, name
+        self.listing = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.kept: list[bytes] = []
+        self.lister: subprocess.Popen | None = subprocess.Popen(
+            [binaries.tool("pg_restore"), "--list"], stdin=subprocess.PIPE, stdout=self.listing,
+            stderr=self.errors)
+        self.restorer: subprocess.Popen | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        if self.restorer is not None:
+            assert self.restorer.stdin is not None
+            self.restorer.stdin.write(chunk)
+            return len(chunk)
+        assert self.lister is not None and self.lister.stdin is not None
+        self.kept.append(chunk)
+        try:
+            self.lister.stdin.write(chunk)
+        except BrokenPipeError:  # it has read the table of contents and ended
+            self._start_restore()
+        return len(chunk)
+
+    def _start_restore(self) -> None:
+        assert self.lister is not None and self.lister.stdin is not None
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.lister.stdin.close()
+        code = self.lister.wait(timeout=TOOL_TIMEOUT_S)
+        self.lister = None
+        self.listing.seek(0)
+        entries = self.listing.read().decode("utf-8", "replace").splitlines()
+        self.errors.seek(0)
+        if code != 0:
+            raise _fail(f"pg_restore cannot read {self.name}", self.errors.read().decode("utf-8", "replace"))
+        if any(" BLOB " in entry or "LARGE OBJECT" in entry for entry in entries if not entry.startswith(";")):
+            raise BackupError(f"{self.name} holds large objects: restore it with pg_restore by hand (not atomic)")
+        self.errors.seek(0)
+        self.errors.truncate()
+        self.restorer = subprocess.Popen([self.binaries.tool("pg_restore"), "-f", "-"], stdin=subprocess.PIPE,
+                                         stdout=self.script, stderr=self.errors)
+        assert self.restorer.stdin is not None
+        for chunk in self.kept:
+            self.restorer.stdin.write(chunk)
+        self.kept = []
+
+    def finish(self) -> tuple[int, str]:
+        """The end of the stream: pg_restore's exit code and stderr."""
+        if self.lister is not None:
+            self._start_restore()
+        assert self.restorer is not None and self.restorer.stdin is not None
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.restorer.stdin.close()
+        code = self.restorer.wait()
+        self.errors.seek(0)
+        return code, self.errors.read().decode("utf-8", "replace")
+
+    def stop(self) -> None:
+        """After a failure: both children ended, nothing more goes to psql."""
+        for proc in (self.lister, self.restorer):
+            if proc is not None:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+                proc.wait()
+        self.lister = self.restorer = None
+        self.listing.close()
+        self.errors.close()
+
+
+def _read_once(path: Path, keys: BackupKeys, sink: IO[bytes]) -> tuple[_Hashing, _Hashing]:
+    """The file read once: its bytes hashed as read, decrypted (an age file) into `sink` with the plaintext hashed
+    on the way; returns the file's and the plaintext's hashers."""
+    try:
+        with open(path, "rb") as source:
+            raw = _Hashing(source)
+            reader = io.BufferedReader(raw, CHUNK)
+            plain = _Hashing(sink)
+            if reader.peek(len(AGE_MAGIC))[:len(AGE_MAGIC)] == AGE_MAGIC:
+                identities = keys.age_identities(Path(path).name)
+                try:
+                    pyrage.decrypt_io(reader, plain, identities)
+                except pyrage.DecryptError:
+                    raise BackupError(f"{Path(path).name} cannot be decrypted with the identity in {IDENTITY_ENV} "
+                                      "(it is encrypted to other recipients)") from None
+            else:
+                shutil.copyfileobj(reader, plain, CHUNK)
+            while reader.read(CHUNK):  # what follows the age stream, if anything: the file's digest covers it all
+                pass
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise BackupError(f"backup {path} does not exist") from None
+        raise BackupError(f"{Path(path).name} is corrupt or truncated (age decryption failed)") from None
+    return raw, plain
+
+
 def restore_in_place(dump: Path, dsn: str, binaries: PgBinaries | None = None, lock_timeout_s: int = 60,
                      keys: BackupKeys | None = None, timeout_s: float = 3600.0,
-                     application_name: str | None = None) -> None:
-    """Put the target database back to the dump, atomically, with owners and grants as dumped.
+                     application_name: str | None = None, expected: Mapping[str, Any] | None = None) -> None:
+    """Put the target database back to the dump, atomically, with owners and grants as dumped, and only if the
+    bytes restored are the backup that was taken.
 
-    One psql transaction: empty the public schema, then pg_restore's script (the dump decrypted into its stdin)
-    streamed in with ON_ERROR_STOP; COMMIT is sent only after pg_restore finished cleanly. A dump with large
-    objects is refused (their data comes with transaction control of its own, which would break the
-    all-or-nothing).
+    Before anything: the record is authenticated (its MAC under the PHI key's record_key) and names the digests
+    `expected` (the run's state.json backup summary) recorded at backup time. Then one psql transaction: empty
+    the public schema, then pg_restore's script streamed in with ON_ERROR_STOP. The file is read once: its bytes
+    hashed as read, decrypted, the plaintext hashed as it goes into pg_restore's stdin (first through
+    `pg_restore --list`, which refuses a dump with large objects: their data comes with transaction control of
+    its own, which would break the all-or-nothing). COMMIT is written only after pg_restore exited 0 AND both
+    digests of the stream just restored equal the recorded ones; otherwise psql's stdin is closed without it
+    and the server rolls the whole transaction back: a swapped or altered file never commits.
 
     Why a killed caller (SIGKILL) cannot leave the database half restored: the only COMMIT psql ever reads is
-    the one written below, by this process, after pg_restore exited 0; pg_restore's own script has no
-    transaction control (no large objects). With the caller dead, pg_restore reads the end of its input, fails
-    on the truncated archive and exits; psql then reads the end of its input and exits with the transaction
-    open, so the server rolls it back (a statement cut short at the end is at worst an error, never a COMMIT).
-    Until then the orphaned psql holds its locks; the resumed run ends its session by its application_name.
-    The plaintext only ever goes through pipes, never a file."""
+    the one written below, by this process, after those checks; pg_restore's own script has no transaction
+    control (no large objects). With the caller dead, pg_restore reads the end of its input, fails on the
+    truncated archive and exits; psql then reads the end of its input and exits with the transaction open, so
+    the server rolls it back (a statement cut short at the end is at worst an error, never a COMMIT). Until then
+    the orphaned psql holds its locks; the resumed run ends its session by its application_name. The plaintext
+    only ever goes through pipes and, for the table of contents at the archive's head, memory; never a file."""
     binaries = binaries or find_binaries()
     keys = keys if keys is not None else BackupKeys.from_environment()
-    verify_unchanged(dump)
-    if any(" BLOB " in entry or "LARGE OBJECT" in entry for entry in list_contents(dump, binaries, keys)):
-        raise BackupError(f"{dump} holds large objects: restore it with pg_restore by hand (not atomic)")
+    dump = Path(dump)
+    record = BackupRecord.load(dump, keys.record_key)
+    recorded_as_taken(dump, record, expected)
+    if not record.plaintext_sha256:
+        raise BackupError(f"the record of backup {dump.name} has no plaintext sha256: the restore cannot be checked")
+    if not dump.is_file():
+        raise BackupError(f"backup {dump} does not exist")
     plain_dsn, env = split_password(with_application_name(dsn, application_name))
+    code, script_text, mismatch = 0, "", ""
+    raw: _Hashing | None = None
+    plain: _Hashing | None = None
     with tempfile.TemporaryFile() as psql_err:
         psql = subprocess.Popen([binaries.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", plain_dsn,
                                  "-f", "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_err,
@@ -861,10 +1091,19 @@ def restore_in_place(dump: Path, dsn: str, binaries: PgBinaries | None = None, l
                 psql.stdin.write(f"BEGIN;\nSET LOCAL client_min_messages = warning;\nSET LOCAL lock_timeout = "
                                  f"'{int(lock_timeout_s)}s';\n{_EMPTY_PUBLIC}\n".encode())
                 psql.stdin.flush()  # before pg_restore writes to the same pipe
-                code, script_text = _pipe_into(Path(dump), keys, [binaries.tool("pg_restore"), "-f", "-"], None,
-                                               timeout_s, stdout=psql.stdin)
+                feed = _ListThenRestore(binaries, psql.stdin, dump.name)
+                try:
+                    with contextlib.suppress(BrokenPipeError):  # pg_restore stopped: its exit code says why
+                        raw, plain = _read_once(dump, keys, feed)
+                        for what, found, want in (("sha256", raw.hexdigest(), record.sha256),
+                                                  ("plaintext_sha256", plain.hexdigest(), record.plaintext_sha256)):
+                            if found != want and not mismatch:
+                                mismatch = _digest_mismatch(dump, what, found, want, expected)
+                    code, script_text = feed.finish()
+                finally:
+                    feed.stop()
                 with contextlib.suppress(BrokenPipeError):  # psql stopped at an error; its stderr says which
-                    if code == 0:
+                    if code == 0 and not mismatch and raw is not None and plain is not None:
                         psql.stdin.write(b"COMMIT;\n")
                     psql.stdin.close()
                 psql.wait()
@@ -875,6 +1114,8 @@ def restore_in_place(dump: Path, dsn: str, binaries: PgBinaries | None = None, l
                 psql.wait()
         psql_err.seek(0)
         psql_text = psql_err.read().decode("utf-8", "replace")
+    if mismatch:
+        raise BackupError(mismatch)
     if code != 0:
         raise _fail("pg_restore could not stream the backup (nothing was changed)", script_text + psql_text)
     if psql.returncode != 0:
@@ -916,8 +1157,7 @@ def store_offsite(record: BackupRecord, hooks: object, run_id: str, keys: Backup
         dest.unlink(missing_ok=True)
     stored = dataclasses.replace(record, location=location,
                                  remote_verified=datetime.now(UTC).isoformat(timespec="seconds"))
-    stored.save()
-    return stored
+    return BackupRecord.load(stored.save(keys.record_key).with_suffix(""), keys.record_key)
 
 
 def fetch_back(record: BackupRecord, hooks: object, run_id: str) -> None:
@@ -970,8 +1210,8 @@ def changes_since(dsn: str, record: BackupRecord, method: str = "digest") -> lis
 
 def backup_inputs(gate: Any, env: Mapping[str, str] | None = None, hooks: object | None = None) -> list[str]:
     """Problems with the backup's inputs, one line each, before anything changes: recipients valid, the identity
-    present and matching a recipient (a restore must be able to open what the backup writes), the store_backup
-    and fetch_backup hooks configured (shell hooks: not placeholders)."""
+    present and matching a recipient (a restore must be able to open what the backup writes), pg_restore fixed
+    for CVE-2025-8714, the store_backup and fetch_backup hooks configured (shell hooks: not placeholders)."""
     settings: BackupConfig = gate.backup
     problems = []
     try:
@@ -988,6 +1228,12 @@ def backup_inputs(gate: Any, env: Mapping[str, str] | None = None, hooks: object
                                 "open the backup")
         except BackupError as exc:
             problems.append(f"backup: {exc}")
+    try:  # the rollback's restore runs this pg_restore: one with CVE-2025-8714 is refused before anything changes
+        fixed = pg_restore_problem(tool_version(find_binaries(), "pg_restore"))
+    except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+        fixed = f"pg_restore --version could not be run: {exc.__class__.__name__}"
+    if fixed:
+        problems.append(f"backup: {fixed}")
     commands = getattr(hooks, "commands", None)
     if hooks is None or isinstance(commands, dict):
         commands = commands if isinstance(commands, dict) else gate.hooks

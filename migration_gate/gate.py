@@ -264,7 +264,7 @@ class Gate:
         """The dump streamed into an encrypted file (age, to [backup] recipients), stored off the box by the
         store_backup hook, fetched back by fetch_backup and verified by both sha256s, then the backup checks."""
         settings = self.gate.backup
-        keys = backup.BackupKeys.from_environment(settings)
+        keys = self._backup_keys()
         if isinstance(self.target.hooks, ShellHooks):
             self.target.hooks.backup_timeout = settings.hook_timeout_seconds
         removed = backup.sweep_leftovers(self.run_dir / "backup")  # a killed backup's partial files (lock held)
@@ -429,8 +429,9 @@ class Gate:
             dump = Path(self.state.backup["path"])
             try:
                 if not dump.is_file():  # the box lost it: the copy off the box comes back first, sha256 checked
-                    backup.fetch_back(backup.BackupRecord.load(dump), self.target.hooks, self.run_dir.name)
-                backup.verify_unchanged(dump)
+                    backup.fetch_back(backup.BackupRecord.load(dump, self._backup_keys().record_key),
+                                      self.target.hooks, self.run_dir.name)
+                backup.verify_unchanged(dump, self._backup_keys(), self.state.backup)
             except backup.BackupError as exc:
                 raise Refused(str(exc)) from None
         self.acquire_lock()
@@ -539,7 +540,8 @@ class Gate:
                      if p.name in ("premigration", "maintenance", "backup") and p.status != "passed"]
         if self.state.backup:
             try:
-                record = backup.verify_unchanged(Path(self.state.backup["path"]))
+                record = backup.verify_unchanged(Path(self.state.backup["path"]), self._backup_keys(),
+                                                 self.state.backup)
             except backup.BackupError as exc:
                 raise Refused(f"refusing to migrate: {exc}") from None
             began = time.monotonic()
@@ -718,12 +720,18 @@ class Gate:
         if not self.state.backup:
             raise GateError("no backup was taken in this run: nothing to restore")
         dump = Path(self.state.backup["path"])
+        keys = self._backup_keys()
         if not dump.is_file():  # the box lost it: the copy off the box comes back, sha256 checked
-            backup.fetch_back(backup.BackupRecord.load(dump), self.target.hooks, self.run_dir.name)
-        backup.restore_in_place(dump, self.target.dsn, keys=backup.BackupKeys.from_environment(self.gate.backup),
-                                timeout_s=self.gate.backup.dump_timeout_seconds, application_name=self.session_tag)
-        record.detail = f"restored {dump.name} (sha256 verified, decrypted into pg_restore)"
+            backup.fetch_back(backup.BackupRecord.load(dump, keys.record_key), self.target.hooks, self.run_dir.name)
+        backup.restore_in_place(dump, self.target.dsn, keys=keys, timeout_s=self.gate.backup.dump_timeout_seconds,
+                                application_name=self.session_tag, expected=self.state.backup)
+        record.detail = (f"restored {dump.name} (record authenticated, decrypted into pg_restore; the stream's file "
+                         "and plaintext sha256 equal to state.json's before COMMIT)")
         return True
+
+    def _backup_keys(self) -> backup.BackupKeys:
+        """[backup]'s keys, the record's MAC keyed by this run's PHI key (the target's, not the shell's)."""
+        return backup.BackupKeys.from_environment(self.gate.backup, phi_key=self.target.key)
 
     def _rollback_sql(self, record: PhaseRecord, since: writes.WritesSince | None) -> bool:
         """The rollback file, with every mapped table's keys taken before and proven equal after: the rows
@@ -784,7 +792,8 @@ class Gate:
         if not self.state.backup:
             return
         with contextlib.suppress(backup.BackupError, psycopg.Error):
-            recorded = backup.BackupRecord.load(Path(self.state.backup["path"])).checksums
+            recorded = backup.BackupRecord.load(Path(self.state.backup["path"]),
+                                                self._backup_keys().record_key).checksums
             schema = self.gate.schema
             with db.connect(self.target.dsn) as conn:
                 tables = inspect(conn, [schema]).names(schema)

@@ -10,6 +10,7 @@ Exceptions raised here never carry plaintext or ciphertext: callers put them in 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import re
 from collections.abc import Callable
@@ -47,6 +48,14 @@ def parse_key(key: str | None) -> bytes:
     if not _KEY.fullmatch(key):
         raise PhiKeyError("PHI_ENCRYPTION_KEY must be hexadecimal (64 characters of 0-9, a-f)")
     return bytes.fromhex(key)
+
+
+def derived_key(phi_key: str | bytes, purpose: bytes) -> bytes:
+    """A key for one purpose (the answers recordings' digests, the backup record's MAC), derived from the PHI key:
+    HMAC-SHA256(PHI key, purpose). Whoever lacks the PHI key can neither compute nor forge what it keys; the PHI
+    key itself never leaves this process."""
+    raw = phi_key if isinstance(phi_key, bytes) else parse_key(phi_key)
+    return hmac.new(raw, purpose, hashlib.sha256).digest()
 
 
 def is_blank(value: str | None) -> bool:
