@@ -41,7 +41,15 @@ from migration_gate.config import (
     load_config,
     load_environment,
 )
-from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
+from migration_gate.criteria import (
+    CRITERIA,
+    FAILURE_CRITERIA,
+    NOT_APPLICABLE,
+    NOT_CHECKED,
+    PARTLY_CHECKED,
+    criterion_result,
+    unchecked_line,
+)
 from migration_gate.errors import GateError
 from migration_gate.phi import CiphertextFormatError, DecryptionError, PhiCodec, PhiKeyError
 from migration_gate.provenance import gate_version, operator
@@ -406,6 +414,13 @@ def _record_result(gate: GateSession, item: pytest.Item, report: pytest.TestRepo
         entry["problems"] = _problem_lines(call.excinfo) if call.excinfo is not None else []
     elif report.skipped and entry["outcome"] == "passed":
         entry["outcome"] = "skipped"
+        entry["skipped"] = _skip_reason(report)
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    """Why a test skipped: the line its pytest.skip gave (our tests' own words), redacted."""
+    reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr or "")
+    return redact_text(str(reason).removeprefix("Skipped: ").strip()) or "skipped"
 
 
 def _waiver_match(gate: GateSession, criterion: str | None) -> Callable[[str], int | None] | None:
@@ -565,6 +580,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                                             f"expires {waiver['expires']}")
             for hit in waiver["matched"]:
                 terminalreporter.write_line(f"  {hit['test'].split('::', 1)[-1]}: {hit['finding']}")
+    found = unchecked(gate, criteria_outcomes(gate))
+    if found:  # never only pytest's "3 skipped": which criteria that leaves unchecked, and why
+        terminalreporter.write_sep("=", "criteria not checked (skipped tests; [[not_applicable]])", yellow=True)
+        for entry in found:
+            terminalreporter.write_line(unchecked_line(entry), red=entry["result"] == NOT_CHECKED)
     if gate.banner:
         terminalreporter.write_sep("!", gate.banner, yellow=True, bold=True)
 
@@ -605,14 +625,31 @@ def _html(text: str) -> str:
 
 
 def criteria_outcomes(gate: GateSession) -> dict[str, tuple[str, list[str]]]:
-    """Each criterion's verdict: failed, skipped, passed, or waived (passed only because waivers matched)."""
+    """Each criterion's verdict (criteria.criterion_result): failed, passed, waived (passed only because waivers
+    matched), not checked (all its tests skipped), partly checked, or not applicable ([[not_applicable]])."""
     waived = {e["criterion"] for e in gate.results.values() if e["outcome"] == "waived"}
+    declared = {n.criterion for n in gate.gate.not_applicable}
     found = {}
     for cid, results in gate.outcomes.items():
-        outcomes = {o for _, o, _ in results}
-        verdict = "failed" if "failed" in outcomes else "skipped" if outcomes == {"skipped"} else "passed"
-        found[cid] = ("waived" if verdict == "passed" and cid in waived else verdict,
-                      sorted({n for n, _, _ in results}))
+        verdict = criterion_result({o for _, o, _ in results}, cid in waived, cid in declared)
+        found[cid] = (verdict, sorted({n for n, _, _ in results}))
+    return found
+
+
+def unchecked(gate: GateSession, outcomes: dict[str, tuple[str, list[str]]]) -> list[dict]:
+    """The criteria not (fully) checked in this run, each with why its tests skipped (their own skip lines) and,
+    where the description declares it not applicable, that reason and who decided."""
+    declared = {n.criterion: n for n in gate.gate.not_applicable}
+    found = []
+    for cid, (verdict, _) in sorted(outcomes.items()):
+        if verdict not in (NOT_CHECKED, PARTLY_CHECKED, NOT_APPLICABLE):
+            continue
+        skipped = sorted({e["skipped"] for e in gate.results.values()
+                          if e.get("criterion") == cid and e["outcome"] == "skipped" and e.get("skipped")})
+        entry = {"criterion": cid, "result": verdict, "skipped": skipped}
+        if cid in declared:
+            entry |= {"reason": declared[cid].reason, "decided_by": declared[cid].decided_by}
+        found.append(entry)
     return found
 
 
@@ -637,6 +674,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                            "tests": tests} for cid, (verdict, tests) in sorted(outcomes.items())},
         "checks": gate.checks,
         "waivers": ledger,
+        "not_checked": unchecked(gate, outcomes),
         "failure_criteria": {line: sorted(c for c in ids if outcomes.get(c, ("",))[0] == "failed")
                              for line, ids in FAILURE_CRITERIA.items()},
     }

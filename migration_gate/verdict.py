@@ -10,6 +10,7 @@ from pathlib import Path
 
 from migration_gate import signoff
 from migration_gate.config import SANDBOX_BANNER, GateConfig
+from migration_gate.criteria import unchecked_line
 from migration_gate.forecast import against_actual
 from migration_gate.runstate import RunState, forced_verdict
 
@@ -40,6 +41,7 @@ def _summary(state: RunState, report: Path | None) -> dict:
             "phases": [{"name": p.name, "status": p.status, "seconds": p.seconds, "over_budget": p.over_budget}
                        for p in state.phases + state.rollback_phases],
             "counts": state.counts, "forced": state.forced,
+            "not_checked": signoff.not_checked(Path(state.run_dir)),
             "forced_past": state.forced_past,
             "forecast": {"method": state.forecast.get("method"), "breaks": state.forecast.get("breaks", []),
                          "accepted": state.forecast.get("accepted"),
@@ -73,6 +75,8 @@ def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, envi
         for hit in waived:
             print(f"  waived {hit['criterion']}: {hit['finding']} ({hit['reason']}; decided by {hit['decided_by']}, "
                   f"expires {hit['expires']})")
+        for entry in signoff.not_checked(Path(state.run_dir)):
+            print(f"  {entry['phase']}: {unchecked_line(entry)}")
         for record in state.phases + state.rollback_phases:
             if record.status != "pending":
                 flag = "  OVER BUDGET" if record.over_budget else ""
