@@ -43,6 +43,11 @@ VERDICTS = {
     "rolled-back": ("FAILED - ROLLED BACK", "#b35900",
                     "A gate failed after the migration started, or an operator decided to roll back. The database "
                     "was rolled back and the rollback verified (how, and what it kept or discarded: Rollback)."),
+    "rolled-back-maintenance-on": (
+        "FAILED - ROLLED BACK, MAINTENANCE STILL ON", "#cf222e",
+        "A gate failed; the database was rolled back and the rollback verified, but switching maintenance mode off "
+        "failed (the maintenance-off step in Rollback): the app still shuts its users out. Switch it off by hand "
+        "now and check the app."),
     "rollback-held": ("FAILED - ROLLBACK HELD FOR A DECISION", "#cf222e",
                       "A rollback is needed but would discard rows written since the migration by others than the "
                       "gate. Nothing was rolled back: the database is on the new schema and the app stays in "

@@ -20,7 +20,8 @@ EPILOG = """Exit codes (all commands):
   1  red: a gate failed; nothing was migrated, or the rollback ran and was verified
   2  bad usage or configuration (one line)
   3  red and the rollback could NOT be verified, or it is held because it would discard rows written
-     since the migration (scripts/rollback --dry-run shows them): a human must look now
+     since the migration (scripts/rollback --dry-run shows them), or it was verified but maintenance mode
+     could not be switched off (the app still shuts users out): a human must look now
   4  refused: another cut-over holds the database, earlier gates are not green, the backup changed, or the
      forecast of the window breaks a budget (--accept-forecast overrides; cutover --dry-run shows it)
   5  forced: scripts/cutover --force went on past red pre-checks or backup checks (the verdict names them) and
@@ -28,7 +29,7 @@ EPILOG = """Exit codes (all commands):
   130 interrupted (the run's state is kept; the next invocation resumes or rolls back)
 """
 EXIT = {"green": 0, "red": 1, "rolled-back": 1, "over-limit": 1, "rollback-failed": 3, "rollback-held": 3,
-        "refused": 4, "forced": 5, "interrupted": 130}
+        "rolled-back-maintenance-on": 3, "refused": 4, "forced": 5, "interrupted": 130}
 
 
 def _summary(state: RunState, report: Path | None) -> dict:
