@@ -657,6 +657,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     gate = session.config.stash.get(GATE, None)
     if gate is None:
         return
+    if gate._targets is not None:  # before the results: a scratch copy left behind is red in them
+        try:
+            gate._targets.close()
+        except Exception as exc:  # noqa: BLE001 - a red entry of the results, never a traceback after them
+            said = str(exc) if isinstance(exc, BackupError) else safe_message(exc)
+            gate.results["scratch databases"] = {"nodeid": "scratch databases", "outcome": "error",
+                                                 "criterion": None, "duration": 0.0, "when": "teardown",
+                                                 "problems": [redact_text(said)]}
+            exitstatus = session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        gate._targets = None
     outcomes = criteria_outcomes(gate)
     tally = Counter(entry["outcome"] for entry in gate.results.values())
     ledger = waiver_ledger(gate)
@@ -682,8 +692,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     tmp = gate.results_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(gate.results_path)
-    if gate._targets is not None:
-        gate._targets.close()
 
 
 # -- fixtures ----------------------------------------------------------------------------------------------------
