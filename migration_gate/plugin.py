@@ -55,7 +55,7 @@ from migration_gate.phi import CiphertextFormatError, DecryptionError, PhiCodec,
 from migration_gate.provenance import gate_version, operator
 from migration_gate.provider import SandboxProvider, load_provider
 from migration_gate.redact import connection_cause, describe_target, mask_quoted, redact_text, safe_message
-from migration_gate.runstate import owner_only
+from migration_gate.runstate import owner_only, recorded_migration_sha256
 from migration_gate.target import LIVE_PHASES, PHASES, RealTargets, Targets, TargetState, guarded
 
 PHASE_DIRS = ("tests_precheck", "tests_postcheck", "tests_integrity")
@@ -88,6 +88,10 @@ class GateSession:
         self.server_version = "embedded sandbox"
         if not self.env.embedded:
             self.server_version = _probe(self.env.database_url)
+        # the migration file's bytes the checks may read (PRE-08 runs it, PRE-13 lints it): as the cut-over
+        # recorded them at its start (GATE_RUN_DIR's state.json), else as they are at this session's start
+        self.migration_sha256 = recorded_migration_sha256(self.env.extra.get("run_dir")) or hashlib.sha256(
+            self.gate.migration_file.read_bytes()).hexdigest()
         self.outcomes: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self.results: dict[str, dict] = {}  # nodeid -> outcome, criterion, duration, problems (PHI-free)
         self.checks: list[dict] = []  # every Result judged in this run, in order
@@ -130,7 +134,7 @@ class GateSession:
             "API": self.env.api_base_url or ("sandbox reference API" if self.env.embedded else "not configured"),
             "Migration file": str(self.gate.migration_file.relative_to(ROOT)
                                   if self.gate.migration_file.is_relative_to(ROOT) else self.gate.migration_file),
-            "Migration sha256": hashlib.sha256(self.gate.migration_file.read_bytes()).hexdigest(),
+            "Migration sha256": self.migration_sha256,
             "Configuration": str(self.gate.path),
             "Pre-check sessions": (f"lock_timeout {self.gate.precheck.lock_timeout}, statement_timeout "
                                    f"{self.gate.precheck.statement_timeout} ([precheck], phases: "
