@@ -831,6 +831,46 @@ def load_waivers(spec: object, where: str) -> tuple[Waiver, ...]:
 
 
 @dataclass(frozen=True)
+class NotApplicable:
+    """A criterion the description says does not apply to this migration ([[not_applicable]]): why, and who
+    decided. A criterion whose tests all skipped is "not checked" and red in a cut-over unless one of these
+    names it; then it is "not applicable" with this reason, in the reports and the sign-off."""
+
+    criterion: str
+    reason: str
+    decided_by: str
+
+
+NOT_APPLICABLE_KEYS = ("criterion", "reason", "decided_by")
+
+
+def load_not_applicable(spec: object, where: str) -> tuple[NotApplicable, ...]:
+    """[[not_applicable]] validated as [[waivers]] are: a known criterion, a reason and who decided, each once."""
+    if spec is None:
+        return ()
+    if not isinstance(spec, list) or not all(isinstance(item, dict) for item in spec):
+        raise ConfigError(f"{where}: must be an array of tables ([[not_applicable]])")
+    found: list[NotApplicable] = []
+    for number, item in enumerate(spec, 1):
+        spot = f"{where} item {number}"
+        unknown = sorted(set(item) - set(NOT_APPLICABLE_KEYS))
+        if unknown:
+            raise ConfigError(f"{spot}: unknown key {unknown[0]} (known: {', '.join(NOT_APPLICABLE_KEYS)})")
+        texts = {}
+        for key in NOT_APPLICABLE_KEYS:
+            value = item.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{spot}: needs {key} (a non-empty string)")
+            texts[key] = value.strip()
+        if texts["criterion"] not in CRITERIA:
+            raise ConfigError(f"{spot}: criterion {texts['criterion']} is not a checklist criterion (e.g. POST-19)")
+        if any(n.criterion == texts["criterion"] for n in found):
+            raise ConfigError(f"{where}: {texts['criterion']} is declared not applicable twice")
+        found.append(NotApplicable(**texts))
+    return tuple(found)
+
+
+@dataclass(frozen=True)
 class NotifyConfig:
     """[notify]: how often the [hooks] notify command is called while the maintenance window is open (besides
     every phase change), and how long one call may take before it is stopped (the cut-over never waits on it)."""
@@ -1100,6 +1140,8 @@ class GateConfig:
     # [security] allow_insecure_transport: why a target off this host may go without verified TLS (sslmode
     # verify-full, an https API); "" (the default): the pre-flight requires both (migration_gate.preflight)
     insecure_transport: str = ""
+    # [[not_applicable]]: criteria that cannot apply here, with why (a skipped criterion is otherwise red)
+    not_applicable: tuple[NotApplicable, ...] = ()
     app_tables: tuple[str, ...] = ()  # [deploy] app_tables: what the app's own migrations may create at the deploy
 
     @property
@@ -1379,7 +1421,7 @@ SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tabl
             "legacy_objects", "new_schema", "new_objects", "legacy_catalog", "new_catalog", "backup", "logs",
             "precheck", "performance", "people",
             "notify", "watch", "lint", "rehearsal", "answers", "waivers",
-            "deploy", "security")
+            "not_applicable", "deploy", "security")
 KEYS = {"migration": ("file", "rollback_file", "lock_timeout", "statement_timeout", "rollback_method", "schema"),
         "budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes"),
         "sandbox": ("patients", "seed", "username", "password", "provider"),
@@ -1577,6 +1619,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         rehearsal=load_rehearsal(data.get("rehearsal"), f"{where} [rehearsal]", base),
         answers=load_answers(data.get("answers"), f"{where} [answers]"),
         waivers=load_waivers(data.get("waivers"), f"{where} [[waivers]]"),
+        not_applicable=load_not_applicable(data.get("not_applicable"), f"{where} [[not_applicable]]"),
         app_tables=load_app_tables(data.get("deploy"), f"{where} [deploy]"),
         insecure_transport=load_security(data.get("security"), f"{where} [security]"),
     )

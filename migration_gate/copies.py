@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -81,9 +82,22 @@ class ScratchDatabase:
                 return True
         return False
 
-    def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(psycopg.Error):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        """Dropped, or red with its name: a scratch copy of production that stays behind is never silent (on the
+        production server it holds PHI, and it takes the disk). The error names the database and the server
+        (describe_target: never a password), with what stopped the drop; a failure already under way is kept in
+        the line. Ctrl-C under way is not replaced: the line goes to stderr."""
+        try:
             backup.drop_database(self.server_dsn, self.name)
+        except (psycopg.Error, backup.BackupError) as error:
+            line = (f"scratch database {self.name} on {describe_target(self.server_dsn)} could NOT be dropped: "
+                    f"{safe_message(error)}; drop it by hand (it holds a copy of the target's data)")
+            if exc is not None and not isinstance(exc, Exception):
+                print(f"migration-gate: {line}", file=sys.stderr)
+                return
+            if exc is not None:
+                line += f" (after: {safe_message(exc)})"
+            raise backup.BackupError(line) from None
 
 
 @contextlib.contextmanager

@@ -124,3 +124,32 @@ DOWNTIME_LINE = "Downtime exceeds 3 hours"
 FAILURE_CRITERIA: dict[str, tuple[str, ...]] = {line.text: line.criteria for line in FAILURE_LINES if line.criteria}
 # Criteria only a rollback runs: on a run that never rolled back they were not needed.
 ROLLBACK_ONLY = tuple(cid for cid, c in CRITERIA.items() if c.phase == "rollback")
+
+# A criterion nothing checked: every test of it skipped. Never "passed"; red in a cut-over unless the description
+# says why it does not apply ([[not_applicable]]: then NOT_APPLICABLE, with the reason).
+NOT_CHECKED = "not checked"
+NOT_APPLICABLE = "not applicable"
+PARTLY_CHECKED = "partly checked"
+
+
+def criterion_result(outcomes: set[str], waived: bool, not_applicable: bool) -> str:
+    """The one rule for a criterion's result from its tests' outcomes (pytest's passed, failed, skipped): failed
+    when any failed; not checked when all skipped (not applicable when the description says so); partly checked
+    when some skipped beside passes (never a bare "passed": part of it was not checked); else passed, or waived
+    when it passed only because waivers matched."""
+    if "failed" in outcomes:
+        return "failed"
+    if not outcomes or outcomes == {"skipped"}:
+        return NOT_APPLICABLE if not_applicable else NOT_CHECKED
+    if "skipped" in outcomes:
+        return NOT_APPLICABLE if not_applicable else PARTLY_CHECKED
+    return "waived" if waived else "passed"
+
+
+def unchecked_line(entry: dict) -> str:
+    """One line for the terminal and the gate's detail: the criterion, its result, why."""
+    why = "; ".join(entry["skipped"]) or "its tests skipped"
+    if entry["result"] == NOT_APPLICABLE:
+        return (f"{entry['criterion']} not applicable: {entry['reason']} (decided by {entry['decided_by']}; "
+                f"skipped: {why})")
+    return f"{entry['criterion']} {entry['result']}: {why}"

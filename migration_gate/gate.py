@@ -72,6 +72,7 @@ __all__ = ["AFTER_MIGRATION_STARTS", "BUDGET_OF", "LOCK_KEY", "PLAN", "STATE_FIL
 LOCK_KEY = 0x6D67_6174  # "mgat": the advisory lock one cut-over holds on its target
 FORCEABLE = ("premigration", "backup")  # the gates --force overrides, and no others
 HELD = "; ROLLBACK HELD: "  # how a held rollback's reason follows the run's failure
+MAINTENANCE_STILL_ON = "rolled-back-maintenance-on"  # verified rollback, but maintenance_off failed: exit 3
 
 
 @dataclass
@@ -573,9 +574,15 @@ class Gate:
         raise Refused(message)
 
     def _maintenance_off_quietly(self) -> None:
-        with contextlib.suppress(Exception):
+        """Maintenance off after a red gate before the migration (the run is red already): a failure is said and
+        added to the run's failure, never swallowed (the app would go on shutting its users out unseen)."""
+        try:
             self.target.hooks.maintenance(False)
             self.state.maintenance_off_at = time.time()
+        except Exception as exc:  # noqa: BLE001 - the run is red already; this says why the app is still down
+            said = mask_values(safe_message(exc), self._secrets())
+            self.state.failure = f"{self.state.failure or 'red'}; maintenance could NOT be switched off: {said}"
+            self.progress.say(f"MAINTENANCE STILL ON: switching it off failed: {said}")
 
     def rollback(self) -> None:
         """Restore the verified backup (or run the rollback SQL), put the app back on the legacy schema, verify
@@ -604,9 +611,32 @@ class Gate:
         ok = ok and self._step(steps[1], self._redeploy_legacy)
         ok = ok and self._step(steps[2], lambda r: self.run_suite("rollback", r))  # RB-01..03
         self.state.rollback_verified = ok
-        if ok:
-            self._maintenance_off_quietly()
         self.state.status = "rolled-back" if ok else "rollback-failed"
+        if ok:
+            self._maintenance_off_after_rollback()
+
+    def _maintenance_off_after_rollback(self) -> None:
+        """The verified rollback's last act: the app back for its users (maintenance_off). A hook that fails is a
+        red rollback step "maintenance-off" with its line and its own verdict (exit 3), never swallowed: the app
+        would go on answering 503 unseen under a "rolled back" verdict."""
+        began = time.monotonic()
+        try:
+            self.target.hooks.maintenance(False)
+            self.state.maintenance_off_at = time.time()
+            return
+        except Exception as exc:  # noqa: BLE001 - a red step with its line, never a traceback
+            said = mask_values(safe_message(exc), self._secrets())
+        self.state.rollback_phases.append(PhaseRecord(
+            "maintenance-off", status="failed", seconds=round(time.monotonic() - began, 2),
+            started=datetime.now(UTC).isoformat(timespec="seconds"), detail=said))
+        self.state.status = MAINTENANCE_STILL_ON
+        self.state.failure = (f"{self.state.failure or 'rollback requested'}; rolled back and verified, but "
+                              f"maintenance could NOT be switched off: {said}")
+        self.state.save()
+        self.progress.say(f"phase maintenance-off: FAILED - {said}")
+        self.progress.say("MAINTENANCE STILL ON after the verified rollback: the app shuts its users out; switch it "
+                          "off by hand (the maintenance_off hook) and check the app")
+        self.notifier.phase("maintenance-off", "failed")
 
     def rollback_plan(self) -> RollbackPlan:
         """Which rollback this run gets and what it would discard, counted now; nothing is changed. Rows written

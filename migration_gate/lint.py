@@ -34,6 +34,7 @@ from migration_gate import db, migration
 from migration_gate.checks import Result, error_text
 from migration_gate.config import LINT_KINDS, ConfigError, GateConfig, LintConfig, duration_ms, load_config
 from migration_gate.redact import redact_dsn
+from migration_gate.runstate import recorded_migration_sha256
 
 REWRITE, SCAN, DESTRUCTIVE, NO_LOCK_TIMEOUT = LINT_KINDS
 # Known volatile functions, for a default without a target to ask (with one, pg_proc.provolatile decides).
@@ -440,11 +441,12 @@ def _small(finding: Finding, config: LintConfig) -> bool:
 
 
 def lint_migration(conn: psycopg.Connection | None, migration_file: Path, config: LintConfig, schema: str,
-                   runner_lock_timeout: str, run_dir: Path | None = None) -> Result:
-    """The whole lint of a migration file: classify, measure on the target (when connected), judge by [lint]."""
+                   runner_lock_timeout: str, run_dir: Path | None = None, sha256: str | None = None) -> Result:
+    """The whole lint of a migration file: classify, measure on the target (when connected), judge by [lint].
+    With sha256 (the run's record of the file), other bytes are refused: what is linted is what runs."""
     result = Result("the migration's locks and rewrites against live table sizes", unit="statements")
     try:
-        steps = migration.load(migration_file)
+        steps = migration.load(migration_file, sha256=sha256)
     except migration.MigrationFileError as exc:
         result.add(str(exc))
         return result
@@ -470,9 +472,10 @@ def lint_migration(conn: psycopg.Connection | None, migration_file: Path, config
     return result
 
 
-def lint_gate(conn: psycopg.Connection | None, gate: GateConfig, run_dir: Path | None = None) -> Result:
-    """PRE-13: the configured migration file, linted as the gate's runner will run it."""
-    return lint_migration(conn, gate.migration_file, gate.lint, gate.schema, gate.lock_timeout, run_dir)
+def lint_gate(conn: psycopg.Connection | None, gate: GateConfig, run_dir: Path | None = None,
+              sha256: str | None = None) -> Result:
+    """PRE-13: the configured migration file, linted as the gate's runner will run it (the bytes of sha256)."""
+    return lint_migration(conn, gate.migration_file, gate.lint, gate.schema, gate.lock_timeout, run_dir, sha256)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -487,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
                "nothing red, 1 a finding [lint] denies, 2 bad input (configuration, file, connection).")
     parser.add_argument("file", nargs="?", type=Path, help="the migration file (default: [migration] file)")
     parser.add_argument("--config", type=Path, help="the migration description (default: migration.toml)")
-    parser.add_argument("--run-dir", type=Path, help="a run folder whose rehearsal (PRE-08) recorded the times")
+    parser.add_argument("--run-dir", type=Path, help="a run folder whose rehearsal (PRE-08) recorded the times; "
+                        "the configured migration file must still be the one its cut-over recorded (sha256)")
     args = parser.parse_args(argv)
     try:
         gate = load_config(args.config)
@@ -501,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     dsn = os.environ.get("DATABASE_URL")
     try:
         with (db.connect(dsn, autocommit=True) if dsn else _Nothing()) as conn:
-            result = lint_migration(conn, path, gate.lint, gate.schema, gate.lock_timeout, args.run_dir)
+            recorded = recorded_migration_sha256(args.run_dir) if path == gate.migration_file else None
+            result = lint_migration(conn, path, gate.lint, gate.schema, gate.lock_timeout, args.run_dir, recorded)
     except psycopg.Error as exc:
         print(f"lint: cannot read sizes from DATABASE_URL {redact_dsn(dsn or '')}: {error_text(exc)}",
               file=sys.stderr)

@@ -42,13 +42,21 @@ from migration_gate.config import (
     load_config,
     load_environment,
 )
-from migration_gate.criteria import CRITERIA, FAILURE_CRITERIA
+from migration_gate.criteria import (
+    CRITERIA,
+    FAILURE_CRITERIA,
+    NOT_APPLICABLE,
+    NOT_CHECKED,
+    PARTLY_CHECKED,
+    criterion_result,
+    unchecked_line,
+)
 from migration_gate.errors import GateError
 from migration_gate.phi import CiphertextFormatError, DecryptionError, PhiCodec, PhiKeyError
 from migration_gate.provenance import gate_version, operator
 from migration_gate.provider import SandboxProvider, load_provider
 from migration_gate.redact import connection_cause, describe_target, mask_quoted, redact_text, safe_message
-from migration_gate.runstate import owner_only
+from migration_gate.runstate import owner_only, recorded_migration_sha256
 from migration_gate.target import LIVE_PHASES, PHASES, RealTargets, Targets, TargetState, guarded
 
 PHASE_DIRS = ("tests_precheck", "tests_postcheck", "tests_integrity")
@@ -81,6 +89,10 @@ class GateSession:
         self.server_version = "embedded sandbox"
         if not self.env.embedded:
             self.server_version = _probe(self.env.database_url)
+        # the migration file's bytes the checks may read (PRE-08 runs it, PRE-13 lints it): as the cut-over
+        # recorded them at its start (GATE_RUN_DIR's state.json), else as they are at this session's start
+        self.migration_sha256 = recorded_migration_sha256(self.env.extra.get("run_dir")) or hashlib.sha256(
+            self.gate.migration_file.read_bytes()).hexdigest()
         self.outcomes: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self.results: dict[str, dict] = {}  # nodeid -> outcome, criterion, duration, problems (PHI-free)
         self.checks: list[dict] = []  # every Result judged in this run, in order
@@ -123,7 +135,7 @@ class GateSession:
             "API": self.env.api_base_url or ("sandbox reference API" if self.env.embedded else "not configured"),
             "Migration file": str(self.gate.migration_file.relative_to(ROOT)
                                   if self.gate.migration_file.is_relative_to(ROOT) else self.gate.migration_file),
-            "Migration sha256": hashlib.sha256(self.gate.migration_file.read_bytes()).hexdigest(),
+            "Migration sha256": self.migration_sha256,
             "Configuration": str(self.gate.path),
             "Pre-check sessions": (f"lock_timeout {self.gate.precheck.lock_timeout}, statement_timeout "
                                    f"{self.gate.precheck.statement_timeout} ([precheck], phases: "
@@ -407,6 +419,13 @@ def _record_result(gate: GateSession, item: pytest.Item, report: pytest.TestRepo
         entry["problems"] = _problem_lines(call.excinfo) if call.excinfo is not None else []
     elif report.skipped and entry["outcome"] == "passed":
         entry["outcome"] = "skipped"
+        entry["skipped"] = _skip_reason(report)
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    """Why a test skipped: the line its pytest.skip gave (our tests' own words), redacted."""
+    reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr or "")
+    return redact_text(str(reason).removeprefix("Skipped: ").strip()) or "skipped"
 
 
 def _waiver_match(gate: GateSession, criterion: str | None) -> Callable[[str], int | None] | None:
@@ -566,6 +585,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                                             f"expires {waiver['expires']}")
             for hit in waiver["matched"]:
                 terminalreporter.write_line(f"  {hit['test'].split('::', 1)[-1]}: {hit['finding']}")
+    found = unchecked(gate, criteria_outcomes(gate))
+    if found:  # never only pytest's "3 skipped": which criteria that leaves unchecked, and why
+        terminalreporter.write_sep("=", "criteria not checked (skipped tests; [[not_applicable]])", yellow=True)
+        for entry in found:
+            terminalreporter.write_line(unchecked_line(entry), red=entry["result"] == NOT_CHECKED)
     if gate.banner:
         terminalreporter.write_sep("!", gate.banner, yellow=True, bold=True)
 
@@ -606,14 +630,31 @@ def _html(text: str) -> str:
 
 
 def criteria_outcomes(gate: GateSession) -> dict[str, tuple[str, list[str]]]:
-    """Each criterion's verdict: failed, skipped, passed, or waived (passed only because waivers matched)."""
+    """Each criterion's verdict (criteria.criterion_result): failed, passed, waived (passed only because waivers
+    matched), not checked (all its tests skipped), partly checked, or not applicable ([[not_applicable]])."""
     waived = {e["criterion"] for e in gate.results.values() if e["outcome"] == "waived"}
+    declared = {n.criterion for n in gate.gate.not_applicable}
     found = {}
     for cid, results in gate.outcomes.items():
-        outcomes = {o for _, o, _ in results}
-        verdict = "failed" if "failed" in outcomes else "skipped" if outcomes == {"skipped"} else "passed"
-        found[cid] = ("waived" if verdict == "passed" and cid in waived else verdict,
-                      sorted({n for n, _, _ in results}))
+        verdict = criterion_result({o for _, o, _ in results}, cid in waived, cid in declared)
+        found[cid] = (verdict, sorted({n for n, _, _ in results}))
+    return found
+
+
+def unchecked(gate: GateSession, outcomes: dict[str, tuple[str, list[str]]]) -> list[dict]:
+    """The criteria not (fully) checked in this run, each with why its tests skipped (their own skip lines) and,
+    where the description declares it not applicable, that reason and who decided."""
+    declared = {n.criterion: n for n in gate.gate.not_applicable}
+    found = []
+    for cid, (verdict, _) in sorted(outcomes.items()):
+        if verdict not in (NOT_CHECKED, PARTLY_CHECKED, NOT_APPLICABLE):
+            continue
+        skipped = sorted({e["skipped"] for e in gate.results.values()
+                          if e.get("criterion") == cid and e["outcome"] == "skipped" and e.get("skipped")})
+        entry = {"criterion": cid, "result": verdict, "skipped": skipped}
+        if cid in declared:
+            entry |= {"reason": declared[cid].reason, "decided_by": declared[cid].decided_by}
+        found.append(entry)
     return found
 
 
@@ -621,6 +662,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     gate = session.config.stash.get(GATE, None)
     if gate is None:
         return
+    if gate._targets is not None:  # before the results: a scratch copy left behind is red in them
+        try:
+            gate._targets.close()
+        except Exception as exc:  # noqa: BLE001 - a red entry of the results, never a traceback after them
+            said = str(exc) if isinstance(exc, BackupError) else safe_message(exc)
+            gate.results["scratch databases"] = {"nodeid": "scratch databases", "outcome": "error",
+                                                 "criterion": None, "duration": 0.0, "when": "teardown",
+                                                 "problems": [redact_text(said)]}
+            exitstatus = session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        gate._targets = None
     outcomes = criteria_outcomes(gate)
     tally = Counter(entry["outcome"] for entry in gate.results.values())
     ledger = waiver_ledger(gate)
@@ -638,6 +689,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                            "tests": tests} for cid, (verdict, tests) in sorted(outcomes.items())},
         "checks": gate.checks,
         "waivers": ledger,
+        "not_checked": unchecked(gate, outcomes),
         "failure_criteria": {line: sorted(c for c in ids if outcomes.get(c, ("",))[0] == "failed")
                              for line, ids in FAILURE_CRITERIA.items()},
     }
@@ -645,8 +697,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     tmp = gate.results_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(gate.results_path)
-    if gate._targets is not None:
-        gate._targets.close()
 
 
 # -- fixtures ----------------------------------------------------------------------------------------------------

@@ -112,6 +112,18 @@ class RunState:
         return cls(**data)
 
 
+def recorded_migration_sha256(run_dir: Path | None) -> str | None:
+    """The migration file's sha256 the cut-over in run_dir recorded at its start (state.json), or None where there
+    is no such run: the phase suites and scripts/lint check the bytes they read against it, as the runner does."""
+    if run_dir is None:
+        return None
+    try:
+        digest = json.loads((Path(run_dir) / STATE_FILE).read_text()).get("migration_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return digest if isinstance(digest, str) and len(digest) == 64 else None
+
+
 # How a required checklist item a --force start went past stands in RunState.forced_past (beside criterion ids)
 NOT_ATTESTED = "not attested: "
 

@@ -84,10 +84,11 @@ def _compare_with_before(result: Result, label: str, before: tuple[dict, catalog
                        f"({was.rows if was else 0} rows before, {now.rows if now else 0} after)")
 
 
-def _migrate(result: Result, dsn: str, gate: GateConfig, key: str, what: str, record_to: Path | None = None) -> bool:
+def _migrate(result: Result, dsn: str, gate: GateConfig, key: str, what: str, record_to: Path | None = None,
+             sha256: str | None = None) -> bool:
     try:
         done = migration.run_file(dsn, gate.migration_file, key, lock_timeout=gate.lock_timeout,
-                                  statement_timeout=gate.statement_timeout)
+                                  statement_timeout=gate.statement_timeout, sha256=sha256)
         if record_to is not None:  # each statement's time, for the lint (PRE-13)
             migration.save_times(done, record_to)
         return True
@@ -118,24 +119,26 @@ def _rehearse_restore(dump: Path, keys: backup.BackupKeys, binaries: PgBinaries 
 
 
 def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBinaries | None = None,
-                     record_to: Path | None = None) -> Result:
+                     record_to: Path | None = None, sha256: str | None = None) -> Result:
     """Migrate a copy, post-check it against the copy's own state before, then rehearse each rollback. The copy is
     the one [rehearsal] names (migration_gate.copies); every check runs the same way on each kind. With
-    record_to (the run folder), each statement's time on the copy is kept there (migration.TIMES_FILE)."""
+    record_to (the run folder), each statement's time on the copy is kept there (migration.TIMES_FILE). With
+    sha256 (the run's record of the migration file), other bytes are refused: what is rehearsed is what runs."""
     result = Result("migration and rollback rehearsed on a scratch copy")
     described = accounting.columns_accounted_for(gate)
     result.problems.extend(f"description: {p}" for p in described.problems)
     try:
         with copies.copy_of(target_dsn, gate, binaries) as copy:
             result.notes.append(copy.note())
-            _rehearse(result, copy, gate, key, record_to)
+            _rehearse(result, copy, gate, key, record_to, sha256)
     except (copies.CopyError, GateError, backup.BackupError, psycopg.Error, OSError) as exc:  # the copy, a restore
         result.add(f"rehearsal copy ({gate.rehearsal.kind}): "
                    f"{str(exc) if isinstance(exc, copies.CopyError) else safe_message(exc)}")
     return result
 
 
-def _rehearse(result: Result, copy: copies.Copy, gate: GateConfig, key: str, record_to: Path | None) -> None:
+def _rehearse(result: Result, copy: copies.Copy, gate: GateConfig, key: str, record_to: Path | None,
+              sha256: str | None = None) -> None:
     codec = PhiCodec(key)
     stamp = f"{os.getpid()}_{int(time.time())}"
     binaries = copy.binaries
@@ -154,7 +157,7 @@ def _rehearse(result: Result, copy: copies.Copy, gate: GateConfig, key: str, rec
         with ThreadPoolExecutor(max_workers=1) as beside:
             digests = beside.submit(baseline_digests.take, copy.before_dsn, None, gate, key)
             started = time.perf_counter()
-            migrated = _migrate(result, copy_db.dsn, gate, key, "first run", record_to)
+            migrated = _migrate(result, copy_db.dsn, gate, key, "first run", record_to, sha256)
             took = time.perf_counter() - started
             try:
                 recorded = digests.result() if migrated else None

@@ -19,6 +19,9 @@ from migration_gate.criteria import (
     CRITERIA,
     DOWNTIME_LINE,
     FAILURE_LINES,
+    NOT_APPLICABLE,
+    NOT_CHECKED,
+    PARTLY_CHECKED,
     ROLLBACK_ONLY,
     SUCCESS_LINES,
     ChecklistLine,
@@ -40,6 +43,11 @@ VERDICTS = {
     "rolled-back": ("FAILED - ROLLED BACK", "#b35900",
                     "A gate failed after the migration started, or an operator decided to roll back. The database "
                     "was rolled back and the rollback verified (how, and what it kept or discarded: Rollback)."),
+    "rolled-back-maintenance-on": (
+        "FAILED - ROLLED BACK, MAINTENANCE STILL ON", "#cf222e",
+        "A gate failed; the database was rolled back and the rollback verified, but switching maintenance mode off "
+        "failed (the maintenance-off step in Rollback): the app still shuts its users out. Switch it off by hand "
+        "now and check the app."),
     "rollback-held": ("FAILED - ROLLBACK HELD FOR A DECISION", "#cf222e",
                       "A rollback is needed but would discard rows written since the migration by others than the "
                       "gate. Nothing was rolled back: the database is on the new schema and the app stays in "
@@ -268,14 +276,46 @@ def _line_result(state: RunState, line: ChecklistLine, criteria: dict[str, dict]
     results += [_phase_status(state, name) for name in line.phases]
     if any(r == "failed" for r in results):
         return "failed"
-    if results and all(r in ("passed", "waived") for r in results):
-        return "passed with waived findings" if "waived" in results else "passed"
+    if any(r == NOT_CHECKED for r in results):
+        return NOT_CHECKED
+    if results and all(r in ("passed", "waived", PARTLY_CHECKED, NOT_APPLICABLE) for r in results):
+        if PARTLY_CHECKED in results:
+            return PARTLY_CHECKED
+        if "waived" in results:
+            return "passed with waived findings"
+        return "passed" if NOT_APPLICABLE not in results else "passed (part not applicable: see Not checked)"
     return "not run"
 
 
 def _result_class(result: str) -> str:
-    return {"passed": "ok", "not needed": "muted", "waived": "waived",
+    return {"passed": "ok", "not needed": "muted", "waived": "waived", NOT_APPLICABLE: "muted",
+            "passed (part not applicable: see Not checked)": "ok", PARTLY_CHECKED: "waived",
             "passed with waived findings": "waived"}.get(result, "bad")
+
+
+def not_checked(run_dir: Path) -> list[dict]:
+    """The criteria the run's suites left unchecked ("not_checked" of each phase's results), with the phase, why
+    their tests skipped and, where declared ([[not_applicable]]), the reason and who decided."""
+    return [dict(entry, phase=path.parent.name) for path in sorted(run_dir.glob("*/criteria-*.json"))
+            for entry in json.loads(path.read_text()).get("not_checked", [])]
+
+
+def _not_checked_section(run_dir: Path) -> list[str]:
+    """Every criterion whose tests skipped, all or in part: never shown as passed. One the description declares
+    not applicable carries its reason and who decided; one that is not declared is red."""
+    found = not_checked(run_dir)
+    if not found:
+        return []
+    parts = ["<h2 id='not-checked'>Not checked</h2><p class='muted'>Criteria whose tests skipped: a skipped check "
+             "is never a pass. A criterion nothing checked is red unless the description says why it does not apply "
+             "([[not_applicable]]).</p><table><tr><th>Criterion</th><th>Phase</th><th>Result</th><th>Why it "
+             "skipped</th><th>Reason it does not apply</th><th>Decided by</th></tr>"]
+    for entry in found:
+        parts.append(f"<tr><td>{escape(entry['criterion'])}</td><td>{escape(entry['phase'])}</td>"
+                     f"<td class='{_result_class(entry['result'])}'>{escape(entry['result'])}</td>"
+                     f"<td>{'<br>'.join(escape(line) for line in entry['skipped'])}</td>"
+                     f"<td>{escape(entry.get('reason', '-'))}</td><td>{escape(entry.get('decided_by', '-'))}</td></tr>")
+    return [*parts, "</table>"]
 
 
 def _checklist_tables(state: RunState, criteria: dict[str, dict]) -> list[str]:
@@ -470,6 +510,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
     parts.extend(_forecast_section(state))
     parts.extend(_checklist_tables(state, criteria))
     parts.extend(_waivers_section(run_dir))
+    parts.extend(_not_checked_section(run_dir))
     if state.counts:
         parts.append("<h2 id='counts'>Row counts: legacy (at backup) vs new</h2><table><tr><th>Legacy table</th>"
                      "<th>Rows</th><th>New table</th><th>Rows</th><th></th></tr>")

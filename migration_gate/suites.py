@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from migration_gate.config import ROOT, TARGET_VARIABLES, GateConfig
+from migration_gate.criteria import NOT_APPLICABLE, NOT_CHECKED, unchecked_line
 from migration_gate.hooks import CutoverTarget
 from migration_gate.progress import Progress
 from migration_gate.redact import redact_text
@@ -112,8 +113,22 @@ def _tally(results: dict) -> str:
     counts = results["counts"]
     parts = [f"{counts.get(k, 0)} {label}" for k, label in
              (("failed", "failed"), ("errors", "could not run"), ("passed", "passed"),
-              ("waived", "passed only by waivers"), ("skipped", "not applicable here")) if counts.get(k, 0)]
+              ("waived", "passed only by waivers"), ("skipped", "skipped")) if counts.get(k, 0)]
     return f"checks: {', '.join(parts) or 'none ran'} in {float(results.get('duration') or 0):.1f} s"
+
+
+def not_checked(results: dict) -> list[str]:
+    """What a suite left unchecked that no [[not_applicable]] explains, one line each: a criterion whose tests all
+    skipped, and a phase whose tests all skipped (none passed, none failed). A cut-over holds these red."""
+    entries = results.get("not_checked", [])
+    found = [unchecked_line(e) for e in entries if e.get("result") == NOT_CHECKED]
+    counts = results["counts"]
+    declared = {e["criterion"] for e in entries if e.get("result") == NOT_APPLICABLE}
+    skipped = [t for t in results.get("tests", []) if t.get("outcome") == "skipped"]
+    if skipped and not any(counts.get(k) for k in ("passed", "waived", "failed", "errors")) \
+            and any(t.get("criterion") not in declared for t in skipped):
+        found.insert(0, f"every test of the phase skipped ({len(skipped)}): the phase checked nothing")
+    return found
 
 
 def judge(returncode: int, results: dict | None, output: str) -> tuple[bool, str]:
@@ -129,9 +144,15 @@ def judge(returncode: int, results: dict | None, output: str) -> tuple[bool, str
     red_waivers = [w["message"] for w in results.get("waivers", []) if w.get("red")]
     waived = sum(len(t.get("waived", [])) for t in results.get("tests", []) if t.get("outcome") == "waived")
     detail = _tally(results) + (f"; {waived} finding(s) waived ([[waivers]], see the sign-off)" if waived else "")
+    unchecked = not_checked(results)
+    declared = [unchecked_line(e) for e in results.get("not_checked", []) if e.get("result") == NOT_APPLICABLE]
+    detail += "".join(f"; {line}" for line in declared)
     if returncode == 0 and results.get("exitstatus") == 0 and not bad and not counts.get("failed") \
-            and not counts.get("errors") and not red_waivers:
+            and not counts.get("errors") and not red_waivers and not unchecked:
         return True, detail
+    if unchecked:
+        detail += "; NOT CHECKED: " + "; ".join(unchecked) + (
+            " (a skipped check is never a pass: make it checkable, or declare it in [[not_applicable]] with why)")
     if red_waivers:
         detail += "; " + "; ".join(red_waivers)
     if bad:
@@ -139,6 +160,6 @@ def judge(returncode: int, results: dict | None, output: str) -> tuple[bool, str
         problems = [line for t in bad for line in t.get("problems", []) if not line.endswith("problem(s)")][:4]
         detail += f"; failed: {', '.join(names[:8])}" + (", ..." if len(names) > 8 else "")
         detail += f"; first problems: {'; '.join(problems)}" if problems else ""
-    elif not red_waivers:
+    elif not red_waivers and not unchecked:
         detail += f"; pytest exit code {returncode}"
     return False, redact_text(detail)

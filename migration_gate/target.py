@@ -7,7 +7,6 @@ Either way the suites see the same TargetState.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import psycopg
 from migration_gate import backup
 from migration_gate.config import Environment, PrecheckConfig
 from migration_gate.logsource import LogMarker, LogSource
+from migration_gate.redact import describe_target, safe_message
 
 PHASES = ("premigration", "backup", "postmigration", "integrity", "rollback")
 NEW_SCHEMA_PHASES = ("postmigration", "integrity")
@@ -128,7 +128,15 @@ class RealTargets:
         return state.baseline_dsn
 
     def close(self) -> None:
+        """The backup restored for integrity (a copy of production on its server) is dropped; one that could not
+        be is a BackupError naming it (never swallowed: the suite's results say it, red)."""
+        left = []
         for state in self._states.values():
             if state._baseline_scratch:
-                with contextlib.suppress(psycopg.Error):
+                try:
                     backup.drop_database(state.dsn, state._baseline_scratch)
+                except (psycopg.Error, backup.BackupError) as exc:
+                    left.append(f"scratch database {state._baseline_scratch} on {describe_target(state.dsn)} could "
+                                f"NOT be dropped: {safe_message(exc)}; drop it by hand (it holds the backup's data)")
+        if left:
+            raise backup.BackupError("; ".join(left))

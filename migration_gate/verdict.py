@@ -10,6 +10,7 @@ from pathlib import Path
 
 from migration_gate import signoff
 from migration_gate.config import SANDBOX_BANNER, GateConfig
+from migration_gate.criteria import unchecked_line
 from migration_gate.forecast import against_actual
 from migration_gate.runstate import RunState, forced_verdict
 
@@ -19,7 +20,8 @@ EPILOG = """Exit codes (all commands):
   1  red: a gate failed; nothing was migrated, or the rollback ran and was verified
   2  bad usage or configuration (one line)
   3  red and the rollback could NOT be verified, or it is held because it would discard rows written
-     since the migration (scripts/rollback --dry-run shows them): a human must look now
+     since the migration (scripts/rollback --dry-run shows them), or it was verified but maintenance mode
+     could not be switched off (the app still shuts users out): a human must look now
   4  refused: another cut-over holds the database, earlier gates are not green, the backup changed, or the
      forecast of the window breaks a budget (--accept-forecast overrides; cutover --dry-run shows it)
   5  forced: scripts/cutover --force went on past red pre-checks or backup checks (the verdict names them) and
@@ -27,7 +29,7 @@ EPILOG = """Exit codes (all commands):
   130 interrupted (the run's state is kept; the next invocation resumes or rolls back)
 """
 EXIT = {"green": 0, "red": 1, "rolled-back": 1, "over-limit": 1, "rollback-failed": 3, "rollback-held": 3,
-        "refused": 4, "forced": 5, "interrupted": 130}
+        "rolled-back-maintenance-on": 3, "refused": 4, "forced": 5, "interrupted": 130}
 
 
 def _summary(state: RunState, report: Path | None) -> dict:
@@ -40,6 +42,7 @@ def _summary(state: RunState, report: Path | None) -> dict:
             "phases": [{"name": p.name, "status": p.status, "seconds": p.seconds, "over_budget": p.over_budget}
                        for p in state.phases + state.rollback_phases],
             "counts": state.counts, "forced": state.forced,
+            "not_checked": signoff.not_checked(Path(state.run_dir)),
             "forced_past": state.forced_past,
             "forecast": {"method": state.forecast.get("method"), "breaks": state.forecast.get("breaks", []),
                          "accepted": state.forecast.get("accepted"),
@@ -76,6 +79,8 @@ def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, envi
         for hit in waived:
             print(f"  waived {hit['criterion']}: {hit['finding']} ({hit['reason']}; decided by {hit['decided_by']}, "
                   f"expires {hit['expires']})")
+        for entry in signoff.not_checked(Path(state.run_dir)):
+            print(f"  {entry['phase']}: {unchecked_line(entry)}")
         for record in state.phases + state.rollback_phases:
             if record.status != "pending":
                 flag = "  OVER BUDGET" if record.over_budget else ""

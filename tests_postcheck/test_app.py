@@ -79,6 +79,8 @@ def test_search_by_a_mixed_case_padded_email_finds_the_patient(api, token, gate_
 
 @pytest.mark.criterion("POST-19")
 def test_the_app_gives_the_same_answers_as_before(api, api_credentials, gate_config, gate_session, gate_run_dir):
+    if not gate_config.answers.requests:
+        pytest.skip("[answers] lists no requests: the app's answers are not compared")
     answers.check_after(api, gate_config.answers, gate_session.key, gate_run_dir,
                         answers.environment(*api_credentials)).expect()
 

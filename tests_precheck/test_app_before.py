@@ -21,5 +21,7 @@ def test_existing_users_can_log_in_before_the_cut_over(api, api_credentials, db,
 @pytest.mark.criterion("PRE-14")
 def test_the_apps_answers_are_recorded_on_the_legacy_schema(api, api_credentials, gate_config, gate_session,
                                                              gate_run_dir):
+    if not gate_config.answers.requests:
+        pytest.skip("[answers] lists no requests: the app's answers are not recorded")
     answers.record_before(api, gate_config.answers, gate_session.key, gate_run_dir, "premigration",
                           answers.environment(*api_credentials)).expect()

@@ -87,13 +87,15 @@ def test_money_values_fit_the_new_types(db, gate_config):
 @pytest.mark.criterion("PRE-08")
 def test_migration_and_rollback_rehearsed_on_a_scratch_copy(target, gate_config, gate_session, gate_run_dir):
     """Each statement's time on the copy is kept in the run folder for PRE-13."""
-    rehearse_on_copy(target.dsn, gate_config, gate_session.key, record_to=gate_run_dir).expect()
+    rehearse_on_copy(target.dsn, gate_config, gate_session.key, record_to=gate_run_dir,
+                     sha256=gate_session.migration_sha256).expect()
 
 
 @pytest.mark.criterion("PRE-13")
-def test_the_migrations_locks_and_rewrites_are_allowed_at_the_live_table_sizes(db, gate_config, gate_run_dir):
+def test_the_migrations_locks_and_rewrites_are_allowed_at_the_live_table_sizes(db, gate_config, gate_run_dir,
+                                                                                gate_session):
     """After PRE-08 (pytest runs a file's tests in order), whose rehearsal recorded each statement's time."""
-    lint_gate(db, gate_config, gate_run_dir).expect()
+    lint_gate(db, gate_config, gate_run_dir, sha256=gate_session.migration_sha256).expect()
 
 
 @pytest.mark.criterion("PRE-09")
