@@ -351,10 +351,11 @@ def _comparisons_section(checks: list[dict]) -> list[str]:
     for check in rows:
         n = check["compared"]
         unit = escape(n.get("unit", "rows"))
-        whole = n["matched"] >= n["legacy"] and n["legacy"] + n["new"] > 0
+        nothing = n["legacy"] + n["new"] == 0
+        shown = ("<td class='muted'>nothing compared (both sides empty)</td>" if nothing else
+                 f"<td class='{_cls(n['matched'] >= n['legacy'])}'>{n['matched']:,} of {n['legacy']:,}</td>")
         parts.append(f"<tr><td>{escape(check['phase'])}</td><td>{escape(check['check'])}</td>"
-                     f"<td>{n['legacy']:,} {unit}</td><td>{n['new']:,} {unit}</td>"
-                     f"<td class='{_cls(whole)}'>{n['matched']:,} of {n['legacy']:,}</td>"
+                     f"<td>{n['legacy']:,} {unit}</td><td>{n['new']:,} {unit}</td>{shown}"
                      f"<td class='{_cls(not check['problems'])}'>{check['problems']}</td></tr>")
     return [*parts, "</table>"]
 

@@ -71,11 +71,12 @@ class Result:
     def tally(self, where: str, legacy: int, new: int, matched: int, unit: str = "rows",
               new_may_exceed: bool = False) -> None:
         """Record what a comparison read on each side and matched; a shortfall is a problem, never a pass: a legacy
-        row not compared, a new row not compared (unless the new side may hold more, a partial mapping), or
-        nothing compared at all."""
+        row not compared, or a new row not compared (unless the new side may hold more, a partial mapping). Two
+        empty sides say so in a note and in the sign-off ("nothing compared"): the row counts prove 0 = 0, and an
+        empty table is no finding."""
         self.compared = {"legacy": legacy, "new": new, "matched": matched, "unit": unit}
         if not legacy and not new:
-            self.add(f"{where}: compared nothing (no {unit} on either side)")
+            self.notes.append(f"{where}: compared nothing (no {unit} on either side)")
         elif matched < legacy or (matched < new and not new_may_exceed):
             self.add(f"{where}: compared {matched} of {legacy if new_may_exceed else max(legacy, new)} {unit} "
                      f"({legacy} read on the legacy side, {new} on the new side)")
