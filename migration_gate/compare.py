@@ -68,6 +68,9 @@ class Differences:
     unexplained: list[Any] = field(default_factory=list)  # buckets whose digests differ but whose rows do not
     buckets_compared: int = 0
     buckets_drilled: int = 0
+    left_rows: int = 0  # rows read on the left side (from its bucket digests)
+    right_rows: int = 0  # rows read on the right side
+    matched: int = 0  # rows found under the same key on both sides: in buckets whose digests agree, or drilled
 
     @property
     def equal(self) -> bool:
@@ -329,6 +332,7 @@ def _drill(left: _View, right: _View, bucket: int | None, diff: Differences) -> 
     """Record the differences in one bucket; False if there are none."""
     a, twice_a = _row_hashes(left, bucket)
     b, twice_b = _row_hashes(right, bucket)
+    diff.matched += len(a.keys() & b.keys())
     found = (sorted(a.keys() - b.keys(), key=key_order), sorted(b.keys() - a.keys(), key=key_order),
              sorted(twice_a | twice_b, key=key_order))
     diff.missing.extend(found[0])
@@ -355,12 +359,23 @@ def compare(left: Side, right: Side, chunk: int = CHUNK, bucketing: Bucketing | 
         if buckets is None:
             ours, theirs = _digests(views[0]), _digests(views[1])
             buckets = differing(ours, theirs)
-            diff.buckets_compared = len(set(ours) | set(theirs))
+            _tally(diff, ours, theirs, buckets)
         for bucket in buckets:
             diff.buckets_drilled += 1
             if not _drill(*views, bucket, diff):
                 diff.unexplained.append(bucket)
     return diff
+
+
+def _tally(diff: Differences, ours: Mapping[int | None, Digest], theirs: Mapping[int | None, Digest],
+           drilled: Sequence[int | None]) -> None:
+    """Rows read on each side, and the rows of the buckets whose digests agree as matched (the drilled buckets add
+    theirs key by key in _drill)."""
+    diff.buckets_compared = len(set(ours) | set(theirs))
+    diff.left_rows = sum(d[0] for d in ours.values())
+    diff.right_rows = sum(d[0] for d in theirs.values())
+    skip = set(drilled)
+    diff.matched += sum(d[0] for b, d in ours.items() if b not in skip)
 
 
 def differing(ours: Mapping[int | None, Digest], theirs: Mapping[int | None, Digest]) -> list[int | None]:
@@ -379,10 +394,9 @@ def compare_recorded(recorded: Mapping[int | None, Digest], bucketing: Bucketing
         with _pinned(right.conn):
             theirs = _digests(_one_view(right, bucketing), bucketing.fast)
     buckets = differing(recorded, theirs)
-    if not buckets:
-        return Differences(columns={c: [] for c in right.columns}, buckets_compared=len(set(recorded) | set(theirs)))
-    diff = compare(left(), right, bucketing.chunk, bucketing, buckets)
-    diff.buckets_compared = len(set(recorded) | set(theirs))
+    diff = (compare(left(), right, bucketing.chunk, bucketing, buckets) if buckets
+            else Differences(columns={c: [] for c in right.columns}))
+    _tally(diff, recorded, theirs, buckets)
     return diff
 
 
@@ -390,8 +404,9 @@ def keyed_rows(side: Side, bucketing: Bucketing, name: str) -> Iterator[tuple]:
     """(bucket, key text, key, *columns) of every row in key order, streamed by a server-side cursor: for row hashes
     that only Python can compute (of decrypted values), folded into digests by `fold`. Call inside a transaction."""
     view = _one_view(side, bucketing)
-    query = sql.SQL("SELECT {b}, {text}, {k}, {cols} FROM {t} WHERE {bound} ORDER BY {k}").format(
+    query = sql.SQL("SELECT {b}, {text}, {k}, {cols} FROM {t} WHERE {bound} ORDER BY {order}").format(
         b=view.bucket, text=view.text, k=view.identity,
+        order=ranges.binary_order(side.conn, side.schema, side.table, side.keys),
         cols=sql.SQL(", ").join(map(sql.Identifier, side.columns)), t=side.relation, bound=side.bound())
     side.conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
         sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v)) for k, v in PINNED.items())))

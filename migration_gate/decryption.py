@@ -24,7 +24,7 @@ from migration_gate import db
 from migration_gate.checks import FIRST_IDS, error_text
 from migration_gate.config import SearchHash
 from migration_gate.phi import PhiCodec, is_blank, search_hash
-from migration_gate.ranges import Buckets, ChunkSizer, KeyRange
+from migration_gate.ranges import Buckets, ChunkSizer, KeyRange, binary_order
 
 UNDECRYPTABLE = "do not decrypt with this key (wrong key or corrupted)"
 DOUBLE = "decrypt to ciphertext again (double encryption)"
@@ -140,8 +140,9 @@ def _rows(conn: psycopg.Connection, task: Task, columns: list[str], scope: sql.C
     if scope is not None:
         where = sql.SQL("({}) AND ({})").format(where, scope)
     fields = [sql.Identifier(c) for c in columns] + ([_hashes(c) for c in columns] if hashes else [])
-    query = sql.SQL("SELECT {k}, {fields} FROM {t} WHERE {w} ORDER BY {k}{limit}").format(
+    query = sql.SQL("SELECT {k}, {fields} FROM {t} WHERE {w} ORDER BY {order}{limit}").format(
         k=sql.Identifier(task.key), fields=sql.SQL(", ").join(fields),
+        order=binary_order(conn, task.schema, task.table, [task.key]),
         t=sql.Identifier(task.schema, task.table), w=where,
         limit=sql.SQL(" LIMIT {}").format(sql.Literal(task.limit)) if task.limit else sql.SQL(""))
     sizer = ChunkSizer(columns=len(columns))

@@ -83,6 +83,19 @@ class Buckets:
         return cls(int(data["low"]), int(data["width"]), int(data["count"]))
 
 
+def binary_order(conn: psycopg.Connection, schema: str, table: str, keys: Iterable[str]) -> sql.Composable:
+    """An ORDER BY list of these key columns in a binary order: each collatable one COLLATE "C" (byte order, which
+    for UTF-8 is Python's str order), whatever the database's or the column's collation. Two sides read in key
+    order and merged in Python agree on the order only so (en-US puts `lc-1` before `LC-1`, C after)."""
+    keys = list(keys)
+    found = dict(conn.execute(
+        "SELECT a.attname, a.attcollation <> 0 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s "
+        "AND a.attname = ANY(%s) AND NOT a.attisdropped", (schema, table, keys)).fetchall())
+    return sql.SQL(", ").join(
+        sql.SQL('{} COLLATE "C"').format(sql.Identifier(k)) if found.get(k) else sql.Identifier(k) for k in keys)
+
+
 def worker_count(requested: int | None = None) -> int:
     """How many processes: `requested`, else GATE_WORKERS, else the machine's cores."""
     if requested is not None:

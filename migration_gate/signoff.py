@@ -380,6 +380,26 @@ def _phi_section(checks: list[dict]) -> list[str]:
     return [*parts, "</table>"]
 
 
+def _comparisons_section(checks: list[dict]) -> list[str]:
+    """Every comparison of the legacy data with the new: what it read on each side and how many rows it matched
+    by key, so a reviewer sees a check compared all of it (a shortfall is that check's red finding)."""
+    rows = [c for c in checks if c.get("compared")]
+    if not rows:
+        return []
+    parts = ["<h2 id='comparisons'>Comparisons: legacy against new</h2><table><tr><th>Phase</th><th>Check</th>"
+             "<th>Legacy read</th><th>New read</th><th>Matched</th><th>Problems</th></tr>"]
+    for check in rows:
+        n = check["compared"]
+        unit = escape(n.get("unit", "rows"))
+        nothing = n["legacy"] + n["new"] == 0
+        shown = ("<td class='muted'>nothing compared (both sides empty)</td>" if nothing else
+                 f"<td class='{_cls(n['matched'] >= n['legacy'])}'>{n['matched']:,} of {n['legacy']:,}</td>")
+        parts.append(f"<tr><td>{escape(check['phase'])}</td><td>{escape(check['check'])}</td>"
+                     f"<td>{n['legacy']:,} {unit}</td><td>{n['new']:,} {unit}</td>{shown}"
+                     f"<td class='{_cls(not check['problems'])}'>{check['problems']}</td></tr>")
+    return [*parts, "</table>"]
+
+
 def _record(state: RunState, environment: dict[str, str]) -> str:
     """Who ran it, which gate, which migration and which app: at the top, where an auditor looks first."""
     rows = [("Run by", environment.get("Run by", "-")), ("Gate version", environment.get("Gate version", "-")),
@@ -524,6 +544,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
 
     parts.extend(_rehearsal_copy_section(checks))
     parts.extend(_phi_section(checks))
+    parts.extend(_comparisons_section(checks))
 
     parts.extend(performance_section(run_dir))
     parts.extend(_people_section(run_dir, people))

@@ -49,6 +49,8 @@ class Result:
     checked: int = 0  # values or rows examined (for the PHI verification summary)
     notes: list[str] = field(default_factory=list)
     unit: str = "values"  # what `checked` counts: PHI values, rows, responses, log lines (the sign-off says it)
+    # a comparison of two sides: rows read on each and rows matched by key ({"legacy", "new", "matched", "unit"})
+    compared: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -65,6 +67,19 @@ class Result:
         except Exception as exc:  # noqa: BLE001 - reported as a finding, never a traceback
             where = ".".join(identifiers) or self.check
             self.add(f"{where}: could not be checked: {error_text(exc)}")
+
+    def tally(self, where: str, legacy: int, new: int, matched: int, unit: str = "rows",
+              new_may_exceed: bool = False) -> None:
+        """Record what a comparison read on each side and matched; a shortfall is a problem, never a pass: a legacy
+        row not compared, or a new row not compared (unless the new side may hold more, a partial mapping). Two
+        empty sides say so in a note and in the sign-off ("nothing compared"): the row counts prove 0 = 0, and an
+        empty table is no finding."""
+        self.compared = {"legacy": legacy, "new": new, "matched": matched, "unit": unit}
+        if not legacy and not new:
+            self.notes.append(f"{where}: compared nothing (no {unit} on either side)")
+        elif matched < legacy or (matched < new and not new_may_exceed):
+            self.add(f"{where}: compared {matched} of {legacy if new_may_exceed else max(legacy, new)} {unit} "
+                     f"({legacy} read on the legacy side, {new} on the new side)")
 
     def expect(self) -> Result:
         """Raise CheckFailed naming every problem no waiver matches (and the waived ones after them); return self
@@ -97,7 +112,7 @@ class Result:
         waived = waived or []
         return {"check": self.check, "checked": self.checked, "unit": self.unit,
                 "problems": len(self.problems) - len(waived), "notes": list(self.notes)} | (
-                    {"waived": waived} if waived else {})
+                    {"waived": waived} if waived else {}) | ({"compared": dict(self.compared)} if self.compared else {})
 
     def __repr__(self) -> str:
         return f"Result({self.check!r}, ok={self.ok}, problems={len(self.problems)}, checked={self.checked})"

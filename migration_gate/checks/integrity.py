@@ -23,6 +23,7 @@ from migration_gate.checks import Result, catalog_of, first_ids, missing
 from migration_gate.compare import BucketingMismatch, Differences, Side, compare, compare_recorded
 from migration_gate.config import TableMap
 from migration_gate.phi import CiphertextFormatError, DecryptionError, PhiCodec
+from migration_gate.ranges import binary_order
 
 BATCH = 2_000
 RECORDED = "compared with the digests recorded in the backup's snapshot"
@@ -142,6 +143,7 @@ def rows_correspond(baseline: Legacy, target: psycopg.Connection, mapping: Table
         return result
     diff = _differences(result, baseline, target, mapping, "rows", [], schema)
     result.checked = diff.buckets_compared
+    _tally(result, mapping, diff)
     if diff.missing:
         result.add(f"{mapping.new}: {len(diff.missing)} legacy rows have no new row ({first_ids(diff.missing)})")
     _unexplained(result, mapping, diff)
@@ -150,6 +152,10 @@ def rows_correspond(baseline: Legacy, target: psycopg.Connection, mapping: Table
     if diff.duplicated:
         result.add(f"{mapping.new}: {len(diff.duplicated)} keys appear more than once ({first_ids(diff.duplicated)})")
     return result
+
+
+def _tally(result: Result, mapping: TableMap, diff: Differences) -> None:
+    result.tally(mapping.new, diff.left_rows, diff.right_rows, diff.matched, new_may_exceed=mapping.partial)
 
 
 def _unexplained(result: Result, mapping: TableMap, diff) -> None:
@@ -169,6 +175,7 @@ def columns_equal(baseline: Legacy, target: psycopg.Connection, mapping: TableMa
     name = "columns" if only is None else "relationships"
     diff = _differences(result, baseline, target, mapping, name, pairs, schema)
     result.checked = _count(Side(target, mapping.new, mapping.key, [], schema=schema)) * len(pairs)
+    _tally(result, mapping, diff)
     _unexplained(result, mapping, diff)
     for column, keys in diff.columns.items():
         if keys:
@@ -178,13 +185,34 @@ def columns_equal(baseline: Legacy, target: psycopg.Connection, mapping: TableMa
 
 def _ordered(conn: psycopg.Connection, schema: str, table: str, key: str, columns: list[str], name: str,
              where: sql.Composable | None = None):
-    query = sql.SQL("SELECT {k}, {cols} FROM {t} WHERE {w} ORDER BY {k}").format(
+    """The rows in a binary key order (ranges.binary_order): the order Python's comparison of the keys agrees with,
+    whatever the two databases' collations."""
+    query = sql.SQL("SELECT {k}, {cols} FROM {t} WHERE {w} ORDER BY {order}").format(
         k=sql.Identifier(key), cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
-        t=sql.Identifier(schema, table), w=where or sql.SQL("true"))
+        t=sql.Identifier(schema, table), w=where or sql.SQL("true"),
+        order=binary_order(conn, schema, table, [key]))
     cur = conn.cursor(name=name)
     cur.itersize = BATCH
     cur.execute(query)
     return cur
+
+
+class _Counted:
+    """A cursor read row by row, counting what it read (a comparison says how much it read on each side)."""
+
+    def __init__(self, cursor: psycopg.ServerCursor) -> None:
+        self.cursor, self.read = cursor, 0
+
+    def next(self) -> tuple | None:
+        row = next(self.cursor, None)
+        self.read += row is not None
+        return row
+
+    def rest(self) -> int:
+        """Read the rows left (read, never compared: the merge ended on the other side) and close; all rows read."""
+        self.read += sum(1 for _ in self.cursor)
+        self.cursor.close()
+        return self.read
 
 
 def _plain(codec: PhiCodec, value: str | None) -> str | None | Exception:
@@ -210,10 +238,11 @@ def _plain_digests(right: Side, recorded: MappingDigests, codec: PhiCodec) -> di
 
 
 def _phi_recorded(baseline: Baseline, target: psycopg.Connection, mapping: TableMap, codec: PhiCodec,
-                  schema: str) -> tuple[MappingDigests, list, int] | None:
-    """(recorded, buckets that differ, values compared) against the digests recorded in the backup's snapshot:
-    identical ciphertexts decrypt identically, and a plaintext encrypted on the way is compared by its salted
-    digest. None when there are no digests for exactly these columns (the restored copy decides everything)."""
+                  schema: str) -> tuple[MappingDigests, list, int, tuple[int, int, int]] | None:
+    """(recorded, buckets that differ, values compared, (legacy rows, new rows, rows matched outside the buckets
+    that differ)) against the digests recorded in the backup's snapshot: identical ciphertexts decrypt identically,
+    and a plaintext encrypted on the way is compared by its salted digest. None when there are no digests for
+    exactly these columns (the restored copy decides everything)."""
     recorded = baseline.of(mapping)
     if recorded is None:
         return None
@@ -221,6 +250,8 @@ def _phi_recorded(baseline: Baseline, target: psycopg.Connection, mapping: Table
     among = tuple(recorded.among) if recorded.among is not None else None
     differing: set = set()
     checked = 0
+    rows: dict[int | None, int] = {}
+    totals = (0, 0)
     for name, pairs in sets.items():
         buckets = recorded.buckets(name, pairs)
         if buckets is None:
@@ -234,7 +265,10 @@ def _phi_recorded(baseline: Baseline, target: psycopg.Connection, mapping: Table
             return None
         differing.update(engine.differing(buckets, theirs))
         checked += sum(d[0] for d in theirs.values()) * len(pairs)
-    return recorded, sorted(differing, key=engine.key_order), checked
+        rows = {b: d[0] for b, d in buckets.items()}
+        totals = (sum(rows.values()), sum(d[0] for d in theirs.values()))
+    matched = sum(n for b, n in rows.items() if b not in differing)  # equal digests: the same rows on both sides
+    return recorded, sorted(differing, key=engine.key_order), checked, (*totals, matched)
 
 
 def _phi_sets(mapping: TableMap) -> dict[str, list[tuple[str, str]]]:
@@ -254,33 +288,39 @@ def phi_equal(baseline: Legacy, target: psycopg.Connection, mapping: TableMap, c
         return result
     old_cols, new_cols = [o for o, _ in pairs], [n for _, n in pairs]
     where_old = where_new = sql.SQL("true")
+    outside = None  # (legacy rows, new rows, rows matched) the recorded digests account for, outside any drill
     if isinstance(baseline, Baseline):
         found = _phi_recorded(baseline, target, mapping, codec, schema)
         if found is not None:
-            recorded, buckets, checked = found
+            recorded, buckets, checked, outside = found
             result.notes.append(RECORDED + (f"; {len(buckets)} key ranges differed and were decrypted and compared "
                                             "with the restored backup" if buckets else ""))
             if not buckets:
                 result.checked = checked
+                result.tally(mapping.new, *outside, new_may_exceed=mapping.partial)
                 return result
             cut = recorded.cut()
             where_new = engine.bucket_filter(Side(target, mapping.new, mapping.key, [], schema=schema), cut, buckets)
             where_old = engine.bucket_filter(Side(baseline.connection(), mapping.legacy, mapping.source_key, [],
                                                   schema=schema), cut, buckets)
         baseline = baseline.connection()
+    where_new = sql.SQL("({}) AND ({})").format(where_new, sides(baseline, target, mapping, schema=schema)[1].bound())
     plain_source = [o in mapping.encrypt for o in old_cols]
+    matched = 0
     differing: dict[str, list[int]] = defaultdict(list)
     unreadable: dict[str, list[int]] = defaultdict(list)
     with baseline.transaction(), target.transaction():
-        left = _ordered(baseline, schema, mapping.legacy, mapping.source_key, old_cols, "gate_phi_left", where_old)
-        right = _ordered(target, schema, mapping.new, mapping.key, new_cols, "gate_phi_right", where_new)
-        a, b = next(left, None), next(right, None)
+        left = _Counted(_ordered(baseline, schema, mapping.legacy, mapping.source_key, old_cols, "gate_phi_left",
+                                 where_old))
+        right = _Counted(_ordered(target, schema, mapping.new, mapping.key, new_cols, "gate_phi_right", where_new))
+        a, b = left.next(), right.next()
         while a is not None and b is not None:
             if a[0] < b[0]:
-                a = next(left, None)  # missing rows are reported by rows_correspond
+                a = left.next()  # missing rows are named by rows_correspond; counted short here
             elif a[0] > b[0]:
-                b = next(right, None)
+                b = right.next()
             else:
+                matched += 1
                 for i, column in enumerate(new_cols):
                     old, new = a[i + 1], b[i + 1]
                     if old == new:  # the same ciphertext (or both empty) decrypts the same
@@ -293,9 +333,12 @@ def phi_equal(baseline: Legacy, target: psycopg.Connection, mapping: TableMap, c
                         unreadable[column].append(a[0])
                     elif p != q:
                         differing[column].append(a[0])
-                a, b = next(left, None), next(right, None)
-        left.close()
-        right.close()
+                a, b = left.next(), right.next()
+        read_left, read_right = left.rest(), right.rest()
+    if outside is None:
+        result.tally(mapping.new, read_left, read_right, matched, new_may_exceed=mapping.partial)
+    else:  # the drilled buckets' rows are in the digests' totals already
+        result.tally(mapping.new, outside[0], outside[1], outside[2] + matched, new_may_exceed=mapping.partial)
     for column, keys in differing.items():
         result.add(f"{mapping.new}.{column}: {len(keys)} values differ from the legacy value after decryption "
                    f"({first_ids(keys)})")
