@@ -132,6 +132,12 @@ def _run_dir(reports: Path) -> Path:
     return runs[0]
 
 
+def _gate_keys() -> backup.BackupKeys:
+    """The backup keys as the gate holds them: the record's MAC keyed by the run's PHI key (_cli's), which this
+    test process does not have in its environment."""
+    return backup.BackupKeys.from_environment(phi_key=SANDBOX_KEY)
+
+
 def _no_partial_or_plaintext(run_dir: Path) -> None:
     """No partial file anywhere in the run; every dump left is an age file, complete, with its record."""
     leftovers = [p.name for p in run_dir.rglob("*") if p.name.endswith((".partial", ".fetched", ".tmp"))]
@@ -140,7 +146,8 @@ def _no_partial_or_plaintext(run_dir: Path) -> None:
         if dump.name.endswith((backup.RECORD_SUFFIX, backup.CATALOG_SUFFIX)):
             continue
         assert not backup.is_plaintext_dump(dump), dump
-        assert backup.is_encrypted(dump) and backup.verify_unchanged(dump), dump  # complete, with its record
+        # complete, with its authenticated record
+        assert backup.is_encrypted(dump) and backup.verify_unchanged(dump, _gate_keys()), dump
 
 
 def _no_orphans(dsn: str, run_dir: Path) -> None:
@@ -186,7 +193,7 @@ def test_a_backup_killed_while_pg_dump_streams_is_taken_again_by_the_next_backup
     state = json.loads((run_dir / "state.json").read_text())
     taken = Path(state["backup"]["path"])
     assert state["phases"][2]["status"] == "passed" and state["backup"]["remote_verified"]
-    assert backup.verify_unchanged(taken).sha256 == state["backup"]["sha256"]
+    assert backup.verify_unchanged(taken, _gate_keys(), state["backup"]).sha256 == state["backup"]["sha256"]
     _no_partial_or_plaintext(run_dir)
     _no_orphans(sandbox.dsn, run_dir)
     assert _snapshot(sandbox.dsn) == before
