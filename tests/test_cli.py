@@ -21,7 +21,7 @@ from migration_gate.redact import describe_target
 from migration_gate.runstate import schema_state
 from migration_gate.verdict import EXIT
 from sandbox.synthetic import SANDBOX_KEY
-from tests.conftest import ROOT
+from tests.conftest import ROOT, gate_keys
 from tests.test_suites import not_owner_only
 
 SCRIPTS = ["setup", "test", "rehearse", "precheck", "backup", "migrate", "cutover", "rollback", "attest",
@@ -121,8 +121,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(legacy_db: str) -> None:
 def _rollback_run(legacy_db: str, tmp_path: Path, target: str) -> backup.BackupRecord:
     """A run folder whose backup was taken as the gate takes it: the record authenticated under the run's PHI key
     (the sandbox's, which ROLLBACK_ENV hands the rollback), its digests in state.json."""
-    keys = backup.BackupKeys.from_environment(phi_key=SANDBOX_KEY)
-    record = backup.take_backup(legacy_db, tmp_path / "run" / "backup", keys=keys)
+    record = backup.take_backup(legacy_db, tmp_path / "run" / "backup", keys=gate_keys())
     state = {"run_dir": str(tmp_path / "run"), "target": target, "migration_file": "m", "migration_sha256": "0",
              "status": "rolled-back", "phases": [{"name": "migration", "status": "passed"}],
              "backup": record.summary()}
