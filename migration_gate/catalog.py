@@ -396,8 +396,11 @@ def user_schemas(conn: psycopg.Connection) -> tuple[str, ...]:
 def inspect(conn: psycopg.Connection, schemas: Iterable[str] | None = None) -> Catalog:
     """Read the catalog of the given schemas (default: every user schema) in one pass of eight queries, under
     the gate's pinned search_path whatever the session's own: pg_get_constraintdef() and its kin qualify names
-    by the search_path, so a definition recorded in one session must read the same in every other."""
-    with conn.transaction():
+    by the search_path, so a definition recorded in one session must read the same in every other. The pin is
+    rolled back with the read's savepoint: inside a transaction that runs the user's SQL next (a rollback file
+    after deploytables' preparation) the session's own search_path holds again (a SET LOCAL outlives a released
+    savepoint)."""
+    with conn.transaction(force_rollback=True):
         conn.execute("SELECT set_config('search_path', 'pg_catalog, pg_temp', true)")
         return _inspect(conn, schemas)
 

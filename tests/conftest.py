@@ -57,6 +57,13 @@ def backup_keys() -> Iterator[BackupKeys]:
                     os.environ[name] = value
 
 
+def gate_keys(phi_key: str = SANDBOX_KEY) -> BackupKeys:
+    """The backup keys as the gate holds them for a run (Gate._backup_keys): the session's key pair from the
+    environment and the record's MAC keyed by the run's PHI key, which the gate hands its suites and scripts but
+    which this test process does not have in its environment."""
+    return BackupKeys.from_environment(phi_key=phi_key)
+
+
 @pytest.fixture(scope="session")
 def pg() -> Iterator[EmbeddedPostgres]:
     with EmbeddedPostgres() as cluster:

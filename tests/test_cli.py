@@ -21,7 +21,7 @@ from migration_gate.redact import describe_target
 from migration_gate.runstate import schema_state
 from migration_gate.verdict import EXIT
 from sandbox.synthetic import SANDBOX_KEY
-from tests.conftest import ROOT
+from tests.conftest import ROOT, gate_keys
 from tests.test_suites import not_owner_only
 
 SCRIPTS = ["setup", "test", "rehearse", "precheck", "backup", "migrate", "cutover", "rollback", "attest",
@@ -119,10 +119,12 @@ def test_dry_run_prints_the_plan_and_changes_nothing(legacy_db: str) -> None:
 
 
 def _rollback_run(legacy_db: str, tmp_path: Path, target: str) -> backup.BackupRecord:
-    record = backup.take_backup(legacy_db, tmp_path / "run" / "backup")
+    """A run folder whose backup was taken as the gate takes it: the record authenticated under the run's PHI key
+    (the sandbox's, which ROLLBACK_ENV hands the rollback), its digests in state.json."""
+    record = backup.take_backup(legacy_db, tmp_path / "run" / "backup", keys=gate_keys())
     state = {"run_dir": str(tmp_path / "run"), "target": target, "migration_file": "m", "migration_sha256": "0",
              "status": "rolled-back", "phases": [{"name": "migration", "status": "passed"}],
-             "backup": {"path": record.path}}
+             "backup": record.summary()}
     (tmp_path / "run" / "state.json").write_text(json.dumps(state))
     return record
 
@@ -136,7 +138,8 @@ def test_rollback_refuses_a_backup_that_changed(legacy_db: str, tmp_path: Path) 
     with open(record.path, "ab") as handle:
         handle.write(b"tampered")
     done = script("rollback", "--run-dir", str(tmp_path / "run"), env={"DATABASE_URL": legacy_db, **ROLLBACK_ENV})
-    one_line_error(done, 4, "no longer matches its recorded sha256")
+    one_line_error(done, 4, "as read, state.json recorded at backup time")
+    assert re.search(r"sha256 [0-9a-f]{12} as read, state\.json recorded at backup time [0-9a-f]{12}", done.stderr)
     with psycopg.connect(legacy_db) as conn:
         assert schema_state(conn, load_config()) == "legacy"
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from migration_gate import backup, db
+from migration_gate import backup, catalog, db
 from migration_gate.checks import data
 from migration_gate.config import load_config
 from migration_gate.embedded import EmbeddedPostgres, _run_as
@@ -73,6 +73,15 @@ def test_a_function_in_public_cannot_stand_in_for_a_built_in_in_a_gate_session(l
         result = data.duplicates(conn, GATE.unique_keys)
     assert not result.ok
     assert "therapist_profiles(user_id): 1 duplicated keys over 2 rows" in "\n".join(result.problems)
+
+
+def test_reading_the_catalog_inside_the_users_transaction_leaves_its_search_path(legacy_db):
+    """A rollback file runs in one transaction after deploytables read the catalog: its unqualified names must
+    still find the app's tables (the catalog's pinned search_path ends with the read)."""
+    with psycopg.connect(legacy_db) as conn, conn.transaction():
+        catalog.inspect(conn, ["public"])
+        assert conn.execute("SHOW search_path").fetchone()[0] == '"$user", public'
+        assert conn.execute("SELECT count(*) FROM therapist_profiles").fetchone()[0] > 0
 
 
 # -- item 3: the dump refuses a server the gate's sessions refuse ------------------------------------------------
@@ -141,6 +150,7 @@ def test_with_a_wrong_ca_the_dump_and_the_restore_refuse_as_the_gate_does(tls_cl
     dumped = subprocess.run([cluster.binaries.tool("pg_dump"), "--format=custom", f"--dbname={plain}"],
                             env=env, capture_output=True, timeout=60)
     assert dumped.returncode != 0 and b"certificate verify failed" in dumped.stderr, "pg_dump streamed unverified"
-    with pytest.raises(backup.BackupError, match=r"restoring the backup failed \(nothing was changed\): "
+    # psql refuses the server before it reads a line; pg_restore's stream into it breaks: one line naming the cause
+    with pytest.raises(backup.BackupError, match=r"could not stream the backup \(nothing was changed\): psql: "
                                                  r".*certificate verify failed"):
         backup.restore_in_place(Path(record.path), dsn)

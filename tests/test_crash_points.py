@@ -30,7 +30,7 @@ from migration_gate.progress import Progress
 from migration_gate.runstate import schema_state
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
-from tests.conftest import ROOT
+from tests.conftest import ROOT, gate_keys
 from tests.test_cli import config_with_store
 
 PATIENTS = 150
@@ -140,7 +140,8 @@ def _no_partial_or_plaintext(run_dir: Path) -> None:
         if dump.name.endswith((backup.RECORD_SUFFIX, backup.CATALOG_SUFFIX)):
             continue
         assert not backup.is_plaintext_dump(dump), dump
-        assert backup.is_encrypted(dump) and backup.verify_unchanged(dump), dump  # complete, with its record
+        # complete, with its authenticated record
+        assert backup.is_encrypted(dump) and backup.verify_unchanged(dump, gate_keys()), dump
 
 
 def _no_orphans(dsn: str, run_dir: Path) -> None:
@@ -186,7 +187,7 @@ def test_a_backup_killed_while_pg_dump_streams_is_taken_again_by_the_next_backup
     state = json.loads((run_dir / "state.json").read_text())
     taken = Path(state["backup"]["path"])
     assert state["phases"][2]["status"] == "passed" and state["backup"]["remote_verified"]
-    assert backup.verify_unchanged(taken).sha256 == state["backup"]["sha256"]
+    assert backup.verify_unchanged(taken, gate_keys(), state["backup"]).sha256 == state["backup"]["sha256"]
     _no_partial_or_plaintext(run_dir)
     _no_orphans(sandbox.dsn, run_dir)
     assert _snapshot(sandbox.dsn) == before

@@ -20,7 +20,7 @@ from migration_gate import backup, baseline_digests, forecast, migration, writes
 from migration_gate.config import RehearsalConfig, load_config
 from migration_gate.phi import PhiCodec
 from migration_gate.scratch import rehearse_on_copy
-from tests.conftest import ROOT, _create
+from tests.conftest import ROOT, _create, gate_keys
 from tests.test_suites import run_suite
 
 CLINIC = ROOT / "tests" / "fixtures" / "clinic"
@@ -102,7 +102,8 @@ def test_the_second_description_is_green_through_every_phase(clinic, tmp_path: P
                for n in linted["notes"]), linted["notes"]
     assert not [n for n in linted["notes"] if "clinic.people" in n or "clinic.encounters" in n]
 
-    dump = baseline_digests.record_backup(dsn, tmp_path / "backup", CONFIG, KEY).path  # as the gate's backup
+    # as the gate's backup
+    dump = baseline_digests.record_backup(dsn, tmp_path / "backup", CONFIG, KEY, keys=gate_keys(KEY)).path
     env = _env(dsn, BACKUP_FILE=str(dump))
     code, _, out = _phase("backup", env, tmp_path / "bak", secrets)
     assert code == 0, out
@@ -158,7 +159,7 @@ def _broken_migration(tmp_path: Path, old: str, new: str) -> Path:
 
 def test_a_migration_that_loses_rows_is_red_in_integrity(clinic, tmp_path: Path) -> None:
     dsn, secrets = clinic
-    dump = baseline_digests.record_backup(dsn, tmp_path / "backup", CONFIG, KEY).path
+    dump = baseline_digests.record_backup(dsn, tmp_path / "backup", CONFIG, KEY, keys=gate_keys(KEY)).path
     broken = _broken_migration(tmp_path, "FROM clinic.visits_v1;", "FROM clinic.visits_v1 WHERE fee >= 100;")
     migration.run_file(dsn, broken, KEY)
     code, criteria, out = _phase("integrity", _env(dsn, BACKUP_FILE=str(dump)), tmp_path / "int", secrets)
@@ -169,7 +170,7 @@ def test_a_migration_that_loses_rows_is_red_in_integrity(clinic, tmp_path: Path)
 
 def test_a_wrong_phi_value_is_red_naming_the_uuid_key(clinic, tmp_path: Path) -> None:
     dsn, secrets = clinic
-    dump = baseline_digests.record_backup(dsn, tmp_path / "backup", CONFIG, KEY).path
+    dump = baseline_digests.record_backup(dsn, tmp_path / "backup", CONFIG, KEY, keys=gate_keys(KEY)).path
     migration.run_file(dsn, CLINIC / "migrate.sql", KEY)
     with psycopg.connect(dsn) as conn:
         (victim,) = conn.execute("SELECT id FROM clinic.encounters ORDER BY id LIMIT 1").fetchone()
@@ -206,7 +207,7 @@ def test_rows_written_since_the_migration_are_counted_and_carried_back_by_text_a
     proven by key, RB-02 green against the backup but those rows; a row the rollback changed that nobody wrote
     since is red, by key."""
     dsn, secrets = clinic
-    dump = backup.take_backup(dsn, tmp_path / "backup").path
+    dump = backup.take_backup(dsn, tmp_path / "backup", keys=gate_keys(KEY)).path
     migration.run_file(dsn, CLINIC / "migrate.sql", KEY)
     mark = writes.take_mark(dsn)
     visit = uuid.uuid4()

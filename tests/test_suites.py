@@ -19,7 +19,7 @@ from migration_gate.criteria import CRITERIA
 from migration_gate.phi import PhiCodec
 from sandbox.api_process import ApiProcess
 from sandbox.synthetic import DEMO_USERS, SANDBOX_KEY
-from tests.conftest import ROOT
+from tests.conftest import ROOT, gate_keys
 
 CODEC = PhiCodec(SANDBOX_KEY)
 
@@ -133,7 +133,7 @@ def test_a_broken_real_target_goes_red_with_phi_free_reports(legacy_db: str, tmp
         conn.execute("UPDATE clients_hipaa SET email_encrypted = %s WHERE id = 2", (email,))
         conn.execute("UPDATE clients_hipaa SET phone_encrypted = 'v2' || substr(phone_encrypted, 3) WHERE id = 6")
         conn.execute("INSERT INTO therapist_phi (user_id) VALUES (1)")
-    dump = backup.take_backup(legacy_db, tmp_path / "backups").path
+    dump = backup.take_backup(legacy_db, tmp_path / "backups", keys=gate_keys()).path  # as the gate takes it
     with ApiProcess(legacy_db, SANDBOX_KEY, use_hipaa_schema=False, log_file=tmp_path / "api.log",
                     maintenance_file=tmp_path / "m.flag") as api:
         done = run_suite("-m", "premigration or backup", run_dir=tmp_path / "run", env={
