@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from migration_gate.config import (
     load_config,
     load_environment,
 )
+from migration_gate.config import _flag as yes_no
 from migration_gate.criteria import (
     CRITERIA,
     FAILURE_CRITERIA,
@@ -70,20 +72,21 @@ class GateSession:
 
     def __init__(self, config: pytest.Config) -> None:
         try:
-            self.gate: GateConfig = load_config(config.getoption("gate_config"))
+            config_path = gate_option(config, "gate_config")[0]
+            self.gate: GateConfig = load_config(Path(config_path) if config_path else None)
             self.env = load_environment()
         except ConfigError as exc:
             raise pytest.UsageError(f"migration-gate: {exc}") from None
-        asked = bool(config.getoption("gate_sandbox"))
+        asked, where = gate_option(config, "gate_sandbox")
         if asked and not self.env.embedded:
-            raise pytest.UsageError("migration-gate: --gate-sandbox asks for the sandbox but DATABASE_URL names a "
+            raise pytest.UsageError(f"migration-gate: {where} asks for the sandbox but DATABASE_URL names a "
                                     "target: drop one of them")
         refused = self.env.sandbox_refused(asked)
         if refused:
             raise pytest.UsageError(f"migration-gate: {refused}")
         self.started = datetime.now(UTC)
         self.today = date.today()  # a waiver holds through its expires day, judged once for the whole session
-        run_dir = config.getoption("gate_run_dir") or (
+        run_dir = gate_option(config, "gate_run_dir")[0] or (
             self.env.reports_dir / f"{self.started:%Y%m%dT%H%M%SZ}-{_slug(config.getoption('markexpr')) or 'all'}")
         self.run_dir = Path(run_dir)
         self.server_version = "embedded sandbox"
@@ -97,14 +100,15 @@ class GateSession:
         self.results: dict[str, dict] = {}  # nodeid -> outcome, criterion, duration, problems (PHI-free)
         self.checks: list[dict] = []  # every Result judged in this run, in order
         self.clock = time.monotonic()
-        self.results_path = Path(config.getoption("gate_results") or self.run_dir / (
+        self.results_path = Path(gate_option(config, "gate_results")[0] or self.run_dir / (
             f"criteria-{_slug(config.getoption('markexpr')) or 'all'}.json"))
         self._targets: Targets | None = None
-        self.patients = config.getoption("gate_patients")
+        self.patients = gate_option(config, "gate_patients")[0]
         self.provider: SandboxProvider | None = None
         if self.env.embedded:  # the sandbox is only needed without DATABASE_URL; a bad name stops the run now
             try:
-                self.provider = load_provider(config.getoption("gate_sandbox_provider") or self.gate.sandbox_provider)
+                self.provider = load_provider(gate_option(config, "gate_sandbox_provider")[0]
+                                              or self.gate.sandbox_provider)
             except ConfigError as exc:
                 raise pytest.UsageError(f"migration-gate: {exc}") from None
 
@@ -177,19 +181,77 @@ def phase_of(item: pytest.Item) -> str | None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("migration-gate")
-    group.addoption("--gate-config", default=None, help="migration description (default: migration.toml)")
-    group.addoption("--gate-run-dir", default=None, help="folder for this run's reports (default: reports/<run>)")
-    group.addoption("--gate-patients", type=int, default=None,
-                    help="patients to seed when running on the embedded sandbox (default: from the config)")
-    group.addoption("--gate-sandbox-provider", default=None,
-                    help="module:attribute of the sandbox provider used without DATABASE_URL "
-                         "(default: migration.toml [sandbox] provider, or GATE_SANDBOX_PROVIDER)")
-    group.addoption("--gate-sandbox", action="store_true", default=False,
-                    help="run on the embedded sandbox (synthetic data) when DATABASE_URL is not set; needed in CI "
-                         "(CI set), where a missing target otherwise stops the run (also: GATE_SANDBOX=1)")
-    group.addoption("--gate-results", default=None,
-                    help="where to write the run's results as JSON: counts, every test's outcome and problems, "
-                         "criteria, checks (default: <run dir>/criteria-<marker>.json)")
+    for name, spec in GATE_OPTIONS.items():
+        also = f"; ini {name}" + (f"; env {spec.env}" if spec.env else "")
+        if spec.kind == "bool":
+            group.addoption(spec.flag, dest=name, action="store_true", default=None, help=f"{spec.help}{also}")
+        else:
+            group.addoption(spec.flag, dest=name, type=int if spec.kind == "int" else str, default=None,
+                            metavar=spec.metavar or {"path": "PATH", "int": "N"}.get(spec.kind, "VALUE"),
+                            help=f"{spec.help}{also}")
+        parser.addini(name, f"{spec.help} (as {spec.flag}; the flag{' and ' + spec.env if spec.env else ''} "
+                            "win over this)", type="bool" if spec.kind == "bool" else "string", default=None)
+
+
+@dataclass(frozen=True)
+class GateOption:
+    """One plugin option: its flag, the environment variable that also sets it (if any), and its kind (the ini
+    key has the option's name: `gate_run_dir = "..."` in [tool.pytest.ini_options] or pytest.ini)."""
+
+    flag: str
+    help: str
+    env: str | None = None
+    kind: str = "string"  # "string", "path", "int" or "bool"
+    metavar: str | None = None
+
+
+GATE_OPTIONS = {
+    "gate_config": GateOption("--gate-config", "migration description (default: migration.toml)", "GATE_CONFIG",
+                              "path"),
+    "gate_run_dir": GateOption("--gate-run-dir", "folder for this run's reports (default: reports/<run>)",
+                               kind="path"),
+    "gate_patients": GateOption("--gate-patients", "patients to seed when running on the embedded sandbox "
+                                "(default: from the config)", kind="int"),
+    "gate_sandbox_provider": GateOption("--gate-sandbox-provider", "module:attribute of the sandbox provider used "
+                                        "without DATABASE_URL (default: migration.toml [sandbox] provider)",
+                                        "GATE_SANDBOX_PROVIDER", metavar="MODULE:ATTRIBUTE"),
+    "gate_sandbox": GateOption("--gate-sandbox", "run on the embedded sandbox (synthetic data) when DATABASE_URL is "
+                               "not set; needed in CI (CI set), where a missing target otherwise stops the run",
+                               "GATE_SANDBOX", "bool"),
+    "gate_results": GateOption("--gate-results", "where to write the run's results as JSON: counts, every test's "
+                               "outcome and problems, criteria, checks (default: <run dir>/criteria-<marker>.json)",
+                               kind="path"),
+}
+
+
+def gate_option(config: pytest.Config, name: str) -> tuple[object, str]:
+    """An option's value and where it came from, by the one precedence of every option: the flag, then its
+    environment variable, then its ini key, then the default (None; False for a yes/no). A path from the ini file
+    is relative to that file's folder; from the flag or the environment, to the current folder."""
+    spec = GATE_OPTIONS[name]
+    value = config.getoption(name, None)
+    if value is not None:
+        return value, spec.flag
+    if spec.env and os.environ.get(spec.env, "").strip():
+        try:
+            return (yes_no(os.environ, spec.env) if spec.kind == "bool" else os.environ[spec.env]), spec.env
+        except ConfigError as exc:
+            raise pytest.UsageError(f"migration-gate: {exc}") from None
+    where = f"{name} (ini)"
+    value = config.getini(name)
+    if spec.kind == "bool":
+        return bool(value), where if value else "default"
+    if value in (None, ""):
+        return None, "default"
+    value = str(value).strip()
+    if spec.kind == "int":
+        try:
+            return int(value), where
+        except ValueError:
+            raise pytest.UsageError(f"migration-gate: ini {name} must be a whole number") from None
+    if spec.kind == "path" and config.inipath is not None:
+        return str(config.inipath.parent / Path(value).expanduser()), where
+    return value, where
 
 
 PATH_OPTIONS = ("--gate-run-dir", "--gate-config", "--gate-results")
@@ -248,16 +310,37 @@ def _end_with_the_gate() -> None:
     threading.Thread(target=watch, name="gate-parent-watch", daemon=True).start()
 
 
+def read_only(config: pytest.Config) -> bool:
+    """An invocation that only shows what would run (--collect-only, --fixtures, --fixtures-per-test,
+    --setup-plan): it runs no check, so it writes no run folder, report or results file."""
+    option = config.option
+    return bool(option.collectonly or option.showfixtures or option.show_fixtures_per_test
+                or getattr(option, "setupplan", False))
+
+
+def _refuse_workers(config: pytest.Config) -> None:
+    """pytest-xdist workers would each write the run's results, reports and progress into one folder, and each
+    build its own sandbox: a phase suite runs in one process (its checks spread their own work over
+    GATE_WORKERS), so `-n N` is refused in one line rather than leaving a results file of one worker's tests."""
+    workers = getattr(config.option, "numprocesses", None)
+    if workers or getattr(config.option, "tx", None) or hasattr(config, "workerinput"):
+        raise pytest.UsageError("migration-gate: the phase suites run in one pytest process; drop -n (pytest-xdist) "
+                                "or give -n 0 (their checks use GATE_WORKERS processes themselves)")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "criterion(id): the checklist criterion a phase test proves")
     os.environ.pop(REJOINED_ENV, None)  # the new start has it; what this run starts does not
     _end_with_the_gate()
-    if not _is_phase_run(config):
-        return
+    if not _is_phase_run(config) or config.option.help or config.option.markers:
+        return  # --help and --markers show text: no configuration read, nothing written
+    _refuse_workers(config)
     owner_only()  # a phase suite run by hand writes its reports owner-only, as the gate does
     session = GateSession(config)
     config.stash[GATE] = session
+    if read_only(config):
+        return  # the description fans the tests out (collected, shown), but no run folder or report is written
     session.run_dir.mkdir(parents=True, exist_ok=True)
     name = _slug(config.getoption("markexpr")) or "all"
     if not config.option.htmlpath:
@@ -337,10 +420,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize(name, [value for _, value in params], ids=[label for label, _ in params])
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A phase test's criterion id is one of its keywords (`-k PRE-08` selects it: before pytest's own -k
+    deselection, hence tryfirst) and a `criterion` property of its JUnit XML testcase."""
     for item in items:
         marker = item.get_closest_marker("criterion")
         if marker and phase_of(item):
+            item.extra_keyword_matches.add(marker.args[0])
             item.user_properties.append(("criterion", marker.args[0]))
 
 
@@ -675,7 +762,7 @@ def unchecked(gate: GateSession, outcomes: dict[str, tuple[str, list[str]]]) -> 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     gate = session.config.stash.get(GATE, None)
-    if gate is None:
+    if gate is None or read_only(session.config):
         return
     if gate._targets is not None:  # before the results: a scratch copy left behind is red in them
         try:
