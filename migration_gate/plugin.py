@@ -816,6 +816,7 @@ def _gate_suite_properties(pytestconfig: pytest.Config, record_testsuite_propert
 
 @pytest.fixture(scope="session")
 def gate_session(pytestconfig: pytest.Config) -> GateSession:
+    """The run's state: its configuration, environment (gate_session.env), targets and results so far."""
     session = pytestconfig.stash.get(GATE, None)
     if session is None:
         pytest.fail("the phase fixtures need a phase-suite run (tests_precheck, tests_postcheck, tests_integrity)")
@@ -824,6 +825,7 @@ def gate_session(pytestconfig: pytest.Config) -> GateSession:
 
 @pytest.fixture(scope="session")
 def gate_config(gate_session: GateSession) -> GateConfig:
+    """The migration description (migration.toml, or --gate-config) the checks judge against."""
     return gate_session.gate
 
 
@@ -835,12 +837,14 @@ def gate_run_dir(gate_session: GateSession) -> Path:
 
 
 @pytest.fixture(scope="session")
-def codec(gate_session: GateSession) -> PhiCodec:
+def gate_codec(gate_session: GateSession) -> PhiCodec:
+    """The PHI codec keyed by the run's key (PHI_ENCRYPTION_KEY, or the sandbox's synthetic key)."""
     return PhiCodec(gate_session.key)
 
 
 @pytest.fixture
-def target(request: pytest.FixtureRequest, gate_session: GateSession) -> TargetState:
+def gate_target(request: pytest.FixtureRequest, gate_session: GateSession) -> TargetState:
+    """The target in the state the test's phase marker names: its DSN, API, backup file, log source."""
     phase = phase_of(request.node)
     if phase is None:
         pytest.fail("a phase test needs a phase marker (premigration, backup, postmigration, integrity, rollback)")
@@ -848,23 +852,24 @@ def target(request: pytest.FixtureRequest, gate_session: GateSession) -> TargetS
     return guarded(gate_session.targets.state(phase), gate_session.gate.precheck)
 
 
-@pytest.fixture
-def db(target: TargetState) -> Iterator[psycopg.Connection]:
-    with gate_db.connect(target.dsn, autocommit=True) as conn:
+@pytest.fixture(name="gate_db")
+def gate_db_connection(gate_target: TargetState) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the target's database, for the test (closed after it)."""
+    with gate_db.connect(gate_target.dsn, autocommit=True) as conn:
         yield conn
 
 
 @pytest.fixture
-def catalog(db: psycopg.Connection) -> Catalog:
+def gate_catalog(gate_db: psycopg.Connection) -> Catalog:
     """The target's catalog, inspected once for the test (every schema check reads this one model)."""
-    return inspect(db)
+    return inspect(gate_db)
 
 
 @pytest.fixture
-def baseline_db(target: TargetState, gate_session: GateSession) -> Iterator[psycopg.Connection]:
-    """The legacy data as it was at backup time."""
+def gate_baseline_db(gate_target: TargetState, gate_session: GateSession) -> Iterator[psycopg.Connection]:
+    """A connection to the legacy data as it was at backup time (the backup restored, or BASELINE_DATABASE_URL)."""
     try:
-        dsn = gate_session.targets.baseline(target)
+        dsn = gate_session.targets.baseline(gate_target)
     except LookupError as exc:
         pytest.fail(str(exc))
     with gate_db.connect(dsn, autocommit=True) as conn:
@@ -881,45 +886,49 @@ def _baselines() -> Iterator[dict[str, Baseline]]:
 
 
 @pytest.fixture
-def legacy(target: TargetState, gate_session: GateSession, _baselines: dict[str, Baseline]) -> Baseline:
+def gate_legacy(gate_target: TargetState, gate_session: GateSession, _baselines: dict[str, Baseline]) -> Baseline:
     """The legacy data at backup time as integrity compares with it: the digests recorded in the backup's snapshot
     (beside BACKUP_FILE), and the backup restored only when a check has to drill into a differing key range."""
-    if target.phase in _baselines:
-        return _baselines[target.phase]
+    if gate_target.phase in _baselines:
+        return _baselines[gate_target.phase]
     def restored() -> psycopg.Connection:
         try:
-            dsn = gate_session.targets.baseline(target)
+            dsn = gate_session.targets.baseline(gate_target)
         except LookupError as exc:
             pytest.fail(str(exc))
         return gate_db.connect(dsn, autocommit=True)
-    baseline = _baselines[target.phase] = Baseline.from_backup(target.backup_file, restored)
+    baseline = _baselines[gate_target.phase] = Baseline.from_backup(gate_target.backup_file, restored)
     return baseline
 
 
 @pytest.fixture
-def api(target: TargetState, gate_session: GateSession) -> Iterator[httpx.Client]:
-    if not target.api_base_url:
+def gate_api(gate_target: TargetState, gate_session: GateSession) -> Iterator[httpx.Client]:
+    """An HTTP client of the app at API_BASE_URL (the sandbox's reference API on the sandbox), with the run's
+    headers."""
+    if not gate_target.api_base_url:
         pytest.fail("API_BASE_URL is not set: the API checks need the app's address")
-    with httpx.Client(base_url=target.api_base_url, timeout=30, headers=gate_session.env.api_headers) as client:
+    with httpx.Client(base_url=gate_target.api_base_url, timeout=30, headers=gate_session.env.api_headers) as client:
         yield client
 
 
 @pytest.fixture
-def api_credentials(target: TargetState) -> tuple[str, str]:
-    if not (target.api_username and target.api_password):
+def gate_api_credentials(gate_target: TargetState) -> tuple[str, str]:
+    """The fixture user the API checks log in as (GATE_API_USERNAME, GATE_API_PASSWORD)."""
+    if not (gate_target.api_username and gate_target.api_password):
         pytest.fail("GATE_API_USERNAME and GATE_API_PASSWORD are not set: the API checks log in as that user")
-    return target.api_username, target.api_password
+    return gate_target.api_username, gate_target.api_password
 
 
 @pytest.fixture
-def api_user_id(db: psycopg.Connection, api_credentials: tuple[str, str], gate_config: GateConfig) -> object:
+def gate_api_user_id(gate_db: psycopg.Connection, gate_api_credentials: tuple[str, str],
+                     gate_config: GateConfig) -> object:
     """The fixture user's key in the users table the description names ([api] users)."""
     users = gate_config.api.users
     if users is None:
         pytest.fail("the description has no [api] users table: the API counts need the fixture user's id")
-    row = db.execute(sql.SQL("SELECT {} FROM {} WHERE {} = %s").format(
+    row = gate_db.execute(sql.SQL("SELECT {} FROM {} WHERE {} = %s").format(
         sql.Identifier(users.key), sql.Identifier(users.schema, users.table), sql.Identifier(users.username)),
-        (api_credentials[0],)).fetchone()
+        (gate_api_credentials[0],)).fetchone()
     if row is None:
         pytest.fail(f"the fixture user (GATE_API_USERNAME) does not exist in {users.table}")
     return row[0]

@@ -12,9 +12,9 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _role_probe(request: pytest.FixtureRequest) -> None:
-    if "db" not in request.fixturenames or not os.environ.get("ROLE_PROBE_FILE"):
+    if "gate_db" not in request.fixturenames or not os.environ.get("ROLE_PROBE_FILE"):
         return
-    db = request.getfixturevalue("db")
+    db = request.getfixturevalue("gate_db")
     role, superuser = db.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
     apps = sorted(name for (name,) in db.execute(
         "SELECT DISTINCT usename FROM pg_stat_activity WHERE application_name = 'sandbox-api' "

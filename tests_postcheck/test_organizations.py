@@ -9,20 +9,20 @@ pytestmark = pytest.mark.postmigration
 
 
 @pytest.mark.criterion("POST-17")
-def test_one_active_primary_owner_per_organization(db, gate_config, tenancy):
-    organizations.one_primary_owner(db, tenancy, schema=gate_config.schema).expect()
+def test_one_active_primary_owner_per_organization(gate_db, gate_config, tenancy):
+    organizations.one_primary_owner(gate_db, tenancy, schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("POST-17")
-def test_no_duplicate_memberships(db, gate_config, tenancy):
-    organizations.no_duplicate_memberships(db, tenancy, schema=gate_config.schema).expect()
+def test_no_duplicate_memberships(gate_db, gate_config, tenancy):
+    organizations.no_duplicate_memberships(gate_db, tenancy, schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("POST-17")
-def test_owners_own_their_organization_with_full_rights(db, gate_config, tenancy):
-    organizations.owners_have_full_rights(db, tenancy, schema=gate_config.schema).expect()
+def test_owners_own_their_organization_with_full_rights(gate_db, gate_config, tenancy):
+    organizations.owners_have_full_rights(gate_db, tenancy, schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("POST-17")
-def test_one_organization_per_user_named_after_its_owner(db, gate_config, tenancy):
-    organizations.derived_per_user(db, tenancy, schema=gate_config.schema).expect()
+def test_one_organization_per_user_named_after_its_owner(gate_db, gate_config, tenancy):
+    organizations.derived_per_user(gate_db, tenancy, schema=gate_config.schema).expect()

@@ -9,31 +9,31 @@ pytestmark = pytest.mark.postmigration
 
 
 @pytest.mark.criterion("POST-13")
-def test_every_encrypted_value_is_well_formed(db, codec, gate_config, gate_run_dir):
+def test_every_encrypted_value_is_well_formed(gate_db, gate_codec, gate_config, gate_run_dir):
     """Buckets byte-identical to ciphertext the pre-checks decrypted (by digest) are v1 by that proof."""
-    encryption.well_formed(db, gate_config.new_encrypted_columns(), schema=gate_config.schema,
-                           proof=proven.load(gate_run_dir, gate_config, codec)).expect()
+    encryption.well_formed(gate_db, gate_config.new_encrypted_columns(), schema=gate_config.schema,
+                           proof=proven.load(gate_run_dir, gate_config, gate_codec)).expect()
 
 
 @pytest.mark.criterion("POST-13")
-def test_every_encrypted_value_decrypts_and_is_not_ciphertext_again(db, codec, gate_config, gate_run_dir):
+def test_every_encrypted_value_decrypts_and_is_not_ciphertext_again(gate_db, gate_codec, gate_config, gate_run_dir):
     """Ciphertext byte-identical to what the pre-checks decrypted (per key bucket, by digest) is not decrypted
     again; every other value is."""
-    encryption.decrypts(db, codec, gate_config.new_encrypted_columns(), schema=gate_config.schema,
-                        proof=proven.load(gate_run_dir, gate_config, codec)).expect()
+    encryption.decrypts(gate_db, gate_codec, gate_config.new_encrypted_columns(), schema=gate_config.schema,
+                        proof=proven.load(gate_run_dir, gate_config, gate_codec)).expect()
 
 
 @pytest.mark.criterion("POST-14")
-def test_no_two_encrypted_values_share_an_iv(db, gate_config):
-    encryption.unique_ivs(db, gate_config.new_encrypted_columns(), schema=gate_config.schema).expect()
+def test_no_two_encrypted_values_share_an_iv(gate_db, gate_config):
+    encryption.unique_ivs(gate_db, gate_config.new_encrypted_columns(), schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("POST-15")
-def test_no_plaintext_looking_phi_in_encrypted_columns(db, codec, gate_config, gate_run_dir):
-    encryption.no_plaintext(db, gate_config.new_encrypted_columns(), schema=gate_config.schema,
-                            proof=proven.load(gate_run_dir, gate_config, codec)).expect()
+def test_no_plaintext_looking_phi_in_encrypted_columns(gate_db, gate_codec, gate_config, gate_run_dir):
+    encryption.no_plaintext(gate_db, gate_config.new_encrypted_columns(), schema=gate_config.schema,
+                            proof=proven.load(gate_run_dir, gate_config, gate_codec)).expect()
 
 
 @pytest.mark.criterion("POST-16")
-def test_search_hashes_equal_the_hash_of_the_decrypted_value(db, codec, gate_config):
-    encryption.search_hashes(db, codec, gate_config.search_hashes, schema=gate_config.schema).expect()
+def test_search_hashes_equal_the_hash_of_the_decrypted_value(gate_db, gate_codec, gate_config):
+    encryption.search_hashes(gate_db, gate_codec, gate_config.search_hashes, schema=gate_config.schema).expect()

@@ -11,46 +11,47 @@ pytestmark = pytest.mark.rollback
 
 
 @pytest.mark.criterion("RB-01")
-def test_legacy_schema_is_back(catalog, gate_config):
-    schema.matches(catalog, gate_config.legacy_schema, gate_config.legacy_objects, schema=gate_config.schema,
+def test_legacy_schema_is_back(gate_catalog, gate_config):
+    schema.matches(gate_catalog, gate_config.legacy_schema, gate_config.legacy_objects, schema=gate_config.schema,
                    check="legacy schema after rollback").expect()
-    schema.foreign_keys(catalog, gate_config.legacy_foreign_keys, schema=gate_config.schema).expect()
+    schema.foreign_keys(gate_catalog, gate_config.legacy_foreign_keys, schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("RB-01")
-def test_no_object_of_the_schema_but_what_the_legacy_description_declares(catalog, gate_config):
+def test_no_object_of_the_schema_but_what_the_legacy_description_declares(gate_catalog, gate_config):
     if gate_config.legacy_catalog is None:
         pytest.skip("[legacy_catalog] is not in the description: the schema's other objects were not compared "
                     "(scripts/describe-schema legacy --catalog writes it)")
-    schema.only_declared_objects(catalog, gate_config.legacy_catalog, gate_config.app_tables,
+    schema.only_declared_objects(gate_catalog, gate_config.legacy_catalog, gate_config.app_tables,
                                  schema=gate_config.schema, label="[legacy_catalog]").expect()
 
 
 @pytest.mark.criterion("RB-01")
-def test_legacy_schema_equals_its_full_fingerprint_at_backup_time(catalog, target, gate_config):
-    rollback.schema_as_at_backup(catalog, target.backup_file, list(gate_config.legacy_schema),
+def test_legacy_schema_equals_its_full_fingerprint_at_backup_time(gate_catalog, gate_target, gate_config):
+    rollback.schema_as_at_backup(gate_catalog, gate_target.backup_file, list(gate_config.legacy_schema),
                                  schema=gate_config.schema).expect()
 
 
 @pytest.mark.criterion("RB-01")
-def test_new_tables_are_gone(catalog, gate_config):
-    schema.absent_tables(catalog, gate_config.removed_tables(), schema=gate_config.schema,
+def test_new_tables_are_gone(gate_catalog, gate_config):
+    schema.absent_tables(gate_catalog, gate_config.removed_tables(), schema=gate_config.schema,
                          check="new tables removed after rollback").expect()
 
 
 @pytest.mark.criterion("RB-02")
-def test_every_legacy_table_equals_its_state_at_backup_time(db, target, gate_config, request):
-    carried = writes.Carried.load(target.carried_rows) if target.carried_rows else None
+def test_every_legacy_table_equals_its_state_at_backup_time(gate_db, gate_target, gate_config, request):
+    carried = writes.Carried.load(gate_target.carried_rows) if gate_target.carried_rows else None
     if carried is None or not carried.changed:  # restored from the backup, or nothing written since the migration
-        rollback.data_as_at_backup(db, target.backup_file, list(gate_config.legacy_schema),
+        rollback.data_as_at_backup(gate_db, gate_target.backup_file, list(gate_config.legacy_schema),
                                    schema=gate_config.schema).expect()
         return
     # a SQL rollback carried the rows written since the migration back: those, and only those, may differ
-    rollback.data_as_at_backup_but_carried(db, request.getfixturevalue("baseline_db"), target.backup_file, carried,
+    baseline = request.getfixturevalue("gate_baseline_db")
+    rollback.data_as_at_backup_but_carried(gate_db, baseline, gate_target.backup_file, carried,
                                            list(gate_config.legacy_schema), schema=gate_config.schema).expect()
 
 
 @pytest.mark.app
 @pytest.mark.criterion("RB-03")
-def test_app_is_healthy_on_the_legacy_schema(api):
-    app.health(api, expect_hipaa=False).expect()
+def test_app_is_healthy_on_the_legacy_schema(gate_api):
+    app.health(gate_api, expect_hipaa=False).expect()

@@ -8,10 +8,10 @@ pytestmark = pytest.mark.backup
 
 
 @pytest.fixture
-def dump(target):
-    if target.backup_file is None:
+def dump(gate_target):
+    if gate_target.backup_file is None:
         pytest.fail("BACKUP_FILE is not set: the backup phase checks the dump scripts/backup wrote")
-    return target.backup_file
+    return gate_target.backup_file
 
 
 @pytest.mark.criterion("BAK-01")
@@ -20,13 +20,14 @@ def test_dump_exists_and_is_not_empty(dump):
 
 
 @pytest.mark.criterion("BAK-02")
-def test_dump_is_readable_by_pg_restore(dump, target):
-    backups.readable_by_pg_restore(dump, target.backup_keys).expect()
+def test_dump_is_readable_by_pg_restore(dump, gate_target):
+    backups.readable_by_pg_restore(dump, gate_target.backup_keys).expect()
 
 
 @pytest.mark.criterion("BAK-03")
-def test_restored_dump_holds_exactly_the_live_data_at_backup_time(dump, target, gate_config):
-    backups.restores_to_recorded_content(dump, target.dsn, target.backup_keys, gate_config.backup.workers).expect()
+def test_restored_dump_holds_exactly_the_live_data_at_backup_time(dump, gate_target, gate_config):
+    backups.restores_to_recorded_content(dump, gate_target.dsn, gate_target.backup_keys,
+                                         gate_config.backup.workers).expect()
 
 
 @pytest.mark.criterion("BAK-04")
