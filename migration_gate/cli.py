@@ -511,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     names = ["cutover", "rehearse", *PHASE_COMMANDS, "rollback", "attest", "bundle", "watch"]
     if not argv or argv[0] not in names:
-        print(f"usage: python -m migration_gate.cli {{{','.join(names)}}} [--help]", file=sys.stderr)
+        called = "migration-gate" if Path(sys.argv[0]).name == "migration-gate" else "python -m migration_gate.cli"
+        print(f"usage: {called} {{{','.join(names)}}} [--help]", file=sys.stderr)
         return 2
     name, rest = argv[0], argv[1:]
     if name == "rehearse":
@@ -524,11 +525,17 @@ def main(argv: list[str] | None = None) -> int:
             "bundle": bundle_command}[name](rest)
 
 
-if __name__ == "__main__":
+def console() -> int:
+    """`migration-gate <command>` (pyproject [project.scripts]) and `python -m migration_gate.cli <command>`:
+    SIGTERM stops the run as Ctrl-C does (state kept, a running hook's group killed), and either is one line."""
     try:
-        with sigterm_unwinds():  # SIGTERM stops the run as Ctrl-C does: state kept, a running hook's group killed
-            sys.exit(main())
+        with sigterm_unwinds():
+            return main()
     except KeyboardInterrupt:
         print("interrupted: the run's state is kept in its folder; run the same command again to resume or roll "
               "back", file=sys.stderr)
-        sys.exit(130)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(console())

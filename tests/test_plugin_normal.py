@@ -139,3 +139,13 @@ def test_the_public_fixtures_are_named_gate_and_say_what_they_give(tmp_path: Pat
                zip(shown.splitlines(), shown.splitlines()[1:], strict=False) if " -- migration_gate/plugin.py" in line}
     assert sorted(entries) == sorted(PUBLIC_FIXTURES)
     assert [name for name, doc in entries.items() if not doc or "no docstring" in doc] == []
+
+
+def test_one_console_script_runs_every_command() -> None:
+    """`migration-gate <command>` (pyproject [project.scripts]) dispatches as `python -m migration_gate.cli` does."""
+    command = Path(sys.executable).parent / "migration-gate"
+    done = subprocess.run([command], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith("usage: migration-gate {cutover,rehearse,precheck,"), done.stderr
+    done = subprocess.run([command, "bundle", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--run-dir" in done.stdout, done.stderr
