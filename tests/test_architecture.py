@@ -139,6 +139,7 @@ def _premigration(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess
                           env=clean | env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize("how", ["environment", "option"])
 def test_a_run_uses_the_provider_it_is_given(tmp_path: Path, how: str) -> None:
     spec = "tests.provider_probe:WrongKeyProvider"
@@ -150,6 +151,7 @@ def test_a_run_uses_the_provider_it_is_given(tmp_path: Path, how: str) -> None:
     assert "PHI_ENCRYPTION_KEY must be 64 hex characters" in results["tests"][0]["problems"][0]
 
 
+@pytest.mark.rehearsal
 def test_a_run_with_a_bad_provider_stops_with_one_line(tmp_path: Path) -> None:
     done = _premigration("--gate-sandbox-provider=no_such_module_here:Provider", env={}, tmp_path=tmp_path)
     assert done.returncode == 4

@@ -109,6 +109,7 @@ def test_the_janitor_removes_the_copy_when_the_rehearsal_is_interrupted(legacy_d
     assert _my_clusters(pg) == set()
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize(("section", "message"), [
     ('kind = "cloud"', "[rehearsal]: kind must be one of scratch, local, hooks (got 'cloud')"),
     ('kind = "hooks"\ncreate_copy = "make-branch"', "[rehearsal]: kind 'hooks' needs both create_copy and "
@@ -124,6 +125,7 @@ def test_a_bad_rehearsal_section_is_one_line_and_exit_2(section: str, message: s
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
 
 
+@pytest.mark.rehearsal
 def test_a_dress_rehearsal_refuses_a_scratch_copy(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "migration_gate.rehearse", "--config",
                            str(_config(tmp_path, 'kind = "scratch"')), "--against-copy"], cwd=ROOT,

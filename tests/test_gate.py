@@ -495,6 +495,7 @@ def test_the_gate_reads_a_green_suite_from_its_results_not_its_text(legacy_db: s
     assert re.fullmatch(r"checks: 1 passed in \d+\.\d s", record.detail), record.detail
 
 
+@pytest.mark.rehearsal
 def test_a_suite_without_results_is_red_with_its_last_line_redacted(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     ok, record = _suite("postgresql://gate:s3cretpw@127.0.0.1:1/app", tmp_path, monkeypatch)

@@ -251,6 +251,7 @@ def test_an_identity_keyed_table_is_judged_by_its_sequence(new_db, kind: str) ->
 
 # -- 5. the suites as a non-superuser owner, the app as its role -----------------------------------------------------
 
+@pytest.mark.rehearsal
 def test_the_phase_suites_run_as_the_non_superuser_owner_and_stay_green(tmp_path: Path) -> None:
     probe = tmp_path / "roles.jsonl"
     done = run_suite("-m", "premigration or postmigration", "-p", "tests.role_probe",

@@ -65,6 +65,7 @@ def not_owner_only(folder: Path) -> list[str]:
     return found
 
 
+@pytest.mark.rehearsal
 def test_a_phase_suite_run_by_hand_writes_its_run_folder_owner_only(tmp_path: Path) -> None:
     """`pytest -m premigration` from a shell with the usual umask 022: reports, state and folders are 0700/0600."""
     run_dir = tmp_path / "run"
@@ -74,6 +75,7 @@ def test_a_phase_suite_run_by_hand_writes_its_run_folder_owner_only(tmp_path: Pa
     assert not_owner_only(run_dir) == [], "\n".join(not_owner_only(run_dir))
 
 
+@pytest.mark.rehearsal
 def test_every_phase_suite_is_green_on_the_sandbox_with_reports(tmp_path: Path) -> None:
     done = run_suite(run_dir=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:]
@@ -89,6 +91,7 @@ def test_every_phase_suite_is_green_on_the_sandbox_with_reports(tmp_path: Path) 
     assert {c: v["result"] for c, v in criteria.items()} == dict.fromkeys(CRITERIA, "passed")
 
 
+@pytest.mark.rehearsal
 def test_each_phase_test_names_one_known_criterion_of_its_phase(tmp_path: Path) -> None:
     done = run_suite("--collect-only", "-q", "-p", "tests.criteria_dump", run_dir=tmp_path,
                      env={"CRITERIA_DUMP": str(tmp_path / "items.json")})
@@ -101,6 +104,7 @@ def test_each_phase_test_names_one_known_criterion_of_its_phase(tmp_path: Path) 
         assert CRITERIA[criteria[0]].phase == phases[0], f"{nodeid}: {criteria[0]} is not a {phases[0]} criterion"
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize("env, message", [
     ({"GATE_CONFIG": "/nonexistent/migration.toml"}, "configuration file /nonexistent/migration.toml not found"),
     ({"PHI_ENCRYPTION_KEY": "test-key-64-characters-long-for-testing-purposes-only"},
@@ -118,6 +122,7 @@ def test_bad_configuration_stops_the_run_with_one_clear_line(tmp_path: Path, env
     assert "s3cretpw" not in done.stderr + done.stdout
 
 
+@pytest.mark.rehearsal
 def test_a_malformed_configuration_file_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text((ROOT / "migration.toml").read_text().replace('[budgets]\n', '[budgets\n', 1))
@@ -153,6 +158,7 @@ def test_a_broken_real_target_goes_red_with_phi_free_reports(legacy_db: str, tmp
     assert not leaked, f"{len(leaked)} PHI values or secrets in the output or reports"
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize("cwd", ["checkout", "elsewhere"])
 def test_the_run_folder_option_takes_a_separate_path_outside_the_checkout_from_any_folder(tmp_path: Path,
                                                                                           cwd: str) -> None:
