@@ -116,8 +116,8 @@ def test_the_sandbox_provider_is_named_by_the_configuration(monkeypatch: pytest.
     monkeypatch.delenv("GATE_SANDBOX_PROVIDER", raising=False)
     assert load_config().sandbox_provider == DEFAULT_SANDBOX_PROVIDER == "sandbox.provider:SandboxProvider"
     assert load_provider(DEFAULT_SANDBOX_PROVIDER).key == SANDBOX_KEY
-    monkeypatch.setenv("GATE_SANDBOX_PROVIDER", "tests.provider_probe:WrongKeyProvider")
-    assert load_config().sandbox_provider == "tests.provider_probe:WrongKeyProvider"
+    monkeypatch.setenv("GATE_SANDBOX_PROVIDER", "tests.support.provider_probe:WrongKeyProvider")
+    assert load_config().sandbox_provider == "tests.support.provider_probe:WrongKeyProvider"
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -142,7 +142,7 @@ def _premigration(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess
 @pytest.mark.rehearsal
 @pytest.mark.parametrize("how", ["environment", "option"])
 def test_a_run_uses_the_provider_it_is_given(tmp_path: Path, how: str) -> None:
-    spec = "tests.provider_probe:WrongKeyProvider"
+    spec = "tests.support.provider_probe:WrongKeyProvider"
     done = (_premigration(env={"GATE_SANDBOX_PROVIDER": spec}, tmp_path=tmp_path) if how == "environment" else
             _premigration(f"--gate-sandbox-provider={spec}", env={}, tmp_path=tmp_path))
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]

@@ -93,7 +93,7 @@ def test_every_phase_suite_is_green_on_the_sandbox_with_reports(tmp_path: Path) 
 
 @pytest.mark.rehearsal
 def test_each_phase_test_names_one_known_criterion_of_its_phase(tmp_path: Path) -> None:
-    done = run_suite("--collect-only", "-q", "-p", "tests.criteria_dump", run_dir=tmp_path,
+    done = run_suite("--collect-only", "-q", "-p", "tests.support.criteria_dump", run_dir=tmp_path,
                      env={"CRITERIA_DUMP": str(tmp_path / "items.json")})
     assert done.returncode == 0, done.stdout[-2000:]
     items = json.loads((tmp_path / "items.json").read_text())
