@@ -22,7 +22,7 @@ from migration_gate.runstate import schema_state
 from migration_gate.verdict import EXIT
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT, gate_keys
-from tests.test_suites import not_owner_only
+from tests.support.suites import not_owner_only
 
 SCRIPTS = ["setup", "test", "rehearse", "precheck", "backup", "migrate", "cutover", "rollback", "attest",
            "bundle", "watch"]

@@ -25,7 +25,7 @@ from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
 from tests.conftest import ROOT
-from tests.test_suites import known_phi
+from tests.support.suites import known_phi
 
 PATIENTS = 40
 STATS_KEYS = {"p50_ms", "p95_ms", "p99_ms", "errors", "requests"}

@@ -22,7 +22,7 @@ from sandbox.api_process import ApiProcess
 from sandbox.roles import as_role
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import MIGRATION
-from tests.test_suites import run_suite
+from tests.support.suites import run_suite
 
 GATE = load_config()
 APP = GATE.app_role

@@ -28,7 +28,7 @@ from migration_gate.runstate import PLAN, PhaseRecord, RunState
 from migration_gate.verdict import finish_run
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
-from tests.test_suites import run_suite
+from tests.support.suites import run_suite
 
 SCHEMA_TEST = "test_every_new_table_has_its_columns_and_types_and_no_leftovers"
 TOMORROW, YESTERDAY = date.today() + timedelta(days=1), date.today() - timedelta(days=1)
