@@ -7,6 +7,7 @@ creating roles uses the bootstrap superuser (``pg.admin_dsn()``), and a test tha
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -33,6 +34,74 @@ ROLLBACK = ROOT / "sandbox" / "migrations" / "001_rollback.sql"
 TEST_PATIENTS = 120
 GATE = load_config()
 _names = itertools.count(1)
+
+
+# What a test needs, as markers (registered in pyproject.toml): `pytest tests -m "not cluster and not sandbox and not
+# rehearsal"` (scripts/test --fast) is the unit lane. A test gets them from the fixtures it uses (these, and any that
+# use them); a test that starts one itself carries the marker, and the lane guard below fails it when it does not.
+CLUSTER_FIXTURES = frozenset({"pg", "new_db", "legacy_db", "migrated_db", "legacy_template", "migrated_template"})
+SANDBOX_FIXTURES = frozenset({"sandbox", "box", "live", "server", "legacy_server", "hipaa_server", "hipaa", "legacy",
+                              "wrong_flag", "broken"})  # the test modules' fixtures that start a Sandbox or the API
+REHEARSAL_FIXTURES = frozenset({"rehearsal", "runs"})  # a whole rehearsal (test_canaries' runs: several)
+LANES = {"cluster": CLUSTER_FIXTURES, "sandbox": SANDBOX_FIXTURES, "rehearsal": REHEARSAL_FIXTURES}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in LANES.items():
+            if names & fixtures:
+                item.add_marker(marker)
+
+
+def _gate_command(args: object) -> bool:
+    """A child that runs the gate, a phase suite or a script of ours (not `git`, not `pg_config`)."""
+    argv = [str(a) for a in args] if isinstance(args, list | tuple) else [str(args)]
+    return any("/scripts/" in a or a.startswith("scripts/") for a in argv) or any(
+        a == "-m" and nxt.split(".")[0] in ("pytest", "migration_gate", "sandbox", "tests")
+        for a, nxt in zip(argv, argv[1:], strict=False))
+
+
+@contextlib.contextmanager
+def _lane_guard(item: pytest.Item) -> Iterator[None]:
+    """The unit lane starts no cluster, no sandbox or reference API and no gate in a child: a test without a marker
+    that does (in its own code or a fixture it sets up) fails, naming the marker it needs."""
+    if any(item.get_closest_marker(marker) for marker in LANES):
+        yield
+        return
+    from sandbox.api_process import ApiProcess
+    from sandbox.target import Sandbox
+
+    def refuse(what: str, marker: str):
+        def refused(*args: object, **kwargs: object):
+            raise RuntimeError(f"{item.nodeid} {what}: mark it @pytest.mark.{marker} (tests/conftest.py)")
+        return refused
+
+    popen = subprocess.Popen.__init__
+
+    def child(self: subprocess.Popen, args: object, *rest: object, **kwargs: object) -> None:
+        if _gate_command(args):
+            refuse("runs the gate, a suite or a script in a child", "rehearsal")()
+        popen(self, args, *rest, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Sandbox, "start", refuse("starts a seeded sandbox", "sandbox"))
+        patch.setattr(ApiProcess, "start", refuse("starts the reference API", "sandbox"))
+        patch.setattr(EmbeddedPostgres, "start", refuse("starts an embedded cluster", "cluster"))
+        patch.setattr(subprocess.Popen, "__init__", child)
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    with _lane_guard(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    with _lane_guard(item):
+        return (yield)
 
 
 @pytest.fixture(scope="session", autouse=True)

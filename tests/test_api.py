@@ -595,6 +595,7 @@ def test_log_is_json_lines_without_phi_or_secrets(server: Server) -> None:
 # ---------------------------------------------------------------------------------------- start-up and cut-over
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize(("key", "secret"), [(None, SECRET), ("ab" * 31 + "c", SECRET),
                                              ("zq" * 32, SECRET), (SANDBOX_KEY, None)],
                          ids=["missing-key", "63-char-key", "non-hex-key", "missing-secret"])
@@ -617,6 +618,7 @@ def test_refuses_to_start_with_bad_configuration(tmp_path: Path, key: str | None
     assert ("PHI_ENCRYPTION_KEY" in lines[0]) is (secret is not None)
 
 
+@pytest.mark.sandbox
 def test_start_raises_with_the_child_error_line(tmp_path: Path) -> None:
     api = ApiProcess("postgresql://nobody@127.0.0.1:1/none", "ab" * 31 + "c", False, tmp_path / "log",
                      tmp_path / "flag")

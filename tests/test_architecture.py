@@ -116,8 +116,8 @@ def test_the_sandbox_provider_is_named_by_the_configuration(monkeypatch: pytest.
     monkeypatch.delenv("GATE_SANDBOX_PROVIDER", raising=False)
     assert load_config().sandbox_provider == DEFAULT_SANDBOX_PROVIDER == "sandbox.provider:SandboxProvider"
     assert load_provider(DEFAULT_SANDBOX_PROVIDER).key == SANDBOX_KEY
-    monkeypatch.setenv("GATE_SANDBOX_PROVIDER", "tests.provider_probe:WrongKeyProvider")
-    assert load_config().sandbox_provider == "tests.provider_probe:WrongKeyProvider"
+    monkeypatch.setenv("GATE_SANDBOX_PROVIDER", "tests.support.provider_probe:WrongKeyProvider")
+    assert load_config().sandbox_provider == "tests.support.provider_probe:WrongKeyProvider"
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -139,9 +139,10 @@ def _premigration(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess
                           env=clean | env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize("how", ["environment", "option"])
 def test_a_run_uses_the_provider_it_is_given(tmp_path: Path, how: str) -> None:
-    spec = "tests.provider_probe:WrongKeyProvider"
+    spec = "tests.support.provider_probe:WrongKeyProvider"
     done = (_premigration(env={"GATE_SANDBOX_PROVIDER": spec}, tmp_path=tmp_path) if how == "environment" else
             _premigration(f"--gate-sandbox-provider={spec}", env={}, tmp_path=tmp_path))
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
@@ -150,6 +151,7 @@ def test_a_run_uses_the_provider_it_is_given(tmp_path: Path, how: str) -> None:
     assert "PHI_ENCRYPTION_KEY must be 64 hex characters" in results["tests"][0]["problems"][0]
 
 
+@pytest.mark.rehearsal
 def test_a_run_with_a_bad_provider_stops_with_one_line(tmp_path: Path) -> None:
     done = _premigration("--gate-sandbox-provider=no_such_module_here:Provider", env={}, tmp_path=tmp_path)
     assert done.returncode == 4

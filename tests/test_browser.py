@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.browser import look_at
+from tests.support.browser import look_at
 
 SIGNOFF_SECTIONS = ("timeline", "success", "failure", "criteria", "phi", "performance", "people", "backup",
                     "environment", "artifacts", "approvals")

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from sandbox.synthetic import CANARY, CANARY_PATIENT
-from tests.canaries import HOST_TOKEN, canaries, scan
 from tests.conftest import MIGRATION, ROOT
+from tests.support.canaries import HOST_TOKEN, canaries, scan
 
 PATIENTS = 40
 # Values swapped between two PHI columns of the canary patient, on the real run only (the pre-checks rehearse the
@@ -62,7 +62,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
             reports, out = base / name / "reports", base / name / "secrets"
             env = {k: v for k, v in os.environ.items() if not k.startswith(("GATE_", "API_", "APP_LOG"))
                    and k not in ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "BACKUP_FILE", "PYTEST_ADDOPTS")}
-            env.update({"GATE_SANDBOX_PROVIDER": "tests.canaries:CanaryProvider", "PYTEST_PLUGINS": "tests.canaries",
+            env.update({"GATE_SANDBOX_PROVIDER": "tests.support.canaries:CanaryProvider",
+                        "PYTEST_PLUGINS": "tests.support.canaries",
                         "CANARY_FAULTS": fault, "CANARY_OUT": str(out), "CI": "true",
                         # what an operator's shell holds on the day: the host token and the API password
                         "RENDER_API_KEY": HOST_TOKEN, "GATE_API_PASSWORD": CANARY.password})
@@ -134,7 +135,7 @@ def test_the_scanner_finds_a_canary_in_every_encoding_at_any_offset() -> None:
     import base64
     import urllib.parse
 
-    from tests.canaries import encodings
+    from tests.support.canaries import encodings
     values = canaries({"run": {"token": "eyJhbGciOiJIUzI1NiJ9.eyJ1c2VySWQiOjEsImV4cCI6MTc5OTk5OTk5OX0.c2ln"}})
     for name, value in values.items():
         data = bytes.fromhex(value) if name == "key" else value.encode()

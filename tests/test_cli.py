@@ -22,7 +22,7 @@ from migration_gate.runstate import schema_state
 from migration_gate.verdict import EXIT
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT, gate_keys
-from tests.test_suites import not_owner_only
+from tests.support.suites import not_owner_only
 
 SCRIPTS = ["setup", "test", "rehearse", "precheck", "backup", "migrate", "cutover", "rollback", "attest",
            "bundle", "watch"]
@@ -44,6 +44,7 @@ def one_line_error(done: subprocess.CompletedProcess, code: int, fragment: str) 
     assert "Traceback" not in done.stdout + done.stderr
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_every_script_has_help(name: str) -> None:
     done = script(name, "--help")
@@ -51,6 +52,7 @@ def test_every_script_has_help(name: str) -> None:
     assert "usage" in done.stdout.lower() or "Usage" in done.stdout
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize("name", list(NEEDS))
 def test_each_help_lists_its_own_options_and_the_environment_it_reads(name: str) -> None:
     text = script(name, "--help").stdout
@@ -62,6 +64,7 @@ def test_each_help_lists_its_own_options_and_the_environment_it_reads(name: str)
     assert ("--run-dir" in text) is (name != "cutover")
 
 
+@pytest.mark.rehearsal
 def test_exit_codes_are_documented_in_help() -> None:
     text = script("cutover", "--help").stdout
     for code in ("0 ", "1 ", "2 ", "3 ", "4 ", "130"):
@@ -71,10 +74,12 @@ def test_exit_codes_are_documented_in_help() -> None:
     assert re.search(r"^  5  forced: scripts/cutover --force went on past red", text, re.M)
 
 
+@pytest.mark.rehearsal
 def test_cutover_without_a_target_is_one_line() -> None:
     one_line_error(script("cutover"), 2, "DATABASE_URL, PHI_ENCRYPTION_KEY, API_BASE_URL")
 
 
+@pytest.mark.rehearsal
 def test_a_bad_key_is_one_line_without_the_key() -> None:
     key = "z" * 64
     done = script("cutover", env={"DATABASE_URL": "postgresql://x@127.0.0.1:1/x", "PHI_ENCRYPTION_KEY": key})
@@ -82,6 +87,7 @@ def test_a_bad_key_is_one_line_without_the_key() -> None:
     assert key not in done.stderr
 
 
+@pytest.mark.rehearsal
 def test_rehearse_refuses_bad_arguments_in_one_line() -> None:
     done = script("rehearse", "--patients", "0")
     assert done.returncode == 2 and "--patients must be between" in done.stderr and "Traceback" not in done.stderr
@@ -97,6 +103,7 @@ def test_backup_to_an_unusable_folder_is_one_line(legacy_db: str, tmp_path: Path
     one_line_error(done, 1, "backup: Not a directory: ")
 
 
+@pytest.mark.rehearsal
 def test_backup_of_an_unreachable_database_is_one_line_and_redacted(tmp_path: Path) -> None:
     done = script("backup", f"--run-dir={tmp_path}", env={
         "DATABASE_URL": "postgresql://gate:hunter2secret@127.0.0.1:1/app", "PHI_ENCRYPTION_KEY": SANDBOX_KEY})
@@ -257,5 +264,6 @@ def test_a_cancelled_statement_is_not_called_an_unreachable_database() -> None:
     assert refused == "migrate: database unreachable or connection lost: Connection refused"
 
 
+@pytest.mark.rehearsal
 def test_a_bundle_of_a_folder_that_is_no_run_is_one_line(tmp_path: Path) -> None:
     one_line_error(script("bundle", "--run-dir", str(tmp_path)), 2, "has no signoff.html")

@@ -132,6 +132,7 @@ def tls_cluster() -> Iterator[tuple[EmbeddedPostgres, Path]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.cluster
 def test_with_a_wrong_ca_the_dump_and_the_restore_refuse_as_the_gate_does(tls_cluster, tmp_path, monkeypatch):
     cluster, folder = tls_cluster
     dsn = cluster.dsn("app")

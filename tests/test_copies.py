@@ -29,7 +29,7 @@ from migration_gate.scratch import _state, rehearse_on_copy
 from sandbox.provider import SandboxProvider
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import GATE, ROOT
-from tests.copy_probe import set_connections
+from tests.support.copy_probe import set_connections
 
 HOOKS = SandboxProvider().copy_hooks()
 
@@ -109,6 +109,7 @@ def test_the_janitor_removes_the_copy_when_the_rehearsal_is_interrupted(legacy_d
     assert _my_clusters(pg) == set()
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize(("section", "message"), [
     ('kind = "cloud"', "[rehearsal]: kind must be one of scratch, local, hooks (got 'cloud')"),
     ('kind = "hooks"\ncreate_copy = "make-branch"', "[rehearsal]: kind 'hooks' needs both create_copy and "
@@ -124,6 +125,7 @@ def test_a_bad_rehearsal_section_is_one_line_and_exit_2(section: str, message: s
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
 
 
+@pytest.mark.rehearsal
 def test_a_dress_rehearsal_refuses_a_scratch_copy(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "migration_gate.rehearse", "--config",
                            str(_config(tmp_path, 'kind = "scratch"')), "--against-copy"], cwd=ROOT,
@@ -148,12 +150,12 @@ def test_a_dress_rehearsal_cuts_over_a_copy_and_never_touches_the_target(legacy_
                                                                         tmp_path: Path) -> None:
     """The whole cut-over on a copy (the sandbox's hooks: a second embedded cluster) of a target given as
     DATABASE_URL: green, marked, and the target as it was. Once the copy is made the target refuses every new
-    connection (tests/copy_probe.py), so any later session of the gate on it would have failed the run; the
+    connection (tests/support/copy_probe.py), so any later session of the gate on it would have failed the run; the
     target's own maintenance and deploy hooks would leave a file behind."""
     called = tmp_path / "called"
     target_hooks = {name: f"touch {shlex.quote(str(called))}-{name}" for name in
                     ("maintenance_on", "maintenance_off", "deploy_new_schema", "deploy_legacy_schema")}
-    probe = f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} -m tests.copy_probe"
+    probe = f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} -m tests.support.copy_probe"
     rehearsal = (f'kind = "hooks"\ncreate_copy = {json.dumps(HOOKS["create_copy"] + " && " + probe)}\n'
                  f'delete_copy = {json.dumps(HOOKS["delete_copy"])}')
     config = _config(tmp_path, rehearsal, target_hooks)

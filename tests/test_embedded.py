@@ -74,6 +74,7 @@ def base() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.cluster
 def test_stop_deletes_the_cluster(base: Path) -> None:
     cluster = EmbeddedPostgres(base=base).start()
     folder, admin = cluster.dir, cluster.admin_dsn()
@@ -146,6 +147,7 @@ def test_the_sweep_never_signals_a_process_a_planted_postmaster_pid_names(tmp_pa
         bystander.wait()
 
 
+@pytest.mark.cluster
 def test_a_base_folder_others_may_write_in_is_refused(tmp_path: Path) -> None:
     base = tmp_path / "base"
     base.mkdir()
@@ -156,6 +158,7 @@ def test_a_base_folder_others_may_write_in_is_refused(tmp_path: Path) -> None:
     assert list(base.iterdir()) == []
 
 
+@pytest.mark.cluster
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another uid needs root")
 def test_a_base_folder_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     base = tmp_path / "base"
@@ -216,6 +219,7 @@ def _interpreter_for_others() -> str | None:
     return None
 
 
+@pytest.mark.cluster
 def test_a_kept_cluster_survives_the_sweep_until_stop_kept(base: Path) -> None:
     companion = subprocess.Popen(["sleep", "300"])
     cluster = EmbeddedPostgres(base=base).start()
@@ -230,6 +234,7 @@ def test_a_kept_cluster_survives_the_sweep_until_stop_kept(base: Path) -> None:
     assert companion.wait(timeout=10) == -signal.SIGTERM
 
 
+@pytest.mark.cluster
 def test_stop_kept_stops_only_this_checkouts_clusters_or_the_one_named(base: Path) -> None:
     ours, theirs = EmbeddedPostgres(base=base).start(), EmbeddedPostgres(base=base).start()
     ours.keep(owner="/checkouts/ours")

@@ -148,6 +148,7 @@ def test_without_an_earlier_run_there_is_no_forecast_and_nothing_refused(box: Sa
     assert "Ready: the cut-over can start." in done.stdout
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize("value", ['"half an hour"', "0", "true"])
 def test_a_budget_that_is_not_a_positive_number_is_one_line(tmp_path: Path, value: str) -> None:
     config = _config(tmp_path, "migration = 30", f"migration = {value}")

@@ -38,7 +38,7 @@ from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
 from tests.conftest import MIGRATION, ROOT
-from tests.decoy_output import DECOY
+from tests.support.decoy_output import DECOY
 from tests.test_cli import config_with_store
 from tests.test_waivers import YESTERDAY, description, waiver
 
@@ -450,7 +450,7 @@ def _suite(dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     """The premigration suite as the gate runs it, against `dsn`; with `keep`, only those tests run and the child
     prints the decoy's false failures and summary after its own."""
     if keep:
-        monkeypatch.setenv("PYTEST_PLUGINS", "tests.decoy_output")
+        monkeypatch.setenv("PYTEST_PLUGINS", "tests.support.decoy_output")
         monkeypatch.setenv("GATE_DECOY_KEEP", ",".join(keep))
     target = CutoverTarget(dsn=dsn, key=SANDBOX_KEY, api_base_url="", api_username="", api_password="",
                            hooks=ShellHooks({}))
@@ -495,6 +495,7 @@ def test_the_gate_reads_a_green_suite_from_its_results_not_its_text(legacy_db: s
     assert re.fullmatch(r"checks: 1 passed in \d+\.\d s", record.detail), record.detail
 
 
+@pytest.mark.rehearsal
 def test_a_suite_without_results_is_red_with_its_last_line_redacted(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     ok, record = _suite("postgresql://gate:s3cretpw@127.0.0.1:1/app", tmp_path, monkeypatch)

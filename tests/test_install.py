@@ -63,6 +63,7 @@ def test_the_dev_lock_adds_the_extras_at_the_same_versions() -> None:
     assert not differ, f"dev.lock pins {sorted(differ)} differently from runtime.lock: run scripts/lock"
 
 
+@pytest.mark.rehearsal
 def test_the_operators_setup_installs_the_runtime_lock_only(tmp_path: Path) -> None:
     """A fresh copy of the checkout, set up as scripts/cutover sets it up: no ruff, xdist, playwright, reladiff."""
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from migration_gate import migration, performance
 from migration_gate.config import load_config
@@ -39,6 +40,7 @@ def _without_index(gate_file: Path, folder: Path) -> Path:
     return path
 
 
+@pytest.mark.sandbox
 def test_a_migration_without_the_list_index_is_red_naming_the_endpoint_and_green_with_it(tmp_path: Path) -> None:
     run = tmp_path / "run"
     config = load_config()

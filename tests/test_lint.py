@@ -263,6 +263,7 @@ def test_the_cli_names_the_red_lines(big, pg, tmp_path: Path) -> None:
     assert "password" not in done.stdout + done.stderr
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize(("args", "env", "fragment"), [
     (["/nonexistent.sql"], {}, "lint: migration file /nonexistent.sql not found"),
     ([], {"GATE_CONFIG": "/nonexistent.toml"}, "lint: configuration file /nonexistent.toml not found"),

@@ -22,7 +22,7 @@ from migration_gate.progress import Progress
 from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
-from tests.test_suites import run_suite
+from tests.support.suites import run_suite
 
 PATIENTS = 80
 GATE = load_config()

@@ -284,6 +284,7 @@ def test_the_gate_hands_the_source_and_marker_to_the_suite_and_the_target_reads_
         LogSource.from_json('{"kind": "ftp"}')
 
 
+@pytest.mark.rehearsal
 def test_the_sandbox_log_command_prints_the_lines_since_the_time(tmp_path: Path) -> None:
     log = tmp_path / "api.log"
     _append(log, {"ts": "2026-12-01T10:00:00.000Z", "event": "before"}, {"ts": "2026-12-01T10:00:01.500Z",
@@ -328,6 +329,7 @@ class ErrorsAfterTheDeploy(SandboxHooks):
                                         "error": "RuntimeError", "detail": f"for {EMAIL}"})
 
 
+@pytest.mark.sandbox
 def test_a_cut_over_whose_app_logs_errors_after_the_deploy_is_rolled_back(tmp_path: Path) -> None:
     """The app is a separate process whose log the gate reaches only through the log command (the rehearsal's
     provider): the error it logs after the deploy makes the post-checks red and the rollback verified."""

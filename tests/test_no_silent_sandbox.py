@@ -25,8 +25,8 @@ from migration_gate.runstate import RunState
 from migration_gate.suites import suite_env
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
+from tests.support.suites import run_suite
 from tests.test_cli import one_line_error, script
-from tests.test_suites import run_suite
 
 FAST = ("-m", "premigration", "-k", "reachable or key_is_present", "-q")  # two quick phase tests
 WORKFLOW = ROOT / ".github" / "workflows" / "staging-premigration.yml"
@@ -49,6 +49,7 @@ def reports(run_dir: Path) -> tuple[str, dict[str, str], dict]:
 
 # -- set but empty --------------------------------------------------------------------------------------------
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize("ci", ["", "true"])
 def test_an_empty_database_url_is_a_usage_error_and_runs_nothing(tmp_path: Path, ci: str) -> None:
     done = run_suite(*FAST, env={"DATABASE_URL": "", "CI": ci}, run_dir=tmp_path / "run", ask_sandbox=False)
@@ -56,6 +57,7 @@ def test_an_empty_database_url_is_a_usage_error_and_runs_nothing(tmp_path: Path,
     assert not (tmp_path / "run").exists() or not list((tmp_path / "run").iterdir()), "something ran"
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize("name", ["PHI_ENCRYPTION_KEY", "API_BASE_URL", "GATE_API_PASSWORD", "BACKUP_FILE"])
 def test_an_empty_target_variable_beside_a_target_is_a_usage_error(tmp_path: Path, name: str) -> None:
     env = {"DATABASE_URL": "postgresql://gate:s3cretpw@127.0.0.1:1/app", "PHI_ENCRYPTION_KEY": "ab" * 32, name: ""}
@@ -64,6 +66,7 @@ def test_an_empty_target_variable_beside_a_target_is_a_usage_error(tmp_path: Pat
     assert "s3cretpw" not in done.stderr
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize("name", ["precheck", "cutover"])
 def test_the_scripts_refuse_an_empty_database_url_in_one_line(name: str) -> None:
     one_line_error(script(name, env={"DATABASE_URL": "", "PHI_ENCRYPTION_KEY": SANDBOX_KEY}), 2,
@@ -81,6 +84,7 @@ def test_a_cut_over_hands_its_suites_no_empty_variable() -> None:
 
 # -- in CI, the sandbox only when asked for ---------------------------------------------------------------------
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize("ci", ["true", "1"])
 def test_in_ci_without_a_target_the_run_stops_with_one_line(tmp_path: Path, ci: str) -> None:
     done = run_suite(*FAST, env={"CI": ci}, run_dir=tmp_path / "run", ask_sandbox=False)
@@ -89,6 +93,7 @@ def test_in_ci_without_a_target_the_run_stops_with_one_line(tmp_path: Path, ci: 
     assert not (tmp_path / "run").exists() or not list((tmp_path / "run").iterdir()), "something ran"
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize("how", ["option", "variable"])
 def test_in_ci_the_sandbox_runs_when_asked_and_every_report_says_so(tmp_path: Path, how: str) -> None:
     args, env = ((*FAST, "--gate-sandbox"), {"CI": "true"}) if how == "option" else (FAST, {"CI": "true",
@@ -104,12 +109,14 @@ def test_in_ci_the_sandbox_runs_when_asked_and_every_report_says_so(tmp_path: Pa
     assert results["sandbox"] is True and results["counts"]["passed"] == 2
 
 
+@pytest.mark.rehearsal
 def test_outside_ci_the_sandbox_needs_no_asking_and_still_says_so(tmp_path: Path) -> None:
     done = run_suite(*FAST, env={"CI": ""}, run_dir=tmp_path, ask_sandbox=False)
     assert done.returncode == 0, done.stdout[-2000:]
     assert SANDBOX_BANNER in done.stdout and reports(tmp_path)[1]["sandbox"] == SANDBOX_BANNER
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize("how", ["option", "variable"])
 def test_asking_for_the_sandbox_beside_a_target_is_a_usage_error(tmp_path: Path, how: str) -> None:
     env = {"DATABASE_URL": "postgresql://gate:s3cretpw@127.0.0.1:1/app", "PHI_ENCRYPTION_KEY": "ab" * 32}
@@ -202,6 +209,7 @@ def test_the_secrets_step_fails_naming_each_missing_secret(missing: list[str]) -
 
 # -- a pytest without the project's dependencies ---------------------------------------------------------------
 
+@pytest.mark.rehearsal
 def test_a_pytest_without_the_dependencies_says_what_to_run_in_one_line(tmp_path: Path) -> None:
     """As a system pytest meets the project: psycopg and httpx cannot be imported (blocked at start-up)."""
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules.update(psycopg=None, httpx=None)\n")

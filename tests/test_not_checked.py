@@ -16,7 +16,7 @@ from migration_gate.criteria import criterion_result
 from migration_gate.runstate import PLAN, PhaseRecord, RunState
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
-from tests.test_suites import run_suite
+from tests.support.suites import run_suite
 
 ANSWERS_TEST = "test_the_app_gives_the_same_answers_as_before"
 NOT_APPLICABLE = ('\n[[not_applicable]]\ncriterion = "POST-19"\nreason = "no read route to compare; INT-01..05 '

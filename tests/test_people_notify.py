@@ -48,6 +48,7 @@ def one_line(done: subprocess.CompletedProcess, fragment: str) -> None:
     assert len(lines) == 1 and fragment in lines[0] and lines[0].startswith("attest: "), done.stderr
 
 
+@pytest.mark.rehearsal
 def test_attest_records_lists_and_the_next_cut_over_takes_them_in(tmp_path: Path) -> None:
     reports = tmp_path / "reports"
     done = attest_cli("team-briefed", "--by", "Dana Reyes (release manager)", "--note", "runbook v3, 10:00 call",
@@ -77,6 +78,7 @@ def test_attest_records_lists_and_the_next_cut_over_takes_them_in(tmp_path: Path
                                                                                     "emergency-contacts"]
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize("args, fragment", [
     (["no-such-item", "--by", "Dana"], "unknown item 'no-such-item' (known: team-briefed, users-notified"),
     (["team-briefed", "--by", "  "], "--by NAME is required"),
@@ -92,6 +94,7 @@ def test_a_bad_attestation_is_one_line_and_records_nothing(tmp_path: Path, args:
     assert not (tmp_path / attest.PENDING_FILE).exists()
 
 
+@pytest.mark.rehearsal
 def test_a_second_checklist_with_its_own_items(tmp_path: Path) -> None:
     """Nothing is hard-coded: another team's items, ids and decision maker come from its configuration."""
     text = (ROOT / "migration.toml").read_text().replace('file = "sandbox/', f'file = "{ROOT}/sandbox/')

@@ -25,7 +25,7 @@ from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
 from tests.conftest import ROOT
-from tests.test_suites import known_phi
+from tests.support.suites import known_phi
 
 PATIENTS = 40
 STATS_KEYS = {"p50_ms", "p95_ms", "p99_ms", "errors", "requests"}
@@ -55,6 +55,7 @@ def _checks(run: Path, phase: str) -> dict:
 
 # -- through the gate, on the sandbox -----------------------------------------------------------------------------
 
+@pytest.mark.sandbox
 def test_a_cut_over_records_the_baseline_and_holds_the_new_schema_to_it(tmp_path: Path) -> None:
     run = tmp_path / "run"
     gate = dataclasses.replace(load_config(_config(tmp_path, requests=20)), deploy_wait_seconds=30)
@@ -98,6 +99,7 @@ def test_a_cut_over_records_the_baseline_and_holds_the_new_schema_to_it(tmp_path
     assert not [v for v in phi if v in written] and gate.sandbox_password not in written
 
 
+@pytest.mark.sandbox
 def test_a_slowed_new_app_goes_red_naming_the_endpoint_and_both_p95s(tmp_path: Path) -> None:
     run = tmp_path / "run"
     config = load_config()

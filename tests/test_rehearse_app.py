@@ -72,6 +72,7 @@ def _gone(pid: int) -> bool:
     return False
 
 
+@pytest.mark.rehearsal
 def test_a_rehearsal_with_your_app_on_the_new_side_ends_green_and_says_so(tmp_path: Path) -> None:
     done, state = _rehearse(_overlay(tmp_path, REFERENCE_API), tmp_path / "r")
     assert done.returncode == 0 and state["status"] == "green", (state["status"], state["failure"], done.stderr[-800:])
@@ -87,6 +88,7 @@ def test_a_rehearsal_with_your_app_on_the_new_side_ends_green_and_says_so(tmp_pa
     assert started and all(_gone(line["pid"]) for line in started)  # its process group ended with the run
 
 
+@pytest.mark.rehearsal
 def test_your_app_that_exits_at_once_rolls_the_cutover_back_with_one_line(tmp_path: Path) -> None:
     done, state = _rehearse(_overlay(tmp_path, {"command": "echo starting; exit 3", "cwd": str(tmp_path)}),
                             tmp_path / "r")

@@ -22,7 +22,7 @@ from sandbox.api_process import ApiProcess
 from sandbox.roles import as_role
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import MIGRATION
-from tests.test_suites import run_suite
+from tests.support.suites import run_suite
 
 GATE = load_config()
 APP = GATE.app_role
@@ -251,9 +251,10 @@ def test_an_identity_keyed_table_is_judged_by_its_sequence(new_db, kind: str) ->
 
 # -- 5. the suites as a non-superuser owner, the app as its role -----------------------------------------------------
 
+@pytest.mark.rehearsal
 def test_the_phase_suites_run_as_the_non_superuser_owner_and_stay_green(tmp_path: Path) -> None:
     probe = tmp_path / "roles.jsonl"
-    done = run_suite("-m", "premigration or postmigration", "-p", "tests.role_probe",
+    done = run_suite("-m", "premigration or postmigration", "-p", "tests.support.role_probe",
                      env={"ROLE_PROBE_FILE": str(probe)}, run_dir=tmp_path / "run")
     assert done.returncode == 0, done.stdout[-3000:]
     seen = [json.loads(line) for line in probe.read_text().splitlines()]

@@ -21,7 +21,7 @@ from migration_gate.config import RehearsalConfig, load_config
 from migration_gate.phi import PhiCodec
 from migration_gate.scratch import rehearse_on_copy
 from tests.conftest import ROOT, _create, gate_keys
-from tests.test_suites import run_suite
+from tests.support.suites import run_suite
 
 CLINIC = ROOT / "tests" / "fixtures" / "clinic"
 KEY = "3c" * 32  # not the sandbox's key: a suite that used the sandbox's would fail to decrypt

@@ -20,31 +20,9 @@ from migration_gate.phi import PhiCodec
 from sandbox.api_process import ApiProcess
 from sandbox.synthetic import DEMO_USERS, SANDBOX_KEY
 from tests.conftest import ROOT, gate_keys
+from tests.support.suites import known_phi, not_owner_only, run_suite
 
 CODEC = PhiCodec(SANDBOX_KEY)
-
-
-def run_suite(*args: str, env: dict[str, str] | None = None, run_dir: Path,
-              ask_sandbox: bool = True, umask: int = -1) -> subprocess.CompletedProcess:
-    """pytest in a child process as a user runs it. Without DATABASE_URL it asks for the sandbox explicitly
-    (GATE_SANDBOX=1), as a CI run must; ask_sandbox=False leaves that to the caller's env."""
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("DATABASE_URL", "API_BASE_URL", "PHI_ENCRYPTION_KEY", "BACKUP_FILE", "APP_LOG_FILE",
-                          "GATE_CONFIG", "BASELINE_DATABASE_URL", "GATE_API_USERNAME", "GATE_API_PASSWORD",
-                          "GATE_SANDBOX", "GATE_REHEARSAL")}
-    if ask_sandbox and "DATABASE_URL" not in (env or {}):
-        clean["GATE_SANDBOX"] = "1"
-    clean.update(env or {})
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--gate-run-dir={run_dir}",
-                           *args], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=600, umask=umask)
-
-
-def known_phi(dsn: str) -> list[str]:
-    with psycopg.connect(dsn) as conn:
-        names = [n.strip() for (n,) in conn.execute("SELECT name FROM clients_hipaa") if len(n.strip()) > 4]
-        emails = [CODEC.decrypt(v).strip() for (v,) in conn.execute(
-            "SELECT email_encrypted FROM clients_hipaa WHERE email_encrypted <> ''")]
-    return names + emails
 
 
 def report_text(run_dir: Path) -> str:
@@ -52,19 +30,7 @@ def report_text(run_dir: Path) -> str:
                      if p.is_file() and p.suffix in (".html", ".xml", ".json"))
 
 
-def not_owner_only(folder: Path) -> list[str]:
-    """Every folder under (and with) `folder` that is not 0700 and every file not 0600, with its mode (symlinks
-    are not ours to judge: their targets are walked where they are)."""
-    found = []
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_symlink():
-            continue
-        mode, wanted = path.stat().st_mode & 0o777, 0o700 if path.is_dir() else 0o600
-        if mode != wanted:
-            found.append(f"{path.relative_to(folder.parent)} is {mode:o}, not {wanted:o}")
-    return found
-
-
+@pytest.mark.rehearsal
 def test_a_phase_suite_run_by_hand_writes_its_run_folder_owner_only(tmp_path: Path) -> None:
     """`pytest -m premigration` from a shell with the usual umask 022: reports, state and folders are 0700/0600."""
     run_dir = tmp_path / "run"
@@ -74,6 +40,7 @@ def test_a_phase_suite_run_by_hand_writes_its_run_folder_owner_only(tmp_path: Pa
     assert not_owner_only(run_dir) == [], "\n".join(not_owner_only(run_dir))
 
 
+@pytest.mark.rehearsal
 def test_every_phase_suite_is_green_on_the_sandbox_with_reports(tmp_path: Path) -> None:
     done = run_suite(run_dir=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:]
@@ -89,8 +56,9 @@ def test_every_phase_suite_is_green_on_the_sandbox_with_reports(tmp_path: Path) 
     assert {c: v["result"] for c, v in criteria.items()} == dict.fromkeys(CRITERIA, "passed")
 
 
+@pytest.mark.rehearsal
 def test_each_phase_test_names_one_known_criterion_of_its_phase(tmp_path: Path) -> None:
-    done = run_suite("--collect-only", "-q", "-p", "tests.criteria_dump", run_dir=tmp_path,
+    done = run_suite("--collect-only", "-q", "-p", "tests.support.criteria_dump", run_dir=tmp_path,
                      env={"CRITERIA_DUMP": str(tmp_path / "items.json")})
     assert done.returncode == 0, done.stdout[-2000:]
     items = json.loads((tmp_path / "items.json").read_text())
@@ -101,6 +69,7 @@ def test_each_phase_test_names_one_known_criterion_of_its_phase(tmp_path: Path) 
         assert CRITERIA[criteria[0]].phase == phases[0], f"{nodeid}: {criteria[0]} is not a {phases[0]} criterion"
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize("env, message", [
     ({"GATE_CONFIG": "/nonexistent/migration.toml"}, "configuration file /nonexistent/migration.toml not found"),
     ({"PHI_ENCRYPTION_KEY": "test-key-64-characters-long-for-testing-purposes-only"},
@@ -118,6 +87,7 @@ def test_bad_configuration_stops_the_run_with_one_clear_line(tmp_path: Path, env
     assert "s3cretpw" not in done.stderr + done.stdout
 
 
+@pytest.mark.rehearsal
 def test_a_malformed_configuration_file_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text((ROOT / "migration.toml").read_text().replace('[budgets]\n', '[budgets\n', 1))
@@ -153,6 +123,7 @@ def test_a_broken_real_target_goes_red_with_phi_free_reports(legacy_db: str, tmp
     assert not leaked, f"{len(leaked)} PHI values or secrets in the output or reports"
 
 
+@pytest.mark.rehearsal
 @pytest.mark.parametrize("cwd", ["checkout", "elsewhere"])
 def test_the_run_folder_option_takes_a_separate_path_outside_the_checkout_from_any_folder(tmp_path: Path,
                                                                                           cwd: str) -> None:

@@ -28,7 +28,7 @@ from migration_gate.runstate import PLAN, PhaseRecord, RunState
 from migration_gate.verdict import finish_run
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
-from tests.test_suites import run_suite
+from tests.support.suites import run_suite
 
 SCHEMA_TEST = "test_every_new_table_has_its_columns_and_types_and_no_leftovers"
 TOMORROW, YESTERDAY = date.today() + timedelta(days=1), date.today() - timedelta(days=1)
@@ -169,7 +169,7 @@ def test_the_gate_passes_a_phase_whose_only_finding_is_waived(legacy_db: str, tm
         email = PhiCodec(SANDBOX_KEY).decrypt(
             conn.execute("SELECT email_encrypted FROM clients_hipaa WHERE id = 2").fetchone()[0])
         conn.execute("UPDATE clients_hipaa SET email_encrypted = %s WHERE id = 2", (email,))
-    monkeypatch.setenv("PYTEST_PLUGINS", "tests.decoy_output")  # it keeps only the tests named here
+    monkeypatch.setenv("PYTEST_PLUGINS", "tests.support.decoy_output")  # it keeps only the tests named here
     monkeypatch.setenv("GATE_DECOY_KEEP", "test_every_legacy_phi_value_is_well_formed_v1_ciphertext")
     known = "clients_hipaa.email_encrypted: 1 values are not v1 ciphertext (first ids: 2)"
     gate = load_config(description(tmp_path, waiver(known, criterion="PRE-05")))

@@ -39,9 +39,9 @@ from migration_gate.watch import (
 )
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
-from tests.browser import look_at
-from tests.canaries import canaries, scan
 from tests.conftest import ROOT
+from tests.support.browser import look_at
+from tests.support.canaries import canaries, scan
 from tests.test_cli import config_with_store
 from tests.test_gate import _target
 

@@ -1,4 +1,4 @@
-"""A pytest plugin for a phase-suite run (``-p tests.role_probe``, ROLE_PROBE_FILE set): for every test that
+"""A pytest plugin for a phase-suite run (``-p tests.support.role_probe``, ROLE_PROBE_FILE set): for every test that
 connects to the target, one JSON line with the role it connected as, whether that role is a superuser, and the
 roles the app's sessions on that database run as. tests/test_roles.py reads it."""
 

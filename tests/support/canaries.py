@@ -179,7 +179,7 @@ class CanaryRehearsal(SandboxRehearsal):
 
 
 class CanaryProvider(SandboxProvider):
-    """The sandbox provider of a canary run (GATE_SANDBOX_PROVIDER=tests.canaries:CanaryProvider)."""
+    """The sandbox provider of a canary run (GATE_SANDBOX_PROVIDER=tests.support.canaries:CanaryProvider)."""
 
     key = CANARY.key
 
@@ -191,7 +191,7 @@ class CanaryProvider(SandboxProvider):
                                        fixture_password=CANARY.password, jwt_secret=CANARY.jwt_secret))
 
 
-# -- the crash: a pytest plugin of the phase suites (PYTEST_PLUGINS=tests.canaries) ------------------------------
+# -- the crash: a pytest plugin of the phase suites (PYTEST_PLUGINS=tests.support.canaries) ----------------------
 
 def pytest_configure(config: pytest.Config) -> None:
     """With the crash fault, the key check reads the canary rows, prints them and raises with them, as a
