@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.rehearsal  # every test runs the phase suites (or the console script) in a child
+
 TARGET_VARIABLES = ("DATABASE_URL", "API_BASE_URL", "PHI_ENCRYPTION_KEY", "BACKUP_FILE", "APP_LOG_FILE", "GATE_CONFIG",
                     "BASELINE_DATABASE_URL", "GATE_API_USERNAME", "GATE_API_PASSWORD", "GATE_SANDBOX",
                     "GATE_SANDBOX_PROVIDER", "GATE_REHEARSAL", "GATE_RUN_DIR", "CI", "PYTEST_ADDOPTS")
@@ -46,7 +48,7 @@ def test_a_read_only_invocation_writes_no_run_folder_or_report(tmp_path: Path, s
 
 def collected_criteria(tmp_path: Path, *args: str) -> dict[str, list[str]]:
     dump = tmp_path / "criteria.json"
-    done = pytest_child("-p", "tests.criteria_dump", "--collect-only", "-q", *args, tmp_path=tmp_path,
+    done = pytest_child("-p", "tests.support.criteria_dump", "--collect-only", "-q", *args, tmp_path=tmp_path,
                         env={"GATE_SANDBOX": "1", "CRITERIA_DUMP": str(dump)})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return {nodeid: criteria for nodeid, (_, criteria) in json.loads(dump.read_text()).items()}
