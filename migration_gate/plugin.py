@@ -32,6 +32,7 @@ from migration_gate.backup import BackupError
 from migration_gate.baseline_digests import Baseline
 from migration_gate.catalog import Catalog, inspect
 from migration_gate.checks import CheckFailed
+from migration_gate.checks.api.client import http_client
 from migration_gate.config import (
     ROOT,
     SANDBOX_BANNER,
@@ -813,7 +814,7 @@ def legacy(target: TargetState, gate_session: GateSession, _baselines: dict[str,
 def api(target: TargetState, gate_session: GateSession) -> Iterator[httpx.Client]:
     if not target.api_base_url:
         pytest.fail("API_BASE_URL is not set: the API checks need the app's address")
-    with httpx.Client(base_url=target.api_base_url, timeout=30, headers=gate_session.env.api_headers) as client:
+    with http_client(target.api_base_url, timeout=30, headers=gate_session.env.api_headers) as client:
         yield client
 
 
