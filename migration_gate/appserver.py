@@ -22,6 +22,7 @@ from urllib.parse import quote, urlencode
 import httpx
 import psycopg
 
+from migration_gate.checks.api.client import http_client
 from migration_gate.config import AppServerConfig
 from migration_gate.embedded import free_port
 from migration_gate.logsource import LogSource
@@ -122,7 +123,7 @@ class AppServer:
         timeout = self.spec.start_timeout_seconds
         deadline = time.monotonic() + timeout
         last = "no answer"
-        with httpx.Client(base_url=self.base_url, headers=self.spec.headers, timeout=5.0) as client:
+        with http_client(self.base_url, headers=self.spec.headers, timeout=5.0) as client:
             while True:
                 code = self._proc.poll() if self._proc is not None else -1
                 if code is not None:

@@ -42,7 +42,7 @@ import pyrage
 from psycopg import sql
 from pyrage import x25519
 
-from migration_gate import catalog, db
+from migration_gate import catalog, db, sizes
 from migration_gate.checksums import table_checksum
 from migration_gate.config import BackupConfig
 from migration_gate.embedded import PgBinaries, find_binaries
@@ -378,11 +378,9 @@ def _watchdog(proc: subprocess.Popen, timeout_s: float) -> Iterator[threading.Ev
 
 
 def table_bytes(conn: psycopg.Connection) -> dict[str, int]:
-    """"schema.table" -> its size on disk as of the last VACUUM or ANALYZE (relpages): read from pg_class alone,
-    so it waits for no table lock (pg_relation_size takes one). Enough to hand the biggest tables out first."""
-    return {f"{schema}.{name}": int(pages) * 8192 for schema, name, pages in conn.execute(
-        "SELECT n.nspname, c.relname, greatest(c.relpages, 0) FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')")}
+    """"schema.table" -> its size on disk as of the last VACUUM or ANALYZE (sizes.catalog_bytes: heap and TOAST
+    pages from pg_class alone, so it waits for no table lock). Enough to hand the biggest tables out first."""
+    return sizes.catalog_bytes(conn)
 
 
 def table_checksums(dsn: str, tables: Mapping[str, catalog.Table], jobs: int = 1, snapshot: str | None = None,

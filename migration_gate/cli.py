@@ -24,7 +24,15 @@ from migration_gate.migration import MigrationFileError
 from migration_gate.migration import load as load_migration
 from migration_gate.progress import Progress
 from migration_gate.provenance import gate_version, operator
-from migration_gate.redact import connection_cause, describe_target, one_line, redact_text
+from migration_gate.redact import (
+    connection_cause,
+    describe_target,
+    error_line,
+    one_line,
+    own_error,
+    redact_text,
+    safe_line,
+)
 from migration_gate.rehearse import main as rehearse_main
 from migration_gate.runstate import BUDGET_OF, PLAN, RunState, owner_only, recorded_runs, schema_state, unfinished_runs
 from migration_gate.verdict import EPILOG, finish_run
@@ -93,8 +101,8 @@ def _one_line(name: str, exc: BaseException) -> str:
     elif isinstance(exc, psycopg.OperationalError):
         text = f"database unreachable or connection lost: {connection_cause(exc)}"
     else:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-    return redact_text(one_line(f"{name}: {text}"))
+        return f"{name}: {error_line(exc) or exc.__class__.__name__}"
+    return f"{name}: {safe_line(text, values_quoted=not own_error(exc))}"
 
 
 def _new_run_dir(reports: Path, kind: str) -> Path:

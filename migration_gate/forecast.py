@@ -30,7 +30,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_gate import db
+from migration_gate import db, sizes
 from migration_gate.config import GateConfig
 from migration_gate.runstate import BUDGET_OF, PLAN, STATE_FILE
 from migration_gate.suites import read_results
@@ -65,21 +65,13 @@ def measure(dsn: str, gate: GateConfig) -> dict:
 
 
 def _table_size(conn: psycopg.Connection, schema: str, name: str) -> dict | None:
-    """Rows and bytes of one table (None: it does not exist); from the catalog when its lock is not free."""
-    regclass = sql.Identifier(schema, name).as_string(conn)
-    row = conn.execute("SELECT c.oid, c.reltuples::bigint, (c.relpages + coalesce(t.relpages, 0)) "
-                       "* current_setting('block_size')::bigint FROM pg_class c LEFT JOIN pg_class t "
-                       "ON t.oid = c.reltoastrelid WHERE c.oid = to_regclass(%s)", (regclass,)).fetchone()
-    if row is None:
+    """Rows and bytes of one table (None: it does not exist) by the one size reader, counting at any size where
+    the statistics say nothing; from the catalog when its lock is not free."""
+    size = sizes.table_size(conn, schema, name)
+    if size is None:
         return None
-    oid, rows, pages = row
-    try:
-        size = conn.execute("SELECT pg_total_relation_size(%s)", (oid,)).fetchone()[0]
-        if rows < 0:  # never vacuumed or analyzed: count it (no rows leave the server)
-            rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))).fetchone()[0]
-    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
-        return {"rows": max(int(rows), 0), "bytes": int(pages), "estimated": True}
-    return {"rows": int(rows), "bytes": int(size)}
+    found = {"rows": int(size.rows or 0), "bytes": size.bytes}
+    return found | {"estimated": True} if size.estimated else found
 
 
 def _dumped_bytes(conn: psycopg.Connection) -> int:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import psycopg
 from psycopg import sql
 
@@ -42,6 +41,7 @@ from migration_gate import (
 from migration_gate.catalog import inspect
 from migration_gate.checks import Result
 from migration_gate.checks import api as app
+from migration_gate.checks.api.client import http_client
 from migration_gate.config import GateConfig
 from migration_gate.errors import GateError, Refused
 from migration_gate.hooks import CutoverTarget, Hooks, ShellHooks
@@ -235,10 +235,10 @@ class Gate:
         if self.target.maintenance_unverifiable:
             record.detail = f"maintenance mode NOT VERIFIED: {self.target.maintenance_unverifiable}"
             return self._record_answers(record)
-        with httpx.Client(base_url=self.target.api_base_url, timeout=15,
-                          headers=self.target.edge_headers) as client:  # as the public sees it
+        with http_client(self.target.api_base_url, timeout=15,
+                         headers=self.target.edge_headers) as client:  # as the public sees it
             result = app.maintenance_active(client)
-        with httpx.Client(base_url=self.target.api_base_url, timeout=15, headers=self.target.api_headers) as client:
+        with http_client(self.target.api_base_url, timeout=15, headers=self.target.api_headers) as client:
             # the release a rollback must bring back: the legacy side is the previous release, not the new build
             self.state.legacy_app_version = app.app_version(client) or self.state.legacy_app_version
         record.detail = "; ".join(result.problems) or "503 with Retry-After on the API, health still answering"
@@ -251,7 +251,7 @@ class Gate:
         suite: the reads write audit rows, which must be in the backup (nothing may change after its snapshot)."""
         if not self.gate.answers.requests:
             return True
-        with httpx.Client(base_url=self.target.api_base_url, timeout=30, headers=self.target.api_headers) as client:
+        with http_client(self.target.api_base_url, timeout=30, headers=self.target.api_headers) as client:
             result = answers.record_before(client, self.gate.answers, self.target.key, self.run_dir,
                                            answers.MAINTENANCE,
                                            answers.environment(self.target.api_username, self.target.api_password))
@@ -347,7 +347,7 @@ class Gate:
             if int(seconds) % 10 < 2:
                 self.progress.say(f"  waiting for the app to report the {'new' if expect_hipaa else 'legacy'} schema:"
                                   f" {seconds:.0f} s of {self.gate.deploy_wait_seconds:g} (last: {last})")
-        with httpx.Client(base_url=self.target.api_base_url, timeout=15, headers=self.target.api_headers) as client:
+        with http_client(self.target.api_base_url, timeout=15, headers=self.target.api_headers) as client:
             result = app.wait_for_schema(client, expect_hipaa, self.gate.deploy_wait_seconds, waiting)
             version = app.app_version(client)
         if version:
@@ -360,7 +360,7 @@ class Gate:
     def _golive(self, record: PhaseRecord) -> bool:
         self.target.hooks.maintenance(False)
         self.state.maintenance_off_at = time.time()
-        with httpx.Client(base_url=self.target.api_base_url, timeout=15, headers=self.target.edge_headers) as client:
+        with http_client(self.target.api_base_url, timeout=15, headers=self.target.edge_headers) as client:
             token = app.login(client, self.target.api_username, self.target.api_password)
             result = app.protected_routes(client, token, ["/api/patients"],
                                          on_bad_request=ownrequests.recorder(self.run_dir))

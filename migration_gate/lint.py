@@ -28,9 +28,8 @@ from pglast.enums import AlterTableType as AT
 from pglast.enums import ConstrType, ObjectType, VariableSetKind
 from pglast.parser import ParseError
 from pglast.stream import RawStream
-from psycopg import sql
 
-from migration_gate import db, migration
+from migration_gate import db, migration, sizes
 from migration_gate.checks import Result, error_text
 from migration_gate.config import LINT_KINDS, ConfigError, GateConfig, LintConfig, duration_ms, load_config
 from migration_gate.redact import redact_dsn
@@ -343,24 +342,12 @@ def _split(name: str) -> tuple[str, str]:
 
 
 def table_size(conn: psycopg.Connection, name: str) -> tuple[int | None, int] | None:
-    """(rows, bytes) of a table on the target: rows from pg_class.reltuples, counted when the table was never
-    analyzed (reltuples -1) or looks empty and is small, None (unknown: never "small") when it is large;
-    bytes from pg_total_relation_size. None: no such table."""
+    """(rows, bytes) of a table on the target by the one size reader (sizes.table_size): a table never analyzed
+    or looking empty is counted when its heap is below COUNT_BELOW_BYTES, else rows None (unknown: never
+    "small"). None: no such table."""
     schema, table = _split(name)
-    row = conn.execute(
-        "SELECT c.reltuples, pg_total_relation_size(c.oid), pg_relation_size(c.oid) FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s "
-        "AND c.relkind IN ('r', 'p', 'm')", (schema, table)).fetchone()
-    if row is None:
-        return None
-    reltuples, total, heap = row
-    rows = int(reltuples)
-    if rows <= 0 and heap >= COUNT_BELOW_BYTES:  # statistics say nothing of a table this large
-        return None, int(total)
-    if rows <= 0:
-        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema),
-                                                                          sql.Identifier(table))).fetchone()[0]
-    return max(rows, 0), int(total)
+    size = sizes.table_size(conn, schema, table, count_below=COUNT_BELOW_BYTES)
+    return None if size is None else (size.rows, size.bytes)
 
 
 def _no_rewrite(conn: psycopg.Connection, finding: Finding) -> bool:

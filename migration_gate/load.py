@@ -23,7 +23,7 @@ import httpx
 
 from migration_gate.checks import CheckFailed
 from migration_gate.checks.api.auth import login
-from migration_gate.checks.api.client import send
+from migration_gate.checks.api.client import http_client, send
 from migration_gate.config import Environment, GateConfig
 
 T = TypeVar("T")
@@ -119,7 +119,7 @@ class LoadReport:
 
 
 def _client(plan: LoadPlan) -> httpx.Client:
-    return httpx.Client(base_url=plan.base_url, headers=plan.headers, timeout=plan.timeout_s)
+    return http_client(plan.base_url, headers=plan.headers, timeout=plan.timeout_s)
 
 
 def _prepare(plan: LoadPlan) -> tuple[str, tuple[str, ...], dict[str, str]]:

@@ -33,6 +33,7 @@ from migration_gate.backup import BackupError
 from migration_gate.baseline_digests import Baseline
 from migration_gate.catalog import Catalog, inspect
 from migration_gate.checks import CheckFailed
+from migration_gate.checks.api.client import http_client
 from migration_gate.config import (
     ROOT,
     SANDBOX_BANNER,
@@ -907,7 +908,7 @@ def gate_api(gate_target: TargetState, gate_session: GateSession) -> Iterator[ht
     headers."""
     if not gate_target.api_base_url:
         pytest.fail("API_BASE_URL is not set: the API checks need the app's address")
-    with httpx.Client(base_url=gate_target.api_base_url, timeout=30, headers=gate_session.env.api_headers) as client:
+    with http_client(gate_target.api_base_url, timeout=30, headers=gate_session.env.api_headers) as client:
         yield client
 
 

@@ -17,6 +17,7 @@ from migration_gate import attest, backup, db, logsource, notify
 from migration_gate.catalog import quote, user_schemas
 from migration_gate.checks import CheckFailed, Result, encryption, environment, error_text
 from migration_gate.checks import api as app
+from migration_gate.checks.api.client import http_client
 from migration_gate.config import GateConfig
 from migration_gate.embedded import EmbeddedError, find_binaries
 from migration_gate.hooks import CutoverTarget, hook_problems
@@ -95,7 +96,7 @@ def _api(target: CutoverTarget) -> list[Input]:
     health = Input("API", target.api_base_url)
     login = Input("login", "the fixture user")
     try:
-        with httpx.Client(base_url=target.api_base_url, timeout=15, headers=target.api_headers) as client:
+        with http_client(target.api_base_url, timeout=15, headers=target.api_headers) as client:
             result = app.health(client, expect_hipaa=False)
             health.missing = [f"API: {p}" for p in result.problems]
             try:

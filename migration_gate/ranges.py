@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from migration_gate import sizes
 from migration_gate.catalog import Catalog
 
 INTEGER_KEYS = {"smallint", "integer", "bigint"}
@@ -113,9 +114,8 @@ def workers_for(conn: psycopg.Connection, schema: str, tables: Iterable[str], re
     PARALLEL_FROM_BYTES: starting a pool costs more than such tables take to read."""
     if requested is not None or os.environ.get(WORKERS_ENV, "").strip():
         return worker_count(requested)
-    names = [f"{sql.Identifier(schema).as_string(conn)}.{sql.Identifier(t).as_string(conn)}" for t in tables]
-    size = conn.execute("SELECT coalesce(sum(pg_table_size(to_regclass(t))), 0) FROM unnest(%s::text[]) AS t",
-                        (names,)).fetchone()[0]
+    found = (sizes.table_size(conn, schema, table, count_below=0) for table in tables)  # bytes only: no count
+    size = sum(f.data_bytes for f in found if f is not None)
     return 1 if size < PARALLEL_FROM_BYTES else worker_count()
 
 

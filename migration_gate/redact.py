@@ -77,18 +77,39 @@ def mask_quoted(text: str) -> str:
     return _QUOTED.sub("'…'", text)
 
 
-def safe_message(exc: BaseException) -> str:
-    """Type and first line of an error, secrets redacted and quoted parts masked: fit for any report."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return redact_text(f"{exc.__class__.__name__}: {mask_quoted(first)}")
-
-
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 def one_line(text: str) -> str:
     """Control characters (tabs, newlines, escapes) and runs of spaces as one space: fit for a terminal line."""
     return re.sub(r" {2,}", " ", _CONTROL.sub(" ", text)).strip()
+
+
+def own_error(exc: BaseException) -> bool:
+    """Raised by the gate itself: its text is composed to name tables, columns, files and keys, never values."""
+    return type(exc).__module__.split(".")[0] == "migration_gate"
+
+
+def safe_line(text: str, *, values_quoted: bool = True) -> str:
+    """THE rule for putting error text on one line anywhere (report, log, terminal): control characters folded,
+    quoted parts masked (database and library errors quote the offending value, which may be PHI; pass
+    values_quoted=False only for the gate's own composed text, whose apostrophes are not quotes), and
+    passwords (URL and key=value), 64-hex keys, bearer tokens, JWTs and age identities redacted."""
+    text = one_line(text)
+    return redact_text(mask_quoted(text) if values_quoted else text)
+
+
+def error_line(exc: BaseException) -> str:
+    """An error's first line under the one rule (safe_line), quoted parts masked unless the gate raised it; ''
+    when the error says nothing. Every other error-to-line form (safe_message, checks.error_text, the commands'
+    one line) is built on this."""
+    text = str(exc).strip()
+    return safe_line(text.splitlines()[0], values_quoted=not own_error(exc)) if text else ""
+
+
+def safe_message(exc: BaseException) -> str:
+    """Type and first line of an error under the one rule (error_line): fit for any report."""
+    return f"{exc.__class__.__name__}: {error_line(exc)}"
 
 
 def connection_cause(exc: BaseException) -> str:

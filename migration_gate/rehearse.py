@@ -31,7 +31,7 @@ from migration_gate.hooks import CutoverTarget
 from migration_gate.progress import Progress
 from migration_gate.provenance import gate_version, operator
 from migration_gate.provider import SandboxProvider, load_provider
-from migration_gate.redact import describe_target, redact_text, safe_message
+from migration_gate.redact import describe_target, safe_message
 from migration_gate.runstate import owner_only
 from migration_gate.verdict import EPILOG, EXIT, finish_run
 from migration_gate.watch import COMPRESS, Watch, summary
@@ -154,7 +154,7 @@ def _rehearsal(args: argparse.Namespace, gate: GateConfig, provider: SandboxProv
         print(f"rehearse: {exc}", file=sys.stderr)
         return EXIT["refused"]
     except (EmbeddedError, RuntimeError, OSError, psycopg.Error) as exc:
-        message = redact_text(f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        message = safe_message(exc)
         print(f"rehearse: {message}", file=sys.stderr)
         if args.json:
             print(json.dumps({"verdict": "error", "error": message, "exit_code": 1}))

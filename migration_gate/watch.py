@@ -34,7 +34,7 @@ import psycopg
 from migration_gate import attest, db, logsource, ownrequests, performance, signoff, watchreport, writes
 from migration_gate.checks import CheckFailed, Result, encryption, error_text, organizations, schema
 from migration_gate.checks import api as app
-from migration_gate.checks.api.client import send
+from migration_gate.checks.api.client import http_client, send
 from migration_gate.checks.api.endpoints import p95
 from migration_gate.config import ConfigError, GateConfig, WatchConfig, holding_waivers, load_config
 from migration_gate.errors import GateError
@@ -195,9 +195,9 @@ class Watch:
                 record.db_mark = writes.oldest_running_xid(conn)
                 since = previous.db_mark if previous else (self.run.write_mark or {}).get("xid")
                 scope = writes.written_since(int(since)) if since is not None else None
-                with httpx.Client(base_url=self.target.api_base_url, timeout=15, headers=self.target.api_headers,
-                                  event_hooks={"request": [counted.request], "response": [counted.response]}
-                                  ) as client:
+                with http_client(self.target.api_base_url, timeout=15, headers=self.target.api_headers,
+                                 event_hooks={"request": [counted.request], "response": [counted.response]}
+                                 ) as client:
                     self._api_checks(record, client, conn, counted, previous)
                     self._invariants(record, conn, scope, since, client)
             if any("could not be checked" in p for c in record.checks if c.name.endswith(SCOPED) for p in c.problems):

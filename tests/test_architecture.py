@@ -156,3 +156,14 @@ def test_a_run_with_a_bad_provider_stops_with_one_line(tmp_path: Path) -> None:
     done = _premigration("--gate-sandbox-provider=no_such_module_here:Provider", env={}, tmp_path=tmp_path)
     assert done.returncode == 4
     assert "cannot import no_such_module_here" in done.stderr and "Traceback" not in done.stderr + done.stdout
+
+
+def test_one_http_client_factory() -> None:
+    """The app's client is built in one place (checks.api.client.http_client): its timeout and headers are one
+    decision per call, not a hand-built httpx.Client each time."""
+    factory = LIBRARY / "checks" / "api" / "client.py"
+    built = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in _modules().values() if path != factory
+             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Attribute) and node.func.attr in ("Client", "AsyncClient")
+             and isinstance(node.func.value, ast.Name) and node.func.value.id == "httpx"]
+    assert not built, "httpx client built by hand (use http_client): " + ", ".join(built)

@@ -14,10 +14,12 @@ import psycopg
 import pytest
 
 from migration_gate import backup, cli
+from migration_gate.checks import error_text
 from migration_gate.cli import NEEDS
 from migration_gate.config import SANDBOX_BANNER, load_config
 from migration_gate.criteria import FAILURE_LINES, SUCCESS_LINES
-from migration_gate.redact import describe_target
+from migration_gate.errors import GateError
+from migration_gate.redact import describe_target, safe_message
 from migration_gate.runstate import schema_state
 from migration_gate.verdict import EXIT
 from sandbox.synthetic import SANDBOX_KEY
@@ -267,3 +269,15 @@ def test_a_cancelled_statement_is_not_called_an_unreachable_database() -> None:
 @pytest.mark.rehearsal
 def test_a_bundle_of_a_folder_that_is_no_run_is_one_line(tmp_path: Path) -> None:
     one_line_error(script("bundle", "--run-dir", str(tmp_path)), 2, "has no signoff.html")
+
+
+def test_every_error_to_line_form_masks_values_and_secrets() -> None:
+    """One rule (redact.error_line) under the report line, a check's problem and the command's line: a database
+    error's quoted value and a connection string's password never appear; the gate's own text keeps its names."""
+    leak = psycopg.errors.InvalidTextRepresentation(
+        'invalid input syntax for type integer: "Jane Doe" at postgresql://gate:hunter22@db/x\nDETAIL: more')
+    for line in (cli._one_line("migrate", leak), error_text(leak), safe_message(leak)):
+        assert "Jane" not in line and "hunter22" not in line and "DETAIL" not in line, line
+        assert "invalid input syntax for type integer" in line, line
+    own = GateError("the hook's contract names 'GATE_RUN_DIR' only")
+    assert cli._one_line("cutover", own) == "cutover: the hook's contract names 'GATE_RUN_DIR' only"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -18,12 +17,12 @@ from dataclasses import dataclass, field
 import psycopg
 
 from migration_gate.catalog import Catalog, inspect, quote
+from migration_gate.redact import error_line
 
 FIRST_IDS = 5
 # Every expect() logs its summary here (PHI-free: check name, counts, notes), the summary itself in the record's
 # `gate_check` attribute; the pytest plugin listens per test and keeps what it hears in the test's stash.
 LOG = logging.getLogger("migration_gate.checks")
-_QUOTED = re.compile(r"(\"[^\"]*\"|'[^']*')")
 # While a phase test runs, the plugin sets what its criterion's unexpired waivers ([[waivers]]) accept: given a
 # problem line, the number of the waiver it matches, else None. expect() then fails only for the rest, and its
 # summary lists the waived lines: a waived finding is reported, never dropped. Unset (any other caller): none.
@@ -120,8 +119,8 @@ class Result:
 
 def error_text(exc: BaseException) -> str:
     """An error's class and first line with quoted parts masked (database errors quote offending values)."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{exc.__class__.__name__}" + (f" ({_QUOTED.sub(chr(39) + '…' + chr(39), first)[:160]})" if first else "")
+    first = error_line(exc)
+    return f"{exc.__class__.__name__}" + (f" ({first[:160]})" if first else "")
 
 
 def first_ids(ids: list) -> str:

@@ -8,7 +8,7 @@ A transport failure becomes a problem naming the request (class name only), neve
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -35,6 +35,17 @@ HEX64 = re.compile(r"\b[0-9a-fA-F]{64}\b")
 
 
 SECRET_KEYS = re.compile(r"(Encrypted|SearchHash|_encrypted|_search_hash)$|^(password|passwordHash|password_hash)$")
+
+
+DEFAULT_TIMEOUT = 15.0
+
+
+def http_client(base_url: str, *, headers: Mapping[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT,
+                event_hooks: Mapping[str, Sequence[Callable[..., Any]]] | None = None) -> httpx.Client:
+    """The one way the gate builds a client for the app: base URL, the headers the description adds (the edge's
+    or the API's), one timeout; the caller owns it (``with http_client(...) as client``)."""
+    return httpx.Client(base_url=base_url, headers=dict(headers or {}), timeout=timeout,
+                        event_hooks={k: list(v) for k, v in (event_hooks or {}).items()})
 
 
 def send(client: httpx.Client, method: str, path: str, token: str | None = None, **kwargs: Any) -> httpx.Response:

@@ -1,0 +1,23 @@
+"""One size reader (migration_gate.sizes) under lint, the forecast, the checksums' work order and the scans' worker
+count: where the statistics say nothing the rows are counted, by every caller alike."""
+
+from __future__ import annotations
+
+import psycopg
+
+from migration_gate import backup, forecast, lint, ranges, sizes
+
+
+def test_every_size_reader_counts_a_table_whose_statistics_say_nothing(new_db) -> None:
+    with psycopg.connect(new_db(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE filled (id int PRIMARY KEY, note text)")
+        conn.execute("ANALYZE filled")  # analyzed while empty: reltuples 0, whatever is written afterwards
+        conn.execute("INSERT INTO filled SELECT g, 'x' FROM generate_series(1, 50) g")
+        size = sizes.table_size(conn, "public", "filled")
+        assert size is not None and size.rows == 50 and size.bytes >= size.data_bytes > 0 and not size.estimated
+        assert lint.table_size(conn, "public.filled") == (50, size.bytes)
+        assert forecast._table_size(conn, "public", "filled") == {"rows": 50, "bytes": size.bytes}
+        assert sizes.table_size(conn, "public", "filled", count_below=1).rows is None  # too large to count: unknown
+        assert sizes.table_size(conn, "public", "nothing") is None and lint.table_size(conn, "public.nothing") is None
+        assert backup.table_bytes(conn) == sizes.catalog_bytes(conn) and "public.filled" in backup.table_bytes(conn)
+        assert ranges.workers_for(conn, "public", ["filled", "nothing"]) == 1  # small: this process alone
