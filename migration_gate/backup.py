@@ -1114,10 +1114,10 @@ def restore_in_place(dump: Path, dsn: str, binaries: PgBinaries | None = None, l
         psql_text = psql_err.read().decode("utf-8", "replace")
     if mismatch:
         raise BackupError(mismatch)
+    if psql.returncode != 0:  # psql's refusal first: pg_restore's broken stream into it is only its echo
+        raise _fail("restoring the backup failed (nothing was changed)", psql_text)
     if code != 0:
         raise _fail("pg_restore could not stream the backup (nothing was changed)", script_text + psql_text)
-    if psql.returncode != 0:
-        raise _fail("restoring the backup failed (nothing was changed)", psql_text)
 
 
 # -- off the box: the store_backup and fetch_backup hooks ------------------------------------------------------

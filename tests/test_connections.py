@@ -152,6 +152,6 @@ def test_with_a_wrong_ca_the_dump_and_the_restore_refuse_as_the_gate_does(tls_cl
                             env=env, capture_output=True, timeout=60)
     assert dumped.returncode != 0 and b"certificate verify failed" in dumped.stderr, "pg_dump streamed unverified"
     # psql refuses the server before it reads a line; pg_restore's stream into it breaks: one line naming the cause
-    with pytest.raises(backup.BackupError, match=r"could not stream the backup \(nothing was changed\): psql: "
+    with pytest.raises(backup.BackupError, match=r"restoring the backup failed \(nothing was changed\): psql: "
                                                  r".*certificate verify failed"):
         backup.restore_in_place(Path(record.path), dsn)
