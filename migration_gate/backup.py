@@ -645,27 +645,7 @@ def stream_plaintext(path: Path, keys: BackupKeys, sink: IO[bytes] | None) -> _H
     """The dump's plaintext streamed into `sink` (None: only hashed), decrypting an age file on the way. The
     returned hasher holds the plaintext's sha256 and size. Raises BackupError on a wrong key or a corrupt file;
     a sink that closes early (pg_restore stopped) raises BrokenPipeError for the caller to judge."""
-    writer = _Hashing(sink)
-    try:
-        with open(path, "rb") as source:
-            if source.read(len(AGE_MAGIC)) != AGE_MAGIC:
-                source.seek(0)
-                shutil.copyfileobj(source, writer, CHUNK)
-                return writer
-            source.seek(0)
-            identities = keys.age_identities(Path(path).name)
-            try:
-                pyrage.decrypt_io(source, writer, identities)
-            except pyrage.DecryptError:
-                raise BackupError(f"{Path(path).name} cannot be decrypted with the identity in {IDENTITY_ENV} "
-                                  "(it is encrypted to other recipients)") from None
-    except BrokenPipeError:
-        raise
-    except OSError as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise BackupError(f"backup {path} does not exist") from None
-        raise BackupError(f"{Path(path).name} is corrupt or truncated (age decryption failed)") from None
-    return writer
+    return _read_once(path, keys, sink)[1]
 
 
 def _pipe_into(path: Path, keys: BackupKeys, command: list[str], env: dict[str, str] | None, timeout_s: float,

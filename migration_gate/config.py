@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -784,19 +785,20 @@ def holding_waivers(waivers: tuple[Waiver, ...], criterion: str | None, today: d
 WAIVER_KEYS = ("criterion", "finding", "finding_regex", "reason", "decided_by", "expires")
 
 
-def load_waivers(spec: object, where: str) -> tuple[Waiver, ...]:
-    """[[waivers]] validated: a known criterion, one finding (exact or a pattern), a reason, who decided and an
-    expiry date each; the same finding waived twice for one criterion is refused (which one would it be?)."""
+def _criterion_entries(spec: object, where: str, section: str, keys: tuple[str, ...],
+                       example: str) -> Iterator[tuple[str, dict, dict[str, str]]]:
+    """An array of tables about checklist criteria ([[waivers]], [[not_applicable]]), each entry checked the same
+    way: known keys only, a non-empty criterion, reason and decided_by, and a criterion the checklist has. Yields
+    (where the entry is, the entry, those three texts stripped)."""
     if spec is None:
-        return ()
+        return
     if not isinstance(spec, list) or not all(isinstance(item, dict) for item in spec):
-        raise ConfigError(f"{where}: must be an array of tables ([[waivers]])")
-    found: list[Waiver] = []
+        raise ConfigError(f"{where}: must be an array of tables ([[{section}]])")
     for number, item in enumerate(spec, 1):
         spot = f"{where} item {number}"
-        unknown = sorted(set(item) - set(WAIVER_KEYS))
+        unknown = sorted(set(item) - set(keys))
         if unknown:
-            raise ConfigError(f"{spot}: unknown key {unknown[0]} (known: {', '.join(WAIVER_KEYS)})")
+            raise ConfigError(f"{spot}: unknown key {unknown[0]} (known: {', '.join(keys)})")
         texts = {}
         for key in ("criterion", "reason", "decided_by"):
             value = item.get(key)
@@ -804,7 +806,15 @@ def load_waivers(spec: object, where: str) -> tuple[Waiver, ...]:
                 raise ConfigError(f"{spot}: needs {key} (a non-empty string)")
             texts[key] = value.strip()
         if texts["criterion"] not in CRITERIA:
-            raise ConfigError(f"{spot}: criterion {texts['criterion']} is not a checklist criterion (e.g. POST-09)")
+            raise ConfigError(f"{spot}: criterion {texts['criterion']} is not a checklist criterion (e.g. {example})")
+        yield spot, item, texts
+
+
+def load_waivers(spec: object, where: str) -> tuple[Waiver, ...]:
+    """[[waivers]] validated: a known criterion, one finding (exact or a pattern), a reason, who decided and an
+    expiry date each; the same finding waived twice for one criterion is refused (which one would it be?)."""
+    found: list[Waiver] = []
+    for spot, item, texts in _criterion_entries(spec, where, "waivers", WAIVER_KEYS, "POST-09"):
         given = [k for k in ("finding", "finding_regex") if k in item]
         if len(given) != 1 or not isinstance(item[given[0]], str) or not item[given[0]].strip():
             raise ConfigError(f"{spot}: give the finding it waives as finding (the exact problem line) or "
@@ -846,24 +856,8 @@ NOT_APPLICABLE_KEYS = ("criterion", "reason", "decided_by")
 
 def load_not_applicable(spec: object, where: str) -> tuple[NotApplicable, ...]:
     """[[not_applicable]] validated as [[waivers]] are: a known criterion, a reason and who decided, each once."""
-    if spec is None:
-        return ()
-    if not isinstance(spec, list) or not all(isinstance(item, dict) for item in spec):
-        raise ConfigError(f"{where}: must be an array of tables ([[not_applicable]])")
     found: list[NotApplicable] = []
-    for number, item in enumerate(spec, 1):
-        spot = f"{where} item {number}"
-        unknown = sorted(set(item) - set(NOT_APPLICABLE_KEYS))
-        if unknown:
-            raise ConfigError(f"{spot}: unknown key {unknown[0]} (known: {', '.join(NOT_APPLICABLE_KEYS)})")
-        texts = {}
-        for key in NOT_APPLICABLE_KEYS:
-            value = item.get(key)
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(f"{spot}: needs {key} (a non-empty string)")
-            texts[key] = value.strip()
-        if texts["criterion"] not in CRITERIA:
-            raise ConfigError(f"{spot}: criterion {texts['criterion']} is not a checklist criterion (e.g. POST-19)")
+    for _spot, _item, texts in _criterion_entries(spec, where, "not_applicable", NOT_APPLICABLE_KEYS, "POST-19"):
         if any(n.criterion == texts["criterion"] for n in found):
             raise ConfigError(f"{where}: {texts['criterion']} is declared not applicable twice")
         found.append(NotApplicable(**texts))
