@@ -22,11 +22,12 @@ from pathlib import Path
 import psycopg
 import pyrage
 
-from migration_gate import backup, catalog
+from migration_gate import backup
 from migration_gate.checks import backups
-from migration_gate.checksums import table_checksum
 from migration_gate.config import load_config
-from migration_gate.embedded import EmbeddedPostgres
+from migration_gate.db import catalog
+from migration_gate.db.checksums import table_checksum
+from migration_gate.db.embedded import EmbeddedPostgres
 from sandbox.roles import create_app_role
 from sandbox.seed import seed_legacy
 

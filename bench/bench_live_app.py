@@ -17,12 +17,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from migration_gate.app.hooks import CutoverTarget
+from migration_gate.app.load import LoadPlan, LoadReport, load_during, run_load
 from migration_gate.config import load_config
-from migration_gate.gate import Gate
-from migration_gate.hooks import CutoverTarget
-from migration_gate.load import LoadPlan, LoadReport, load_during, run_load
-from migration_gate.lockwatch import LockWatch
-from migration_gate.progress import Progress
+from migration_gate.core.progress import Progress
+from migration_gate.db.lockwatch import LockWatch
+from migration_gate.run.gate import Gate
 from sandbox.api_process import SandboxHooks
 from sandbox.target import Sandbox
 

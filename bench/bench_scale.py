@@ -18,7 +18,7 @@ as child processes) and measures, in the same run and on the same sandbox:
     the cores the suite used (the most worker processes of its tree alive at once, the suite's own included, at
     most nproc), against a tight in-process loop that only parses and decrypts the new tables' PHI values with
     `cryptography` (one core, timed per batch, the fetching untimed; at most --tight-values values);
-  - migration_gate.compare on one table pair (--pair, a [tables.*] name; its key and non-PHI columns) against
+  - migration_gate.scan.compare on one table pair (--pair, a [tables.*] name; its key and non-PHI columns) against
     reladiff (hashdiff, one thread per database: the legacy table is copied into a second database of the same
     cluster before the gate runs) and against a naive check that fetches both tables into Python and compares
     (skipped above --naive-rows rows: it holds both tables in memory, on purpose);
@@ -47,16 +47,16 @@ import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg import sql
 
-from migration_gate import attest
-from migration_gate.compare import Side, compare
+from migration_gate.app.hooks import CutoverTarget
 from migration_gate.config import GateConfig, TableMap, load_config
-from migration_gate.gate import Gate
-from migration_gate.hooks import CutoverTarget
-from migration_gate.phi import parse_key
-from migration_gate.progress import Progress
-from migration_gate.provider import load_provider
-from migration_gate.runstate import PLAN, PhaseRecord, RunState
-from migration_gate.signoff import PHI_WORDS
+from migration_gate.core.phi import parse_key
+from migration_gate.core.progress import Progress
+from migration_gate.report.signoff import PHI_WORDS
+from migration_gate.run import attest
+from migration_gate.run.gate import Gate
+from migration_gate.run.provider import load_provider
+from migration_gate.run.runstate import PLAN, PhaseRecord, RunState
+from migration_gate.scan.compare import Side, compare
 
 # Issue 12 item 6 (at 1,000,000 patients on the 2-core machine).
 GOAL_WINDOW_MIN = 10.0
@@ -288,7 +288,7 @@ def compare_pair(legacy_dsn: str, new_dsn: str, mapping: TableMap, schema: str, 
         diff = compare(Side(left, mapping.legacy, mapping.source_key, old_cols),
                        Side(right, mapping.new, mapping.key, new_cols, schema=schema))
         differing = len(diff.missing) + len(diff.extra) + sum(len(k) for k in diff.columns.values())
-        timed.append(Timed("migration_gate.compare", time.perf_counter() - began,
+        timed.append(Timed("migration_gate.scan.compare", time.perf_counter() - began,
                            f"{differing} differences, {diff.buckets_compared} buckets"))
     timed.append(_reladiff(legacy_dsn, new_dsn, mapping, schema))
     if max(rows) > naive_rows:
@@ -630,8 +630,8 @@ def table(m: Measured) -> list[tuple[str, str, str, str]]:
     if not m.phi:
         add(("PHI verified per core / tight loop", "n/a (no decrypting check in the results)",
              f">= {GOAL_PHI_OF_TIGHT:g}", "not measured"))
-    ours = next((t for t in m.compared if t.name == "migration_gate.compare"), None)
-    add((f"compare {m.pair}: migration_gate.compare", _timed(ours), "", ""))
+    ours = next((t for t in m.compared if t.name == "migration_gate.scan.compare"), None)
+    add((f"compare {m.pair}: migration_gate.scan.compare", _timed(ours), "", ""))
     for other in [t for t in m.compared if t is not ours] or [Timed("reladiff / naive", None, "not run")]:
         ratio = ours.seconds / other.seconds if ours and ours.seconds and other.seconds else None
         goal = "< 1 (faster)" if other.name.startswith("reladiff") else ""

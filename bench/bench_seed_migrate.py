@@ -15,10 +15,10 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate import catalog, migration
-from migration_gate.checksums import database_checksums
 from migration_gate.config import load_config
-from migration_gate.embedded import EmbeddedPostgres
+from migration_gate.db import catalog, migration
+from migration_gate.db.checksums import database_checksums
+from migration_gate.db.embedded import EmbeddedPostgres
 from sandbox.roles import create_app_role
 from sandbox.seed import LEGACY_TABLES, seed_legacy
 from sandbox.synthetic import SANDBOX_KEY

@@ -59,7 +59,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from migration_gate.phi import PhiCodec, PhiKeyError, parse_key, search_hash
+from migration_gate.core.phi import PhiCodec, PhiKeyError, parse_key, search_hash
 
 HOST = "127.0.0.1"
 TOKEN_TTL = timedelta(hours=24)

@@ -23,9 +23,9 @@ from typing import IO
 import httpx
 import psycopg
 
-from migration_gate.appserver import AppServer
-from migration_gate.embedded import free_port
-from migration_gate.redact import safe_message
+from migration_gate.app.appserver import AppServer
+from migration_gate.core.redact import safe_message
+from migration_gate.db.embedded import free_port
 
 HOST = "127.0.0.1"  # the API binds only here (sandbox.api.HOST)
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,7 +166,7 @@ class ApiProcess:
 
 class ServingApp:
     """What answers on the sandbox's base URL: the reference API, or a team's own app ([rehearsal] app_new,
-    app_legacy; migration_gate.appserver) on the side it serves. A team's app gets the reference API's port, so
+    app_legacy; migration_gate.app.appserver) on the side it serves. A team's app gets the reference API's port, so
     the base URL the gate knows stays the same whichever app answers."""
 
     def __init__(self, api: ApiProcess, new: AppServer | None = None, legacy: AppServer | None = None) -> None:

@@ -23,9 +23,9 @@ from psycopg import sql
 
 from migration_gate.backup import split_password
 from migration_gate.config import ConfigError, load_config
-from migration_gate.copies import DSN_ENV, OWNER_ENV, SOURCE_ENV, roles_granted
-from migration_gate.embedded import OWNER_FILE, EmbeddedError, EmbeddedPostgres, cluster_serving
-from migration_gate.redact import redact_text
+from migration_gate.core.redact import redact_text
+from migration_gate.db.embedded import OWNER_FILE, EmbeddedError, EmbeddedPostgres, cluster_serving
+from migration_gate.rehearsal.copies import DSN_ENV, OWNER_ENV, SOURCE_ENV, roles_granted
 from sandbox.roles import create_app_role
 
 

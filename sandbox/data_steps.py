@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import psycopg
 
-from migration_gate.migration import DataStepContext
+from migration_gate.db.migration import DataStepContext
 
 BATCH = 5_000
 

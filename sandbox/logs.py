@@ -3,7 +3,7 @@
     python -m sandbox.logs --file sandbox/api.log [--since 2026-12-01T10:00:00.000Z] [--until ...]
 
 --since and --until default to GATE_LOGS_SINCE and GATE_LOGS_UNTIL (the log command contract of
-migration_gate.logsource), so a [hooks] logs_since command of the rehearsal is this module and a path, as a team's
+migration_gate.app.logsource), so a [hooks] logs_since command of the rehearsal is this module and a path, as a team's
 calls its host's log CLI. A line whose time cannot be read is printed (the check sees more, never less).
 Exit codes: 0 the lines, 2 bad usage or time, 3 the log cannot be read.
 """
@@ -17,7 +17,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from migration_gate.logsource import SINCE_VARIABLE, UNTIL_VARIABLE
+from migration_gate.app.logsource import SINCE_VARIABLE, UNTIL_VARIABLE
 
 
 def _time(text: str) -> datetime:

@@ -18,11 +18,14 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup, baseline_digests, logsource, migration
+from migration_gate import backup
+from migration_gate.app import logsource
+from migration_gate.app.logsource import LogSource
+from migration_gate.backup import digests as baseline_digests
 from migration_gate.config import GateConfig
-from migration_gate.embedded import EmbeddedPostgres
-from migration_gate.logsource import LogSource
-from migration_gate.target import TargetState
+from migration_gate.db import migration
+from migration_gate.db.embedded import EmbeddedPostgres
+from migration_gate.run.target import TargetState
 from sandbox.api_process import ApiProcess
 from sandbox.deploy import deploy_migrations
 from sandbox.roles import as_role, create_app_role, grant_app_role

@@ -1,4 +1,4 @@
-"""The embedded sandbox as the library's sandbox provider (migration_gate.provider), named in migration.toml
+"""The embedded sandbox as the library's sandbox provider (migration_gate.run.provider), named in migration.toml
 [sandbox] provider: phase targets built on demand (sandbox.phases), the synthetic key, and the rehearsal's
 throwaway target (sandbox.target) with its hooks."""
 
@@ -9,9 +9,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from migration_gate.config import ROOT, GateConfig, RehearsalConfig
-from migration_gate.logsource import SINCE_VARIABLE, LogSource
-from migration_gate.progress import Progress
+from migration_gate.app.logsource import SINCE_VARIABLE, LogSource
+from migration_gate.config import GateConfig, RehearsalConfig
+from migration_gate.core.paths import ROOT
+from migration_gate.core.progress import Progress
 from sandbox.api_process import SandboxHooks
 from sandbox.phases import SandboxTargets
 from sandbox.synthetic import SANDBOX_KEY

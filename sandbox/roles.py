@@ -11,9 +11,9 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from migration_gate import catalog
 from migration_gate.config import AppRole
-from migration_gate.embedded import EmbeddedPostgres, password_for
+from migration_gate.db import catalog
+from migration_gate.db.embedded import EmbeddedPostgres, password_for
 
 
 def create_app_role(cluster: EmbeddedPostgres, app_role: AppRole) -> str:

@@ -19,7 +19,7 @@ from decimal import Decimal
 import bcrypt
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from migration_gate.phi import parse_key, search_hash
+from migration_gate.core.phi import parse_key, search_hash
 
 PATIENTS_PER_THERAPIST = 50
 CHUNK_PATIENTS = 20_000

@@ -14,11 +14,12 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_gate.appserver import AppServer
+from migration_gate.app.appserver import AppServer
 from migration_gate.backup import IDENTITY_ENV, RECIPIENTS_ENV, BackupKeys
-from migration_gate.config import ROOT, AppServerConfig, GateConfig, load_config
-from migration_gate.embedded import EmbeddedPostgres
-from migration_gate.progress import Progress
+from migration_gate.config import AppServerConfig, GateConfig, load_config
+from migration_gate.core.paths import ROOT
+from migration_gate.core.progress import Progress
+from migration_gate.db.embedded import EmbeddedPostgres
 from sandbox.api_process import SANDBOX_JWT_SECRET, ApiProcess, ServingApp
 from sandbox.deploy import deploy_migrations
 from sandbox.roles import as_role, create_app_role, grant_app_role

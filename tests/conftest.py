@@ -20,10 +20,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_gate import migration
 from migration_gate.backup import IDENTITY_ENV, RECIPIENTS_ENV, BackupKeys
 from migration_gate.config import TARGET_VARIABLES, AnswersConfig, Probe, load_answers, load_config, load_probe
-from migration_gate.embedded import EmbeddedPostgres
+from migration_gate.db import migration
+from migration_gate.db.embedded import EmbeddedPostgres
 from sandbox.roles import create_app_role, grant_app_role
 from sandbox.seed import seed_legacy
 from sandbox.synthetic import SANDBOX_KEY

@@ -1,4 +1,4 @@
-"""The app's answers before and after the cut-over (migration_gate.answers) against the real reference API on
+"""The app's answers before and after the cut-over (migration_gate.app.answers) against the real reference API on
 each schema: green for a correct migration, red naming endpoint, record id and field for a new API that drops a
 field, changes a value or returns another patient's session, the checks' own writes left out, and no plaintext PHI
 recorded. Two apps are described: the reference API with the loma-org app's contract (migration.toml) and with
@@ -22,11 +22,11 @@ import httpx
 import psycopg
 import pytest
 
-from migration_gate import answers
-from migration_gate.checks import CheckFailed
+from migration_gate.app import answers
 from migration_gate.checks import api as checks
 from migration_gate.config import AnswerRequest, ConfigError, load_answers, load_config, load_probe
-from migration_gate.phi import PhiCodec
+from migration_gate.core.phi import PhiCodec
+from migration_gate.core.result import CheckFailed
 from sandbox.api_process import ApiProcess
 from sandbox.roles import as_role
 from sandbox.synthetic import DEMO_USERS, SANDBOX_KEY

@@ -25,10 +25,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_gate import answers, migration
+from migration_gate.app import answers
 from migration_gate.config import load_config
-from migration_gate.embedded import EmbeddedPostgres
-from migration_gate.phi import PhiCodec, is_v1, iv_of, search_hash
+from migration_gate.core.phi import PhiCodec, is_v1, iv_of, search_hash
+from migration_gate.db import migration
+from migration_gate.db.embedded import EmbeddedPostgres
 from sandbox.api import age_of
 from sandbox.api_process import ROOT, ApiProcess
 from sandbox.roles import as_role

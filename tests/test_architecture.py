@@ -1,5 +1,5 @@
 """The library's shape, held by tests: migration_gate never imports the sandbox (it plugs in by name through
-migration_gate.provider), its modules import each other without cycles, the checks library needs no pytest, and
+migration_gate.run.provider), its modules import each other without cycles, the checks library needs no pytest, and
 the provider named in the configuration (or its overrides) is the one a run uses.
 
 Checked with `ast` and a fresh interpreter rather than import-linter: two small tests with no new dependency,
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from migration_gate.config import DEFAULT_SANDBOX_PROVIDER, ConfigError, load_config
-from migration_gate.provider import load_provider
+from migration_gate.run.provider import load_provider
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
 
@@ -101,6 +101,35 @@ def test_library_modules_import_each_other_without_cycles() -> None:
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+# The library's packages from the ground up: each imports only the ones before it (and itself).
+PACKAGES = ("core", "config", "db", "scan", "app", "backup", "checks", "run", "report", "suite", "watch", "rehearsal",
+            "cli")
+
+
+def test_every_library_module_sits_in_a_package_by_responsibility() -> None:
+    loose = [str(path.relative_to(ROOT)) for path in LIBRARY.glob("*.py") if path.name != "__init__.py"]
+    assert not loose, "modules outside the packages: " + ", ".join(loose)
+    assert sorted(p.name for p in LIBRARY.iterdir() if (p / "__init__.py").is_file()) == sorted(PACKAGES)
+
+
+def test_imports_point_down_the_package_order() -> None:
+    """cli > rehearsal > watch > suite > report > run > checks > backup > app > scan > db > config > core: a
+    package never imports one above it, so each can be read (and tested) with only what lies below."""
+    upward = []
+    for name, path in _modules().items():
+        if "." not in name:
+            continue
+        package = name.split(".")[1]
+        for line, module, names in _imports(name, path):
+            parts = module.split(".")
+            if parts[0] != "migration_gate":
+                continue
+            targets = [parts[1]] if len(parts) > 1 else [n for n in names if n in PACKAGES]
+            upward += [f"{path.relative_to(ROOT)}:{line} ({package}) imports {module} ({target})" for target in targets
+                       if PACKAGES.index(target) > PACKAGES.index(package)]
+    assert not upward, "imports that point up:\n" + "\n".join(upward)
+
+
 def test_the_checks_library_works_without_pytest() -> None:
     code = ("import sys\nfrom migration_gate import checks\nimport migration_gate.checks.api, "
             "migration_gate.checks.encryption\nr = checks.Result('plain').expect()\n"
@@ -159,9 +188,9 @@ def test_a_run_with_a_bad_provider_stops_with_one_line(tmp_path: Path) -> None:
 
 
 def test_one_http_client_factory() -> None:
-    """The app's client is built in one place (checks.api.client.http_client): its timeout and headers are one
+    """The app's client is built in one place (app.client.http_client): its timeout and headers are one
     decision per call, not a hand-built httpx.Client each time."""
-    factory = LIBRARY / "checks" / "api" / "client.py"
+    factory = LIBRARY / "app" / "client.py"
     built = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in _modules().values() if path != factory
              for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)
              and isinstance(node.func, ast.Attribute) and node.func.attr in ("Client", "AsyncClient")

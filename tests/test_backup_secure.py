@@ -18,16 +18,17 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import backup, signoff
+from migration_gate import backup
 from migration_gate.backup import BackupError, BackupKeys
 from migration_gate.checks import backups
 from migration_gate.config import ConfigError, load_config
-from migration_gate.embedded import find_binaries
-from migration_gate.errors import Refused
-from migration_gate.gate import Gate
-from migration_gate.progress import Progress
-from migration_gate.redact import redact_text
-from migration_gate.runstate import schema_state
+from migration_gate.core.errors import Refused
+from migration_gate.core.progress import Progress
+from migration_gate.core.redact import redact_text
+from migration_gate.db.embedded import find_binaries
+from migration_gate.report import signoff
+from migration_gate.run.gate import Gate
+from migration_gate.run.runstate import schema_state
 from sandbox.api_process import SandboxHooks
 from sandbox.target import Sandbox
 from tests.test_gate import PATIENTS, _snapshot, _target
@@ -204,7 +205,7 @@ def test_a_plaintext_backup_only_when_configured_and_the_sign_off_warns(legacy_d
 
 
 def _cli_target(dsn: str):
-    from migration_gate.hooks import CutoverTarget, ShellHooks
+    from migration_gate.app.hooks import CutoverTarget, ShellHooks
     return CutoverTarget(dsn=dsn, key="", api_base_url="", api_username="", api_password="", hooks=ShellHooks({}))
 
 

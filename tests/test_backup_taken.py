@@ -13,14 +13,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import backup, catalog
+from migration_gate import backup
 from migration_gate.backup import BackupError, BackupKeys
 from migration_gate.checks import backups
-from migration_gate.checksums import table_checksum
 from migration_gate.config import load_config
-from migration_gate.gate import Gate
-from migration_gate.progress import Progress
-from migration_gate.runstate import schema_state
+from migration_gate.core.progress import Progress
+from migration_gate.db import catalog
+from migration_gate.db.checksums import table_checksum
+from migration_gate.run.gate import Gate
+from migration_gate.run.runstate import schema_state
 from sandbox.api_process import SandboxHooks
 from sandbox.target import Sandbox
 from tests.test_gate import PATIENTS, _target

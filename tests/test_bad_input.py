@@ -1,6 +1,6 @@
 """Bad input, each one line and nothing changed: the inputs tests/test_cli.py, tests/test_preflight.py and
 tests/test_checks_backup_rollback.py do not already cover, in one table. Each case runs the command as an operator
-would, and asserts its exit code (migration_gate.verdict), its line, no traceback, and the database exactly as it
+would, and asserts its exit code (migration_gate.report.verdict), its line, no traceback, and the database exactly as it
 was (schema state legacy, every legacy table's checksum and the catalog equal).
 
 Kinds of answer: "line" (one line on stderr), "list" (the pre-flight's refusal: its first line, then one line per
@@ -20,9 +20,9 @@ import pytest
 
 from migration_gate import backup
 from migration_gate.config import load_config
-from migration_gate.progress import Progress
-from migration_gate.redact import describe_target
-from migration_gate.runstate import schema_state
+from migration_gate.core.progress import Progress
+from migration_gate.core.redact import describe_target
+from migration_gate.run.runstate import schema_state
 from sandbox.target import DATABASE, Sandbox
 from tests.conftest import MIGRATION, ROOT
 from tests.test_cli import _rollback_run

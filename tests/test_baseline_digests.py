@@ -1,4 +1,4 @@
-"""Integrity against the digests recorded in the backup's snapshot (migration_gate.baseline_digests): green on a
+"""Integrity against the digests recorded in the backup's snapshot (migration_gate.backup.digests): green on a
 clean migration without restoring anything; red, naming table, ids and columns, on every breakage the restored
 copy catches (the restored copy is then used only for the key ranges that differ); and red when the shortcut's
 assumption breaks: a write to the legacy data after the digests were taken."""
@@ -11,11 +11,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import backup, baseline_digests, migration
-from migration_gate.baseline_digests import Baseline, BaselineDigests
+from migration_gate import backup
+from migration_gate.backup import digests as baseline_digests
+from migration_gate.backup.digests import Baseline, BaselineDigests
 from migration_gate.checks import integrity
 from migration_gate.config import load_config
-from migration_gate.phi import PhiCodec
+from migration_gate.core.phi import PhiCodec
+from migration_gate.db import migration
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import MIGRATION, _create
 from tests.test_checks_bite import INTEGRITY, known_phi, red  # noqa: F401 - known_phi is a fixture

@@ -9,10 +9,10 @@ from pathlib import Path
 import psycopg
 
 from bench import bench_scale as bench
-from migration_gate.progress import Progress
-from migration_gate.ranges import worker_count
-from migration_gate.runstate import PLAN, PhaseRecord, RunState
-from migration_gate.suites import SuiteRunner
+from migration_gate.core.progress import Progress
+from migration_gate.run.runstate import PLAN, PhaseRecord, RunState
+from migration_gate.run.suites import SuiteRunner
+from migration_gate.scan.ranges import worker_count
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import GATE
 
@@ -20,7 +20,7 @@ PAIR = next(m for m in GATE.tables if m.name == "clinical_sessions")
 ROW_LABELS = ["data: patients", "data: sessions", "data: plans", "data: PHI values", "data: database MB",
               *[f"phase: {p}" for p in PLAN], "maintenance window", "count(*) over mapped tables",
               "integrity phase / count(*)", "PHI tight loop", "PHI verified per core / tight loop: postmigration",
-              "compare sessions_hipaa -> clinical_sessions: migration_gate.compare", "ours / reladiff",
+              "compare sessions_hipaa -> clinical_sessions: migration_gate.scan.compare", "ours / reladiff",
               "ours / naive", *[f"peak RSS: {s} suite" for s in bench.SUITES]]
 
 
@@ -59,7 +59,7 @@ def test_the_benchmark_table_has_every_row_from_real_measurements(legacy_db: str
         == m.rows["sessions_hipaa"]
     m.compared = bench.compare_pair(copy, migrated_db, PAIR, GATE.schema, naive_rows=100_000)
     found = {t.name: t for t in m.compared}
-    assert found["migration_gate.compare"].note.startswith("0 differences")
+    assert found["migration_gate.scan.compare"].note.startswith("0 differences")
     assert found["naive (both tables into Python)"].note == "0 differing rows"
     reladiff = found["reladiff (hashdiff)"]
     assert reladiff.note.startswith("0 differing"), reladiff.note  # scripts/setup installs the bench extra

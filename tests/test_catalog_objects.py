@@ -6,9 +6,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from migration_gate.catalog import inspect, object_catalogs
 from migration_gate.checks import schema
 from migration_gate.config import load_config
+from migration_gate.db.catalog import inspect, object_catalogs
 
 GATE = load_config()
 

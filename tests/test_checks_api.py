@@ -21,10 +21,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_gate.checks import CheckFailed, Result
 from migration_gate.checks import api as checks
 from migration_gate.config import Endpoint, GateConfig, Probe, load_config
-from migration_gate.phi import PhiCodec
+from migration_gate.core.phi import PhiCodec
+from migration_gate.core.result import CheckFailed, Result
 from sandbox.api_process import SANDBOX_JWT_SECRET, ApiProcess
 from sandbox.roles import as_role
 from sandbox.synthetic import DEMO_USERS, SANDBOX_KEY

@@ -11,10 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import backup, migration
+from migration_gate import backup
 from migration_gate.checks import backups, rollback
 from migration_gate.config import load_config
-from migration_gate.scratch import ScratchDatabase, rehearse_on_copy
+from migration_gate.db import migration
+from migration_gate.rehearsal.scratch import ScratchDatabase, rehearse_on_copy
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import MIGRATION, ROLLBACK
 
@@ -188,7 +189,7 @@ def test_the_scratch_rehearsal_compares_every_schema_after_each_rollback(legacy_
 
 
 def test_backup_with_a_pg_dump_older_than_the_server_is_refused(legacy_db: str, tmp_path: Path) -> None:
-    from migration_gate.embedded import PgBinaries
+    from migration_gate.db.embedded import PgBinaries
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "pg_dump").write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 11.22'\n")

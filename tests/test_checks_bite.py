@@ -9,10 +9,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate.checks import Result, data, encryption, environment, integrity, organizations, schema
+from migration_gate.checks import data, encryption, environment, integrity, organizations, schema
 from migration_gate.config import load_config
-from migration_gate.embedded import PgBinaries, find_binaries
-from migration_gate.phi import PhiCodec
+from migration_gate.core.phi import PhiCodec
+from migration_gate.core.result import Result
+from migration_gate.db.embedded import PgBinaries, find_binaries
 from sandbox.synthetic import SANDBOX_KEY
 
 GATE = load_config()

@@ -13,15 +13,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import backup, cli
-from migration_gate.checks import error_text
-from migration_gate.cli import NEEDS
+from migration_gate import backup
+from migration_gate.cli import main as cli
+from migration_gate.cli.main import NEEDS
 from migration_gate.config import SANDBOX_BANNER, load_config
-from migration_gate.criteria import FAILURE_LINES, SUCCESS_LINES
-from migration_gate.errors import GateError
-from migration_gate.redact import describe_target, safe_message
-from migration_gate.runstate import schema_state
-from migration_gate.verdict import EXIT
+from migration_gate.core.criteria import FAILURE_LINES, SUCCESS_LINES
+from migration_gate.core.errors import GateError
+from migration_gate.core.redact import describe_target, safe_message
+from migration_gate.core.result import error_text
+from migration_gate.report.verdict import EXIT
+from migration_gate.run.runstate import schema_state
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT, gate_keys
 from tests.support.suites import not_owner_only

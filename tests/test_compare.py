@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from migration_gate import compare as engine
-from migration_gate.compare import Side, bucket_digests, compare
+from migration_gate.scan import compare as engine
+from migration_gate.scan.compare import Side, bucket_digests, compare
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 VALUES = "t text, i int, n numeric, ts timestamptz"

@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from migration_gate import signoff
-from migration_gate.checks import Result, integrity
+from migration_gate.checks import integrity
 from migration_gate.config import TableMap
-from migration_gate.phi import PhiCodec
+from migration_gate.core.phi import PhiCodec
+from migration_gate.core.result import Result
+from migration_gate.report import signoff
 from sandbox.synthetic import SANDBOX_KEY
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

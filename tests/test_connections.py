@@ -20,10 +20,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from migration_gate import backup, catalog, db
+from migration_gate import backup
 from migration_gate.checks import data
 from migration_gate.config import load_config
-from migration_gate.embedded import EmbeddedPostgres, _run_as
+from migration_gate.db import catalog
+from migration_gate.db import connection as db
+from migration_gate.db.embedded import EmbeddedPostgres, _run_as
 
 GATE = load_config()
 

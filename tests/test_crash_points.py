@@ -23,11 +23,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import backup, catalog
-from migration_gate.checksums import database_checksums
+from migration_gate import backup
 from migration_gate.config import load_config
-from migration_gate.progress import Progress
-from migration_gate.runstate import schema_state
+from migration_gate.core.progress import Progress
+from migration_gate.db import catalog
+from migration_gate.db.checksums import database_checksums
+from migration_gate.run.runstate import schema_state
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
 from tests.conftest import ROOT, gate_keys

@@ -14,13 +14,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import signoff
-from migration_gate.catalog import inspect
 from migration_gate.checks import grants, schema
 from migration_gate.config import ConfigError, load_config
-from migration_gate.gate import Gate
-from migration_gate.progress import Progress
-from migration_gate.runstate import RunState, schema_state
+from migration_gate.core.progress import Progress
+from migration_gate.db.catalog import inspect
+from migration_gate.report import signoff
+from migration_gate.run.gate import Gate
+from migration_gate.run.runstate import RunState, schema_state
 from sandbox.deploy import run_app_migrations
 from sandbox.roles import as_role
 from sandbox.target import Sandbox

@@ -10,10 +10,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import backup, catalog, migration
-from migration_gate.checks import Result, accounting, encryption, integrity, rollback, schema
+from migration_gate import backup
+from migration_gate.checks import accounting, encryption, integrity, rollback, schema
 from migration_gate.config import load_config
-from migration_gate.phi import PhiCodec, is_v1
+from migration_gate.core.phi import PhiCodec, is_v1
+from migration_gate.core.result import Result
+from migration_gate.db import catalog, migration
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import MIGRATION, ROLLBACK
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate.embedded import (
+from migration_gate.db.embedded import (
     OWNER_FILE,
     EmbeddedError,
     EmbeddedPostgres,
@@ -87,7 +87,7 @@ def test_stop_deletes_the_cluster(base: Path) -> None:
 
 
 def test_sweep_removes_a_cluster_whose_owner_was_killed(base: Path) -> None:
-    code = ("import sys, os, time; from pathlib import Path; from migration_gate.embedded import EmbeddedPostgres;"
+    code = ("import sys, os, time; from pathlib import Path; from migration_gate.db.embedded import EmbeddedPostgres;"
             f"c = EmbeddedPostgres(base=Path({str(base)!r})).start(); print(c.dir, flush=True); time.sleep(600)")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     folder = Path(child.stdout.readline().strip())
@@ -175,12 +175,12 @@ def test_starts_when_run_by_an_ordinary_user(base: Path) -> None:
     and the virtualenv in it, may be private to root)."""
     account = pwd.getpwnam("postgres") if _has("postgres") else pwd.getpwnam("nobody")
     package = base / "code" / "migration_gate"
-    package.mkdir(parents=True)
-    for name in ("__init__.py", "embedded.py"):
+    (package / "db").mkdir(parents=True)
+    for name in ("__init__.py", "db/__init__.py", "db/embedded.py"):
         shutil.copy(ROOT / "migration_gate" / name, package / name)
-    for folder in (base / "code", package):
+    for folder in (base / "code", package, package / "db"):
         folder.chmod(0o755)
-    code = ("import subprocess\nfrom migration_gate.embedded import EmbeddedPostgres\n"
+    code = ("import subprocess\nfrom migration_gate.db.embedded import EmbeddedPostgres\n"
             "with EmbeddedPostgres() as pg:\n"
             "    print(subprocess.run([pg.binaries.tool('psql'), '-XAtc', 'SELECT current_user', pg.dsn()],\n"
             "                         capture_output=True, text=True, check=True).stdout.strip())\n")

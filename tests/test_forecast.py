@@ -19,10 +19,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_gate import forecast, signoff
 from migration_gate.config import TARGET_VARIABLES, load_config
-from migration_gate.progress import Progress
-from migration_gate.runstate import RunState, schema_state
+from migration_gate.core.progress import Progress
+from migration_gate.report import signoff
+from migration_gate.run import forecast
+from migration_gate.run.runstate import RunState, schema_state
 from sandbox.target import Sandbox
 from tests.conftest import ROOT
 from tests.test_preflight import cutover, environment, write_config

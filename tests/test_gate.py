@@ -22,18 +22,19 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import bundle, catalog, migration
+from migration_gate.app.hooks import CutoverTarget, ShellHooks
 from migration_gate.backup import sha256_file
-from migration_gate.checksums import database_checksums
-from migration_gate.cli import _resume_or_new
+from migration_gate.cli.main import _resume_or_new
 from migration_gate.config import load_config
-from migration_gate.errors import GateError, Refused
-from migration_gate.gate import LOCK_KEY, Gate
-from migration_gate.hooks import CutoverTarget, ShellHooks
-from migration_gate.phi import PhiCodec
-from migration_gate.progress import Progress
-from migration_gate.runstate import PhaseRecord, RunState, budget_report, schema_state
-from migration_gate.verdict import EXIT, finish_run
+from migration_gate.core.errors import GateError, Refused
+from migration_gate.core.phi import PhiCodec
+from migration_gate.core.progress import Progress
+from migration_gate.db import catalog, migration
+from migration_gate.db.checksums import database_checksums
+from migration_gate.report import bundle
+from migration_gate.report.verdict import EXIT, finish_run
+from migration_gate.run.gate import LOCK_KEY, Gate
+from migration_gate.run.runstate import PhaseRecord, RunState, budget_report, schema_state
 from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
@@ -88,7 +89,7 @@ def _cutover(box: Sandbox, run_dir: Path, migration_file: Path | None = None, ho
 
 
 def test_a_clean_cut_over_is_green_with_a_sign_off(sandbox: Sandbox, tmp_path: Path) -> None:
-    from migration_gate import signoff
+    from migration_gate.report import signoff
     state = _cutover(sandbox, tmp_path / "run")
     assert state.status == "green", state.failure
     assert [p.status for p in state.phases] == ["passed"] * 8
@@ -430,7 +431,7 @@ def test_migration_is_all_or_nothing_under_repeated_kills(sandbox: Sandbox, tmp_
 def test_budgets_are_tracked_and_downtime_over_the_limit_fails_the_run(sandbox: Sandbox, tmp_path: Path) -> None:
     import dataclasses
 
-    from migration_gate import signoff
+    from migration_gate.report import signoff
     tight = dataclasses.replace(load_config(), phase_minutes=dict.fromkeys(
         ("premigration", "backup", "migration", "deploy", "verification", "golive"), 0.0001),
         downtime_minutes=0.0001)

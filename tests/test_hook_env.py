@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from migration_gate import copies, logsource, notify
+from migration_gate.app import logsource
+from migration_gate.app.hooks import ShellHooks
+from migration_gate.app.logsource import LogMarker, LogsUnseen
 from migration_gate.config import ConfigError, LogsConfig, NotifyConfig, load_config
-from migration_gate.errors import GateError
-from migration_gate.hooks import ShellHooks
-from migration_gate.logsource import LogMarker, LogsUnseen
-from migration_gate.progress import Progress
-from migration_gate.runstate import RunState
+from migration_gate.core.errors import GateError
+from migration_gate.core.progress import Progress
+from migration_gate.rehearsal import copies
+from migration_gate.run import notify
+from migration_gate.run.runstate import RunState
 from tests.conftest import ROOT
 
 SHIPPED = ROOT / "migration.toml"
@@ -161,7 +163,7 @@ GATE_SCRIPT = {
 def test_a_running_hooks_process_group_is_gone_after_the_gate_gets_sigterm(tmp_path: Path, where: str) -> None:
     pid_file = tmp_path / "sleep.pid"
     command = f"sleep 300 & echo $! > {shlex.quote(str(pid_file))}; wait"
-    script = ("import threading, time\nfrom migration_gate.hooks import ShellHooks, sigterm_unwinds\n"
+    script = ("import threading, time\nfrom migration_gate.app.hooks import ShellHooks, sigterm_unwinds\n"
               f"CMD = {command!r}\n{GATE_SCRIPT[where]}\n")
     gate = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20

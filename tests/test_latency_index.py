@@ -19,9 +19,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import migration, performance
+from migration_gate.app import performance
 from migration_gate.config import load_config
-from migration_gate.progress import Progress
+from migration_gate.core.progress import Progress
+from migration_gate.db import migration
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import DATABASE, Sandbox
 

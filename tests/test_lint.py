@@ -12,9 +12,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import lint, migration
+from migration_gate.checks import lint
 from migration_gate.config import ConfigError, LintAllow, LintConfig, load_lint
-from migration_gate.scratch import rehearse_on_copy
+from migration_gate.db import migration
+from migration_gate.rehearsal.scratch import rehearse_on_copy
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import GATE, _create
 
@@ -256,7 +257,7 @@ def test_the_cli_names_the_red_lines(big, pg, tmp_path: Path) -> None:
     config.write_text(GATE.path.read_text().replace("deny = []", 'deny = ["table-rewrite"]')
                       .replace('file = "sandbox/', f'file = "{GATE.path.parent}/sandbox/'))
     env = {**os.environ, "DATABASE_URL": _create(pg, "lint_cli", big)}
-    done = subprocess.run([sys.executable, "-m", "migration_gate.lint", str(path), "--config", str(config)],
+    done = subprocess.run([sys.executable, "-m", "migration_gate.cli.lint", str(path), "--config", str(config)],
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stderr
     assert done.stdout.count("RED  table-rewrite: line ") == 2 and "no rehearsal time recorded" in done.stdout

@@ -13,12 +13,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from migration_gate.app.hooks import CutoverTarget
+from migration_gate.app.load import LoadPlan, load_during, run_load
 from migration_gate.config import ConfigError, load_config, load_precheck
-from migration_gate.gate import Gate
-from migration_gate.hooks import CutoverTarget
-from migration_gate.load import LoadPlan, load_during, run_load
-from migration_gate.lockwatch import LockWatch
-from migration_gate.progress import Progress
+from migration_gate.core.progress import Progress
+from migration_gate.db.lockwatch import LockWatch
+from migration_gate.run.gate import Gate
 from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox

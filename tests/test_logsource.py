@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from migration_gate import logsource
+from migration_gate.app import logsource
+from migration_gate.app.hooks import CutoverTarget, ShellHooks
+from migration_gate.app.logsource import LogMarker, LogSource
 from migration_gate.checks import api as checks
 from migration_gate.config import ConfigError, Environment, LogsConfig, load_config
-from migration_gate.gate import Gate
-from migration_gate.hooks import CutoverTarget, ShellHooks
-from migration_gate.logsource import LogMarker, LogSource
-from migration_gate.progress import Progress
-from migration_gate.runstate import RunState
-from migration_gate.suites import suite_env
-from migration_gate.target import RealTargets
+from migration_gate.core.progress import Progress
+from migration_gate.run.gate import Gate
+from migration_gate.run.runstate import RunState
+from migration_gate.run.suites import suite_env
+from migration_gate.run.target import RealTargets
 from sandbox.api_process import SandboxHooks
 from sandbox.provider import SandboxProvider
 from sandbox.synthetic import SANDBOX_KEY

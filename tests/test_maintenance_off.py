@@ -9,10 +9,10 @@ import contextlib
 import io
 from pathlib import Path
 
-from migration_gate import signoff
+from migration_gate.app.hooks import ShellHooks
 from migration_gate.config import load_config
-from migration_gate.hooks import ShellHooks
-from migration_gate.verdict import finish_run
+from migration_gate.report import signoff
+from migration_gate.report.verdict import finish_run
 from sandbox.api_process import SandboxHooks
 from tests.test_gate import BROKEN, _broken_migration, _cutover, sandbox  # noqa: F401 - the fixture
 

@@ -9,10 +9,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_gate import catalog, migration
-from migration_gate.checksums import database_checksums
-from migration_gate.migration import MigrationFileError, parse
-from migration_gate.phi import PhiCodec, search_hash
+from migration_gate.core.phi import PhiCodec, search_hash
+from migration_gate.db import catalog, migration
+from migration_gate.db.checksums import database_checksums
+from migration_gate.db.migration import MigrationFileError, parse
 from sandbox.seed import LEGACY_TABLES
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import MIGRATION, ROLLBACK

@@ -8,9 +8,11 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from migration_gate import lint, migration
+from migration_gate.checks import lint
+from migration_gate.cli import lint as lint_cli
 from migration_gate.config import RehearsalConfig
-from migration_gate.scratch import rehearse_on_copy
+from migration_gate.db import migration
+from migration_gate.rehearsal.scratch import rehearse_on_copy
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import GATE, MIGRATION
 
@@ -46,8 +48,8 @@ def test_pre_13_and_scripts_lint_refuse_a_migration_file_changed_since_the_run_r
     (run_dir / "state.json").write_text(json.dumps({"migration_sha256": recorded}))
     config = tmp_path / "described.toml"
     config.write_text(f'extends = "{Path(GATE.path)}"\n[migration]\nfile = "{path}"\n')
-    assert lint.main(["--config", str(config), "--run-dir", str(run_dir)]) == 1
+    assert lint_cli.main(["--config", str(config), "--run-dir", str(run_dir)]) == 1
     out = capsys.readouterr().out
     assert "RED  the migration file changed since the run started" in out, out
     (run_dir / "state.json").write_text(json.dumps({"migration_sha256": migration.file_sha256(path)}))
-    assert lint.main(["--config", str(config), "--run-dir", str(run_dir)]) == 0, capsys.readouterr().out
+    assert lint_cli.main(["--config", str(config), "--run-dir", str(run_dir)]) == 0, capsys.readouterr().out

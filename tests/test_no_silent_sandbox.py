@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from migration_gate import signoff
+from migration_gate.app.hooks import CutoverTarget
 from migration_gate.config import SANDBOX_BANNER, ConfigError, load_config, load_environment
-from migration_gate.deps import DEPENDENCIES
-from migration_gate.hooks import CutoverTarget
-from migration_gate.runstate import RunState
-from migration_gate.suites import suite_env
+from migration_gate.core.deps import DEPENDENCIES
+from migration_gate.report import signoff
+from migration_gate.run.runstate import RunState
+from migration_gate.run.suites import suite_env
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
 from tests.support.suites import run_suite

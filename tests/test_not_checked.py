@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from migration_gate import signoff, suites
 from migration_gate.config import ConfigError, load_config
-from migration_gate.criteria import criterion_result
-from migration_gate.runstate import PLAN, PhaseRecord, RunState
+from migration_gate.core.criteria import criterion_result
+from migration_gate.report import signoff
+from migration_gate.run import suites
+from migration_gate.run.runstate import PLAN, PhaseRecord, RunState
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
 from tests.support.suites import run_suite

@@ -17,13 +17,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import attest, notify, signoff
-from migration_gate.cli import _preflight_or_refuse
+from migration_gate.app.hooks import CutoverTarget, ShellHooks
+from migration_gate.cli.main import _preflight_or_refuse
 from migration_gate.config import ConfigError, NotifyConfig, load_config
-from migration_gate.gate import Gate
-from migration_gate.hooks import CutoverTarget, ShellHooks
-from migration_gate.progress import Progress
-from migration_gate.runstate import PLAN, RunState, forced_label, forced_verdict, schema_state
+from migration_gate.core.progress import Progress
+from migration_gate.report import signoff
+from migration_gate.run import attest, notify
+from migration_gate.run.gate import Gate
+from migration_gate.run.runstate import PLAN, RunState, forced_label, forced_verdict, schema_state
 from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import CANARY, SANDBOX_KEY
 from sandbox.target import Sandbox

@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from migration_gate import migration, performance, signoff
+from migration_gate.app import performance
+from migration_gate.app.hooks import CutoverTarget
+from migration_gate.app.performance import EndpointStats, Measurement
 from migration_gate.config import ConfigError, PerformanceConfig, load_config, load_performance
-from migration_gate.gate import Gate
-from migration_gate.hooks import CutoverTarget
-from migration_gate.performance import EndpointStats, Measurement
-from migration_gate.progress import Progress
-from migration_gate.statements import TEXT_CHARS, WITHHELD, safe_text
+from migration_gate.core.progress import Progress
+from migration_gate.db import migration
+from migration_gate.db.statements import TEXT_CHARS, WITHHELD, safe_text
+from migration_gate.report import signoff
+from migration_gate.run.gate import Gate
 from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from migration_gate.phi import (
+from migration_gate.core.phi import (
     CiphertextFormatError,
     DecryptionError,
     PhiCodec,

@@ -14,11 +14,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from migration_gate import decryption, migration, proven, ranges
 from migration_gate.checks import encryption
 from migration_gate.config import load_config
-from migration_gate.decryption import Malformed, open_v1
-from migration_gate.phi import PhiCodec, is_blank, is_v1
+from migration_gate.core.phi import PhiCodec, is_blank, is_v1
+from migration_gate.db import migration
+from migration_gate.scan import decryption, proven, ranges
+from migration_gate.scan.decryption import Malformed, open_v1
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import MIGRATION
 

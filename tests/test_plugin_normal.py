@@ -136,9 +136,10 @@ PUBLIC_FIXTURES = ("gate_session", "gate_config", "gate_run_dir", "gate_codec", 
 def test_the_public_fixtures_are_named_gate_and_say_what_they_give(tmp_path: Path) -> None:
     done = pytest_child("-m", "premigration", "--fixtures", tmp_path=tmp_path, env={"GATE_SANDBOX": "1"})
     assert done.returncode == 0, done.stdout[-2000:]
-    shown = done.stdout.split("fixtures defined from migration_gate.plugin", 1)[1].split("\n---", 1)[0]
+    shown = done.stdout.split("fixtures defined from migration_gate.suite.plugin", 1)[1].split("\n---", 1)[0]
     entries = {line.split()[0]: next_line.strip() for line, next_line in
-               zip(shown.splitlines(), shown.splitlines()[1:], strict=False) if " -- migration_gate/plugin.py" in line}
+               zip(shown.splitlines(), shown.splitlines()[1:], strict=False)
+               if " -- migration_gate/suite/plugin.py" in line}
     assert sorted(entries) == sorted(PUBLIC_FIXTURES)
     assert [name for name, doc in entries.items() if not doc or "no docstring" in doc] == []
 

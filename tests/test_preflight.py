@@ -14,11 +14,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import attest
 from migration_gate.config import ConfigError, load_config
-from migration_gate.progress import Progress
-from migration_gate.runstate import RunState, schema_state
-from migration_gate.verdict import finish_run
+from migration_gate.core.progress import Progress
+from migration_gate.report.verdict import finish_run
+from migration_gate.run import attest
+from migration_gate.run.runstate import RunState, schema_state
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import DATABASE, Sandbox
 from tests.conftest import ROOT

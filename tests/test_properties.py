@@ -12,12 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from migration_gate import migration
 from migration_gate.checks import integrity
-from migration_gate.compare import Side, compare
 from migration_gate.config import load_config
-from migration_gate.phi import PhiCodec, search_hash
-from migration_gate.scratch import post_checks
+from migration_gate.core.phi import PhiCodec, search_hash
+from migration_gate.db import migration
+from migration_gate.rehearsal.scratch import post_checks
+from migration_gate.scan.compare import Side, compare
 from sandbox.seed import sql_file
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import MIGRATION

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from migration_gate.appserver import AppServer, AppStartError
+from migration_gate.app.appserver import AppServer, AppStartError
 from migration_gate.config import TARGET_VARIABLES, AppServerConfig, ConfigError, load_config
 from tests.conftest import ROOT
 

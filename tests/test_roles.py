@@ -15,9 +15,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_gate import backup, migration
+from migration_gate import backup
 from migration_gate.checks import environment, grants, schema
 from migration_gate.config import AppRole, load_config
+from migration_gate.db import migration
 from sandbox.api_process import ApiProcess
 from sandbox.roles import as_role
 from sandbox.synthetic import SANDBOX_KEY

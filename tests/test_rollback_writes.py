@@ -15,14 +15,14 @@ import httpx
 import psycopg
 import pytest
 
-from migration_gate import signoff
+from migration_gate.app.client import send
 from migration_gate.checks import api as app
-from migration_gate.checks.api.client import send
 from migration_gate.config import load_config
-from migration_gate.gate import Gate
-from migration_gate.progress import Progress
-from migration_gate.runstate import RunState, schema_state
-from migration_gate.verdict import EXIT
+from migration_gate.core.progress import Progress
+from migration_gate.report import signoff
+from migration_gate.report.verdict import EXIT
+from migration_gate.run.gate import Gate
+from migration_gate.run.runstate import RunState, schema_state
 from sandbox.api_process import SandboxHooks
 from sandbox.target import Sandbox
 from tests.test_cli import config_with_store

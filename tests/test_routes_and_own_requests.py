@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from migration_gate import logsource, ownrequests
+from migration_gate.app import logsource, ownrequests
+from migration_gate.app.logsource import LogSource
 from migration_gate.checks import api as checks
 from migration_gate.config import ConfigError, LogsConfig, load_config, load_logs
-from migration_gate.logsource import LogSource
 from sandbox.api_process import ApiProcess
 from sandbox.roles import as_role
 from sandbox.synthetic import SANDBOX_KEY

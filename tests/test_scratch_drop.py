@@ -15,8 +15,8 @@ import psycopg
 from psycopg import sql
 
 from migration_gate.config import RehearsalConfig
-from migration_gate.embedded import EmbeddedPostgres
-from migration_gate.scratch import rehearse_on_copy
+from migration_gate.db.embedded import EmbeddedPostgres
+from migration_gate.rehearsal.scratch import rehearse_on_copy
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import GATE
 

@@ -16,10 +16,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import backup, baseline_digests, forecast, migration, writes
+from migration_gate import backup
+from migration_gate.backup import digests as baseline_digests
 from migration_gate.config import RehearsalConfig, load_config
-from migration_gate.phi import PhiCodec
-from migration_gate.scratch import rehearse_on_copy
+from migration_gate.core.phi import PhiCodec
+from migration_gate.db import migration, writes
+from migration_gate.rehearsal.scratch import rehearse_on_copy
+from migration_gate.run import forecast
 from tests.conftest import ROOT, _create, gate_keys
 from tests.support.suites import run_suite
 

@@ -1,11 +1,15 @@
-"""One size reader (migration_gate.sizes) under lint, the forecast, the checksums' work order and the scans' worker
+"""One size reader (migration_gate.db.sizes) under lint, the forecast, the checksums' work order and the scans' worker
 count: where the statistics say nothing the rows are counted, by every caller alike."""
 
 from __future__ import annotations
 
 import psycopg
 
-from migration_gate import backup, forecast, lint, ranges, sizes
+from migration_gate import backup
+from migration_gate.checks import lint
+from migration_gate.db import sizes
+from migration_gate.run import forecast
+from migration_gate.scan import ranges
 
 
 def test_every_size_reader_counts_a_table_whose_statistics_say_nothing(new_db) -> None:

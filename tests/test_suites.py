@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 from migration_gate import backup
-from migration_gate.criteria import CRITERIA
-from migration_gate.phi import PhiCodec
+from migration_gate.core.criteria import CRITERIA
+from migration_gate.core.phi import PhiCodec
 from sandbox.api_process import ApiProcess
 from sandbox.synthetic import DEMO_USERS, SANDBOX_KEY
 from tests.conftest import ROOT, gate_keys

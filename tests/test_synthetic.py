@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_gate.checksums import database_checksums
-from migration_gate.phi import PhiCodec, is_v1, search_hash
+from migration_gate.core.phi import PhiCodec, is_v1, search_hash
+from migration_gate.db.checksums import database_checksums
 from sandbox.seed import LEGACY_TABLES, seed_legacy
 from sandbox.synthetic import DEMO_USERS, SANDBOX_KEY, Plan, patient_chunk
 

@@ -18,14 +18,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import signoff, suites
+from migration_gate.app.hooks import CutoverTarget, ShellHooks
 from migration_gate.config import ConfigError, load_config
-from migration_gate.gate import Gate
-from migration_gate.hooks import CutoverTarget, ShellHooks
-from migration_gate.phi import PhiCodec
-from migration_gate.progress import Progress
-from migration_gate.runstate import PLAN, PhaseRecord, RunState
-from migration_gate.verdict import finish_run
+from migration_gate.core.phi import PhiCodec
+from migration_gate.core.progress import Progress
+from migration_gate.report import signoff
+from migration_gate.report.verdict import finish_run
+from migration_gate.run import suites
+from migration_gate.run.gate import Gate
+from migration_gate.run.runstate import PLAN, PhaseRecord, RunState
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
 from tests.support.suites import run_suite

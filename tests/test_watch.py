@@ -22,14 +22,16 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_gate import attest, ownrequests, signoff
+from migration_gate.app import ownrequests
+from migration_gate.app.client import send
 from migration_gate.checks import api as app
-from migration_gate.checks.api.client import send
 from migration_gate.config import ConfigError, Waiver, load_config, load_watch
-from migration_gate.gate import Gate
-from migration_gate.progress import Progress
-from migration_gate.runstate import RunState
-from migration_gate.watch import (
+from migration_gate.core.progress import Progress
+from migration_gate.report import signoff
+from migration_gate.run import attest
+from migration_gate.run.gate import Gate
+from migration_gate.run.runstate import RunState
+from migration_gate.watch.rounds import (
     NO_DECISION_MAKER,
     Watch,
     WatchState,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from migration_gate import migration, writes
-from migration_gate.checksums import table_columns
 from migration_gate.config import load_config
+from migration_gate.db import migration, writes
+from migration_gate.db.checksums import table_columns
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROLLBACK
 

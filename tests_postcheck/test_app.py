@@ -2,7 +2,7 @@
 
 import pytest
 
-from migration_gate import answers, logsource, ownrequests, performance
+from migration_gate.app import answers, logsource, ownrequests, performance
 from migration_gate.checks import api as app
 
 pytestmark = [pytest.mark.postmigration, pytest.mark.app]

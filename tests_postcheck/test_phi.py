@@ -2,8 +2,8 @@
 
 import pytest
 
-from migration_gate import proven
 from migration_gate.checks import encryption
+from migration_gate.scan import proven
 
 pytestmark = pytest.mark.postmigration
 

@@ -3,9 +3,9 @@ the migration, where a SQL rollback carried them back)."""
 
 import pytest
 
-from migration_gate import writes
 from migration_gate.checks import api as app
 from migration_gate.checks import rollback, schema
+from migration_gate.db import writes
 
 pytestmark = pytest.mark.rollback
 

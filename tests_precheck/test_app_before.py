@@ -2,7 +2,7 @@
 
 import pytest
 
-from migration_gate import answers
+from migration_gate.app import answers
 from migration_gate.checks import api as app
 
 pytestmark = [pytest.mark.premigration, pytest.mark.app]

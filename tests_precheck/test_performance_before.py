@@ -2,7 +2,7 @@
 
 import pytest
 
-from migration_gate import performance
+from migration_gate.app import performance
 
 pytestmark = [pytest.mark.premigration, pytest.mark.app]
 

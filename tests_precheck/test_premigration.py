@@ -3,9 +3,9 @@
 import pytest
 
 from migration_gate.checks import accounting, data, encryption, environment, schema
-from migration_gate.embedded import find_binaries
-from migration_gate.lint import lint_gate
-from migration_gate.scratch import rehearse_on_copy
+from migration_gate.checks.lint import lint_gate
+from migration_gate.db.embedded import find_binaries
+from migration_gate.rehearsal.scratch import rehearse_on_copy
 
 pytestmark = pytest.mark.premigration
 

@@ -3,9 +3,9 @@ each new column a source or a rule that a check verifies, so no column escapes t
 
 from __future__ import annotations
 
-from migration_gate.catalog import quote
-from migration_gate.checks import Result
 from migration_gate.config import GateConfig
+from migration_gate.core.result import Result
+from migration_gate.db.catalog import quote
 
 
 def columns_accounted_for(gate: GateConfig) -> Result:

@@ -8,9 +8,10 @@ import stat
 import time
 from pathlib import Path
 
-from migration_gate import backup, db
-from migration_gate.catalog import inspect
-from migration_gate.checks import Result
+from migration_gate import backup
+from migration_gate.core.result import Result
+from migration_gate.db import connection as db
+from migration_gate.db.catalog import inspect
 
 
 def load_record(dump: Path, result: Result) -> backup.BackupRecord | None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from migration_gate.checks import Result, catalog_of, first_ids, key_of, missing
+from migration_gate.checks import catalog_of, key_of, missing
 from migration_gate.config import MoneyColumns, UniqueKey
+from migration_gate.core.result import Result, first_ids
 
 # What numeric(10,2) accepts without rounding or overflow, read from the value's text form.
 MONEY_PATTERN = r"^-?[0-9]{1,8}(\.[0-9]{1,2})?$"

@@ -4,9 +4,9 @@ has its own IV, and search hashes are hashes of the decrypted values.
 Format checks run in SQL, one scan per table for all of them (v1 format, v2 prefixes, plaintext patterns, counts as
 FILTER aggregates), shared by the checks that read it while the database has not changed; offending ids are
 fetched only for a count that is not zero. Decryption splits each table by key range over worker processes
-(migration_gate.decryption, migration_gate.ranges); only counts and row ids come back out. With the pre-checks'
-record (migration_gate.proven), ciphertext byte-identical to what was proven before the window is neither
-decrypted nor format-checked again: only the key buckets whose digests differ are.
+(migration_gate.scan.decryption, migration_gate.scan.ranges); only counts and row ids come back out. With the
+pre-checks' record (migration_gate.scan.proven), ciphertext byte-identical to what was proven before the window is
+neither decrypted nor format-checked again: only the key buckets whose digests differ are.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from pathlib import Path
 import psycopg
 from psycopg import pq, sql
 
-from migration_gate import decryption, proven, ranges
-from migration_gate.catalog import Catalog
-from migration_gate.checks import FIRST_IDS, Result, catalog_of, first_ids, key_of, missing
+from migration_gate.checks import catalog_of, key_of, missing
 from migration_gate.config import SearchHash
-from migration_gate.decryption import Outcome, Task
-from migration_gate.phi import V1_PATTERN, PhiCodec
+from migration_gate.core.phi import V1_PATTERN, PhiCodec
+from migration_gate.core.result import FIRST_IDS, Result, first_ids
+from migration_gate.db.catalog import Catalog
+from migration_gate.scan import decryption, proven, ranges
+from migration_gate.scan.decryption import Outcome, Task
 
 ROWS_PER_BUCKET = 10_000  # keys per bucket: the grain of the pre-checks' proof and of a worker's task
 TASKS_PER_WORKER = 4  # ranges per worker process, so that uneven ranges even out
@@ -312,7 +313,7 @@ def decrypts(conn: psycopg.Connection, codec: PhiCodec, columns: Iterable[tuple[
     ciphertext again. Values that are not v1 at all are left to well_formed().
 
     Every table's key ranges go to one pool of `workers` processes (default GATE_WORKERS, else the machine's cores).
-    `record_to` (a run folder): record digests of the buckets proven here (migration_gate.proven). `proof`: skip
+    `record_to` (a run folder): record digests of the buckets proven here (migration_gate.scan.proven). `proof`: skip
     the buckets whose ciphertexts are byte-identical to ones proven before; the notes say how many values were
     proven by digest and how many decrypted."""
     result = Result(check)

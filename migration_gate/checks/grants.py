@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import psycopg
 
-from migration_gate.catalog import Catalog, quote
-from migration_gate.checks import Result, catalog_of, missing
+from migration_gate.checks import catalog_of, missing
 from migration_gate.config import APPEND_ONLY_FORBIDDEN, AppRole
+from migration_gate.core.result import Result
+from migration_gate.db.catalog import Catalog, quote
 
 _CANNOT = {"SELECT": "read", "INSERT": "insert into", "UPDATE": "update", "DELETE": "delete from",
            "TRUNCATE": "truncate", "REFERENCES": "reference", "TRIGGER": "create triggers on"}

@@ -4,7 +4,7 @@ Given a baseline_digests.Baseline, each check first compares the new side with t
 backup's snapshot (counts, per-bucket digests, PHI ciphertext and salted plaintext digests): equal, it is green
 without touching the legacy data; different, the backup is restored (once) and only the differing buckets are
 drilled into, so the message names tables, keys and columns as before. Given a connection (a restored copy),
-counts and row correspondence run inside PostgreSQL on both sides (migration_gate.compare); PHI is compared
+counts and row correspondence run inside PostgreSQL on both sides (migration_gate.scan.compare); PHI is compared
 after decryption in one streaming pass per table that walks both sides in key order.
 """
 
@@ -16,14 +16,15 @@ from collections.abc import Sequence
 import psycopg
 from psycopg import sql
 
-from migration_gate import compare as engine
-from migration_gate.baseline_digests import Baseline, MappingDigests, grouped_counts, groupings, plain_row_hash, salt
-from migration_gate.catalog import Catalog
-from migration_gate.checks import Result, catalog_of, first_ids, missing
-from migration_gate.compare import BucketingMismatch, Differences, Side, compare, compare_recorded
+from migration_gate.backup.digests import Baseline, MappingDigests, grouped_counts, groupings, plain_row_hash, salt
+from migration_gate.checks import catalog_of, missing
 from migration_gate.config import TableMap
-from migration_gate.phi import CiphertextFormatError, DecryptionError, PhiCodec
-from migration_gate.ranges import binary_order
+from migration_gate.core.phi import CiphertextFormatError, DecryptionError, PhiCodec
+from migration_gate.core.result import Result, first_ids
+from migration_gate.db.catalog import Catalog
+from migration_gate.scan import compare as engine
+from migration_gate.scan.compare import BucketingMismatch, Differences, Side, compare, compare_recorded
+from migration_gate.scan.ranges import binary_order
 
 BATCH = 2_000
 RECORDED = "compared with the digests recorded in the backup's snapshot"

@@ -7,8 +7,9 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from migration_gate.checks import Result, catalog_of, first_ids, key_of, missing
+from migration_gate.checks import catalog_of, key_of, missing
 from migration_gate.config import Tenancy
+from migration_gate.core.result import Result, first_ids
 
 
 def _ids(conn: psycopg.Connection, query: sql.Composable) -> list:

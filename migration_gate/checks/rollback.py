@@ -7,11 +7,13 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate import backup, compare, writes
-from migration_gate.catalog import Catalog
-from migration_gate.checks import Result
+from migration_gate import backup
 from migration_gate.checks.backups import load_record
-from migration_gate.checksums import table_checksum, table_columns
+from migration_gate.core.result import Result
+from migration_gate.db import writes
+from migration_gate.db.catalog import Catalog
+from migration_gate.db.checksums import table_checksum, table_columns
+from migration_gate.scan import compare
 
 
 def _record(result: Result, dump: Path | None) -> backup.BackupRecord | None:

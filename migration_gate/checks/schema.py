@@ -8,9 +8,10 @@ from collections.abc import Iterable
 import psycopg
 from psycopg import sql
 
-from migration_gate.catalog import ON_DELETE_NAMES, Catalog, quote
-from migration_gate.checks import Result, catalog_of, first_ids, key_of, missing
+from migration_gate.checks import catalog_of, key_of, missing
 from migration_gate.config import ForeignKey, TableObjects
+from migration_gate.core.result import Result, first_ids
+from migration_gate.db.catalog import ON_DELETE_NAMES, Catalog, quote
 
 
 def matches(source: psycopg.Connection | Catalog, expected: dict[str, dict[str, str]],

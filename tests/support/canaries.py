@@ -32,9 +32,9 @@ import httpx
 import psycopg
 import pytest
 
-from migration_gate.hooks import ShellHooks
-from migration_gate.phi import PhiCodec
-from migration_gate.progress import Progress
+from migration_gate.app.hooks import ShellHooks
+from migration_gate.core.phi import PhiCodec
+from migration_gate.core.progress import Progress
 from sandbox.api_process import SandboxHooks
 from sandbox.phases import SandboxTargets
 from sandbox.provider import SandboxProvider, SandboxRehearsal

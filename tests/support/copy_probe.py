@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 
 from migration_gate.backup import database_dsn
-from migration_gate.copies import SOURCE_ENV
+from migration_gate.rehearsal.copies import SOURCE_ENV
 
 
 def set_connections(dsn: str, allowed: bool) -> None:

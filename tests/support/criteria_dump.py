@@ -3,7 +3,7 @@
 import json
 import os
 
-from migration_gate.target import PHASES
+from migration_gate.run.target import PHASES
 
 
 def pytest_collection_finish(session):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate.phi import PhiCodec
+from migration_gate.core.phi import PhiCodec
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
 

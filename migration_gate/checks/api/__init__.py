@@ -8,16 +8,15 @@ name paths, statuses, counts and row ids, never response values, tokens, usernam
 connections should be autocommit (each count must see fresh rows). The names below are the checks' API.
 """
 
+from migration_gate.app.client import SECRET_KEYS, login
 from migration_gate.checks.api.audit import audit_rows_written
 from migration_gate.checks.api.auth import (
     DEBUG_PATHS,
     debug_endpoints_closed,
     forged_tokens,
-    login,
     login_works,
     protected_routes,
 )
-from migration_gate.checks.api.client import SECRET_KEYS
 from migration_gate.checks.api.endpoints import (
     endpoint_shapes,
     latency_p95,

@@ -10,9 +10,9 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from migration_gate.checks import Result
-from migration_gate.checks.api.client import fetch
+from migration_gate.app.client import fetch
 from migration_gate.config import AuditTable
+from migration_gate.core.result import Result
 
 AUDIT_WAIT_S = 2.0  # the app writes audit rows "non-blocking": give them a moment to land
 

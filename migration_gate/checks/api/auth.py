@@ -16,11 +16,11 @@ import jwt
 import psycopg
 from psycopg import sql
 
-from migration_gate.checks import CheckFailed, Result
-from migration_gate.checks.api.client import BCRYPT, COOKIE, body_of, fetch, send
+from migration_gate.app.client import BCRYPT, COOKIE, body_of, fetch
+from migration_gate.app.logsource import utc_now
+from migration_gate.app.ownrequests import OwnRequest
 from migration_gate.config import UserTable
-from migration_gate.logsource import utc_now
-from migration_gate.ownrequests import OwnRequest
+from migration_gate.core.result import Result
 
 # Unauthenticated debug routes of the real app (target-app.md section 6); all must be gone in production.
 # POST /api/auth/test-insert is left out on purpose: asking it would insert a user.
@@ -49,28 +49,6 @@ def forged_tokens(token: str) -> dict[str, str]:
         "with a token signed with another secret": jwt.encode(claims, secrets.token_hex(32), algorithm="HS256"),
         "with an unsigned (alg none) token": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.",
     }
-
-
-def login(client: httpx.Client, username: str, password: str) -> str:
-    """The fixture user's JWT (the auth_token cookie, or a token field in the body).
-
-    The cookie is removed from the client again, so later checks send only the credentials they name.
-    Raises CheckFailed with a generic message: the other API checks cannot run without a token.
-    """
-    try:
-        response = send(client, "POST", "/api/login", json={"username": username, "password": password})
-    except httpx.HTTPError as exc:
-        raise CheckFailed(f"login as the fixture user failed: no answer ({type(exc).__name__})") from None
-    if response.status_code != 200:
-        raise CheckFailed(f"login as the fixture user failed: {response.status_code}")
-    token = response.cookies.get(COOKIE)
-    body = body_of(response)
-    if not token and isinstance(body, dict) and isinstance(body.get("token"), str):
-        token = body["token"]
-    client.cookies.delete(COOKIE)
-    if not token:
-        raise CheckFailed(f"login as the fixture user answered 200 without an {COOKIE} cookie or token")
-    return token
 
 
 def login_works(client: httpx.Client, username: str, password: str, conn: psycopg.Connection | None = None,
@@ -156,7 +134,7 @@ def protected_routes(client: httpx.Client, token: str, paths: Iterable[str],
                      on_bad_request: Callable[[OwnRequest], None] | None = None) -> Result:
     """Each path answers 401 without a token and with a forged one, and 200 with the real token (item 19).
     A 500 is always a problem: it means the route broke, not that it refused. Each deliberate bad request (no
-    token, a forged one) is handed to `on_bad_request` once answered (migration_gate.ownrequests: the app's log
+    token, a forged one) is handed to `on_bad_request` once answered (migration_gate.app.ownrequests: the app's log
     lines about them are then not held against it)."""
     result = Result("protected routes refuse missing and forged tokens and accept the real one")
     forged = forged_tokens(token)

@@ -17,9 +17,9 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from migration_gate.checks import Result
-from migration_gate.checks.api.client import BCRYPT, CIPHERTEXT, SECRET_KEYS, body_of, fetch, is_int, keys_of
+from migration_gate.app.client import BCRYPT, CIPHERTEXT, SECRET_KEYS, body_of, fetch, is_int, keys_of
 from migration_gate.config import ApiRoute, ApiRules, Endpoint, Probe, Visibility
+from migration_gate.core.result import Result
 
 PAGE_LIMIT = 10  # rows asked of paginated endpoints: enough to check the page, cheap to decrypt
 
@@ -326,7 +326,7 @@ def search_finds_patient(client: httpx.Client, token: str,
         result.add(f"POST {probe.create}: answered {created.status_code} without a new patient id (expected 201)")
         return result
     result.notes.append(f"probe patient id {patient_id} created")
-    if on_created is not None:  # the caller notes it as the checks' own write (migration_gate.answers)
+    if on_created is not None:  # the caller notes it as the checks' own write (migration_gate.app.answers)
         on_created(patient_id)
     read = probe.read.replace("{id}", str(patient_id))
     shown = fetch(result, client, "GET", read, token)

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from migration_gate.checks import Result
-from migration_gate.checks.api.client import body_of, fetch, send
+from migration_gate.app.client import body_of, fetch, send
+from migration_gate.core.result import Result
 
 SAFE_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")  # a commit hash or a version: safe to record
 

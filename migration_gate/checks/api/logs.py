@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from migration_gate import ownrequests
-from migration_gate.checks import Result, first_ids
-from migration_gate.checks.api.client import BCRYPT, CIPHERTEXT, EMAIL, HEX64, JWT, is_int
-from migration_gate.logsource import LogMarker, LogSource, LogsUnseen, window
-from migration_gate.ownrequests import OwnRequest
+from migration_gate.app import ownrequests
+from migration_gate.app.client import BCRYPT, CIPHERTEXT, EMAIL, HEX64, JWT, is_int
+from migration_gate.app.logsource import LogMarker, LogSource, LogsUnseen, window
+from migration_gate.app.ownrequests import OwnRequest
+from migration_gate.core.result import Result, first_ids
 
 LOG_LEAKS = {"an email address": EMAIL, "a JWT": JWT, "a bcrypt hash": BCRYPT, "PHI ciphertext": CIPHERTEXT,
              "a 64-hex value (key or search hash)": HEX64}
@@ -129,7 +129,7 @@ def logs_clean(source: LogSource | None, marker: LogMarker | None, requests_made
     """log_clean over the configured source's lines since the deploy's marker. Not seeing them is red, never a
     pass: no source, a rotated, truncated or missing file, a failing or hanging command, or an empty window
     although `requests_made` requests went to the app in it. A note names the source and the lines read.
-    `own_requests` (migration_gate.ownrequests.read) are the checks' deliberate bad requests: as many error lines
+    `own_requests` (migration_gate.app.ownrequests.read) are the checks' deliberate bad requests: as many error lines
     matching the source's own_request_pattern, inside their time windows when the lines carry times, are left
     out; the requests answered before the marker are not counted."""
     result = Result("the app's log has no errors and no PHI or secrets since the deploy", unit="log lines")
