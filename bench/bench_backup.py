@@ -22,12 +22,18 @@ from pathlib import Path
 import psycopg
 import pyrage
 
-from migration_gate import backup
+from migration_gate.backup.dump import _stream_dump, take_backup
+from migration_gate.backup.keys import BackupKeys
+from migration_gate.backup.offsite import store_offsite
+from migration_gate.backup.reading import stream_plaintext
+from migration_gate.backup.record import BackupRecord, Hashing
+from migration_gate.backup.restores import restore
+from migration_gate.backup.tools import split_password
 from migration_gate.checks import backups
 from migration_gate.config import load_config
 from migration_gate.db import catalog
 from migration_gate.db.checksums import table_checksum
-from migration_gate.db.embedded import EmbeddedPostgres
+from migration_gate.db.embedded import EmbeddedPostgres, find_binaries
 from sandbox.roles import create_app_role
 from sandbox.seed import seed_legacy
 
@@ -51,14 +57,14 @@ def run(command: list[str], env: dict[str, str], stdout=subprocess.DEVNULL) -> N
 
 
 def dump_to(path: Path | None, dsn: str, env: dict[str, str], fmt: str, level: int, jobs: int = 1) -> int:
-    tool = backup.find_binaries().tool("pg_dump")
+    tool = find_binaries().tool("pg_dump")
     args = [tool, f"--format={fmt}", f"--compress={level}", f"--dbname={dsn}"]
     if jobs > 1:
         args.append(f"--jobs={jobs}")
     if path is None:
         with open(os.devnull, "wb") as sink:
             proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE)
-            counter = backup._Hashing(None)
+            counter = Hashing(None)
             assert proc.stdout is not None
             while block := proc.stdout.read(1 << 16):
                 counter.size += len(block)
@@ -69,17 +75,17 @@ def dump_to(path: Path | None, dsn: str, env: dict[str, str], fmt: str, level: i
     return sum(p.stat().st_size for p in path.rglob("*")) if path.is_dir() else path.stat().st_size
 
 
-def dump_age(path: Path, dsn: str, env: dict[str, str], keys: backup.BackupKeys, level: int) -> int:
-    tool = backup.find_binaries().tool("pg_dump")
-    plain, out = backup._stream_dump([tool, "--format=custom", f"--compress={level}", f"--dbname={dsn}"], env,
-                                     path, keys, 3600)
+def dump_age(path: Path, dsn: str, env: dict[str, str], keys: BackupKeys, level: int) -> int:
+    tool = find_binaries().tool("pg_dump")
+    plain, out = _stream_dump([tool, "--format=custom", f"--compress={level}", f"--dbname={dsn}"], env,
+                              path, keys, 3600)
     return out.size
 
 
-def encrypt_only(data: bytes, path: Path, keys: backup.BackupKeys) -> int:
+def encrypt_only(data: bytes, path: Path, keys: BackupKeys) -> int:
     with open(path, "wb") as raw:
-        out = backup._Hashing(raw)
-        pyrage.encrypt_io(backup._Hashing(io.BytesIO(data)), out, keys.age_recipients())
+        out = Hashing(raw)
+        pyrage.encrypt_io(Hashing(io.BytesIO(data)), out, keys.age_recipients())
     return out.size
 
 
@@ -87,8 +93,8 @@ def restore_cmd(server: EmbeddedPostgres, name: str, args: list[str], env: dict[
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
-    plain, secret = backup.split_password(server.dsn(name))
-    run([backup.find_binaries().tool("pg_restore"), "--no-owner", "--exit-on-error", f"--dbname={plain}",
+    plain, secret = split_password(server.dsn(name))
+    run([find_binaries().tool("pg_restore"), "--no-owner", "--exit-on-error", f"--dbname={plain}",
          *args], env | {"PGPASSWORD": secret.get("PGPASSWORD", "")})
     return 0
 
@@ -109,34 +115,34 @@ class CopyHooks:
         shutil.copyfile(env["GATE_BACKUP_LOCATION"], env["GATE_BACKUP_DEST"])
 
 
-def old_backup(dsn: str, path: Path, keys: backup.BackupKeys) -> int:
+def old_backup(dsn: str, path: Path, keys: BackupKeys) -> int:
     """take_backup as it was: the dump at gzip 1, then every table's checksum in the snapshot, in turn."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        plain_dsn, env = backup.split_password(dsn)
-        _, out = backup._stream_dump([backup.find_binaries().tool("pg_dump"), "--format=custom", "--compress=1",
-                                      f"--snapshot={snapshot}", f"--dbname={plain_dsn}"], env, path, keys, 3600)
+        plain_dsn, env = split_password(dsn)
+        _, out = _stream_dump([find_binaries().tool("pg_dump"), "--format=custom", "--compress=1",
+                               f"--snapshot={snapshot}", f"--dbname={plain_dsn}"], env, path, keys, 3600)
         for table in catalog.inspect(conn).tables.values():
             table_checksum(conn, table.name, schema=table.schema)
         conn.execute("COMMIT")
     return out.size
 
 
-def gate_functions(pg: EmbeddedPostgres, dsn: str, folder: Path, keys: backup.BackupKeys, rows: list) -> None:
+def gate_functions(pg: EmbeddedPostgres, dsn: str, folder: Path, keys: BackupKeys, rows: list) -> None:
     """What the gate runs: take_backup (dump, age stream, the snapshot's checksums) and BAK-03 (restore, then
     compare every table's checksum), as before this change (gzip 1, one job) and with the options."""
     timed("before: pg_dump -Z1 piped into age, then the checksums one table after another", rows, old_backup, dsn,
           folder / "old.age", keys)
     for compress, jobs in ((1, 1), (0, 1), (0, 2)):
         record = timed(f"take_backup -Z{compress}, checksums with {jobs} job(s)", rows,
-                       lambda c=compress, j=jobs: backup.take_backup(dsn, folder / f"gate-{c}-{j}", keys=keys,
-                                                                     compress=c, jobs=j))
+                       lambda c=compress, j=jobs: take_backup(dsn, folder / f"gate-{c}-{j}", keys=keys,
+                                                              compress=c, jobs=j))
         rows[-1] = (*rows[-1][:2], record.size / MB)
     for compress, jobs in ((1, 1), (0, 2)):
-        record = backup.BackupRecord.load(next((folder / f"gate-{compress}-{jobs}").glob("*.age")))
+        record = BackupRecord.load(next((folder / f"gate-{compress}-{jobs}").glob("*.age")))
         timed(f"store_offsite (copy off, fetch back, sha256, decrypt), -Z{compress} file", rows,
-              lambda r=record: backup.store_offsite(r, CopyHooks(folder / "offsite"), "bench", keys) and 0)
+              lambda r=record: store_offsite(r, CopyHooks(folder / "offsite"), "bench", keys) and 0)
     for compress, jobs in ((1, 1), (0, 1), (0, 2)):
         dump = next((folder / f"gate-{compress}-{1 if compress else 2}").glob("*.age"))
         result = timed(f"BAK-03 restore + compare, -Z{compress} file, {jobs} job(s)", rows,
@@ -152,7 +158,7 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     rows: list = []
-    keys = backup.BackupKeys.generate()
+    keys = BackupKeys.generate()
     with EmbeddedPostgres() as pg, tempfile.TemporaryDirectory(prefix="bench-backup-") as tmp:
         folder = Path(tmp)
         create_app_role(pg, load_config().app_role)
@@ -163,7 +169,7 @@ def main() -> None:
         with psycopg.connect(dsn) as conn:
             mb = conn.execute("SELECT pg_database_size('bench')").fetchone()[0] / MB
         print(f"seeded {args.patients:,} patients in {seeded.seconds:.0f} s; database {mb:.0f} MB", flush=True)
-        plain_dsn, env = backup.split_password(dsn)
+        plain_dsn, env = split_password(dsn)
         if args.gate_only:
             gate_functions(pg, dsn, folder, keys, rows)
         else:
@@ -174,7 +180,7 @@ def main() -> None:
         print(f"| {label} | {seconds:.1f} | {size:.1f} |")
 
 
-def options(pg: EmbeddedPostgres, plain_dsn: str, env: dict[str, str], folder: Path, keys: backup.BackupKeys,
+def options(pg: EmbeddedPostgres, plain_dsn: str, env: dict[str, str], folder: Path, keys: BackupKeys,
             levels: list[int], rows: list) -> None:
     """Each building block alone: pg_dump at each level, with and without the age stream, the encryptor alone,
     directory format with -j, and pg_restore from a pipe, a seekable file and a directory."""
@@ -191,7 +197,7 @@ def options(pg: EmbeddedPostgres, plain_dsn: str, env: dict[str, str], folder: P
           folder / "enc.age", keys)
     del data
     timed("age decrypt alone (Z1 file, hashed, nothing written)", rows,
-          lambda: backup.stream_plaintext(folder / "z1.age", keys, None).size)
+          lambda: stream_plaintext(folder / "z1.age", keys, None).size)
     for level in (0, 1):
         if level in levels:
             timed(f"pg_dump -Fd -Z{level} -j2", rows, dump_to, folder / f"d{level}", plain_dsn, env,
@@ -200,8 +206,8 @@ def options(pg: EmbeddedPostgres, plain_dsn: str, env: dict[str, str], folder: P
     for level in levels:
         for jobs in (1, 2):
             timed(f"restore: age Z{level} -> {jobs} pg_restore stream(s)", rows,
-                  lambda lv=level, j=jobs: backup.restore(folder / f"z{lv}.age", pg.dsn(), f"r_age{lv}_{j}",
-                                                          keys=keys, replace=True, jobs=j) and 0)
+                  lambda lv=level, j=jobs: restore(folder / f"z{lv}.age", pg.dsn(), f"r_age{lv}_{j}",
+                                                   keys=keys, replace=True, jobs=j) and 0)
     for level in (0, 1):
         if level not in levels:
             continue

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from migration_gate.backup import split_password
+from migration_gate.backup.tools import split_password
 from migration_gate.config import ConfigError, load_config
 from migration_gate.core.redact import redact_text
 from migration_gate.db.embedded import OWNER_FILE, EmbeddedError, EmbeddedPostgres, cluster_serving

@@ -18,10 +18,12 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup
 from migration_gate.app import logsource
 from migration_gate.app.logsource import LogSource
 from migration_gate.backup import digests as baseline_digests
+from migration_gate.backup.dump import take_backup
+from migration_gate.backup.keys import BackupKeys
+from migration_gate.backup.restores import restore
 from migration_gate.config import GateConfig
 from migration_gate.db import migration
 from migration_gate.db.embedded import EmbeddedPostgres
@@ -44,7 +46,7 @@ class SandboxTargets:
         self.cluster: EmbeddedPostgres | None = None
         self._states: dict[str, TargetState] = {}
         self._apis: list[ApiProcess] = []
-        self.backup_keys = backup.BackupKeys.generate()  # the phase states' backups: a pair held in memory
+        self.backup_keys = BackupKeys.generate()  # the phase states' backups: a pair held in memory
 
     def _database(self, name: str) -> str:
         if self.cluster is None:
@@ -90,7 +92,7 @@ class SandboxTargets:
 
     def _build_backup(self) -> TargetState:
         dsn = self._database("gate_backup")
-        record = backup.take_backup(dsn, self.workdir / "backups", name="gate_backup.dump", keys=self.backup_keys)
+        record = take_backup(dsn, self.workdir / "backups", name="gate_backup.dump", keys=self.backup_keys)
         return self._state("backup", dsn, self._api(dsn, "backup", False), backup_file=Path(record.path))
 
     def _migrated(self, name: str) -> tuple[str, Path]:
@@ -122,8 +124,8 @@ class SandboxTargets:
 
     def baseline(self, state: TargetState) -> str:
         if state.baseline_dsn is None and state.phase == "integrity" and state.backup_file is not None:
-            state.baseline_dsn = backup.restore(state.backup_file, state.dsn, "gate_integrity_baseline",
-                                                keys=self.backup_keys)
+            state.baseline_dsn = restore(state.backup_file, state.dsn, "gate_integrity_baseline",
+                                         keys=self.backup_keys)
         if state.baseline_dsn is None:
             raise LookupError(f"the sandbox's {state.phase} state has no baseline")
         return state.baseline_dsn

@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from migration_gate.app.appserver import AppServer
-from migration_gate.backup import IDENTITY_ENV, RECIPIENTS_ENV, BackupKeys
+from migration_gate.backup.keys import IDENTITY_ENV, RECIPIENTS_ENV, BackupKeys
 from migration_gate.config import AppServerConfig, GateConfig, load_config
 from migration_gate.core.paths import ROOT
 from migration_gate.core.progress import Progress

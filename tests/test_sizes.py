@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import psycopg
 
-from migration_gate import backup
 from migration_gate.checks import lint
 from migration_gate.db import sizes
 from migration_gate.run import forecast
@@ -23,5 +22,5 @@ def test_every_size_reader_counts_a_table_whose_statistics_say_nothing(new_db) -
         assert forecast._table_size(conn, "public", "filled") == {"rows": 50, "bytes": size.bytes}
         assert sizes.table_size(conn, "public", "filled", count_below=1).rows is None  # too large to count: unknown
         assert sizes.table_size(conn, "public", "nothing") is None and lint.table_size(conn, "public.nothing") is None
-        assert backup.table_bytes(conn) == sizes.catalog_bytes(conn) and "public.filled" in backup.table_bytes(conn)
+        assert "public.filled" in sizes.catalog_bytes(conn)  # the checksums' work order (backup.checksums)
         assert ranges.workers_for(conn, "public", ["filled", "nothing"]) == 1  # small: this process alone

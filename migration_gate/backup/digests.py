@@ -29,9 +29,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from migration_gate.backup.dump import take_backup as dump_backup
+from migration_gate.backup.record import BackupError, BackupRecord
 from migration_gate.config import GateConfig, TableMap
 from migration_gate.core.phi import PhiCodec
 from migration_gate.db import connection as db
+from migration_gate.db import snapshot as snapshots
 from migration_gate.scan import compare
 from migration_gate.scan.compare import Bucketing, Digest, Side
 
@@ -222,10 +225,8 @@ def take(dsn: str, snapshot: str | None, gate: GateConfig, key: str,
     be digested (a table or column missing, which the checks report themselves) is skipped and says why."""
     result = BaselineDigests(taken_at=datetime.now(UTC).isoformat(timespec="seconds"))
     session = f"{application_name} digests" if application_name else APPLICATION  # a resumed run ends it by name
-    with db.connect(dsn, autocommit=True, application_name=session[:63]) as conn:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        if snapshot:
-            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+    with (db.connect(dsn, autocommit=True, application_name=session[:63]) as conn,
+          snapshots.session(conn, snapshot=snapshot)):
         if imported is not None:  # the exporting transaction may end now: this one holds the snapshot
             imported.set()
         for mapping in gate.tables:
@@ -235,7 +236,6 @@ def take(dsn: str, snapshot: str | None, gate: GateConfig, key: str,
                     result.mappings[name] = of_mapping(conn, gate, mapping, key)
             except (psycopg.Error, ValueError) as exc:
                 result.skipped[name] = type(exc).__name__ if isinstance(exc, psycopg.Error) else str(exc)
-        conn.execute("COMMIT")
     return result
 
 
@@ -287,11 +287,9 @@ class InSnapshot:
 
 def record_backup(dsn: str, folder: Path, gate: GateConfig, key: str,
                   take_backup: Callable[..., Any] | None = None, **options: Any):
-    """backup.take_backup with the baseline digests taken in the dump's snapshot, saved beside the dump."""
-    from migration_gate import backup
-
+    """take_backup with the baseline digests taken in the dump's snapshot, saved beside the dump."""
     digests = InSnapshot(dsn, gate, key, options.get("application_name"))
-    record = (take_backup or backup.take_backup)(dsn, folder, in_snapshot=digests.start, **options)
+    record = (take_backup or dump_backup)(dsn, folder, in_snapshot=digests.start, **options)
     digests.save_beside(record)
     return record
 
@@ -311,8 +309,6 @@ class Baseline:
     @classmethod
     def from_backup(cls, dump: Path | None, connect: Callable[[], psycopg.Connection]) -> Baseline:
         """The digests and the legacy catalog recorded with this dump (none: every check restores)."""
-        from migration_gate.backup import BackupError, BackupRecord
-
         digests = BaselineDigests.load(dump)
         catalog = None
         if digests is not None and dump is not None:

@@ -8,17 +8,21 @@ import stat
 import time
 from pathlib import Path
 
-from migration_gate import backup
+from migration_gate.backup.checksums import table_checksums
+from migration_gate.backup.keys import BackupKeys
+from migration_gate.backup.reading import is_encrypted, list_contents
+from migration_gate.backup.record import RECORD_SUFFIX, BackupError, BackupRecord, sha256_file
+from migration_gate.backup.restores import drop_database, restore
 from migration_gate.core.result import Result
 from migration_gate.db import connection as db
 from migration_gate.db.catalog import inspect
 
 
-def load_record(dump: Path, result: Result) -> backup.BackupRecord | None:
+def load_record(dump: Path, result: Result) -> BackupRecord | None:
     """The record beside a dump, or None with the reason added to the result."""
     try:
-        return backup.BackupRecord.load(dump)
-    except backup.BackupError as exc:
+        return BackupRecord.load(dump)
+    except BackupError as exc:
         result.add(str(exc))
         return None
 
@@ -32,11 +36,11 @@ def exists_and_not_empty(dump: Path) -> Result:
     return result
 
 
-def readable_by_pg_restore(dump: Path, keys: backup.BackupKeys | None = None) -> Result:
+def readable_by_pg_restore(dump: Path, keys: BackupKeys | None = None) -> Result:
     result = Result("the dump is readable by pg_restore")
     try:
-        entries = backup.list_contents(dump, keys=keys)
-    except backup.BackupError as exc:
+        entries = list_contents(dump, keys=keys)
+    except BackupError as exc:
         result.add(str(exc))
         return result
     data = [e for e in entries if " TABLE DATA " in e]
@@ -59,7 +63,7 @@ def record_matches(dump: Path) -> Result:
         return result
     if dump.stat().st_size != record.size:
         result.add(f"{dump} is {dump.stat().st_size} bytes, the record says {record.size}")
-    if backup.sha256_file(dump) != record.sha256:
+    if sha256_file(dump) != record.sha256:
         result.add(f"{dump} sha256 no longer matches the record (the file changed since the backup)")
     return result
 
@@ -72,7 +76,7 @@ def encrypted_at_rest(dump: Path, required: bool = True) -> Result:
     if record is None or not dump.is_file():
         return result
     result.checked = 1
-    if backup.is_encrypted(dump):
+    if is_encrypted(dump):
         result.notes.append(f"age, to {len(record.recipients)} recipient(s)")
     elif required:
         result.add(f"{dump.name} is not an age file: the dump is readable by anyone who can read the file")
@@ -83,7 +87,7 @@ def encrypted_at_rest(dump: Path, required: bool = True) -> Result:
 
 def owner_only(dump: Path) -> Result:
     result = Result("the dump is readable by its owner only")
-    for path in (dump, Path(str(dump) + backup.RECORD_SUFFIX)):
+    for path in (dump, Path(str(dump) + RECORD_SUFFIX)):
         if path.exists():
             mode = stat.S_IMODE(path.stat().st_mode)
             if mode & 0o077:
@@ -93,7 +97,7 @@ def owner_only(dump: Path) -> Result:
     return result
 
 
-def restores_to_recorded_content(dump: Path, server_dsn: str, keys: backup.BackupKeys | None = None,
+def restores_to_recorded_content(dump: Path, server_dsn: str, keys: BackupKeys | None = None,
                                  jobs: int = 1) -> Result:
     """Restored into a scratch database, every table's content checksum equals the one recorded at the dump's
     snapshot (computed from the live database in the same transaction as pg_dump). jobs: pg_restore streams
@@ -104,14 +108,14 @@ def restores_to_recorded_content(dump: Path, server_dsn: str, keys: backup.Backu
         return result
     scratch = f"gate_backup_check_{os.getpid()}_{int(time.time())}"
     try:
-        restored = backup.restore(dump, server_dsn, scratch, keys=keys, jobs=jobs)
-    except backup.BackupError as exc:
+        restored = restore(dump, server_dsn, scratch, keys=keys, jobs=jobs)
+    except BackupError as exc:
         result.add(str(exc))
         return result
     try:
         with db.connect(restored) as conn:
             tables = inspect(conn).tables
-        found = backup.table_checksums(restored, {k: t for k, t in tables.items() if k in record.checksums}, jobs)
+        found = table_checksums(restored, {k: t for k, t in tables.items() if k in record.checksums}, jobs)
         for table, (rows, digest) in sorted(record.checksums.items()):
             result.checked += 1
             if table not in tables:
@@ -125,5 +129,5 @@ def restores_to_recorded_content(dump: Path, server_dsn: str, keys: backup.Backu
             result.add(f"{table}: in the dump but not in the record")
         result.notes.append(f"restored and compared with {jobs} job(s)")
     finally:
-        backup.drop_database(server_dsn, scratch)
+        drop_database(server_dsn, scratch)
     return result

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate import backup
+from migration_gate.backup.record import BackupError, BackupRecord
 from migration_gate.checks.backups import load_record
 from migration_gate.core.result import Result
 from migration_gate.db import writes
@@ -16,7 +16,7 @@ from migration_gate.db.checksums import table_checksum, table_columns
 from migration_gate.scan import compare
 
 
-def _record(result: Result, dump: Path | None) -> backup.BackupRecord | None:
+def _record(result: Result, dump: Path | None) -> BackupRecord | None:
     """The backup's record, or None with the reason added (the rollback is compared with what it recorded)."""
     if dump is None:
         result.add("BACKUP_FILE is not set: the rollback is compared with the backup's record")
@@ -56,7 +56,7 @@ def schema_as_at_backup(now: Catalog, dump: Path | None, tables: list[str], sche
         return result
     try:
         then = record.catalog()
-    except backup.BackupError as exc:
+    except BackupError as exc:
         result.add(str(exc))
         return result
     result.checked = len(tables)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate import backup
 from migration_gate.app.hooks import CutoverTarget, sigterm_unwinds, target_from_environment
+from migration_gate.backup.record import BackupError, sha256_file
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
 from migration_gate.core.errors import GateError, Refused
 from migration_gate.core.progress import Progress
@@ -88,7 +88,7 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-HANDLED = (ConfigError, MigrationFileError, Refused, GateError, backup.BackupError, psycopg.Error, OSError)
+HANDLED = (ConfigError, MigrationFileError, Refused, GateError, BackupError, psycopg.Error, OSError)
 
 
 def _failed(name: str, exc: BaseException, otherwise: int = 1, backup_changed: int = 1) -> int:
@@ -100,7 +100,7 @@ def _failed(name: str, exc: BaseException, otherwise: int = 1, backup_changed: i
         print(f"{name}: {exc}", file=sys.stderr)
         return 4
     print(_one_line(name, exc), file=sys.stderr)
-    return backup_changed if isinstance(exc, backup.BackupError) else otherwise
+    return backup_changed if isinstance(exc, BackupError) else otherwise
 
 
 def _one_line(name: str, exc: BaseException) -> str:
@@ -151,7 +151,7 @@ def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTa
         where = schema_state(conn, gate)
     if where == "mixed":
         raise Refused(f"the database is neither the legacy nor the migrated schema: refusing to resume {run_dir.name}")
-    now = backup.sha256_file(gate.migration_file)
+    now = sha256_file(gate.migration_file)
     if state.migration_sha256 != now:
         raise Refused(f"the migration file changed since the interrupted run {run_dir.name} started (sha256 "
                       f"{state.migration_sha256[:16]}... recorded, {now[:16]}... now): refusing to resume it (roll "
@@ -253,7 +253,7 @@ def dry_run(gate: GateConfig, target: CutoverTarget, args: argparse.Namespace, r
         sizes = forecast.measure(target.dsn, gate)
     except psycopg.Error:  # the inputs below say why the target cannot be reached
         sizes = None
-    window = forecast.make(gate, reports, backup.sha256_file(gate.migration_file), sizes)
+    window = forecast.make(gate, reports, sha256_file(gate.migration_file), sizes)
     breaks = window.breaks()
     refused = bool(breaks) and not args.accept_forecast
     inputs = preflight.check_inputs(gate, target, reports, attest.open_run(reports, describe_target(target.dsn)))

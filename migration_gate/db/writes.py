@@ -26,6 +26,7 @@ from psycopg import sql
 from migration_gate.config import GateConfig
 from migration_gate.db import catalog
 from migration_gate.db import connection as db
+from migration_gate.db import snapshot as snapshots
 from migration_gate.db.checksums import key_checksum
 
 INTEGER_TYPES = ("smallint", "integer", "bigint")
@@ -162,8 +163,7 @@ def count_since(dsn: str, mark: WriteMark, attribution: dict[str, str] | None = 
     table -> column) holds the gate's login id are its own."""
     attribution = attribution or {}
     found_tables: list[TableWrites] = []
-    with db.connect(dsn, autocommit=True, connect_timeout=10) as conn, conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    with db.connect(dsn, autocommit=True, connect_timeout=10) as conn, snapshots.session(conn):
         now = catalog.inspect(conn).tables
         for name, table in sorted(now.items()):
             then = mark.tables.get(name)
@@ -268,8 +268,7 @@ def what_to_carry(dsn: str, gate: GateConfig, mark: WriteMark, writes: WritesSin
     the rows written since the migration, so that the rollback's result can be proven complete."""
     schema = gate.schema
     carried = Carried(schema=schema)
-    with db.connect(dsn, connect_timeout=10) as conn, conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    with db.connect(dsn, connect_timeout=10) as conn, snapshots.session(conn):
         present = catalog.inspect(conn, [schema]).names(schema)
         for mapping in gate.tables:
             if mapping.partial or mapping.new not in present:

@@ -26,8 +26,11 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup
 from migration_gate.app.hooks import ShellHooks, sigterm_unwinds
+from migration_gate.backup.dump import take_backup
+from migration_gate.backup.keys import BackupKeys
+from migration_gate.backup.record import BackupError
+from migration_gate.backup.restores import database_dsn, drop_database, restore
 from migration_gate.config import GateConfig
 from migration_gate.core.errors import GateError
 from migration_gate.core.redact import describe_target, safe_message
@@ -49,7 +52,7 @@ class ScratchDatabase:
     may, else restored from the dump), dropped on exit, whatever happened in between."""
 
     def __init__(self, server_dsn: str, name: str, dump: Path, binaries: PgBinaries | None = None,
-                 keys: backup.BackupKeys | None = None, template: str | None = None, jobs: int = 1) -> None:
+                 keys: BackupKeys | None = None, template: str | None = None, jobs: int = 1) -> None:
         self.server_dsn, self.name, self.dump, self.binaries, self.keys = server_dsn, name, dump, binaries, keys
         self.template, self.jobs = template, jobs
         self.dsn = ""
@@ -59,17 +62,17 @@ class ScratchDatabase:
         if self.template is not None and self._clone():
             self.how = "cloned"
             return self
-        self.dsn = backup.restore(self.dump, self.server_dsn, self.name, self.binaries, replace=True, keys=self.keys,
-                                  jobs=self.jobs)
+        self.dsn = restore(self.dump, self.server_dsn, self.name, self.binaries, replace=True, keys=self.keys,
+                           jobs=self.jobs)
         return self
 
     def _clone(self) -> bool:
         """CREATE DATABASE ... TEMPLATE, the template's owner may (a managed server's role owns what it created).
         False when it may not, or the template stays busy: the caller restores instead."""
-        admin = backup.database_dsn(self.server_dsn, "postgres")
+        admin = database_dsn(self.server_dsn, "postgres")
         statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(self.name),
                                                                      sql.Identifier(self.template))
-        backup.drop_database(self.server_dsn, self.name)
+        drop_database(self.server_dsn, self.name)
         with db.connect(admin, autocommit=True) as conn:
             for attempt in range(CLONE_TRIES):
                 try:
@@ -79,7 +82,7 @@ class ScratchDatabase:
                     continue
                 except (psycopg.errors.InsufficientPrivilege, psycopg.errors.FeatureNotSupported):
                     return False
-                self.dsn = backup.database_dsn(self.server_dsn, self.name)
+                self.dsn = database_dsn(self.server_dsn, self.name)
                 return True
         return False
 
@@ -89,8 +92,8 @@ class ScratchDatabase:
         (describe_target: never a password), with what stopped the drop; a failure already under way is kept in
         the line. Ctrl-C under way is not replaced: the line goes to stderr."""
         try:
-            backup.drop_database(self.server_dsn, self.name)
-        except (psycopg.Error, backup.BackupError) as error:
+            drop_database(self.server_dsn, self.name)
+        except (psycopg.Error, BackupError) as error:
             line = (f"scratch database {self.name} on {describe_target(self.server_dsn)} could NOT be dropped: "
                     f"{safe_message(error)}; drop it by hand (it holds a copy of the target's data)")
             if exc is not None and not isinstance(exc, Exception):
@@ -98,21 +101,21 @@ class ScratchDatabase:
                 return
             if exc is not None:
                 line += f" (after: {safe_message(exc)})"
-            raise backup.BackupError(line) from None
+            raise BackupError(line) from None
 
 
 @contextlib.contextmanager
 def dump_of(dsn: str, binaries: PgBinaries | None, lock_wait_timeout: str | None = None,
-            compress: int = 0, jobs: int = 1) -> Iterator[tuple[Path, backup.BackupKeys]]:
+            compress: int = 0, jobs: int = 1) -> Iterator[tuple[Path, BackupKeys]]:
     """A dump for the rehearsal, encrypted to a key pair that lives only in this process's memory (the plaintext
     never touches the disk), deleted with its folder afterwards, and proven gone. The target is live: pg_dump
     waits no longer than lock_wait_timeout for a table's lock ([precheck] lock_timeout)."""
-    keys = backup.BackupKeys.generate()
+    keys = BackupKeys.generate()
     with tempfile.TemporaryDirectory(prefix="gate-scratch-") as folder:
-        yield Path(backup.take_backup(dsn, Path(folder), binaries, keys=keys,
-                                      lock_wait_timeout=lock_wait_timeout, compress=compress, jobs=jobs).path), keys
+        yield Path(take_backup(dsn, Path(folder), binaries, keys=keys,
+                               lock_wait_timeout=lock_wait_timeout, compress=compress, jobs=jobs).path), keys
     if Path(folder).exists():
-        raise backup.BackupError(f"the rehearsal's temporary dump folder {folder} was not removed")
+        raise BackupError(f"the rehearsal's temporary dump folder {folder} was not removed")
 
 
 @dataclass
@@ -127,7 +130,7 @@ class Copy:
     before_name: str
     as_of: datetime
     dump: Path | None = None
-    keys: backup.BackupKeys | None = None
+    keys: BackupKeys | None = None
     binaries: PgBinaries | None = None  # the binaries that serve this copy's server (the local cluster's)
 
     def age_minutes(self, now: datetime | None = None) -> float:
@@ -205,7 +208,7 @@ def copy_of(target_dsn: str, gate: GateConfig, binaries: PgBinaries | None = Non
                 copy.binaries = binaries
             else:
                 copy = _restored(janitor, target_dsn, gate, binaries, stamp, kind)
-        except (EmbeddedError, backup.BackupError, GateError, psycopg.Error, OSError) as exc:
+        except (EmbeddedError, BackupError, GateError, psycopg.Error, OSError) as exc:
             if isinstance(exc, CopyError):
                 raise
             raise CopyError(f"the {kind} copy could not be made: {safe_message(exc)}") from None

@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 
 from migration_gate.app.hooks import CutoverTarget
-from migration_gate.backup import split_password
+from migration_gate.backup.tools import split_password
 from migration_gate.config import REHEARSAL_KIND_ENV, ConfigError, GateConfig, load_config, load_environment
 from migration_gate.core.errors import GateError, Refused
 from migration_gate.core.paths import ROOT

@@ -21,9 +21,11 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate import backup
 from migration_gate.backup import digests as baseline_digests
 from migration_gate.backup.digests import Baseline
+from migration_gate.backup.inplace import restore_in_place
+from migration_gate.backup.keys import BackupKeys
+from migration_gate.backup.record import BackupError
 from migration_gate.checks import accounting, encryption, integrity, organizations, schema
 from migration_gate.config import GateConfig
 from migration_gate.core.errors import GateError
@@ -112,13 +114,13 @@ def _rehearse_sql_rollback(gate: GateConfig, key: str, dsn: str, before: tuple[d
     return result
 
 
-def _rehearse_restore(dump: Path, keys: backup.BackupKeys, binaries: PgBinaries | None, dsn: str,
+def _rehearse_restore(dump: Path, keys: BackupKeys, binaries: PgBinaries | None, dsn: str,
                       before: tuple[dict, catalog.Catalog]) -> Result:
     result = Result("the restore of the backup")
     try:
-        backup.restore_in_place(dump, dsn, binaries, keys=keys)
+        restore_in_place(dump, dsn, binaries, keys=keys)
         _compare_with_before(result, "restoring the backup", before, _state(dsn))
-    except backup.BackupError as exc:
+    except BackupError as exc:
         result.add(f"restoring the backup failed on the copy: {exc}")
     return result
 
@@ -136,7 +138,7 @@ def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBi
         with copies.copy_of(target_dsn, gate, binaries) as copy:
             result.notes.append(copy.note())
             _rehearse(result, copy, gate, key, record_to, sha256)
-    except (copies.CopyError, GateError, backup.BackupError, psycopg.Error, OSError) as exc:  # the copy, a restore
+    except (copies.CopyError, GateError, BackupError, psycopg.Error, OSError) as exc:  # the copy, a restore
         result.add(f"rehearsal copy ({gate.rehearsal.kind}): "
                    f"{str(exc) if isinstance(exc, copies.CopyError) else safe_message(exc)}")
     return result

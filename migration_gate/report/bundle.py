@@ -10,7 +10,7 @@ import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from migration_gate.backup import sha256_file
+from migration_gate.backup.record import sha256_file
 
 MANIFEST = "manifest.json"
 # What never leaves the box in a bundle, and why (said in the sign-off and the manifest).

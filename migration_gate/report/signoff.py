@@ -12,7 +12,8 @@ from html import escape
 from pathlib import Path
 
 from migration_gate.app.performance import signoff_section as performance_section
-from migration_gate.backup import is_plaintext_dump, sha256_file
+from migration_gate.backup.reading import is_plaintext_dump
+from migration_gate.backup.record import sha256_file
 from migration_gate.config import SANDBOX_BANNER, ConfigError, GateConfig, PeopleItem
 from migration_gate.core.criteria import (
     CRITERIA,

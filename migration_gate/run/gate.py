@@ -23,11 +23,17 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup
 from migration_gate.app import answers, logsource, ownrequests, performance
 from migration_gate.app.client import http_client
 from migration_gate.app.hooks import CutoverTarget, Hooks, ShellHooks
 from migration_gate.backup import digests as baseline_digests
+from migration_gate.backup.checksums import changes_since
+from migration_gate.backup.dump import sweep_leftovers, take_backup
+from migration_gate.backup.inplace import restore_in_place
+from migration_gate.backup.keys import BackupKeys
+from migration_gate.backup.offsite import fetch_back, store_offsite
+from migration_gate.backup.reading import verify_unchanged
+from migration_gate.backup.record import BackupError, BackupRecord, sha256_file
 from migration_gate.checks import api as app
 from migration_gate.config import GateConfig
 from migration_gate.core.errors import GateError, Refused
@@ -103,7 +109,7 @@ class Gate:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.state = state or RunState(
             run_dir=str(run_dir), target=describe_target(target.dsn), migration_file=str(gate.migration_file),
-            migration_sha256=backup.sha256_file(gate.migration_file),
+            migration_sha256=sha256_file(gate.migration_file),
             phases=[PhaseRecord(name, budget_minutes=gate.phase_minutes.get(BUDGET_OF[name])) for name in PLAN])
         self.suites = SuiteRunner(run_dir, progress)
         # where the post-checks read the app's log: the caller's (the rehearsal's command), else [logs]
@@ -144,7 +150,7 @@ class Gate:
         kill -9 of the gate ends its own sessions (the server sees the socket close: an open transaction is rolled
         back, the advisory lock is let go, which is why this lock could be taken) but not its children's. None of
         them can commit anything half-way: pg_dump only reads; the restore's psql commits only on the COMMIT the
-        gate writes after pg_restore exited 0 (backup.restore_in_place); a suite's checks only read, and a suite
+        gate writes after pg_restore exited 0 (restore_in_place); a suite's checks only read, and a suite
         ends itself when its gate is gone (plugin). They can still hold locks the next step needs (pg_dump waiting
         on a table, psql holding what its DROPs took), so the resumed run ends them by their application_name.
         With the lock held, no live gate of this run owns such a session."""
@@ -259,16 +265,16 @@ class Gate:
         keys = self._backup_keys()
         if isinstance(self.target.hooks, ShellHooks):
             self.target.hooks.backup_timeout = settings.hook_timeout_seconds
-        removed = backup.sweep_leftovers(self.run_dir / "backup")  # a killed backup's partial files (lock held)
+        removed = sweep_leftovers(self.run_dir / "backup")  # a killed backup's partial files (lock held)
         if removed:
             self.progress.say(f"removed what an interrupted backup left: {', '.join(removed)}")
         # the integrity phase's legacy side, digested in the dump's own snapshot while pg_dump dumps it and the
         # backup checks run; joined before the migration (their reads hold share locks it would wait on)
         digests = baseline_digests.InSnapshot(self.target.dsn, self.gate, self.target.key, self.session_tag)
-        taken = backup.take_backup(self.target.dsn, self.run_dir / "backup", keys=keys,
-                                   timeout_s=settings.dump_timeout_seconds,
-                                   retention_days=settings.retention_days_local, application_name=self.session_tag,
-                                   compress=settings.compress, jobs=settings.workers, in_snapshot=digests.start)
+        taken = take_backup(self.target.dsn, self.run_dir / "backup", keys=keys,
+                            timeout_s=settings.dump_timeout_seconds,
+                            retention_days=settings.retention_days_local, application_name=self.session_tag,
+                            compress=settings.compress, jobs=settings.workers, in_snapshot=digests.start)
         try:
             return self._store_and_check(record, taken, keys)
         finally:
@@ -276,7 +282,7 @@ class Gate:
                 self.progress.say("the integrity digests could not be taken with the backup: integrity will "
                                   "restore the backup to compare")
 
-    def _store_and_check(self, record: PhaseRecord, taken: backup.BackupRecord, keys: backup.BackupKeys) -> bool:
+    def _store_and_check(self, record: PhaseRecord, taken: BackupRecord, keys: BackupKeys) -> bool:
         settings = self.gate.backup
         self.state.backup = taken.summary()
         self.state.save()
@@ -286,7 +292,7 @@ class Gate:
                           f"{taken.sha256[:16]}...")
         if taken.encryption == "none":
             self.progress.say("WARNING: [backup] encrypt = \"none\": the dump holds PHI in clear")
-        stored = backup.store_offsite(taken, self.target.hooks, self.run_dir.name, keys)
+        stored = store_offsite(taken, self.target.hooks, self.run_dir.name, keys)
         self.state.backup = stored.summary() | {"retention_days_local": settings.retention_days_local,
                                                 "retention_remote": settings.retention_remote}
         self.state.save()
@@ -421,10 +427,10 @@ class Gate:
             dump = Path(self.state.backup["path"])
             try:
                 if not dump.is_file():  # the box lost it: the copy off the box comes back first, sha256 checked
-                    backup.fetch_back(backup.BackupRecord.load(dump, self._backup_keys().record_key),
-                                      self.target.hooks, self.run_dir.name)
-                backup.verify_unchanged(dump, self._backup_keys(), self.state.backup)
-            except backup.BackupError as exc:
+                    fetch_back(BackupRecord.load(dump, self._backup_keys().record_key),
+                               self.target.hooks, self.run_dir.name)
+                verify_unchanged(dump, self._backup_keys(), self.state.backup)
+            except BackupError as exc:
                 raise Refused(str(exc)) from None
         self.acquire_lock()
         self.notifier.start()
@@ -532,12 +538,12 @@ class Gate:
                      if p.name in ("premigration", "maintenance", "backup") and p.status != "passed"]
         if self.state.backup:
             try:
-                record = backup.verify_unchanged(Path(self.state.backup["path"]), self._backup_keys(),
-                                                 self.state.backup)
-            except backup.BackupError as exc:
+                record = verify_unchanged(Path(self.state.backup["path"]), self._backup_keys(),
+                                          self.state.backup)
+            except BackupError as exc:
                 raise Refused(f"refusing to migrate: {exc}") from None
             began = time.monotonic()
-            changed = backup.changes_since(self.target.dsn, record, self.gate.backup.change_check)
+            changed = changes_since(self.target.dsn, record, self.gate.backup.change_check)
             self.state.backup["change_check"] = (f"{self.gate.backup.change_check}: {len(record.checksums)} tables "
                                                  f"in {time.monotonic() - began:.1f} s, {len(changed)} changed")
             if changed:
@@ -743,16 +749,16 @@ class Gate:
         dump = Path(self.state.backup["path"])
         keys = self._backup_keys()
         if not dump.is_file():  # the box lost it: the copy off the box comes back, sha256 checked
-            backup.fetch_back(backup.BackupRecord.load(dump, keys.record_key), self.target.hooks, self.run_dir.name)
-        backup.restore_in_place(dump, self.target.dsn, keys=keys, timeout_s=self.gate.backup.dump_timeout_seconds,
-                                application_name=self.session_tag, expected=self.state.backup)
+            fetch_back(BackupRecord.load(dump, keys.record_key), self.target.hooks, self.run_dir.name)
+        restore_in_place(dump, self.target.dsn, keys=keys, timeout_s=self.gate.backup.dump_timeout_seconds,
+                         application_name=self.session_tag, expected=self.state.backup)
         record.detail = (f"restored {dump.name} (record authenticated, decrypted into pg_restore; the stream's file "
                          "and plaintext sha256 equal to state.json's before COMMIT)")
         return True
 
-    def _backup_keys(self) -> backup.BackupKeys:
+    def _backup_keys(self) -> BackupKeys:
         """[backup]'s keys, the record's MAC keyed by this run's PHI key (the target's, not the shell's)."""
-        return backup.BackupKeys.from_environment(self.gate.backup, phi_key=self.target.key)
+        return BackupKeys.from_environment(self.gate.backup, phi_key=self.target.key)
 
     def _rollback_sql(self, record: PhaseRecord, since: writes.WritesSince | None) -> bool:
         """The rollback file, with every mapped table's keys taken before and proven equal after: the rows
@@ -812,9 +818,9 @@ class Gate:
         """Rows per table: legacy as recorded at backup time, new as the database holds them now."""
         if not self.state.backup:
             return
-        with contextlib.suppress(backup.BackupError, psycopg.Error):
-            recorded = backup.BackupRecord.load(Path(self.state.backup["path"]),
-                                                self._backup_keys().record_key).checksums
+        with contextlib.suppress(BackupError, psycopg.Error):
+            recorded = BackupRecord.load(Path(self.state.backup["path"]),
+                                         self._backup_keys().record_key).checksums
             schema = self.gate.schema
             with db.connect(self.target.dsn) as conn:
                 tables = inspect(conn, [schema]).names(schema)

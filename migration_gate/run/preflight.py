@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from migration_gate import backup
 from migration_gate.app import logsource
 from migration_gate.app.client import http_client
 from migration_gate.app.hooks import CutoverTarget, hook_problems
+from migration_gate.backup.inputs import backup_inputs
 from migration_gate.checks import api as app
 from migration_gate.checks import encryption, environment
 from migration_gate.config import GateConfig
@@ -198,7 +198,7 @@ def check_inputs(gate: GateConfig, target: CutoverTarget, reports: Path, run_dir
     inputs += _api(target)
     inputs.append(Input("hooks", "maintenance on/off, deploy new/legacy schema", hook_problems(target.hooks)))
     inputs.append(Input("backup", f"encrypt {gate.backup.encrypt}; store_backup and fetch_backup hooks",
-                        backup.backup_inputs(gate, hooks=target.hooks)))
+                        backup_inputs(gate, hooks=target.hooks)))
     inputs.append(_log_source(gate, target))
     inputs += [_people(gate, target, reports, run_dir), _notify(target)]
     return inputs

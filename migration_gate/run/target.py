@@ -14,8 +14,10 @@ from typing import Protocol
 
 import psycopg
 
-from migration_gate import backup
 from migration_gate.app.logsource import LogMarker, LogSource
+from migration_gate.backup.keys import BackupKeys
+from migration_gate.backup.record import BackupError, sha256_file
+from migration_gate.backup.restores import drop_database, restore
 from migration_gate.config import Environment, PrecheckConfig
 from migration_gate.core.redact import describe_target, safe_message
 from migration_gate.db.connection import application_name, session_dsn
@@ -46,7 +48,7 @@ class TargetState:
     baseline_dsn: str | None = None
     api_username: str | None = None
     api_password: str | None = None
-    backup_keys: backup.BackupKeys | None = field(default=None, repr=False)  # opens backup_file (the identity)
+    backup_keys: BackupKeys | None = field(default=None, repr=False)  # opens backup_file (the identity)
     carried_rows: Path | None = None  # what a SQL rollback carried back (writes.Carried), for the rollback checks
     _baseline_scratch: str | None = field(default=None, repr=False)
 
@@ -74,7 +76,7 @@ class RealTargets:
                 log_offset=int(self.env.extra.get("log_offset", 0)), backup_file=self.env.backup_file,
                 baseline_dsn=self.env.baseline_url, api_username=self.env.api_username,
                 api_password=self.env.api_password, log_source=self._log_source(), log_marker=self._log_marker(),
-                backup_keys=backup.BackupKeys.from_environment(),
+                backup_keys=BackupKeys.from_environment(),
                 carried_rows=Path(self.env.extra["carried_rows"]) if self.env.extra.get("carried_rows") else None)
         return self._states[phase]
 
@@ -100,8 +102,8 @@ class RealTargets:
             raise LookupError("integrity needs BASELINE_DATABASE_URL or BACKUP_FILE (the verified backup)")
         # named after the dump's sha256: the same backup always lands in the same scratch database, which a
         # crashed run's successor reuses (replace=True) instead of leaving copies behind
-        name = f"gate_baseline_{backup.sha256_file(state.backup_file)[:16]}"
-        state.baseline_dsn = backup.restore(state.backup_file, state.dsn, name, replace=True, keys=state.backup_keys)
+        name = f"gate_baseline_{sha256_file(state.backup_file)[:16]}"
+        state.baseline_dsn = restore(state.backup_file, state.dsn, name, replace=True, keys=state.backup_keys)
         state._baseline_scratch = name
         return state.baseline_dsn
 
@@ -112,9 +114,9 @@ class RealTargets:
         for state in self._states.values():
             if state._baseline_scratch:
                 try:
-                    backup.drop_database(state.dsn, state._baseline_scratch)
-                except (psycopg.Error, backup.BackupError) as exc:
+                    drop_database(state.dsn, state._baseline_scratch)
+                except (psycopg.Error, BackupError) as exc:
                     left.append(f"scratch database {state._baseline_scratch} on {describe_target(state.dsn)} could "
                                 f"NOT be dropped: {safe_message(exc)}; drop it by hand (it holds the backup's data)")
         if left:
-            raise backup.BackupError("; ".join(left))
+            raise BackupError("; ".join(left))
