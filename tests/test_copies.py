@@ -120,14 +120,14 @@ def test_a_bad_rehearsal_section_is_one_line_and_exit_2(section: str, message: s
     config = _config(tmp_path, section)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(config)
-    done = subprocess.run([sys.executable, "-m", "migration_gate.rehearsal.rehearse", "--config", str(config),
+    done = subprocess.run([sys.executable, "-m", "migration_gate.cli", "rehearse", "--config", str(config),
                            "--against-copy"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
 
 
 @pytest.mark.rehearsal
 def test_a_dress_rehearsal_refuses_a_scratch_copy(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "migration_gate.rehearsal.rehearse", "--config",
+    done = subprocess.run([sys.executable, "-m", "migration_gate.cli", "rehearse", "--config",
                            str(_config(tmp_path, 'kind = "scratch"')), "--against-copy"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "'scratch' copy would be made and cut over on the target's own server" in \
@@ -164,7 +164,7 @@ def test_a_dress_rehearsal_cuts_over_a_copy_and_never_touches_the_target(legacy_
     env.update({"DATABASE_URL": legacy_db, "PHI_ENCRYPTION_KEY": SANDBOX_KEY, "GATE_API_USERNAME": "demo_therapist1",
                 "GATE_API_PASSWORD": "demo-password-1"})
     try:
-        done = subprocess.run([sys.executable, "-m", "migration_gate.rehearsal.rehearse", "--config", str(config),
+        done = subprocess.run([sys.executable, "-m", "migration_gate.cli", "rehearse", "--config", str(config),
                                "--against-copy", "--json", "--quiet", "--reports", str(tmp_path / "reports")],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     finally:

@@ -17,6 +17,8 @@ import psycopg
 
 from migration_gate.app.hooks import CutoverTarget, sigterm_unwinds, target_from_environment
 from migration_gate.backup.record import BackupError, sha256_file
+from migration_gate.cli.rehearse import main as rehearse_main
+from migration_gate.cli.watch import main as watch_main
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
 from migration_gate.core.errors import GateError, Refused
 from migration_gate.core.progress import Progress
@@ -33,7 +35,6 @@ from migration_gate.core.redact import (
 from migration_gate.db import connection as db
 from migration_gate.db.migration import MigrationFileError
 from migration_gate.db.migration import load as load_migration
-from migration_gate.rehearsal.rehearse import main as rehearse_main
 from migration_gate.report import bundle
 from migration_gate.report.verdict import EPILOG, finish_run
 from migration_gate.run import attest, forecast, preflight
@@ -47,7 +48,6 @@ from migration_gate.run.runstate import (
     schema_state,
     unfinished_runs,
 )
-from migration_gate.watch.rounds import main as watch_main
 
 ENVIRONMENT = {
     "DATABASE_URL": "the target database (its password is redacted everywhere)",
