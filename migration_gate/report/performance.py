@@ -59,7 +59,7 @@ def _chart(paths: list[str], found: dict[str, Measurement]) -> dict:
     items += [{"kind": "legend", "x": left + i * 150, "y": y + 4, "colour": COLOURS[n], "label": LABELS[n]}
               for i, n in enumerate(names)]
     items.append({"kind": "legend-limit", "x": left + len(names) * 150, "y": y + 4})
-    return {"width": left + width + 130, "height": len(paths) * (len(names) * bar + gap) + 40, "items": items}
+    return {"width": left + width + 130, "height": len(paths) * (len(names) * bar + gap) + 40, "marks": items}
 
 
 def _rows(paths: list[str], found: dict[str, Measurement], budget: dict | None) -> list[dict]:

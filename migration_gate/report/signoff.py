@@ -251,7 +251,7 @@ def _phi_section(checks: list[dict]) -> Markup:
     for phase in dict.fromkeys(c["phase"] for c in phi):
         rows = [c for c in phi if c["phase"] == phase]
         phases.append({"name": phase, "checks": rows, "problems": sum(c["problems"] for c in rows),
-                       "values": sum(c["checked"] for c in rows if c.get("unit", "values") == "values")})
+                       "values_read": sum(c["checked"] for c in rows if c.get("unit", "values") == "values")})
     return render_template("signoff/phi.html.j2", phases=phases)
 
 
