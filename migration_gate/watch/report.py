@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
-from html import escape
 from pathlib import Path
 
+from markupsafe import Markup
+
 from migration_gate.config import SANDBOX_BANNER, GateConfig
+from migration_gate.report.render import render
 from migration_gate.run.watchstate import RoundRecord, WatchState
 
 REPORT = "watch.html"
@@ -58,8 +60,9 @@ def write_junit(record: RoundRecord, folder: Path, total: int, sandbox: bool) ->
 
 
 def _chart(title: str, series: dict[str, list[tuple[int, float]]], unit: str, total: int,
-           limit: float | None = None) -> str:
-    """A line chart as inline SVG: one polyline per series over the round numbers, an optional dashed limit."""
+           limit: float | None = None) -> Markup:
+    """A line chart as inline SVG (templates/trend.svg.j2): one polyline per series over the round numbers, an
+    optional dashed limit. Here: the scale and each point's coordinates."""
     values = [v for points in series.values() for _, v in points] + ([limit] if limit is not None else [])
     top = max(values, default=1.0) * 1.15 or 1.0
 
@@ -68,58 +71,10 @@ def _chart(title: str, series: dict[str, list[tuple[int, float]]], unit: str, to
 
     def y(v: float) -> float:
         return HEIGHT - PAD + (-(HEIGHT - 2 * PAD) * v / top)
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{HEIGHT}' role='img' "
-             f"aria-label='{escape(title)}'>",
-             f"<text x='{PAD}' y='16' font-size='13' font-weight='600'>{escape(title)}</text>",
-             f"<line x1='{PAD}' y1='{HEIGHT - PAD}' x2='{WIDTH - PAD}' y2='{HEIGHT - PAD}' stroke='#8c959f'/>",
-             f"<line x1='{PAD}' y1='{PAD}' x2='{PAD}' y2='{HEIGHT - PAD}' stroke='#8c959f'/>",
-             f"<text x='4' y='{PAD + 4}' font-size='10'>{top:.3g}{escape(unit)}</text>",
-             f"<text x='4' y='{HEIGHT - PAD}' font-size='10'>0</text>",
-             f"<text x='{PAD}' y='{HEIGHT - PAD + 14}' font-size='10'>round 1</text>",
-             f"<text x='{WIDTH - PAD - 40}' y='{HEIGHT - PAD + 14}' font-size='10'>round {total}</text>"]
-    if limit is not None:
-        parts.append(f"<line x1='{PAD}' y1='{y(limit):.1f}' x2='{WIDTH - PAD}' y2='{y(limit):.1f}' stroke='#cf222e' "
-                     f"stroke-dasharray='4 3'/><text x='{WIDTH - PAD + 2}' y='{y(limit) + 3:.1f}' font-size='9' "
-                     "fill='#cf222e'>limit</text>")
-    for i, (name, points) in enumerate(sorted(series.items())):
-        colour = COLOURS[i % len(COLOURS)]
-        coords = " ".join(f"{x(n):.1f},{y(v):.1f}" for n, v in points)
-        parts.append(f"<polyline fill='none' stroke='{colour}' stroke-width='1.5' points='{coords}'/>")
-        parts += [f"<circle cx='{x(n):.1f}' cy='{y(v):.1f}' r='2' fill='{colour}'/>" for n, v in points]
-        parts.append(f"<text x='{PAD + 8 + 150 * i}' y='{HEIGHT - 6}' font-size='10' fill='{colour}'>"
-                     f"{escape(name)}</text>")
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _round_rows(state: WatchState) -> str:
-    rows = []
-    for r in state.rounds:
-        failed = [c.name for c in r.checks if not c.ok]
-        colour = "#cf222e" if r.criteria else "#b35900" if r.verdict == "red" else "#1a7f37"
-        rows.append(
-            f"<tr><td>{r.number}</td><td>{escape(r.due)}</td><td>{escape(r.started)}</td><td>{r.seconds:.1f} s</td>"
-            f"<td style='color:{colour};font-weight:600'>{r.verdict.upper()}</td>"
-            f"<td>{max(r.p95_ms.values(), default=0):.0f} ms</td><td>{r.error_rate:.1%}</td>"
-            f"<td>{escape(', '.join(failed)) or '-'}</td><td>{escape('; '.join(r.criteria)) or '-'}</td></tr>")
-    return "".join(rows)
-
-
-def _details(record: RoundRecord, total: int) -> str:
-    checks = "".join(
-        f"<tr><td>{'ok' if c.ok else '<b style=color:#cf222e>RED</b>'}</td><td>{escape(c.group)}</td>"
-        f"<td>{escape(c.name)}</td><td>{c.seconds:.2f} s</td><td>{'<br>'.join(escape(p) for p in c.problems)}"
-        f"{'<br>' if c.problems and c.notes else ''}<span class='note'>"
-        f"{'<br>'.join(escape(n) for n in c.notes)}</span></td></tr>" for c in record.checks)
-    extra = ""
-    if record.criteria:
-        extra = (f"<p class='criterion'>ROLLBACK CRITERION MET: {escape('; '.join(record.criteria))}<br>"
-                 f"A rollback would discard: {escape(record.rollback_cost or 'not counted')}</p>")
-    if record.alert:
-        extra += f"<p>Alert: {escape(record.alert)}</p>"
-    return (f"<details{' open' if record.verdict == 'red' else ''}><summary>Round {record.number}/{total} "
-            f"({record.verdict}, due {escape(record.due)})</summary>{extra}<table><tr><th></th><th>group</th>"
-            f"<th>check</th><th>time</th><th>problems and notes</th></tr>{checks}</table></details>")
+    lines = [{"name": name, "colour": COLOURS[i % len(COLOURS)], "points": [(x(n), y(v)) for n, v in points]}
+             for i, (name, points) in enumerate(sorted(series.items()))]
+    return render("trend.svg.j2", title=title, width=WIDTH, height=HEIGHT, pad=PAD, top=top, unit=unit, total=total,
+                  limit=None if limit is None else y(limit), lines=lines)
 
 
 def write(state: WatchState, folder: Path, gate: GateConfig, decision_maker: str, budgets_note: str) -> Path:
@@ -138,51 +93,26 @@ def write(state: WatchState, folder: Path, gate: GateConfig, decision_maker: str
         verdict, colour = f"{red} RED ROUND(S)", "#b35900"
     else:
         verdict, colour = "GREEN SO FAR" if len(state.rounds) < total else "GREEN: THE WATCH IS OVER", "#1a7f37"
-    decision = ""
-    if criteria:
-        latest = criteria[-1]
-        decision = (f"<div class='criterion'><b>Rollback criterion met</b> (round {latest.number}): "
-                    f"{escape('; '.join(latest.criteria))}.<br>Decision maker: {escape(decision_maker)}.<br>"
-                    f"A rollback would discard: {escape(latest.rollback_cost or 'not counted')}.<br>The watch never "
-                    f"rolls back by itself. What a rollback would do, changing nothing: "
-                    f"<code>scripts/rollback --run-dir {escape(state.run_dir)} --dry-run</code></div>")
     rules = gate.watch
-    schedule = ", ".join(f"every {m:g} min to {h:g} h" for h, m in rules.schedule)
-    banner = f"<p class='banner'>{escape(SANDBOX_BANNER)}</p>" if state.sandbox else ""
-    now = datetime.now(UTC).isoformat(timespec="seconds")
     budget_line = min((r.budget_ms[p] for r in state.rounds for p in r.budget_ms), default=None)
-    title = f"{(SANDBOX_BANNER + ' - ') if state.sandbox else ''}Watch after go-live: {Path(state.run_dir).name}"
     criteria_text = ("any database invariant red; " if rules.invariant_red else "") + (
         f"error rate over {rules.error_rate_over:.1%} for {rules.error_rate_rounds} rounds in a row") + (
         f"; p95 over budget for {rules.p95_over_budget_rounds} rounds in a row" if rules.p95_over_budget_rounds else "")
-    html = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>{escape(title)}</title><style>
-body{{font-family:system-ui,sans-serif;margin:24px;color:#1f2328;max-width:1100px}}
-table{{border-collapse:collapse;margin:8px 0}}td,th{{border:1px solid #d0d7de;padding:3px 8px;font-size:13px;
-vertical-align:top;text-align:left}}.verdict{{color:#fff;padding:8px 12px;font-weight:700;display:inline-block}}
-.banner{{background:#9a6700;color:#fff;padding:6px 10px;font-weight:700}}.note{{color:#57606a}}
-.criterion{{border:2px solid #cf222e;padding:8px;margin:8px 0}}code{{background:#f6f8fa;padding:1px 4px}}
-</style></head><body>{banner}
-<h1>Watch after go-live</h1>
-<p class="verdict" style="background:{colour}">{escape(verdict)}</p>
-<table><tr><th>run</th><td>{escape(state.run_dir)}</td></tr><tr><th>target</th><td>{escape(state.target)}</td></tr>
-<tr><th>rounds</th><td>{len(state.rounds)} of {total} done ({escape(schedule)}; from {escape(_iso(state.anchor))}
-{'' if state.factor == 1 else f', time compressed {state.factor:g} times'})</td></tr>
-<tr><th>latency budgets</th><td>{escape(budgets_note)}</td></tr>
-<tr><th>rollback criteria</th><td>{escape(criteria_text)}</td></tr>
-<tr><th>decision maker</th><td>{escape(decision_maker)}</td></tr><tr><th>updated</th><td>{now}</td></tr></table>
-{decision}
-<h2 id="trends">Trends</h2>
-{_chart("p95 latency per endpoint (ms)", latency, " ms", total, budget_line)}
-{_chart("error rate per round (%)", errors, " %", total, 100 * rules.error_rate_over)}
-<h2 id="rounds">Rounds</h2>
-<table><tr><th>#</th><th>due</th><th>ran</th><th>took</th><th>verdict</th><th>p95 max</th><th>error rate</th>
-<th>red checks</th><th>rollback criteria met</th></tr>{_round_rows(state)}</table>
-<h2 id="checks">Every round's checks</h2>
-{''.join(_details(r, total) for r in state.rounds)}
-<p class="note">Each round's JUnit XML: round-NN.xml beside this file. Problem lines name tables, ids, paths and
-counts, never values.</p></body></html>
-"""
+    rounds = [{"record": r, "failed": ", ".join(c.name for c in r.checks if not c.ok),
+               "criteria": "; ".join(r.criteria), "p95_max": max(r.p95_ms.values(), default=0),
+               "colour": "#cf222e" if r.criteria else "#b35900" if r.verdict == "red" else "#1a7f37"}
+              for r in state.rounds]
+    html = render(
+        "watch.html.j2", state=state, total=total, sandbox=state.sandbox, banner=SANDBOX_BANNER,
+        title=f"{(SANDBOX_BANNER + ' - ') if state.sandbox else ''}Watch after go-live: {Path(state.run_dir).name}",
+        verdict=verdict, colour=colour, schedule=", ".join(f"every {m:g} min to {h:g} h" for h, m in rules.schedule),
+        anchor=_iso(state.anchor), budgets_note=budgets_note, criteria_text=criteria_text,
+        decision_maker=decision_maker, now=datetime.now(UTC).isoformat(timespec="seconds"),
+        latest=criteria[-1] if criteria else None,
+        latest_criteria="; ".join(criteria[-1].criteria) if criteria else "",
+        latency_chart=_chart("p95 latency per endpoint (ms)", latency, " ms", total, budget_line),
+        error_chart=_chart("error rate per round (%)", errors, " %", total, 100 * rules.error_rate_over),
+        rounds=rounds)
     path = folder / REPORT
     tmp = path.with_suffix(".tmp")
     tmp.write_text(html, encoding="utf-8")
