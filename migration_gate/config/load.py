@@ -4,19 +4,22 @@ checked into its model (config/model.py). Sections declared with msgspec annotat
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
 
 from migration_gate.config.model import (
     _ITEM_ID,
-    BACKUP_ENCRYPTION,
     DEFAULT_SANDBOX_PROVIDER,
     ENV_NAME,
-    LINT_KINDS,
     LOG_FORMATS,
     LOG_SOURCES,
     NOT_APPLICABLE_KEYS,
@@ -42,7 +45,6 @@ from migration_gate.config.model import (
     Endpoint,
     ForeignKey,
     GateConfig,
-    LintAllow,
     LintConfig,
     LogsConfig,
     MembershipRight,
@@ -64,25 +66,72 @@ from migration_gate.config.model import (
     Visibility,
     Waiver,
     WatchConfig,
-    duration_ms,
 )
 from migration_gate.core.criteria import CRITERIA
 from migration_gate.core.paths import ROOT
 
+T = TypeVar("T")
+
+
+def _section(spec: object, model: type[T], where: str) -> T:
+    """A section declared in model.py, checked by msgspec against its declaration (absent: the defaults). Every
+    problem is one line naming the section and the key: "<where>: unknown key <key>", or "<where>: <key> must be
+    <the field's description>"; never a value from the file (it may hold a secret)."""
+    if spec is None:
+        spec = {}
+    _no_unknown_keys(spec, model, where, "")
+    try:
+        return msgspec.convert(spec, model)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{where}: {_problem(str(exc), model)}") from None
+
+
+def _no_unknown_keys(spec: object, model: type, where: str, prefix: str) -> None:
+    """A misspelt key is refused, never ignored (msgspec ignores a dataclass's unknown fields), in nested tables
+    and arrays of tables too."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') + ' ' if prefix else ''}must be a table")
+    hints = typing.get_type_hints(model)
+    unknown = sorted(set(spec) - set(hints))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {prefix}{unknown[0]}")
+    for key, value in spec.items():
+        inner = _dataclass_in(hints[key])
+        if inner is None:
+            continue
+        if isinstance(value, list):
+            for number, item in enumerate(value):
+                _no_unknown_keys(item, inner, where, f"{prefix}{key}[{number}].")
+        elif isinstance(value, dict):
+            _no_unknown_keys(value, inner, where, f"{prefix}{key}.")
+
+
+def _dataclass_in(hint: Any) -> type | None:
+    """The dataclass a field holds (itself, or the items of its tuple), None for anything else."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    args = typing.get_args(hint)
+    return next((a for a in args if isinstance(a, type) and dataclasses.is_dataclass(a)), None)
+
+
+def _problem(message: str, model: type) -> str:
+    """msgspec's "Expected `int` >= 1 - at `$.workers`" as the declaration words it: "workers must be a number of
+    at least 1" (the field's description); a check of the model's own (__post_init__) says its line itself."""
+    text, _, path = message.partition(" - at `$")
+    key = re.match(r"\.(\w+)", path)
+    if key is None:
+        return text
+    meta = typing.get_type_hints(model, include_extras=True)[key.group(1)]
+    described = next((m.description for m in getattr(meta, "__metadata__", ()) if getattr(m, "description", None)),
+                     None)
+    if described:
+        return f"{key.group(1)} must be {described}"
+    return f"{path.rstrip('`').lstrip('.')}: {text}"
+
 
 def load_probe(spec: object, where: str) -> Probe:
-    """[api.probe] validated: routes start with /, field names are non-empty strings."""
-    if spec is None:
-        return Probe()
-    spec = _only(spec, set(Probe.__dataclass_fields__), where)
-    for key, value in spec.items():
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{where}: {key} must be a non-empty string")
-        if key in ("create", "search", "read") and not value.startswith("/"):
-            raise ConfigError(f"{where}: {key} must be a path starting with /")
-        if key == "read" and "{id}" not in value:
-            raise ConfigError(f"{where}: read must hold {{id}} (the created patient's id)")
-    return Probe(**spec)
+    """[api.probe] by its declaration: routes start with /, field names are non-empty strings, read holds {id}."""
+    return _section(spec, Probe, where)
 
 
 def _privileges(value: object, allowed: tuple[str, ...], where: str) -> frozenset[str]:
@@ -168,107 +217,25 @@ def load_logs(spec: object, hooks: dict[str, str], base: Path, where: str) -> Lo
 
 
 def load_backup(spec: object, where: str) -> BackupConfig:
-    """[backup] validated: unknown keys, wrong types and an unknown mode are one line each."""
-    if spec is None:
-        return BackupConfig()
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a table")
-    allowed = set(BackupConfig.__dataclass_fields__)
-    unknown = set(spec) - allowed
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
-    encrypt = spec.get("encrypt", "age")
-    if encrypt not in BACKUP_ENCRYPTION:
-        raise ConfigError(f"{where}: encrypt must be one of {', '.join(BACKUP_ENCRYPTION)}")
-    recipients = spec.get("recipients", [])
-    if not isinstance(recipients, list) or not all(isinstance(r, str) and r.startswith("age1") for r in recipients):
-        raise ConfigError(f"{where}: recipients must be a list of age public keys (age1...)")
-    change_check = spec.get("change_check", "digest")
-    if change_check not in ("digest", "counters"):
-        raise ConfigError(f"{where}: change_check must be 'digest' or 'counters'")
-    numbers = {}
-    for key in ("retention_days_local", "hook_timeout_seconds", "dump_timeout_seconds"):
-        value = spec.get(key, getattr(BackupConfig, key))
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"{where}: {key} must be a non-negative number")
-        numbers[key] = value
-    for key, most in (("compress", 9), ("jobs", 64)):
-        value = spec.get(key, getattr(BackupConfig, key))
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
-            raise ConfigError(f"{where}: {key} must be a whole number from 0 to {most}")
-        numbers[key] = value
-    if not isinstance(spec.get("retention_remote", ""), str):
-        raise ConfigError(f"{where}: retention_remote must be a string")
-    return BackupConfig(encrypt=encrypt, recipients=tuple(recipients),
-                        retention_days_local=int(numbers["retention_days_local"]),
-                        retention_remote=spec.get("retention_remote", BackupConfig.retention_remote),
-                        hook_timeout_seconds=float(numbers["hook_timeout_seconds"]),
-                        dump_timeout_seconds=float(numbers["dump_timeout_seconds"]), change_check=change_check,
-                        compress=numbers["compress"], jobs=numbers["jobs"])
+    """[backup] by its declaration: unknown keys, wrong types and an unknown mode are one line each."""
+    return _section(spec, BackupConfig, where)
 
 
 def load_precheck(spec: object, where: str) -> PrecheckConfig:
-    """[precheck] validated: both timeouts PostgreSQL durations above zero (0 would mean wait forever)."""
-    if spec is None:
-        return PrecheckConfig()
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a table")
-    values = {}
-    for key in ("lock_timeout", "statement_timeout"):
-        value = spec.get(key, getattr(PrecheckConfig, key))
-        try:
-            if isinstance(value, bool) or not isinstance(value, str) or duration_ms(value) <= 0:
-                raise ValueError(value)
-        except ValueError:
-            raise ConfigError(f"{where}: {key} must be a duration above zero such as '2s' or '10min' "
-                              "(0 would let a pre-check wait forever)") from None
-        values[key] = value.strip()
-    return PrecheckConfig(**values)
+    """[precheck] by its declaration: both timeouts PostgreSQL durations above zero (0 would mean wait forever)."""
+    return _section(spec, PrecheckConfig, where)
 
 
 def load_lint(spec: object, where: str) -> LintConfig:
-    """[lint] validated: known kinds only, thresholds whole numbers >= 0, every allow with line, kind and reason."""
-    if spec is None:
-        return LintConfig()
-    spec = _only(spec, {"deny", "min_rows", "min_bytes", "allow"}, where)
-    deny = spec.get("deny", [])
-    if not isinstance(deny, list) or any(k not in LINT_KINDS for k in deny):
-        raise ConfigError(f"{where}: deny must be a list of {', '.join(LINT_KINDS)}")
-    numbers = {}
-    for key in ("min_rows", "min_bytes"):
-        value = spec.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"{where}: {key} must be a whole number >= 0")
-        numbers[key] = value
-    allow = []
-    for entry in spec.get("allow", []):
-        line, kind, reason = (entry.get(k) for k in ("line", "kind", "reason")) if isinstance(entry, dict) else (
-            None, None, None)
-        if (isinstance(line, bool) or not isinstance(line, int) or kind not in LINT_KINDS
-                or not isinstance(reason, str) or not reason.strip() or set(entry) - {"line", "kind", "reason"}):
-            raise ConfigError(f"{where}: each allow entry needs line (a number), kind (one of "
-                              f"{', '.join(LINT_KINDS)}) and a reason, nothing else")
-        allow.append(LintAllow(line, kind, reason.strip()))
-    return LintConfig(deny=tuple(deny), allow=tuple(allow), **numbers)
+    """[lint] by its declaration: known kinds only, thresholds whole numbers >= 0, every allow with line, kind and
+    reason."""
+    return _section(spec, LintConfig, where)
 
 
 def load_performance(spec: object, where: str) -> PerformanceConfig:
-    """[performance] validated: counts at least 1, factor at least 1, allowance and duration not negative."""
-    if spec is None:
-        return PerformanceConfig()
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a table")
-    values: dict[str, float] = {}
-    for key, least in (("requests", 1), ("workers", 1), ("p95_factor", 1), ("p95_allowance_ms", 0),
-                       ("max_seconds", 1)):
-        value = spec.get(key, getattr(PerformanceConfig, key))
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < least:
-            raise ConfigError(f"{where}: {key} must be a number of at least {least}")
-        values[key] = value
-    return PerformanceConfig(requests=int(values["requests"]), workers=int(values["workers"]),
-                             p95_factor=float(values["p95_factor"]),
-                             p95_allowance_ms=float(values["p95_allowance_ms"]),
-                             max_seconds=float(values["max_seconds"]))
+    """[performance] by its declaration: counts at least 1, factor at least 1, allowance and duration not
+    negative."""
+    return _section(spec, PerformanceConfig, where)
 
 
 def _names(spec: dict, key: str, where: str) -> tuple[str, ...]:
@@ -439,15 +406,8 @@ def load_not_applicable(spec: object, where: str) -> tuple[NotApplicable, ...]:
 
 
 def load_notify(spec: object, where: str) -> NotifyConfig:
-    """[notify] validated: both positive numbers (the section itself is checked for unknown keys)."""
-    spec = spec if isinstance(spec, dict) else {}
-    values = {}
-    for key in ("interval_minutes", "timeout_seconds"):
-        value = spec.get(key, getattr(NotifyConfig, key))
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ConfigError(f"{where}: {key} must be a positive number")
-        values[key] = float(value)
-    return NotifyConfig(**values)
+    """[notify] by its declaration: both positive numbers."""
+    return _section(spec if isinstance(spec, dict) else None, NotifyConfig, where)
 
 
 def load_security(spec: object, where: str) -> str:

@@ -10,6 +10,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Annotated, Literal
+
+from msgspec import Meta
 
 # The embedded sandbox, plugged in by name (migration_gate.run.provider); [sandbox] provider or GATE_SANDBOX_PROVIDER.
 DEFAULT_SANDBOX_PROVIDER = "sandbox.provider:SandboxProvider"
@@ -185,20 +188,29 @@ class MembershipRight:
     list: str | None = None
 
 
+# A field's description is the schema's documentation and the end of its one-line error ("<key> must be <it>").
+_Route = Annotated[str, Meta(pattern="^/", description="a path starting with /")]
+_Field = Annotated[str, Meta(pattern=r"\S", description="a non-empty string")]
+
+
 @dataclass(frozen=True)
 class Probe:
     """POST-16's probe as the app takes it ([api.probe]): the route creating a patient and its body's names for the
     name, email and phone; the route reading one patient back ({id}) and its field holding the decrypted email; the
     search route and its body's field. The defaults are the loma-org app's contract (target-app.md section 12)."""
 
-    create: str = "/api/patients"
-    name: str = "name"
-    email: str = "contactEmail"
-    phone: str = "contactPhone"
-    read: str = "/api/patients/{id}"
-    search: str = "/api/patients/search"
-    term: str = "searchTerm"
-    email_field: str = "patientContactEmail"
+    create: _Route = "/api/patients"
+    name: _Field = "name"
+    email: _Field = "contactEmail"
+    phone: _Field = "contactPhone"
+    read: _Route = "/api/patients/{id}"
+    search: _Route = "/api/patients/search"
+    term: _Field = "searchTerm"
+    email_field: _Field = "patientContactEmail"
+
+    def __post_init__(self) -> None:
+        if "{id}" not in self.read:
+            raise ValueError("read must hold {id} (the created patient's id)")
 
 
 @dataclass(frozen=True)
@@ -299,6 +311,9 @@ class LogsConfig:
 BACKUP_ENCRYPTION = ("age", "none")
 
 
+_NON_NEGATIVE = Meta(ge=0, description="a non-negative number")
+
+
 @dataclass(frozen=True)
 class BackupConfig:
     """[backup]: how the dump is kept. `encrypt` "age" (default) streams pg_dump into an age file for `recipients`
@@ -306,19 +321,22 @@ class BackupConfig:
     identity that decrypts (a private key) comes from the environment (GATE_BACKUP_IDENTITY), never from here.
     Retention is what the sign-off states: days the local copy is kept, and the remote store's own rule."""
 
-    encrypt: str = "age"
-    recipients: tuple[str, ...] = ()
-    retention_days_local: int = 7
-    retention_remote: str = "as the store_backup destination's own lifecycle rule keeps it (not configured)"
-    hook_timeout_seconds: float = 1800.0  # store_backup / fetch_backup may upload or download gigabytes
-    dump_timeout_seconds: float = 3600.0  # pg_dump streaming into the encryptor
-    change_check: str = "digest"  # before migrating: "digest" (exact) or "counters" (pg_stat_user_tables, fast)
+    encrypt: Annotated[Literal[BACKUP_ENCRYPTION], Meta(description="one of age, none")] = "age"
+    recipients: Annotated[tuple[Annotated[str, Meta(pattern="^age1")], ...],
+                          Meta(description="a list of age public keys (age1...)")] = ()
+    retention_days_local: Annotated[int, _NON_NEGATIVE] = 7
+    retention_remote: Annotated[str, Meta(description="a string")] = (
+        "as the store_backup destination's own lifecycle rule keeps it (not configured)")
+    hook_timeout_seconds: Annotated[float, _NON_NEGATIVE] = 1800.0  # store/fetch_backup may move gigabytes
+    dump_timeout_seconds: Annotated[float, _NON_NEGATIVE] = 3600.0  # pg_dump streaming into the encryptor
+    # before migrating: "digest" (exact) or "counters" (pg_stat_user_tables, fast)
+    change_check: Annotated[Literal["digest", "counters"], Meta(description="'digest' or 'counters'")] = "digest"
     # pg_dump's gzip level: 0 by measurement (100,000 patients: 7.7 s for 297 MB at 0, 15.5 s for 131 MB at 1,
     # 48 s for 120 MB at 6; gzip in pg_dump's one process is the bottleneck, the age stream is not)
-    compress: int = 0
+    compress: Annotated[int, Meta(ge=0, le=9, description="a whole number from 0 to 9")] = 0
     # connections and pg_restore streams a backup works with: the snapshot's checksums beside pg_dump, the
     # restore's data; 0: the machine's cores (at most 4)
-    jobs: int = 0
+    jobs: Annotated[int, Meta(ge=0, le=64, description="a whole number from 0 to 64")] = 0
 
     @property
     def workers(self) -> int:
@@ -341,14 +359,26 @@ def duration_ms(text: str) -> float:
     return float(match.group(1)) * _MS[match.group(2) or "ms"]
 
 
+_TIMEOUT = Meta(description="a duration above zero such as '2s' or '10min' (0 would let a pre-check wait forever)")
+
+
 @dataclass(frozen=True)
 class PrecheckConfig:
     """[precheck]: the settings every pre-check session on the live target starts with. The app is serving while
     the pre-checks run, so a check that would wait for a lock gives up after lock_timeout (red, one line) rather
     than queue with the app's queries behind it; statement_timeout bounds any one query (the checksums included)."""
 
-    lock_timeout: str = "2s"
-    statement_timeout: str = "10min"
+    lock_timeout: Annotated[str, _TIMEOUT] = "2s"
+    statement_timeout: Annotated[str, _TIMEOUT] = "10min"
+
+    def __post_init__(self) -> None:
+        for key in ("lock_timeout", "statement_timeout"):
+            try:
+                if duration_ms(getattr(self, key)) <= 0:
+                    raise ValueError(key)
+            except ValueError:
+                raise ValueError(f"{key} must be {_TIMEOUT.description}") from None
+            object.__setattr__(self, key, getattr(self, key).strip())
 
     def settings(self) -> dict[str, str]:
         return {"lock_timeout": self.lock_timeout, "statement_timeout": self.statement_timeout}
@@ -357,11 +387,19 @@ class PrecheckConfig:
 LINT_KINDS = ("table-rewrite", "full-scan-under-lock", "destructive", "no-lock-timeout")
 
 
+_WHOLE = Meta(ge=0, description="a whole number >= 0")
+
+
 @dataclass(frozen=True)
 class LintAllow:
     line: int
-    kind: str
+    kind: Literal[LINT_KINDS]
     reason: str
+
+    def __post_init__(self) -> None:
+        if not self.reason.strip():
+            raise ValueError("reason must be a non-empty string")
+        object.__setattr__(self, "reason", self.reason.strip())
 
 
 @dataclass(frozen=True)
@@ -372,10 +410,16 @@ class LintConfig:
     A hazard on a table below every configured size threshold stays a note; an allowed one is a note with its
     reason."""
 
-    deny: tuple[str, ...] = ()
-    min_rows: int = 0
-    min_bytes: int = 0
-    allow: tuple[LintAllow, ...] = ()
+    deny: Annotated[tuple[Literal[LINT_KINDS], ...],
+                    Meta(description=f"a list of {', '.join(LINT_KINDS)}")] = ()
+    min_rows: Annotated[int, _WHOLE] = 0
+    min_bytes: Annotated[int, _WHOLE] = 0
+    allow: Annotated[tuple[LintAllow, ...], Meta(
+        description=f"a list of entries each with line (a number), kind (one of {', '.join(LINT_KINDS)}) and a "
+                    "reason, nothing else")] = ()
+
+
+_AT_LEAST_1 = Meta(ge=1, description="a number of at least 1")
 
 
 @dataclass(frozen=True)
@@ -384,11 +428,11 @@ class PerformanceConfig:
     go-live hold the new schema to: red when p95_after > p95_factor * p95_before + p95_allowance_ms (or the error
     rate rises). `requests` per endpoint, sent by `workers` threads (1: one after another)."""
 
-    requests: int = 40
-    workers: int = 1
-    p95_factor: float = 1.5
-    p95_allowance_ms: float = 50.0
-    max_seconds: float = 120.0
+    requests: Annotated[int, _AT_LEAST_1] = 40
+    workers: Annotated[int, _AT_LEAST_1] = 1
+    p95_factor: Annotated[float, _AT_LEAST_1] = 1.5
+    p95_allowance_ms: Annotated[float, Meta(ge=0, description="a number of at least 0")] = 50.0
+    max_seconds: Annotated[float, _AT_LEAST_1] = 120.0
 
 
 @dataclass(frozen=True)
@@ -496,13 +540,16 @@ class NotApplicable:
 NOT_APPLICABLE_KEYS = ("criterion", "reason", "decided_by")
 
 
+_POSITIVE = Meta(gt=0, description="a positive number")
+
+
 @dataclass(frozen=True)
 class NotifyConfig:
     """[notify]: how often the [hooks] notify command is called while the maintenance window is open (besides
     every phase change), and how long one call may take before it is stopped (the cut-over never waits on it)."""
 
-    interval_minutes: float = 30.0
-    timeout_seconds: float = 30.0
+    interval_minutes: Annotated[float, _POSITIVE] = 30.0
+    timeout_seconds: Annotated[float, _POSITIVE] = 30.0
 
 
 REHEARSAL_KINDS = ("scratch", "local", "hooks")
