@@ -14,7 +14,7 @@ import sys
 DEPENDENCIES = {"pytest": "pytest", "psycopg": "psycopg", "psycopg-pool": "psycopg_pool", "httpx": "httpx",
                 "pytest-html": "pytest_html", "hypothesis": "hypothesis", "cryptography": "cryptography",
                 "bcrypt": "bcrypt", "pyjwt": "jwt", "werkzeug": "werkzeug", "sqlparse": "sqlparse",
-                "pyrage": "pyrage", "pglast": "pglast", "jinja2": "jinja2"}
+                "pyrage": "pyrage", "pglast": "pglast", "jinja2": "jinja2", "msgspec": "msgspec"}
 MIN_PYTHON = (3, 11)
 MIN_PYTEST = 8
 DEFAULT_ARGS = ["-m", "premigration"]

@@ -1,0 +1,711 @@
+"""The migration description's model: what each section of migration.toml becomes once read (frozen dataclasses),
+with the constants its values are checked against. Declarations only; reading and checking is config/load.py, and
+the fields' msgspec annotations (types, bounds, the wording of their one-line errors) are the schema
+(migration_gate.config.schema) that editors validate a description against."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Literal
+
+from msgspec import Meta
+
+# The embedded sandbox, plugged in by name (migration_gate.run.provider); [sandbox] provider or GATE_SANDBOX_PROVIDER.
+DEFAULT_SANDBOX_PROVIDER = "sandbox.provider:SandboxProvider"
+
+
+ON_DELETE = {"restrict": "r", "cascade": "c", "no action": "a", "set null": "n", "set default": "d"}
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message is one line naming what and where."""
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    table: str
+    column: str
+    references: str
+    on_delete: str  # pg_constraint.confdeltype letter
+
+    @property
+    def label(self) -> str:
+        return f"{self.table}.{self.column} -> {self.references}"
+
+
+RULES = ("null", "phi", "value", "tenancy", "search_hash", "key", "derived")
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    """How a new column without a legacy source gets its value, and so which check verifies it: "null" (every
+    migrated row NULL), "phi" (a PHI column the new schema adds: NULL after the migration, v1 ciphertext once the
+    app writes it), "value" (every migrated row equal to `value`), "tenancy" (the tenancy checks), "search_hash"
+    (the search-hash checks), "key" (the row's key), "derived" (a derived value; `reason` names its check)."""
+
+    kind: str
+    value: object = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TableMap:
+    """One legacy table and the new table it becomes (or feeds: `partial` new tables have rows of their own)."""
+
+    new: str
+    legacy: str
+    key: str
+    columns: dict[str, str]  # legacy -> new, non-PHI
+    phi: dict[str, str]  # legacy -> new, ciphertext
+    hashes: dict[str, str]  # legacy -> new, search hashes
+    owner: tuple[str, str] | None = None  # (legacy, new) therapist column
+    soft_delete: tuple[str, str] | None = None  # (legacy, new) deleted-flag column
+    append_only: bool = False  # rows added after the backup are expected (audit logs); only older rows compared
+    legacy_key: str = ""  # the legacy side's key column when it differs from `key` (default: the same)
+    encrypt: dict[str, str] = field(default_factory=dict)  # legacy plaintext -> new ciphertext
+    dropped: dict[str, str] = field(default_factory=dict)  # legacy column -> why it has no new column
+    new_columns: dict[str, ColumnRule] = field(default_factory=dict)  # new column without a legacy source
+    partial: bool = False  # the new table has rows without a legacy source (e.g. one per user, not per profile)
+    name: str = ""  # the [tables.<name>] section
+    count_by: tuple[str, ...] = ()  # legacy columns (mapped in `columns`) whose per-value counts must agree
+
+    @property
+    def source_key(self) -> str:
+        return self.legacy_key or self.key
+
+    def mapped_legacy(self) -> set[str]:
+        return {self.source_key, *self.columns, *self.phi, *self.hashes, *self.encrypt}
+
+    def mapped_new(self) -> set[str]:
+        return {self.key, *self.columns.values(), *self.phi.values(), *self.hashes.values(), *self.encrypt.values()}
+
+
+@dataclass(frozen=True)
+class TableObjects:
+    """What a table must carry besides its columns; anything else found there is a finding."""
+
+    unique: tuple[tuple[str, ...], ...] = ()
+    checks: tuple[str, ...] = ()
+    indexes: tuple[tuple[str, ...], ...] = ()  # key columns, then "WHERE <predicate>" for a partial index
+    triggers: tuple[str, ...] = ()
+    row_level_security: bool = False
+    policies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TenantRow:
+    """Which column ties a row to its organization: directly through its owner's membership, or through a parent
+    row (a session is in its patient's organization)."""
+
+    table: str
+    column: str
+    owner: str | None = None  # the user column whose primary-owner membership names the organization
+    through: str | None = None  # or: the column pointing at the parent row...
+    parent: str | None = None  # ...of this table, whose own organization column is the same
+
+
+@dataclass(frozen=True)
+class Tenancy:
+    organizations: str
+    memberships: str
+    users: str
+    membership_organization: str
+    membership_user: str
+    primary_owner: str
+    active: str
+    role_column: str
+    owner_role: str
+    owner_flags: tuple[str, ...]
+    organization_type: tuple[str, str] | None  # (column, value) every derived organization has
+    organization_name: dict[str, str]  # profiles, profile_user, profile_name, fallback, suffix
+    one_per_user: bool
+    rows: tuple[TenantRow, ...]
+
+
+@dataclass(frozen=True)
+class SearchHash:
+    table: str
+    hash: str
+    source: str
+    plaintext: bool = False
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    path: str
+    shape: str
+    count_table: str | None = None
+
+
+@dataclass(frozen=True)
+class UserTable:
+    """Where login's users live: the fixture user is matched by username (id, status, bcrypt hash)."""
+
+    table: str
+    key: str = "id"
+    username: str = "username"
+    password: str = "password"
+    status: str | None = None
+    active_value: str = "active"
+    schema: str = "public"  # default: the migration's schema
+
+
+@dataclass(frozen=True)
+class AuditTable:
+    """The append-only audit log the app writes on every PHI read, and how long its rows are kept."""
+
+    table: str
+    user: str = "user_id"
+    resource_type: str = "resource_type"
+    retention: str | None = None  # the column holding the date a row may be deleted
+    retention_period: str = "7 years"
+    schema: str = "public"  # default: the migration's schema
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """Which rows of `table` the signed-in user sees: their own (`owner` = the user, `active` true when named),
+    or, with `organization`, the rows of organizations where an active membership grants them (the rights)."""
+
+    table: str
+    owner: str
+    organization: str | None = None
+    active: str | None = None
+
+
+@dataclass(frozen=True)
+class MembershipRight:
+    """What a membership with one of `roles` sees of its organization: "all" rows (when `flag` is true), its
+    "own" rows, or the rows of the "selected" owners listed in the JSON array column `list`."""
+
+    roles: tuple[str, ...]
+    sees: str
+    flag: str | None = None
+    list: str | None = None
+
+
+# A field's description is the schema's documentation and the end of its one-line error ("<key> must be <it>").
+_Route = Annotated[str, Meta(pattern="^/", description="a path starting with /")]
+_Field = Annotated[str, Meta(pattern=r"\S", description="a non-empty string")]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """POST-16's probe as the app takes it ([api.probe]): the route creating a patient and its body's names for the
+    name, email and phone; the route reading one patient back ({id}) and its field holding the decrypted email; the
+    search route and its body's field. The defaults are the loma-org app's contract (target-app.md section 12)."""
+
+    create: _Route = "/api/patients"
+    name: _Field = "name"
+    email: _Field = "contactEmail"
+    phone: _Field = "contactPhone"
+    read: _Route = "/api/patients/{id}"
+    search: _Route = "/api/patients/search"
+    term: _Field = "searchTerm"
+    email_field: _Field = "patientContactEmail"
+
+    def __post_init__(self) -> None:
+        if "{id}" not in self.read:
+            raise ValueError("read must hold {id} (the created patient's id)")
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    """An authenticated GET the app must answer 2xx (POST-21). A path with "{id}" takes the id of the first record
+    of the list `ids_from` answers (its `data`)."""
+
+    path: str
+    ids_from: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiRules:
+    """The app's API as the checks use it: endpoints, PHI reads that are audited, the users table login reads,
+    and the visibility rule behind each count comparison (count_table -> {"new": ..., "legacy": ...})."""
+
+    endpoints: tuple[Endpoint, ...] = ()
+    audited: dict[str, str] = field(default_factory=dict)
+    users: UserTable | None = None
+    audit: AuditTable | None = None
+    visibility: dict[str, dict[str, Visibility]] = field(default_factory=dict)
+    rights: tuple[MembershipRight, ...] = ()
+    memberships: Tenancy | None = None  # the [tenancy] memberships an organization rule goes through
+    schema: str = "public"
+    probe: Probe = field(default_factory=Probe)  # POST-16's create and search requests ([api.probe])
+    debug_routes: tuple[str, ...] = ()  # GETs that must not answer without a token (POST-20)
+    user_routes: tuple[str, ...] = ()  # GETs that return the signed-in user: no password hash (POST-09)
+    routes: tuple[ApiRoute, ...] = ()  # further authenticated GETs that must answer 2xx (POST-21)
+
+
+@dataclass(frozen=True)
+class UniqueKey:
+    table: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MoneyColumns:
+    table: str
+    columns: tuple[str, ...]
+
+
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+
+SEQUENCE_PRIVILEGES = ("USAGE", "SELECT", "UPDATE")
+
+
+APPEND_ONLY_FORBIDDEN = ("UPDATE", "DELETE", "TRUNCATE")
+
+
+@dataclass(frozen=True)
+class AppRole:
+    """The role the app connects as (not the owner) and exactly the privileges it needs: `privileges` on every
+    table of the schema, unless `tables` names the table; `sequences` on each sequence a nextval default draws
+    from. A check holds the new tables to this, so the deploy cannot leave the app unable to write, or able to
+    rewrite an append-only audit table."""
+
+    name: str
+    privileges: frozenset[str]
+    sequences: frozenset[str]
+    tables: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def table_privileges(self, table: str) -> frozenset[str]:
+        return self.tables.get(table, self.privileges)
+
+
+LOG_SOURCES = ("jsonl", "text", "command")
+
+
+LOG_FORMATS = ("jsonl", "text")
+
+
+# The line the real app writes for every forged or malformed token ("Authentication error: JsonWebTokenError:
+# invalid signature"); the sandbox API's auth_failed line carries the same name.
+OWN_REQUEST_PATTERN = r"\bJsonWebTokenError\b"
+
+
+@dataclass(frozen=True)
+class LogsConfig:
+    """[logs]: where the log check (POST-11) takes the app's lines from. "jsonl" or "text" read a file (APP_LOG_FILE,
+    else `path`) from the byte offset taken at deploy; "command" runs the [hooks] command named by `hook`, which
+    prints the lines since GATE_LOGS_SINCE (ISO-8601 UTC, in its environment) in `format`. `error_pattern` (a
+    regex, text lines only) says which lines are errors; `settle_seconds` how long an empty window is read
+    again (a host's log API lags); `timeout_seconds` bounds the command. `own_request_pattern` (a regex; "" for
+    none) matches the error lines the checks' own deliberate bad requests cause (migration_gate.app.ownrequests)."""
+
+    source: str = "jsonl"
+    path: Path | None = None
+    format: str = "jsonl"  # of the lines: the file's for file sources, the command's stdout for "command"
+    error_pattern: str | None = None
+    hook: str = "logs_since"
+    timeout_seconds: float = 60.0
+    settle_seconds: float = 0.0
+    own_request_pattern: str | None = OWN_REQUEST_PATTERN
+
+
+BACKUP_ENCRYPTION = ("age", "none")
+
+
+_NON_NEGATIVE = Meta(ge=0, description="a non-negative number")
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """[backup]: how the dump is kept. `encrypt` "age" (default) streams pg_dump into an age file for `recipients`
+    (public keys, plus GATE_BACKUP_RECIPIENTS); "none" keeps a plaintext dump and the sign-off warns loudly. The
+    identity that decrypts (a private key) comes from the environment (GATE_BACKUP_IDENTITY), never from here.
+    Retention is what the sign-off states: days the local copy is kept, and the remote store's own rule."""
+
+    encrypt: Annotated[Literal[BACKUP_ENCRYPTION], Meta(description="one of age, none")] = "age"
+    recipients: Annotated[tuple[Annotated[str, Meta(pattern="^age1")], ...],
+                          Meta(description="a list of age public keys (age1...)")] = ()
+    retention_days_local: Annotated[int, _NON_NEGATIVE] = 7
+    retention_remote: Annotated[str, Meta(description="a string")] = (
+        "as the store_backup destination's own lifecycle rule keeps it (not configured)")
+    hook_timeout_seconds: Annotated[float, _NON_NEGATIVE] = 1800.0  # store/fetch_backup may move gigabytes
+    dump_timeout_seconds: Annotated[float, _NON_NEGATIVE] = 3600.0  # pg_dump streaming into the encryptor
+    # before migrating: "digest" (exact) or "counters" (pg_stat_user_tables, fast)
+    change_check: Annotated[Literal["digest", "counters"], Meta(description="'digest' or 'counters'")] = "digest"
+    # pg_dump's gzip level: 0 by measurement (100,000 patients: 7.7 s for 297 MB at 0, 15.5 s for 131 MB at 1,
+    # 48 s for 120 MB at 6; gzip in pg_dump's one process is the bottleneck, the age stream is not)
+    compress: Annotated[int, Meta(ge=0, le=9, description="a whole number from 0 to 9")] = 0
+    # connections and pg_restore streams a backup works with: the snapshot's checksums beside pg_dump, the
+    # restore's data; 0: the machine's cores (at most 4)
+    jobs: Annotated[int, Meta(ge=0, le=64, description="a whole number from 0 to 64")] = 0
+
+    @property
+    def workers(self) -> int:
+        """`jobs`, or the machine's cores (at least 1, at most 4) when it is 0."""
+        return self.jobs or max(1, min(4, os.cpu_count() or 1))
+
+
+# A PostgreSQL duration as SET accepts it ("2s", "500ms", "10min"; a bare number is milliseconds).
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?\s*$")
+
+
+_MS = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def duration_ms(text: str) -> float:
+    """Milliseconds of a PostgreSQL duration ("2s" is 2000.0); ValueError when it is not one."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * _MS[match.group(2) or "ms"]
+
+
+_TIMEOUT = Meta(description="a duration above zero such as '2s' or '10min' (0 would let a pre-check wait forever)")
+
+
+@dataclass(frozen=True)
+class PrecheckConfig:
+    """[precheck]: the settings every pre-check session on the live target starts with. The app is serving while
+    the pre-checks run, so a check that would wait for a lock gives up after lock_timeout (red, one line) rather
+    than queue with the app's queries behind it; statement_timeout bounds any one query (the checksums included)."""
+
+    lock_timeout: Annotated[str, _TIMEOUT] = "2s"
+    statement_timeout: Annotated[str, _TIMEOUT] = "10min"
+
+    def __post_init__(self) -> None:
+        for key in ("lock_timeout", "statement_timeout"):
+            try:
+                if duration_ms(getattr(self, key)) <= 0:
+                    raise ValueError(key)
+            except ValueError:
+                raise ValueError(f"{key} must be {_TIMEOUT.description}") from None
+            object.__setattr__(self, key, getattr(self, key).strip())
+
+    def settings(self) -> dict[str, str]:
+        return {"lock_timeout": self.lock_timeout, "statement_timeout": self.statement_timeout}
+
+
+LINT_KINDS = ("table-rewrite", "full-scan-under-lock", "destructive", "no-lock-timeout")
+
+
+_WHOLE = Meta(ge=0, description="a whole number >= 0")
+
+
+@dataclass(frozen=True)
+class LintAllow:
+    line: int
+    kind: Literal[LINT_KINDS]
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not self.reason.strip():
+            raise ValueError("reason must be a non-empty string")
+        object.__setattr__(self, "reason", self.reason.strip())
+
+
+@dataclass(frozen=True)
+class LintConfig:
+    """[lint]: which of the migration's hazards (migration_gate.checks.lint) are red. Nothing is denied by default: the
+    gate migrates inside the maintenance window, where a lock blocks no user and the window's length is the
+    budgets' business; a team that migrates while the app serves denies table-rewrite and full-scan-under-lock.
+    A hazard on a table below every configured size threshold stays a note; an allowed one is a note with its
+    reason."""
+
+    deny: Annotated[tuple[Literal[LINT_KINDS], ...],
+                    Meta(description=f"a list of {', '.join(LINT_KINDS)}")] = ()
+    min_rows: Annotated[int, _WHOLE] = 0
+    min_bytes: Annotated[int, _WHOLE] = 0
+    allow: Annotated[tuple[LintAllow, ...], Meta(
+        description=f"a list of entries each with line (a number), kind (one of {', '.join(LINT_KINDS)}) and a "
+                    "reason, nothing else")] = ()
+
+
+_AT_LEAST_1 = Meta(ge=1, description="a number of at least 1")
+
+
+@dataclass(frozen=True)
+class PerformanceConfig:
+    """[performance]: the baseline the pre-checks measure on the legacy app and the budget the post-checks and
+    go-live hold the new schema to: red when p95_after > p95_factor * p95_before + p95_allowance_ms (or the error
+    rate rises). `requests` per endpoint, sent by `workers` threads (1: one after another)."""
+
+    requests: Annotated[int, _AT_LEAST_1] = 40
+    workers: Annotated[int, _AT_LEAST_1] = 1
+    p95_factor: Annotated[float, _AT_LEAST_1] = 1.5
+    p95_allowance_ms: Annotated[float, Meta(ge=0, description="a number of at least 0")] = 50.0
+    max_seconds: Annotated[float, _AT_LEAST_1] = 120.0
+
+
+@dataclass(frozen=True)
+class AnswerLogin:
+    """One login the app's answers are recorded for: a username and the NAME of the environment variable holding
+    its password (never the password: it does not belong in the description)."""
+
+    username_env: str = "GATE_API_USERNAME"
+    password_env: str = "GATE_API_PASSWORD"
+    username: str | None = None  # a literal username instead of username_env
+
+
+@dataclass(frozen=True)
+class AnswerRequest:
+    """One read request whose answers must be the same after the cut-over. `path` may hold "{id}": it is then
+    requested once per record id of the request `ids_from` (at most [answers] sample of them per login).
+    `records`: where the records are in the JSON (dotted; a list, or one object); `id`: each record's id field."""
+
+    path: str
+    records: str = "data"
+    id: str = "id"
+    ids_from: str | None = None
+    paginated: bool = False  # walk ?page=N&limit=[answers] page_size up to [answers] max_pages
+    new_path: str | None = None  # the new app's route for the same records (default: path; {id} the same ids)
+    on_new: bool = True  # False (new_path = false): the new app has no such route; recorded before, not compared
+
+
+@dataclass(frozen=True)
+class AnswersConfig:
+    """[answers]: the app's answers recorded before the cut-over and compared per record after it."""
+
+    logins: tuple[AnswerLogin, ...] = (AnswerLogin(),)
+    requests: tuple[AnswerRequest, ...] = ()
+    sample: int = 20  # ids per login for a request with {id}; 0: all of them
+    page_size: int = 100
+    max_pages: int = 20
+    renames: dict[str, str] = field(default_factory=dict)  # legacy field name -> the new API's
+    ignore: tuple[str, ...] = ()  # fields left out on both sides (names or shell patterns: "*Encrypted")
+    added: tuple[str, ...] = ()  # fields only the new API has (expected, not compared; patterns too)
+    nested: tuple[str, ...] = ()  # nested objects compared by their own keys, as dotted fields (patient.name)
+    absent_equals_null: bool = True  # a field left out on one side equals null on the other
+
+
+@dataclass(frozen=True)
+class PeopleItem:
+    """One human item of the checklist ([[people]]): what someone attests (scripts/attest) before or after the
+    cut-over. `decision_maker` marks the item whose attestation names the rollback decision maker."""
+
+    id: str
+    text: str
+    required_before_cutover: bool = True
+    decision_maker: bool = False
+
+
+_ITEM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Waiver:
+    """A known fault of the app a team goes live with knowingly ([[waivers]]): the criterion, the exact problem line
+    it matches (or a pattern the whole line matches, for counts that differ between rehearsal and production),
+    why, who decided and until when. A finding it matches is shown as waived, never hidden; an expired waiver, or
+    one that matched nothing in a run of its criterion, is red."""
+
+    criterion: str
+    reason: str
+    decided_by: str
+    expires: date  # the last day it holds
+    finding: str = ""  # the exact problem line, as the report shows it
+    finding_regex: str = ""  # or a pattern the whole problem line matches
+
+    @property
+    def label(self) -> str:
+        """How messages name it: the criterion and the finding (or its pattern) it was written for."""
+        return f"{self.criterion} '{self.finding}'" if self.finding else f"{self.criterion} /{self.finding_regex}/"
+
+    def matches(self, line: str) -> bool:
+        line = line.strip()
+        return line == self.finding if self.finding else re.fullmatch(self.finding_regex, line) is not None
+
+    def expired(self, today: date) -> bool:
+        return today > self.expires
+
+
+def holding_waivers(waivers: tuple[Waiver, ...], criterion: str | None, today: date) -> list[tuple[int, Waiver]]:
+    """The waivers of this criterion that hold today, each with its number in the description (the suites' plugin
+    and the watch both waive by these, so a finding waived at the post-checks is waived in the watch too)."""
+    return [(n, w) for n, w in enumerate(waivers) if criterion and w.criterion == criterion and not w.expired(today)]
+
+
+WAIVER_KEYS = ("criterion", "finding", "finding_regex", "reason", "decided_by", "expires")
+
+
+@dataclass(frozen=True)
+class NotApplicable:
+    """A criterion the description says does not apply to this migration ([[not_applicable]]): why, and who
+    decided. A criterion whose tests all skipped is "not checked" and red in a cut-over unless one of these
+    names it; then it is "not applicable" with this reason, in the reports and the sign-off."""
+
+    criterion: str
+    reason: str
+    decided_by: str
+
+
+NOT_APPLICABLE_KEYS = ("criterion", "reason", "decided_by")
+
+
+_POSITIVE = Meta(gt=0, description="a positive number")
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """[notify]: how often the [hooks] notify command is called while the maintenance window is open (besides
+    every phase change), and how long one call may take before it is stopped (the cut-over never waits on it)."""
+
+    interval_minutes: Annotated[float, _POSITIVE] = 30.0
+    timeout_seconds: Annotated[float, _POSITIVE] = 30.0
+
+
+REHEARSAL_KINDS = ("scratch", "local", "hooks")
+
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class AppServerConfig:
+    """[rehearsal.app_new] / [rehearsal.app_legacy]: a team's own app the rehearsal starts in place of the
+    reference API on the side it serves (migration_gate.app.appserver). The gate hands it the database (the app
+    role's DSN), the PHI key and a port through the variables named here; its environment holds those, `env`,
+    the `pass_env` names copied from the gate's environment and a minimal PATH/HOME/LANG, nothing else."""
+
+    command: str
+    cwd: Path
+    health: str = "/health"
+    env: dict[str, str] = field(default_factory=dict)
+    pass_env: tuple[str, ...] = ()
+    headers: dict[str, str] = field(default_factory=dict)  # every request of the gate to it carries them
+    dsn_env: str = "DATABASE_URL"
+    key_env: str = "PHI_ENCRYPTION_KEY"
+    port_env: str = "PORT"
+    start_timeout_seconds: float = 120.0
+    # whose DSN it gets: "app" ([app_role], the default) or "owner" (the role the migration ran as), for an app
+    # whose host hands it the database's owner (Neon's default role) and whose start runs its own migrations
+    database_role: str = "app"
+
+    @property
+    def label(self) -> str:
+        """How reports name it (the command and the folder: no value of its environment)."""
+        return f"your app: {self.command} in {self.cwd}"
+
+
+REHEARSAL_KIND_ENV = "GATE_REHEARSAL_KIND"  # overrides [rehearsal] kind (a dress rehearsal's suites: "scratch")
+
+
+@dataclass(frozen=True)
+class RehearsalConfig:
+    """[rehearsal]: where PRE-08 (and scripts/rehearse --against-copy) rehearse, so a team can keep that load off
+    the production server. "scratch": scratch databases on the target's own server (needs CREATEDB there);
+    "local": a throwaway local PostgreSQL the gate starts and restores a fresh dump of the target into; "hooks":
+    create_copy prints a copy's DSN (or a JSON object with dsn, as_of, label), delete_copy removes it (e.g. a
+    Neon branch): no dump of production at all."""
+
+    kind: str = "scratch"
+    create_copy: str | None = None
+    delete_copy: str | None = None
+    timeout_seconds: float = 1800.0  # each hook call; a copy of a large database takes a while
+    app_new: AppServerConfig | None = None  # the team's app in place of the reference API from the deploy on
+    app_legacy: AppServerConfig | None = None  # ... on the legacy side (before the window, after a rollback)
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """[watch]: the 48 hours after go-live (scripts/watch). The schedule as the checklist states it, what a round's
+    latency is held to, and the rollback decision criteria, so the watch says when one is met instead of a human
+    working it out from charts at 3 a.m."""
+
+    schedule: tuple[tuple[float, float], ...] = ((2, 15), (24, 60), (48, 240))  # (until_hours, every_minutes)
+    latency_samples: int = 5  # timed GETs per endpoint per round
+    baseline_factor: float = 1.5  # p95 budget = the run's baseline p95 x this (else [budgets] api_p95_ms)
+    invariant_red: bool = True  # criterion: any database invariant red
+    error_rate_over: float = 0.05  # criterion: the round's requests not answered 2xx, as a fraction, over this...
+    error_rate_rounds: int = 2  # ...for this many rounds in a row
+    p95_over_budget_rounds: int = 3  # criterion: some endpoint's p95 over budget this many rounds in a row (0: off)
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    path: Path
+    migration_file: Path
+    rollback_file: Path | None
+    lock_timeout: str
+    statement_timeout: str
+    downtime_minutes: float
+    phase_minutes: dict[str, float]
+    api_p95_ms: float
+    api_latency_samples: int
+    sandbox_patients: int
+    sandbox_seed: int
+    sandbox_username: str
+    sandbox_password: str
+    api: ApiRules
+    tables: tuple[TableMap, ...]
+    search_hashes: tuple[SearchHash, ...]
+    unique_keys: tuple[UniqueKey, ...]
+    money: tuple[MoneyColumns, ...]
+    new_schema: dict[str, dict[str, str]]
+    legacy_schema: dict[str, dict[str, str]]
+    new_foreign_keys: tuple[ForeignKey, ...]
+    legacy_foreign_keys: tuple[ForeignKey, ...]
+    rollback_method: str = "restore"  # restore the verified backup, or "sql": run rollback_file
+    hooks: dict[str, str] = field(default_factory=dict)
+    schema: str = "public"  # where the app's tables live (both sides)
+    new_objects: dict[str, TableObjects] = field(default_factory=dict)
+    legacy_objects: dict[str, TableObjects] = field(default_factory=dict)
+    # [new_catalog] / [legacy_catalog]: every other object of the schema, "<kind> <identity>" -> its spec
+    # (catalog.SchemaObject); None when the description has no such section (the check then says it checked nothing)
+    new_catalog: dict[str, str] | None = None
+    legacy_catalog: dict[str, str] | None = None
+    new_tables: dict[str, str] = field(default_factory=dict)  # new table derived wholesale -> how (which check)
+    dropped_tables: dict[str, str] = field(default_factory=dict)  # legacy table not carried over -> why
+    tenancy: Tenancy | None = None
+    deploy_wait_seconds: float = 300.0  # how long a deploy may take until the app reports the expected schema
+    sandbox_provider: str = DEFAULT_SANDBOX_PROVIDER  # module:attribute, see migration_gate.run.provider
+    app_role: AppRole | None = None  # [app_role]: the app's own role and its privileges
+    hook_timeout_seconds: float = 600.0  # [hooks] timeout_seconds: a hook that runs longer is stopped, red
+    hook_pass_env: tuple[str, ...] = ()  # [hooks] pass_env: the operator's variables the hooks see (hooks.py)
+    logs: LogsConfig = field(default_factory=LogsConfig)  # [logs]: where the log check reads the app's lines
+    backup: BackupConfig = field(default_factory=BackupConfig)  # [backup]: encryption, retention, checks
+    precheck: PrecheckConfig = field(default_factory=PrecheckConfig)  # [precheck]: pre-check session timeouts
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)  # [performance]: baseline, budget
+    people: tuple[PeopleItem, ...] = ()  # [[people]]: the checklist's human items (migration_gate.run.attest)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)  # [notify]: status updates (migration_gate.run.notify)
+    watch: WatchConfig = field(default_factory=WatchConfig)  # [watch]: the 48 hours after go-live
+    lint: LintConfig = field(default_factory=LintConfig)  # [lint]: which migration hazards are red
+    rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)  # [rehearsal]: PRE-08's copy
+    answers: AnswersConfig = field(default_factory=AnswersConfig)  # [answers]: same answers before and after
+    waivers: tuple[Waiver, ...] = ()  # [[waivers]]: known app faults gone live with knowingly (plugin, sign-off)
+    # [security] allow_insecure_transport: why a target off this host may go without verified TLS (sslmode
+    # verify-full, an https API); "" (the default): the pre-flight requires both (migration_gate.run.preflight)
+    insecure_transport: str = ""
+    # [[not_applicable]]: criteria that cannot apply here, with why (a skipped criterion is otherwise red)
+    not_applicable: tuple[NotApplicable, ...] = ()
+    app_tables: tuple[str, ...] = ()  # [deploy] app_tables: what the app's own migrations may create at the deploy
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return self.api.endpoints
+
+    @property
+    def audited(self) -> dict[str, str]:
+        return self.api.audited
+
+    def table(self, name: str) -> TableMap:
+        for mapping in self.tables:
+            if mapping.name == name:
+                return mapping
+        raise KeyError(name)
+
+    def legacy_phi_columns(self) -> list[tuple[str, str]]:
+        return sorted({(t.legacy, c) for t in self.tables for c in t.phi})
+
+    def removed_tables(self) -> list[str]:
+        """Tables only the new schema has: gone again after a rollback."""
+        return sorted(set(self.new_schema) - set(self.legacy_schema))
+
+    def relationships(self, mapping: TableMap) -> list[str]:
+        """The mapping's new columns that are foreign keys: the links a migration must preserve."""
+        fk_columns = {fk.column for fk in self.new_foreign_keys if fk.table == mapping.new}
+        return sorted(c for c in mapping.columns.values() if c in fk_columns)
+
+    def new_encrypted_columns(self) -> list[tuple[str, str]]:
+        """Every ciphertext column of the new schema: mapped PHI, encrypted on the way, and PHI columns it adds."""
+        found = {(t.new, c) for t in self.tables for c in [*t.phi.values(), *t.encrypt.values()]}
+        found |= {(t.new, c) for t in self.tables for c, rule in t.new_columns.items() if rule.kind == "phi"}
+        return sorted(found)

@@ -1,0 +1,45 @@
+"""The migration description as a JSON Schema, for editors (taplo, VS Code's Even Better TOML: `#:schema
+./docs/migration.schema.json` at the top of a description). The sections declared in model.py are described field
+by field from their declarations; the sections still checked by hand in load.py are named (so a misspelt section
+is flagged) and left open.
+
+    python -m migration_gate.config.schema > docs/migration.schema.json   # tests/test_config_schema.py checks it
+"""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+
+from migration_gate.config.load import SECTIONS
+from migration_gate.config.model import BackupConfig, LintConfig, NotifyConfig, PerformanceConfig, PrecheckConfig, Probe
+
+# The sections whose checks are their declarations (load.py's _section); the others are checked by hand.
+DECLARED = {"backup": BackupConfig, "precheck": PrecheckConfig, "performance": PerformanceConfig,
+            "notify": NotifyConfig, "lint": LintConfig}
+
+
+def json_schema() -> dict:
+    """The description's JSON Schema (draft 2020-12): every section, the declared ones in full."""
+    models = [*DECLARED.values(), Probe]
+    refs, components = msgspec.json.schema_components(models, ref_template="#/$defs/{name}")
+    for component in components.values():
+        component["additionalProperties"] = False  # a misspelt key is refused, as load.py refuses it
+    properties: dict[str, dict] = {name: {"type": "object"} for name in SECTIONS}
+    properties.update(dict(zip(DECLARED, refs[:len(DECLARED)], strict=True)))
+    properties["api"] = {"type": "object", "properties": {"probe": refs[-1]}}
+    for name in ("search_hashes", "people", "waivers", "not_applicable"):
+        properties[name] = {"type": "array", "items": {"type": "object"}}
+    properties["extends"] = {"type": "string", "description": "another description this one is laid over"}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "migration.toml",
+            "description": "The migration description of hipaa-migration-gate", "type": "object",
+            "properties": properties, "additionalProperties": False, "$defs": components}
+
+
+def rendered() -> str:
+    return json.dumps(json_schema(), indent=1, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    print(rendered(), end="")
