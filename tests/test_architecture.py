@@ -196,3 +196,21 @@ def test_one_http_client_factory() -> None:
              and isinstance(node.func, ast.Attribute) and node.func.attr in ("Client", "AsyncClient")
              and isinstance(node.func.value, ast.Name) and node.func.value.id == "httpx"]
     assert not built, "httpx client built by hand (use http_client): " + ", ".join(built)
+
+
+def test_no_test_file_imports_another() -> None:
+    """What test files share lives in tests/support/ (helpers, and fixtures imported by name) or tests/conftest.py:
+    a test file importing another's names runs that file's imports and ties two checklists together."""
+    found = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):  # from tests import test_x, from tests.test_x import y, from .test_x
+                base = ("tests." if node.level else "") + (node.module or "")
+                names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {name}" for name in names
+                      if re.fullmatch(r"tests\.test_\w+(\..*)?", name)][:1]
+    assert not found, "a test file imports another (move what they share to tests/support/): " + ", ".join(found)

@@ -31,7 +31,7 @@ from migration_gate.run.gate import Gate
 from migration_gate.run.runstate import schema_state
 from sandbox.api_process import SandboxHooks
 from sandbox.target import Sandbox
-from tests.test_gate import PATIENTS, _snapshot, _target
+from tests.support.cutover import PATIENTS, cutover_target, legacy_snapshot
 
 AGE = shutil.which("age")
 
@@ -220,7 +220,7 @@ def sandbox(tmp_path: Path):
 
 def _run(box: Sandbox, run_dir: Path, hooks=None):
     gate = dataclasses.replace(load_config(), deploy_wait_seconds=6)
-    return Gate(gate, _target(box, hooks or SandboxHooks(box.api, offsite=box.offsite)), run_dir,
+    return Gate(gate, cutover_target(box, hooks or SandboxHooks(box.api, offsite=box.offsite)), run_dir,
                 Progress(quiet=True)).run()
 
 
@@ -268,12 +268,12 @@ class BrokenStore(SandboxHooks):
 ])
 def test_a_backup_not_safely_off_the_box_stops_before_the_migration(sandbox: Sandbox, tmp_path: Path, hooks,
                                                                      fragment: str) -> None:
-    before = _snapshot(sandbox.dsn, audit=False)
+    before = legacy_snapshot(sandbox.dsn, audit=False)
     state = _run(sandbox, tmp_path / "run", hooks(sandbox.api, offsite=sandbox.offsite))
     assert state.status == "red" and state.phase("backup").status == "failed"
     assert fragment in state.phase("backup").detail
     assert state.phase("migration").status == "pending"
-    assert _snapshot(sandbox.dsn, audit=False) == before
+    assert legacy_snapshot(sandbox.dsn, audit=False) == before
 
 
 def test_the_rollback_fetches_a_lost_local_backup_back_and_decrypts_it(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -285,10 +285,10 @@ def test_the_rollback_fetches_a_lost_local_backup_back_and_decrypts_it(sandbox: 
                 raise RuntimeError("the host's deploy failed")
             super().deploy(use_hipaa_schema)
     state_holder: dict[str, str] = {}
-    before = _snapshot(sandbox.dsn, audit=False)
+    before = legacy_snapshot(sandbox.dsn, audit=False)
     hooks = LoseLocalThenFail(sandbox.api, offsite=sandbox.offsite)
-    gate = Gate(dataclasses.replace(load_config(), deploy_wait_seconds=6), _target(sandbox, hooks), tmp_path / "run",
-                Progress(quiet=True))
+    gate = Gate(dataclasses.replace(load_config(), deploy_wait_seconds=6), cutover_target(sandbox, hooks),
+                tmp_path / "run", Progress(quiet=True))
     original = gate._backup
 
     def remember(record):
@@ -300,7 +300,7 @@ def test_the_rollback_fetches_a_lost_local_backup_back_and_decrypts_it(sandbox: 
     assert state.status == "rolled-back" and state.rollback_verified, state.failure
     assert "decrypted into pg_restore" in state.phase("restore").detail
     assert Path(state_holder["path"]).is_file()
-    assert _snapshot(sandbox.dsn, audit=False) == before
+    assert legacy_snapshot(sandbox.dsn, audit=False) == before
 
 
 # -- writes during the window -----------------------------------------------------------------------------------
@@ -340,7 +340,7 @@ def test_a_writer_through_maintenance_is_caught_before_the_migration(sandbox: Sa
     hooks = WriterThroughMaintenance(sandbox.api, sandbox.offsite, sandbox.dsn)
     gate_config = dataclasses.replace(load_config(), deploy_wait_seconds=6,
                                       backup=dataclasses.replace(load_config().backup, change_check=method))
-    gate = Gate(gate_config, _target(sandbox, hooks), tmp_path / "run", Progress(quiet=True))
+    gate = Gate(gate_config, cutover_target(sandbox, hooks), tmp_path / "run", Progress(quiet=True))
     if method == "counters":  # statistics are flushed about once a second: give the writer's a moment
         original = gate._guard_migration
 

@@ -24,7 +24,7 @@ from migration_gate.run.gate import Gate
 from migration_gate.run.runstate import schema_state
 from sandbox.api_process import SandboxHooks
 from sandbox.target import Sandbox
-from tests.test_gate import PATIENTS, _target
+from tests.support.cutover import PATIENTS, cutover_target
 
 PHI_KEY = "ab" * 32
 
@@ -180,7 +180,7 @@ def test_a_forged_backup_in_the_run_folder_is_not_restored(sandbox: Sandbox, tmp
         conn.execute("UPDATE clients_hipaa SET status = 'active' WHERE status = 'forged'")
     holder: dict = {"dsn": sandbox.dsn}
     hooks = ForgeThenFail(sandbox.api, sandbox.offsite, forged, holder)
-    gate = Gate(dataclasses.replace(load_config(), deploy_wait_seconds=6), _target(sandbox, hooks),
+    gate = Gate(dataclasses.replace(load_config(), deploy_wait_seconds=6), cutover_target(sandbox, hooks),
                 tmp_path / "run", Progress(quiet=True))
     holder["gate"] = gate
     state = gate.run()

@@ -25,9 +25,8 @@ from migration_gate.core.redact import describe_target
 from migration_gate.run.runstate import schema_state
 from sandbox.target import DATABASE, Sandbox
 from tests.conftest import MIGRATION, ROOT
-from tests.test_cli import _rollback_run
-from tests.test_gate import _snapshot
-from tests.test_preflight import environment, write_config
+from tests.support.cutover import legacy_snapshot, rollback_run
+from tests.support.preflight import environment, write_config
 
 WRONG_PASSWORD_ROLE = "gate_pw"
 
@@ -153,7 +152,7 @@ def test_bad_input_is_one_line_a_documented_exit_code_and_nothing_changed(box: S
     config = write_config(tmp_path, tmp_path / "calls")
     overrides, args = setup(box, tmp_path, config)
     env = environment(box, config, tmp_path / "reports", **overrides)
-    before = _snapshot(box.dsn, audit=False)
+    before = legacy_snapshot(box.dsn, audit=False)
     try:
         done = _command(command, args, env)
     finally:
@@ -178,7 +177,7 @@ def test_bad_input_is_one_line_a_documented_exit_code_and_nothing_changed(box: S
     assert "not-the-one" not in output and "the-right-one" not in output
     with psycopg.connect(box.dsn) as conn:
         assert schema_state(conn, load_config()) == "legacy"
-    assert _snapshot(box.dsn, audit=False) == before, f"{case}: the database changed"
+    assert legacy_snapshot(box.dsn, audit=False) == before, f"{case}: the database changed"
 
 
 @pytest.mark.parametrize("damage", ["truncated", "re-encrypted"])
@@ -186,16 +185,16 @@ def test_rollback_refuses_a_truncated_or_re_encrypted_backup(box: Sandbox, tmp_p
     """A backup changed on disk (cut short by a full disk or a copy, or encrypted again by a storage tool)
     no longer matches the sha256 state.json recorded at backup time: the rollback refuses (exit 4) before touching
     the database."""
-    record: backup.BackupRecord = _rollback_run(box.dsn, tmp_path, describe_target(box.dsn))
+    record: backup.BackupRecord = rollback_run(box.dsn, tmp_path, describe_target(box.dsn))
     dump = Path(record.path)
     data = dump.read_bytes()
     dump.write_bytes(data[: len(data) // 2] if damage == "truncated" else bytes(b ^ 0x5A for b in data))
     config = write_config(tmp_path, tmp_path / "calls")
-    before = _snapshot(box.dsn, audit=False)
+    before = legacy_snapshot(box.dsn, audit=False)
     done = _command("rollback", ["--run-dir", str(tmp_path / "run")], environment(box, config, tmp_path / "reports"))
     assert done.returncode == 4, done.stdout + done.stderr
     errors = _stderr_lines(done)
     assert len(errors) == 1 and re.search(
         r"sha256 [0-9a-f]{12} as read, state\.json recorded at backup time [0-9a-f]{12}: refusing", errors[0]), errors
     assert not (tmp_path / "calls").exists(), "a hook ran"
-    assert _snapshot(box.dsn, audit=False) == before
+    assert legacy_snapshot(box.dsn, audit=False) == before

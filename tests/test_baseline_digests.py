@@ -20,10 +20,12 @@ from migration_gate.core.phi import PhiCodec
 from migration_gate.db import migration
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import MIGRATION, _create
-from tests.test_checks_bite import INTEGRITY, known_phi, red  # noqa: F401 - known_phi is a fixture
+from tests.support import check_bite
+from tests.support.check_bite import INTEGRITY, red
 
 GATE = load_config()
 CODEC = PhiCodec(SANDBOX_KEY)
+known_phi = check_bite.known_phi  # the fixture: the seeded PHI no message may carry
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def _all_checks(legacy, new: psycopg.Connection) -> list:
     return results
 
 
-def test_the_file_holds_no_value_and_is_owner_only(recorded, known_phi):  # noqa: F811
+def test_the_file_holds_no_value_and_is_owner_only(recorded, known_phi):
     digests, dump = recorded
     path = Path(str(dump) + baseline_digests.SUFFIX)
     assert path.stat().st_mode & 0o077 == 0
@@ -81,7 +83,7 @@ def test_a_clean_migration_is_green_without_restoring(recorded, restored_copy, m
 
 
 @pytest.mark.parametrize("label, breakage, table, check, fragment", INTEGRITY, ids=[p[0] for p in INTEGRITY])
-def test_a_broken_migration_is_red_against_the_digests(recorded, restored_copy, migrated_db, known_phi,  # noqa: F811
+def test_a_broken_migration_is_red_against_the_digests(recorded, restored_copy, migrated_db, known_phi,
                                                        label, breakage, table, check, fragment):
     connect, asked = restored_copy
     legacy = Baseline.from_backup(recorded[1], connect)
@@ -94,7 +96,7 @@ def test_a_broken_migration_is_red_against_the_digests(recorded, restored_copy, 
 
 
 def test_phi_differences_are_found_by_digest_and_named_after_decryption(recorded, restored_copy, migrated_db,
-                                                                        known_phi):  # noqa: F811
+                                                                        known_phi):
     connect, _ = restored_copy
     mapping = GATE.table("patients")
     with psycopg.connect(migrated_db, autocommit=True) as new:
@@ -117,7 +119,7 @@ def test_re_encrypted_values_differ_by_digest_but_are_equal_after_decryption(rec
 
 
 def test_a_value_encrypted_on_the_way_is_compared_by_its_salted_digest(recorded, restored_copy, migrated_db,
-                                                                       known_phi):  # noqa: F811
+                                                                       known_phi):
     """organizations.organization_business_ein_encrypted comes from plaintext legacy EINs: no ciphertext to match,
     so the decrypted new value is hashed as the backup hashed the plaintext, salted by the PHI key."""
     connect, asked = restored_copy
@@ -133,7 +135,7 @@ def test_a_value_encrypted_on_the_way_is_compared_by_its_salted_digest(recorded,
             f"(first ids: {victim})", known_phi + ["98-7654321"])
 
 
-def test_a_write_after_the_digests_were_taken_cannot_pass(pg, legacy_template, tmp_path, known_phi):  # noqa: F811
+def test_a_write_after_the_digests_were_taken_cannot_pass(pg, legacy_template, tmp_path, known_phi):
     """The shortcut assumes the data migrated is the data dumped. A write after the snapshot breaks it: the new
     side differs from the digests, the backup (without the write) is restored, and the row is named."""
     dsn = _create(pg, "written_after_backup", legacy_template)
@@ -178,7 +180,7 @@ def test_digests_of_another_dump_are_not_trusted(recorded, pg, legacy_template, 
 
 
 def test_relationships_and_rows_are_read_off_the_columns_digests_until_those_differ(recorded, restored_copy,
-                                                                                  migrated_db, known_phi):  # noqa: F811
+                                                                                  migrated_db, known_phi):
     """INT-02's and INT-05's sets are subsets of INT-03's: one Baseline, the columns scanned first, then a
     re-pointed link is still found by the relationship check, and a lost row by the row check."""
     connect, _ = restored_copy

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import psycopg
@@ -24,29 +22,12 @@ from migration_gate.core.result import error_text
 from migration_gate.report.verdict import EXIT
 from migration_gate.run.runstate import schema_state
 from sandbox.synthetic import SANDBOX_KEY
-from tests.conftest import ROOT, gate_keys
+from tests.support.cutover import config_with_store, rollback_run
+from tests.support.scripts import one_line_error, script
 from tests.support.suites import not_owner_only
 
 SCRIPTS = ["setup", "test", "rehearse", "precheck", "backup", "migrate", "cutover", "rollback", "attest",
            "bundle", "watch"]
-TARGET_VARS = ("DATABASE_URL", "API_BASE_URL", "PHI_ENCRYPTION_KEY", "GATE_API_USERNAME", "GATE_API_PASSWORD",
-               "BACKUP_FILE", "GATE_CONFIG")
-
-
-def script(name: str, *args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in TARGET_VARS}
-    clean.update(env or {})
-    return subprocess.run(["bash", str(ROOT / "scripts" / name), *args], cwd=ROOT, env=clean, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def one_line_error(done: subprocess.CompletedProcess, code: int, fragment: str) -> None:
-    assert done.returncode == code, (done.returncode, done.stdout[-1000:], done.stderr[-1000:])
-    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("[setup]")]
-    assert len(lines) == 1 and fragment in lines[0], done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
-
-
 @pytest.mark.rehearsal
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_every_script_has_help(name: str) -> None:
@@ -128,23 +109,12 @@ def test_dry_run_prints_the_plan_and_changes_nothing(legacy_db: str) -> None:
         assert schema_state(conn, load_config()) == "legacy"
 
 
-def _rollback_run(legacy_db: str, tmp_path: Path, target: str) -> backup.BackupRecord:
-    """A run folder whose backup was taken as the gate takes it: the record authenticated under the run's PHI key
-    (the sandbox's, which ROLLBACK_ENV hands the rollback), its digests in state.json."""
-    record = backup.take_backup(legacy_db, tmp_path / "run" / "backup", keys=gate_keys())
-    state = {"run_dir": str(tmp_path / "run"), "target": target, "migration_file": "m", "migration_sha256": "0",
-             "status": "rolled-back", "phases": [{"name": "migration", "status": "passed"}],
-             "backup": record.summary()}
-    (tmp_path / "run" / "state.json").write_text(json.dumps(state))
-    return record
-
-
 ROLLBACK_ENV = {"PHI_ENCRYPTION_KEY": SANDBOX_KEY, "API_BASE_URL": "http://127.0.0.1:9",
                 "GATE_API_USERNAME": "demo_therapist1", "GATE_API_PASSWORD": "demo-password-1"}
 
 
 def test_rollback_refuses_a_backup_that_changed(legacy_db: str, tmp_path: Path) -> None:
-    record = _rollback_run(legacy_db, tmp_path, describe_target(legacy_db))
+    record = rollback_run(legacy_db, tmp_path, describe_target(legacy_db))
     with open(record.path, "ab") as handle:
         handle.write(b"tampered")
     done = script("rollback", "--run-dir", str(tmp_path / "run"), env={"DATABASE_URL": legacy_db, **ROLLBACK_ENV})
@@ -155,13 +125,13 @@ def test_rollback_refuses_a_backup_that_changed(legacy_db: str, tmp_path: Path) 
 
 
 def test_rollback_refuses_a_run_of_another_database(legacy_db: str, tmp_path: Path) -> None:
-    _rollback_run(legacy_db, tmp_path, "db.example.com:5432/production")
+    rollback_run(legacy_db, tmp_path, "db.example.com:5432/production")
     done = script("rollback", "--run-dir", str(tmp_path / "run"), env={"DATABASE_URL": legacy_db, **ROLLBACK_ENV})
     one_line_error(done, 4, "is a run against db.example.com:5432/production")
 
 
 def test_rollback_of_a_run_that_never_migrated_says_so_and_changes_nothing(legacy_db: str, tmp_path: Path) -> None:
-    record = _rollback_run(legacy_db, tmp_path, describe_target(legacy_db))
+    record = rollback_run(legacy_db, tmp_path, describe_target(legacy_db))
     state_file = tmp_path / "run" / "state.json"
     state = json.loads(state_file.read_text())
     state.update(status="red", failure="phase premigration failed: ...",
@@ -172,20 +142,6 @@ def test_rollback_of_a_run_that_never_migrated_says_so_and_changes_nothing(legac
     assert done.returncode == 0, done.stderr
     assert "never migrated and the database is on the legacy schema: nothing to roll back" in done.stdout
     assert state_file.read_text() == before and Path(record.path).exists()
-
-
-def config_with_store(tmp_path: Path) -> Path:
-    """migration.toml with store_backup/fetch_backup hooks that copy the backup to a second folder (as the
-    shipped placeholders would refuse)."""
-    offsite = tmp_path / "offsite"
-    text = load_config().path.read_text().replace('file = "sandbox/', f'file = "{ROOT}/sandbox/')
-    text = re.sub(r"^store_backup = .*$", f"store_backup = 'mkdir -p {offsite} && cp \"$GATE_BACKUP_FILE\" "
-                  f"{offsite}/ && echo file://{offsite}/$GATE_BACKUP_NAME'", text, flags=re.M)
-    text = re.sub(r"^fetch_backup = .*$", "fetch_backup = 'cp \"${GATE_BACKUP_LOCATION#file://}\" "
-                  "\"$GATE_BACKUP_DEST\"'", text, flags=re.M)
-    config = tmp_path / "migration.toml"
-    config.write_text(text)
-    return config
 
 
 def test_a_backup_after_red_pre_checks_says_what_it_does_with_the_run(legacy_db: str, tmp_path: Path) -> None:
@@ -204,7 +160,7 @@ def test_a_backup_after_red_pre_checks_says_what_it_does_with_the_run(legacy_db:
 
 def test_rollback_of_a_run_left_in_maintenance_does_not_say_nothing_to_do(legacy_db: str, tmp_path: Path) -> None:
     """Never migrated, but maintenance went on and never off: the app must come back, so the rollback runs."""
-    _rollback_run(legacy_db, tmp_path, describe_target(legacy_db))
+    rollback_run(legacy_db, tmp_path, describe_target(legacy_db))
     state_file = tmp_path / "run" / "state.json"
     state = json.loads(state_file.read_text())
     state.update(status="interrupted", maintenance_on_at=1.0,

@@ -32,7 +32,7 @@ from migration_gate.run.runstate import schema_state
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
 from tests.conftest import ROOT, gate_keys
-from tests.test_cli import config_with_store
+from tests.support.cutover import config_with_store
 
 PATIENTS = 150
 WAIT_S = 120.0

@@ -24,9 +24,7 @@ from migration_gate.run.runstate import RunState, schema_state
 from sandbox.deploy import run_app_migrations
 from sandbox.roles import as_role
 from sandbox.target import Sandbox
-from tests.test_cli import config_with_store
-from tests.test_gate import _cli, _target
-from tests.test_rollback_writes import _config_without_rollback_sql
+from tests.support.cutover import config_with_store, config_without_rollback_sql, cutover_target, gate_cli
 
 PATIENTS = 40
 SANDBOX_TABLES = {"organization_invites", "document_templates", "documents", "meeting_types", "meetings", "tasks"}
@@ -45,13 +43,14 @@ def _gate(rollback_file: bool = True, method: str = "restore"):
 
 
 def _live(box: Sandbox, run: Path, rollback_file: bool = True) -> RunState:
-    state = Gate(_gate(rollback_file), _target(box), run, Progress(quiet=True)).run()
+    state = Gate(_gate(rollback_file), cutover_target(box), run, Progress(quiet=True)).run()
     assert state.status == "green", state.failure
     return state
 
 
 def _rollback(box: Sandbox, run: Path, **gate) -> RunState:
-    return Gate(_gate(**gate), _target(box), run, Progress(quiet=True), state=RunState.load(run)).run_rollback_only()
+    return Gate(_gate(**gate), cutover_target(box), run, Progress(quiet=True),
+                state=RunState.load(run)).run_rollback_only()
 
 
 def _users_task(box: Sandbox) -> int:
@@ -103,7 +102,7 @@ def test_a_users_task_written_after_go_live_is_kept_by_the_rollback_and_named_pe
     _live(sandbox, run)
     task = _users_task(sandbox)
 
-    dry = _cli(sandbox, "rollback", "--run-dir", str(run), "--dry-run", reports=run.parent)
+    dry = gate_cli(sandbox, "rollback", "--run-dir", str(run), "--dry-run", reports=run.parent)
     out, err = dry.communicate(timeout=120)
     assert dry.returncode == 0, out + err  # nothing is lost: the rollback SQL keeps the table
     kept = ("public.tasks: 1 row, kept, detached from public.clinical_sessions, public.organizations, "
@@ -128,9 +127,9 @@ def test_a_restore_that_would_drop_a_users_task_holds_and_names_the_table_and_co
     run = tmp_path / "reports" / "cutover-live"
     _live(sandbox, run, rollback_file=False)
     _users_task(sandbox)
-    config = _config_without_rollback_sql(tmp_path)
+    config = config_without_rollback_sql(tmp_path)
 
-    dry = _cli(sandbox, "rollback", "--run-dir", str(run), "--dry-run", reports=run.parent, config=config)
+    dry = gate_cli(sandbox, "rollback", "--run-dir", str(run), "--dry-run", reports=run.parent, config=config)
     out, err = dry.communicate(timeout=120)
     assert dry.returncode == 4, out + err
     assert "public.tasks: 1 row, dropped by the restore" in out

@@ -26,7 +26,7 @@ from migration_gate.run import forecast
 from migration_gate.run.runstate import RunState, schema_state
 from sandbox.target import Sandbox
 from tests.conftest import ROOT
-from tests.test_preflight import cutover, environment, write_config
+from tests.support.preflight import cutover, environment, write_config
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import argparse
 import dataclasses
 import io
 import json
-import os
 import re
 import signal
 import subprocess
@@ -29,8 +28,7 @@ from migration_gate.config import load_config
 from migration_gate.core.errors import GateError, Refused
 from migration_gate.core.phi import PhiCodec
 from migration_gate.core.progress import Progress
-from migration_gate.db import catalog, migration
-from migration_gate.db.checksums import database_checksums
+from migration_gate.db import migration
 from migration_gate.report import bundle
 from migration_gate.report.verdict import EXIT, finish_run
 from migration_gate.run.gate import LOCK_KEY, Gate
@@ -39,58 +37,25 @@ from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
 from tests.conftest import MIGRATION, ROOT
+from tests.support import cutover
+from tests.support.cutover import (
+    BROKEN,
+    broken_migration,
+    config_with_store,
+    cutover_target,
+    gate_cli,
+    legacy_snapshot,
+    run_gate,
+)
 from tests.support.decoy_output import DECOY
-from tests.test_cli import config_with_store
-from tests.test_waivers import YESTERDAY, description, waiver
+from tests.support.waivers import YESTERDAY, description, waiver
 
-PATIENTS = 150
-# Faults that only strike the real run, not the scratch copy the pre-checks rehearse on (as a lock timeout or
-# production-only data would): so the pre-checks pass and the fault shows at its own phase.
-NOT_SCRATCH = "current_database() NOT LIKE 'gate_scratch%'"
-
-
-@pytest.fixture
-def sandbox(tmp_path: Path):
-    box = Sandbox(workdir=tmp_path / "sandbox", patients=PATIENTS, progress=Progress(quiet=True)).start()
-    yield box
-    box.stop()
-
-
-def _target(box: Sandbox, hooks=None) -> CutoverTarget:
-    gate = load_config()
-    return CutoverTarget(dsn=box.dsn, key=SANDBOX_KEY, api_base_url=box.api.base_url,
-                         api_username=gate.sandbox_username, api_password=gate.sandbox_password,
-                         hooks=hooks or SandboxHooks(box.api), app_log_file=box.api.log_file,
-                         api_headers=box.api.bypass_headers, allow_writes=True)
-
-
-def _snapshot(dsn: str, audit: bool = True) -> tuple:
-    """Content and schema of every legacy table (audit_logs_hipaa left out when the run's own audited reads,
-    as the app must log them, are expected to have added rows)."""
-    tables = [t for t in load_config().legacy_schema if audit or t != "audit_logs_hipaa"]
-    with psycopg.connect(dsn) as conn:
-        return database_checksums(conn, tables), catalog.inspect(conn).only(tables)
-
-
-def _broken_migration(tmp_path: Path, sql: str) -> Path:
-    path = tmp_path / "broken.sql"
-    path.write_text(MIGRATION.read_text() + f"\nDO $$ BEGIN IF {NOT_SCRATCH} THEN {sql} END IF; END $$;\n")
-    return path
-
-
-def _cutover(box: Sandbox, run_dir: Path, migration_file: Path | None = None, hooks=None) -> RunState:
-    if migration_file:
-        os.environ["GATE_MIGRATION_FILE"] = str(migration_file)
-    try:  # a deploy that never reports the new schema fails after 6 s here, not the default 300
-        gate = dataclasses.replace(load_config(), deploy_wait_seconds=6)
-        return Gate(gate, _target(box, hooks), run_dir, Progress(quiet=True)).run()
-    finally:
-        os.environ.pop("GATE_MIGRATION_FILE", None)
+sandbox = cutover.sandbox  # the fixture: a seeded sandbox for each test
 
 
 def test_a_clean_cut_over_is_green_with_a_sign_off(sandbox: Sandbox, tmp_path: Path) -> None:
     from migration_gate.report import signoff
-    state = _cutover(sandbox, tmp_path / "run")
+    state = run_gate(sandbox, tmp_path / "run")
     assert state.status == "green", state.failure
     assert [p.status for p in state.phases] == ["passed"] * 8
     assert all(row["legacy_rows"] == row["new_rows"] for row in state.counts) and state.counts
@@ -122,7 +87,7 @@ class SlowDeployHooks(SandboxHooks):
 
 def test_the_deploy_waits_until_the_app_reports_the_new_schema_and_records_its_version(sandbox: Sandbox,
                                                                                       tmp_path: Path) -> None:
-    state = _cutover(sandbox, tmp_path / "run", hooks=SlowDeployHooks(sandbox.api))
+    state = run_gate(sandbox, tmp_path / "run", hooks=SlowDeployHooks(sandbox.api))
     assert state.status == "green", state.failure
     deploy = state.phase("deploy")
     assert deploy.seconds >= 2.5 and "the app reported the expected schema after" in deploy.detail
@@ -160,8 +125,8 @@ class SameBuildHooks(SandboxHooks):
 def test_a_rollback_whose_legacy_deploy_brings_back_the_new_release_is_red(sandbox: Sandbox, tmp_path: Path) -> None:
     """The legacy side is the previous release, redeployed: the version answering after the rollback's deploy must
     not be the one the forward deploy brought (recorded before the window: the release that served legacy)."""
-    broken = _broken_migration(tmp_path, BROKEN["postmigration"][0])
-    state = _cutover(sandbox, tmp_path / "run", broken, SameBuildHooks(sandbox.api))
+    broken = broken_migration(tmp_path, BROKEN["postmigration"][0])
+    state = run_gate(sandbox, tmp_path / "run", broken, SameBuildHooks(sandbox.api))
     assert state.legacy_app_version == "sandbox-legacy" and state.new_app_version == "sandbox-hipaa"
     redeploy = next(p for p in state.rollback_phases if p.name == "redeploy-legacy")
     assert redeploy.status == "failed", redeploy
@@ -170,23 +135,14 @@ def test_a_rollback_whose_legacy_deploy_brings_back_the_new_release_is_red(sandb
     assert state.status != "rolled-back"
 
 
-BROKEN = {
-    "migration": ("RAISE EXCEPTION 'lock timeout on the real database';", None),
-    "integrity": ("DELETE FROM clinical_sessions WHERE status = 'cancelled';", None),
-    "postmigration": ("ALTER TABLE audit_logs_hipaa ALTER COLUMN id DROP DEFAULT;", None),
-    "deploy": (None, "deploy"),
-    "golive": (None, "golive"),
-}
-
-
 @pytest.mark.parametrize("phase", list(BROKEN))
 def test_a_cut_over_broken_at_each_phase_ends_red_there_with_a_verified_rollback(sandbox: Sandbox, tmp_path: Path,
                                                                                    phase: str) -> None:
-    before = _snapshot(sandbox.dsn, audit=False)
+    before = legacy_snapshot(sandbox.dsn, audit=False)
     sql, hook = BROKEN[phase]
-    broken = _broken_migration(tmp_path, sql) if sql else None
+    broken = broken_migration(tmp_path, sql) if sql else None
     hooks = FailingHooks(sandbox.api, hook) if hook else None
-    state = _cutover(sandbox, tmp_path / "run", broken, hooks)
+    state = run_gate(sandbox, tmp_path / "run", broken, hooks)
     assert state.status == "rolled-back", (state.status, state.failure)
     assert state.failure.startswith(f"phase {phase} failed")
     statuses = {p.name: p.status for p in state.phases}
@@ -194,7 +150,8 @@ def test_a_cut_over_broken_at_each_phase_ends_red_there_with_a_verified_rollback
     assert all(statuses[p] == "passed" for p in list(statuses)[:list(statuses).index(phase)])
     assert state.rollback_verified is True
     assert [p.status for p in state.rollback_phases] == ["passed", "passed", "passed"]
-    assert _snapshot(sandbox.dsn, audit=False) == before, "the database differs from its state before the cut-over"
+    assert legacy_snapshot(sandbox.dsn, audit=False) == before, \
+        "the database differs from its state before the cut-over"
     assert state.phase("rollback").status == "passed"  # RB-02: every table equal to the backup's record
 
 
@@ -208,8 +165,8 @@ def test_a_new_app_that_drops_a_field_and_swaps_a_session_is_red_at_the_post_che
                                   "WHERE u.username = %s", (gate.sandbox_username,)).fetchone()
     # the new app (the sandbox's API started on the new schema at the deploy) is the broken one
     sandbox.api.extra_env["SANDBOX_API_FAULTS"] = f"drop-field:/api/patients:patientDob,swap-session:{session}"
-    before = _snapshot(sandbox.dsn, audit=False)
-    state = _cutover(sandbox, tmp_path / "run")
+    before = legacy_snapshot(sandbox.dsn, audit=False)
+    state = run_gate(sandbox, tmp_path / "run")
     assert state.status == "rolled-back" and state.failure.startswith("phase postmigration failed"), state.failure
     results = json.loads((tmp_path / "run" / "postmigration" / "criteria-postmigration.json").read_text())
     red = {t["criterion"]: t.get("problems", []) for t in results["tests"] if t["outcome"] != "passed"}
@@ -217,17 +174,17 @@ def test_a_new_app_that_drops_a_field_and_swaps_a_session_is_red_at_the_post_che
     problems = " ".join(red["POST-19"])
     assert "GET /api/patients record " in problems and ": field patientDob missing" in problems, problems
     assert f"GET /api/clinical-sessions record {session}: missing" in problems, problems
-    assert _snapshot(sandbox.dsn, audit=False) == before and state.rollback_verified
+    assert legacy_snapshot(sandbox.dsn, audit=False) == before and state.rollback_verified
 
 
 def test_a_failing_pre_check_stops_before_anything_changes(sandbox: Sandbox, tmp_path: Path) -> None:
     with psycopg.connect(sandbox.dsn, autocommit=True) as conn:
         conn.execute("UPDATE clients_hipaa SET email_encrypted = 'jane@example.com' WHERE id = 1")
-    before = _snapshot(sandbox.dsn, audit=False)
-    state = _cutover(sandbox, tmp_path / "run")
+    before = legacy_snapshot(sandbox.dsn, audit=False)
+    state = run_gate(sandbox, tmp_path / "run")
     assert state.status == "red" and state.phases[0].status == "failed"
     assert [p.status for p in state.phases[1:]] == ["pending"] * 7
-    assert _snapshot(sandbox.dsn, audit=False) == before
+    assert legacy_snapshot(sandbox.dsn, audit=False) == before
 
 
 def test_force_goes_past_a_red_pre_check_and_nothing_else(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -235,13 +192,13 @@ def test_force_goes_past_a_red_pre_check_and_nothing_else(sandbox: Sandbox, tmp_
     plaintext it let through, and roll back."""
     with psycopg.connect(sandbox.dsn, autocommit=True) as conn:
         conn.execute("UPDATE clients_hipaa SET email_encrypted = 'jane@example.com' WHERE id = 1")
-    before = _snapshot(sandbox.dsn, audit=False)
-    state = Gate(load_config(), _target(sandbox), tmp_path / "run", Progress(quiet=True), force=True).run()
+    before = legacy_snapshot(sandbox.dsn, audit=False)
+    state = Gate(load_config(), cutover_target(sandbox), tmp_path / "run", Progress(quiet=True), force=True).run()
     assert state.forced and state.phase("premigration").status == "failed"
     assert state.phase("premigration").detail.startswith("FORCED past: ")
     assert state.phase("migration").status == "passed"
     assert state.status == "rolled-back" and state.rollback_verified, state.failure
-    assert _snapshot(sandbox.dsn, audit=False) == before
+    assert legacy_snapshot(sandbox.dsn, audit=False) == before
 
 
 def _expired_pre_10(tmp_path: Path):
@@ -256,7 +213,7 @@ def test_a_run_forced_past_a_red_pre_check_is_forced_never_green(sandbox: Sandbo
     """Its verdict names what it went past, with its own exit code: in the state, the JSON, the sign-off and the
     notify line."""
     gate, hooks = _expired_pre_10(tmp_path), SandboxHooks(sandbox.api)
-    state = Gate(gate, _target(sandbox, hooks), tmp_path / "run", Progress(quiet=True), force=True).run()
+    state = Gate(gate, cutover_target(sandbox, hooks), tmp_path / "run", Progress(quiet=True), force=True).run()
     assert state.status == "forced" and state.forced and state.forced_past == ["PRE-10"], state.failure
     assert [p.status for p in state.phases] == ["failed"] + ["passed"] * 7
     said = "FORCED (went on past red checks: PRE-10): every phase after them passed"
@@ -278,7 +235,7 @@ def test_a_resumed_run_does_not_inherit_force(sandbox: Sandbox, tmp_path: Path) 
     """--force is asked again on resume: without it, the red pre-check stops the resumed run as it stops an
     unforced one (red, nothing migrated); with it, the run says so and goes on."""
     gate, reports = _expired_pre_10(tmp_path), tmp_path / "reports"
-    first = Gate(gate, _target(sandbox), reports / "cutover-forced", Progress(quiet=True), force=True)
+    first = Gate(gate, cutover_target(sandbox), reports / "cutover-forced", Progress(quiet=True), force=True)
     state = first.run(only=["premigration"])
     assert state.forced_past == ["PRE-10"]
     gone = subprocess.Popen(["true"])
@@ -287,7 +244,7 @@ def test_a_resumed_run_does_not_inherit_force(sandbox: Sandbox, tmp_path: Path) 
     state.save()
 
     args = argparse.Namespace(force=False, rollback_interrupted=False)
-    resumed = _resume_or_new(args, gate, _target(sandbox), reports, Progress(quiet=True))
+    resumed = _resume_or_new(args, gate, cutover_target(sandbox), reports, Progress(quiet=True))
     assert not resumed.force and resumed.run_dir == reports / "cutover-forced"
     state = resumed.run()
     assert state.status == "red" and not state.forced and state.forced_past == [], state.failure
@@ -298,17 +255,17 @@ def test_a_resumed_run_does_not_inherit_force(sandbox: Sandbox, tmp_path: Path) 
     state.status, state.failure, state.pid = "interrupted", None, gone.pid
     state.save()
     said = io.StringIO()
-    again = _resume_or_new(argparse.Namespace(force=True, rollback_interrupted=False), gate, _target(sandbox),
+    again = _resume_or_new(argparse.Namespace(force=True, rollback_interrupted=False), gate, cutover_target(sandbox),
                            reports, Progress(stream=said))
     assert again.force and again.run_dir == reports / "cutover-forced"
     assert "--force given again: the resumed run cutover-forced goes on past red pre-checks" in said.getvalue()
 
 
 def test_the_migration_refuses_without_green_gates_unless_forced(sandbox: Sandbox, tmp_path: Path) -> None:
-    gate = Gate(load_config(), _target(sandbox), tmp_path / "run", Progress(quiet=True))
+    gate = Gate(load_config(), cutover_target(sandbox), tmp_path / "run", Progress(quiet=True))
     with pytest.raises(Refused, match="premigration, maintenance, backup not green in this run"):
         gate.run(only=["migration"])
-    forced = Gate(load_config(), _target(sandbox), tmp_path / "forced", Progress(quiet=True), force=True)
+    forced = Gate(load_config(), cutover_target(sandbox), tmp_path / "forced", Progress(quiet=True), force=True)
     with pytest.raises(Refused, match="no backup was taken in this run"):  # --force never migrates without one
         forced.run(only=["migration"])
     state = forced.run(only=["backup", "migration"])
@@ -319,27 +276,13 @@ def test_a_second_cut_over_against_the_same_database_refuses(sandbox: Sandbox, t
     with psycopg.connect(sandbox.dsn, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         with pytest.raises(Refused, match="another cut-over is running"):
-            _cutover(sandbox, tmp_path / "run")
+            run_gate(sandbox, tmp_path / "run")
     with psycopg.connect(sandbox.dsn) as conn:
         assert schema_state(conn, load_config()) == "legacy"
 
 
-def _cli(box: Sandbox, *args: str, reports: Path, migration: Path | None = None,
-         config: Path | None = None, extra: dict[str, str] | None = None) -> subprocess.Popen:
-    env = dict(os.environ, DATABASE_URL=box.dsn, PHI_ENCRYPTION_KEY=SANDBOX_KEY, API_BASE_URL=box.api.base_url,
-               GATE_API_USERNAME="demo_therapist1", GATE_API_PASSWORD="demo-password-1",
-               GATE_REPORTS_DIR=str(reports), GATE_API_HEADERS=json.dumps(box.api.bypass_headers))
-    if config is not None:
-        env["GATE_CONFIG"] = str(config)
-    env.update(extra or {})
-    if migration is not None:
-        env["GATE_MIGRATION_FILE"] = str(migration)
-    return subprocess.Popen([sys.executable, "-m", "migration_gate.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def test_a_killed_migration_is_never_half_way_and_the_next_run_resumes(sandbox: Sandbox, tmp_path: Path) -> None:
-    before = _snapshot(sandbox.dsn)
+    before = legacy_snapshot(sandbox.dsn)
     slow = tmp_path / "slow.sql"
     # a pause in the middle of the migration, after the patients table was rebuilt: the worst moment to die
     # (only for the first process, by its application_name: nothing in the database marks it, so the change
@@ -349,10 +292,10 @@ def test_a_killed_migration_is_never_half_way_and_the_next_run_resumes(sandbox: 
     slow.write_text(MIGRATION.read_text().replace("-- 7. sessions_hipaa becomes", pause))
     reports = tmp_path / "reports"
     config = config_with_store(tmp_path)  # --force never migrates without a backup: the run takes one first
-    backed_up = _cli(sandbox, "backup", "--quiet", reports=reports, config=config, migration=slow)
+    backed_up = gate_cli(sandbox, "backup", "--quiet", reports=reports, config=config, migration=slow)
     assert backed_up.wait(timeout=300) == 0, backed_up.stderr.read()
-    before = _snapshot(sandbox.dsn)
-    child = _cli(sandbox, "migrate", "--force", reports=reports, migration=slow, config=config,
+    before = legacy_snapshot(sandbox.dsn)
+    child = gate_cli(sandbox, "migrate", "--force", reports=reports, migration=slow, config=config,
                  extra={"PGAPPNAME": "gate-test-pause"})
     deadline = time.monotonic() + 60
     with psycopg.connect(sandbox.dsn, autocommit=True) as watch:
@@ -365,18 +308,18 @@ def test_a_killed_migration_is_never_half_way_and_the_next_run_resumes(sandbox: 
         watch.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE "
                       "'SELECT pg_sleep(CASE%'")
         time.sleep(0.5)
-    assert _snapshot(sandbox.dsn) == before, "a killed migration left the database changed"
+    assert legacy_snapshot(sandbox.dsn) == before, "a killed migration left the database changed"
     runs = list(reports.glob("cutover-*/state.json"))
     assert len(runs) == 1 and json.loads(runs[0].read_text())["status"] == "running"
 
-    changed = _cli(sandbox, "migrate", reports=reports)  # another migration file than the interrupted run's
+    changed = gate_cli(sandbox, "migrate", reports=reports)  # another migration file than the interrupted run's
     out, err = changed.communicate(timeout=120)
     assert changed.returncode == 4 and "the migration file changed since the interrupted run" in err
 
-    unforced = _cli(sandbox, "migrate", reports=reports, migration=slow)  # --force is asked again on resume
+    unforced = gate_cli(sandbox, "migrate", reports=reports, migration=slow)  # --force is asked again on resume
     out, err = unforced.communicate(timeout=300)
     assert unforced.returncode == 4 and "premigration, maintenance not green in this run" in err, out + err
-    again = _cli(sandbox, "migrate", "--force", reports=reports, migration=slow)
+    again = gate_cli(sandbox, "migrate", "--force", reports=reports, migration=slow)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, out + err
     assert "resuming the interrupted run" in err and "database is legacy" in err
@@ -392,12 +335,12 @@ def test_a_migration_file_changed_after_the_run_started_is_never_run(sandbox: Sa
     mine.write_bytes(MIGRATION.read_bytes())
     recorded = sha256_file(mine)
     reports, config = tmp_path / "reports", config_with_store(tmp_path)
-    backed_up = _cli(sandbox, "backup", "--quiet", reports=reports, config=config, migration=mine)
+    backed_up = gate_cli(sandbox, "backup", "--quiet", reports=reports, config=config, migration=mine)
     assert backed_up.wait(timeout=300) == 0, backed_up.stderr.read()
     run_dir = next(reports.glob("cutover-*"))
     mine.write_text(mine.read_text() + "\nCREATE TABLE gate_tampered (id int);\n")
     for args in (["--run-dir", str(run_dir)], []):  # this run's folder named, then resumed
-        changed = _cli(sandbox, "migrate", "--force", *args, reports=reports, config=config, migration=mine)
+        changed = gate_cli(sandbox, "migrate", "--force", *args, reports=reports, config=config, migration=mine)
         out, err = changed.communicate(timeout=120)
         assert changed.returncode == 4, out + err
         assert f"sha256 {recorded[:16]}... recorded, {sha256_file(mine)[:16]}... now" in err, err
@@ -409,7 +352,7 @@ def test_a_migration_file_changed_after_the_run_started_is_never_run(sandbox: Sa
 def test_migration_is_all_or_nothing_under_repeated_kills(sandbox: Sandbox, tmp_path: Path) -> None:
     """Killed at arbitrary moments, the database is always exactly legacy or completely migrated."""
     config = load_config()
-    before = _snapshot(sandbox.dsn)
+    before = legacy_snapshot(sandbox.dsn)
     for delay in (0.05, 0.15, 0.3):
         code = ("import sys; from pathlib import Path; from migration_gate import migration; "
                 f"migration.run_file({sandbox.dsn!r}, Path({str(MIGRATION)!r}), {SANDBOX_KEY!r})")
@@ -422,10 +365,10 @@ def test_migration_is_all_or_nothing_under_repeated_kills(sandbox: Sandbox, tmp_
             state = schema_state(conn, config)
         assert state in ("legacy", "migrated")
         if state == "legacy":
-            assert _snapshot(sandbox.dsn) == before
+            assert legacy_snapshot(sandbox.dsn) == before
         else:
             migration.run_file(sandbox.dsn, config.rollback_file, SANDBOX_KEY)
-            assert _snapshot(sandbox.dsn) == before
+            assert legacy_snapshot(sandbox.dsn) == before
 
 
 def test_budgets_are_tracked_and_downtime_over_the_limit_fails_the_run(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -435,7 +378,7 @@ def test_budgets_are_tracked_and_downtime_over_the_limit_fails_the_run(sandbox: 
     tight = dataclasses.replace(load_config(), phase_minutes=dict.fromkeys(
         ("premigration", "backup", "migration", "deploy", "verification", "golive"), 0.0001),
         downtime_minutes=0.0001)
-    state = Gate(tight, _target(sandbox), tmp_path / "run", Progress(quiet=True)).run()
+    state = Gate(tight, cutover_target(sandbox), tmp_path / "run", Progress(quiet=True)).run()
     assert state.status == "over-limit" and state.downtime_over_limit
     assert "exceeds the" in state.failure
     assert all(p.over_budget for p in state.phases)

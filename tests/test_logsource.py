@@ -29,12 +29,12 @@ from migration_gate.run.target import RealTargets
 from sandbox.api_process import SandboxHooks
 from sandbox.provider import SandboxProvider
 from sandbox.synthetic import SANDBOX_KEY
-from tests import test_checks_api
 from tests.conftest import ROOT
-from tests.test_checks_api import Sandbox, green, red
+from tests.support import api_sandbox
+from tests.support.api_sandbox import Sandbox, green, red
 
-hipaa = test_checks_api.hipaa  # the fixture: the migrated sandbox API, as the API checks use it
-phi = test_checks_api.phi  # the fixture: the PHI and secrets no message may carry
+hipaa = api_sandbox.hipaa  # the fixture: the migrated sandbox API, as the API checks use it
+phi = api_sandbox.phi  # the fixture: the PHI and secrets no message may carry
 EMAIL = "Zed.Quill@Example.org"
 UNSEEN = "cannot see the logs: "
 

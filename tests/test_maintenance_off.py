@@ -14,8 +14,10 @@ from migration_gate.config import load_config
 from migration_gate.report import signoff
 from migration_gate.report.verdict import finish_run
 from sandbox.api_process import SandboxHooks
-from tests.test_gate import BROKEN, _broken_migration, _cutover, sandbox  # noqa: F401 - the fixture
+from tests.support import cutover
+from tests.support.cutover import BROKEN, broken_migration, run_gate
 
+sandbox = cutover.sandbox  # the fixture: a seeded sandbox for each test
 HOOK = "echo 'the load balancer API refused the change' >&2; exit 1"
 
 
@@ -28,9 +30,9 @@ class MaintenanceOffFails(SandboxHooks):
         super().maintenance(on)
 
 
-def test_a_maintenance_off_that_fails_after_a_verified_rollback_is_red(sandbox, tmp_path: Path) -> None:  # noqa: F811
-    broken = _broken_migration(tmp_path, BROKEN["postmigration"][0])
-    state = _cutover(sandbox, tmp_path / "run", broken, MaintenanceOffFails(sandbox.api))
+def test_a_maintenance_off_that_fails_after_a_verified_rollback_is_red(sandbox, tmp_path: Path) -> None:
+    broken = broken_migration(tmp_path, BROKEN["postmigration"][0])
+    state = run_gate(sandbox, tmp_path / "run", broken, MaintenanceOffFails(sandbox.api))
     assert state.rollback_verified is True
     assert state.status == "rolled-back-maintenance-on", (state.status, state.failure)
     step = state.rollback_phases[-1]

@@ -25,8 +25,8 @@ from migration_gate.run.runstate import RunState
 from migration_gate.run.suites import suite_env
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
+from tests.support.scripts import one_line_error, script
 from tests.support.suites import run_suite
-from tests.test_cli import one_line_error, script
 
 FAST = ("-m", "premigration", "-k", "reachable or key_is_present", "-q")  # two quick phase tests
 WORKFLOW = ROOT / ".github" / "workflows" / "staging-premigration.yml"

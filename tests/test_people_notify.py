@@ -29,7 +29,7 @@ from sandbox.api_process import SandboxHooks
 from sandbox.synthetic import CANARY, SANDBOX_KEY
 from sandbox.target import Sandbox
 from tests.conftest import ROOT
-from tests.test_preflight import cutover, environment, write_config
+from tests.support.preflight import cutover, environment, write_config
 
 SHIPPED = ("team-briefed", "users-notified", "decision-maker", "emergency-contacts")  # required before
 

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -17,11 +13,10 @@ import pytest
 from migration_gate.config import ConfigError, load_config
 from migration_gate.core.progress import Progress
 from migration_gate.report.verdict import finish_run
-from migration_gate.run import attest
 from migration_gate.run.runstate import RunState, schema_state
-from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import DATABASE, Sandbox
 from tests.conftest import ROOT
+from tests.support.preflight import cutover, environment, write_config
 
 OTHER_KEY = "7e" * 32
 
@@ -32,54 +27,6 @@ def box(tmp_path_factory: pytest.TempPathFactory):
                       progress=Progress(quiet=True)).start()
     yield sandbox
     sandbox.stop()
-
-
-def write_config(folder: Path, calls: Path, **hooks: str | None) -> Path:
-    """migration.toml with hooks that only record that they ran (unless replaced), and absolute file paths."""
-    text = (ROOT / "migration.toml").read_text()
-    text = re.sub(r'^(file|rollback_file) = "([^"]+)"', lambda m: f'{m[1]} = "{ROOT / m[2]}"', text, flags=re.M)
-    commands = {name: f"echo {name} >> {calls}" for name in
-                ("maintenance_on", "maintenance_off", "deploy_new_schema", "deploy_legacy_schema", "fetch_backup")}
-    commands["store_backup"] = f"echo store_backup >> {calls}; echo file:///nowhere"
-    commands.update(hooks)
-    block = "\n".join(f"{name} = {json.dumps(cmd)}" for name, cmd in commands.items() if cmd is not None)
-    start = text.index("\n[hooks]\n") + len("\n[hooks]\n")
-    end = text.index("\n[", start)
-    kept = [line for line in text[start:end].splitlines() if not re.match(r"\w+ = ", line)]
-    text = text[:start] + block + "\n" + "\n".join(kept) + text[end:]
-    if hooks.get("logs_since"):  # the logs come through that command
-        text = text.replace('\nsource = "jsonl"\n', '\nsource = "command"\n')
-    path = folder / "migration.toml"
-    path.write_text(text)
-    return path
-
-
-def environment(box: Sandbox, config: Path, reports: Path, attested: bool = True,
-                **overrides: str | None) -> dict[str, str]:
-    """The target in the environment as an operator sets it; with `attested`, every [[people]] item attested the
-    day before (pending in the reports folder), so a test's refusal is its own input's."""
-    if attested:  # from the shipped description: a case may break the one under test on purpose
-        gate = load_config()
-        for item in gate.people:
-            attest.record(gate, item.id, "Test Operator", reports=reports)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATE_", "API_", "APP_LOG"))
-           and k not in ("DATABASE_URL", "PHI_ENCRYPTION_KEY") or k.startswith("GATE_BACKUP_")}
-    env.update({"DATABASE_URL": box.dsn, "PHI_ENCRYPTION_KEY": SANDBOX_KEY, "API_BASE_URL": box.api.base_url,
-                "GATE_API_USERNAME": load_config().sandbox_username,
-                "GATE_API_PASSWORD": load_config().sandbox_password, "APP_LOG_FILE": str(box.api.log_file),
-                "GATE_API_HEADERS": json.dumps(box.api.bypass_headers), "GATE_CONFIG": str(config),
-                "GATE_REPORTS_DIR": str(reports)})
-    for name, value in overrides.items():
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = value
-    return env
-
-
-def cutover(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "migration_gate.cli", "cutover", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_the_dry_run_lists_every_input_ready_and_changes_nothing(box: Sandbox, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import uuid
 from pathlib import Path
 
@@ -25,8 +24,7 @@ from migration_gate.run.gate import Gate
 from migration_gate.run.runstate import RunState, schema_state
 from sandbox.api_process import SandboxHooks
 from sandbox.target import Sandbox
-from tests.test_cli import config_with_store
-from tests.test_gate import _cli, _target
+from tests.support.cutover import config_without_rollback_sql, cutover_target, gate_cli
 
 PATIENTS = 60
 OTHER_USER = ("demo_therapist2", "demo-password-2")
@@ -45,7 +43,7 @@ def _gate(rollback_file: bool):
 
 
 def _live(box: Sandbox, run: Path, rollback_file: bool) -> RunState:
-    state = Gate(_gate(rollback_file), _target(box), run, Progress(quiet=True)).run()
+    state = Gate(_gate(rollback_file), cutover_target(box), run, Progress(quiet=True)).run()
     assert state.status == "green", state.failure
     return state
 
@@ -66,16 +64,10 @@ def _users_write(box: Sandbox) -> int:
 
 
 def _rollback(box: Sandbox, run: Path, rollback_file: bool, decided_by: str | None = None) -> RunState:
-    runner = Gate(_gate(rollback_file), _target(box), run, Progress(quiet=True), state=RunState.load(run))
+    runner = Gate(_gate(rollback_file), cutover_target(box), run, Progress(quiet=True), state=RunState.load(run))
     if decided_by:
         runner.decision = {"by": decided_by, "reason": "the new schema loses sessions"}
     return runner.run_rollback_only()
-
-
-def _config_without_rollback_sql(tmp_path: Path) -> Path:
-    config = config_with_store(tmp_path)
-    config.write_text(re.sub(r"^rollback_file = .*$", "", config.read_text(), flags=re.M))
-    return config
 
 
 def _database(dsn: str) -> tuple:
@@ -92,20 +84,21 @@ def test_after_go_live_a_restore_that_would_discard_users_rows_waits_for_a_named
     _live(sandbox, run, rollback_file=False)
     patient = _users_write(sandbox)
     before, state_file = _database(sandbox.dsn), (run / "state.json").read_bytes()
-    config = _config_without_rollback_sql(tmp_path)
+    config = config_without_rollback_sql(tmp_path)
 
-    dry = _cli(sandbox, "rollback", "--run-dir", str(run), "--dry-run", reports=run.parent, config=config)
+    dry = gate_cli(sandbox, "rollback", "--run-dir", str(run), "--dry-run", reports=run.parent, config=config)
     out, err = dry.communicate(timeout=120)
     assert dry.returncode == 4, out + err
     # the gate's own writes (its probe patient, its reads' audit rows) are counted apart: only the users' are lost
     assert "public.patients: 2 inserted, 0 updated, 0 deleted (1 by the gate's own login)" in out
     assert "public.clinical_sessions: 0 inserted, 1 updated, 0 deleted" in out
     assert "discarded by this rollback: 4" in out  # the user's patient, its audit rows, the edited session
-    refused = _cli(sandbox, "rollback", "--run-dir", str(run), reports=run.parent, config=config)
+    refused = gate_cli(sandbox, "rollback", "--run-dir", str(run), reports=run.parent, config=config)
     out, err = refused.communicate(timeout=120)
     assert refused.returncode == 4 and "refusing to roll back, nothing was changed" in err, out + err
     assert "--discard-writes --decided-by NAME" in err and len(err.strip().splitlines()) == 1
-    nameless = _cli(sandbox, "rollback", "--run-dir", str(run), "--discard-writes", reports=run.parent, config=config)
+    nameless = gate_cli(sandbox, "rollback", "--run-dir", str(run), "--discard-writes", reports=run.parent,
+                        config=config)
     assert nameless.wait(timeout=60) == 2
     assert _database(sandbox.dsn) == before and (run / "state.json").read_bytes() == state_file
 
@@ -129,7 +122,8 @@ def test_after_go_live_the_rollback_sql_carries_users_rows_back_and_proves_it(sa
     with psycopg.connect(sandbox.dsn) as conn:
         sessions = conn.execute("SELECT count(*) FROM clinical_sessions").fetchone()[0]
 
-    plan = Gate(_gate(True), _target(sandbox), run, Progress(quiet=True), state=RunState.load(run)).rollback_plan()
+    plan = Gate(_gate(True), cutover_target(sandbox), run, Progress(quiet=True),
+                state=RunState.load(run)).rollback_plan()
     assert (plan.method, plan.lost, plan.held) == ("sql", 0, None)  # preferred over the configured restore
     state = _rollback(sandbox, run, rollback_file=True)  # no decision needed: nothing is discarded
 
@@ -160,7 +154,7 @@ class WriterThroughMaintenance(SandboxHooks):
 def test_before_go_live_a_write_through_maintenance_holds_the_automatic_restore(sandbox: Sandbox,
                                                                                tmp_path: Path) -> None:
     run = tmp_path / "cutover"
-    state = Gate(_gate(False), _target(sandbox, WriterThroughMaintenance(sandbox.api)), run,
+    state = Gate(_gate(False), cutover_target(sandbox, WriterThroughMaintenance(sandbox.api)), run,
                  Progress(quiet=True)).run()
 
     assert state.status == "rollback-held" and EXIT[state.status] == 3

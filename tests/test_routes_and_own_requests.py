@@ -22,14 +22,14 @@ from migration_gate.config import ConfigError, LogsConfig, load_config, load_log
 from sandbox.api_process import ApiProcess
 from sandbox.roles import as_role
 from sandbox.synthetic import SANDBOX_KEY
-from tests import test_checks_api
 from tests.conftest import ROOT
-from tests.test_checks_api import CONFIG, PASSWORD, USER, Sandbox, green, red
+from tests.support import api_sandbox
+from tests.support.api_sandbox import CONFIG, PASSWORD, USER, Sandbox, green, red
 
-hipaa = test_checks_api.hipaa  # the fixture: the migrated sandbox API
-legacy = test_checks_api.legacy
-sandbox = test_checks_api.sandbox  # both schemas
-phi = test_checks_api.phi
+hipaa = api_sandbox.hipaa  # the fixture: the migrated sandbox API
+legacy = api_sandbox.legacy
+sandbox = api_sandbox.sandbox  # both schemas
+phi = api_sandbox.phi
 PLAN_ROUTE = "/api/patient-treatment-plans/patient/<int:patient_id>"  # as the sandbox routes it
 FAULTS = ",".join(["open-debug:/api/debug-jwt", "open-debug:/api/auth-test", "fail-route:/api/auth-test",
                    "user-hash:/api/user", "user-hash:/api/auth/status", "fail-route:/api/patient-treatment-plans",

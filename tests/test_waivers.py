@@ -12,7 +12,6 @@ import contextlib
 import io
 import json
 import xml.etree.ElementTree as ET
-from datetime import date, timedelta
 from pathlib import Path
 
 import psycopg
@@ -30,27 +29,13 @@ from migration_gate.run.runstate import PLAN, PhaseRecord, RunState
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import ROOT
 from tests.support.suites import run_suite
+from tests.support.waivers import TOMORROW, YESTERDAY, description, waiver
 
 SCHEMA_TEST = "test_every_new_table_has_its_columns_and_types_and_no_leftovers"
-TOMORROW, YESTERDAY = date.today() + timedelta(days=1), date.today() - timedelta(days=1)
 
 
 def finding(column: str) -> str:
     return f'"public"."organizations"."{column}" is in the database but not in the description'
-
-
-def waiver(found: str, expires: date = TOMORROW, criterion: str = "POST-01", key: str = "finding") -> str:
-    return (f"\n[[waivers]]\ncriterion = \"{criterion}\"\n{key} = '{found}'\n"
-            "reason = \"the app's own column; dropped in TICKET-123\"\n"
-            f"decided_by = \"Jane Doe (compliance officer)\"\nexpires = {expires.isoformat()}\n")
-
-
-def description(tmp_path: Path, *waivers: str) -> Path:
-    """The shipped description with these waivers appended (its SQL files named by absolute path)."""
-    text = (ROOT / "migration.toml").read_text().replace('file = "sandbox/', f'file = "{ROOT}/sandbox/')
-    path = tmp_path / "migration.toml"
-    path.write_text(text + "".join(waivers))
-    return path
 
 
 def schema_check(dsn: str, config: Path, run_dir: Path) -> tuple[int, dict, str]:

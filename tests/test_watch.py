@@ -44,8 +44,7 @@ from sandbox.target import Sandbox
 from tests.conftest import ROOT
 from tests.support.browser import look_at
 from tests.support.canaries import canaries, scan
-from tests.test_cli import config_with_store
-from tests.test_gate import _target
+from tests.support.cutover import config_with_store, cutover_target
 
 PATIENTS = 30
 FACTOR = 60.0  # a minute a second
@@ -60,7 +59,7 @@ def live(tmp_path_factory: pytest.TempPathFactory):
     box = Sandbox(workdir=folder / "sandbox", patients=PATIENTS, progress=Progress(quiet=True)).start()
     try:
         run = folder / "reports" / "cutover-live"
-        state = Gate(dataclasses.replace(load_config(), deploy_wait_seconds=6), _target(box), run,
+        state = Gate(dataclasses.replace(load_config(), deploy_wait_seconds=6), cutover_target(box), run,
                      Progress(quiet=True)).run()
         assert state.status == "green", state.failure
         yield box, run, folder
@@ -86,7 +85,7 @@ def _copy(run: Path, name: str) -> Path:
 
 
 def _watch(box: Sandbox, run: Path, alerts: Path | None = None) -> Watch:
-    return Watch(_gate(alerts), _target(box), run, Progress(quiet=True), factor=FACTOR)
+    return Watch(_gate(alerts), cutover_target(box), run, Progress(quiet=True), factor=FACTOR)
 
 
 def test_a_compressed_watch_runs_every_round_green_with_a_report_and_junit_per_round(live) -> None:
@@ -250,7 +249,7 @@ def test_a_finding_waived_at_the_post_checks_is_waived_in_the_watch_and_an_expir
 
     def first_round(name: str, expires: date) -> Watch:
         gate = dataclasses.replace(_gate(), waivers=(waiver("POST-11", expires), waiver("POST-12", expires)))
-        watch = Watch(gate, _target(box), _copy(run, name), Progress(quiet=True), factor=FACTOR)
+        watch = Watch(gate, cutover_target(box), _copy(run, name), Progress(quiet=True), factor=FACTOR)
         watch.run_rounds(once=True)
         return watch
     with psycopg.connect(box.dsn, autocommit=True) as conn:  # the audit rows cannot be written: log and audit red
