@@ -44,6 +44,7 @@ from pyrage import x25519
 
 from migration_gate.app.hooks import command_problems
 from migration_gate.config import BackupConfig
+from migration_gate.config.environment import variable, variables
 from migration_gate.core.phi import PhiKeyError, derived_key
 from migration_gate.core.redact import connection_cause, describe_target, redact_text
 from migration_gate.db import catalog, sizes
@@ -82,7 +83,7 @@ def record_key(phi_key: str | bytes | None) -> bytes | None:
 
 
 def _environment_record_key() -> bytes | None:
-    return record_key(os.environ.get(PHI_KEY_ENV))
+    return record_key(variable(PHI_KEY_ENV))
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class BackupKeys:
         """[backup] recipients plus GATE_BACKUP_RECIPIENTS; the identity from GATE_BACKUP_IDENTITY; the record's
         MAC key from phi_key (the gate's target key), else the environment's PHI_ENCRYPTION_KEY."""
         settings = settings or BackupConfig()
-        env = os.environ if env is None else env
+        env = variables() if env is None else env
         extra = tuple(r for r in re.split(r"[\s,]+", env.get(RECIPIENTS_ENV, "")) if r)
         return cls(encrypt=settings.encrypt, recipients=tuple(dict.fromkeys(settings.recipients + extra)),
                    identities=_read_identities(env.get(IDENTITY_ENV, "")),

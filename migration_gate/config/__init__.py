@@ -7,7 +7,6 @@ traceback per test. Secrets never come from the TOML file.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tomllib
@@ -16,11 +15,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
-import psycopg
-
 from migration_gate.core.criteria import CRITERIA
 from migration_gate.core.paths import ROOT
-from migration_gate.core.phi import PhiKeyError, parse_key
 
 DEFAULT_CONFIG = ROOT / "migration.toml"
 # The embedded sandbox, plugged in by name (migration_gate.run.provider); [sandbox] provider or GATE_SANDBOX_PROVIDER.
@@ -30,6 +26,16 @@ ON_DELETE = {"restrict": "r", "cascade": "c", "no action": "a", "set null": "n",
 
 class ConfigError(ValueError):
     """The configuration is unusable; the message is one line naming what and where."""
+
+
+# the environment's reader (the one module that reads os.environ) needs ConfigError, hence here
+from migration_gate.config.environment import REHEARSAL_KIND_ENV as REHEARSAL_KIND_ENV  # noqa: E402
+from migration_gate.config.environment import TARGET_VARIABLES as TARGET_VARIABLES  # noqa: E402
+from migration_gate.config.environment import Environment as Environment  # noqa: E402
+from migration_gate.config.environment import _flag as _flag  # noqa: E402
+from migration_gate.config.environment import context_by_hand as context_by_hand  # noqa: E402
+from migration_gate.config.environment import load_environment as load_environment  # noqa: E402
+from migration_gate.config.environment import variable  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -974,7 +980,6 @@ def load_app_server(spec: object, base: Path, where: str) -> AppServerConfig | N
                            headers=headers, start_timeout_seconds=float(timeout), database_role=role, **names)
 
 
-REHEARSAL_KIND_ENV = "GATE_REHEARSAL_KIND"  # overrides [rehearsal] kind (a dress rehearsal's suites: "scratch")
 
 
 @dataclass(frozen=True)
@@ -1002,7 +1007,7 @@ def load_rehearsal(spec: object, where: str, base: Path = ROOT) -> RehearsalConf
     if unknown:
         known = ", ".join(RehearsalConfig.__dataclass_fields__)
         raise ConfigError(f"{where}: unknown key {unknown[0]} (known: {known})")
-    kind = os.environ.get(REHEARSAL_KIND_ENV) or spec.get("kind", "scratch")
+    kind = variable(REHEARSAL_KIND_ENV) or spec.get("kind", "scratch")
     if kind not in REHEARSAL_KINDS:
         raise ConfigError(f"{where}: kind must be one of {', '.join(REHEARSAL_KINDS)} (got {kind!r})")
     hooks = {}
@@ -1173,62 +1178,6 @@ class GateConfig:
 
 # What a sandbox run's reports, summaries and sign-off say, so synthetic results are never read as the target's.
 SANDBOX_BANNER = "SANDBOX: synthetic data, not your database"
-# The variables that name a target: set but empty (what a CI runner gives for a missing secret) is a mistake.
-TARGET_VARIABLES = ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "API_BASE_URL", "GATE_API_USERNAME", "GATE_API_PASSWORD",
-                    "BACKUP_FILE", "BASELINE_DATABASE_URL")
-_OFF, _ON = ("", "0", "false", "no", "off"), ("1", "true", "yes", "on")
-
-
-@dataclass(frozen=True)
-class Environment:
-    """Where the target is. database_url None means: bring up the embedded sandbox, which outside CI needs no
-    asking and in CI must be asked for (sandbox_requested: GATE_SANDBOX=1, or the plugin's --gate-sandbox).
-    rehearsal: DATABASE_URL is the rehearsal's own sandbox (scripts/rehearse sets GATE_REHEARSAL=1 for its
-    phase suites), so its reports carry the sandbox banner too."""
-
-    database_url: str | None
-    api_base_url: str | None
-    phi_key: str | None
-    api_username: str | None
-    api_password: str | None
-    reports_dir: Path
-    app_log_file: Path | None
-    backup_file: Path | None
-    baseline_url: str | None
-    extra: dict[str, str] = field(default_factory=dict)
-    api_headers: dict[str, str] = field(default_factory=dict)
-    ci: bool = False
-    sandbox_requested: bool = False
-    rehearsal: bool = False
-
-    @property
-    def embedded(self) -> bool:
-        return self.database_url is None
-
-    @property
-    def synthetic(self) -> bool:
-        """The data checked is the sandbox's: every report of the run says so."""
-        return self.embedded or self.rehearsal
-
-    def sandbox_refused(self, asked: bool) -> str | None:
-        """Why the embedded sandbox may not stand in for a missing target (None: it may), so that a CI job
-        whose DATABASE_URL secret is missing never goes green on synthetic data."""
-        if not self.embedded or not self.ci or asked or self.sandbox_requested:
-            return None
-        return "no target: DATABASE_URL is not set; in CI the sandbox runs only with --gate-sandbox or GATE_SANDBOX=1"
-
-
-def _flag(env: dict[str, str], name: str) -> bool:
-    """A yes/no variable as runners set it (CI=true, GATE_SANDBOX=1). CI with any other non-empty value is still
-    CI (some runners put their name there); a GATE_* flag with another value is refused, not guessed."""
-    value = env.get(name, "").strip().lower()
-    if value in _OFF:
-        return False
-    if value in _ON or name == "CI":
-        return True
-    raise ConfigError(f"{name} must be 1 or 0 (or unset)")
-
-
 def _need(data: dict, key: str, kind: type, where: str):
     if key not in data:
         raise ConfigError(f"{where}: '{key}' is missing")
@@ -1480,7 +1429,7 @@ def load_config(path: Path | None = None) -> GateConfig:
     A description may start with `extends = "other.toml"`: that one is read first and this one's tables are laid
     over it key by key (an array, such as [[waivers]], replaces the other's). Relative paths resolve from the
     folder of the first description in the chain, the one that extends nothing."""
-    path = Path(path or os.environ.get("GATE_CONFIG") or DEFAULT_CONFIG)
+    path = Path(path or variable("GATE_CONFIG") or DEFAULT_CONFIG)
     data, base = _read_chain(path, [])
     where = path.name
     _known_keys(data, where)
@@ -1530,7 +1479,7 @@ def _laid_over(under: dict, over: dict) -> dict:
 def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
     mig = _need(data, "migration", dict, where)
     # GATE_MIGRATION_FILE: rehearse another migration file with the same description (scripts/rehearse --migration)
-    migration_file = Path(os.environ.get("GATE_MIGRATION_FILE") or base / _need(mig, "file", str,
+    migration_file = Path(variable("GATE_MIGRATION_FILE") or base / _need(mig, "file", str,
                                                                                   f"{where} [migration]")).resolve()
     if not migration_file.is_file():
         raise ConfigError(f"{where} [migration]: migration file {migration_file} not found")
@@ -1570,7 +1519,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         api_p95_ms=_need(budgets, "api_p95_ms", float, f"{where} [budgets]"),
         api_latency_samples=int(budgets.get("api_latency_samples", 20)),
         deploy_wait_seconds=float(budgets.get("deploy_wait_seconds", 300)),
-        sandbox_provider=os.environ.get("GATE_SANDBOX_PROVIDER") or str(sandbox.get("provider",
+        sandbox_provider=variable("GATE_SANDBOX_PROVIDER") or str(sandbox.get("provider",
                                                                                   DEFAULT_SANDBOX_PROVIDER)),
         sandbox_patients=int(sandbox.get("patients", 300)), sandbox_seed=int(sandbox.get("seed", 1)),
         sandbox_username=str(sandbox.get("username", "demo_therapist1")),
@@ -1641,58 +1590,3 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
                                   f"[legacy_schema.{mapping.legacy}]")
     return config
 
-
-def load_environment(env: dict[str, str] | None = None) -> Environment:
-    """Read the target from the environment; the key, when given, must be well-formed. A target variable that
-    is set but empty is refused by name (a CI secret that is missing), never read as "no target"."""
-    env = dict(os.environ if env is None else env)
-    if "DATABASE_URL" in env and not env["DATABASE_URL"].strip():
-        raise ConfigError("DATABASE_URL is set but empty (a missing CI secret?): set it to the target's connection "
-                          "string, or unset it")
-    if env.get("DATABASE_URL"):
-        empty = [name for name in TARGET_VARIABLES if name in env and not env[name].strip()]
-        if empty:
-            raise ConfigError(f"{', '.join(empty)} {'is' if len(empty) == 1 else 'are'} set but empty "
-                              "(a missing CI secret?): set or unset " + ("it" if len(empty) == 1 else "them"))
-    flags = {name: _flag(env, name) for name in ("CI", "GATE_SANDBOX", "GATE_REHEARSAL")}
-    if flags["GATE_SANDBOX"] and env.get("DATABASE_URL"):
-        raise ConfigError("GATE_SANDBOX=1 asks for the sandbox but DATABASE_URL names a target: unset one of them")
-    key = env.get("PHI_ENCRYPTION_KEY") or None
-    if key is not None:
-        try:
-            parse_key(key)
-        except PhiKeyError as exc:
-            raise ConfigError(str(exc)) from None
-    try:
-        headers = json.loads(env.get("GATE_API_HEADERS") or "{}")
-        if not isinstance(headers, dict):
-            raise ValueError
-    except ValueError:
-        raise ConfigError('GATE_API_HEADERS must be a JSON object, e.g. {"X-Maintenance-Bypass": "..."}') from None
-    if env.get("DATABASE_URL"):
-        try:
-            psycopg.conninfo.conninfo_to_dict(env["DATABASE_URL"])
-        except psycopg.ProgrammingError:
-            raise ConfigError("DATABASE_URL is not a valid connection string") from None
-    if env.get("DATABASE_URL") and not key:
-        raise ConfigError("DATABASE_URL is set but PHI_ENCRYPTION_KEY is not: the checks need the key")
-    return Environment(
-        database_url=env.get("DATABASE_URL") or None,
-        api_base_url=(env.get("API_BASE_URL") or "").rstrip("/") or None,
-        phi_key=key,
-        api_username=env.get("GATE_API_USERNAME") or None,
-        api_password=env.get("GATE_API_PASSWORD") or None,
-        reports_dir=Path(env.get("GATE_REPORTS_DIR") or ROOT / "reports"),
-        app_log_file=Path(env["APP_LOG_FILE"]) if env.get("APP_LOG_FILE") else None,
-        backup_file=Path(env["BACKUP_FILE"]) if env.get("BACKUP_FILE") else None,
-        baseline_url=env.get("BASELINE_DATABASE_URL") or None,
-        api_headers={str(k): str(v) for k, v in headers.items()},
-        extra={k: v for k, v in (("log_offset", env.get("APP_LOG_OFFSET")),
-                                 ("allow_writes", env.get("GATE_ALLOW_WRITES")),
-                                 ("log_source", env.get("GATE_LOG_SOURCE")),
-                                 ("log_marker", env.get("GATE_LOG_MARKER")),
-                                 ("logs_since", env.get("GATE_LOGS_SINCE")),
-                                 ("carried_rows", env.get("GATE_CARRIED_ROWS")),
-                                 ("run_dir", env.get("GATE_RUN_DIR"))) if v},
-        ci=flags["CI"], sandbox_requested=flags["GATE_SANDBOX"], rehearsal=flags["GATE_REHEARSAL"],
-    )
