@@ -15,6 +15,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
+from migration_gate.config.environment import REHEARSAL_KIND_ENV as REHEARSAL_KIND_ENV
+from migration_gate.config.environment import TARGET_VARIABLES as TARGET_VARIABLES
+from migration_gate.config.environment import Environment as Environment
+from migration_gate.config.environment import _flag as _flag
+from migration_gate.config.environment import context_by_hand as context_by_hand
+from migration_gate.config.environment import load_environment as load_environment
+from migration_gate.config.environment import variable
+from migration_gate.config.errors import ConfigError as ConfigError
 from migration_gate.core.criteria import CRITERIA
 from migration_gate.core.paths import ROOT
 
@@ -22,20 +30,6 @@ DEFAULT_CONFIG = ROOT / "migration.toml"
 # The embedded sandbox, plugged in by name (migration_gate.run.provider); [sandbox] provider or GATE_SANDBOX_PROVIDER.
 DEFAULT_SANDBOX_PROVIDER = "sandbox.provider:SandboxProvider"
 ON_DELETE = {"restrict": "r", "cascade": "c", "no action": "a", "set null": "n", "set default": "d"}
-
-
-class ConfigError(ValueError):
-    """The configuration is unusable; the message is one line naming what and where."""
-
-
-# the environment's reader (the one module that reads os.environ) needs ConfigError, hence here
-from migration_gate.config.environment import REHEARSAL_KIND_ENV as REHEARSAL_KIND_ENV  # noqa: E402
-from migration_gate.config.environment import TARGET_VARIABLES as TARGET_VARIABLES  # noqa: E402
-from migration_gate.config.environment import Environment as Environment  # noqa: E402
-from migration_gate.config.environment import _flag as _flag  # noqa: E402
-from migration_gate.config.environment import context_by_hand as context_by_hand  # noqa: E402
-from migration_gate.config.environment import load_environment as load_environment  # noqa: E402
-from migration_gate.config.environment import variable  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from migration_gate.config import ConfigError
-
-if TYPE_CHECKING:
-    from migration_gate.config import GateConfig
+from migration_gate.config.errors import ConfigError
 
 CONTEXT_FILE = "context.json"  # beside the phase's reports (run/rundir.py may own this name later)
 # What stays in the environment, never in a context file: the target's secrets.
@@ -58,18 +54,6 @@ class SuiteContext:
     def reports_dir(self) -> Path:
         """This phase's folder: its HTML, JUnit and results."""
         return self.run_dir / self.phase_folder if self.phase_folder else self.run_dir
-
-    def applied(self, gate: GateConfig) -> GateConfig:
-        """The description as the gate uses it: its migration file, sandbox provider and [rehearsal] kind (a
-        dress rehearsal's suites: "scratch") where the context names them."""
-        changes: dict[str, object] = {}
-        if self.migration_file is not None:
-            changes["migration_file"] = self.migration_file
-        if self.sandbox_provider:
-            changes["sandbox_provider"] = self.sandbox_provider
-        if self.rehearsal_kind and self.rehearsal_kind != gate.rehearsal.kind:
-            changes["rehearsal"] = dataclasses.replace(gate.rehearsal, kind=self.rehearsal_kind)
-        return dataclasses.replace(gate, **changes) if changes else gate
 
     def to_json(self) -> str:
         return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()},

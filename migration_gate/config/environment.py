@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate.config import ConfigError
 from migration_gate.config.context import SuiteContext
+from migration_gate.config.errors import ConfigError
 from migration_gate.core.paths import ROOT
 from migration_gate.core.phi import PhiKeyError, parse_key
 

@@ -41,8 +41,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from migration_gate.config.environment import variable, variables
-
 OWNER_FILE = "owner.pid"
 OWNER_ROLE = "gate_owner"  # what a hosted PostgreSQL gives its customer: owns the databases, no superuser
 KEEP_FILE = "keep"
@@ -110,8 +108,8 @@ def _major_of(bindir: Path) -> int:
 
 def _candidate_bindirs() -> list[Path]:
     found: list[Path] = []
-    if variable("PG_BINDIR"):
-        found.append(Path(variable("PG_BINDIR")))
+    if os.environ.get("PG_BINDIR"):
+        found.append(Path(os.environ["PG_BINDIR"]))
     pg_config = shutil.which("pg_config")
     if pg_config:
         with contextlib.suppress(subprocess.CalledProcessError, OSError):
@@ -157,7 +155,7 @@ def _run_as() -> pwd.struct_passwd | None:
     """The unprivileged account that runs the server when we are root (None when we are not root)."""
     if os.geteuid() != 0:
         return None
-    for name in filter(None, (variable("MIGRATION_GATE_PG_USER"), "postgres", "nobody")):
+    for name in filter(None, (os.environ.get("MIGRATION_GATE_PG_USER"), "postgres", "nobody")):
         with contextlib.suppress(KeyError):
             return pwd.getpwnam(name)
     raise EmbeddedError("running as root and no unprivileged user (postgres, nobody) exists to run PostgreSQL")
@@ -477,7 +475,7 @@ class EmbeddedPostgres:
         kwargs: dict = {"capture_output": True, "text": True, "cwd": str(self.dir), "input": stdin}
         if self._account is not None:
             kwargs.update(user=self._account.pw_uid, group=self._account.pw_gid, extra_groups=[])
-        child = {k: v for k, v in variables().items() if not k.startswith("PG")} | (env or {})
+        child = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | (env or {})
         child["LC_ALL"] = "C.UTF-8"
         child["LANG"] = "C.UTF-8"
         return subprocess.run(args, env=child, **kwargs)

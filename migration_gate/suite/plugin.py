@@ -8,6 +8,7 @@ its options are known wherever pytest starts. It stays out of the way of runs th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -79,7 +80,7 @@ class GateSession:
         try:
             self.env = load_environment()
             self.context = self._context(config)
-            self.gate: GateConfig = self.context.applied(load_config(self.context.config))
+            self.gate: GateConfig = as_the_gate_uses(load_config(self.context.config), self.context)
         except ConfigError as exc:
             raise pytest.UsageError(f"migration-gate: {exc}") from None
         asked, where = gate_option(config, "gate_sandbox")
@@ -164,6 +165,19 @@ class GateSession:
             "Gate version": gate_version(),
             "Started (UTC)": self.started.isoformat(timespec="seconds"),
         }
+
+
+def as_the_gate_uses(gate: GateConfig, context: SuiteContext) -> GateConfig:
+    """The description as the gate uses it: its migration file, sandbox provider and [rehearsal] kind (a
+    dress rehearsal's suites: "scratch") where the context names them."""
+    changes: dict[str, object] = {}
+    if context.migration_file is not None:
+        changes["migration_file"] = context.migration_file
+    if context.sandbox_provider:
+        changes["sandbox_provider"] = context.sandbox_provider
+    if context.rehearsal_kind and context.rehearsal_kind != gate.rehearsal.kind:
+        changes["rehearsal"] = dataclasses.replace(gate.rehearsal, kind=context.rehearsal_kind)
+    return dataclasses.replace(gate, **changes) if changes else gate
 
 
 def _slug(text: str | None) -> str:
