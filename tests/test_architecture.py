@@ -214,3 +214,32 @@ def test_no_test_file_imports_another() -> None:
             found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {name}" for name in names
                       if re.fullmatch(r"tests\.test_\w+(\..*)?", name)][:1]
     assert not found, "a test file imports another (move what they share to tests/support/): " + ", ".join(found)
+
+
+# The one reader of the process environment; a child's environment is built from its variables() copy.
+ENVIRONMENT_READER = "migration_gate/config/environment.py"
+# The embedded cluster's launcher runs as another user from a bare copy of itself (standard library only:
+# tests/test_embedded.py::test_starts_when_run_by_an_ordinary_user), so it reads PG_BINDIR itself.
+STANDALONE = {"migration_gate/db/embedded.py"}
+
+
+def _environment_reads(path: Path) -> list[int]:
+    """Lines that touch os.environ, os.getenv, os.putenv/unsetenv or `from os import environ/getenv`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        attribute = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os" \
+            and node.attr in ("environ", "environb", "getenv", "getenvb", "putenv", "unsetenv")
+        imported = isinstance(node, ast.ImportFrom) and node.module == "os" \
+            and any(a.name in ("environ", "getenv", "putenv") for a in node.names)
+        if attribute or imported:
+            found.append(node.lineno)
+    return found
+
+
+def test_only_the_environment_module_reads_the_process_environment() -> None:
+    """Run state travels in the suite's context file and secrets through config/environment.py: no other library
+    module reads (or writes) os.environ, so a newcomer finds every variable the gate honours in one file."""
+    readers = {rel: lines for rel, lines in ((str(p.relative_to(ROOT)), _environment_reads(p))
+                                             for p in sorted(LIBRARY.rglob("*.py")))
+               if lines and rel != ENVIRONMENT_READER and rel not in STANDALONE}
+    assert not readers, f"os.environ read outside {ENVIRONMENT_READER}: {readers}"

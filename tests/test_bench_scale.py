@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 
 from bench import bench_scale as bench
+from migration_gate.config.context import SuiteContext
 from migration_gate.core.progress import Progress
 from migration_gate.run.runstate import PLAN, PhaseRecord, RunState
 from migration_gate.run.suites import SuiteRunner
@@ -32,7 +33,8 @@ def _suite(dsn: str, run_dir: Path) -> bench.TreeSampler:
     sampler = bench.TreeSampler(interval=0.05)
     sampler.start()
     try:
-        SuiteRunner(run_dir, Progress(quiet=True)).run("postmigration", PhaseRecord("postmigration"), env)
+        SuiteRunner(run_dir, Progress(quiet=True)).run("postmigration", PhaseRecord("postmigration"), env,
+                                                        SuiteContext(run_dir=run_dir, config=GATE.path))
     finally:
         sampler.stop()
     return sampler

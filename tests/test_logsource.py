@@ -20,11 +20,12 @@ from migration_gate.app import logsource
 from migration_gate.app.hooks import CutoverTarget, ShellHooks
 from migration_gate.app.logsource import LogMarker, LogSource
 from migration_gate.checks import api as checks
-from migration_gate.config import ConfigError, Environment, LogsConfig, load_config
+from migration_gate.config import ConfigError, Environment, LogsConfig, context_by_hand, load_config, load_environment
+from migration_gate.config.context import SuiteContext
 from migration_gate.core.progress import Progress
 from migration_gate.run.gate import Gate
 from migration_gate.run.runstate import RunState
-from migration_gate.run.suites import suite_env
+from migration_gate.run.suites import suite_context
 from migration_gate.run.target import RealTargets
 from sandbox.api_process import SandboxHooks
 from sandbox.provider import SandboxProvider
@@ -268,17 +269,14 @@ def test_the_gate_hands_the_source_and_marker_to_the_suite_and_the_target_reads_
                      log_source=source.to_json(), log_marker=marker.to_json())
     target = CutoverTarget(dsn="postgresql://u@h/db", key="0" * 64, api_base_url="http://h", api_username="u",
                            api_password="p", hooks=ShellHooks({}))
-    env = suite_env(target, load_config(), state)
-    assert LogSource.from_json(env["GATE_LOG_SOURCE"]) == source
-    assert LogMarker.from_json(env["GATE_LOG_MARKER"]) == marker
-    seen = RealTargets(Environment(database_url="postgresql://u@h/db", api_base_url=None, phi_key=None,
-                                   api_username=None, api_password=None, reports_dir=tmp_path, app_log_file=None,
-                                   backup_file=None, baseline_url=None,
-                                   extra={"log_source": env["GATE_LOG_SOURCE"], "log_marker": env["GATE_LOG_MARKER"]}))
+    handed = SuiteContext.read(suite_context(target, load_config(), state).write(tmp_path / "context.json"))
+    assert LogSource.from_json(handed.log_source) == source
+    assert LogMarker.from_json(handed.log_marker) == marker
+    env = Environment(database_url="postgresql://u@h/db", api_base_url=None, phi_key=None, api_username=None,
+                      api_password=None, reports_dir=tmp_path, app_log_file=None, backup_file=None, baseline_url=None)
+    seen = RealTargets(env, handed)
     assert (seen.state("postmigration").log_source, seen.state("postmigration").log_marker) == (source, marker)
-    by_hand = RealTargets(Environment(database_url="x", api_base_url=None, phi_key=None, api_username=None,
-                                      api_password=None, reports_dir=tmp_path, app_log_file=Path("/a.log"),
-                                      backup_file=None, baseline_url=None, extra={"log_offset": "42"}))
+    by_hand = RealTargets(env, context_by_hand(load_environment({"APP_LOG_OFFSET": "42"}), tmp_path))
     assert by_hand.state("postmigration").log_marker == LogMarker(offset=42)  # APP_LOG_OFFSET keeps working
     with pytest.raises(ConfigError):
         LogSource.from_json('{"kind": "ftp"}')

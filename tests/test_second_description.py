@@ -78,7 +78,7 @@ def _env(dsn: str, **extra: str) -> dict[str, str]:
 def _phase(marker: str, env: dict[str, str], run_dir: Path, secrets: list[str]) -> tuple[int, dict, str]:
     """Run one phase suite; (exit code, criteria JSON, all output and reports) with no PHI anywhere in them."""
     done = run_suite("-m", marker, "-q", "-rfE", env=env, run_dir=run_dir)
-    results = next(run_dir.glob("criteria-*.json"), None)
+    results = next(run_dir.glob(f"criteria-{'-'.join(marker.split())}.json"), None)
     criteria = json.loads(results.read_text()) if results else {}
     text = done.stdout + done.stderr + "".join(p.read_text() for p in run_dir.glob("*.*ml"))
     leaked = [s for s in secrets if s in text]
@@ -92,8 +92,8 @@ def _verdicts(criteria: dict) -> dict[str, str]:
 
 def test_the_second_description_is_green_through_every_phase(clinic, tmp_path: Path) -> None:
     dsn, secrets = clinic
-    cutover = str(tmp_path / "cutover")  # the cut-over's folder, shared by the phases: PRE-05's proof lives there
-    code, pre, out = _phase("premigration and not app", _env(dsn, GATE_RUN_DIR=cutover), tmp_path / "pre", secrets)
+    cutover = tmp_path / "cutover"  # the one run folder, shared by the phases: PRE-05's proof lives there
+    code, pre, out = _phase("premigration and not app", _env(dsn), cutover, secrets)
     assert code == 0, out
     assert {c: _verdicts(pre)[c] for c in ("PRE-04", "PRE-05", "PRE-06", "PRE-07", "PRE-08", "PRE-13")} == \
         dict.fromkeys(("PRE-04", "PRE-05", "PRE-06", "PRE-07", "PRE-08", "PRE-13"), "passed")
@@ -114,8 +114,7 @@ def test_the_second_description_is_green_through_every_phase(clinic, tmp_path: P
     migration.run_file(dsn, CLINIC / "migrate.sql", KEY)
     with psycopg.connect(dsn) as conn:  # the app appends to the append-only table after the backup: expected
         conn.execute("INSERT INTO clinic.access_log (member_code, action) VALUES ('M-0001', 'read')")
-    code, post, out = _phase("postmigration and not app", {**env, "GATE_RUN_DIR": cutover}, tmp_path / "post",
-                             secrets)
+    code, post, out = _phase("postmigration and not app", env, cutover, secrets)
     assert code == 0, out
     assert {"POST-01", "POST-03", "POST-04", "POST-05", "POST-13", "POST-14", "POST-15"} <= set(_verdicts(post))
     # text and UUID keys: each proven column is one bucket, the whole table; unchanged by the migration, it is

@@ -75,7 +75,7 @@ def test_phi_reads_write_audit_rows(gate_api, token, gate_db, gate_api_user_id, 
 @pytest.mark.criterion("POST-16")
 def test_search_by_a_mixed_case_padded_email_finds_the_patient(gate_api, token, gate_session, gate_run_dir,
                                                                 gate_config):
-    if not gate_session.env.embedded and not gate_session.env.extra.get("allow_writes"):
+    if not gate_session.env.embedded and not gate_session.context.allow_writes:
         pytest.skip("writes a probe patient: only on the sandbox or with GATE_ALLOW_WRITES=1 (staging)")
     app.search_finds_patient(gate_api, token,
                              on_created=lambda pid: answers.note_own_write(gate_run_dir, "/api/patients", pid),

@@ -22,7 +22,6 @@ import fnmatch
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -37,6 +36,7 @@ import httpx
 from migration_gate.app.client import body_of, send
 from migration_gate.app.client import login as api_login
 from migration_gate.config import AnswerLogin, AnswerRequest, AnswersConfig
+from migration_gate.config.environment import variables
 from migration_gate.core.phi import derived_key
 from migration_gate.core.result import Result
 
@@ -194,7 +194,7 @@ def sample_ids(ids: list[str], count: int) -> list[str]:
 
 def credentials(login: AnswerLogin, env: Mapping[str, str] | None = None) -> tuple[str, str]:
     """The login's username and password from the environment; a missing variable is named, never its value."""
-    env = os.environ if env is None else env
+    env = variables() if env is None else env
     username = login.username or env.get(login.username_env)
     password = env.get(login.password_env)
     if not username:
@@ -207,7 +207,7 @@ def credentials(login: AnswerLogin, env: Mapping[str, str] | None = None) -> tup
 def environment(username: str, password: str) -> dict[str, str]:
     """The process environment with the gate's own login in the default variables ([answers] logins' default),
     as the phase fixtures know it even when the sandbox, not the environment, supplied it."""
-    return {**os.environ, "GATE_API_USERNAME": username, "GATE_API_PASSWORD": password}
+    return {**variables(), "GATE_API_USERNAME": username, "GATE_API_PASSWORD": password}
 
 
 def login_label(index: int, login: AnswerLogin) -> str:

@@ -25,6 +25,7 @@ import psycopg
 from migration_gate.app.client import http_client
 from migration_gate.app.logsource import LogSource
 from migration_gate.config import AppServerConfig
+from migration_gate.config.environment import variables
 from migration_gate.db.embedded import free_port
 
 HOST = "127.0.0.1"
@@ -73,7 +74,8 @@ class AppServer:
 
     def child_env(self) -> dict[str, str]:
         """Exactly what is handed over: the minimal variables, pass_env, env, then the DSN, key and port."""
-        env = {name: os.environ[name] for name in (*MINIMAL_ENV, *self.spec.pass_env) if name in os.environ}
+        own = variables()
+        env = {name: own[name] for name in (*MINIMAL_ENV, *self.spec.pass_env) if name in own}
         env.setdefault("PATH", os.defpath)
         env.update(self.spec.env)
         env.update({self.spec.dsn_env: dsn_url(self.dsn), self.spec.key_env: self.key,

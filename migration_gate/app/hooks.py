@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from migration_gate.config import ConfigError, GateConfig, load_environment
+from migration_gate.config.environment import variables
 from migration_gate.core.errors import GateError
 from migration_gate.core.redact import dsn_passwords, mask_values, redact_text, secret_values
 
@@ -55,7 +56,7 @@ def hook_environment(contract: Iterable[str], handed: Mapping[str, str] | None =
     if stray:
         raise GateError(f"{stray[0]} is not in the hook's contract ({', '.join(sorted(allowed)) or 'nothing'})")
     names = set(BASE_ENV) | set(pass_env)
-    env = {k: v for k, v in os.environ.items() if k in names or k.startswith("LC_")}
+    env = {k: v for k, v in variables().items() if k in names or k.startswith("LC_")}
     env.setdefault("PATH", os.defpath)
     return env | handed
 
@@ -201,7 +202,7 @@ class ShellHooks:
         if child.returncode != 0:
             last = (stderr or stdout).strip().splitlines()[-1:] or ["(no output)"]
             # a hook's output may echo its environment (set -x, a verbose curl): its secrets are masked by value
-            line = mask_values(redact_text(last[0]), secret_values(dict(os.environ) | hook_env)
+            line = mask_values(redact_text(last[0]), secret_values(variables() | hook_env)
                                + dsn_passwords(hook_env.values()))
             more = (f" (output over {self.output_limit // 1024} KiB: only its last {self.output_limit // 1024} KiB "
                     "read)") if cut else ""
@@ -212,7 +213,7 @@ class ShellHooks:
         """The [hooks] store_backup command; its last output line is where the copy is (e.g. the s3:// URL)."""
         lines = [line.strip() for line in self._run("store_backup", env, self.backup_timeout).splitlines()]
         return mask_values(redact_text(next((line for line in reversed(lines) if line), "")),
-                           secret_values(dict(os.environ)))
+                           secret_values(variables()))
 
     def fetch_backup(self, env: dict[str, str]) -> None:
         self._run("fetch_backup", env, self.backup_timeout)
@@ -253,6 +254,8 @@ class CutoverTarget:
     # set when maintenance mode cannot be seen on this target (a rehearsal's own legacy app, which knows nothing
     # of the sandbox's flag): the maintenance phase says so, with this reason, instead of probing for a 503
     maintenance_unverifiable: str | None = None
+    # the data is a sandbox's (a rehearsal's, or GATE_REHEARSAL=1): the suites' reports carry the banner
+    synthetic: bool = False
 
 
 def target_from_environment(gate: GateConfig, need_api: bool = True, hint: str = "") -> CutoverTarget:
@@ -270,4 +273,4 @@ def target_from_environment(gate: GateConfig, need_api: bool = True, hint: str =
                          api_username=env.api_username or "", api_password=env.api_password or "",
                          hooks=ShellHooks(gate.hooks, timeout=gate.hook_timeout_seconds,
                                           pass_env=gate.hook_pass_env),
-                         app_log_file=env.app_log_file, api_headers=env.api_headers)
+                         app_log_file=env.app_log_file, api_headers=env.api_headers, synthetic=env.rehearsal)

@@ -6,7 +6,6 @@ without this tool).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pyrage import x25519
 
 from migration_gate.backup.record import PHI_KEY_ENV, BackupError, environment_record_key, record_key
 from migration_gate.config import BackupConfig
+from migration_gate.config.environment import variables
 
 IDENTITY_ENV = "GATE_BACKUP_IDENTITY"  # an age identity file's path, or the AGE-SECRET-KEY-1... itself
 RECIPIENTS_ENV = "GATE_BACKUP_RECIPIENTS"  # extra age public keys (the sandbox's own), comma or space separated
@@ -45,7 +45,7 @@ class BackupKeys:
         """[backup] recipients plus GATE_BACKUP_RECIPIENTS; the identity from GATE_BACKUP_IDENTITY; the record's
         MAC key from phi_key (the gate's target key), else the environment's PHI_ENCRYPTION_KEY."""
         settings = settings or BackupConfig()
-        env = os.environ if env is None else env
+        env = variables() if env is None else env
         extra = tuple(r for r in re.split(r"[\s,]+", env.get(RECIPIENTS_ENV, "")) if r)
         return cls(encrypt=settings.encrypt, recipients=tuple(dict.fromkeys(settings.recipients + extra)),
                    identities=_read_identities(env.get(IDENTITY_ENV, "")),

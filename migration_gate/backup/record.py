@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from migration_gate.config.environment import variable
 from migration_gate.core.phi import PhiKeyError, derived_key
 from migration_gate.db import catalog
 
@@ -44,7 +45,7 @@ def record_key(phi_key: str | bytes | None) -> bytes | None:
 
 
 def environment_record_key() -> bytes | None:
-    return record_key(os.environ.get(PHI_KEY_ENV))
+    return record_key(variable(PHI_KEY_ENV))
 
 
 class Hashing(io.RawIOBase):

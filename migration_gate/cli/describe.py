@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from migration_gate.config.environment import variable
 from migration_gate.db import connection as db
 from migration_gate.db.catalog import Catalog
 
@@ -43,7 +44,6 @@ def catalog_section(catalog: Catalog, prefix: str, schema: str = "public") -> st
 def main(argv: list[str] | None = None) -> int:
     """scripts/describe-schema: print the schema sections of a migration description from DATABASE_URL."""
     import argparse
-    import os
     import sys
 
     import psycopg
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                              "types, rules, extensions, sequences, foreign keys, the tables' owners, grants, options)")
     parser.add_argument("--schema", default="public", help="the schema the tables live in (default public)")
     args = parser.parse_args(argv)
-    dsn = os.environ.get("DATABASE_URL")
+    dsn = variable("DATABASE_URL")
     if not dsn:
         print("describe-schema: DATABASE_URL is not set", file=sys.stderr)
         return 2

@@ -4,7 +4,6 @@ DATABASE_URL when it is set, exit 0 nothing red, 1 a finding [lint] denies, 2 ba
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import psycopg
 
 from migration_gate.checks.lint import lint_migration
 from migration_gate.config import ConfigError, load_config
+from migration_gate.config.environment import variable
 from migration_gate.core.redact import redact_dsn
 from migration_gate.core.result import error_text
 from migration_gate.db import connection as db
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         print(f"lint: migration file {path} not found", file=sys.stderr)
         return 2
-    dsn = os.environ.get("DATABASE_URL")
+    dsn = variable("DATABASE_URL")
     try:
         with (db.connect(dsn, autocommit=True) if dsn else _Nothing()) as conn:
             recorded = recorded_migration_sha256(args.run_dir) if path == gate.migration_file else None

@@ -20,9 +20,10 @@ from migration_gate.backup.record import BackupError, sha256_file
 from migration_gate.cli.rehearse import main as rehearse_main
 from migration_gate.cli.watch import main as watch_main
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
+from migration_gate.config.environment import operator, variable
 from migration_gate.core.errors import GateError, Refused
 from migration_gate.core.progress import Progress
-from migration_gate.core.provenance import gate_version, operator
+from migration_gate.core.provenance import gate_version
 from migration_gate.core.redact import (
     connection_cause,
     describe_target,
@@ -479,7 +480,7 @@ def attest_command(argv: list[str] | None = None) -> int:
     try:
         gate = load_config(args.config)
         target = attest.describe_target_env()
-        reports = Path(os.environ.get("GATE_REPORTS_DIR") or load_environment({}).reports_dir)
+        reports = Path(variable("GATE_REPORTS_DIR") or load_environment({}).reports_dir)
         if args.run_dir is not None and not (args.run_dir / "state.json").is_file():
             raise ConfigError(f"{args.run_dir} is not a run folder (no state.json)")
         if args.list:

@@ -4,7 +4,7 @@ does the work): its options and their checks, its --help, and the environment it
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -77,14 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_kept is not None:
         return rehearse.stop_kept_runs(args.stop_kept)
     progress = Progress(quiet=args.quiet or args.json)
-    if args.migration is not None:
-        os.environ["GATE_MIGRATION_FILE"] = str(args.migration.resolve())  # the phase suites see it too
-    # the phase suites run against the sandbox's DATABASE_URL: they mark their reports as the sandbox's, and a
-    # GATE_SANDBOX=1 the caller set (this is a sandbox run by definition) must not read as a conflict there
-    os.environ.pop("GATE_SANDBOX", None)
-    os.environ["GATE_REHEARSAL"] = "1"
+    # nothing here steers the phase suites through this process's environment: the gate hands each its context
+    # (migration_gate.config.context): the migration file, the synthetic data (CutoverTarget.synthetic), the kind
     try:
         gate = load_config(args.config)
+        if args.migration is not None:  # the gate, and through its context the phase suites, run this file
+            gate = dataclasses.replace(gate, migration_file=args.migration.resolve())
         provider = load_provider(gate.sandbox_provider)
     except ConfigError as exc:
         print(f"rehearse: {exc}", file=sys.stderr)

@@ -5,7 +5,6 @@ checked into its model (config/model.py). Sections declared with msgspec annotat
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import tomllib
 import typing
@@ -16,6 +15,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from migration_gate.config.environment import REHEARSAL_KIND_ENV, variable
+from migration_gate.config.errors import ConfigError
 from migration_gate.config.model import (
     _ITEM_ID,
     DEFAULT_SANDBOX_PROVIDER,
@@ -25,7 +26,6 @@ from migration_gate.config.model import (
     NOT_APPLICABLE_KEYS,
     ON_DELETE,
     OWN_REQUEST_PATTERN,
-    REHEARSAL_KIND_ENV,
     REHEARSAL_KINDS,
     RULES,
     SEQUENCE_PRIVILEGES,
@@ -41,7 +41,6 @@ from migration_gate.config.model import (
     AuditTable,
     BackupConfig,
     ColumnRule,
-    ConfigError,
     Endpoint,
     ForeignKey,
     GateConfig,
@@ -477,7 +476,7 @@ def load_rehearsal(spec: object, where: str, base: Path = ROOT) -> RehearsalConf
     if unknown:
         known = ", ".join(RehearsalConfig.__dataclass_fields__)
         raise ConfigError(f"{where}: unknown key {unknown[0]} (known: {known})")
-    kind = os.environ.get(REHEARSAL_KIND_ENV) or spec.get("kind", "scratch")
+    kind = variable(REHEARSAL_KIND_ENV) or spec.get("kind", "scratch")
     if kind not in REHEARSAL_KINDS:
         raise ConfigError(f"{where}: kind must be one of {', '.join(REHEARSAL_KINDS)} (got {kind!r})")
     hooks = {}
@@ -824,7 +823,7 @@ def _laid_over(under: dict, over: dict) -> dict:
 def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
     mig = _need(data, "migration", dict, where)
     # GATE_MIGRATION_FILE: rehearse another migration file with the same description (scripts/rehearse --migration)
-    migration_file = Path(os.environ.get("GATE_MIGRATION_FILE") or base / _need(mig, "file", str,
+    migration_file = Path(variable("GATE_MIGRATION_FILE") or base / _need(mig, "file", str,
                                                                                   f"{where} [migration]")).resolve()
     if not migration_file.is_file():
         raise ConfigError(f"{where} [migration]: migration file {migration_file} not found")
@@ -864,7 +863,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         api_p95_ms=_need(budgets, "api_p95_ms", float, f"{where} [budgets]"),
         api_latency_samples=int(budgets.get("api_latency_samples", 20)),
         deploy_wait_seconds=float(budgets.get("deploy_wait_seconds", 300)),
-        sandbox_provider=os.environ.get("GATE_SANDBOX_PROVIDER") or str(sandbox.get("provider",
+        sandbox_provider=variable("GATE_SANDBOX_PROVIDER") or str(sandbox.get("provider",
                                                                                   DEFAULT_SANDBOX_PROVIDER)),
         sandbox_patients=int(sandbox.get("patients", 300)), sandbox_seed=int(sandbox.get("seed", 1)),
         sandbox_username=str(sandbox.get("username", "demo_therapist1")),

@@ -21,8 +21,6 @@ DEFAULT_SANDBOX_PROVIDER = "sandbox.provider:SandboxProvider"
 ON_DELETE = {"restrict": "r", "cascade": "c", "no action": "a", "set null": "n", "set default": "d"}
 
 
-class ConfigError(ValueError):
-    """The configuration is unusable; the message is one line naming what and where."""
 
 
 @dataclass(frozen=True)
@@ -585,7 +583,6 @@ class AppServerConfig:
         return f"your app: {self.command} in {self.cwd}"
 
 
-REHEARSAL_KIND_ENV = "GATE_REHEARSAL_KIND"  # overrides [rehearsal] kind (a dress rehearsal's suites: "scratch")
 
 
 @dataclass(frozen=True)

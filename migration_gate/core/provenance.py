@@ -4,27 +4,10 @@ migration and which person started it (a numeric uid is not a person)."""
 from __future__ import annotations
 
 import functools
-import getpass
-import os
 import subprocess
 from importlib import metadata
 
 from migration_gate.core.paths import ROOT
-
-
-def operator() -> str:
-    """The login name of whoever runs the gate (SUDO_USER when run through sudo), never a bare uid."""
-    for name in (os.environ.get("SUDO_USER"), _login()):
-        if name and not name.isdigit():
-            return name
-    return f"uid {os.getuid()} (no user name)"
-
-
-def _login() -> str | None:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER: a bare container uid
-        return None
 
 
 @functools.cache

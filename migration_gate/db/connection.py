@@ -9,10 +9,11 @@ schema. Sessions that run the user's SQL (migration.run_file, the app role's) ke
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import psycopg
+
+from migration_gate.config.environment import variable, variables
 
 SEARCH_PATH = "pg_catalog, pg_temp"
 PIN = r"-c search_path=pg_catalog,\ pg_temp"  # libpq options: a space inside a value is backslash-escaped
@@ -43,7 +44,7 @@ def _options_of(info: dict[str, Any], given: str | None = None) -> str | None:
         return given
     if info.get("options"):
         return str(info["options"])
-    return os.environ.get("PGOPTIONS")
+    return variable("PGOPTIONS")
 
 
 def connect(dsn: str, *, pin: bool = True, **kwargs: Any) -> psycopg.Connection:
@@ -60,14 +61,14 @@ def client_env(dsn: str) -> tuple[str, dict[str, str]]:
     connection variables kept (sslmode, sslrootcert, service file, passfile... as the gate's sessions see them),
     other PG* dropped, the DSN's password in PGPASSWORD, and search_path pinned as in connect()."""
     info = psycopg.conninfo.conninfo_to_dict(dsn)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") or k in LIBPQ_VARIABLES}
+    env = {k: v for k, v in variables().items() if not k.startswith("PG") or k in LIBPQ_VARIABLES}
     password = info.pop("password", None)
     if password:
         env["PGPASSWORD"] = str(password)
     if info.get("options"):  # the DSN's options stay in the DSN (they override PGOPTIONS there)
         info["options"] = pinned_options(str(info["options"]))
     else:
-        env["PGOPTIONS"] = pinned_options(os.environ.get("PGOPTIONS"))
+        env["PGOPTIONS"] = pinned_options(variable("PGOPTIONS"))
     return psycopg.conninfo.make_conninfo(**info), env
 
 

@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -23,11 +22,12 @@ import psycopg
 
 from migration_gate.app.hooks import CutoverTarget
 from migration_gate.backup.tools import split_password
-from migration_gate.config import REHEARSAL_KIND_ENV, ConfigError, GateConfig, load_environment
+from migration_gate.config import ConfigError, GateConfig, load_environment
+from migration_gate.config.environment import operator
 from migration_gate.core.errors import GateError, Refused
 from migration_gate.core.paths import ROOT
 from migration_gate.core.progress import Progress
-from migration_gate.core.provenance import gate_version, operator
+from migration_gate.core.provenance import gate_version
 from migration_gate.core.redact import describe_target, safe_message
 from migration_gate.db.embedded import PASSFILE, EmbeddedError, cluster_serving, kept_clusters, stop_kept
 from migration_gate.rehearsal import copies
@@ -51,7 +51,7 @@ def rehearse(args: argparse.Namespace, gate: GateConfig, provider: SandboxProvid
         target = CutoverTarget(dsn=sandbox.dsn, key=provider.key, api_base_url=sandbox.api_base_url,
                                api_username=gate.sandbox_username, api_password=gate.sandbox_password,
                                hooks=sandbox.hooks, app_log_file=sandbox.app_log_file,
-                               api_headers=sandbox.api_headers, allow_writes=True, **_edge(sandbox))
+                               api_headers=sandbox.api_headers, allow_writes=True, synthetic=True, **_edge(sandbox))
         # the checklist's human items, attested by whoever rehearses (as the sandbox operator): nobody to brief
         attest.record_all(gate, run_dir, by=f"sandbox operator ({operator()})", note="recorded by scripts/rehearse")
         state = Gate(gate, target, run_dir, progress, log_source=getattr(sandbox, "log_source", None)).run()
@@ -130,7 +130,6 @@ def dress_rehearsal(args: argparse.Namespace, gate: GateConfig, provider: Sandbo
     with contextlib.ExitStack() as stack:
         try:
             if env.database_url:  # the real target: its data is real, its reports are not the sandbox's
-                os.environ.pop("GATE_REHEARSAL", None)
                 source_dsn, key, from_sandbox = env.database_url, env.phi_key or "", False
                 username = env.api_username or gate.sandbox_username
                 password = env.api_password or gate.sandbox_password
@@ -152,14 +151,15 @@ def dress_rehearsal(args: argparse.Namespace, gate: GateConfig, provider: Sandbo
             stack.callback(app.stop)
             _use_apps(app, gate, key)
             app.start()
-            os.environ[REHEARSAL_KIND_ENV] = "scratch"  # PRE-08 rehearses on the copy's own server
+            # PRE-08 rehearses on the copy's own server: the suites get [rehearsal] kind "scratch" in their context
+            suites_gate = dataclasses.replace(gate, rehearsal=dataclasses.replace(gate.rehearsal, kind="scratch"))
             target = CutoverTarget(dsn=copy.before_dsn, key=key, api_base_url=app.api_base_url,
                                    api_username=username, api_password=password, hooks=app.hooks,
                                    app_log_file=app.app_log_file, api_headers=app.api_headers, allow_writes=True,
-                                   **_edge(app))
+                                   synthetic=from_sandbox, **_edge(app))
             attest.record_all(gate, run_dir, by=f"dress rehearsal ({operator()})",
                               note="recorded by scripts/rehearse --against-copy")
-            cutover = Gate(gate, target, run_dir, progress, log_source=getattr(app, "log_source", None))
+            cutover = Gate(suites_gate, target, run_dir, progress, log_source=getattr(app, "log_source", None))
             cutover.state.dress_rehearsal = copy.record(source_dsn)
             state = cutover.run()
             environment = {
@@ -182,8 +182,6 @@ def dress_rehearsal(args: argparse.Namespace, gate: GateConfig, provider: Sandbo
             if args.json:
                 print(json.dumps({"verdict": "error", "error": message, "exit_code": 1}))
             return 1
-        finally:
-            os.environ.pop(REHEARSAL_KIND_ENV, None)
 
 
 def _team_apps(gate: GateConfig) -> bool:

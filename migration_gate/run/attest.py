@@ -13,13 +13,13 @@ into its run before it starts. So items attested the day before count. The run's
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from migration_gate.config import ConfigError, GateConfig, PeopleItem
+from migration_gate.config.environment import variable
 from migration_gate.core.redact import describe_target, one_line, redact_text
 from migration_gate.run.runstate import recorded_runs
 
@@ -217,7 +217,7 @@ def status(gate: GateConfig, entries: list[Attestation]) -> list[dict]:
 
 def describe_target_env() -> str | None:
     """The target of DATABASE_URL (host:port/db), or None when it is not set: attesting needs no secret."""
-    dsn = os.environ.get("DATABASE_URL") or ""
+    dsn = variable("DATABASE_URL") or ""
     if not dsn.strip():
         return None
     try:

@@ -36,9 +36,9 @@ from migration_gate.backup.reading import verify_unchanged
 from migration_gate.backup.record import BackupError, BackupRecord, sha256_file
 from migration_gate.checks import api as app
 from migration_gate.config import GateConfig
+from migration_gate.config.environment import operator
 from migration_gate.core.errors import GateError, Refused
 from migration_gate.core.progress import Progress
-from migration_gate.core.provenance import operator
 from migration_gate.core.redact import describe_target, mask_values, safe_message
 from migration_gate.core.result import Result
 from migration_gate.db import connection as db
@@ -59,7 +59,7 @@ from migration_gate.run.runstate import (
     schema_state,
     unfinished_runs,
 )
-from migration_gate.run.suites import SuiteRunner, read_results, session_tag, suite_env
+from migration_gate.run.suites import SuiteRunner, read_results, session_tag, suite_context, suite_env
 
 # What callers imported from here before the split keeps working.
 __all__ = ["AFTER_MIGRATION_STARTS", "BUDGET_OF", "LOCK_KEY", "PLAN", "STATE_FILE", "CutoverTarget", "Gate",
@@ -189,7 +189,8 @@ class Gate:
     # -- phases ----------------------------------------------------------------------------------------------
     def run_suite(self, marker: str, record: PhaseRecord) -> bool:
         """The phase's suite against this run's target, recorded in the run folder."""
-        return self.suites.run(marker, record, suite_env(self.target, self.gate, self.state))
+        return self.suites.run(marker, record, suite_env(self.target, self.gate, self.state),
+                               suite_context(self.target, self.gate, self.state))
 
     def _step(self, record: PhaseRecord, action: Callable[[PhaseRecord], bool]) -> bool:
         record.status = "running"

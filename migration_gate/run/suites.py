@@ -1,8 +1,10 @@
-"""One phase suite (pytest -m <marker>) run in a child process for the gate: the target handed over in its
-environment, its reports in the phase's folder, its progress (tests done of total) shown while it runs."""
+"""One phase suite (pytest -m <marker>) run in a child process for the gate: the run state handed over in one
+context file beside the phase (its secrets in its environment), its reports in the phase's folder, its progress
+(tests done of total) shown while it runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,6 +15,8 @@ from pathlib import Path
 
 from migration_gate.app.hooks import CutoverTarget
 from migration_gate.config import TARGET_VARIABLES, GateConfig
+from migration_gate.config.context import CONTEXT_FILE, SuiteContext
+from migration_gate.config.environment import CONTEXT_VARIABLES, variables
 from migration_gate.core.criteria import NOT_APPLICABLE, NOT_CHECKED, unchecked_line
 from migration_gate.core.paths import ROOT
 from migration_gate.core.progress import Progress
@@ -26,29 +30,30 @@ def session_tag(run_dir: Path) -> str:
 
 
 def suite_env(target: CutoverTarget, gate: GateConfig, state: RunState) -> dict[str, str]:
-    """The child's environment: the target the gate acts on, never the caller's PYTEST_ADDOPTS."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "GATE_LOG_SOURCE", "GATE_LOG_MARKER")}
+    """The child's environment: the caller's, with the target's secrets (the database, the key, the API login and
+    headers) and its sessions' name; never the caller's PYTEST_ADDOPTS, nor a variable the context now carries
+    (environment.CONTEXT_VARIABLES: a stale one could never stand in for the gate's). The run state goes in the
+    context file (suite_context), not here."""
+    env = {k: v for k, v in variables().items() if k not in ("PYTEST_ADDOPTS", *CONTEXT_VARIABLES)}
     env.update({"DATABASE_URL": target.dsn, "PHI_ENCRYPTION_KEY": target.key,
-                "API_BASE_URL": target.api_base_url, "GATE_API_USERNAME": target.api_username,
-                "GATE_API_PASSWORD": target.api_password, "GATE_CONFIG": str(gate.path),
-                "APP_LOG_OFFSET": str(state.log_offset),
+                "GATE_API_USERNAME": target.api_username, "GATE_API_PASSWORD": target.api_password,
                 "GATE_API_HEADERS": json.dumps(target.api_headers),
-                "PGAPPNAME": f"{session_tag(Path(state.run_dir))} suite",
-                "GATE_RUN_DIR": state.run_dir})  # the cut-over's folder: performance/ baseline and after
-    if target.allow_writes:
-        env["GATE_ALLOW_WRITES"] = "1"
-    if target.app_log_file:
-        env["APP_LOG_FILE"] = str(target.app_log_file)
-    if state.log_source:  # the log source and the deploy's marker in it (migration_gate.app.logsource)
-        env["GATE_LOG_SOURCE"] = state.log_source
-    if state.log_marker:
-        env["GATE_LOG_MARKER"] = state.log_marker
-    if state.backup:
-        env["BACKUP_FILE"] = state.backup["path"]
-    if state.carried:  # the rows a SQL rollback carried back: the rollback checks expect them (RB-02)
-        env["GATE_CARRIED_ROWS"] = state.carried
+                "PGAPPNAME": f"{session_tag(Path(state.run_dir))} suite"})  # libpq reads it itself
     # what this target lacks (a backup run needs no API) is unset for the child, never set-but-empty (refused)
     return {k: v for k, v in env.items() if v or k not in TARGET_VARIABLES}
+
+
+def suite_context(target: CutoverTarget, gate: GateConfig, state: RunState) -> SuiteContext:
+    """The run state a phase suite needs, as the gate knows it: the cut-over's run folder (performance/ baseline
+    and after, state.json), the description and migration file it uses, the app's address and log position, the
+    backup, the rows a SQL rollback carried back (RB-02). SuiteRunner.run adds the phase's folder."""
+    return SuiteContext(
+        run_dir=Path(state.run_dir), config=gate.path, migration_file=gate.migration_file,
+        sandbox_provider=gate.sandbox_provider, rehearsal_kind=gate.rehearsal.kind, synthetic=target.synthetic,
+        api_base_url=target.api_base_url or None, app_log_file=target.app_log_file, log_offset=state.log_offset,
+        log_source=state.log_source, log_marker=state.log_marker,
+        backup_file=Path(state.backup["path"]) if state.backup else None,
+        carried_rows=Path(state.carried) if state.carried else None, allow_writes=target.allow_writes)
 
 
 class SuiteRunner:
@@ -58,24 +63,27 @@ class SuiteRunner:
         self.run_dir = run_dir
         self.progress = progress
 
-    def run(self, marker: str, record: PhaseRecord, env: dict[str, str]) -> bool:
+    def run(self, marker: str, record: PhaseRecord, env: dict[str, str], context: SuiteContext) -> bool:
         """pytest -m <marker> in a child process; its HTML and JUnit reports land in the run folder, and its
         progress (tests done of total) is shown while it runs. The verdict and the record's detail come from the
-        results the child writes as JSON (--gate-results), never from its text."""
+        results the child writes as JSON (criteria-<marker>.json in its folder), never from its text. What the child
+        runs with goes in one file beside it (context.json, --gate-context); its secrets in its environment."""
         folder = self.run_dir / record.name
         folder.mkdir(parents=True, exist_ok=True)
         progress_file = folder / "progress.jsonl"
         progress_file.unlink(missing_ok=True)
         results_file = folder / f"criteria-{marker}.json"
         results_file.unlink(missing_ok=True)  # a stale file must never stand in for this run's results
-        # the child ends itself when this process dies (plugin: GATE_PARENT_PID), so a killed gate leaves no suite
-        # writing into this folder
-        env = env | {"GATE_PROGRESS_FILE": str(progress_file), "GATE_PARENT_PID": str(os.getpid())}
+        # the child ends itself when this process dies (parent_pid), so a killed gate leaves no suite writing into
+        # this folder
+        context = dataclasses.replace(context, run_dir=self.run_dir.resolve(), phase_folder=record.name,
+                                      progress_file=progress_file.resolve(), parent_pid=os.getpid(),
+                                      ).write((folder / CONTEXT_FILE).resolve())
         with tempfile.TemporaryFile(mode="w+") as out:
             child = subprocess.Popen(
-                [sys.executable, "-m", "pytest", "-m", marker, f"--gate-run-dir={folder}",
-                 f"--gate-results={results_file}", "-p", "no:cacheprovider", "-q", "--no-header", "-rf",
-                 "--tb=short"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+                [sys.executable, "-m", "pytest", "-m", marker, f"--gate-context={context}", "-p", "no:cacheprovider",
+                 "-q", "--no-header", "-rf", "--tb=short"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
             while child.poll() is None:
                 time.sleep(0.5)
                 self._show_progress(marker, progress_file)

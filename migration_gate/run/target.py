@@ -19,6 +19,7 @@ from migration_gate.backup.keys import BackupKeys
 from migration_gate.backup.record import BackupError, sha256_file
 from migration_gate.backup.restores import drop_database, restore
 from migration_gate.config import Environment, PrecheckConfig
+from migration_gate.config.context import SuiteContext
 from migration_gate.core.redact import describe_target, safe_message
 from migration_gate.db.connection import application_name, session_dsn
 
@@ -62,36 +63,35 @@ class Targets(Protocol):
 
 
 class RealTargets:
-    """The user's database and API, from the environment."""
+    """The user's database and API: its secrets from the environment, the run state from the suite's context."""
 
-    def __init__(self, env: Environment) -> None:
+    def __init__(self, env: Environment, context: SuiteContext) -> None:
         self.env = env
+        self.context = context
         self._states: dict[str, TargetState] = {}
 
     def state(self, phase: str) -> TargetState:
         if phase not in self._states:
+            ctx = self.context
             self._states[phase] = TargetState(
                 phase=phase, dsn=self.env.database_url, use_hipaa_schema=phase in NEW_SCHEMA_PHASES,
-                api_base_url=self.env.api_base_url, app_log_file=self.env.app_log_file,
-                log_offset=int(self.env.extra.get("log_offset", 0)), backup_file=self.env.backup_file,
-                baseline_dsn=self.env.baseline_url, api_username=self.env.api_username,
+                api_base_url=ctx.api_base_url, app_log_file=ctx.app_log_file, log_offset=ctx.log_offset,
+                backup_file=ctx.backup_file, baseline_dsn=self.env.baseline_url, api_username=self.env.api_username,
                 api_password=self.env.api_password, log_source=self._log_source(), log_marker=self._log_marker(),
-                backup_keys=BackupKeys.from_environment(),
-                carried_rows=Path(self.env.extra["carried_rows"]) if self.env.extra.get("carried_rows") else None)
+                backup_keys=BackupKeys.from_environment(), carried_rows=ctx.carried_rows)
         return self._states[phase]
 
     def _log_source(self) -> LogSource | None:
-        """The source the gate resolved (GATE_LOG_SOURCE); else the log check resolves [logs] itself."""
-        text = self.env.extra.get("log_source")
-        return LogSource.from_json(text) if text else None
+        """The source the gate resolved (its context); else the log check resolves [logs] itself."""
+        return LogSource.from_json(self.context.log_source) if self.context.log_source else None
 
     def _log_marker(self) -> LogMarker | None:
-        """The gate's marker (GATE_LOG_MARKER), or one a user gives by hand: APP_LOG_OFFSET, GATE_LOGS_SINCE."""
-        extra = self.env.extra
-        if extra.get("log_marker"):
-            return LogMarker.from_json(extra["log_marker"])
-        if extra.get("log_offset") or extra.get("logs_since"):
-            return LogMarker(since=extra.get("logs_since", ""), offset=int(extra.get("log_offset", 0)))
+        """The gate's marker (its context), or one a user gives by hand: APP_LOG_OFFSET, GATE_LOGS_SINCE."""
+        ctx = self.context
+        if ctx.log_marker:
+            return LogMarker.from_json(ctx.log_marker)
+        if ctx.log_offset or ctx.logs_since:
+            return LogMarker(since=ctx.logs_since or "", offset=ctx.log_offset)
         return None
 
     def baseline(self, state: TargetState) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from migration_gate.config.environment import variable
 from migration_gate.db import sizes
 from migration_gate.db.catalog import Catalog
 
@@ -101,7 +102,7 @@ def worker_count(requested: int | None = None) -> int:
     """How many processes: `requested`, else GATE_WORKERS, else the machine's cores."""
     if requested is not None:
         return max(1, int(requested))
-    text = os.environ.get(WORKERS_ENV, "").strip()
+    text = (variable(WORKERS_ENV) or "").strip()
     if text:
         if not text.isdigit() or int(text) < 1:
             raise WorkersError(f"{WORKERS_ENV} must be a positive integer, got {len(text)} characters")
@@ -112,7 +113,7 @@ def worker_count(requested: int | None = None) -> int:
 def workers_for(conn: psycopg.Connection, schema: str, tables: Iterable[str], requested: int | None = None) -> int:
     """worker_count(), but one (this process) when nobody asked for more and the tables are smaller than
     PARALLEL_FROM_BYTES: starting a pool costs more than such tables take to read."""
-    if requested is not None or os.environ.get(WORKERS_ENV, "").strip():
+    if requested is not None or (variable(WORKERS_ENV) or "").strip():
         return worker_count(requested)
     found = (sizes.table_size(conn, schema, table, count_below=0) for table in tables)  # bytes only: no count
     size = sum(f.data_bytes for f in found if f is not None)

@@ -8,6 +8,7 @@ its options are known wherever pytest starts. It stays out of the way of runs th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -41,6 +42,8 @@ from migration_gate.config import (
     load_environment,
 )
 from migration_gate.config import _flag as yes_no
+from migration_gate.config.context import SuiteContext
+from migration_gate.config.environment import context_by_hand, export, operator, variable, variables
 from migration_gate.core.criteria import (
     CRITERIA,
     FAILURE_CRITERIA,
@@ -53,7 +56,7 @@ from migration_gate.core.criteria import (
 from migration_gate.core.errors import GateError
 from migration_gate.core.paths import ROOT
 from migration_gate.core.phi import CiphertextFormatError, DecryptionError, PhiCodec, PhiKeyError
-from migration_gate.core.provenance import gate_version, operator
+from migration_gate.core.provenance import gate_version
 from migration_gate.core.redact import connection_cause, describe_target, mask_quoted, redact_text, safe_message
 from migration_gate.core.result import CheckFailed
 from migration_gate.db import connection as gate_db
@@ -72,10 +75,12 @@ class GateSession:
     """Per-run state: configuration, environment, report folder, outcomes per criterion."""
 
     def __init__(self, config: pytest.Config) -> None:
+        self.started = datetime.now(UTC)
+        self.today = date.today()  # a waiver holds through its expires day, judged once for the whole session
         try:
-            config_path = gate_option(config, "gate_config")[0]
-            self.gate: GateConfig = load_config(Path(config_path) if config_path else None)
             self.env = load_environment()
+            self.context = self._context(config)
+            self.gate: GateConfig = as_the_gate_uses(load_config(self.context.config), self.context)
         except ConfigError as exc:
             raise pytest.UsageError(f"migration-gate: {exc}") from None
         asked, where = gate_option(config, "gate_sandbox")
@@ -85,17 +90,13 @@ class GateSession:
         refused = self.env.sandbox_refused(asked)
         if refused:
             raise pytest.UsageError(f"migration-gate: {refused}")
-        self.started = datetime.now(UTC)
-        self.today = date.today()  # a waiver holds through its expires day, judged once for the whole session
-        run_dir = gate_option(config, "gate_run_dir")[0] or (
-            self.env.reports_dir / f"{self.started:%Y%m%dT%H%M%SZ}-{_slug(config.getoption('markexpr')) or 'all'}")
-        self.run_dir = Path(run_dir)
+        self.run_dir = self.context.reports_dir  # this run's reports (the phase's folder of the gate's run folder)
         self.server_version = "embedded sandbox"
         if not self.env.embedded:
             self.server_version = _probe(self.env.database_url)
         # the migration file's bytes the checks may read (PRE-08 runs it, PRE-13 lints it): as the cut-over
-        # recorded them at its start (GATE_RUN_DIR's state.json), else as they are at this session's start
-        self.migration_sha256 = recorded_migration_sha256(self.env.extra.get("run_dir")) or hashlib.sha256(
+        # recorded them at its start (the run folder's state.json), else as they are at this session's start
+        self.migration_sha256 = recorded_migration_sha256(self.context.run_dir) or hashlib.sha256(
             self.gate.migration_file.read_bytes()).hexdigest()
         self.outcomes: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self.results: dict[str, dict] = {}  # nodeid -> outcome, criterion, duration, problems (PHI-free)
@@ -108,8 +109,7 @@ class GateSession:
         self.provider: SandboxProvider | None = None
         if self.env.embedded:  # the sandbox is only needed without DATABASE_URL; a bad name stops the run now
             try:
-                self.provider = load_provider(gate_option(config, "gate_sandbox_provider")[0]
-                                              or self.gate.sandbox_provider)
+                self.provider = load_provider(self.gate.sandbox_provider)
             except ConfigError as exc:
                 raise pytest.UsageError(f"migration-gate: {exc}") from None
 
@@ -119,13 +119,29 @@ class GateSession:
             if self.provider is not None:
                 self._targets = self.provider.targets(self.gate, self.run_dir / "sandbox", self.patients)
             else:
-                self._targets = RealTargets(self.env)
+                self._targets = RealTargets(self.env, self.context)
         return self._targets
+
+    def _context(self, config: pytest.Config) -> SuiteContext:
+        """The one channel the run state comes by: the gate's context file (--gate-context), or, run by hand, the
+        one run folder (--gate-run-dir, or a new one under reports/) and the environment (context_by_hand)."""
+        path, where = gate_option(config, "gate_context")
+        if path:
+            for name in ("gate_run_dir", "gate_config", "gate_sandbox_provider"):
+                if config.getoption(name, None) is not None:
+                    raise ConfigError(f"{where} names the run folder, description and provider: drop "
+                                      f"{GATE_OPTIONS[name].flag}")
+            return SuiteContext.read(Path(path))
+        run_dir = gate_option(config, "gate_run_dir")[0] or (
+            self.env.reports_dir / f"{self.started:%Y%m%dT%H%M%SZ}-{_slug(config.getoption('markexpr')) or 'all'}")
+        config_path = gate_option(config, "gate_config")[0]
+        return context_by_hand(self.env, Path(run_dir), Path(config_path) if config_path else None,
+                               gate_option(config, "gate_sandbox_provider")[0])
 
     @property
     def banner(self) -> str | None:
         """The sandbox banner when the data is synthetic (the embedded sandbox, or a rehearsal's), else None."""
-        return SANDBOX_BANNER if self.env.synthetic else None
+        return SANDBOX_BANNER if self.env.embedded or self.context.synthetic else None
 
     @property
     def key(self) -> str:
@@ -137,7 +153,7 @@ class GateSession:
         return {
             "Target": "embedded sandbox" if self.env.embedded else describe_target(self.env.database_url),
             "Server version": self.server_version,
-            "API": self.env.api_base_url or ("sandbox reference API" if self.env.embedded else "not configured"),
+            "API": self.context.api_base_url or ("sandbox reference API" if self.env.embedded else "not configured"),
             "Migration file": str(self.gate.migration_file.relative_to(ROOT)
                                   if self.gate.migration_file.is_relative_to(ROOT) else self.gate.migration_file),
             "Migration sha256": self.migration_sha256,
@@ -149,6 +165,19 @@ class GateSession:
             "Gate version": gate_version(),
             "Started (UTC)": self.started.isoformat(timespec="seconds"),
         }
+
+
+def as_the_gate_uses(gate: GateConfig, context: SuiteContext) -> GateConfig:
+    """The description as the gate uses it: its migration file, sandbox provider and [rehearsal] kind (a
+    dress rehearsal's suites: "scratch") where the context names them."""
+    changes: dict[str, object] = {}
+    if context.migration_file is not None:
+        changes["migration_file"] = context.migration_file
+    if context.sandbox_provider:
+        changes["sandbox_provider"] = context.sandbox_provider
+    if context.rehearsal_kind and context.rehearsal_kind != gate.rehearsal.kind:
+        changes["rehearsal"] = dataclasses.replace(gate.rehearsal, kind=context.rehearsal_kind)
+    return dataclasses.replace(gate, **changes) if changes else gate
 
 
 def _slug(text: str | None) -> str:
@@ -207,6 +236,9 @@ class GateOption:
 
 
 GATE_OPTIONS = {
+    "gate_context": GateOption("--gate-context", "the run state the gate hands a phase suite (its context.json): "
+                               "run folder, description, app, log position, backup; the secrets stay in the "
+                               "environment (by hand: --gate-run-dir and the environment instead)", kind="path"),
     "gate_config": GateOption("--gate-config", "migration description (default: migration.toml)", "GATE_CONFIG",
                               "path"),
     "gate_run_dir": GateOption("--gate-run-dir", "folder for this run's reports (default: reports/<run>)",
@@ -233,9 +265,9 @@ def gate_option(config: pytest.Config, name: str) -> tuple[object, str]:
     value = config.getoption(name, None)
     if value is not None:
         return value, spec.flag
-    if spec.env and os.environ.get(spec.env, "").strip():
+    if spec.env and (variable(spec.env) or "").strip():
         try:
-            return (yes_no(os.environ, spec.env) if spec.kind == "bool" else os.environ[spec.env]), spec.env
+            return (yes_no(variables(), spec.env) if spec.kind == "bool" else variable(spec.env)), spec.env
         except ConfigError as exc:
             raise pytest.UsageError(f"migration-gate: {exc}") from None
     where = f"{name} (ini)"
@@ -255,7 +287,7 @@ def gate_option(config: pytest.Config, name: str) -> tuple[object, str]:
     return value, where
 
 
-PATH_OPTIONS = ("--gate-run-dir", "--gate-config", "--gate-results")
+PATH_OPTIONS = ("--gate-run-dir", "--gate-config", "--gate-results", "--gate-context")
 
 
 def joined_path_options(args: list[str] | tuple[str, ...]) -> list[str] | None:
@@ -280,8 +312,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     joined_path_options), before anything has run; pytest.main() callers pass the joined form themselves."""
     invoked = list(early_config.invocation_params.args)
     joined = joined_path_options(invoked)
-    if joined is not None and sys.argv[1:] == invoked and os.environ.get(REJOINED_ENV) != "1":
-        os.environ[REJOINED_ENV] = "1"  # once: a second start never loops
+    if joined is not None and sys.argv[1:] == invoked and variable(REJOINED_ENV) != "1":
+        export(REJOINED_ENV, "1")  # once: a second start never loops
         capture = early_config.pluginmanager.getplugin("capturemanager")
         if capture is not None:  # pytest already captures the terminal here: give it back to the new start
             capture.stop_global_capturing()
@@ -291,21 +323,20 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 
 
 REJOINED_ENV = "GATE_PYTEST_REJOINED"
-PARENT_ENV = "GATE_PARENT_PID"  # set by the gate (migration_gate.run.suites) for the suites it runs
 
 
-def _end_with_the_gate() -> None:
-    """A suite the gate runs ends itself within a moment of the gate dying (kill -9 leaves it orphaned): an
-    orphan would go on writing its results and progress into the folder a resumed run's suite writes into. Its
-    checks only read, so ending it anywhere is safe; the resumed run ends any session it still has."""
-    parent = os.environ.pop(PARENT_ENV, "")  # not for what this process starts: only the gate's own child watches
-    if not parent.isdigit():
+def _end_with_the_gate(parent: int | None) -> None:
+    """A suite the gate runs (its context names the gate's pid) ends itself within a moment of the gate dying
+    (kill -9 leaves it orphaned): an orphan would go on writing its results and progress into the folder a
+    resumed run's suite writes into. Its checks only read, so ending it anywhere is safe; the resumed run ends
+    any session it still has."""
+    if parent is None:
         return
-    if os.getppid() != int(parent):  # the gate died before this even started
+    if os.getppid() != parent:  # the gate died before this even started
         os._exit(1)
 
     def watch() -> None:
-        while os.getppid() == int(parent):
+        while os.getppid() == parent:
             time.sleep(0.2)
         os._exit(1)
     threading.Thread(target=watch, name="gate-parent-watch", daemon=True).start()
@@ -332,14 +363,16 @@ def _refuse_workers(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "criterion(id): the checklist criterion a phase test proves")
-    os.environ.pop(REJOINED_ENV, None)  # the new start has it; what this run starts does not
-    _end_with_the_gate()
+    export(REJOINED_ENV, None)  # the new start has it; what this run starts does not
     if not _is_phase_run(config) or config.option.help or config.option.markers:
         return  # --help and --markers show text: no configuration read, nothing written
     _refuse_workers(config)
     owner_only()  # a phase suite run by hand writes its reports owner-only, as the gate does
     session = GateSession(config)
     config.stash[GATE] = session
+    _end_with_the_gate(session.context.parent_pid)
+    if session.context.progress_file is not None:
+        config.pluginmanager.register(ProgressLines(session.context.progress_file), "migration-gate-progress")
     if read_only(config):
         return  # the description fans the tests out (collected, shown), but no run folder or report is written
     session.run_dir.mkdir(parents=True, exist_ok=True)
@@ -363,22 +396,22 @@ def pytest_metadata(metadata: dict, config: pytest.Config) -> None:
     metadata.update(session.metadata())  # ours: built from redacted parts (the sha256 is not a secret)
 
 
-def _progress_line(record: dict) -> None:
-    """For a parent process showing progress (the gate): one JSON line per event in GATE_PROGRESS_FILE."""
-    path = os.environ.get("GATE_PROGRESS_FILE")
-    if path:
-        with open(path, "a", encoding="utf-8") as handle:
+class ProgressLines:
+    """For the gate showing a suite's progress: one JSON line per event in the context's progress_file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _line(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._line({"total": len(session.items)})
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    if session.config.stash.get(GATE, None) is not None:
-        _progress_line({"total": len(session.items)})
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        _progress_line({"done": report.nodeid, "outcome": report.outcome})
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+            self._line({"done": report.nodeid, "outcome": report.outcome})
 
 
 # Arguments a phase test can take that the migration description fans out: one test per mapping, tenant row...
@@ -832,9 +865,9 @@ def gate_config(gate_session: GateSession) -> GateConfig:
 
 @pytest.fixture(scope="session")
 def gate_run_dir(gate_session: GateSession) -> Path:
-    """The cut-over's run folder when the gate runs the suite (GATE_RUN_DIR: each phase's reports go into a
+    """The run folder: the cut-over's when the gate runs the suite (its context; each phase's reports go into a
     folder of it), else this run's own (--gate-run-dir): where the performance baseline and after live."""
-    return Path(gate_session.env.extra.get("run_dir") or gate_session.run_dir)
+    return gate_session.context.run_dir
 
 
 @pytest.fixture(scope="session")
