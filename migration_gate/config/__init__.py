@@ -16,6 +16,7 @@ from migration_gate.config.environment import (
     TARGET_VARIABLES,
     Environment,
     _flag,
+    context_by_hand,
     load_environment,
     variable,
 )
@@ -165,8 +166,8 @@ __all__ = [
     '_ON', '_answer_request', '_api', '_api_paths', '_api_routes', '_criterion_entries', '_declared_objects',
     '_flag', '_foreign_keys', '_hook_pass_env', '_hook_timeout', '_known_keys', '_laid_over', '_load', '_minutes',
     '_names', '_need', '_need_dict', '_objects', '_only', '_pair', '_privileges', '_read_chain', '_read_toml',
-    '_rule', '_string_table', '_tenancy', 'duration_ms', 'holding_waivers', 'load_answers', 'load_app_role',
-    'load_app_server', 'load_app_tables', 'load_backup', 'load_config', 'load_environment', 'load_lint',
-    'load_logs', 'load_not_applicable', 'load_notify', 'load_people', 'load_performance', 'load_precheck',
-    'load_probe', 'load_rehearsal', 'load_security', 'load_waivers', 'load_watch',
+    '_rule', '_string_table', '_tenancy', 'context_by_hand', 'duration_ms', 'holding_waivers', 'load_answers',
+    'load_app_role', 'load_app_server', 'load_app_tables', 'load_backup', 'load_config', 'load_environment',
+    'load_lint', 'load_logs', 'load_not_applicable', 'load_notify', 'load_people', 'load_performance',
+    'load_precheck', 'load_probe', 'load_rehearsal', 'load_security', 'load_waivers', 'load_watch',
 ]
