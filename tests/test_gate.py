@@ -354,7 +354,7 @@ def test_migration_is_all_or_nothing_under_repeated_kills(sandbox: Sandbox, tmp_
     config = load_config()
     before = legacy_snapshot(sandbox.dsn)
     for delay in (0.05, 0.15, 0.3):
-        code = ("import sys; from pathlib import Path; from migration_gate import migration; "
+        code = ("import sys; from pathlib import Path; from migration_gate.db import migration; "
                 f"migration.run_file({sandbox.dsn!r}, Path({str(MIGRATION)!r}), {SANDBOX_KEY!r})")
         child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
         time.sleep(delay)
