@@ -37,10 +37,11 @@ import httpx
 from migration_gate.app.client import body_of, send
 from migration_gate.app.client import login as api_login
 from migration_gate.config import AnswerLogin, AnswerRequest, AnswersConfig
+from migration_gate.core import rundir
 from migration_gate.core.phi import derived_key
 from migration_gate.core.result import Result
 
-FOLDER = "answers"
+FOLDER = rundir.ANSWERS
 OWN_WRITES = "own_writes.json"
 MAINTENANCE = "maintenance"  # recorded by the gate once maintenance is on, before the dump
 BEFORE = (MAINTENANCE, "premigration")  # the recordings the post-checks compare with, the newest first

@@ -18,6 +18,7 @@ import psycopg
 from migration_gate import backup
 from migration_gate.app.hooks import CutoverTarget, sigterm_unwinds, target_from_environment
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
+from migration_gate.core import rundir
 from migration_gate.core.errors import GateError, Refused
 from migration_gate.core.progress import Progress
 from migration_gate.core.provenance import gate_version, operator
@@ -120,15 +121,6 @@ def _new_run_dir(reports: Path, kind: str) -> Path:
     return reports / f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
 
 
-def _load_state(run_dir: Path) -> RunState:
-    try:
-        return RunState.load(run_dir)
-    except FileNotFoundError:
-        raise ConfigError(f"{run_dir} is not a run folder (no state.json)") from None
-    except (OSError, ValueError, TypeError, KeyError):
-        raise ConfigError(f"{run_dir}/state.json is not a readable run state") from None
-
-
 def _real_target(gate: GateConfig, need_api: bool = True) -> CutoverTarget:
     return target_from_environment(gate, need_api, " (scripts/rehearse runs on the embedded sandbox instead)")
 
@@ -146,7 +138,7 @@ def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTa
     if not pending:
         return Gate(gate, target, _new_run_dir(reports, "cutover"), progress, force=args.force)
     run_dir = pending[-1]
-    state = _load_state(run_dir)
+    state = RunState.open(run_dir)
     with db.connect(target.dsn) as conn:
         where = schema_state(conn, gate)
     if where == "mixed":
@@ -345,7 +337,7 @@ def phase_command(name: str, argv: list[str] | None = None) -> int:
         target = _real_target(gate, need_api=name == "precheck")
         reports = load_environment().reports_dir
         if args.run_dir:
-            state = _load_state(args.run_dir) if (args.run_dir / "state.json").exists() else None
+            state = RunState.open(args.run_dir) if rundir.state_file(args.run_dir).exists() else None
             runner = Gate(gate, target, args.run_dir, progress, force=args.force, state=state)
         else:
             runner = _resume_or_new(args, gate, target, reports, progress, phases)
@@ -406,7 +398,7 @@ def rollback_command(argv: list[str] | None = None) -> int:
     try:
         gate = load_config(args.config)
         target = _real_target(gate)
-        state = _load_state(args.run_dir)
+        state = RunState.open(args.run_dir)
         if state.target != describe_target(target.dsn):
             raise Refused(f"{args.run_dir.name} is a run against {state.target}, not {describe_target(target.dsn)}: "
                           "refusing to restore its backup here")
@@ -480,8 +472,8 @@ def attest_command(argv: list[str] | None = None) -> int:
         gate = load_config(args.config)
         target = attest.describe_target_env()
         reports = Path(os.environ.get("GATE_REPORTS_DIR") or load_environment({}).reports_dir)
-        if args.run_dir is not None and not (args.run_dir / "state.json").is_file():
-            raise ConfigError(f"{args.run_dir} is not a run folder (no state.json)")
+        if args.run_dir is not None and not rundir.state_file(args.run_dir).is_file():
+            raise ConfigError(f"{args.run_dir} is not a run folder (no {rundir.STATE})")
         if args.list:
             return _list_attestations(args, gate, reports, target)
         if not args.item:

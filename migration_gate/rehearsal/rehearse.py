@@ -24,6 +24,7 @@ import psycopg
 from migration_gate.app.hooks import CutoverTarget
 from migration_gate.backup import split_password
 from migration_gate.config import REHEARSAL_KIND_ENV, ConfigError, GateConfig, load_config, load_environment
+from migration_gate.core import rundir
 from migration_gate.core.errors import GateError, Refused
 from migration_gate.core.paths import ROOT
 from migration_gate.core.progress import Progress
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 def _rehearsal(args: argparse.Namespace, gate: GateConfig, provider: SandboxProvider, progress: Progress) -> int:
     """The cut-over on a fresh embedded sandbox (a team's own app on the side [rehearsal] names)."""
     run_dir = args.reports / f"rehearsal-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-    sandbox = provider.rehearsal(run_dir / "sandbox", args.patients, args.seed, progress)
+    sandbox = provider.rehearsal(run_dir / rundir.SANDBOX, args.patients, args.seed, progress)
     state = None
     try:
         _use_apps(sandbox, gate, provider.key)
@@ -337,7 +338,7 @@ def _watch(gate, target: CutoverTarget, run_dir: Path, progress: Progress, args:
         red = sum(r.verdict == "red" for r in watch.state.rounds)
         print(f"Watch: {len(watch.state.rounds)} of {watch.state.total} rounds in {seconds:.0f} s "
               f"({args.watch_factor:g} times real time), {red} red; exit {code}\n"
-              f"Watch report: {watch.folder / 'watch.html'}")
+              f"Watch report: {watch.folder / rundir.WATCH_REPORT}")
     return code
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from migration_gate.app.performance import signoff_section as performance_section
 from migration_gate.backup import is_plaintext_dump, sha256_file
 from migration_gate.config import SANDBOX_BANNER, ConfigError, GateConfig, PeopleItem
+from migration_gate.core import rundir
 from migration_gate.core.criteria import (
     CRITERIA,
     DOWNTIME_LINE,
@@ -88,7 +89,7 @@ def _cls(ok: bool) -> str:
 def _criteria(run_dir: Path) -> tuple[dict[str, dict], list[dict]]:
     merged: dict[str, dict] = {}
     checks: list[dict] = []
-    for path in sorted(run_dir.glob("*/criteria-*.json")):
+    for path in sorted(run_dir.glob(rundir.CRITERIA_GLOB)):
         data = json.loads(path.read_text())
         checks.extend(dict(c, phase=path.parent.name) for c in data.get("checks", []))
         for cid, entry in data["criteria"].items():
@@ -103,7 +104,7 @@ def waivers(run_dir: Path) -> list[dict]:
     """Every waiver of the description as the run's suites judged it ("waivers" of each phase's results), merged
     over the phases: its findings from all of them; red (expired, matched nothing) when any phase said so."""
     merged: dict[tuple[str, str], dict] = {}
-    for path in sorted(run_dir.glob("*/criteria-*.json")):
+    for path in sorted(run_dir.glob(rundir.CRITERIA_GLOB)):
         for entry in json.loads(path.read_text()).get("waivers", []):
             key = (entry["criterion"], entry["waiver"])
             found = merged.setdefault(key, dict(entry, matched=[]))
@@ -296,7 +297,7 @@ def _result_class(result: str) -> str:
 def not_checked(run_dir: Path) -> list[dict]:
     """The criteria the run's suites left unchecked ("not_checked" of each phase's results), with the phase, why
     their tests skipped and, where declared ([[not_applicable]]), the reason and who decided."""
-    return [dict(entry, phase=path.parent.name) for path in sorted(run_dir.glob("*/criteria-*.json"))
+    return [dict(entry, phase=path.parent.name) for path in sorted(run_dir.glob(rundir.CRITERIA_GLOB))
             for entry in json.loads(path.read_text()).get("not_checked", [])]
 
 
@@ -560,7 +561,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
     parts.append("<h2 id='artifacts'>Artifacts</h2><p class='muted'>sha256 of every file of this run, taken when "
                  "this report was written: any later edit shows.</p>"
                  "<table><tr><th>File</th><th>Bytes</th><th>sha256</th></tr>")
-    for name, size, digest in artifacts(run_dir, exclude=run_dir / "signoff.html"):
+    for name, size, digest in artifacts(run_dir, exclude=run_dir / rundir.SIGNOFF):
         why = kept_back(Path(name))
         if is_plaintext_dump(run_dir / name):
             shown = f"{escape(name)} (PHI in clear: not linked)"
@@ -589,7 +590,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
 
 def write(state: RunState, run_dir: Path, environment: dict[str, str], downtime_limit: float = 180.0,
           sandbox: bool = False, people: tuple[PeopleItem, ...] = ()) -> Path:
-    path = run_dir / "signoff.html"
+    path = run_dir / rundir.SIGNOFF
     path.write_text(render(state, run_dir, environment, downtime_limit, sandbox, people), encoding="utf-8")
     return path
 
@@ -604,7 +605,7 @@ def _watch_section(run_dir: Path) -> list[str]:
     """The 48 hours after go-live as far as the watch has come: each round's verdict, what failed, criteria met;
     the final verdict once every round of the schedule ran. The rounds' details are in watch/watch.html."""
     try:
-        watch = WatchState.load(run_dir / "watch")
+        watch = WatchState.load(run_dir / rundir.WATCH)
     except ConfigError as exc:
         return [f"<h2 id='watch'>Watch after go-live</h2><p class='bad'>{escape(str(exc))}</p>"]
     if watch is None:

@@ -30,6 +30,7 @@ from migration_gate.app.hooks import CutoverTarget, Hooks, ShellHooks
 from migration_gate.backup import digests as baseline_digests
 from migration_gate.checks import api as app
 from migration_gate.config import GateConfig
+from migration_gate.core import rundir
 from migration_gate.core.errors import GateError, Refused
 from migration_gate.core.progress import Progress
 from migration_gate.core.provenance import operator
@@ -477,7 +478,7 @@ class Gate:
         """The criteria a red phase's suite failed (tests failed or errored, red waivers), from the results its
         child wrote; the phase's name when none can be named (a hook, the dump, a suite that wrote nothing)."""
         found: list[str] = []
-        for path in sorted((self.run_dir / record.name).glob("criteria-*.json")):
+        for path in sorted((self.run_dir / record.name).glob(rundir.CRITERIA)):
             results = read_results(path) or {}
             found += [t["criterion"] for t in results.get("tests", [])
                       if t.get("outcome") in ("failed", "error") and t.get("criterion")]

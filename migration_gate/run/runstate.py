@@ -12,11 +12,12 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate.config import GateConfig
+from migration_gate.config import ConfigError, GateConfig
+from migration_gate.core import rundir
 from migration_gate.db.catalog import inspect
 from migration_gate.db.embedded import pid_alive
 
-STATE_FILE = "state.json"
+STATE_FILE = rundir.STATE
 # Phase -> the checklist's timebox it counts against.
 BUDGET_OF = {"premigration": "premigration", "maintenance": "backup", "backup": "backup", "migration": "migration",
              "integrity": "verification", "deploy": "deploy", "postmigration": "verification", "golive": "golive"}
@@ -110,6 +111,17 @@ class RunState:
         data["phases"] = [PhaseRecord(**p) for p in data["phases"]]
         data["rollback_phases"] = [PhaseRecord(**p) for p in data.get("rollback_phases", [])]
         return cls(**data)
+
+    @classmethod
+    def open(cls, run_dir: Path) -> RunState:
+        """The run in run_dir for a command that was named it: a folder that is no run, or a state that cannot be
+        read, is one line (a ConfigError), never a traceback."""
+        try:
+            return cls.load(run_dir)
+        except FileNotFoundError:
+            raise ConfigError(f"{run_dir} is not a run folder (no {STATE_FILE})") from None
+        except (OSError, ValueError, TypeError, KeyError):
+            raise ConfigError(f"{run_dir}/{STATE_FILE} is not a readable run state") from None
 
 
 def recorded_migration_sha256(run_dir: Path | None) -> str | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from migration_gate.app.hooks import CutoverTarget
 from migration_gate.config import TARGET_VARIABLES, GateConfig
+from migration_gate.core import rundir
 from migration_gate.core.criteria import NOT_APPLICABLE, NOT_CHECKED, unchecked_line
 from migration_gate.core.paths import ROOT
 from migration_gate.core.progress import Progress
@@ -64,9 +65,9 @@ class SuiteRunner:
         results the child writes as JSON (--gate-results), never from its text."""
         folder = self.run_dir / record.name
         folder.mkdir(parents=True, exist_ok=True)
-        progress_file = folder / "progress.jsonl"
+        progress_file = folder / rundir.PROGRESS
         progress_file.unlink(missing_ok=True)
-        results_file = folder / f"criteria-{marker}.json"
+        results_file = rundir.criteria_file(folder, marker)
         results_file.unlink(missing_ok=True)  # a stale file must never stand in for this run's results
         # the child ends itself when this process dies (plugin: GATE_PARENT_PID), so a killed gate leaves no suite
         # writing into this folder
@@ -82,8 +83,8 @@ class SuiteRunner:
             self._show_progress(marker, progress_file)
             out.seek(0)
             output = out.read()
-        record.report = str((folder / f"{marker}.html").relative_to(self.run_dir))
-        (folder / "pytest-output.txt").write_text(redact_text(output))
+        record.report = str(rundir.html_report(folder, marker).relative_to(self.run_dir))
+        (folder / rundir.PYTEST_OUTPUT).write_text(redact_text(output))
         ok, record.detail = judge(child.returncode, read_results(results_file), output)
         return ok
 

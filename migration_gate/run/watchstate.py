@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from migration_gate.config import ConfigError
+from migration_gate.core import rundir
 
-STATE_FILE = "state.json"
+STATE_FILE = rundir.STATE
 API, INVARIANT = "api", "invariant"
 
 

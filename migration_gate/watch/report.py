@@ -18,15 +18,16 @@ from html import escape
 from pathlib import Path
 
 from migration_gate.config import SANDBOX_BANNER, GateConfig
+from migration_gate.core import rundir
 from migration_gate.run.watchstate import RoundRecord, WatchState
 
-REPORT = "watch.html"
+REPORT = rundir.WATCH_REPORT
 COLOURS = ("#0969da", "#8250df", "#bf3989", "#1a7f37", "#9a6700", "#cf222e", "#57606a")
 WIDTH, HEIGHT, PAD = 720, 200, 40
 
 
 def junit_path(folder: Path, number: int) -> Path:
-    return folder / f"round-{number:02d}.xml"
+    return rundir.round_junit(folder, number)
 
 
 def write_junit(record: RoundRecord, folder: Path, total: int, sandbox: bool) -> Path:

@@ -38,6 +38,7 @@ from migration_gate.checks import api as app
 from migration_gate.checks import encryption, organizations, schema
 from migration_gate.checks.api.endpoints import p95
 from migration_gate.config import ConfigError, GateConfig, WatchConfig, holding_waivers, load_config
+from migration_gate.core import rundir
 from migration_gate.core.errors import GateError
 from migration_gate.core.phi import PhiCodec
 from migration_gate.core.progress import Progress
@@ -52,8 +53,7 @@ from migration_gate.run.runstate import RunState, owner_only
 from migration_gate.run.watchstate import API, INVARIANT, CheckRecord, RoundRecord, WatchState, iso, round_offsets
 from migration_gate.watch import report as watchreport
 
-WATCH_DIR = "watch"
-BASELINE = Path("performance") / "baseline.json"
+BASELINE = rundir.BASELINE_FILE
 COMPRESS = 1440.0  # --compress: a day a minute, the 48 hours in two minutes plus the rounds' own time
 NO_DECISION_MAKER = "no decision maker recorded"
 SCOPED = " (written since the last round)"  # the checks that look only at rows written since the last round
@@ -75,7 +75,7 @@ def baseline_budgets(run_dir: Path, gate: GateConfig) -> tuple[dict[str, float],
     performance/baseline.json names the path, else [budgets] api_p95_ms. Read defensively: a missing, partial or
     malformed file falls back, and says so."""
     default = {e.path: gate.api_p95_ms for e in gate.endpoints}
-    path = run_dir / BASELINE
+    path = rundir.baseline_file(run_dir)
     if not path.exists():
         return default, f"[budgets] api_p95_ms {gate.api_p95_ms:g} ms (no {BASELINE})"
     try:
@@ -120,7 +120,7 @@ class Watch:
                  factor: float | None = None, sandbox: bool = False,
                  log_source: logsource.LogSource | None = None) -> None:
         self.gate, self.target, self.run_dir, self.progress = gate, target, run_dir, progress
-        self.folder = run_dir / WATCH_DIR
+        self.folder = run_dir / rundir.WATCH
         self.run = _live_run(run_dir, target)
         self.codec = PhiCodec(target.key)
         self.log_source = log_source or (logsource.LogSource.from_json(self.run.log_source) if self.run.log_source
@@ -225,7 +225,7 @@ class Watch:
         self.state.save(self.folder)
         watchreport.write(self.state, self.folder, self.gate, decision_maker(self.gate, self.run_dir),
                           self._baseline_note)
-        if (self.run_dir / "signoff.html").is_file():  # the sign-off carries the rounds as they run
+        if (self.run_dir / rundir.SIGNOFF).is_file():  # the sign-off carries the rounds as they run
             signoff.rewrite(self.run_dir, self.gate)
         failed = [c.name for c in record.checks if not c.ok]
         self.progress.say(f"round {number}/{total}: {len(record.checks)} checks, "
@@ -450,12 +450,7 @@ class Watch:
 def _live_run(run_dir: Path, target: CutoverTarget) -> RunState:
     """The run to watch: it went live (green, forced or over the downtime limit; maintenance off) against this
     target."""
-    try:
-        run = RunState.load(run_dir)
-    except FileNotFoundError:
-        raise ConfigError(f"{run_dir} is not a run folder (no state.json)") from None
-    except (OSError, ValueError, TypeError, KeyError):
-        raise ConfigError(f"{run_dir}/state.json is not a readable run state") from None
+    run = RunState.open(run_dir)
     if run.target != describe_target(target.dsn):
         raise ConfigError(f"{run_dir.name} is a run against {run.target}, not {describe_target(target.dsn)}")
     # a forced run went live too (every phase after the forced ones passed): its 48 hours are watched like any
