@@ -14,6 +14,7 @@ from migration_gate.checks.lint import lint_migration
 from migration_gate.config import ConfigError, load_config
 from migration_gate.core.redact import redact_dsn
 from migration_gate.core.result import error_text
+from migration_gate.core.status import Exit
 from migration_gate.db import connection as db
 from migration_gate.run.runstate import recorded_migration_sha256
 
@@ -37,11 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         gate = load_config(args.config)
     except ConfigError as exc:
         print(f"lint: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     path = args.file or gate.migration_file
     if not path.is_file():
         print(f"lint: migration file {path} not found", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     dsn = os.environ.get("DATABASE_URL")
     try:
         with (db.connect(dsn, autocommit=True) if dsn else _Nothing()) as conn:
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except psycopg.Error as exc:
         print(f"lint: cannot read sizes from DATABASE_URL {redact_dsn(dsn or '')}: {error_text(exc)}",
               file=sys.stderr)
-        return 2
+        return Exit.USAGE
     for line in result.problems:
         print(f"RED  {line}")
     for line in result.notes:

@@ -31,6 +31,7 @@ from migration_gate.core.redact import (
     redact_text,
     safe_line,
 )
+from migration_gate.core.status import Exit, Phase, Verdict
 from migration_gate.db import connection as db
 from migration_gate.db.migration import MigrationFileError
 from migration_gate.db.migration import load as load_migration
@@ -92,14 +93,14 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 HANDLED = (ConfigError, MigrationFileError, Refused, GateError, backup.BackupError, psycopg.Error, OSError)
 
 
-def _failed(name: str, exc: BaseException, otherwise: int = 1, backup_changed: int = 1) -> int:
+def _failed(name: str, exc: BaseException, otherwise: Exit = Exit.RED, backup_changed: Exit = Exit.RED) -> int:
     """One line on stderr and the documented exit code: 2 usage/configuration, 4 refused, else `otherwise`."""
     if isinstance(exc, ConfigError | MigrationFileError):
         print(f"{name}: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     if isinstance(exc, Refused):
         print(f"{name}: {exc}", file=sys.stderr)
-        return 4
+        return Exit.REFUSED
     print(_one_line(name, exc), file=sys.stderr)
     return backup_changed if isinstance(exc, backup.BackupError) else otherwise
 
@@ -149,13 +150,13 @@ def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTa
                       f"{state.migration_sha256[:16]}... recorded, {now[:16]}... now): refusing to resume it (roll "
                       "it back with --rollback-interrupted, or move its folder away)")
     migration_record = state.phase("migration")
-    if where == "migrated" and migration_record.status != "passed":
-        migration_record.status, migration_record.detail = "passed", "committed before the interruption"
-    elif where == "legacy" and migration_record.status == "running":
-        migration_record.status = "pending"
+    if where == "migrated" and migration_record.status != Phase.PASSED:
+        migration_record.status, migration_record.detail = Phase.PASSED, "committed before the interruption"
+    elif where == "legacy" and migration_record.status == Phase.RUNNING:
+        migration_record.status = Phase.PENDING
     for record in state.phases:
-        if record.status == "running":
-            record.status = "pending"
+        if record.status == Phase.RUNNING:
+            record.status = Phase.PENDING
     state.pid = os.getpid()
     # --force is asked again: a resumed run goes on past red gates only when this invocation says so
     resumed = Gate(gate, target, run_dir, progress, force=args.force, state=state)
@@ -169,7 +170,7 @@ def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTa
         progress.say(f"rolling back the interrupted run {run_dir.name} (database is {where})")
         resumed.rollback_only = True
     else:
-        following = next((r.name for r in state.phases if r.status != "passed"
+        following = next((r.name for r in state.phases if r.status != Phase.PASSED
                           and (phases is None or r.name in phases)), "sign-off")
         progress.say(f"resuming the interrupted run {run_dir.name} at phase {following} (database is {where})")
     return resumed
@@ -207,7 +208,7 @@ def cutover(argv: list[str] | None = None) -> int:
     except HANDLED as exc:
         return _failed("cutover", exc)
     code = finish_run(args, gate, state, _environment(target, gate))
-    if state.status in ("green", "forced") and not args.json:  # live: the 48 hours after go-live start now
+    if state.status in (Verdict.GREEN, Verdict.FORCED) and not args.json:  # live: the 48 hours after go-live start now
         print(f"Watch the next 48 hours (see --help for a cron line): scripts/watch --run-dir {state.run_dir}")
     return code
 
@@ -305,13 +306,13 @@ def _red_prechecks_note(runner: Gate, reports: Path) -> str | None:
     """What a backup does with red pre-checks: it is taken either way, and migrate refuses until they are green."""
     own = runner.state.phase("premigration")
     run = Path(runner.state.run_dir).name
-    if own.status == "failed":
+    if own.status == Phase.FAILED:
         return (f"run {run}'s pre-checks are red: this backup is recorded in it, and scripts/migrate refuses "
                 f"until they are green (scripts/precheck --run-dir {runner.state.run_dir}) or with --force")
-    if own.status != "pending":
+    if own.status != Phase.PENDING:
         return None
     earlier = [r for _, r in recorded_runs(reports, runner.state.target) if Path(r.run_dir).name != run]
-    if earlier and any(p.name == "premigration" and p.status == "failed" for p in earlier[-1].phases):
+    if earlier and any(p.name == "premigration" and p.status == Phase.FAILED for p in earlier[-1].phases):
         return (f"the latest run {Path(earlier[-1].run_dir).name} ended with red pre-checks: this backup goes into a "
                 f"new run {run}, whose pre-checks have not run; scripts/migrate refuses until they are green there "
                 f"(scripts/precheck --run-dir {runner.state.run_dir}) or with --force")
@@ -349,7 +350,7 @@ def phase_command(name: str, argv: list[str] | None = None) -> int:
     except HANDLED as exc:
         return _failed(name, exc)
     records = [state.phase(p) for p in phases]
-    ok = all(r.status == "passed" for r in records)
+    ok = all(r.status == Phase.PASSED for r in records)
     if args.json:
         print(json.dumps({"ok": ok, "run_dir": state.run_dir, "phases": [dataclasses.asdict(r) for r in records],
                           "backup": state.backup}, indent=2))
@@ -363,7 +364,7 @@ def phase_command(name: str, argv: list[str] | None = None) -> int:
 def _nothing_to_roll_back(state: RunState, gate: GateConfig, target: CutoverTarget) -> str | None:
     """A run that never migrated, on a database still on the legacy schema, has nothing to undo: say so and
     leave its record as it is (rolling back would switch maintenance on and mark a harmless run failed)."""
-    migrated = any(p.name == "migration" and p.status in ("passed", "running") for p in state.phases)
+    migrated = any(p.name == "migration" and p.status in (Phase.PASSED, Phase.RUNNING) for p in state.phases)
     if migrated or (state.maintenance_on_at and not state.maintenance_off_at):  # maintenance must come off too
         return None
     with db.connect(target.dsn, connect_timeout=10) as conn:
@@ -393,7 +394,7 @@ def rollback_command(argv: list[str] | None = None) -> int:
     if args.discard_writes and not args.decided_by.strip():
         print("rollback: --discard-writes needs --decided-by NAME (the decision is recorded with who made it)",
               file=sys.stderr)
-        return 2
+        return Exit.USAGE
     progress = Progress(quiet=args.quiet or args.json)
     try:
         gate = load_config(args.config)
@@ -405,7 +406,7 @@ def rollback_command(argv: list[str] | None = None) -> int:
         nothing = _nothing_to_roll_back(state, gate, target)
         if nothing:
             print(f"rollback: {nothing}")
-            return 0
+            return Exit.GREEN
         runner = Gate(gate, target, args.run_dir, progress, state=state)
         if args.discard_writes:
             runner.decision = {"by": one_line(args.decided_by.strip()), "reason": one_line(args.reason.strip())}
@@ -416,10 +417,10 @@ def rollback_command(argv: list[str] | None = None) -> int:
             raise Refused(f"refusing to roll back, nothing was changed: {plan.held}")
         state = runner.run_rollback_only()
     except HANDLED as exc:
-        return _failed("rollback", exc, otherwise=3, backup_changed=4)
+        return _failed("rollback", exc, otherwise=Exit.HUMAN, backup_changed=Exit.REFUSED)
     code = finish_run(args, gate, state, _environment(target, gate))
     # what this command was asked for, done and verified, is a success (as "nothing to roll back" is)
-    return 0 if state.status == "rolled-back" and state.rollback_verified else code
+    return Exit.GREEN if state.status == Verdict.ROLLED_BACK and state.rollback_verified else code
 
 
 def _print_plan(args: argparse.Namespace, plan: RollbackPlan) -> int:
@@ -448,7 +449,7 @@ def bundle_command(argv: list[str] | None = None) -> int:
         print(_one_line("bundle", exc), file=sys.stderr)
         return 2 if isinstance(exc, FileNotFoundError) else 1
     print(json.dumps({"bundle": str(out)}) if args.json else f"bundle: {out}")
-    return 0
+    return Exit.GREEN
 
 
 def attest_command(argv: list[str] | None = None) -> int:
@@ -489,7 +490,7 @@ def attest_command(argv: list[str] | None = None) -> int:
     elif not args.quiet:
         print(f"attested {entry.item} by {entry.by} at {entry.at}" + (f" (names {entry.name})" if entry.name else "")
               + f": recorded in {path}")
-    return 0
+    return Exit.GREEN
 
 
 def _list_attestations(args: argparse.Namespace, gate: GateConfig, reports: Path, target: str | None) -> int:
@@ -502,7 +503,7 @@ def _list_attestations(args: argparse.Namespace, gate: GateConfig, reports: Path
     if args.json:
         print(json.dumps({"target": target, "run_dir": str(run_dir) if run_dir else None, "items": rows,
                           "missing_required": missing, "ready": not missing}, indent=2))
-        return 0
+        return Exit.GREEN
     print(f"Checklist (people) for {target or 'any target (DATABASE_URL not set)'}; recording into {where}:")
     for row in rows:
         done = row["attestation"]
@@ -514,7 +515,7 @@ def _list_attestations(args: argparse.Namespace, gate: GateConfig, reports: Path
                   + (f": {done['note']}" if done.get("note") else ""))
     print("Ready: every required item is attested." if not missing else
           f"Not ready: {', '.join(missing)} not attested; the cut-over refuses until they are (or --force).")
-    return 0
+    return Exit.GREEN
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -524,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in names:
         called = "migration-gate" if Path(sys.argv[0]).name == "migration-gate" else "python -m migration_gate.cli"
         print(f"usage: {called} {{{','.join(names)}}} [--help]", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     name, rest = argv[0], argv[1:]
     if name == "rehearse":
         return rehearse_main(rest)
@@ -545,7 +546,7 @@ def console() -> int:
     except KeyboardInterrupt:
         print("interrupted: the run's state is kept in its folder; run the same command again to resume or roll "
               "back", file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -30,9 +30,10 @@ from migration_gate.core.paths import ROOT
 from migration_gate.core.progress import Progress
 from migration_gate.core.provenance import gate_version, operator
 from migration_gate.core.redact import describe_target, safe_message
+from migration_gate.core.status import Exit
 from migration_gate.db.embedded import PASSFILE, EmbeddedError, cluster_serving, kept_clusters, stop_kept
 from migration_gate.rehearsal import copies
-from migration_gate.report.verdict import EPILOG, EXIT, finish_run
+from migration_gate.report.verdict import EPILOG, finish_run
 from migration_gate.run import attest
 from migration_gate.run.gate import Gate
 from migration_gate.run.provider import SandboxProvider, load_provider
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         provider = load_provider(gate.sandbox_provider)
     except ConfigError as exc:
         print(f"rehearse: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
 
     with copies.janitor_on_sigterm():  # SIGTERM unwinds like Ctrl-C: the sandbox and a team's app are stopped
         if args.against_copy:
@@ -155,13 +156,13 @@ def _rehearsal(args: argparse.Namespace, gate: GateConfig, provider: SandboxProv
         return code
     except Refused as exc:
         print(f"rehearse: {exc}", file=sys.stderr)
-        return EXIT["refused"]
+        return Exit.REFUSED
     except (EmbeddedError, RuntimeError, OSError, psycopg.Error) as exc:
         message = safe_message(exc)
         print(f"rehearse: {message}", file=sys.stderr)
         if args.json:
             print(json.dumps({"verdict": "error", "error": message, "exit_code": 1}))
-        return 1
+        return Exit.RED
     finally:
         sandbox.stop(keep=args.keep)
 
@@ -175,12 +176,12 @@ def _stop_kept(name: str) -> int:
         if not stopped:
             print(f"rehearse: --stop-kept {name}: no kept cluster has that folder or port "
                   f"(kept: {', '.join(_kept_names()) or 'none'})", file=sys.stderr)
-            return 2
+            return Exit.USAGE
     print(f"stopped {len(stopped)} kept sandbox cluster(s)" + "".join(f"\n  {p.name}" for p in stopped))
     others = _kept_names()
     if others:
         print(f"left running (kept by another checkout, or stop it by name): {', '.join(others)}")
-    return 0
+    return Exit.GREEN
 
 
 def _kept_names() -> list[str]:
@@ -195,15 +196,15 @@ def dress_rehearsal(args: argparse.Namespace, gate: GateConfig, provider: Sandbo
     if kind == "scratch":
         print("rehearse: --against-copy needs [rehearsal] kind 'local' or 'hooks' (or --copy-kind): a 'scratch' "
               "copy would be made and cut over on the target's own server", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     try:
         env = load_environment()
     except ConfigError as exc:
         print(f"rehearse: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     if env.database_url and not env.phi_key:
         print("rehearse: --against-copy of DATABASE_URL needs PHI_ENCRYPTION_KEY", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     run_dir = args.reports / f"dress-rehearsal-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     state = None
     with contextlib.ExitStack() as stack:
@@ -254,13 +255,13 @@ def dress_rehearsal(args: argparse.Namespace, gate: GateConfig, provider: Sandbo
             return code
         except Refused as exc:
             print(f"rehearse: {exc}", file=sys.stderr)
-            return EXIT["refused"]
+            return Exit.REFUSED
         except (copies.CopyError, GateError, EmbeddedError, RuntimeError, OSError, psycopg.Error) as exc:
             message = safe_message(exc) if not isinstance(exc, copies.CopyError) else str(exc)
             print(f"rehearse: {message}", file=sys.stderr)
             if args.json:
                 print(json.dumps({"verdict": "error", "error": message, "exit_code": 1}))
-            return 1
+            return Exit.RED
         finally:
             os.environ.pop(REHEARSAL_KIND_ENV, None)
 

@@ -14,6 +14,7 @@ import psycopg
 
 from migration_gate.config import ConfigError, GateConfig
 from migration_gate.core import rundir
+from migration_gate.core.status import Phase, Verdict
 from migration_gate.db.catalog import inspect
 from migration_gate.db.embedded import pid_alive
 
@@ -36,7 +37,7 @@ def owner_only() -> None:
 @dataclass
 class PhaseRecord:
     name: str
-    status: str = "pending"  # pending, running, passed, failed, skipped
+    status: str = Phase.PENDING  # core.status.Phase
     started: str | None = None
     seconds: float | None = None
     budget_minutes: float | None = None
@@ -53,7 +54,7 @@ class RunState:
     migration_sha256: str
     # running, green, forced (green after going on past red checks with --force), rolled-back, rollback-failed,
     # rollback-held, refused, interrupted
-    status: str = "running"
+    status: str = Verdict.RUNNING  # core.status.Verdict
     pid: int = field(default_factory=os.getpid)
     started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     finished: str | None = None
@@ -199,4 +200,4 @@ def recorded_runs(reports: Path, target: str) -> list[tuple[Path, RunState]]:
 def unfinished_runs(reports: Path, target: str) -> list[Path]:
     """Run folders for this target whose state says running and whose process is gone."""
     return [folder for folder, state in recorded_runs(reports, target)
-            if state.status in ("running", "interrupted") and not pid_alive(state.pid)]
+            if state.status in (Verdict.RUNNING, Verdict.INTERRUPTED) and not pid_alive(state.pid)]

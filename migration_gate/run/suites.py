@@ -18,6 +18,7 @@ from migration_gate.core.criteria import NOT_APPLICABLE, NOT_CHECKED, unchecked_
 from migration_gate.core.paths import ROOT
 from migration_gate.core.progress import Progress
 from migration_gate.core.redact import redact_text
+from migration_gate.core.status import Outcome
 from migration_gate.run.runstate import PhaseRecord, RunState
 
 
@@ -126,7 +127,7 @@ def not_checked(results: dict) -> list[str]:
     found = [unchecked_line(e) for e in entries if e.get("result") == NOT_CHECKED]
     counts = results["counts"]
     declared = {e["criterion"] for e in entries if e.get("result") == NOT_APPLICABLE}
-    skipped = [t for t in results.get("tests", []) if t.get("outcome") == "skipped"]
+    skipped = [t for t in results.get("tests", []) if t.get("outcome") == Outcome.SKIPPED]
     if skipped and not any(counts.get(k) for k in ("passed", "waived", "failed", "errors")) \
             and any(t.get("criterion") not in declared for t in skipped):
         found.insert(0, f"every test of the phase skipped ({len(skipped)}): the phase checked nothing")
@@ -142,9 +143,9 @@ def judge(returncode: int, results: dict | None, output: str) -> tuple[bool, str
         last = next((line for line in reversed(output.splitlines()) if line.strip()), "")
         return False, redact_text(last.strip() or f"pytest exited with code {returncode} and wrote no results")
     counts = results["counts"]
-    bad = [t for t in results.get("tests", []) if t.get("outcome") in ("failed", "error")]
+    bad = [t for t in results.get("tests", []) if t.get("outcome") in (Outcome.FAILED, Outcome.ERROR)]
     red_waivers = [w["message"] for w in results.get("waivers", []) if w.get("red")]
-    waived = sum(len(t.get("waived", [])) for t in results.get("tests", []) if t.get("outcome") == "waived")
+    waived = sum(len(t.get("waived", [])) for t in results.get("tests", []) if t.get("outcome") == Outcome.WAIVED)
     detail = _tally(results) + (f"; {waived} finding(s) waived ([[waivers]], see the sign-off)" if waived else "")
     unchecked = not_checked(results)
     declared = [unchecked_line(e) for e in results.get("not_checked", []) if e.get("result") == NOT_APPLICABLE]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from migration_gate.config import SANDBOX_BANNER, GateConfig
 from migration_gate.core import rundir
+from migration_gate.core.status import Round
 from migration_gate.run.watchstate import RoundRecord, WatchState
 
 REPORT = rundir.WATCH_REPORT
@@ -97,7 +98,7 @@ def _round_rows(state: WatchState) -> str:
     rows = []
     for r in state.rounds:
         failed = [c.name for c in r.checks if not c.ok]
-        colour = "#cf222e" if r.criteria else "#b35900" if r.verdict == "red" else "#1a7f37"
+        colour = "#cf222e" if r.criteria else "#b35900" if r.verdict == Round.RED else "#1a7f37"
         rows.append(
             f"<tr><td>{r.number}</td><td>{escape(r.due)}</td><td>{escape(r.started)}</td><td>{r.seconds:.1f} s</td>"
             f"<td style='color:{colour};font-weight:600'>{r.verdict.upper()}</td>"
@@ -132,7 +133,7 @@ def write(state: WatchState, folder: Path, gate: GateConfig, decision_maker: str
     latency = {p: [(r.number, r.p95_ms[p]) for r in state.rounds if p in r.p95_ms] for p in paths}
     errors = {"error rate (%)": [(r.number, 100 * r.error_rate) for r in state.rounds]}
     criteria = [r for r in state.rounds if r.criteria]
-    red = sum(r.verdict == "red" for r in state.rounds)
+    red = sum(r.verdict == Round.RED for r in state.rounds)
     if criteria:
         verdict, colour = f"ROLLBACK CRITERION MET at round {criteria[0].number}", "#cf222e"
     elif red:

@@ -44,6 +44,7 @@ from migration_gate.core.phi import PhiCodec
 from migration_gate.core.progress import Progress
 from migration_gate.core.redact import describe_target, mask_values, redact_text
 from migration_gate.core.result import CheckFailed, Result, error_text
+from migration_gate.core.status import WATCH_EXIT_OF, WATCH_EXITS, Exit, Round, Verdict, help_text
 from migration_gate.db import connection as db
 from migration_gate.db import writes
 from migration_gate.db.connection import session_dsn
@@ -60,7 +61,6 @@ SCOPED = " (written since the last round)"  # the checks that look only at rows 
 # The post-check criterion each round's check repeats: the [[waivers]] of that criterion hold in the watch too.
 WATCH_CRITERIA = {"health": "POST-06", "login": "POST-07", "critical endpoints": "POST-09", "latency p95": "POST-10",
                   "log since the last round": "POST-11", "audit rows written": "POST-12"}
-EXIT = {"green": 0, "red": 1, "criterion": 3, "usage": 2, "refused": 4}
 
 
 def decision_maker(gate: GateConfig, run_dir: Path) -> str:
@@ -167,10 +167,10 @@ class Watch:
                 self.run_round(number)
                 if once:
                     break
-        return EXIT[self.state.worst()]
+        return WATCH_EXIT_OF[self.state.worst()]
 
     def _tally(self) -> str:
-        red = sum(r.verdict == "red" for r in self.state.rounds)
+        red = sum(r.verdict == Round.RED for r in self.state.rounds)
         return f"{len(self.state.rounds)} done, {red} red" + (", a rollback criterion met" if
                                                                self.state.worst() == "criterion" else "")
 
@@ -214,13 +214,13 @@ class Watch:
             record.log_marker = record.log_marker or (previous.log_marker if previous else None)
         record.requests, record.errors = counted.sent, counted.errors
         record.checks.insert(sum(c.group == API for c in record.checks), self._error_rate(record))
-        record.verdict = "red" if any(not c.ok for c in record.checks) else "green"
+        record.verdict = Round.RED if any(not c.ok for c in record.checks) else Round.GREEN
         record.seconds = round(time.monotonic() - began, 2)
         self.state.rounds.append(record)
         record.criteria = self._criteria()
         if record.criteria:
             record.rollback_cost = self._rollback_cost()
-        if record.verdict == "red":
+        if record.verdict == Round.RED:
             record.alert = self._alert(record)
         self.state.save(self.folder)
         watchreport.write(self.state, self.folder, self.gate, decision_maker(self.gate, self.run_dir),
@@ -454,7 +454,7 @@ def _live_run(run_dir: Path, target: CutoverTarget) -> RunState:
     if run.target != describe_target(target.dsn):
         raise ConfigError(f"{run_dir.name} is a run against {run.target}, not {describe_target(target.dsn)}")
     # a forced run went live too (every phase after the forced ones passed): its 48 hours are watched like any
-    if run.status not in ("green", "forced", "over-limit") or run.maintenance_off_at is None:
+    if run.status not in (Verdict.GREEN, Verdict.FORCED, Verdict.OVER_LIMIT) or run.maintenance_off_at is None:
         raise ConfigError(f"{run_dir.name} did not go live (status {run.status}): there is nothing to watch")
     return run
 
@@ -473,20 +473,13 @@ ENVIRONMENT = """Environment:
 Cron, instead of one long process (every 5 minutes; one due round per tick, the state is on disk):
   */5 * * * * cd /path/to/gate && scripts/watch --run-dir reports/cutover-... --once --quiet >> watch.log 2>&1
 
-Exit codes:
-  0  every round so far green (or the watch is over, all green)
-  1  a round was red (the alert hook was called)
-  2  bad usage or configuration, or the run did not go live (one line)
-  3  a rollback criterion of [watch] rollback_criteria was met: the decision maker decides (the watch never
-     rolls back; scripts/rollback --run-dir RUN --dry-run shows what a rollback would discard)
-  4  another watch of this run is running
-  130 interrupted (the state is kept; the same command resumes at the next due round)
 """
+EPILOG = ENVIRONMENT + help_text(WATCH_EXITS, "Exit codes:")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="scripts/watch", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ENVIRONMENT,
+        prog="scripts/watch", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Watch a cut-over run for the 48 hours after go-live: rounds of checks on the [watch] schedule "
                     "(app health, login, critical reads, log, error rate, p95 latency; PHI written since the last "
                     "round, tenancy, orphans, sequences, audit rows), a running HTML report and a JUnit file per "
@@ -511,7 +504,7 @@ def summary(watch: Watch, code: int) -> dict:
     """Numbers, names and verdicts only."""
     state = watch.state
     return {"run_dir": str(watch.run_dir), "rounds": state.total, "done": len(state.rounds),
-            "red": [r.number for r in state.rounds if r.verdict == "red"],
+            "red": [r.number for r in state.rounds if r.verdict == Round.RED],
             "criteria": {r.number: r.criteria for r in state.rounds if r.criteria}, "exit_code": code,
             "report": str(watch.folder / watchreport.REPORT), "factor": state.factor}
 
@@ -526,13 +519,13 @@ def main(argv: list[str] | None = None) -> int:
         code = watch.run_rounds(once=args.once)
     except ConfigError as exc:
         print(f"watch: {exc}", file=sys.stderr)
-        return EXIT["usage"]
+        return Exit.USAGE
     except GateError as exc:
         print(f"watch: {exc}", file=sys.stderr)
-        return EXIT["refused"]
+        return Exit.REFUSED
     except (psycopg.Error, OSError) as exc:
         print(redact_text(f"watch: {error_text(exc)}"), file=sys.stderr)
-        return EXIT["red"]
+        return Exit.RED
     if args.json:
         print(json.dumps(summary(watch, code), indent=2))
     elif len(watch.state.rounds):
