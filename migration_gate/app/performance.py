@@ -28,6 +28,7 @@ from pathlib import Path
 from migration_gate.app.load import LoadError, LoadPlan, LoadReport, percentile, run_load
 from migration_gate.config import GateConfig, PerformanceConfig
 from migration_gate.core import rundir
+from migration_gate.core.errors import MigrationGateError
 from migration_gate.core.result import Result
 from migration_gate.db import statements
 
@@ -40,7 +41,7 @@ ATTRIBUTION_REQUESTS = 5  # timed requests to one slow endpoint alone (+ load's 
 ATTRIBUTED = 3  # statements named per slow endpoint
 
 
-class PerformanceError(Exception):
+class PerformanceError(MigrationGateError):
     """A recorded measurement cannot be read; the message names the file, never its content."""
 
 

@@ -44,6 +44,7 @@ from pyrage import x25519
 
 from migration_gate.app.hooks import command_problems
 from migration_gate.config import BackupConfig
+from migration_gate.core.errors import MigrationGateError
 from migration_gate.core.phi import PhiKeyError, derived_key
 from migration_gate.core.redact import connection_cause, describe_target, redact_text
 from migration_gate.db import catalog, sizes
@@ -65,7 +66,7 @@ RECORD_PURPOSE = b"migration-gate backup record"  # phi.derived_key's purpose fo
 PG_RESTORE_FIXED = {17: 6, 16: 10, 15: 14, 14: 19, 13: 22}
 
 
-class BackupError(RuntimeError):
+class BackupError(MigrationGateError, RuntimeError):
     """A backup or restore step failed; the message is one clear line, with secrets redacted."""
 
 

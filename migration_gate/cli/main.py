@@ -23,13 +23,10 @@ from migration_gate.core.errors import GateError, Refused
 from migration_gate.core.progress import Progress
 from migration_gate.core.provenance import gate_version, operator
 from migration_gate.core.redact import (
-    connection_cause,
     describe_target,
-    error_line,
+    failure_line,
     one_line,
-    own_error,
     redact_text,
-    safe_line,
 )
 from migration_gate.core.status import Exit, Phase, Verdict
 from migration_gate.db import connection as db
@@ -107,15 +104,7 @@ def _failed(name: str, exc: BaseException, otherwise: Exit = Exit.RED, backup_ch
 
 def _one_line(name: str, exc: BaseException) -> str:
     """The error as one redacted line: what failed and why, never a traceback."""
-    if isinstance(exc, OSError) and exc.strerror:
-        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    elif isinstance(exc, psycopg.errors.QueryCanceled):  # an OperationalError, but the database did answer
-        text = f"a statement was cancelled (statement_timeout or lock_timeout): {connection_cause(exc)}"
-    elif isinstance(exc, psycopg.OperationalError):
-        text = f"database unreachable or connection lost: {connection_cause(exc)}"
-    else:
-        return f"{name}: {error_line(exc) or exc.__class__.__name__}"
-    return f"{name}: {safe_line(text, values_quoted=not own_error(exc))}"
+    return f"{name}: {failure_line(exc)}"
 
 
 def _new_run_dir(reports: Path, kind: str) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 
 from migration_gate.core.criteria import CRITERIA
+from migration_gate.core.errors import MigrationGateError
 from migration_gate.core.paths import ROOT
 from migration_gate.core.phi import PhiKeyError, parse_key
 
@@ -28,7 +29,7 @@ DEFAULT_SANDBOX_PROVIDER = "sandbox.provider:SandboxProvider"
 ON_DELETE = {"restrict": "r", "cascade": "c", "no action": "a", "set null": "n", "set default": "d"}
 
 
-class ConfigError(ValueError):
+class ConfigError(MigrationGateError, ValueError):
     """The configuration is unusable; the message is one line naming what and where."""
 
 

@@ -29,7 +29,7 @@ from psycopg import sql
 from migration_gate import backup
 from migration_gate.app.hooks import ShellHooks, sigterm_unwinds
 from migration_gate.config import GateConfig
-from migration_gate.core.errors import GateError
+from migration_gate.core.errors import GateError, MigrationGateError
 from migration_gate.core.redact import describe_target, safe_message
 from migration_gate.db import connection as db
 from migration_gate.db.embedded import EmbeddedError, EmbeddedPostgres, PgBinaries, find_binaries
@@ -40,7 +40,7 @@ SOURCE_ENV, OWNER_ENV = "GATE_COPY_SOURCE", "GATE_COPY_OWNER_PID"
 DSN_ENV, LABEL_ENV = "GATE_COPY_DSN", "GATE_COPY_LABEL"
 
 
-class CopyError(RuntimeError):
+class CopyError(MigrationGateError, RuntimeError):
     """The copy could not be made; one line, no secrets."""
 
 

@@ -29,7 +29,7 @@ from migration_gate.core.errors import GateError, Refused
 from migration_gate.core.paths import ROOT
 from migration_gate.core.progress import Progress
 from migration_gate.core.provenance import gate_version, operator
-from migration_gate.core.redact import describe_target, safe_message
+from migration_gate.core.redact import describe_target, error_line, safe_message
 from migration_gate.core.status import Exit
 from migration_gate.db.embedded import PASSFILE, EmbeddedError, cluster_serving, kept_clusters, stop_kept
 from migration_gate.rehearsal import copies
@@ -257,7 +257,7 @@ def dress_rehearsal(args: argparse.Namespace, gate: GateConfig, provider: Sandbo
             print(f"rehearse: {exc}", file=sys.stderr)
             return Exit.REFUSED
         except (copies.CopyError, GateError, EmbeddedError, RuntimeError, OSError, psycopg.Error) as exc:
-            message = safe_message(exc) if not isinstance(exc, copies.CopyError) else str(exc)
+            message = error_line(exc) if isinstance(exc, copies.CopyError) else safe_message(exc)
             print(f"rehearse: {message}", file=sys.stderr)
             if args.json:
                 print(json.dumps({"verdict": "error", "error": message, "exit_code": 1}))

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from migration_gate.core.errors import MigrationGateError
 from migration_gate.db import connection as db
 from migration_gate.scan import ranges
 
@@ -141,7 +142,7 @@ class Bucketing:
         return self.row_hash == "hashtextextended"
 
 
-class BucketingMismatch(ValueError):
+class BucketingMismatch(MigrationGateError, ValueError):
     """A side cannot be cut the way the recorded digests were (its key type changed kind): compare in full."""
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from migration_gate.core.errors import MigrationGateError
 from migration_gate.db import sizes
 from migration_gate.db.catalog import Catalog
 
@@ -29,7 +30,7 @@ PARALLEL_FROM_BYTES = 8 * 1024 * 1024  # smaller tables are read in the checking
 MOST_VALUES = 100_000  # never more values than this in memory at once per process, however fast they go
 
 
-class WorkersError(ValueError):
+class WorkersError(MigrationGateError, ValueError):
     """GATE_WORKERS is not a positive integer."""
 
 
