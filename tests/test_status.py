@@ -28,3 +28,17 @@ def test_values_are_the_plain_strings_and_numbers_of_old_run_folders() -> None:
                        "exit_code": Exit.INTERRUPTED}) == \
         '{"status": "rolled-back-maintenance-on", "outcome": "not checked", "exit_code": 130}'
     assert [int(c) for c in Exit] == [0, 1, 2, 3, 4, 5, 130]
+
+
+def test_every_command_ends_its_help_with_the_one_environment_table_and_its_exit_codes() -> None:
+    from migration_gate.cli.main import NEEDS
+    from migration_gate.core.helptext import ENVIRONMENT, epilog
+    from migration_gate.watch.rounds import EPILOG as WATCH_EPILOG
+
+    for names in NEEDS.values():
+        assert set(names) <= set(ENVIRONMENT)
+    text = epilog(NEEDS["cutover"])
+    assert text.index("Environment:\n  DATABASE_URL ") < text.index("Exit codes (all commands):\n  0  green")
+    assert epilog(()).startswith("Environment: none read\n")
+    assert "  GATE_CONFIG          another migration description" in WATCH_EPILOG
+    assert "  3  a rollback criterion" in WATCH_EPILOG

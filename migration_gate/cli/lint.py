@@ -12,9 +12,10 @@ import psycopg
 
 from migration_gate.checks.lint import lint_migration
 from migration_gate.config import ConfigError, load_config
+from migration_gate.core.helptext import epilog
 from migration_gate.core.redact import redact_dsn
 from migration_gate.core.result import error_text
-from migration_gate.core.status import Exit
+from migration_gate.core.status import LINT_EXITS, Exit
 from migration_gate.db import connection as db
 from migration_gate.run.runstate import recorded_migration_sha256
 
@@ -26,9 +27,9 @@ def main(argv: list[str] | None = None) -> int:
             "Classify each statement of the migration file (table rewrites, full scans under lock, destructive "
             "statements, a missing lock_timeout) with the live size of each table and the time the rehearsal "
             "measured for it; [lint] in the configuration decides which findings are red (PRE-13)."),
-        epilog="Environment:\n  DATABASE_URL  the target, for live table sizes (optional: without it sizes are "
-               "unknown)\n  GATE_CONFIG   the migration description (default migration.toml)\n\nExit codes: 0 "
-               "nothing red, 1 a finding [lint] denies, 2 bad input (configuration, file, connection).")
+        epilog=epilog(("DATABASE_URL", "GATE_CONFIG"), said={
+            "DATABASE_URL": "the target, for live table sizes (optional: without it sizes are unknown)"},
+            exits=LINT_EXITS, title="Exit codes:"))
     parser.add_argument("file", nargs="?", type=Path, help="the migration file (default: [migration] file)")
     parser.add_argument("--config", type=Path, help="the migration description (default: migration.toml)")
     parser.add_argument("--run-dir", type=Path, help="a run folder whose rehearsal (PRE-08) recorded the times; "

@@ -20,6 +20,7 @@ from migration_gate.app.hooks import CutoverTarget, sigterm_unwinds, target_from
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
 from migration_gate.core import rundir
 from migration_gate.core.errors import GateError, Refused
+from migration_gate.core.helptext import epilog
 from migration_gate.core.progress import Progress
 from migration_gate.core.provenance import gate_version, operator
 from migration_gate.core.redact import (
@@ -34,7 +35,7 @@ from migration_gate.db.migration import MigrationFileError
 from migration_gate.db.migration import load as load_migration
 from migration_gate.rehearsal.rehearse import main as rehearse_main
 from migration_gate.report import bundle
-from migration_gate.report.verdict import EPILOG, finish_run
+from migration_gate.report.verdict import finish_run
 from migration_gate.run import attest, forecast, preflight
 from migration_gate.run.gate import Gate, RollbackPlan
 from migration_gate.run.runstate import (
@@ -48,18 +49,6 @@ from migration_gate.run.runstate import (
 )
 from migration_gate.watch.rounds import main as watch_main
 
-ENVIRONMENT = {
-    "DATABASE_URL": "the target database (its password is redacted everywhere)",
-    "PHI_ENCRYPTION_KEY": "the app's 64-hex-character PHI key",
-    "API_BASE_URL": "the app's address, e.g. https://app.example.com",
-    "GATE_API_USERNAME": "an existing user the API checks log in as",
-    "GATE_API_PASSWORD": "that user's password",
-    "APP_LOG_FILE": "the app's log file, when [logs] does not name another source",
-    "GATE_API_HEADERS": "optional: a JSON object of headers for the checks (a maintenance bypass)",
-    "GATE_REPORTS_DIR": "optional: where runs are recorded (default reports/)",
-    "GATE_BACKUP_IDENTITY": "the age identity (a file, or the key) that opens the backup",
-    "GATE_BACKUP_RECIPIENTS": "optional: more age public keys to encrypt the backup to",
-}
 _APP = ("API_BASE_URL", "GATE_API_USERNAME", "GATE_API_PASSWORD", "GATE_API_HEADERS")
 NEEDS = {
     "cutover": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", *_APP, "APP_LOG_FILE", "GATE_BACKUP_IDENTITY",
@@ -77,9 +66,7 @@ NEEDS = {
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A command's parser; its help ends with the environment variables that command reads, and the exit codes."""
     name = prog.rsplit("/", 1)[-1]
-    environment = "Environment:" + ("\n" + "".join(f"  {var:<20} {ENVIRONMENT[var]}\n" for var in NEEDS[name])
-                                    if NEEDS[name] else " none read\n")
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=environment + "\n" + EPILOG,
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog(NEEDS[name]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=None, help="migration description (default: migration.toml)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")

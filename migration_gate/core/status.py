@@ -122,6 +122,11 @@ WATCH_EXITS: dict[Exit, str] = {
     Exit.REFUSED: "another watch of this run is running",
     Exit.INTERRUPTED: "interrupted (the state is kept; the same command resumes at the next due round)",
 }
+LINT_EXITS: dict[Exit, str] = {
+    Exit.GREEN: "nothing red",
+    Exit.RED: "a finding [lint] denies",
+    Exit.USAGE: "bad input (configuration, file, connection)",
+}
 # The watch's exit code of its worst round so far.
 WATCH_EXIT_OF: dict[str, Exit] = {Round.GREEN: Exit.GREEN, Round.RED: Exit.RED, Round.CRITERION: Exit.HUMAN}
 

@@ -30,10 +30,10 @@ from migration_gate.core.paths import ROOT
 from migration_gate.core.progress import Progress
 from migration_gate.core.provenance import gate_version, operator
 from migration_gate.core.redact import describe_target, error_line, safe_message
-from migration_gate.core.status import Exit
+from migration_gate.core.status import EXITS, Exit, help_text
 from migration_gate.db.embedded import PASSFILE, EmbeddedError, cluster_serving, kept_clusters, stop_kept
 from migration_gate.rehearsal import copies
-from migration_gate.report.verdict import EPILOG, finish_run
+from migration_gate.report.verdict import finish_run
 from migration_gate.run import attest
 from migration_gate.run.gate import Gate
 from migration_gate.run.provider import SandboxProvider, load_provider
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="scripts/rehearse",
         description="Rehearse the whole cut-over on an embedded sandbox: a throwaway PostgreSQL seeded with "
                     "synthetic PHI, the reference API, and every gated phase up to the sign-off report.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=help_text(EXITS), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patients", type=int, default=DEFAULT_PATIENTS,
                         help="synthetic patients to seed (sessions and plans in proportion; "
                              f"default {DEFAULT_PATIENTS})")

@@ -10,12 +10,10 @@ from pathlib import Path
 
 from migration_gate.config import SANDBOX_BANNER, GateConfig
 from migration_gate.core.criteria import unchecked_line
-from migration_gate.core.status import EXITS, exit_of, help_text
+from migration_gate.core.status import exit_of
 from migration_gate.report import signoff
 from migration_gate.run.forecast import against_actual
 from migration_gate.run.runstate import RunState, forced_verdict
-
-EPILOG = help_text(EXITS)
 
 
 def _summary(state: RunState, report: Path | None) -> dict:

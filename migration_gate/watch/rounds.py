@@ -40,11 +40,12 @@ from migration_gate.checks.api.endpoints import p95
 from migration_gate.config import ConfigError, GateConfig, WatchConfig, holding_waivers, load_config
 from migration_gate.core import rundir
 from migration_gate.core.errors import GateError
+from migration_gate.core.helptext import epilog
 from migration_gate.core.phi import PhiCodec
 from migration_gate.core.progress import Progress
 from migration_gate.core.redact import describe_target, mask_values, redact_text
 from migration_gate.core.result import CheckFailed, Result, error_text
-from migration_gate.core.status import WATCH_EXIT_OF, WATCH_EXITS, Exit, Round, Verdict, help_text
+from migration_gate.core.status import WATCH_EXIT_OF, WATCH_EXITS, Exit, Round, Verdict
 from migration_gate.db import connection as db
 from migration_gate.db import writes
 from migration_gate.db.connection import session_dsn
@@ -461,20 +462,19 @@ def _live_run(run_dir: Path, target: CutoverTarget) -> RunState:
 
 # -- the command -----------------------------------------------------------------------------------------------------
 
-ENVIRONMENT = """Environment:
-  DATABASE_URL         the target database (its password is redacted everywhere)
-  PHI_ENCRYPTION_KEY   the app's 64-hex-character PHI key (the PHI written since a round is decrypted)
-  API_BASE_URL         the app's address
-  GATE_API_USERNAME    the user the checks log in as (GATE_API_PASSWORD: its password)
-  GATE_API_HEADERS     optional: a JSON object of headers for the checks
-  APP_LOG_FILE         the app's log file, when the run recorded no log source and [logs] names none
-  GATE_CONFIG          another migration description than migration.toml ([watch], [hooks] alert)
-
-Cron, instead of one long process (every 5 minutes; one due round per tick, the state is on disk):
-  */5 * * * * cd /path/to/gate && scripts/watch --run-dir reports/cutover-... --once --quiet >> watch.log 2>&1
-
-"""
-EPILOG = ENVIRONMENT + help_text(WATCH_EXITS, "Exit codes:")
+EPILOG = epilog(
+    ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "API_BASE_URL", "GATE_API_USERNAME", "GATE_API_HEADERS", "APP_LOG_FILE",
+     "GATE_CONFIG"),
+    said={"PHI_ENCRYPTION_KEY": "the app's 64-hex-character PHI key (the PHI written since a round is decrypted)",
+          "API_BASE_URL": "the app's address",
+          "GATE_API_USERNAME": "the user the checks log in as (GATE_API_PASSWORD: its password)",
+          "GATE_API_HEADERS": "optional: a JSON object of headers for the checks",
+          "APP_LOG_FILE": "the app's log file, when the run recorded no log source and [logs] names none",
+          "GATE_CONFIG": "another migration description than migration.toml ([watch], [hooks] alert)"},
+    between="Cron, instead of one long process (every 5 minutes; one due round per tick, the state is on disk):\n"
+            "  */5 * * * * cd /path/to/gate && scripts/watch --run-dir reports/cutover-... --once --quiet >> "
+            "watch.log 2>&1\n\n",
+    exits=WATCH_EXITS, title="Exit codes:")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
