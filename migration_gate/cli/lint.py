@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note {line}")
     print(f"{result.check}: {result.checked} finding(s), {len(result.problems)} red"
           + ("" if dsn else " (no DATABASE_URL: sizes unknown)"))
-    return 1 if result.problems else 0
+    return Exit.RED if result.problems else Exit.GREEN
 
 
 class _Nothing:

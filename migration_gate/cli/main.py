@@ -264,7 +264,7 @@ def dry_run(gate: GateConfig, target: CutoverTarget, args: argparse.Namespace, r
                   "maintenance (--accept-forecast starts anyway, recorded in the run)")
         else:
             print("Ready: the cut-over can start.")
-    return 0 if plan["ready"] else 4
+    return Exit.GREEN if plan["ready"] else Exit.REFUSED
 
 
 PHASE_COMMANDS = {
@@ -334,7 +334,7 @@ def phase_command(name: str, argv: list[str] | None = None) -> int:
         for record in records:
             print(f"{record.name}: {record.status.upper()} in {record.seconds or 0:.1f} s - {record.detail or ''}")
         print(f"run folder: {state.run_dir}")
-    return 0 if ok else 1
+    return Exit.GREEN if ok else Exit.RED
 
 
 def _nothing_to_roll_back(state: RunState, gate: GateConfig, target: CutoverTarget) -> str | None:
@@ -409,7 +409,7 @@ def _print_plan(args: argparse.Namespace, plan: RollbackPlan) -> int:
         print(f"Dry run, nothing was changed: the rollback would {plan.describe()}")
         if plan.held:
             print(f"It would refuse: {plan.held}")
-    return 4 if plan.held else 0
+    return Exit.REFUSED if plan.held else Exit.GREEN
 
 
 def bundle_command(argv: list[str] | None = None) -> int:
@@ -423,7 +423,7 @@ def bundle_command(argv: list[str] | None = None) -> int:
         out = bundle.build(args.run_dir, args.out)
     except OSError as exc:
         print(_one_line("bundle", exc), file=sys.stderr)
-        return 2 if isinstance(exc, FileNotFoundError) else 1
+        return Exit.USAGE if isinstance(exc, FileNotFoundError) else Exit.RED
     print(json.dumps({"bundle": str(out)}) if args.json else f"bundle: {out}")
     return Exit.GREEN
 

@@ -161,7 +161,7 @@ def _rehearsal(args: argparse.Namespace, gate: GateConfig, provider: SandboxProv
         message = safe_message(exc)
         print(f"rehearse: {message}", file=sys.stderr)
         if args.json:
-            print(json.dumps({"verdict": "error", "error": message, "exit_code": 1}))
+            print(json.dumps({"verdict": "error", "error": message, "exit_code": Exit.RED}))
         return Exit.RED
     finally:
         sandbox.stop(keep=args.keep)
@@ -260,7 +260,7 @@ def dress_rehearsal(args: argparse.Namespace, gate: GateConfig, provider: Sandbo
             message = error_line(exc) if isinstance(exc, copies.CopyError) else safe_message(exc)
             print(f"rehearse: {message}", file=sys.stderr)
             if args.json:
-                print(json.dumps({"verdict": "error", "error": message, "exit_code": 1}))
+                print(json.dumps({"verdict": "error", "error": message, "exit_code": Exit.RED}))
             return Exit.RED
         finally:
             os.environ.pop(REHEARSAL_KIND_ENV, None)
