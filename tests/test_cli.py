@@ -19,7 +19,7 @@ from migration_gate.core.criteria import FAILURE_LINES, SUCCESS_LINES
 from migration_gate.core.errors import GateError
 from migration_gate.core.redact import describe_target, safe_message
 from migration_gate.core.result import error_text
-from migration_gate.report.verdict import EXIT
+from migration_gate.core.status import EXIT_OF
 from migration_gate.run.runstate import schema_state
 from sandbox.synthetic import SANDBOX_KEY
 from tests.support.cutover import config_with_store, rollback_run
@@ -53,7 +53,7 @@ def test_exit_codes_are_documented_in_help() -> None:
     text = script("cutover", "--help").stdout
     for code in ("0 ", "1 ", "2 ", "3 ", "4 ", "130"):
         assert f"  {code}" in text
-    for code in sorted(set(EXIT.values())):  # the one table: every verdict's code is explained, a forced run's too
+    for code in sorted(set(EXIT_OF.values())):  # the one table: every verdict's code is explained, a forced run's too
         assert re.search(rf"^  {code} ", text, re.M), code
     assert re.search(r"^  5  forced: scripts/cutover --force went on past red", text, re.M)
 

@@ -192,7 +192,8 @@ def test_sigterm_in_the_middle_still_removes_the_copy(legacy_db: str, tmp_path: 
     cluster it started is stopped and its folder deleted before the process ends."""
     ready = tmp_path / "ready"
     code = ("import sys, time\nfrom dataclasses import replace\nfrom pathlib import Path\n"
-            "from migration_gate.rehearsal import copies\nfrom migration_gate.config import RehearsalConfig, load_config\n"
+            "from migration_gate.rehearsal import copies\n"
+            "from migration_gate.config import RehearsalConfig, load_config\n"
             "gate = replace(load_config(), rehearsal=RehearsalConfig(kind='local'))\n"
             "with copies.copy_of(sys.argv[1], gate) as copy:\n"
             "    Path(sys.argv[2]).write_text(copy.server_dsn)\n    time.sleep(120)\n")

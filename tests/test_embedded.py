@@ -171,14 +171,15 @@ def test_a_base_folder_owned_by_another_user_is_refused(tmp_path: Path) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="the ordinary-user path is the one this run already takes")
 def test_starts_when_run_by_an_ordinary_user(base: Path) -> None:
     """As root the launcher runs initdb as postgres; here an unprivileged user drives the launcher itself.
-    The launcher needs only the standard library, so the user gets a world-readable copy of it (the checkout,
-    and the virtualenv in it, may be private to root)."""
+    The launcher needs only the standard library and the errors' root (core/errors.py), so the user gets a
+    world-readable copy of those (the checkout, and the virtualenv in it, may be private to root)."""
     account = pwd.getpwnam("postgres") if _has("postgres") else pwd.getpwnam("nobody")
     package = base / "code" / "migration_gate"
     (package / "db").mkdir(parents=True)
-    for name in ("__init__.py", "db/__init__.py", "db/embedded.py"):
+    (package / "core").mkdir()
+    for name in ("__init__.py", "db/__init__.py", "db/embedded.py", "core/__init__.py", "core/errors.py"):
         shutil.copy(ROOT / "migration_gate" / name, package / name)
-    for folder in (base / "code", package, package / "db"):
+    for folder in (base / "code", package, package / "db", package / "core"):
         folder.chmod(0o755)
     code = ("import subprocess\nfrom migration_gate.db.embedded import EmbeddedPostgres\n"
             "with EmbeddedPostgres() as pg:\n"

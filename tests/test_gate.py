@@ -28,9 +28,10 @@ from migration_gate.config import load_config
 from migration_gate.core.errors import GateError, Refused
 from migration_gate.core.phi import PhiCodec
 from migration_gate.core.progress import Progress
+from migration_gate.core.status import EXIT_OF
 from migration_gate.db import migration
 from migration_gate.report import bundle
-from migration_gate.report.verdict import EXIT, finish_run
+from migration_gate.report.verdict import finish_run
 from migration_gate.run.gate import LOCK_KEY, Gate
 from migration_gate.run.runstate import PhaseRecord, RunState, budget_report, schema_state
 from sandbox.api_process import SandboxHooks
@@ -222,7 +223,7 @@ def test_a_run_forced_past_a_red_pre_check_is_forced_never_green(sandbox: Sandbo
 
     code = finish_run(argparse.Namespace(json=True), gate, state, {"Target": "sandbox"})
     summary = json.loads(capsys.readouterr().out)
-    assert code == EXIT["forced"] == summary["exit_code"] == 5 and code != EXIT["green"]
+    assert code == EXIT_OF["forced"] == summary["exit_code"] == 5 and code != EXIT_OF["green"]
     assert summary["verdict"] == "forced" and summary["forced_past"] == ["PRE-10"]
     assert finish_run(argparse.Namespace(json=False), gate, state, {"Target": "sandbox"}) == 5
     assert f"Verdict: {said}" in capsys.readouterr().out

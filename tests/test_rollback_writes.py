@@ -18,8 +18,8 @@ from migration_gate.app.client import send
 from migration_gate.checks import api as app
 from migration_gate.config import load_config
 from migration_gate.core.progress import Progress
+from migration_gate.core.status import EXIT_OF
 from migration_gate.report import signoff
-from migration_gate.report.verdict import EXIT
 from migration_gate.run.gate import Gate
 from migration_gate.run.runstate import RunState, schema_state
 from sandbox.api_process import SandboxHooks
@@ -157,7 +157,7 @@ def test_before_go_live_a_write_through_maintenance_holds_the_automatic_restore(
     state = Gate(_gate(False), cutover_target(sandbox, WriterThroughMaintenance(sandbox.api)), run,
                  Progress(quiet=True)).run()
 
-    assert state.status == "rollback-held" and EXIT[state.status] == 3
+    assert state.status == "rollback-held" and EXIT_OF[state.status] == 3
     assert "written while maintenance mode was on" in state.failure
     assert "public.patients: 0 inserted, 1 updated, 0 deleted" in state.failure
     assert state.phase("restore").status == "held" and state.phase("redeploy-legacy").status == "pending"

@@ -37,10 +37,12 @@ from migration_gate.app.client import body_of, send
 from migration_gate.app.client import login as api_login
 from migration_gate.config import AnswerLogin, AnswerRequest, AnswersConfig
 from migration_gate.config.environment import variables
+from migration_gate.core import rundir
+from migration_gate.core.errors import MigrationGateError
 from migration_gate.core.phi import derived_key
 from migration_gate.core.result import Result
 
-FOLDER = "answers"
+FOLDER = rundir.ANSWERS
 OWN_WRITES = "own_writes.json"
 MAINTENANCE = "maintenance"  # recorded by the gate once maintenance is on, before the dump
 BEFORE = (MAINTENANCE, "premigration")  # the recordings the post-checks compare with, the newest first
@@ -50,7 +52,7 @@ DECIMAL = re.compile(r"-?\d+\.\d+")
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)?")
 
 
-class AnswersError(Exception):
+class AnswersError(MigrationGateError):
     """A recording cannot be made or read; the message names the file or the variable, never a value."""
 
 

@@ -26,6 +26,7 @@ from migration_gate.app.client import http_client
 from migration_gate.app.logsource import LogSource
 from migration_gate.config import AppServerConfig
 from migration_gate.config.environment import variables
+from migration_gate.core.errors import MigrationGateError
 from migration_gate.db.embedded import free_port
 
 HOST = "127.0.0.1"
@@ -34,7 +35,7 @@ POLL_SECONDS = 0.25
 MINIMAL_ENV = ("PATH", "HOME", "LANG")  # what any program needs to start; taken from the gate's environment
 
 
-class AppStartError(RuntimeError):
+class AppStartError(MigrationGateError, RuntimeError):
     """The app did not come up healthy; the message is one line (its log's line count, never its text)."""
 
 

@@ -23,12 +23,13 @@ import httpx
 
 from migration_gate.app.client import http_client, login, send
 from migration_gate.config import Environment, GateConfig
+from migration_gate.core.errors import MigrationGateError
 from migration_gate.core.result import CheckFailed
 
 T = TypeVar("T")
 
 
-class LoadError(Exception):
+class LoadError(MigrationGateError):
     """The load could not start (no login, no endpoint that answers); the message names why, never a secret."""
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from migration_gate.app.hooks import LOGS_CONTRACT, hook_environment, kill_group, sigterm_unwinds
 from migration_gate.config import OWN_REQUEST_PATTERN, ConfigError, LogsConfig
+from migration_gate.core.errors import MigrationGateError
 from migration_gate.core.paths import ROOT
 
 SINCE_VARIABLE = "GATE_LOGS_SINCE"
@@ -37,7 +38,7 @@ LOG_OUTPUT_LIMIT = 64 << 20  # what a log command may print for one window; more
 PROBE_WINDOW = timedelta(minutes=5)  # what probe() asks a command for
 
 
-class LogsUnseen(Exception):  # noqa: N818 - read as "the logs are unseen", a condition rather than a crash
+class LogsUnseen(MigrationGateError):  # noqa: N818 - read as "the logs are unseen", a condition rather than a crash
     """The log's lines since the marker cannot be seen; the message (PHI-free) says why."""
 
 

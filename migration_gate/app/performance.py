@@ -26,11 +26,13 @@ from pathlib import Path
 
 from migration_gate.app.load import LoadError, LoadPlan, LoadReport, percentile, run_load
 from migration_gate.config import GateConfig, PerformanceConfig
+from migration_gate.core import rundir
+from migration_gate.core.errors import MigrationGateError
 from migration_gate.core.result import Result
 from migration_gate.db import statements
 
-FOLDER = "performance"
-BASELINE = "baseline"
+FOLDER = rundir.PERFORMANCE
+BASELINE = rundir.BASELINE
 AFTER = ("postmigration", "golive")  # measured on the new schema, in this order
 ABSENT = ("404",)  # what an endpoint the app does not have on this schema answers (said so, not an error)
 TIMEOUT_S = 10.0
@@ -38,7 +40,7 @@ ATTRIBUTION_REQUESTS = 5  # timed requests to one slow endpoint alone (+ load's 
 ATTRIBUTED = 3  # statements named per slow endpoint
 
 
-class PerformanceError(Exception):
+class PerformanceError(MigrationGateError):
     """A recorded measurement cannot be read; the message names the file, never its content."""
 
 
@@ -123,7 +125,7 @@ def folder(run_dir: Path) -> Path:
 
 def save(measurement: Measurement, run_dir: Path, name: str) -> Path:
     """<run_dir>/performance/<name>.json, written atomically (another process may be reading it)."""
-    path = folder(run_dir) / f"{name}.json"
+    path = rundir.performance_file(run_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(measurement.to_json(), indent=2))
@@ -133,7 +135,7 @@ def save(measurement: Measurement, run_dir: Path, name: str) -> Path:
 
 def load(run_dir: Path, name: str) -> Measurement | None:
     """The recorded measurement, or None when there is none."""
-    path = folder(run_dir) / f"{name}.json"
+    path = rundir.performance_file(run_dir, name)
     try:
         return Measurement.from_json(json.loads(path.read_text()))
     except FileNotFoundError:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from migration_gate.config.environment import variable
+from migration_gate.core.errors import MigrationGateError
 from migration_gate.core.phi import PhiKeyError, derived_key
 from migration_gate.db import catalog
 
@@ -28,7 +29,7 @@ PHI_KEY_ENV = "PHI_ENCRYPTION_KEY"  # the record's MAC key is derived from it (r
 RECORD_PURPOSE = b"migration-gate backup record"  # phi.derived_key's purpose for the record's MAC
 
 
-class BackupError(RuntimeError):
+class BackupError(MigrationGateError, RuntimeError):
     """A backup or restore step failed; the message is one clear line, with secrets redacted."""
 
 

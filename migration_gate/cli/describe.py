@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterable
 
 from migration_gate.config.environment import variable
+from migration_gate.core.status import Exit
 from migration_gate.db import connection as db
 from migration_gate.db.catalog import Catalog
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     dsn = variable("DATABASE_URL")
     if not dsn:
         print("describe-schema: DATABASE_URL is not set", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     try:
         with db.connect(dsn, connect_timeout=10) as conn:
             found = inspect(conn, [args.schema])
@@ -75,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     except (psycopg.Error, LookupError) as exc:
         print(redact_text(f"describe-schema: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"),
               file=sys.stderr)
-        return 2
-    return 0
+        return Exit.USAGE
+    return Exit.GREEN
 
 
 if __name__ == "__main__":

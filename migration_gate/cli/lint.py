@@ -12,8 +12,10 @@ import psycopg
 from migration_gate.checks.lint import lint_migration
 from migration_gate.config import ConfigError, load_config
 from migration_gate.config.environment import variable
+from migration_gate.core.helptext import epilog
 from migration_gate.core.redact import redact_dsn
 from migration_gate.core.result import error_text
+from migration_gate.core.status import LINT_EXITS, Exit
 from migration_gate.db import connection as db
 from migration_gate.run.runstate import recorded_migration_sha256
 
@@ -25,9 +27,9 @@ def main(argv: list[str] | None = None) -> int:
             "Classify each statement of the migration file (table rewrites, full scans under lock, destructive "
             "statements, a missing lock_timeout) with the live size of each table and the time the rehearsal "
             "measured for it; [lint] in the configuration decides which findings are red (PRE-13)."),
-        epilog="Environment:\n  DATABASE_URL  the target, for live table sizes (optional: without it sizes are "
-               "unknown)\n  GATE_CONFIG   the migration description (default migration.toml)\n\nExit codes: 0 "
-               "nothing red, 1 a finding [lint] denies, 2 bad input (configuration, file, connection).")
+        epilog=epilog(("DATABASE_URL", "GATE_CONFIG"), said={
+            "DATABASE_URL": "the target, for live table sizes (optional: without it sizes are unknown)"},
+            exits=LINT_EXITS, title="Exit codes:"))
     parser.add_argument("file", nargs="?", type=Path, help="the migration file (default: [migration] file)")
     parser.add_argument("--config", type=Path, help="the migration description (default: migration.toml)")
     parser.add_argument("--run-dir", type=Path, help="a run folder whose rehearsal (PRE-08) recorded the times; "
@@ -37,11 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         gate = load_config(args.config)
     except ConfigError as exc:
         print(f"lint: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     path = args.file or gate.migration_file
     if not path.is_file():
         print(f"lint: migration file {path} not found", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     dsn = variable("DATABASE_URL")
     try:
         with (db.connect(dsn, autocommit=True) if dsn else _Nothing()) as conn:
@@ -50,14 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     except psycopg.Error as exc:
         print(f"lint: cannot read sizes from DATABASE_URL {redact_dsn(dsn or '')}: {error_text(exc)}",
               file=sys.stderr)
-        return 2
+        return Exit.USAGE
     for line in result.problems:
         print(f"RED  {line}")
     for line in result.notes:
         print(f"note {line}")
     print(f"{result.check}: {result.checked} finding(s), {len(result.problems)} red"
           + ("" if dsn else " (no DATABASE_URL: sizes unknown)"))
-    return 1 if result.problems else 0
+    return Exit.RED if result.problems else Exit.GREEN
 
 
 class _Nothing:

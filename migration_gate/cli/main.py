@@ -21,23 +21,23 @@ from migration_gate.cli.rehearse import main as rehearse_main
 from migration_gate.cli.watch import main as watch_main
 from migration_gate.config import ConfigError, GateConfig, load_config, load_environment
 from migration_gate.config.environment import operator, variable
+from migration_gate.core import rundir
 from migration_gate.core.errors import GateError, Refused
+from migration_gate.core.helptext import epilog
 from migration_gate.core.progress import Progress
 from migration_gate.core.provenance import gate_version
 from migration_gate.core.redact import (
-    connection_cause,
     describe_target,
-    error_line,
+    failure_line,
     one_line,
-    own_error,
     redact_text,
-    safe_line,
 )
+from migration_gate.core.status import Exit, Phase, Verdict
 from migration_gate.db import connection as db
 from migration_gate.db.migration import MigrationFileError
 from migration_gate.db.migration import load as load_migration
 from migration_gate.report import bundle
-from migration_gate.report.verdict import EPILOG, finish_run
+from migration_gate.report.verdict import finish_run
 from migration_gate.run import attest, forecast, preflight
 from migration_gate.run.gate import Gate, RollbackPlan
 from migration_gate.run.runstate import (
@@ -50,18 +50,6 @@ from migration_gate.run.runstate import (
     unfinished_runs,
 )
 
-ENVIRONMENT = {
-    "DATABASE_URL": "the target database (its password is redacted everywhere)",
-    "PHI_ENCRYPTION_KEY": "the app's 64-hex-character PHI key",
-    "API_BASE_URL": "the app's address, e.g. https://app.example.com",
-    "GATE_API_USERNAME": "an existing user the API checks log in as",
-    "GATE_API_PASSWORD": "that user's password",
-    "APP_LOG_FILE": "the app's log file, when [logs] does not name another source",
-    "GATE_API_HEADERS": "optional: a JSON object of headers for the checks (a maintenance bypass)",
-    "GATE_REPORTS_DIR": "optional: where runs are recorded (default reports/)",
-    "GATE_BACKUP_IDENTITY": "the age identity (a file, or the key) that opens the backup",
-    "GATE_BACKUP_RECIPIENTS": "optional: more age public keys to encrypt the backup to",
-}
 _APP = ("API_BASE_URL", "GATE_API_USERNAME", "GATE_API_PASSWORD", "GATE_API_HEADERS")
 NEEDS = {
     "cutover": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", *_APP, "APP_LOG_FILE", "GATE_BACKUP_IDENTITY",
@@ -79,9 +67,7 @@ NEEDS = {
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A command's parser; its help ends with the environment variables that command reads, and the exit codes."""
     name = prog.rsplit("/", 1)[-1]
-    environment = "Environment:" + ("\n" + "".join(f"  {var:<20} {ENVIRONMENT[var]}\n" for var in NEEDS[name])
-                                    if NEEDS[name] else " none read\n")
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=environment + "\n" + EPILOG,
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog(NEEDS[name]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=None, help="migration description (default: migration.toml)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
@@ -92,42 +78,25 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 HANDLED = (ConfigError, MigrationFileError, Refused, GateError, BackupError, psycopg.Error, OSError)
 
 
-def _failed(name: str, exc: BaseException, otherwise: int = 1, backup_changed: int = 1) -> int:
+def _failed(name: str, exc: BaseException, otherwise: Exit = Exit.RED, backup_changed: Exit = Exit.RED) -> int:
     """One line on stderr and the documented exit code: 2 usage/configuration, 4 refused, else `otherwise`."""
     if isinstance(exc, ConfigError | MigrationFileError):
         print(f"{name}: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     if isinstance(exc, Refused):
         print(f"{name}: {exc}", file=sys.stderr)
-        return 4
+        return Exit.REFUSED
     print(_one_line(name, exc), file=sys.stderr)
     return backup_changed if isinstance(exc, BackupError) else otherwise
 
 
 def _one_line(name: str, exc: BaseException) -> str:
     """The error as one redacted line: what failed and why, never a traceback."""
-    if isinstance(exc, OSError) and exc.strerror:
-        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    elif isinstance(exc, psycopg.errors.QueryCanceled):  # an OperationalError, but the database did answer
-        text = f"a statement was cancelled (statement_timeout or lock_timeout): {connection_cause(exc)}"
-    elif isinstance(exc, psycopg.OperationalError):
-        text = f"database unreachable or connection lost: {connection_cause(exc)}"
-    else:
-        return f"{name}: {error_line(exc) or exc.__class__.__name__}"
-    return f"{name}: {safe_line(text, values_quoted=not own_error(exc))}"
+    return f"{name}: {failure_line(exc)}"
 
 
 def _new_run_dir(reports: Path, kind: str) -> Path:
     return reports / f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
-
-
-def _load_state(run_dir: Path) -> RunState:
-    try:
-        return RunState.load(run_dir)
-    except FileNotFoundError:
-        raise ConfigError(f"{run_dir} is not a run folder (no state.json)") from None
-    except (OSError, ValueError, TypeError, KeyError):
-        raise ConfigError(f"{run_dir}/state.json is not a readable run state") from None
 
 
 def _real_target(gate: GateConfig, need_api: bool = True) -> CutoverTarget:
@@ -147,7 +116,7 @@ def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTa
     if not pending:
         return Gate(gate, target, _new_run_dir(reports, "cutover"), progress, force=args.force)
     run_dir = pending[-1]
-    state = _load_state(run_dir)
+    state = RunState.open(run_dir)
     with db.connect(target.dsn) as conn:
         where = schema_state(conn, gate)
     if where == "mixed":
@@ -158,13 +127,13 @@ def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTa
                       f"{state.migration_sha256[:16]}... recorded, {now[:16]}... now): refusing to resume it (roll "
                       "it back with --rollback-interrupted, or move its folder away)")
     migration_record = state.phase("migration")
-    if where == "migrated" and migration_record.status != "passed":
-        migration_record.status, migration_record.detail = "passed", "committed before the interruption"
-    elif where == "legacy" and migration_record.status == "running":
-        migration_record.status = "pending"
+    if where == "migrated" and migration_record.status != Phase.PASSED:
+        migration_record.status, migration_record.detail = Phase.PASSED, "committed before the interruption"
+    elif where == "legacy" and migration_record.status == Phase.RUNNING:
+        migration_record.status = Phase.PENDING
     for record in state.phases:
-        if record.status == "running":
-            record.status = "pending"
+        if record.status == Phase.RUNNING:
+            record.status = Phase.PENDING
     state.pid = os.getpid()
     # --force is asked again: a resumed run goes on past red gates only when this invocation says so
     resumed = Gate(gate, target, run_dir, progress, force=args.force, state=state)
@@ -178,7 +147,7 @@ def _resume_or_new(args: argparse.Namespace, gate: GateConfig, target: CutoverTa
         progress.say(f"rolling back the interrupted run {run_dir.name} (database is {where})")
         resumed.rollback_only = True
     else:
-        following = next((r.name for r in state.phases if r.status != "passed"
+        following = next((r.name for r in state.phases if r.status != Phase.PASSED
                           and (phases is None or r.name in phases)), "sign-off")
         progress.say(f"resuming the interrupted run {run_dir.name} at phase {following} (database is {where})")
     return resumed
@@ -216,7 +185,7 @@ def cutover(argv: list[str] | None = None) -> int:
     except HANDLED as exc:
         return _failed("cutover", exc)
     code = finish_run(args, gate, state, _environment(target, gate))
-    if state.status in ("green", "forced") and not args.json:  # live: the 48 hours after go-live start now
+    if state.status in (Verdict.GREEN, Verdict.FORCED) and not args.json:  # live: the 48 hours after go-live start now
         print(f"Watch the next 48 hours (see --help for a cron line): scripts/watch --run-dir {state.run_dir}")
     return code
 
@@ -296,7 +265,7 @@ def dry_run(gate: GateConfig, target: CutoverTarget, args: argparse.Namespace, r
                   "maintenance (--accept-forecast starts anyway, recorded in the run)")
         else:
             print("Ready: the cut-over can start.")
-    return 0 if plan["ready"] else 4
+    return Exit.GREEN if plan["ready"] else Exit.REFUSED
 
 
 PHASE_COMMANDS = {
@@ -314,13 +283,13 @@ def _red_prechecks_note(runner: Gate, reports: Path) -> str | None:
     """What a backup does with red pre-checks: it is taken either way, and migrate refuses until they are green."""
     own = runner.state.phase("premigration")
     run = Path(runner.state.run_dir).name
-    if own.status == "failed":
+    if own.status == Phase.FAILED:
         return (f"run {run}'s pre-checks are red: this backup is recorded in it, and scripts/migrate refuses "
                 f"until they are green (scripts/precheck --run-dir {runner.state.run_dir}) or with --force")
-    if own.status != "pending":
+    if own.status != Phase.PENDING:
         return None
     earlier = [r for _, r in recorded_runs(reports, runner.state.target) if Path(r.run_dir).name != run]
-    if earlier and any(p.name == "premigration" and p.status == "failed" for p in earlier[-1].phases):
+    if earlier and any(p.name == "premigration" and p.status == Phase.FAILED for p in earlier[-1].phases):
         return (f"the latest run {Path(earlier[-1].run_dir).name} ended with red pre-checks: this backup goes into a "
                 f"new run {run}, whose pre-checks have not run; scripts/migrate refuses until they are green there "
                 f"(scripts/precheck --run-dir {runner.state.run_dir}) or with --force")
@@ -346,7 +315,7 @@ def phase_command(name: str, argv: list[str] | None = None) -> int:
         target = _real_target(gate, need_api=name == "precheck")
         reports = load_environment().reports_dir
         if args.run_dir:
-            state = _load_state(args.run_dir) if (args.run_dir / "state.json").exists() else None
+            state = RunState.open(args.run_dir) if rundir.state_file(args.run_dir).exists() else None
             runner = Gate(gate, target, args.run_dir, progress, force=args.force, state=state)
         else:
             runner = _resume_or_new(args, gate, target, reports, progress, phases)
@@ -358,7 +327,7 @@ def phase_command(name: str, argv: list[str] | None = None) -> int:
     except HANDLED as exc:
         return _failed(name, exc)
     records = [state.phase(p) for p in phases]
-    ok = all(r.status == "passed" for r in records)
+    ok = all(r.status == Phase.PASSED for r in records)
     if args.json:
         print(json.dumps({"ok": ok, "run_dir": state.run_dir, "phases": [dataclasses.asdict(r) for r in records],
                           "backup": state.backup}, indent=2))
@@ -366,13 +335,13 @@ def phase_command(name: str, argv: list[str] | None = None) -> int:
         for record in records:
             print(f"{record.name}: {record.status.upper()} in {record.seconds or 0:.1f} s - {record.detail or ''}")
         print(f"run folder: {state.run_dir}")
-    return 0 if ok else 1
+    return Exit.GREEN if ok else Exit.RED
 
 
 def _nothing_to_roll_back(state: RunState, gate: GateConfig, target: CutoverTarget) -> str | None:
     """A run that never migrated, on a database still on the legacy schema, has nothing to undo: say so and
     leave its record as it is (rolling back would switch maintenance on and mark a harmless run failed)."""
-    migrated = any(p.name == "migration" and p.status in ("passed", "running") for p in state.phases)
+    migrated = any(p.name == "migration" and p.status in (Phase.PASSED, Phase.RUNNING) for p in state.phases)
     if migrated or (state.maintenance_on_at and not state.maintenance_off_at):  # maintenance must come off too
         return None
     with db.connect(target.dsn, connect_timeout=10) as conn:
@@ -402,19 +371,19 @@ def rollback_command(argv: list[str] | None = None) -> int:
     if args.discard_writes and not args.decided_by.strip():
         print("rollback: --discard-writes needs --decided-by NAME (the decision is recorded with who made it)",
               file=sys.stderr)
-        return 2
+        return Exit.USAGE
     progress = Progress(quiet=args.quiet or args.json)
     try:
         gate = load_config(args.config)
         target = _real_target(gate)
-        state = _load_state(args.run_dir)
+        state = RunState.open(args.run_dir)
         if state.target != describe_target(target.dsn):
             raise Refused(f"{args.run_dir.name} is a run against {state.target}, not {describe_target(target.dsn)}: "
                           "refusing to restore its backup here")
         nothing = _nothing_to_roll_back(state, gate, target)
         if nothing:
             print(f"rollback: {nothing}")
-            return 0
+            return Exit.GREEN
         runner = Gate(gate, target, args.run_dir, progress, state=state)
         if args.discard_writes:
             runner.decision = {"by": one_line(args.decided_by.strip()), "reason": one_line(args.reason.strip())}
@@ -425,10 +394,10 @@ def rollback_command(argv: list[str] | None = None) -> int:
             raise Refused(f"refusing to roll back, nothing was changed: {plan.held}")
         state = runner.run_rollback_only()
     except HANDLED as exc:
-        return _failed("rollback", exc, otherwise=3, backup_changed=4)
+        return _failed("rollback", exc, otherwise=Exit.HUMAN, backup_changed=Exit.REFUSED)
     code = finish_run(args, gate, state, _environment(target, gate))
     # what this command was asked for, done and verified, is a success (as "nothing to roll back" is)
-    return 0 if state.status == "rolled-back" and state.rollback_verified else code
+    return Exit.GREEN if state.status == Verdict.ROLLED_BACK and state.rollback_verified else code
 
 
 def _print_plan(args: argparse.Namespace, plan: RollbackPlan) -> int:
@@ -441,7 +410,7 @@ def _print_plan(args: argparse.Namespace, plan: RollbackPlan) -> int:
         print(f"Dry run, nothing was changed: the rollback would {plan.describe()}")
         if plan.held:
             print(f"It would refuse: {plan.held}")
-    return 4 if plan.held else 0
+    return Exit.REFUSED if plan.held else Exit.GREEN
 
 
 def bundle_command(argv: list[str] | None = None) -> int:
@@ -455,9 +424,9 @@ def bundle_command(argv: list[str] | None = None) -> int:
         out = bundle.build(args.run_dir, args.out)
     except OSError as exc:
         print(_one_line("bundle", exc), file=sys.stderr)
-        return 2 if isinstance(exc, FileNotFoundError) else 1
+        return Exit.USAGE if isinstance(exc, FileNotFoundError) else Exit.RED
     print(json.dumps({"bundle": str(out)}) if args.json else f"bundle: {out}")
-    return 0
+    return Exit.GREEN
 
 
 def attest_command(argv: list[str] | None = None) -> int:
@@ -481,8 +450,8 @@ def attest_command(argv: list[str] | None = None) -> int:
         gate = load_config(args.config)
         target = attest.describe_target_env()
         reports = Path(variable("GATE_REPORTS_DIR") or load_environment({}).reports_dir)
-        if args.run_dir is not None and not (args.run_dir / "state.json").is_file():
-            raise ConfigError(f"{args.run_dir} is not a run folder (no state.json)")
+        if args.run_dir is not None and not rundir.state_file(args.run_dir).is_file():
+            raise ConfigError(f"{args.run_dir} is not a run folder (no {rundir.STATE})")
         if args.list:
             return _list_attestations(args, gate, reports, target)
         if not args.item:
@@ -498,7 +467,7 @@ def attest_command(argv: list[str] | None = None) -> int:
     elif not args.quiet:
         print(f"attested {entry.item} by {entry.by} at {entry.at}" + (f" (names {entry.name})" if entry.name else "")
               + f": recorded in {path}")
-    return 0
+    return Exit.GREEN
 
 
 def _list_attestations(args: argparse.Namespace, gate: GateConfig, reports: Path, target: str | None) -> int:
@@ -511,7 +480,7 @@ def _list_attestations(args: argparse.Namespace, gate: GateConfig, reports: Path
     if args.json:
         print(json.dumps({"target": target, "run_dir": str(run_dir) if run_dir else None, "items": rows,
                           "missing_required": missing, "ready": not missing}, indent=2))
-        return 0
+        return Exit.GREEN
     print(f"Checklist (people) for {target or 'any target (DATABASE_URL not set)'}; recording into {where}:")
     for row in rows:
         done = row["attestation"]
@@ -523,7 +492,7 @@ def _list_attestations(args: argparse.Namespace, gate: GateConfig, reports: Path
                   + (f": {done['note']}" if done.get("note") else ""))
     print("Ready: every required item is attested." if not missing else
           f"Not ready: {', '.join(missing)} not attested; the cut-over refuses until they are (or --force).")
-    return 0
+    return Exit.GREEN
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -533,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in names:
         called = "migration-gate" if Path(sys.argv[0]).name == "migration-gate" else "python -m migration_gate.cli"
         print(f"usage: {called} {{{','.join(names)}}} [--help]", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     name, rest = argv[0], argv[1:]
     if name == "rehearse":
         return rehearse_main(rest)
@@ -554,7 +523,7 @@ def console() -> int:
     except KeyboardInterrupt:
         print("interrupted: the run's state is kept in its folder; run the same command again to resume or roll "
               "back", file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ from pathlib import Path
 from migration_gate.config import ConfigError, load_config
 from migration_gate.core.paths import ROOT
 from migration_gate.core.progress import Progress
+from migration_gate.core.status import EXITS, Exit, help_text
 from migration_gate.rehearsal import copies, rehearse
-from migration_gate.report.verdict import EPILOG
 from migration_gate.run.provider import load_provider
 from migration_gate.run.runstate import owner_only
 from migration_gate.watch.rounds import COMPRESS
@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="scripts/rehearse",
         description="Rehearse the whole cut-over on an embedded sandbox: a throwaway PostgreSQL seeded with "
                     "synthetic PHI, the reference API, and every gated phase up to the sign-off report.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=help_text(EXITS), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patients", type=int, default=DEFAULT_PATIENTS,
                         help="synthetic patients to seed (sessions and plans in proportion; "
                              f"default {DEFAULT_PATIENTS})")
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         provider = load_provider(gate.sandbox_provider)
     except ConfigError as exc:
         print(f"rehearse: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
 
     with copies.janitor_on_sigterm():  # SIGTERM unwinds like Ctrl-C: the sandbox and a team's app are stopped
         if args.against_copy:

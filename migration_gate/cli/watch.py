@@ -13,39 +13,33 @@ import psycopg
 from migration_gate.app.hooks import target_from_environment
 from migration_gate.config import ConfigError, load_config
 from migration_gate.core.errors import GateError
+from migration_gate.core.helptext import epilog
 from migration_gate.core.progress import Progress
 from migration_gate.core.redact import redact_text
 from migration_gate.core.result import error_text
+from migration_gate.core.status import WATCH_EXITS, Exit
 from migration_gate.run.runstate import owner_only
 from migration_gate.watch import report as watchreport
-from migration_gate.watch.rounds import COMPRESS, EXIT, Watch, summary
+from migration_gate.watch.rounds import COMPRESS, Watch, summary
 
-ENVIRONMENT = """Environment:
-  DATABASE_URL         the target database (its password is redacted everywhere)
-  PHI_ENCRYPTION_KEY   the app's 64-hex-character PHI key (the PHI written since a round is decrypted)
-  API_BASE_URL         the app's address
-  GATE_API_USERNAME    the user the checks log in as (GATE_API_PASSWORD: its password)
-  GATE_API_HEADERS     optional: a JSON object of headers for the checks
-  APP_LOG_FILE         the app's log file, when the run recorded no log source and [logs] names none
-  GATE_CONFIG          another migration description than migration.toml ([watch], [hooks] alert)
-
-Cron, instead of one long process (every 5 minutes; one due round per tick, the state is on disk):
-  */5 * * * * cd /path/to/gate && scripts/watch --run-dir reports/cutover-... --once --quiet >> watch.log 2>&1
-
-Exit codes:
-  0  every round so far green (or the watch is over, all green)
-  1  a round was red (the alert hook was called)
-  2  bad usage or configuration, or the run did not go live (one line)
-  3  a rollback criterion of [watch] rollback_criteria was met: the decision maker decides (the watch never
-     rolls back; scripts/rollback --run-dir RUN --dry-run shows what a rollback would discard)
-  4  another watch of this run is running
-  130 interrupted (the state is kept; the same command resumes at the next due round)
-"""
+EPILOG = epilog(
+    ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "API_BASE_URL", "GATE_API_USERNAME", "GATE_API_HEADERS", "APP_LOG_FILE",
+     "GATE_CONFIG"),
+    said={"PHI_ENCRYPTION_KEY": "the app's 64-hex-character PHI key (the PHI written since a round is decrypted)",
+          "API_BASE_URL": "the app's address",
+          "GATE_API_USERNAME": "the user the checks log in as (GATE_API_PASSWORD: its password)",
+          "GATE_API_HEADERS": "optional: a JSON object of headers for the checks",
+          "APP_LOG_FILE": "the app's log file, when the run recorded no log source and [logs] names none",
+          "GATE_CONFIG": "another migration description than migration.toml ([watch], [hooks] alert)"},
+    between="Cron, instead of one long process (every 5 minutes; one due round per tick, the state is on disk):\n"
+            "  */5 * * * * cd /path/to/gate && scripts/watch --run-dir reports/cutover-... --once --quiet >> "
+            "watch.log 2>&1\n\n",
+    exits=WATCH_EXITS, title="Exit codes:")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="scripts/watch", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ENVIRONMENT,
+        prog="scripts/watch", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Watch a cut-over run for the 48 hours after go-live: rounds of checks on the [watch] schedule "
                     "(app health, login, critical reads, log, error rate, p95 latency; PHI written since the last "
                     "round, tenancy, orphans, sequences, audit rows), a running HTML report and a JUnit file per "
@@ -76,13 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         code = watch.run_rounds(once=args.once)
     except ConfigError as exc:
         print(f"watch: {exc}", file=sys.stderr)
-        return EXIT["usage"]
+        return Exit.USAGE
     except GateError as exc:
         print(f"watch: {exc}", file=sys.stderr)
-        return EXIT["refused"]
+        return Exit.REFUSED
     except (psycopg.Error, OSError) as exc:
         print(redact_text(f"watch: {error_text(exc)}"), file=sys.stderr)
-        return EXIT["red"]
+        return Exit.RED
     if args.json:
         print(json.dumps(summary(watch, code), indent=2))
     elif len(watch.state.rounds):

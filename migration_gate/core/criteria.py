@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from migration_gate.core.status import Outcome
+
 
 @dataclass(frozen=True)
 class Criterion:
@@ -127,9 +129,9 @@ ROLLBACK_ONLY = tuple(cid for cid, c in CRITERIA.items() if c.phase == "rollback
 
 # A criterion nothing checked: every test of it skipped. Never "passed"; red in a cut-over unless the description
 # says why it does not apply ([[not_applicable]]: then NOT_APPLICABLE, with the reason).
-NOT_CHECKED = "not checked"
-NOT_APPLICABLE = "not applicable"
-PARTLY_CHECKED = "partly checked"
+NOT_CHECKED = Outcome.NOT_CHECKED
+NOT_APPLICABLE = Outcome.NOT_APPLICABLE
+PARTLY_CHECKED = Outcome.PARTLY_CHECKED
 
 
 def criterion_result(outcomes: set[str], waived: bool, not_applicable: bool) -> str:
@@ -137,13 +139,13 @@ def criterion_result(outcomes: set[str], waived: bool, not_applicable: bool) -> 
     when any failed; not checked when all skipped (not applicable when the description says so); partly checked
     when some skipped beside passes (never a bare "passed": part of it was not checked); else passed, or waived
     when it passed only because waivers matched."""
-    if "failed" in outcomes:
-        return "failed"
-    if not outcomes or outcomes == {"skipped"}:
+    if Outcome.FAILED in outcomes:
+        return Outcome.FAILED
+    if not outcomes or outcomes == {Outcome.SKIPPED}:
         return NOT_APPLICABLE if not_applicable else NOT_CHECKED
-    if "skipped" in outcomes:
+    if Outcome.SKIPPED in outcomes:
         return NOT_APPLICABLE if not_applicable else PARTLY_CHECKED
-    return "waived" if waived else "passed"
+    return Outcome.WAIVED if waived else Outcome.PASSED
 
 
 def unchecked_line(entry: dict) -> str:

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from migration_gate.core.errors import MigrationGateError
+
 V1_PATTERN = r"^v1:[0-9a-f]{32}:[0-9a-f]{32}:([0-9a-f]{2})+$"
 _V1 = re.compile(V1_PATTERN)
 _KEY = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -27,15 +29,15 @@ _JS_WHITESPACE = "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2
     "\u2028\u2029\u202f\u205f\u3000\ufeff"
 
 
-class PhiKeyError(ValueError):
+class PhiKeyError(MigrationGateError, ValueError):
     """The configured key is missing or malformed (the app would refuse to start)."""
 
 
-class CiphertextFormatError(ValueError):
+class CiphertextFormatError(MigrationGateError, ValueError):
     """A stored value is not ``v1:iv:tag:ct`` (plaintext, ``v2:``, truncated...)."""
 
 
-class DecryptionError(ValueError):
+class DecryptionError(MigrationGateError, ValueError):
     """Well-formed ciphertext that does not authenticate: wrong key or tampered data."""
 
 

@@ -101,8 +101,8 @@ def safe_line(text: str, *, values_quoted: bool = True) -> str:
 
 def error_line(exc: BaseException) -> str:
     """An error's first line under the one rule (safe_line), quoted parts masked unless the gate raised it; ''
-    when the error says nothing. Every other error-to-line form (safe_message, checks.error_text, the commands'
-    one line) is built on this."""
+    when the error says nothing. Every other error-to-line form is built on this: safe_message ("Class: line",
+    reports), core.result.error_text ("Class (line)", a check's problem line), failure_line (a command's stderr)."""
     text = str(exc).strip()
     return safe_line(text.splitlines()[0], values_quoted=not own_error(exc)) if text else ""
 
@@ -110,6 +110,20 @@ def error_line(exc: BaseException) -> str:
 def safe_message(exc: BaseException) -> str:
     """Type and first line of an error under the one rule (error_line): fit for any report."""
     return f"{exc.__class__.__name__}: {error_line(exc)}"
+
+
+def failure_line(exc: BaseException) -> str:
+    """What a command prints after its name when a step failed: why, on one line under the one rule, never a
+    traceback (a file's error names the file; a lost or refused connection says so with the server's cause)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    elif isinstance(exc, psycopg.errors.QueryCanceled):  # an OperationalError, but the database did answer
+        text = f"a statement was cancelled (statement_timeout or lock_timeout): {connection_cause(exc)}"
+    elif isinstance(exc, psycopg.OperationalError):
+        text = f"database unreachable or connection lost: {connection_cause(exc)}"
+    else:
+        return error_line(exc) or exc.__class__.__name__
+    return safe_line(text, values_quoted=not own_error(exc))
 
 
 def connection_cause(exc: BaseException) -> str:

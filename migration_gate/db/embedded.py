@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from migration_gate.core.errors import MigrationGateError
+
 OWNER_FILE = "owner.pid"
 OWNER_ROLE = "gate_owner"  # what a hosted PostgreSQL gives its customer: owns the databases, no superuser
 KEEP_FILE = "keep"
@@ -77,7 +79,7 @@ SERVER_SETTINGS = {
 STATEMENT_STATS = "pg_stat_statements"
 
 
-class EmbeddedError(RuntimeError):
+class EmbeddedError(MigrationGateError, RuntimeError):
     """The embedded cluster could not be found, started or stopped; the message is one clear line."""
 
 

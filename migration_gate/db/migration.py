@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 import sqlparse
 
+from migration_gate.core.errors import MigrationGateError
 from migration_gate.core.phi import PhiCodec
 
 # Where a rehearsal keeps the time each step of the migration took (keyed by the step's line), for the lint.
@@ -26,7 +27,7 @@ TIMES_FILE = Path("rehearsal") / "statement_times.json"
 MARKER = re.compile(r"^--\s*migration-gate:\s*data-step\s+(\S+)\s*$", re.MULTILINE)
 
 
-class MigrationFileError(ValueError):
+class MigrationFileError(MigrationGateError, ValueError):
     """The migration file cannot be read or names a data step that does not exist."""
 
 

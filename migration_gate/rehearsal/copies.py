@@ -32,7 +32,7 @@ from migration_gate.backup.keys import BackupKeys
 from migration_gate.backup.record import BackupError
 from migration_gate.backup.restores import database_dsn, drop_database, restore
 from migration_gate.config import GateConfig
-from migration_gate.core.errors import GateError
+from migration_gate.core.errors import GateError, MigrationGateError
 from migration_gate.core.redact import describe_target, safe_message
 from migration_gate.db import connection as db
 from migration_gate.db.embedded import EmbeddedError, EmbeddedPostgres, PgBinaries, find_binaries
@@ -43,7 +43,7 @@ SOURCE_ENV, OWNER_ENV = "GATE_COPY_SOURCE", "GATE_COPY_OWNER_PID"
 DSN_ENV, LABEL_ENV = "GATE_COPY_DSN", "GATE_COPY_LABEL"
 
 
-class CopyError(RuntimeError):
+class CopyError(MigrationGateError, RuntimeError):
     """The copy could not be made; one line, no secrets."""
 
 

@@ -24,14 +24,16 @@ from migration_gate.app.hooks import CutoverTarget
 from migration_gate.backup.tools import split_password
 from migration_gate.config import ConfigError, GateConfig, load_environment
 from migration_gate.config.environment import operator
+from migration_gate.core import rundir
 from migration_gate.core.errors import GateError, Refused
 from migration_gate.core.paths import ROOT
 from migration_gate.core.progress import Progress
 from migration_gate.core.provenance import gate_version
-from migration_gate.core.redact import describe_target, safe_message
+from migration_gate.core.redact import describe_target, error_line, safe_message
+from migration_gate.core.status import Exit
 from migration_gate.db.embedded import PASSFILE, EmbeddedError, cluster_serving, kept_clusters, stop_kept
 from migration_gate.rehearsal import copies
-from migration_gate.report.verdict import EXIT, finish_run
+from migration_gate.report.verdict import finish_run
 from migration_gate.run import attest
 from migration_gate.run.gate import Gate
 from migration_gate.run.provider import SandboxProvider
@@ -43,7 +45,7 @@ ALL_OF_THIS_CHECKOUT = ""  # --stop-kept without a CLUSTER
 def rehearse(args: argparse.Namespace, gate: GateConfig, provider: SandboxProvider, progress: Progress) -> int:
     """The cut-over on a fresh embedded sandbox (a team's own app on the side [rehearsal] names)."""
     run_dir = args.reports / f"rehearsal-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-    sandbox = provider.rehearsal(run_dir / "sandbox", args.patients, args.seed, progress)
+    sandbox = provider.rehearsal(run_dir / rundir.SANDBOX, args.patients, args.seed, progress)
     state = None
     try:
         _use_apps(sandbox, gate, provider.key)
@@ -76,13 +78,13 @@ def rehearse(args: argparse.Namespace, gate: GateConfig, provider: SandboxProvid
         return code
     except Refused as exc:
         print(f"rehearse: {exc}", file=sys.stderr)
-        return EXIT["refused"]
+        return Exit.REFUSED
     except (EmbeddedError, RuntimeError, OSError, psycopg.Error) as exc:
         message = safe_message(exc)
         print(f"rehearse: {message}", file=sys.stderr)
         if args.json:
-            print(json.dumps({"verdict": "error", "error": message, "exit_code": 1}))
-        return 1
+            print(json.dumps({"verdict": "error", "error": message, "exit_code": Exit.RED}))
+        return Exit.RED
     finally:
         sandbox.stop(keep=args.keep)
 
@@ -96,12 +98,12 @@ def stop_kept_runs(name: str) -> int:
         if not stopped:
             print(f"rehearse: --stop-kept {name}: no kept cluster has that folder or port "
                   f"(kept: {', '.join(_kept_names()) or 'none'})", file=sys.stderr)
-            return 2
+            return Exit.USAGE
     print(f"stopped {len(stopped)} kept sandbox cluster(s)" + "".join(f"\n  {p.name}" for p in stopped))
     others = _kept_names()
     if others:
         print(f"left running (kept by another checkout, or stop it by name): {', '.join(others)}")
-    return 0
+    return Exit.GREEN
 
 
 def _kept_names() -> list[str]:
@@ -116,15 +118,15 @@ def dress_rehearsal(args: argparse.Namespace, gate: GateConfig, provider: Sandbo
     if kind == "scratch":
         print("rehearse: --against-copy needs [rehearsal] kind 'local' or 'hooks' (or --copy-kind): a 'scratch' "
               "copy would be made and cut over on the target's own server", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     try:
         env = load_environment()
     except ConfigError as exc:
         print(f"rehearse: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     if env.database_url and not env.phi_key:
         print("rehearse: --against-copy of DATABASE_URL needs PHI_ENCRYPTION_KEY", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     run_dir = args.reports / f"dress-rehearsal-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     state = None
     with contextlib.ExitStack() as stack:
@@ -175,13 +177,13 @@ def dress_rehearsal(args: argparse.Namespace, gate: GateConfig, provider: Sandbo
             return code
         except Refused as exc:
             print(f"rehearse: {exc}", file=sys.stderr)
-            return EXIT["refused"]
+            return Exit.REFUSED
         except (copies.CopyError, GateError, EmbeddedError, RuntimeError, OSError, psycopg.Error) as exc:
-            message = safe_message(exc) if not isinstance(exc, copies.CopyError) else str(exc)
+            message = error_line(exc) if isinstance(exc, copies.CopyError) else safe_message(exc)
             print(f"rehearse: {message}", file=sys.stderr)
             if args.json:
-                print(json.dumps({"verdict": "error", "error": message, "exit_code": 1}))
-            return 1
+                print(json.dumps({"verdict": "error", "error": message, "exit_code": Exit.RED}))
+            return Exit.RED
 
 
 def _team_apps(gate: GateConfig) -> bool:
@@ -257,6 +259,6 @@ def _watch(gate, target: CutoverTarget, run_dir: Path, progress: Progress, args:
         red = sum(r.verdict == "red" for r in watch.state.rounds)
         print(f"Watch: {len(watch.state.rounds)} of {watch.state.total} rounds in {seconds:.0f} s "
               f"({args.watch_factor:g} times real time), {red} red; exit {code}\n"
-              f"Watch report: {watch.folder / 'watch.html'}")
+              f"Watch report: {watch.folder / rundir.WATCH_REPORT}")
     return code
 

@@ -30,7 +30,7 @@ from migration_gate.checks import accounting, encryption, integrity, organizatio
 from migration_gate.config import GateConfig
 from migration_gate.core.errors import GateError
 from migration_gate.core.phi import PhiCodec
-from migration_gate.core.redact import safe_message
+from migration_gate.core.redact import error_line, safe_message
 from migration_gate.core.result import Result, error_text
 from migration_gate.db import catalog, migration
 from migration_gate.db import connection as db
@@ -140,7 +140,7 @@ def rehearse_on_copy(target_dsn: str, gate: GateConfig, key: str, binaries: PgBi
             _rehearse(result, copy, gate, key, record_to, sha256)
     except (copies.CopyError, GateError, BackupError, psycopg.Error, OSError) as exc:  # the copy, a restore
         result.add(f"rehearsal copy ({gate.rehearsal.kind}): "
-                   f"{str(exc) if isinstance(exc, copies.CopyError) else safe_message(exc)}")
+                   f"{error_line(exc) if isinstance(exc, copies.CopyError) else safe_message(exc)}")
     return result
 
 

@@ -11,13 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from migration_gate.backup.record import sha256_file
+from migration_gate.core import rundir
 
 MANIFEST = "manifest.json"
 # What never leaves the box in a bundle, and why (said in the sign-off and the manifest).
 KEPT_BACK_SUFFIXES = {".dump": "the backup: holds PHI", ".age": "the backup: holds PHI (encrypted)",
                       ".partial": "an unfinished backup", ".fetched": "a copy of the backup",
                       ".tmp": "a temporary file"}
-KEPT_BACK_FOLDERS = {"sandbox": "the sandbox's working folder (the app's own log, its keys)"}
+KEPT_BACK_FOLDERS = {rundir.SANDBOX: "the sandbox's working folder (the app's own log, its keys)"}
 
 
 def kept_back(relative: Path) -> str | None:
@@ -30,7 +31,7 @@ def kept_back(relative: Path) -> str | None:
 def build(run_dir: Path, out: Path | None = None) -> Path:
     """The zip (default: <run_dir>.zip beside the run folder), its files under the run's name, and its manifest."""
     run_dir = Path(run_dir)
-    if not (run_dir / "signoff.html").is_file():
+    if not (run_dir / rundir.SIGNOFF).is_file():
         raise FileNotFoundError(f"{run_dir} has no signoff.html: finish or roll back the run first")
     out = Path(out) if out else run_dir.with_suffix(".zip")
     files, left = [], []

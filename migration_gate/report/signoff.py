@@ -15,6 +15,7 @@ from markupsafe import Markup
 from migration_gate.backup.reading import is_plaintext_dump
 from migration_gate.backup.record import sha256_file
 from migration_gate.config import SANDBOX_BANNER, ConfigError, GateConfig, PeopleItem
+from migration_gate.core import rundir
 from migration_gate.core.criteria import (
     CRITERIA,
     DOWNTIME_LINE,
@@ -75,7 +76,7 @@ SANDBOX_SENTENCES = {
 def _criteria(run_dir: Path) -> tuple[dict[str, dict], list[dict]]:
     merged: dict[str, dict] = {}
     checks: list[dict] = []
-    for path in sorted(run_dir.glob("*/criteria-*.json")):
+    for path in sorted(run_dir.glob(rundir.CRITERIA_GLOB)):
         data = json.loads(path.read_text())
         checks.extend(dict(c, phase=path.parent.name) for c in data.get("checks", []))
         for cid, entry in data["criteria"].items():
@@ -90,7 +91,7 @@ def waivers(run_dir: Path) -> list[dict]:
     """Every waiver of the description as the run's suites judged it ("waivers" of each phase's results), merged
     over the phases: its findings from all of them; red (expired, matched nothing) when any phase said so."""
     merged: dict[tuple[str, str], dict] = {}
-    for path in sorted(run_dir.glob("*/criteria-*.json")):
+    for path in sorted(run_dir.glob(rundir.CRITERIA_GLOB)):
         for entry in json.loads(path.read_text()).get("waivers", []):
             key = (entry["criterion"], entry["waiver"])
             found = merged.setdefault(key, dict(entry, matched=[]))
@@ -202,7 +203,7 @@ def _result_class(result: str) -> str:
 def not_checked(run_dir: Path) -> list[dict]:
     """The criteria the run's suites left unchecked ("not_checked" of each phase's results), with the phase, why
     their tests skipped and, where declared ([[not_applicable]]), the reason and who decided."""
-    return [dict(entry, phase=path.parent.name) for path in sorted(run_dir.glob("*/criteria-*.json"))
+    return [dict(entry, phase=path.parent.name) for path in sorted(run_dir.glob(rundir.CRITERIA_GLOB))
             for entry in json.loads(path.read_text()).get("not_checked", [])]
 
 
@@ -303,7 +304,7 @@ def _artifact_rows(run_dir: Path) -> list[dict]:
     keeps back named with why (a link to it would not work where the bundle is read)."""
     return [{"name": name, "size": size, "digest": digest, "plaintext": is_plaintext_dump(run_dir / name),
              "kept_back": kept_back(Path(name))}
-            for name, size, digest in artifacts(run_dir, exclude=run_dir / "signoff.html")]
+            for name, size, digest in artifacts(run_dir, exclude=run_dir / rundir.SIGNOFF)]
 
 
 def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime_limit: float = 180.0,
@@ -341,7 +342,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
 
 def write(state: RunState, run_dir: Path, environment: dict[str, str], downtime_limit: float = 180.0,
           sandbox: bool = False, people: tuple[PeopleItem, ...] = ()) -> Path:
-    path = run_dir / "signoff.html"
+    path = run_dir / rundir.SIGNOFF
     path.write_text(render(state, run_dir, environment, downtime_limit, sandbox, people), encoding="utf-8")
     return path
 
@@ -356,7 +357,7 @@ def _watch_section(run_dir: Path) -> Markup:
     """The 48 hours after go-live as far as the watch has come: each round's verdict, what failed, criteria met;
     the final verdict once every round of the schedule ran. The rounds' details are in watch/watch.html."""
     try:
-        watch = WatchState.load(run_dir / "watch")
+        watch = WatchState.load(run_dir / rundir.WATCH)
     except ConfigError as exc:
         return render_template("signoff/watch.html.j2", error=str(exc))
     if watch is None:

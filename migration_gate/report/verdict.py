@@ -10,33 +10,17 @@ from pathlib import Path
 
 from migration_gate.config import SANDBOX_BANNER, GateConfig
 from migration_gate.core.criteria import unchecked_line
+from migration_gate.core.status import exit_of
 from migration_gate.report import signoff
 from migration_gate.run.forecast import against_actual
 from migration_gate.run.runstate import RunState, forced_verdict
-
-EPILOG = """Exit codes (all commands):
-  0  green: every gate passed (scripts/rollback: the rollback ran and was verified, or nothing to roll back);
-     with findings a [[waivers]] entry matched it says "GREEN with N waived findings" (sign-off: Waivers)
-  1  red: a gate failed; nothing was migrated, or the rollback ran and was verified
-  2  bad usage or configuration (one line)
-  3  red and the rollback could NOT be verified, or it is held because it would discard rows written
-     since the migration (scripts/rollback --dry-run shows them), or it was verified but maintenance mode
-     could not be switched off (the app still shuts users out): a human must look now
-  4  refused: another cut-over holds the database, earlier gates are not green, the backup changed, or the
-     forecast of the window breaks a budget (--accept-forecast overrides; cutover --dry-run shows it)
-  5  forced: scripts/cutover --force went on past red pre-checks or backup checks (the verdict names them) and
-     every phase after them passed; live on the new schema, but never GREEN (scripts/watch watches it)
-  130 interrupted (the run's state is kept; the next invocation resumes or rolls back)
-"""
-EXIT = {"green": 0, "red": 1, "rolled-back": 1, "over-limit": 1, "rollback-failed": 3, "rollback-held": 3,
-        "rolled-back-maintenance-on": 3, "refused": 4, "forced": 5, "interrupted": 130}
 
 
 def _summary(state: RunState, report: Path | None) -> dict:
     return {"verdict": state.status, "waived": signoff.waived_findings(Path(state.run_dir)),
             "waivers": [{k: w[k] for k in ("criterion", "waiver", "status", "red", "message", "reason", "decided_by",
                                            "expires")} for w in signoff.waivers(Path(state.run_dir))],
-            "exit_code": EXIT.get(state.status, 1), "run_dir": state.run_dir,
+            "exit_code": exit_of(state.status), "run_dir": state.run_dir,
             "signoff": str(report) if report else None, "failure": state.failure,
             "rollback_verified": state.rollback_verified, "downtime_minutes": state.downtime_minutes,
             "phases": [{"name": p.name, "status": p.status, "seconds": p.seconds, "over_budget": p.over_budget}
@@ -90,4 +74,4 @@ def finish_run(args: argparse.Namespace, gate: GateConfig, state: RunState, envi
             print(f"  downtime {state.downtime_minutes:.2f} min (limit {gate.downtime_minutes:.0f}"
                   + (f"; forecast {forecast:.2f} min" if forecast is not None else "") + ")")
         print(f"Sign-off: {report}")
-    return EXIT.get(state.status, 1)
+    return exit_of(state.status)

@@ -31,6 +31,7 @@ import psycopg
 from psycopg import sql
 
 from migration_gate.config import GateConfig
+from migration_gate.core import rundir
 from migration_gate.db import connection as db
 from migration_gate.db import sizes
 from migration_gate.run.runstate import BUDGET_OF, PLAN, STATE_FILE
@@ -186,7 +187,7 @@ def _runs(reports: Path, sha256: str, exclude: Path | None) -> list[tuple[Path, 
 def _suite_startup(run_dir: Path, phase: str, seconds: float) -> float:
     """A suite phase's seconds outside its session (the pytest process starting): not data-bound. The session's
     own time from the results the suite wrote as data (suites.read_results), not from its JUnit text."""
-    results = read_results(run_dir / phase / f"criteria-{phase}.json")
+    results = read_results(rundir.criteria_file(run_dir / phase, phase))
     duration = results.get("duration") if results else None
     if not isinstance(duration, int | float):
         return 0.0

@@ -37,10 +37,12 @@ from migration_gate.backup.record import BackupError, BackupRecord, sha256_file
 from migration_gate.checks import api as app
 from migration_gate.config import GateConfig
 from migration_gate.config.environment import operator
+from migration_gate.core import rundir
 from migration_gate.core.errors import GateError, Refused
 from migration_gate.core.progress import Progress
 from migration_gate.core.redact import describe_target, mask_values, safe_message
 from migration_gate.core.result import Result
+from migration_gate.core.status import Outcome, Phase, Verdict
 from migration_gate.db import connection as db
 from migration_gate.db import deploytables, migration, writes
 from migration_gate.db.catalog import inspect
@@ -193,7 +195,7 @@ class Gate:
                                suite_context(self.target, self.gate, self.state))
 
     def _step(self, record: PhaseRecord, action: Callable[[PhaseRecord], bool]) -> bool:
-        record.status = "running"
+        record.status = Phase.RUNNING
         record.started = datetime.now(UTC).isoformat(timespec="seconds")
         self.state.save()
         self.progress.say(f"phase {record.name}: started")
@@ -207,7 +209,7 @@ class Gate:
         if record.detail:  # whatever a step or a hook said, the target's own secrets never reach the record
             record.detail = mask_values(record.detail, self._secrets())
         record.seconds = round(time.monotonic() - began, 2)
-        record.status = "passed" if ok else "failed"
+        record.status = Phase.PASSED if ok else Phase.FAILED
         flag_budgets(self.state)
         self.state.save()
         flag = " (over budget)" if record.over_budget else ""
@@ -226,8 +228,8 @@ class Gate:
 
     def _maintenance(self, record: PhaseRecord) -> bool:
         backup_record = self.state.phase("backup")
-        if backup_record.status == "passed":  # taken while the app could still write: take it again
-            backup_record.status, backup_record.detail = "pending", "retaken after maintenance on"
+        if backup_record.status == Phase.PASSED:  # taken while the app could still write: take it again
+            backup_record.status, backup_record.detail = Phase.PENDING, "retaken after maintenance on"
         self.target.hooks.maintenance(True)
         self.state.maintenance_on_at = time.time()
         if self.target.maintenance_unverifiable:
@@ -385,7 +387,7 @@ class Gate:
         try:
             self._run(only)
         except KeyboardInterrupt:  # resumable: the next invocation continues where this one stood
-            self.state.status = "interrupted"
+            self.state.status = Verdict.INTERRUPTED
             self.state.save()
             raise
         finally:
@@ -397,7 +399,7 @@ class Gate:
         """A new run measures the target (its sizes recorded for later forecasts) and forecasts its window from
         the newest earlier run under the same reports folder; printed and recorded. A forecast that breaks a
         budget refuses here, before maintenance, when the caller asked for that (scripts/cutover)."""
-        if self.state.forecast is not None or any(p.status != "pending" for p in self.state.phases):
+        if self.state.forecast is not None or any(p.status != Phase.PENDING for p in self.state.phases):
             return
         try:
             self.state.sizes = forecast.measure(self.target.dsn, self.gate)
@@ -412,7 +414,7 @@ class Gate:
         for line in found.lines():
             self.progress.say(line)
         if breaks and self.forecast_policy == "refuse":
-            self.state.status = "refused"
+            self.state.status = Verdict.REFUSED
             self.state.failure = (f"refusing to start, nothing was changed: the forecast breaks {len(breaks)} "
                                   f"budget(s): {'; '.join(breaks)} (--accept-forecast starts anyway, recorded)")
             self.state.finished = datetime.now(UTC).isoformat(timespec="seconds")
@@ -448,7 +450,7 @@ class Gate:
     def _run(self, only: list[str] | None) -> None:
         self._take_in_overrides()
         for record in self.state.phases:
-            if record.status == "passed" or (only is not None and record.name not in only):
+            if record.status == Phase.PASSED or (only is not None and record.name not in only):
                 continue
             if self._forced_before_migration(record):
                 continue
@@ -465,29 +467,29 @@ class Gate:
                 else:
                     if self.state.maintenance_on_at and not self.state.maintenance_off_at:
                         self._maintenance_off_quietly()
-                    self.state.status = "red"
+                    self.state.status = Verdict.RED
                 self._finish()
                 return
         if only is None:  # a forced run's verdict is its own, never green
-            self.state.status = "forced" if self.state.forced else "green"
+            self.state.status = Verdict.FORCED if self.state.forced else Verdict.GREEN
         else:
-            self.state.status = "running"
+            self.state.status = Verdict.RUNNING
         self._finish()
 
     def _forced_before_migration(self, record: PhaseRecord) -> bool:
         """A resumed run whose migration committed keeps the red gates it was forced past before: judging
         pre-checks again on the migrated schema means nothing, and the verdict still says it was forced."""
-        return (record.name in FORCEABLE and record.status == "failed" and self.state.forced
-                and self.state.phase("migration").status == "passed")
+        return (record.name in FORCEABLE and record.status == Phase.FAILED and self.state.forced
+                and self.state.phase("migration").status == Phase.PASSED)
 
     def _red_criteria(self, record: PhaseRecord) -> list[str]:
         """The criteria a red phase's suite failed (tests failed or errored, red waivers), from the results its
         child wrote; the phase's name when none can be named (a hook, the dump, a suite that wrote nothing)."""
         found: list[str] = []
-        for path in sorted((self.run_dir / record.name).glob("criteria-*.json")):
+        for path in sorted((self.run_dir / record.name).glob(rundir.CRITERIA)):
             results = read_results(path) or {}
             found += [t["criterion"] for t in results.get("tests", [])
-                      if t.get("outcome") in ("failed", "error") and t.get("criterion")]
+                      if t.get("outcome") in (Outcome.FAILED, Outcome.ERROR) and t.get("criterion")]
             found += [w["criterion"] for w in results.get("waivers", []) if w.get("red") and w.get("criterion")]
         return sorted(set(found)) or [record.name]
 
@@ -536,7 +538,7 @@ class Gate:
         except migration.MigrationFileError as exc:
             raise Refused(f"refusing to migrate: {exc}") from None
         not_green = [p.name for p in self.state.phases
-                     if p.name in ("premigration", "maintenance", "backup") and p.status != "passed"]
+                     if p.name in ("premigration", "maintenance", "backup") and p.status != Phase.PASSED]
         if self.state.backup:
             try:
                 record = verify_unchanged(Path(self.state.backup["path"]), self._backup_keys(),
@@ -600,8 +602,8 @@ class Gate:
                 self.progress.say(f"could not switch maintenance on before the rollback: {safe_message(exc)}")
         ok = restored is not None or self._step(steps[0], self._restore)
         if self.state.rollback_held:  # it would discard others' rows: nothing was changed, a human decides
-            steps[0].status = "held"
-            self.state.status = "rollback-held"
+            steps[0].status = Phase.HELD
+            self.state.status = Verdict.ROLLBACK_HELD
             self.state.failure = f"{self.state.failure or 'rollback requested'}{HELD}{self.state.rollback_held}"
             self.state.save()
             self.progress.say(f"ROLLBACK HELD: {self.state.rollback_held}")
@@ -609,7 +611,7 @@ class Gate:
         ok = ok and self._step(steps[1], self._redeploy_legacy)
         ok = ok and self._step(steps[2], lambda r: self.run_suite("rollback", r))  # RB-01..03
         self.state.rollback_verified = ok
-        self.state.status = "rolled-back" if ok else "rollback-failed"
+        self.state.status = Verdict.ROLLED_BACK if ok else Verdict.ROLLBACK_FAILED
         if ok:
             self._maintenance_off_after_rollback()
 
@@ -625,7 +627,7 @@ class Gate:
         except Exception as exc:  # noqa: BLE001 - a red step with its line, never a traceback
             said = mask_values(safe_message(exc), self._secrets())
         self.state.rollback_phases.append(PhaseRecord(
-            "maintenance-off", status="failed", seconds=round(time.monotonic() - began, 2),
+            "maintenance-off", status=Phase.FAILED, seconds=round(time.monotonic() - began, 2),
             started=datetime.now(UTC).isoformat(timespec="seconds"), detail=said))
         self.state.status = MAINTENANCE_STILL_ON
         self.state.failure = (f"{self.state.failure or 'rollback requested'}; rolled back and verified, but "
@@ -634,7 +636,7 @@ class Gate:
         self.progress.say(f"phase maintenance-off: FAILED - {said}")
         self.progress.say("MAINTENANCE STILL ON after the verified rollback: the app shuts its users out; switch it "
                           "off by hand (the maintenance_off hook) and check the app")
-        self.notifier.phase("maintenance-off", "failed")
+        self.notifier.phase("maintenance-off", Phase.FAILED)
 
     def rollback_plan(self) -> RollbackPlan:
         """Which rollback this run gets and what it would discard, counted now; nothing is changed. Rows written
@@ -645,7 +647,7 @@ class Gate:
             where = schema_state(conn, self.gate)
             deploy = deploytables.survey(conn, self.gate, self._marked()) if where != "legacy" else []
         status = {p.name: p.status for p in self.state.phases}  # a hand-made or older state may lack phases
-        went_live = status.get("golive", "pending") != "pending"
+        went_live = status.get("golive", Phase.PENDING) != Phase.PENDING
         if where == "legacy":  # never migrated, or a restore of an interrupted rollback already committed
             return RollbackPlan("none", None, 0, None, went_live)
         since = self._count_writes()
@@ -700,16 +702,16 @@ class Gate:
         says passed and the database is on the legacy schema (a restore is one transaction: a killed one left
         the database as it was, and its record says running). Says which, on stderr."""
         before = {r.name: r for r in self.state.rollback_phases}
-        if any(r.status in ("failed", "held") for r in before.values()):  # ended red or held: it starts over
+        if any(r.status in (Phase.FAILED, Phase.HELD) for r in before.values()):  # ended red or held: it starts over
             return None
-        stopped = next((r.name for r in self.state.rollback_phases if r.status in ("running", "pending")), None)
+        stopped = next((r.name for r in self.state.rollback_phases if r.status in (Phase.RUNNING, Phase.PENDING)), None)
         if not stopped:
             return None
         with db.connect(self.target.dsn, connect_timeout=15) as conn:
             where = schema_state(conn, self.gate)
         restore = before.get("restore")
         run = self.run_dir.name
-        if restore is not None and restore.status == "passed" and where == "legacy":
+        if restore is not None and restore.status == Phase.PASSED and where == "legacy":
             self.progress.say(f"resuming the interrupted rollback of run {run} at step {stopped}: the restore had "
                               "committed (database is legacy)")
             return restore
@@ -837,13 +839,13 @@ class Gate:
             self.state.downtime_minutes = round((end - self.state.maintenance_on_at) / 60, 3)
             if self.state.downtime_minutes > self.gate.downtime_minutes:
                 self.state.downtime_over_limit = True
-                if self.state.status in ("green", "forced"):
-                    self.state.status = "over-limit"
+                if self.state.status in (Verdict.GREEN, Verdict.FORCED):
+                    self.state.status = Verdict.OVER_LIMIT
                     self.state.failure = (f"downtime {self.state.downtime_minutes:.1f} min exceeds the "
                                           f"{self.gate.downtime_minutes:.0f} min limit")
         self.state.finished = datetime.now(UTC).isoformat(timespec="seconds")
         self.state.save()
-        if self.state.status != "running":  # a phase command's run (scripts/precheck) goes on: no verdict yet
-            self.notifier.verdict(forced_verdict(self.state) if self.state.status == "forced"
+        if self.state.status != Verdict.RUNNING:  # a phase command's run (scripts/precheck) goes on: no verdict yet
+            self.notifier.verdict(forced_verdict(self.state) if self.state.status == Verdict.FORCED
                                   else self.state.status.upper())
 

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate.config import GateConfig
+from migration_gate.config import ConfigError, GateConfig
+from migration_gate.core import rundir
+from migration_gate.core.status import Phase, Verdict
 from migration_gate.db.catalog import inspect
 from migration_gate.db.embedded import pid_alive
 
-STATE_FILE = "state.json"
+STATE_FILE = rundir.STATE
 # Phase -> the checklist's timebox it counts against.
 BUDGET_OF = {"premigration": "premigration", "maintenance": "backup", "backup": "backup", "migration": "migration",
              "integrity": "verification", "deploy": "deploy", "postmigration": "verification", "golive": "golive"}
@@ -35,7 +37,7 @@ def owner_only() -> None:
 @dataclass
 class PhaseRecord:
     name: str
-    status: str = "pending"  # pending, running, passed, failed, skipped
+    status: str = Phase.PENDING  # core.status.Phase
     started: str | None = None
     seconds: float | None = None
     budget_minutes: float | None = None
@@ -52,7 +54,7 @@ class RunState:
     migration_sha256: str
     # running, green, forced (green after going on past red checks with --force), rolled-back, rollback-failed,
     # rollback-held, refused, interrupted
-    status: str = "running"
+    status: str = Verdict.RUNNING  # core.status.Verdict
     pid: int = field(default_factory=os.getpid)
     started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     finished: str | None = None
@@ -110,6 +112,17 @@ class RunState:
         data["phases"] = [PhaseRecord(**p) for p in data["phases"]]
         data["rollback_phases"] = [PhaseRecord(**p) for p in data.get("rollback_phases", [])]
         return cls(**data)
+
+    @classmethod
+    def open(cls, run_dir: Path) -> RunState:
+        """The run in run_dir for a command that was named it: a folder that is no run, or a state that cannot be
+        read, is one line (a ConfigError), never a traceback."""
+        try:
+            return cls.load(run_dir)
+        except FileNotFoundError:
+            raise ConfigError(f"{run_dir} is not a run folder (no {STATE_FILE})") from None
+        except (OSError, ValueError, TypeError, KeyError):
+            raise ConfigError(f"{run_dir}/{STATE_FILE} is not a readable run state") from None
 
 
 def recorded_migration_sha256(run_dir: Path | None) -> str | None:
@@ -187,4 +200,4 @@ def recorded_runs(reports: Path, target: str) -> list[tuple[Path, RunState]]:
 def unfinished_runs(reports: Path, target: str) -> list[Path]:
     """Run folders for this target whose state says running and whose process is gone."""
     return [folder for folder, state in recorded_runs(reports, target)
-            if state.status in ("running", "interrupted") and not pid_alive(state.pid)]
+            if state.status in (Verdict.RUNNING, Verdict.INTERRUPTED) and not pid_alive(state.pid)]

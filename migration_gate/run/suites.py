@@ -17,10 +17,12 @@ from migration_gate.app.hooks import CutoverTarget
 from migration_gate.config import TARGET_VARIABLES, GateConfig
 from migration_gate.config.context import CONTEXT_FILE, SuiteContext
 from migration_gate.config.environment import CONTEXT_VARIABLES, variables
+from migration_gate.core import rundir
 from migration_gate.core.criteria import NOT_APPLICABLE, NOT_CHECKED, unchecked_line
 from migration_gate.core.paths import ROOT
 from migration_gate.core.progress import Progress
 from migration_gate.core.redact import redact_text
+from migration_gate.core.status import Outcome
 from migration_gate.run.runstate import PhaseRecord, RunState
 
 
@@ -70,9 +72,9 @@ class SuiteRunner:
         runs with goes in one file beside it (context.json, --gate-context); its secrets in its environment."""
         folder = self.run_dir / record.name
         folder.mkdir(parents=True, exist_ok=True)
-        progress_file = folder / "progress.jsonl"
+        progress_file = folder / rundir.PROGRESS
         progress_file.unlink(missing_ok=True)
-        results_file = folder / f"criteria-{marker}.json"
+        results_file = rundir.criteria_file(folder, marker)
         results_file.unlink(missing_ok=True)  # a stale file must never stand in for this run's results
         # the child ends itself when this process dies (parent_pid), so a killed gate leaves no suite writing into
         # this folder
@@ -90,8 +92,8 @@ class SuiteRunner:
             self._show_progress(marker, progress_file)
             out.seek(0)
             output = out.read()
-        record.report = str((folder / f"{marker}.html").relative_to(self.run_dir))
-        (folder / "pytest-output.txt").write_text(redact_text(output))
+        record.report = str(rundir.html_report(folder, marker).relative_to(self.run_dir))
+        (folder / rundir.PYTEST_OUTPUT).write_text(redact_text(output))
         ok, record.detail = judge(child.returncode, read_results(results_file), output)
         return ok
 
@@ -133,7 +135,7 @@ def not_checked(results: dict) -> list[str]:
     found = [unchecked_line(e) for e in entries if e.get("result") == NOT_CHECKED]
     counts = results["counts"]
     declared = {e["criterion"] for e in entries if e.get("result") == NOT_APPLICABLE}
-    skipped = [t for t in results.get("tests", []) if t.get("outcome") == "skipped"]
+    skipped = [t for t in results.get("tests", []) if t.get("outcome") == Outcome.SKIPPED]
     if skipped and not any(counts.get(k) for k in ("passed", "waived", "failed", "errors")) \
             and any(t.get("criterion") not in declared for t in skipped):
         found.insert(0, f"every test of the phase skipped ({len(skipped)}): the phase checked nothing")
@@ -149,9 +151,9 @@ def judge(returncode: int, results: dict | None, output: str) -> tuple[bool, str
         last = next((line for line in reversed(output.splitlines()) if line.strip()), "")
         return False, redact_text(last.strip() or f"pytest exited with code {returncode} and wrote no results")
     counts = results["counts"]
-    bad = [t for t in results.get("tests", []) if t.get("outcome") in ("failed", "error")]
+    bad = [t for t in results.get("tests", []) if t.get("outcome") in (Outcome.FAILED, Outcome.ERROR)]
     red_waivers = [w["message"] for w in results.get("waivers", []) if w.get("red")]
-    waived = sum(len(t.get("waived", [])) for t in results.get("tests", []) if t.get("outcome") == "waived")
+    waived = sum(len(t.get("waived", [])) for t in results.get("tests", []) if t.get("outcome") == Outcome.WAIVED)
     detail = _tally(results) + (f"; {waived} finding(s) waived ([[waivers]], see the sign-off)" if waived else "")
     unchecked = not_checked(results)
     declared = [unchecked_line(e) for e in results.get("not_checked", []) if e.get("result") == NOT_APPLICABLE]

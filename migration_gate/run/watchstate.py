@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from migration_gate.config import ConfigError
+from migration_gate.core import rundir
+from migration_gate.core.status import Round
 
-STATE_FILE = "state.json"
+STATE_FILE = rundir.STATE
 API, INVARIANT = "api", "invariant"
 
 
@@ -49,7 +51,7 @@ class RoundRecord:
     due: str
     started: str
     seconds: float = 0.0
-    verdict: str = "green"  # green or red
+    verdict: str = Round.GREEN  # green or red
     checks: list[CheckRecord] = field(default_factory=list)
     p95_ms: dict[str, float] = field(default_factory=dict)
     budget_ms: dict[str, float] = field(default_factory=dict)
@@ -102,8 +104,8 @@ class WatchState:
 
     def worst(self) -> str:
         if any(r.criteria for r in self.rounds):
-            return "criterion"
-        return "red" if any(r.verdict == "red" for r in self.rounds) else "green"
+            return Round.CRITERION
+        return Round.RED if any(r.verdict == Round.RED for r in self.rounds) else Round.GREEN
 
     def save(self, folder: Path) -> None:
         """Atomically (temporary file, then rename): a crash never leaves half a state."""

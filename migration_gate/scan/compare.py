@@ -20,11 +20,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from migration_gate.core.errors import MigrationGateError
 from migration_gate.db import connection as db
 from migration_gate.scan import ranges
 
 CHUNK = 10_000
-RANGED = frozenset({"smallint", "integer", "bigint", "numeric"})  # key types bucketed by key range
+RANGED = ranges.RANGED_KEYS  # key types bucketed by key range
 PINNED = {"DateStyle": "ISO, YMD", "TimeZone": "UTC", "IntervalStyle": "postgres", "extra_float_digits": "3",
           "bytea_output": "hex"}  # both sides render values as text the same way, whatever their defaults
 
@@ -141,7 +142,7 @@ class Bucketing:
         return self.row_hash == "hashtextextended"
 
 
-class BucketingMismatch(ValueError):
+class BucketingMismatch(MigrationGateError, ValueError):
     """A side cannot be cut the way the recorded digests were (its key type changed kind): compare in full."""
 
 
@@ -273,11 +274,8 @@ def _splits(side: Side, bucketing: Bucketing, count: int) -> list[sql.Composable
         k=key, t=side.relation, bound=side.bound())).fetchone()
     if low is None:
         return [sql.SQL("true")]
-    first, last = int(low) // bucketing.chunk, int(high) // bucketing.chunk
-    per = -(-(last - first + 1) // count)
-    edges = [(first + i * per) * bucketing.chunk for i in range(1, count) if first + i * per <= last]
-    bounds = [None, *edges, None]
-    return [ranges.KeyRange(lo, hi).condition(side.keys[0]) for lo, hi in zip(bounds, bounds[1:], strict=False)]
+    split = ranges.Buckets.aligned(low, high, bucketing.chunk, count)
+    return [span.condition(side.keys[0]) for span in split.ranges()]
 
 
 def digest_sets(side: Side, bucketing: Bucketing, hashes: Mapping[str, RowHash], parallel: int = 1,

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg import sql
 
 from migration_gate.config import SearchHash
+from migration_gate.core.errors import MigrationGateError
 from migration_gate.core.phi import PhiCodec, is_blank, search_hash
 from migration_gate.core.result import FIRST_IDS, error_text
 from migration_gate.db import connection as db
@@ -34,7 +35,7 @@ _CIPHERTEXT = (b"v1:", b"v2:")  # a plaintext that starts so is ciphertext again
 _KEPT = FIRST_IDS + 1  # ids kept per finding: enough for first_ids() to show five and say there are more
 
 
-class Malformed(ValueError):
+class Malformed(MigrationGateError, ValueError):
     """Not v1 ciphertext (the format check names it)."""
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migration_gate.config import GateConfig
+from migration_gate.core.errors import MigrationGateError
 from migration_gate.core.phi import PhiCodec
 from migration_gate.scan.ranges import Buckets
 
@@ -26,7 +27,7 @@ FILE = "proven.json"
 Digest = tuple[int, int, int]  # non-NULL values, sum of one hash of each, xor of another
 
 
-class ProvenError(ValueError):
+class ProvenError(MigrationGateError, ValueError):
     """The record cannot be read (the post-check then decrypts everything)."""
 
 

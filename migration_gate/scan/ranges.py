@@ -2,9 +2,11 @@
 processes, and how much each fetch takes, so that no worker holds a table and every chunk takes about as long
 whatever a row costs.
 
-A table with an integer key is cut into ranges of equal key width between its smallest and largest key; the first
-and the last range are open, so rows written outside [min, max] after the split are still in some range. Any other
-key is one range: the whole table.
+A table with a numeric key (RANGED_KEYS) is cut into ranges of equal key width between its smallest and largest
+key; the first and the last range are open, so rows written outside [min, max] after the split are still in some
+range. Any other key is one range: the whole table. Buckets is the one key-range split: the PHI scan's buckets start
+at the smallest key (buckets()); scan/compare's parallel sessions take whole compare buckets, so theirs start on a
+multiple of the compare bucket's width (Buckets.aligned()).
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import psycopg
 from psycopg import sql
 
 from migration_gate.config.environment import variable
+from migration_gate.core.errors import MigrationGateError
 from migration_gate.db import sizes
 from migration_gate.db.catalog import Catalog
 
-INTEGER_KEYS = {"smallint", "integer", "bigint"}
+# What a key cut by key range is, for every split (the PHI scan's and scan/compare's): one column of a type whose
+# values order as numbers (a numeric key too: 5.0 and 5 are one key, and its ranges hold fractions).
+RANGED_KEYS = frozenset({"smallint", "integer", "bigint", "numeric"})
 WORKERS_ENV = "GATE_WORKERS"
 CHUNK_SECONDS = 0.5  # the time budget of one fetch
 FIRST_CHUNK = 2_000  # rows of the first fetch, before anything is measured
@@ -30,7 +35,7 @@ PARALLEL_FROM_BYTES = 8 * 1024 * 1024  # smaller tables are read in the checking
 MOST_VALUES = 100_000  # never more values than this in memory at once per process, however fast they go
 
 
-class WorkersError(ValueError):
+class WorkersError(MigrationGateError, ValueError):
     """GATE_WORKERS is not a positive integer."""
 
 
@@ -61,6 +66,14 @@ class Buckets:
     low: int = 0
     width: int = 1
     count: int = 1
+
+    @classmethod
+    def aligned(cls, low: float, high: float, unit: int, most: int) -> Buckets:
+        """At most `most` ranges of whole units of `unit` keys (floor division: unit k holds keys from k * unit)
+        covering [low, high], each the same number of units: another split's buckets are never cut in two."""
+        first, last = math.floor(low) // unit, math.floor(high) // unit
+        per = -(-(last - first + 1) // max(1, most))
+        return cls(first * unit, per * unit, -(-(last - first + 1) // per))
 
     def ranges(self) -> list[KeyRange]:
         if self.count <= 1:
@@ -123,7 +136,7 @@ def workers_for(conn: psycopg.Connection, schema: str, tables: Iterable[str], re
 def integer_key(catalog: Catalog, schema: str, table: str, key: str) -> bool:
     found = catalog.table(table, schema)
     column = found.columns.get(key) if found else None
-    return column is not None and column.type in INTEGER_KEYS
+    return column is not None and column.type in RANGED_KEYS
 
 
 def buckets(conn: psycopg.Connection, schema: str, table: str, key: str, integer: bool, rows_per_bucket: int,

@@ -44,6 +44,7 @@ from migration_gate.config import (
 from migration_gate.config import _flag as yes_no
 from migration_gate.config.context import SuiteContext
 from migration_gate.config.environment import context_by_hand, export, operator, variable, variables
+from migration_gate.core import rundir
 from migration_gate.core.criteria import (
     CRITERIA,
     FAILURE_CRITERIA,
@@ -102,8 +103,8 @@ class GateSession:
         self.results: dict[str, dict] = {}  # nodeid -> outcome, criterion, duration, problems (PHI-free)
         self.checks: list[dict] = []  # every Result judged in this run, in order
         self.clock = time.monotonic()
-        self.results_path = Path(gate_option(config, "gate_results")[0] or self.run_dir / (
-            f"criteria-{_slug(config.getoption('markexpr')) or 'all'}.json"))
+        self.results_path = Path(gate_option(config, "gate_results")[0] or rundir.criteria_file(
+            self.run_dir, _slug(config.getoption('markexpr')) or 'all'))
         self._targets: Targets | None = None
         self.patients = gate_option(config, "gate_patients")[0]
         self.provider: SandboxProvider | None = None
@@ -117,7 +118,7 @@ class GateSession:
     def targets(self) -> Targets:
         if self._targets is None:
             if self.provider is not None:
-                self._targets = self.provider.targets(self.gate, self.run_dir / "sandbox", self.patients)
+                self._targets = self.provider.targets(self.gate, self.run_dir / rundir.SANDBOX, self.patients)
             else:
                 self._targets = RealTargets(self.env, self.context)
         return self._targets
@@ -378,10 +379,10 @@ def pytest_configure(config: pytest.Config) -> None:
     session.run_dir.mkdir(parents=True, exist_ok=True)
     name = _slug(config.getoption("markexpr")) or "all"
     if not config.option.htmlpath:
-        config.option.htmlpath = str(session.run_dir / f"{name}.html")
+        config.option.htmlpath = str(rundir.html_report(session.run_dir, name))
         config.option.self_contained_html = True
     if not config.option.xmlpath:
-        config.option.xmlpath = str(session.run_dir / f"{name}.xml")
+        config.option.xmlpath = str(rundir.junit_report(session.run_dir, name))
 
 
 def pytest_metadata(metadata: dict, config: pytest.Config) -> None:

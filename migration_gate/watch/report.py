@@ -19,16 +19,18 @@ from pathlib import Path
 from markupsafe import Markup
 
 from migration_gate.config import SANDBOX_BANNER, GateConfig
+from migration_gate.core import rundir
+from migration_gate.core.status import Round
 from migration_gate.report.render import render
 from migration_gate.run.watchstate import RoundRecord, WatchState
 
-REPORT = "watch.html"
+REPORT = rundir.WATCH_REPORT
 COLOURS = ("#0969da", "#8250df", "#bf3989", "#1a7f37", "#9a6700", "#cf222e", "#57606a")
 WIDTH, HEIGHT, PAD = 720, 200, 40
 
 
 def junit_path(folder: Path, number: int) -> Path:
-    return folder / f"round-{number:02d}.xml"
+    return rundir.round_junit(folder, number)
 
 
 def write_junit(record: RoundRecord, folder: Path, total: int, sandbox: bool) -> Path:
@@ -86,7 +88,7 @@ def write(state: WatchState, folder: Path, gate: GateConfig, decision_maker: str
     latency = {p: [(r.number, r.p95_ms[p]) for r in state.rounds if p in r.p95_ms] for p in paths}
     errors = {"error rate (%)": [(r.number, 100 * r.error_rate) for r in state.rounds]}
     criteria = [r for r in state.rounds if r.criteria]
-    red = sum(r.verdict == "red" for r in state.rounds)
+    red = sum(r.verdict == Round.RED for r in state.rounds)
     if criteria:
         verdict, colour = f"ROLLBACK CRITERION MET at round {criteria[0].number}", "#cf222e"
     elif red:

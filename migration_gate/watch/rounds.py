@@ -37,11 +37,13 @@ from migration_gate.checks import api as app
 from migration_gate.checks import encryption, organizations, schema
 from migration_gate.checks.api.endpoints import p95
 from migration_gate.config import ConfigError, GateConfig, WatchConfig, holding_waivers
+from migration_gate.core import rundir
 from migration_gate.core.errors import GateError
 from migration_gate.core.phi import PhiCodec
 from migration_gate.core.progress import Progress
 from migration_gate.core.redact import describe_target, mask_values, redact_text
 from migration_gate.core.result import CheckFailed, Result, error_text
+from migration_gate.core.status import WATCH_EXIT_OF, Round, Verdict
 from migration_gate.db import connection as db
 from migration_gate.db import writes
 from migration_gate.db.connection import session_dsn
@@ -51,15 +53,13 @@ from migration_gate.run.runstate import RunState
 from migration_gate.run.watchstate import API, INVARIANT, CheckRecord, RoundRecord, WatchState, iso, round_offsets
 from migration_gate.watch import report as watchreport
 
-WATCH_DIR = "watch"
-BASELINE = Path("performance") / "baseline.json"
+BASELINE = rundir.BASELINE_FILE
 COMPRESS = 1440.0  # --compress: a day a minute, the 48 hours in two minutes plus the rounds' own time
 NO_DECISION_MAKER = "no decision maker recorded"
 SCOPED = " (written since the last round)"  # the checks that look only at rows written since the last round
 # The post-check criterion each round's check repeats: the [[waivers]] of that criterion hold in the watch too.
 WATCH_CRITERIA = {"health": "POST-06", "login": "POST-07", "critical endpoints": "POST-09", "latency p95": "POST-10",
                   "log since the last round": "POST-11", "audit rows written": "POST-12"}
-EXIT = {"green": 0, "red": 1, "criterion": 3, "usage": 2, "refused": 4}
 
 
 def decision_maker(gate: GateConfig, run_dir: Path) -> str:
@@ -74,7 +74,7 @@ def baseline_budgets(run_dir: Path, gate: GateConfig) -> tuple[dict[str, float],
     performance/baseline.json names the path, else [budgets] api_p95_ms. Read defensively: a missing, partial or
     malformed file falls back, and says so."""
     default = {e.path: gate.api_p95_ms for e in gate.endpoints}
-    path = run_dir / BASELINE
+    path = rundir.baseline_file(run_dir)
     if not path.exists():
         return default, f"[budgets] api_p95_ms {gate.api_p95_ms:g} ms (no {BASELINE})"
     try:
@@ -119,7 +119,7 @@ class Watch:
                  factor: float | None = None, sandbox: bool = False,
                  log_source: logsource.LogSource | None = None) -> None:
         self.gate, self.target, self.run_dir, self.progress = gate, target, run_dir, progress
-        self.folder = run_dir / WATCH_DIR
+        self.folder = run_dir / rundir.WATCH
         self.run = _live_run(run_dir, target)
         self.codec = PhiCodec(target.key)
         self.log_source = log_source or (logsource.LogSource.from_json(self.run.log_source) if self.run.log_source
@@ -166,10 +166,10 @@ class Watch:
                 self.run_round(number)
                 if once:
                     break
-        return EXIT[self.state.worst()]
+        return WATCH_EXIT_OF[self.state.worst()]
 
     def _tally(self) -> str:
-        red = sum(r.verdict == "red" for r in self.state.rounds)
+        red = sum(r.verdict == Round.RED for r in self.state.rounds)
         return f"{len(self.state.rounds)} done, {red} red" + (", a rollback criterion met" if
                                                                self.state.worst() == "criterion" else "")
 
@@ -213,18 +213,18 @@ class Watch:
             record.log_marker = record.log_marker or (previous.log_marker if previous else None)
         record.requests, record.errors = counted.sent, counted.errors
         record.checks.insert(sum(c.group == API for c in record.checks), self._error_rate(record))
-        record.verdict = "red" if any(not c.ok for c in record.checks) else "green"
+        record.verdict = Round.RED if any(not c.ok for c in record.checks) else Round.GREEN
         record.seconds = round(time.monotonic() - began, 2)
         self.state.rounds.append(record)
         record.criteria = self._criteria()
         if record.criteria:
             record.rollback_cost = self._rollback_cost()
-        if record.verdict == "red":
+        if record.verdict == Round.RED:
             record.alert = self._alert(record)
         self.state.save(self.folder)
         watchreport.write(self.state, self.folder, self.gate, decision_maker(self.gate, self.run_dir),
                           self._baseline_note)
-        if (self.run_dir / "signoff.html").is_file():  # the sign-off carries the rounds as they run
+        if (self.run_dir / rundir.SIGNOFF).is_file():  # the sign-off carries the rounds as they run
             signoff.rewrite(self.run_dir, self.gate)
         failed = [c.name for c in record.checks if not c.ok]
         self.progress.say(f"round {number}/{total}: {len(record.checks)} checks, "
@@ -449,16 +449,11 @@ class Watch:
 def _live_run(run_dir: Path, target: CutoverTarget) -> RunState:
     """The run to watch: it went live (green, forced or over the downtime limit; maintenance off) against this
     target."""
-    try:
-        run = RunState.load(run_dir)
-    except FileNotFoundError:
-        raise ConfigError(f"{run_dir} is not a run folder (no state.json)") from None
-    except (OSError, ValueError, TypeError, KeyError):
-        raise ConfigError(f"{run_dir}/state.json is not a readable run state") from None
+    run = RunState.open(run_dir)
     if run.target != describe_target(target.dsn):
         raise ConfigError(f"{run_dir.name} is a run against {run.target}, not {describe_target(target.dsn)}")
     # a forced run went live too (every phase after the forced ones passed): its 48 hours are watched like any
-    if run.status not in ("green", "forced", "over-limit") or run.maintenance_off_at is None:
+    if run.status not in (Verdict.GREEN, Verdict.FORCED, Verdict.OVER_LIMIT) or run.maintenance_off_at is None:
         raise ConfigError(f"{run_dir.name} did not go live (status {run.status}): there is nothing to watch")
     return run
 
@@ -467,6 +462,6 @@ def summary(watch: Watch, code: int) -> dict:
     """Numbers, names and verdicts only."""
     state = watch.state
     return {"run_dir": str(watch.run_dir), "rounds": state.total, "done": len(state.rounds),
-            "red": [r.number for r in state.rounds if r.verdict == "red"],
+            "red": [r.number for r in state.rounds if r.verdict == Round.RED],
             "criteria": {r.number: r.criteria for r in state.rounds if r.criteria}, "exit_code": code,
             "report": str(watch.folder / watchreport.REPORT), "factor": state.factor}

@@ -1,0 +1,64 @@
+"""A run folder's layout: every file name in it, in one place.
+
+It sits in core, not run, because modules below run write into the folder too (app/performance.py keeps the
+measurements, app/answers.py the app's recorded answers). Layout of reports/<run>/:
+
+    state.json                         the run's phases, budgets and outcome (run/runstate.py)
+    signoff.html                       the sign-off (report/signoff.py)
+    <phase>/criteria-<marker>.json     a phase suite's results, PHI-free (suite/plugin.py writes, many read)
+    <phase>/<marker>.html, .xml        its pytest-html report and JUnit XML
+    <phase>/progress.jsonl             its progress while it runs
+    <phase>/pytest-output.txt          its console output, redacted
+    performance/<name>.json            the API measurements: baseline (legacy), postmigration, golive
+    answers/<name>.json                the app's recorded answers (digests only)
+    watch/state.json, watch.html, round-NN.xml   the 48-hour watch
+    sandbox/                           a sandbox's working folder (kept out of bundles)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+STATE = "state.json"
+SIGNOFF = "signoff.html"
+PROGRESS = "progress.jsonl"
+PYTEST_OUTPUT = "pytest-output.txt"
+PERFORMANCE = "performance"
+BASELINE = "baseline"  # the legacy app's measurement, performance/baseline.json
+BASELINE_FILE = f"{PERFORMANCE}/{BASELINE}.json"  # as messages name it, relative to the run folder
+ANSWERS = "answers"
+WATCH = "watch"
+WATCH_REPORT = "watch.html"
+SANDBOX = "sandbox"
+CRITERIA = "criteria-*.json"  # a phase's results, in its folder
+CRITERIA_GLOB = f"*/{CRITERIA}"  # every phase's results, from the run folder
+
+
+def state_file(run_dir: Path) -> Path:
+    return Path(run_dir) / STATE
+
+
+def criteria_file(folder: Path, marker: str) -> Path:
+    """A phase suite's results (the folder is the phase's, or a hand run's run folder)."""
+    return Path(folder) / f"criteria-{marker}.json"
+
+
+def html_report(folder: Path, marker: str) -> Path:
+    return Path(folder) / f"{marker}.html"
+
+
+def junit_report(folder: Path, marker: str) -> Path:
+    return Path(folder) / f"{marker}.xml"
+
+
+def performance_file(run_dir: Path, name: str) -> Path:
+    return Path(run_dir) / PERFORMANCE / f"{name}.json"
+
+
+def baseline_file(run_dir: Path) -> Path:
+    """The legacy app's measured performance, which the post-checks and the watch judge against."""
+    return Path(run_dir) / BASELINE_FILE
+
+
+def round_junit(watch_folder: Path, number: int) -> Path:
+    return Path(watch_folder) / f"round-{number:02d}.xml"
