@@ -32,8 +32,8 @@ def test_values_are_the_plain_strings_and_numbers_of_old_run_folders() -> None:
 
 def test_every_command_ends_its_help_with_the_one_environment_table_and_its_exit_codes() -> None:
     from migration_gate.cli.main import NEEDS
-    from migration_gate.core.helptext import ENVIRONMENT, epilog
     from migration_gate.cli.watch import EPILOG as WATCH_EPILOG
+    from migration_gate.core.helptext import ENVIRONMENT, epilog
 
     for names in NEEDS.values():
         assert set(names) <= set(ENVIRONMENT)
