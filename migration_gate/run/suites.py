@@ -50,7 +50,8 @@ def suite_context(target: CutoverTarget, gate: GateConfig, state: RunState) -> S
     and after, state.json), the description and migration file it uses, the app's address and log position, the
     backup, the rows a SQL rollback carried back (RB-02). SuiteRunner.run adds the phase's folder."""
     return SuiteContext(
-        run_dir=Path(state.run_dir), config=gate.path, migration_file=gate.migration_file,
+        run_dir=Path(state.run_dir), config=gate.path.resolve() if gate.path else None,  # the child's cwd may differ
+        migration_file=gate.migration_file,
         sandbox_provider=gate.sandbox_provider, rehearsal_kind=gate.rehearsal.kind, synthetic=target.synthetic,
         api_base_url=target.api_base_url or None, app_log_file=target.app_log_file, log_offset=state.log_offset,
         log_source=state.log_source, log_marker=state.log_marker,
