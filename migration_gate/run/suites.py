@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from migration_gate.app.hooks import CutoverTarget
@@ -87,9 +86,12 @@ class SuiteRunner:
                 [sys.executable, "-m", "pytest", "-m", marker, f"--gate-context={context}", "-p", "no:cacheprovider",
                  "-q", "--no-header", "-rf", "--tb=short"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
-            while child.poll() is None:
-                time.sleep(0.5)
-                self._show_progress(marker, progress_file)
+            while True:  # progress every half second; the moment the suite ends, not up to half a second after
+                try:
+                    child.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    self._show_progress(marker, progress_file)
             self._show_progress(marker, progress_file)
             out.seek(0)
             output = out.read()

@@ -97,6 +97,7 @@ def wait_for_schema(client: httpx.Client, expect_hipaa: bool, timeout_s: float,
     takes a while to build and swap instances; checking once right after the hook would judge the old one."""
     began = time.monotonic()
     last = "no answer"
+    polls = 0
     while True:
         result = health(client, expect_hipaa)
         if result.ok:
@@ -111,4 +112,6 @@ def wait_for_schema(client: httpx.Client, expect_hipaa: bool, timeout_s: float,
             return result
         if on_wait:
             on_wait(waited, last)
-        time.sleep(min(interval_s, max(0.1, timeout_s - waited)))
+        # ask again soon, then less often: a local restart answers in a moment, a host's build takes minutes
+        time.sleep(min(interval_s, 0.25 * 2 ** polls, max(0.1, timeout_s - waited)))
+        polls += 1
