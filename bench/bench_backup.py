@@ -32,8 +32,9 @@ from migration_gate.backup.tools import split_password
 from migration_gate.checks import backups
 from migration_gate.config import load_config
 from migration_gate.db import catalog
+from migration_gate.db.binaries import find_binaries
 from migration_gate.db.checksums import table_checksum
-from migration_gate.db.embedded import EmbeddedPostgres, find_binaries
+from migration_gate.db.embedded import EmbeddedPostgres
 from sandbox.roles import create_app_role
 from sandbox.seed import seed_legacy
 

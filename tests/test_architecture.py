@@ -218,9 +218,10 @@ def test_no_test_file_imports_another() -> None:
 
 # The one reader of the process environment; a child's environment is built from its variables() copy.
 ENVIRONMENT_READER = "migration_gate/config/environment.py"
-# The embedded cluster's launcher runs as another user from a bare copy of itself (standard library only:
-# tests/test_embedded.py::test_starts_when_run_by_an_ordinary_user), so it reads PG_BINDIR itself.
-STANDALONE = {"migration_gate/db/embedded.py"}
+# The embedded cluster's launcher runs as another user from a bare copy of itself and the tools' finder (standard
+# library only: tests/test_embedded.py::test_starts_when_run_by_an_ordinary_user), so they read PG_BINDIR and
+# MIGRATION_GATE_PG_USER themselves.
+STANDALONE = {"migration_gate/db/embedded.py", "migration_gate/db/binaries.py"}
 
 
 def _environment_reads(path: Path) -> list[int]:

@@ -25,7 +25,7 @@ from migration_gate.config import ConfigError, load_config
 from migration_gate.core.errors import Refused
 from migration_gate.core.progress import Progress
 from migration_gate.core.redact import redact_text
-from migration_gate.db.embedded import find_binaries
+from migration_gate.db.binaries import find_binaries
 from migration_gate.report import signoff
 from migration_gate.run.gate import Gate
 from migration_gate.run.runstate import schema_state

@@ -189,7 +189,7 @@ def test_the_scratch_rehearsal_compares_every_schema_after_each_rollback(legacy_
 
 
 def test_backup_with_a_pg_dump_older_than_the_server_is_refused(legacy_db: str, tmp_path: Path) -> None:
-    from migration_gate.db.embedded import PgBinaries
+    from migration_gate.db.binaries import PgBinaries
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "pg_dump").write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 11.22'\n")

@@ -13,7 +13,7 @@ from migration_gate.checks import data, encryption, environment, integrity, orga
 from migration_gate.config import load_config
 from migration_gate.core.phi import PhiCodec
 from migration_gate.core.result import Result
-from migration_gate.db.embedded import PgBinaries, find_binaries
+from migration_gate.db.binaries import PgBinaries, find_binaries
 from sandbox.synthetic import SANDBOX_KEY
 from tests.support import check_bite
 from tests.support.check_bite import INTEGRITY, red

@@ -17,12 +17,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from migration_gate.db.binaries import find_binaries
 from migration_gate.db.embedded import (
     OWNER_FILE,
     EmbeddedError,
     EmbeddedPostgres,
     KeptCluster,
-    find_binaries,
     kept_clusters,
     stop_kept,
     sweep_stale,
@@ -171,13 +171,15 @@ def test_a_base_folder_owned_by_another_user_is_refused(tmp_path: Path) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="the ordinary-user path is the one this run already takes")
 def test_starts_when_run_by_an_ordinary_user(base: Path) -> None:
     """As root the launcher runs initdb as postgres; here an unprivileged user drives the launcher itself.
-    The launcher needs only the standard library and the errors' root (core/errors.py), so the user gets a
-    world-readable copy of those (the checkout, and the virtualenv in it, may be private to root)."""
+    The launcher needs only the standard library, the tools' finder (db/binaries.py) and the errors' root
+    (core/errors.py), so the user gets a world-readable copy of those (the checkout, and the virtualenv in it, may
+    be private to root)."""
     account = pwd.getpwnam("postgres") if _has("postgres") else pwd.getpwnam("nobody")
     package = base / "code" / "migration_gate"
     (package / "db").mkdir(parents=True)
     (package / "core").mkdir()
-    for name in ("__init__.py", "db/__init__.py", "db/embedded.py", "core/__init__.py", "core/errors.py"):
+    for name in ("__init__.py", "db/__init__.py", "db/embedded.py", "db/binaries.py", "core/__init__.py",
+                 "core/errors.py"):
         shutil.copy(ROOT / "migration_gate" / name, package / name)
     for folder in (base / "code", package, package / "db", package / "core"):
         folder.chmod(0o755)

@@ -4,7 +4,7 @@ import pytest
 
 from migration_gate.checks import accounting, data, encryption, environment, schema
 from migration_gate.checks.lint import lint_gate
-from migration_gate.db.embedded import find_binaries
+from migration_gate.db.binaries import find_binaries
 from migration_gate.rehearsal.scratch import rehearse_on_copy
 
 pytestmark = pytest.mark.premigration

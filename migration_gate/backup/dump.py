@@ -48,7 +48,7 @@ from migration_gate.core.redact import connection_cause, describe_target
 from migration_gate.db import catalog, sizes
 from migration_gate.db import connection as db
 from migration_gate.db import snapshot as snapshots
-from migration_gate.db.embedded import PgBinaries, find_binaries
+from migration_gate.db.binaries import PgBinaries, find_binaries
 
 
 def _stream_dump(command: list[str], env: dict[str, str], target: Path, keys: BackupKeys, timeout_s: float

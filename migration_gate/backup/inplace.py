@@ -16,7 +16,7 @@ from migration_gate.backup.keys import BackupKeys
 from migration_gate.backup.reading import digest_mismatch, read_once, recorded_as_taken
 from migration_gate.backup.record import BackupError, BackupRecord, Hashing
 from migration_gate.backup.tools import TOOL_TIMEOUT_S, split_password, tool_error, watchdog, with_application_name
-from migration_gate.db.embedded import PgBinaries, find_binaries
+from migration_gate.db.binaries import PgBinaries, find_binaries
 
 # Drops every user schema but public (the dump creates them again: drizzle's bookkeeping, say), then empties the
 # public schema but keeps the schema itself, with its owner and grants: tables (with their indexes, constraints

@@ -11,7 +11,7 @@ from migration_gate.backup.keys import IDENTITY_ENV, BackupKeys
 from migration_gate.backup.record import BackupError
 from migration_gate.backup.tools import pg_restore_problem, tool_version
 from migration_gate.config import BackupConfig
-from migration_gate.db.embedded import find_binaries
+from migration_gate.db.binaries import find_binaries
 
 
 def backup_inputs(gate: Any, env: Mapping[str, str] | None = None, hooks: object | None = None) -> list[str]:

@@ -19,7 +19,7 @@ import pyrage
 from migration_gate.backup.keys import IDENTITY_ENV, BackupKeys
 from migration_gate.backup.record import AGE_MAGIC, CHUNK, DUMP_MAGIC, BackupError, BackupRecord, Hashing, sha256_file
 from migration_gate.backup.tools import TOOL_TIMEOUT_S, tool_error, watchdog
-from migration_gate.db.embedded import PgBinaries, find_binaries
+from migration_gate.db.binaries import PgBinaries, find_binaries
 
 
 def stream_plaintext(path: Path, keys: BackupKeys, sink: IO[bytes] | None) -> Hashing:

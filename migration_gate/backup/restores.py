@@ -21,7 +21,7 @@ from migration_gate.backup.reading import list_contents, pipe_into
 from migration_gate.backup.record import BackupError, BackupRecord
 from migration_gate.backup.tools import server_major, split_password, tool_error
 from migration_gate.db import connection as db
-from migration_gate.db.embedded import PgBinaries, find_binaries
+from migration_gate.db.binaries import PgBinaries, find_binaries
 
 
 def database_dsn(dsn: str, dbname: str) -> str:

@@ -18,7 +18,7 @@ import psycopg
 from migration_gate.backup.record import BackupError
 from migration_gate.core.redact import redact_text
 from migration_gate.db import connection as db
-from migration_gate.db.embedded import PgBinaries
+from migration_gate.db.binaries import PgBinaries
 
 TOOL_TIMEOUT_S = 60.0  # pg_dump/pg_restore --version and --list
 # CVE-2025-8714 (a dump's content could run psql meta-commands in the restoring session): fixed in these minors

@@ -11,8 +11,8 @@ from psycopg import sql
 from migration_gate.backup.tools import free_bytes, server_major, tool_major
 from migration_gate.core.phi import PhiKeyError, parse_key
 from migration_gate.core.result import Result
+from migration_gate.db.binaries import PgBinaries
 from migration_gate.db.catalog import quote
-from migration_gate.db.embedded import PgBinaries
 
 # The oldest server the gate's SQL runs on: the content checksums aggregate with bit_xor(bigint), new in 14.
 # (DROP DATABASE ... WITH (FORCE), new in 13, is used where the server has it; drop_database falls back

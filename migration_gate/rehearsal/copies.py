@@ -35,7 +35,8 @@ from migration_gate.config import GateConfig
 from migration_gate.core.errors import GateError, MigrationGateError
 from migration_gate.core.redact import describe_target, safe_message
 from migration_gate.db import connection as db
-from migration_gate.db.embedded import EmbeddedError, EmbeddedPostgres, PgBinaries, find_binaries
+from migration_gate.db.binaries import BinariesNotFound, PgBinaries, find_binaries
+from migration_gate.db.embedded import EmbeddedError, EmbeddedPostgres
 
 CLONE_TRIES = 5  # a clone needs its source free of other sessions; a late one gets this many chances
 # The environment of the [rehearsal] hooks (documented in migration.toml).
@@ -208,7 +209,7 @@ def copy_of(target_dsn: str, gate: GateConfig, binaries: PgBinaries | None = Non
                 copy.binaries = binaries
             else:
                 copy = _restored(janitor, target_dsn, gate, binaries, stamp, kind)
-        except (EmbeddedError, BackupError, GateError, psycopg.Error, OSError) as exc:
+        except (EmbeddedError, BinariesNotFound, BackupError, GateError, psycopg.Error, OSError) as exc:
             if isinstance(exc, CopyError):
                 raise
             raise CopyError(f"the {kind} copy could not be made: {safe_message(exc)}") from None

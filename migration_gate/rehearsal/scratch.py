@@ -34,8 +34,8 @@ from migration_gate.core.redact import error_line, safe_message
 from migration_gate.core.result import Result, error_text
 from migration_gate.db import catalog, migration
 from migration_gate.db import connection as db
+from migration_gate.db.binaries import PgBinaries
 from migration_gate.db.checksums import database_checksums
-from migration_gate.db.embedded import PgBinaries
 from migration_gate.rehearsal import copies
 from migration_gate.rehearsal.copies import ScratchDatabase
 

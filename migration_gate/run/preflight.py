@@ -24,8 +24,8 @@ from migration_gate.core.phi import PhiCodec
 from migration_gate.core.redact import describe_target, redact_text
 from migration_gate.core.result import CheckFailed, Result, error_text
 from migration_gate.db import connection as db
+from migration_gate.db.binaries import BinariesNotFound, find_binaries
 from migration_gate.db.catalog import quote, user_schemas
-from migration_gate.db.embedded import EmbeddedError, find_binaries
 from migration_gate.run import attest, notify
 from migration_gate.run.runstate import schema_state
 
@@ -126,7 +126,7 @@ def _log_source(gate: GateConfig, target: CutoverTarget) -> Input:
 def _tools_and_folders(conn: psycopg.Connection, reports: Path) -> list[Input]:
     try:
         binaries = find_binaries()
-    except EmbeddedError as exc:
+    except BinariesNotFound as exc:
         return [Input("pg_dump", missing=[f"pg_dump: {exc}"]),
                 _from_result("reports folder", environment.backup_folder_ready(reports, conn))]
     return [_from_result("pg_dump", environment.pg_dump_compatible(conn, binaries)),
