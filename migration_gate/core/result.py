@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
-from migration_gate.core.redact import error_line
+from migration_gate.core.redact import error_line, redact_text
 
 FIRST_IDS = 5
-# Every expect() logs its summary here (PHI-free: check name, counts, notes), the summary itself in the record's
-# `gate_check` attribute; the pytest plugin listens per test and keeps what it hears in the test's stash.
+# Every expect() logs one line here (PHI-free: check name, counts); a log line only, never how a result travels.
 LOG = logging.getLogger("migration_gate.checks")
+# The one channel a judged Result travels by: every expect() appends its summary() to each list collecting() opened
+# in the running context (the plugin per test, the watch per check). None open (any other caller): nowhere.
+HEARD: ContextVar[tuple[list[dict], ...]] = ContextVar("gate_heard", default=())
 # While a phase test runs, the plugin sets what its criterion's unexpired waivers ([[waivers]]) accept: given a
 # problem line, the number of the waiver it matches, else None. expect() then fails only for the rest, and its
 # summary lists the waived lines: a waived finding is reported, never dropped. Unset (any other caller): none.
@@ -81,8 +84,10 @@ class Result:
         waived = self.waived()
         matched = {w["finding"] for w in waived}
         open_problems = [p for p in self.problems if p not in matched]
-        LOG.info("%s: %d checked, %d problem(s)", self.check, self.checked, len(open_problems),
-                 extra={"gate_check": self.summary(waived)})
+        LOG.info("%s: %d checked, %d problem(s)", self.check, self.checked, len(open_problems))
+        summary = self.summary(waived)
+        for heard in HEARD.get():
+            heard.append(dict(summary))
         if open_problems:
             shown = open_problems[:20]
             more = f"\n  ... and {len(open_problems) - 20} more" if len(open_problems) > 20 else ""
@@ -109,6 +114,38 @@ class Result:
 
     def __repr__(self) -> str:
         return f"Result({self.check!r}, ok={self.ok}, problems={len(self.problems)}, checked={self.checked})"
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[list[dict]]:
+    """The summaries (Result.summary()) of the Results judged (expect()) while this block runs, in order: how the
+    plugin learns what a test's checks found and the watch what a round's check found, as data, never as text.
+    Nested blocks each hear every summary (the outer one too)."""
+    heard: list[dict] = []
+    token = HEARD.set((*HEARD.get(), heard))
+    try:
+        yield heard
+    finally:
+        HEARD.reset(token)
+
+
+@contextlib.contextmanager
+def waiving(match: Callable[[str], int | None] | None) -> Iterator[None]:
+    """While this block runs, expect() waives the problem lines `match` numbers (WAIVER); None waives nothing."""
+    token = WAIVER.set(match)
+    try:
+        yield
+    finally:
+        WAIVER.reset(token)
+
+
+def waiver_match(held: Sequence[tuple[int, Any]]) -> Callable[[str], int | None] | None:
+    """For WAIVER: given the waivers that hold (their number in the description, the waiver: anything with
+    matches(line)), the number of the first one a problem line matches as the check said it or as the reports show
+    it (redact_text), else None. None when none hold. The suites' plugin and the watch waive by this one rule."""
+    if not held:
+        return None
+    return lambda line: next((n for n, w in held if w.matches(line) or w.matches(redact_text(line))), None)
 
 
 def error_text(exc: BaseException) -> str:

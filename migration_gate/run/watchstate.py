@@ -44,6 +44,12 @@ class CheckRecord:
     def ok(self) -> bool:
         return not self.problems
 
+    @classmethod
+    def judged(cls, name: str, group: str, summary: dict, problems: list[str], seconds: float) -> CheckRecord:
+        """A judged Result as the watch keeps it: from its summary (Result.summary(), what the suites' results
+        carry: what was checked, its notes), with the problem lines themselves (its alert and JUnit name them)."""
+        return cls(name, group, list(problems), list(summary["notes"]), summary["checked"], seconds)
+
 
 @dataclass
 class RoundRecord:

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import re
 import sys
@@ -28,7 +27,6 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_gate import checks
 from migration_gate.app.client import http_client
 from migration_gate.backup import BackupError
 from migration_gate.backup.digests import Baseline
@@ -59,7 +57,7 @@ from migration_gate.core.paths import ROOT
 from migration_gate.core.phi import CiphertextFormatError, DecryptionError, PhiCodec, PhiKeyError
 from migration_gate.core.provenance import gate_version
 from migration_gate.core.redact import connection_cause, describe_target, mask_quoted, redact_text, safe_message
-from migration_gate.core.result import CheckFailed
+from migration_gate.core.result import CheckFailed, collecting, waiver_match, waiving
 from migration_gate.db import connection as gate_db
 from migration_gate.db.catalog import Catalog, inspect
 from migration_gate.run.provider import SandboxProvider, load_provider
@@ -466,48 +464,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.user_properties.append(("criterion", marker.args[0]))
 
 
-class _CheckListener(logging.Handler):
-    """Hears the summaries the checks log on expect() (migration_gate.checks.LOG) and keeps them in a list."""
-
-    def __init__(self, into: list[dict]) -> None:
-        super().__init__(logging.INFO)
-        self.into = into
-
-    def emit(self, record: logging.LogRecord) -> None:
-        summary = getattr(record, "gate_check", None)
-        if isinstance(summary, dict):
-            self.into.append(summary)
-
-
-@contextlib.contextmanager
-def _listening(into: list[dict]) -> Iterator[None]:
-    """While a test runs (setup, call, teardown), the checks' summaries go into its own list."""
-    listener = _CheckListener(into)
-    level = checks.LOG.level
-    if not checks.LOG.isEnabledFor(logging.INFO):
-        checks.LOG.setLevel(logging.INFO)
-    checks.LOG.addHandler(listener)
-    try:
-        yield
-    finally:
-        checks.LOG.removeHandler(listener)
-        checks.LOG.setLevel(level)
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     """The Results a test's checks judged are kept in the item's stash, then in the run's results."""
     gate = item.config.stash.get(GATE, None)
     if gate is None:
         return (yield)
-    found = item.stash.setdefault(CHECKS, [])
     marker = item.get_closest_marker("criterion")
-    waiving = checks.WAIVER.set(_waiver_match(gate, marker.args[0] if marker and phase_of(item) else None))
-    try:
-        with _listening(found):
-            outcome = yield
-    finally:
-        checks.WAIVER.reset(waiving)
+    with waiving(_waiver_match(gate, marker.args[0] if marker and phase_of(item) else None)), \
+            collecting() as found:  # setup, call and teardown: what this test's checks judged, as data
+        item.stash[CHECKS] = found
+        outcome = yield
     gate.checks.extend(dict(c, test=item.nodeid) for c in found)  # which test judged it (its duration: a rate)
     return outcome
 
@@ -566,12 +533,9 @@ def _skip_reason(report: pytest.TestReport) -> str:
 
 
 def _waiver_match(gate: GateSession, criterion: str | None) -> Callable[[str], int | None] | None:
-    """For checks.WAIVER: the number of the unexpired waiver of this criterion a problem line matches, else None
+    """For WAIVER (core.result): the number of the unexpired waiver of this criterion a problem line matches, else None
     (the line as the reports show it, redact_text, or as the check said it)."""
-    usable = holding_waivers(gate.gate.waivers, criterion, gate.today)
-    if not usable:
-        return None
-    return lambda line: next((n for n, w in usable if w.matches(line) or w.matches(redact_text(line))), None)
+    return waiver_match(holding_waivers(gate.gate.waivers, criterion, gate.today))
 
 
 def _waived(gate: GateSession, item: pytest.Item) -> list[dict]:

@@ -7,7 +7,9 @@ exactly one entry. They hold check names, problem lines (tables, ids, counts), t
 
 JUnit is written with the standard library's xml.etree: the format needed here is one testsuite of testcases with
 a failure element, which ElementTree writes correctly escaped in 20 lines, and a PHI tool that adds no dependency
-for it has one less package to vet (junitparser, in the package lists, would do the same job).
+for it has one less package to vet (junitparser, in the package lists, would do the same job). It is the only JUnit
+writer of ours: the phase suites' JUnit is pytest's own (--junitxml, its testcases built from pytest's reports, which
+a watch round has none of), so the two cannot share a writer without faking pytest reports.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from migration_gate.core.errors import GateError
 from migration_gate.core.phi import PhiCodec
 from migration_gate.core.progress import Progress
 from migration_gate.core.redact import describe_target, mask_values, redact_text
-from migration_gate.core.result import CheckFailed, Result, error_text
+from migration_gate.core.result import CheckFailed, Result, collecting, error_text, waiver_match, waiving
 from migration_gate.core.status import WATCH_EXIT_OF, Round, Verdict
 from migration_gate.db import connection as db
 from migration_gate.db import writes
@@ -237,39 +237,39 @@ class Watch:
         return record
 
     def _check(self, record: RoundRecord, name: str, group: str, run: Callable[[], Result]) -> Result | None:
-        """One check as a record; an exception is its problem (class and masked first line), never a crash."""
+        """One check judged as the suites judge theirs (Result.expect(), the waivers of its post-check criterion
+        holding) and recorded from the summary it travels with (collecting()); an exception is its problem (class
+        and masked first line), never a crash."""
         began = time.monotonic()
         result = None
         try:
-            result = run()
-            check = CheckRecord(name, group, list(result.problems), list(result.notes), result.checked)
+            result = judged = run()
         except CheckFailed as exc:
-            check = CheckRecord(name, group, list(exc.problems) or [str(exc).splitlines()[0]])
+            judged = Result(name, list(exc.problems) or [str(exc).splitlines()[0]])
         except Exception as exc:  # noqa: BLE001 - a check that cannot run is red, and the round goes on
-            check = CheckRecord(name, group, [f"could not be checked: {error_text(exc)}"])
-        check.seconds = round(time.monotonic() - began, 3)
-        self._waive(check)
+            judged = Result(name, [f"could not be checked: {error_text(exc)}"])
+        seconds = round(time.monotonic() - began, 3)
+        held = holding_waivers(self.gate.waivers, WATCH_CRITERIA.get(name), date.today())
+        with waiving(waiver_match(held)), collecting() as heard:
+            try:
+                judged.expect()
+                problems: list[str] = []
+            except CheckFailed as failed:
+                problems = failed.problems
+        check = CheckRecord.judged(name, group, heard[-1], problems, seconds)
+        check.notes += [self._waived_note(hit) for hit in heard[-1].get("waived", [])]
         secrets = [self.target.key, self.target.api_password, *self.target.api_headers.values()]
         check.problems = [mask_values(redact_text(p), secrets) for p in check.problems]
         check.notes = [mask_values(redact_text(n), secrets) for n in check.notes]
         record.checks.append(check)
         return result
 
-    def _waive(self, check: CheckRecord) -> None:
-        """A finding a [[waivers]] entry of the check's criterion holds today is a note naming the waiver, not a
+    def _waived_note(self, hit: dict) -> str:
+        """A finding a [[waivers]] entry of the check's criterion held today is a note naming the waiver, not a
         problem: the watch judges what the post-checks judged, waivers included (expired ones waive nothing)."""
-        held = holding_waivers(self.gate.waivers, WATCH_CRITERIA.get(check.name), date.today())
-        if not held:
-            return
-        kept = []
-        for line in check.problems:
-            waiver = next((w for _, w in held if w.matches(line) or w.matches(redact_text(line))), None)
-            if waiver is None:
-                kept.append(line)
-            else:
-                check.notes.append(f"waived by {waiver.label} (decided by {waiver.decided_by}, expires "
-                                   f"{waiver.expires.isoformat()}): {line}")
-        check.problems = kept
+        waiver = self.gate.waivers[hit["waiver"]]
+        return (f"waived by {waiver.label} (decided by {waiver.decided_by}, expires {waiver.expires.isoformat()}): "
+                f"{hit['finding']}")
 
     def _api_checks(self, record: RoundRecord, client: httpx.Client, conn: psycopg.Connection, counted: Counted,
                     previous: RoundRecord | None) -> None:
