@@ -196,7 +196,7 @@ def test_force_goes_past_a_red_pre_check_and_nothing_else(sandbox: Sandbox, tmp_
     before = legacy_snapshot(sandbox.dsn, audit=False)
     state = Gate(load_config(), cutover_target(sandbox), tmp_path / "run", Progress(quiet=True), force=True).run()
     assert state.forced and state.phase("premigration").status == "failed"
-    assert state.phase("premigration").detail.startswith("FORCED past: ")
+    assert state.phase("premigration").forced and state.phase("premigration").detail.startswith("FORCED past: ")
     assert state.phase("migration").status == "passed"
     assert state.status == "rolled-back" and state.rollback_verified, state.failure
     assert legacy_snapshot(sandbox.dsn, audit=False) == before

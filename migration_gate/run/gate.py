@@ -454,7 +454,7 @@ class Gate:
                 continue
             if self._forced_before_migration(record):
                 continue
-            if (record.detail or "").startswith("FORCED past: "):
+            if record.forced:
                 self._unforce(record)
             if record.name == "migration":
                 self._guard_migration()
@@ -499,7 +499,7 @@ class Gate:
         stale = {*self._red_criteria(record), record.name}
         self.state.forced_past = [name for name in self.state.forced_past if name not in stale]
         self.state.forced = bool(self.state.forced_past)
-        record.detail = None
+        record.detail, record.forced = None, False
 
     def _take_in_overrides(self) -> None:
         """A cut-over started with --force although required checklist items were not attested went on past a
@@ -522,6 +522,7 @@ class Gate:
             return False
         past = self._red_criteria(record)
         self._mark_forced(past)
+        record.forced = True
         record.detail = f"FORCED past: {record.detail}"
         self.state.save()
         self.progress.say(f"FORCED: continuing although phase {record.name} is red ({', '.join(past)}; in the "
@@ -557,8 +558,7 @@ class Gate:
         if not self.state.backup:
             raise Refused("refusing to migrate: no backup was taken in this run (--force never overrides this)")
         if not_green:
-            self._mark_forced([name for name in not_green if self.state.phase(name).detail is None
-                               or not self.state.phase(name).detail.startswith("FORCED past: ")])
+            self._mark_forced([name for name in not_green if not self.state.phase(name).forced])
             self.progress.say(f"FORCED: migrating although {', '.join(not_green)} are not green (in the report)")
 
     def _refuse_stale(self, changed: list[str]) -> None:

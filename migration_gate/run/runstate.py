@@ -44,6 +44,7 @@ class PhaseRecord:
     over_budget: bool = False
     report: str | None = None
     detail: str | None = None
+    forced: bool = False  # red, and the run went on past it (--force): the gate reads this, never the detail text
 
 
 @dataclass
