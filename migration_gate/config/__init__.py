@@ -1,8 +1,10 @@
-"""Configuration: the environment (where the target is, the key, the fixture user) plus one TOML file that
-describes the migration (table and column mappings, the expected schema, endpoints, budgets).
+"""Configuration: the migration description (one TOML file: mappings, the expected schema, endpoints, budgets)
+and the environment (where the target is, the key, the fixture user). This face hands on their names:
+``model`` declares the description, ``load`` reads and checks it, ``environment`` is the one reader of the
+process environment, ``context`` the run state the gate hands a phase suite, ``errors`` the one ConfigError.
 
-Everything is validated here, once, so a bad configuration stops a run with one clear line instead of a
-traceback per test. Secrets never come from the TOML file.
+Everything is validated once, so a bad configuration stops a run with one clear line instead of a traceback per
+test. Secrets never come from the TOML file.
 """
 
 from __future__ import annotations
