@@ -8,8 +8,6 @@ import dataclasses
 import re
 import tomllib
 import typing
-from collections.abc import Iterator
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,19 +16,16 @@ import msgspec
 from migration_gate.config.environment import REHEARSAL_KIND_ENV, variable
 from migration_gate.config.errors import ConfigError
 from migration_gate.config.model import (
-    _ITEM_ID,
     DEFAULT_SANDBOX_PROVIDER,
     ENV_NAME,
     LOG_FORMATS,
     LOG_SOURCES,
-    NOT_APPLICABLE_KEYS,
     ON_DELETE,
     OWN_REQUEST_PATTERN,
     REHEARSAL_KINDS,
     RULES,
     SEQUENCE_PRIVILEGES,
     TABLE_PRIVILEGES,
-    WAIVER_KEYS,
     AnswerLogin,
     AnswerRequest,
     AnswersConfig,
@@ -41,6 +36,7 @@ from migration_gate.config.model import (
     AuditTable,
     BackupConfig,
     ColumnRule,
+    DeployConfig,
     Endpoint,
     ForeignKey,
     GateConfig,
@@ -56,6 +52,7 @@ from migration_gate.config.model import (
     Probe,
     RehearsalConfig,
     SearchHash,
+    SecurityConfig,
     TableMap,
     TableObjects,
     Tenancy,
@@ -65,8 +62,8 @@ from migration_gate.config.model import (
     Visibility,
     Waiver,
     WatchConfig,
+    WatchSection,
 )
-from migration_gate.core.criteria import CRITERIA
 from migration_gate.core.paths import ROOT
 
 T = TypeVar("T")
@@ -74,8 +71,8 @@ T = TypeVar("T")
 
 def _section(spec: object, model: type[T], where: str) -> T:
     """A section declared in model.py, checked by msgspec against its declaration (absent: the defaults). Every
-    problem is one line naming the section and the key: "<where>: unknown key <key>", or "<where>: <key> must be
-    <the field's description>"; never a value from the file (it may hold a secret)."""
+    problem is one line naming the section and the key: "<where>: unknown key <key>", "<where>: <key> must be
+    <the field's description>" or "<where>: needs <key>"; never a value from the file (it may hold a secret)."""
     if spec is None:
         spec = {}
     _no_unknown_keys(spec, model, where, "")
@@ -83,6 +80,15 @@ def _section(spec: object, model: type[T], where: str) -> T:
         return msgspec.convert(spec, model)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{where}: {_problem(str(exc), model)}") from None
+
+
+def _entries(spec: object, model: type[T], where: str, section: str) -> tuple[T, ...]:
+    """An array of tables ([[people]], [[waivers]]...), each entry by its declaration: "<where> item <n>: ..."."""
+    if spec is None:
+        return ()
+    if not isinstance(spec, list) or not all(isinstance(item, dict) for item in spec):
+        raise ConfigError(f"{where}: must be an array of tables ([[{section}]])")
+    return tuple(_section(item, model, f"{where} item {number}") for number, item in enumerate(spec, 1))
 
 
 def _no_unknown_keys(spec: object, model: type, where: str, prefix: str) -> None:
@@ -93,7 +99,7 @@ def _no_unknown_keys(spec: object, model: type, where: str, prefix: str) -> None
     hints = typing.get_type_hints(model)
     unknown = sorted(set(spec) - set(hints))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {prefix}{unknown[0]}")
+        raise ConfigError(f"{where}: unknown key {prefix}{unknown[0]} (known: {', '.join(hints)})")
     for key, value in spec.items():
         inner = _dataclass_in(hints[key])
         if inner is None:
@@ -113,19 +119,37 @@ def _dataclass_in(hint: Any) -> type | None:
     return next((a for a in args if isinstance(a, type) and dataclasses.is_dataclass(a)), None)
 
 
+def _description(hint: Any) -> str | None:
+    return next((m.description for m in getattr(hint, "__metadata__", ()) if getattr(m, "description", None)), None)
+
+
 def _problem(message: str, model: type) -> str:
     """msgspec's "Expected `int` >= 1 - at `$.workers`" as the declaration words it: "workers must be a number of
-    at least 1" (the field's description); a check of the model's own (__post_init__) says its line itself."""
+    at least 1" (the description of the deepest field on the path that has one, nested tables included);
+    "Object missing required field `reason`" as "needs reason (<its description>)"; a check of the model's own
+    (__post_init__) says its line itself."""
     text, _, path = message.partition(" - at `$")
-    key = re.match(r"\.(\w+)", path)
-    if key is None:
-        return text
-    meta = typing.get_type_hints(model, include_extras=True)[key.group(1)]
-    described = next((m.description for m in getattr(meta, "__metadata__", ()) if getattr(m, "description", None)),
-                     None)
+    path = path.rstrip("`")
+    missing = re.fullmatch(r"Object missing required field `(\w+)`", text)
+    if missing:
+        path += f".{missing.group(1)}"
+    shown, described, here, owner = "", None, "", model
+    for key, index in re.findall(r"\.(\w+)|\[(\d+)\]", path):
+        here += f"[{index}]" if index else (f".{key}" if here else key)
+        if not key:
+            continue
+        hint = typing.get_type_hints(owner, include_extras=True).get(key) if owner is not None else None
+        if hint is None:
+            break
+        if _description(hint):
+            shown, described = here, _description(hint)
+        owner = _dataclass_in(typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint)
+    if missing:
+        parent, _, key = here.rpartition(".")
+        return (f"{parent}: " if parent else "") + f"needs {key}" + (f" ({described})" if shown == here else "")
     if described:
-        return f"{key.group(1)} must be {described}"
-    return f"{path.rstrip('`').lstrip('.')}: {text}"
+        return f"{shown} must be {described}"
+    return f"{here}: {text}" if here else text
 
 
 def load_probe(spec: object, where: str) -> Probe:
@@ -312,96 +336,36 @@ def load_answers(spec: object, where: str) -> AnswersConfig:
 
 
 def load_people(spec: object, where: str) -> tuple[PeopleItem, ...]:
-    """[[people]] validated: unique ids a command line can name, a text each, at most one decision maker."""
-    if spec is None:
-        return ()
-    if not isinstance(spec, list) or not all(isinstance(item, dict) for item in spec):
-        raise ConfigError(f"{where}: must be an array of tables ([[people]])")
-    items = []
-    for number, item in enumerate(spec, 1):
-        unknown = sorted(set(item) - set(PeopleItem.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"{where} item {number}: unknown key {unknown[0]} (known: "
-                              f"{', '.join(PeopleItem.__dataclass_fields__)})")
-        if not isinstance(item.get("id"), str) or not _ITEM_ID.match(item["id"]):
-            raise ConfigError(f"{where} item {number}: id must be lower-case letters, digits, '-' or '_'")
-        if not isinstance(item.get("text"), str) or not item["text"].strip():
-            raise ConfigError(f"{where} {item['id']}: text must be a non-empty string")
-        flags = {k: item.get(k, getattr(PeopleItem, k)) for k in ("required_before_cutover", "decision_maker")}
-        if not all(isinstance(v, bool) for v in flags.values()):
-            raise ConfigError(f"{where} {item['id']}: required_before_cutover and decision_maker must be true or false")
-        items.append(PeopleItem(id=item["id"], text=item["text"].strip(), **flags))
+    """[[people]] by its declaration, each id once and at most one decision_maker."""
+    items = _entries(spec, PeopleItem, where, "people")
     ids = [i.id for i in items]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{where}: item id {next(i for i in ids if ids.count(i) > 1)} appears twice")
     if sum(i.decision_maker for i in items) > 1:
         raise ConfigError(f"{where}: only one item may be the decision_maker")
-    return tuple(items)
-
-
-def _criterion_entries(spec: object, where: str, section: str, keys: tuple[str, ...],
-                       example: str) -> Iterator[tuple[str, dict, dict[str, str]]]:
-    """An array of tables about checklist criteria ([[waivers]], [[not_applicable]]), each entry checked the same
-    way: known keys only, a non-empty criterion, reason and decided_by, and a criterion the checklist has. Yields
-    (where the entry is, the entry, those three texts stripped)."""
-    if spec is None:
-        return
-    if not isinstance(spec, list) or not all(isinstance(item, dict) for item in spec):
-        raise ConfigError(f"{where}: must be an array of tables ([[{section}]])")
-    for number, item in enumerate(spec, 1):
-        spot = f"{where} item {number}"
-        unknown = sorted(set(item) - set(keys))
-        if unknown:
-            raise ConfigError(f"{spot}: unknown key {unknown[0]} (known: {', '.join(keys)})")
-        texts = {}
-        for key in ("criterion", "reason", "decided_by"):
-            value = item.get(key)
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(f"{spot}: needs {key} (a non-empty string)")
-            texts[key] = value.strip()
-        if texts["criterion"] not in CRITERIA:
-            raise ConfigError(f"{spot}: criterion {texts['criterion']} is not a checklist criterion (e.g. {example})")
-        yield spot, item, texts
+    return items
 
 
 def load_waivers(spec: object, where: str) -> tuple[Waiver, ...]:
-    """[[waivers]] validated: a known criterion, one finding (exact or a pattern), a reason, who decided and an
-    expiry date each; the same finding waived twice for one criterion is refused (which one would it be?)."""
-    found: list[Waiver] = []
-    for spot, item, texts in _criterion_entries(spec, where, "waivers", WAIVER_KEYS, "POST-09"):
-        given = [k for k in ("finding", "finding_regex") if k in item]
-        if len(given) != 1 or not isinstance(item[given[0]], str) or not item[given[0]].strip():
-            raise ConfigError(f"{spot}: give the finding it waives as finding (the exact problem line) or "
-                              "finding_regex (a pattern of the whole line), one of them, a non-empty string")
-        if given == ["finding_regex"]:
-            try:
-                re.compile(item["finding_regex"])
-            except re.error as exc:
-                raise ConfigError(f"{spot}: finding_regex is not a valid regular expression ({exc})") from None
-        expires = item.get("expires")
-        if isinstance(expires, str):
-            try:
-                expires = date.fromisoformat(expires.strip())
-            except ValueError:
-                expires = None
-        if not isinstance(expires, date) or isinstance(expires, datetime):
-            raise ConfigError(f"{spot}: expires must be a date such as 2027-01-31 (the last day the waiver holds)")
-        found.append(Waiver(**texts, expires=expires, **{given[0]: item[given[0]].strip()}))
+    """[[waivers]] by their declaration (a known criterion, one finding, exact or a pattern, a reason, who decided
+    and an expiry date each); the same finding waived twice for one criterion is refused (which one would it be?)."""
+    found = _entries(spec, Waiver, where, "waivers")
     labels = [w.label for w in found]
     twice = next((label for label in labels if labels.count(label) > 1), None)
     if twice:
         raise ConfigError(f"{where}: {twice} is waived twice")
-    return tuple(found)
+    return found
 
 
 def load_not_applicable(spec: object, where: str) -> tuple[NotApplicable, ...]:
-    """[[not_applicable]] validated as [[waivers]] are: a known criterion, a reason and who decided, each once."""
-    found: list[NotApplicable] = []
-    for _spot, _item, texts in _criterion_entries(spec, where, "not_applicable", NOT_APPLICABLE_KEYS, "POST-19"):
-        if any(n.criterion == texts["criterion"] for n in found):
-            raise ConfigError(f"{where}: {texts['criterion']} is declared not applicable twice")
-        found.append(NotApplicable(**texts))
-    return tuple(found)
+    """[[not_applicable]] by its declaration, as [[waivers]] are: a known criterion, a reason and who decided, each
+    criterion once."""
+    found = _entries(spec, NotApplicable, where, "not_applicable")
+    criteria = [n.criterion for n in found]
+    twice = next((c for c in criteria if criteria.count(c) > 1), None)
+    if twice:
+        raise ConfigError(f"{where}: {twice} is declared not applicable twice")
+    return found
 
 
 def load_notify(spec: object, where: str) -> NotifyConfig:
@@ -410,16 +374,8 @@ def load_notify(spec: object, where: str) -> NotifyConfig:
 
 
 def load_security(spec: object, where: str) -> str:
-    """[security] allow_insecure_transport: the operator's reason, as the sign-off records it; "" when absent. Not a
-    boolean: an opt-out of verified TLS to a remote target says why (one line, for whoever signs the run off)."""
-    spec = spec if isinstance(spec, dict) else {}
-    if "allow_insecure_transport" not in spec:
-        return ""
-    reason = spec["allow_insecure_transport"]
-    if not isinstance(reason, str) or not reason.strip() or "\n" in reason.strip():
-        raise ConfigError(f"{where}: allow_insecure_transport must be one non-empty line saying why TLS is not "
-                          "verified (e.g. \"the database is reached through an SSH tunnel\")")
-    return reason.strip()
+    """[security] allow_insecure_transport by its declaration: the operator's one-line reason; "" when absent."""
+    return _section(spec, SecurityConfig, where).allow_insecure_transport
 
 
 def _string_table(spec: dict, key: str, where: str) -> dict[str, str]:
@@ -495,47 +451,13 @@ def load_rehearsal(spec: object, where: str, base: Path = ROOT) -> RehearsalConf
 
 
 def load_app_tables(spec: object, where: str) -> tuple[str, ...]:
-    """[deploy] app_tables: the tables the app's own migrations may create when it starts on the new schema (a
-    list of table names in [migration] schema); none declared: the deploy may create nothing."""
-    spec = {} if spec is None else spec
-    value = spec.get("app_tables", [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ConfigError(f"{where}: app_tables must be a list of table names")
-    if len(set(value)) != len(value):
-        raise ConfigError(f"{where}: app_tables names a table twice")
-    return tuple(value)
+    """[deploy] app_tables by its declaration: table names, each once (none declared: the deploy creates nothing)."""
+    return _section(spec, DeployConfig, where).app_tables
 
 
 def load_watch(spec: object, where: str) -> WatchConfig:
-    """[watch] validated: a schedule whose segments end later and later, thresholds that make sense."""
-    if spec is None:
-        return WatchConfig()
-    spec = _only(spec, {"schedule", "latency_samples", "baseline_factor", "rollback_criteria"}, where)
-    criteria = _only(spec.get("rollback_criteria", {}), {"invariant_red", "error_rate_over", "error_rate_rounds",
-                                                         "p95_over_budget_rounds"}, f"{where}.rollback_criteria")
-    schedule, last = [], 0.0
-    for item in spec.get("schedule", [{"until_hours": h, "every_minutes": m} for h, m in WatchConfig.schedule]):
-        item = _only(item, {"until_hours", "every_minutes"}, f"{where} schedule")
-        until, every = float(item.get("until_hours", 0)), float(item.get("every_minutes", 0))
-        if until <= last or every <= 0:
-            raise ConfigError(f"{where}: schedule entries need until_hours rising past {last:g} and every_minutes "
-                              "above zero")
-        schedule.append((until, every))
-        last = until
-    if not schedule:
-        raise ConfigError(f"{where}: schedule is empty")
-    found = WatchConfig(
-        schedule=tuple(schedule), latency_samples=int(spec.get("latency_samples", 5)),
-        baseline_factor=float(spec.get("baseline_factor", 1.5)),
-        invariant_red=bool(criteria.get("invariant_red", True)),
-        error_rate_over=float(criteria.get("error_rate_over", 0.05)),
-        error_rate_rounds=int(criteria.get("error_rate_rounds", 2)),
-        p95_over_budget_rounds=int(criteria.get("p95_over_budget_rounds", 3)))
-    if found.latency_samples < 1 or found.baseline_factor <= 0 or not 0 <= found.error_rate_over <= 1 \
-            or found.error_rate_rounds < 1 or found.p95_over_budget_rounds < 0:
-        raise ConfigError(f"{where}: latency_samples >= 1, baseline_factor > 0, rollback_criteria.error_rate_over "
-                          "between 0 and 1, error_rate_rounds >= 1, p95_over_budget_rounds >= 0")
-    return found
+    """[watch] by its declaration: a schedule whose segments end later and later, thresholds that make sense."""
+    return _section(spec, WatchSection, where).config()
 
 
 def _need(data: dict, key: str, kind: type, where: str):
@@ -727,14 +649,10 @@ SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tabl
             "not_applicable", "deploy", "security")
 
 
+# The fixed sections still checked by hand (the declared ones refuse unknown keys themselves, _section).
 KEYS = {"migration": ("file", "rollback_file", "lock_timeout", "statement_timeout", "rollback_method", "schema"),
         "budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes"),
-        "sandbox": ("patients", "seed", "username", "password", "provider"),
-        "precheck": ("lock_timeout", "statement_timeout"),
-        "performance": ("requests", "workers", "p95_factor", "p95_allowance_ms", "max_seconds"),
-        "notify": ("interval_minutes", "timeout_seconds"),
-        "deploy": ("app_tables",),
-        "security": ("allow_insecure_transport",)}
+        "sandbox": ("patients", "seed", "username", "password", "provider")}
 
 
 def _known_keys(data: dict, where: str) -> None:

@@ -5,6 +5,7 @@ the fields' msgspec annotations (types, bounds, the wording of their one-line er
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from msgspec import Meta
+
+from migration_gate.core.criteria import CRITERIA
 
 # The embedded sandbox, plugged in by name (migration_gate.run.provider); [sandbox] provider or GATE_SANDBOX_PROVIDER.
 DEFAULT_SANDBOX_PROVIDER = "sandbox.provider:SandboxProvider"
@@ -189,6 +192,13 @@ class MembershipRight:
 # A field's description is the schema's documentation and the end of its one-line error ("<key> must be <it>").
 _Route = Annotated[str, Meta(pattern="^/", description="a path starting with /")]
 _Field = Annotated[str, Meta(pattern=r"\S", description="a non-empty string")]
+_Flag = Annotated[bool, Meta(description="true or false")]
+
+
+def _stripped(item: object, *keys: str) -> None:
+    """A frozen declaration's text fields without the spaces around them (as the reports show them)."""
+    for key in keys:
+        object.__setattr__(item, key, getattr(item, key).strip())
 
 
 @dataclass(frozen=True)
@@ -474,18 +484,26 @@ class AnswersConfig:
     absent_equals_null: bool = True  # a field left out on one side equals null on the other
 
 
+_ITEM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
 @dataclass(frozen=True)
 class PeopleItem:
     """One human item of the checklist ([[people]]): what someone attests (scripts/attest) before or after the
     cut-over. `decision_maker` marks the item whose attestation names the rollback decision maker."""
 
-    id: str
-    text: str
-    required_before_cutover: bool = True
-    decision_maker: bool = False
+    id: Annotated[str, Meta(pattern=_ITEM_ID.pattern, description="lower-case letters, digits, '-' or '_'")]
+    text: _Field
+    required_before_cutover: _Flag = True
+    decision_maker: _Flag = False
+
+    def __post_init__(self) -> None:
+        _stripped(self, "text")
 
 
-_ITEM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+def _a_criterion(criterion: str, example: str) -> None:
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion {criterion} is not a checklist criterion (e.g. {example})")
 
 
 @dataclass(frozen=True)
@@ -495,12 +513,24 @@ class Waiver:
     why, who decided and until when. A finding it matches is shown as waived, never hidden; an expired waiver, or
     one that matched nothing in a run of its criterion, is red."""
 
-    criterion: str
-    reason: str
-    decided_by: str
-    expires: date  # the last day it holds
-    finding: str = ""  # the exact problem line, as the report shows it
-    finding_regex: str = ""  # or a pattern the whole problem line matches
+    criterion: _Field
+    reason: _Field
+    decided_by: _Field
+    # the last day it holds
+    expires: Annotated[date, Meta(description="a date such as 2027-01-31 (the last day the waiver holds)")]
+    finding: _Field = ""  # the exact problem line, as the report shows it
+    finding_regex: _Field = ""  # or a pattern the whole problem line matches
+
+    def __post_init__(self) -> None:
+        _stripped(self, "criterion", "reason", "decided_by", "finding", "finding_regex")
+        _a_criterion(self.criterion, "POST-09")
+        if bool(self.finding) == bool(self.finding_regex):
+            raise ValueError("give the finding it waives as finding (the exact problem line) or finding_regex (a "
+                             "pattern of the whole line), one of them, a non-empty string")
+        try:
+            re.compile(self.finding_regex)
+        except re.error as exc:
+            raise ValueError(f"finding_regex is not a valid regular expression ({exc})") from None
 
     @property
     def label(self) -> str:
@@ -521,21 +551,19 @@ def holding_waivers(waivers: tuple[Waiver, ...], criterion: str | None, today: d
     return [(n, w) for n, w in enumerate(waivers) if criterion and w.criterion == criterion and not w.expired(today)]
 
 
-WAIVER_KEYS = ("criterion", "finding", "finding_regex", "reason", "decided_by", "expires")
-
-
 @dataclass(frozen=True)
 class NotApplicable:
     """A criterion the description says does not apply to this migration ([[not_applicable]]): why, and who
     decided. A criterion whose tests all skipped is "not checked" and red in a cut-over unless one of these
     names it; then it is "not applicable" with this reason, in the reports and the sign-off."""
 
-    criterion: str
-    reason: str
-    decided_by: str
+    criterion: _Field
+    reason: _Field
+    decided_by: _Field
 
-
-NOT_APPLICABLE_KEYS = ("criterion", "reason", "decided_by")
+    def __post_init__(self) -> None:
+        _stripped(self, "criterion", "reason", "decided_by")
+        _a_criterion(self.criterion, "POST-19")
 
 
 _POSITIVE = Meta(gt=0, description="a positive number")
@@ -614,6 +642,82 @@ class WatchConfig:
     error_rate_over: float = 0.05  # criterion: the round's requests not answered 2xx, as a fraction, over this...
     error_rate_rounds: int = 2  # ...for this many rounds in a row
     p95_over_budget_rounds: int = 3  # criterion: some endpoint's p95 over budget this many rounds in a row (0: off)
+
+
+_WHOLE_1 = Meta(ge=1, description="a whole number of at least 1")
+
+
+@dataclass(frozen=True)
+class WatchSlot:
+    """One segment of [watch] schedule: a round every `every_minutes` until `until_hours` after go-live."""
+
+    until_hours: Annotated[float, Meta(gt=0, description="a number of hours above zero")]
+    every_minutes: Annotated[float, Meta(gt=0, description="a number of minutes above zero")]
+
+
+@dataclass(frozen=True)
+class RollbackCriteria:
+    """[watch.rollback_criteria]: when the watch says a rollback criterion is met (WatchConfig says each)."""
+
+    invariant_red: _Flag = WatchConfig.invariant_red
+    error_rate_over: Annotated[float, Meta(ge=0, le=1, description="a fraction from 0 to 1")] = \
+        WatchConfig.error_rate_over
+    error_rate_rounds: Annotated[int, _WHOLE_1] = WatchConfig.error_rate_rounds
+    p95_over_budget_rounds: Annotated[int, Meta(ge=0, description="a whole number >= 0 (0: off)")] = \
+        WatchConfig.p95_over_budget_rounds
+
+
+@dataclass(frozen=True)
+class WatchSection:
+    """[watch] as the description writes it (a schedule of tables, the criteria in their own table); read into
+    WatchConfig, the shape the watch works with."""
+
+    schedule: Annotated[tuple[WatchSlot, ...], Meta(
+        min_length=1, description="a non-empty list of { until_hours, every_minutes }")] = tuple(
+        WatchSlot(until, every) for until, every in WatchConfig.schedule)
+    latency_samples: Annotated[int, _WHOLE_1] = WatchConfig.latency_samples
+    baseline_factor: Annotated[float, Meta(gt=0, description="a number above zero")] = WatchConfig.baseline_factor
+    rollback_criteria: RollbackCriteria = field(default_factory=RollbackCriteria)
+
+    def __post_init__(self) -> None:
+        last = 0.0
+        for slot in self.schedule:
+            if slot.until_hours <= last:
+                raise ValueError(f"schedule entries need until_hours rising past {last:g} and every_minutes above "
+                                 "zero")
+            last = slot.until_hours
+
+    def config(self) -> WatchConfig:
+        return WatchConfig(schedule=tuple((float(s.until_hours), float(s.every_minutes)) for s in self.schedule),
+                           latency_samples=self.latency_samples, baseline_factor=float(self.baseline_factor),
+                           **dataclasses.asdict(self.rollback_criteria))
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """[security]: allow_insecure_transport is the operator's reason, as the sign-off records it ("" when absent).
+    Not a boolean: an opt-out of verified TLS to a remote target says why (one line, for whoever signs off)."""
+
+    allow_insecure_transport: Annotated[str, Meta(
+        pattern=r"^\s*[^\n]*\S[^\n]*\s*$",
+        description="one non-empty line saying why TLS is not verified (e.g. \"the database is reached through an "
+                    "SSH tunnel\")")] = ""
+
+    def __post_init__(self) -> None:
+        _stripped(self, "allow_insecure_transport")
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """[deploy]: app_tables, the tables the app's own migrations may create when it starts on the new schema (in
+    [migration] schema); none declared: the deploy may create nothing."""
+
+    app_tables: Annotated[tuple[Annotated[str, Meta(pattern=r"\S")], ...],
+                          Meta(description="a list of table names")] = ()
+
+    def __post_init__(self) -> None:
+        if len(set(self.app_tables)) != len(self.app_tables):
+            raise ValueError("app_tables names a table twice")
 
 
 @dataclass(frozen=True)

@@ -13,24 +13,42 @@ import json
 import msgspec
 
 from migration_gate.config.load import SECTIONS
-from migration_gate.config.model import BackupConfig, LintConfig, NotifyConfig, PerformanceConfig, PrecheckConfig, Probe
+from migration_gate.config.model import (
+    BackupConfig,
+    DeployConfig,
+    LintConfig,
+    NotApplicable,
+    NotifyConfig,
+    PeopleItem,
+    PerformanceConfig,
+    PrecheckConfig,
+    Probe,
+    SecurityConfig,
+    Waiver,
+    WatchSection,
+)
 
 # The sections whose checks are their declarations (load.py's _section); the others are checked by hand.
 DECLARED = {"backup": BackupConfig, "precheck": PrecheckConfig, "performance": PerformanceConfig,
-            "notify": NotifyConfig, "lint": LintConfig}
+            "notify": NotifyConfig, "lint": LintConfig, "watch": WatchSection, "security": SecurityConfig,
+            "deploy": DeployConfig}
+
+# The arrays of tables whose entries are declared (load.py's _entries).
+ENTRIES = {"people": PeopleItem, "waivers": Waiver, "not_applicable": NotApplicable}
 
 
 def json_schema() -> dict:
     """The description's JSON Schema (draft 2020-12): every section, the declared ones in full."""
-    models = [*DECLARED.values(), Probe]
+    models = [*DECLARED.values(), *ENTRIES.values(), Probe]
     refs, components = msgspec.json.schema_components(models, ref_template="#/$defs/{name}")
     for component in components.values():
         component["additionalProperties"] = False  # a misspelt key is refused, as load.py refuses it
     properties: dict[str, dict] = {name: {"type": "object"} for name in SECTIONS}
     properties.update(dict(zip(DECLARED, refs[:len(DECLARED)], strict=True)))
+    properties["search_hashes"] = {"type": "array", "items": {"type": "object"}}
+    for name, ref in zip(ENTRIES, refs[len(DECLARED):-1], strict=True):
+        properties[name] = {"type": "array", "items": ref}
     properties["api"] = {"type": "object", "properties": {"probe": refs[-1]}}
-    for name in ("search_hashes", "people", "waivers", "not_applicable"):
-        properties[name] = {"type": "array", "items": {"type": "object"}}
     properties["extends"] = {"type": "string", "description": "another description this one is laid over"}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "migration.toml",
             "description": "The migration description of hipaa-migration-gate", "type": "object",
