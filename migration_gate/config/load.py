@@ -18,11 +18,7 @@ from migration_gate.config.errors import ConfigError
 from migration_gate.config.model import (
     DEFAULT_SANDBOX_PROVIDER,
     ENV_NAME,
-    LOG_FORMATS,
-    LOG_SOURCES,
     ON_DELETE,
-    OWN_REQUEST_PATTERN,
-    REHEARSAL_KINDS,
     RULES,
     SEQUENCE_PRIVILEGES,
     TABLE_PRIVILEGES,
@@ -33,6 +29,7 @@ from migration_gate.config.model import (
     ApiRules,
     AppRole,
     AppServerConfig,
+    AppServerSection,
     AuditTable,
     BackupConfig,
     ColumnRule,
@@ -42,6 +39,7 @@ from migration_gate.config.model import (
     GateConfig,
     LintConfig,
     LogsConfig,
+    LogsSection,
     MembershipRight,
     MoneyColumns,
     NotApplicable,
@@ -51,6 +49,7 @@ from migration_gate.config.model import (
     PrecheckConfig,
     Probe,
     RehearsalConfig,
+    RehearsalSection,
     SearchHash,
     SecurityConfig,
     TableMap,
@@ -127,7 +126,7 @@ def _problem(message: str, model: type) -> str:
     """msgspec's "Expected `int` >= 1 - at `$.workers`" as the declaration words it: "workers must be a number of
     at least 1" (the description of the deepest field on the path that has one, nested tables included);
     "Object missing required field `reason`" as "needs reason (<its description>)"; a check of the model's own
-    (__post_init__) says its line itself."""
+    (__post_init__) says its line itself, after the path of the nested table it is about."""
     text, _, path = message.partition(" - at `$")
     path = path.rstrip("`")
     missing = re.fullmatch(r"Object missing required field `(\w+)`", text)
@@ -147,7 +146,7 @@ def _problem(message: str, model: type) -> str:
     if missing:
         parent, _, key = here.rpartition(".")
         return (f"{parent}: " if parent else "") + f"needs {key}" + (f" ({described})" if shown == here else "")
-    if described:
+    if described and text.startswith(("Expected", "Invalid")):
         return f"{shown} must be {described}"
     return f"{here}: {text}" if here else text
 
@@ -192,51 +191,12 @@ def _need_dict(spec: dict, key: str, where: str) -> dict:
 
 
 def load_logs(spec: object, hooks: dict[str, str], base: Path, where: str) -> LogsConfig:
-    """[logs], validated: a source we know, a format we read, a regex that compiles, a hook that exists."""
-    if spec is None:
-        return LogsConfig()
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a table")
-    unknown = set(spec) - {"source", "path", "format", "error_pattern", "hook", "timeout_seconds", "settle_seconds",
-                           "own_request_pattern"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
-    source = str(spec.get("source", "jsonl"))
-    if source not in LOG_SOURCES:
-        raise ConfigError(f"{where}: source must be one of {', '.join(LOG_SOURCES)}")
-    default_format = "text" if source == "text" else "jsonl"
-    line_format = str(spec.get("format", default_format))
-    if line_format not in LOG_FORMATS or (source != "command" and line_format != default_format):
-        raise ConfigError(f"{where}: format must be " + ("jsonl or text" if source == "command" else default_format)
-                          + f" for source {source}")
-    pattern = spec.get("error_pattern")
-    if pattern is not None:
-        if line_format != "text":
-            raise ConfigError(f"{where}: error_pattern applies to text lines only (format = \"text\")")
-        try:
-            re.compile(str(pattern))
-        except re.error as exc:
-            raise ConfigError(f"{where}: error_pattern is not a valid regular expression ({exc})") from None
-    own = spec.get("own_request_pattern", OWN_REQUEST_PATTERN)
-    if not isinstance(own, str):
-        raise ConfigError(f"{where}: own_request_pattern must be a string (a regular expression, or \"\" for none)")
-    try:
-        re.compile(own)
-    except re.error as exc:
-        raise ConfigError(f"{where}: own_request_pattern is not a valid regular expression ({exc})") from None
-    hook = str(spec.get("hook", "logs_since"))
-    if source == "command" and not hooks.get(hook):
-        raise ConfigError(f"{where}: source \"command\" needs the command [hooks] {hook}")
-    if source == "command" and "path" in spec:
-        raise ConfigError(f"{where}: path applies to file sources only")
-    numbers = {k: spec.get(k, d) for k, d in (("timeout_seconds", 60.0), ("settle_seconds", 0.0))}
-    timeout, settle = (_need(numbers, k, float, where) for k in numbers)
-    if timeout <= 0 or settle < 0:
-        raise ConfigError(f"{where}: timeout_seconds must be positive and settle_seconds not negative")
-    path = (base / str(spec["path"])).resolve() if spec.get("path") else None
-    return LogsConfig(source=source, path=path, format=line_format,
-                      error_pattern=str(pattern) if pattern is not None else None, hook=hook,
-                      timeout_seconds=timeout, settle_seconds=settle, own_request_pattern=own or None)
+    """[logs] by its declaration (a source we know, a format we read, regexes that compile), and a command source's
+    hook among [hooks]."""
+    logs = _section(spec, LogsSection, where)
+    if logs.source == "command" and not hooks.get(logs.hook):
+        raise ConfigError(f"{where}: source \"command\" needs the command [hooks] {logs.hook}")
+    return logs.config(base)
 
 
 def load_backup(spec: object, where: str) -> BackupConfig:
@@ -378,76 +338,31 @@ def load_security(spec: object, where: str) -> str:
     return _section(spec, SecurityConfig, where).allow_insecure_transport
 
 
-def _string_table(spec: dict, key: str, where: str) -> dict[str, str]:
-    value = spec.get(key, {})
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise ConfigError(f"{where}: {key} must be a table of strings, e.g. {{ NAME = \"value\" }}")
-    return {str(k): v for k, v in value.items()}
-
-
 def load_app_server(spec: object, base: Path, where: str) -> AppServerConfig | None:
-    """One app of [rehearsal], validated: a command, a folder that exists, variable names that are names."""
+    """One app of [rehearsal] ([rehearsal.app_new] alone: where names it) by its declaration, and a folder that
+    exists."""
     if spec is None:
         return None
-    spec = _only(spec, set(AppServerConfig.__dataclass_fields__), where)
-    command = spec.get("command")
-    if not isinstance(command, str) or not command.strip():
-        raise ConfigError(f"{where}: command must be a shell command (a non-empty string)")
-    cwd = (base / str(spec.get("cwd", "."))).resolve()
-    if not cwd.is_dir():
-        raise ConfigError(f"{where}: cwd {cwd} is not a folder")
-    health = str(spec.get("health", "/health"))
-    if not health.startswith("/"):
-        raise ConfigError(f"{where}: health must be a path starting with / (got {health!r})")
-    env, headers = _string_table(spec, "env", where), _string_table(spec, "headers", where)
-    pass_env = spec.get("pass_env", [])
-    if not isinstance(pass_env, list) or not all(isinstance(n, str) for n in pass_env):
-        raise ConfigError(f"{where}: pass_env must be a list of variable names")
-    names = {k: str(spec.get(k, AppServerConfig.__dataclass_fields__[k].default))
-             for k in ("dsn_env", "key_env", "port_env")}
-    bad = [n for n in [*env, *pass_env, *names.values()] if not ENV_NAME.fullmatch(n)]
-    if bad:
-        raise ConfigError(f"{where}: {bad[0]!r} is not an environment variable name")
-    if len(set(names.values())) < 3:
-        raise ConfigError(f"{where}: dsn_env, key_env and port_env must be three different names")
-    handed = sorted(set(names.values()) & (set(env) | set(pass_env)))
-    if handed:
-        raise ConfigError(f"{where}: {handed[0]} is handed over by the gate; it cannot also be in env or pass_env")
-    timeout = spec.get("start_timeout_seconds", AppServerConfig.start_timeout_seconds)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ConfigError(f"{where}: start_timeout_seconds must be a positive number of seconds")
-    role = spec.get("database_role", "app")
-    if role not in ("app", "owner"):
-        raise ConfigError(f"{where}: database_role must be 'app' or 'owner'")
-    return AppServerConfig(command=command, cwd=cwd, health=health, env=env, pass_env=tuple(pass_env),
-                           headers=headers, start_timeout_seconds=float(timeout), database_role=role, **names)
+    return _app_server(_section(spec, AppServerSection, where), base, where)
+
+
+def _app_server(app: AppServerSection, base: Path, where: str) -> AppServerConfig:
+    found = app.config(base)
+    if not found.cwd.is_dir():
+        raise ConfigError(f"{where}: cwd {found.cwd} is not a folder")
+    return found
 
 
 def load_rehearsal(spec: object, where: str, base: Path = ROOT) -> RehearsalConfig:
-    """[rehearsal] validated (GATE_REHEARSAL_KIND overrides kind): one line per problem."""
-    spec = {} if spec is None else spec
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a table")
-    unknown = sorted(set(spec) - set(RehearsalConfig.__dataclass_fields__))
-    if unknown:
-        known = ", ".join(RehearsalConfig.__dataclass_fields__)
-        raise ConfigError(f"{where}: unknown key {unknown[0]} (known: {known})")
-    kind = variable(REHEARSAL_KIND_ENV) or spec.get("kind", "scratch")
-    if kind not in REHEARSAL_KINDS:
-        raise ConfigError(f"{where}: kind must be one of {', '.join(REHEARSAL_KINDS)} (got {kind!r})")
-    hooks = {}
-    for name in ("create_copy", "delete_copy"):
-        value = spec.get(name)
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise ConfigError(f"{where}: {name} must be a shell command (a non-empty string)")
-        hooks[name] = value
-    if kind == "hooks" and not (hooks["create_copy"] and hooks["delete_copy"]):
-        raise ConfigError(f"{where}: kind 'hooks' needs both create_copy and delete_copy commands")
-    timeout = spec.get("timeout_seconds", RehearsalConfig.timeout_seconds)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ConfigError(f"{where}: timeout_seconds must be a positive number of seconds")
-    apps = {name: load_app_server(spec.get(name), base, f"{where} {name}") for name in ("app_new", "app_legacy")}
-    return RehearsalConfig(kind=kind, timeout_seconds=float(timeout), **hooks, **apps)
+    """[rehearsal] by its declaration (GATE_REHEARSAL_KIND overrides kind): one line per problem."""
+    kind = variable(REHEARSAL_KIND_ENV)
+    if kind and isinstance(spec, dict | None):
+        spec = {**(spec or {}), "kind": kind}
+    rehearsal = _section(spec, RehearsalSection, where)
+    for name in ("app_new", "app_legacy"):
+        if getattr(rehearsal, name) is not None:
+            _app_server(getattr(rehearsal, name), base, f"{where}: {name}")
+    return rehearsal.config(base)
 
 
 def load_app_tables(spec: object, where: str) -> tuple[str, ...]:

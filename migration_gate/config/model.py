@@ -316,6 +316,52 @@ class LogsConfig:
     own_request_pattern: str | None = OWN_REQUEST_PATTERN
 
 
+def _compiles(pattern: str, key: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{key} is not a valid regular expression ({exc})") from None
+
+
+@dataclass(frozen=True)
+class LogsSection:
+    """[logs] as the description writes it (LogsConfig says what each key means): a source we know, a format we
+    read, regular expressions that compile; `path` resolves from the description's folder (config())."""
+
+    source: Annotated[Literal[LOG_SOURCES], Meta(description=f"one of {', '.join(LOG_SOURCES)}")] = "jsonl"
+    path: Annotated[str | None, Meta(description="a file's path (file sources only)")] = None
+    format: Annotated[Literal[LOG_FORMATS] | None, Meta(
+        description="jsonl or text (a file source's own; the command's output for source command)")] = None
+    error_pattern: Annotated[str | None, Meta(description="a regular expression (text lines only)")] = None
+    hook: Annotated[str, Meta(description="the name of a [hooks] command")] = LogsConfig.hook
+    timeout_seconds: Annotated[float, Meta(gt=0, description="positive (a number of seconds)")] = \
+        LogsConfig.timeout_seconds
+    settle_seconds: Annotated[float, Meta(ge=0, description="not negative (a number of seconds)")] = \
+        LogsConfig.settle_seconds
+    own_request_pattern: Annotated[str, Meta(description='a regular expression, or "" for none')] = \
+        OWN_REQUEST_PATTERN
+
+    def __post_init__(self) -> None:
+        own = "text" if self.source == "text" else "jsonl"
+        if self.format is None:
+            object.__setattr__(self, "format", own)
+        if self.source != "command" and self.format != own:
+            raise ValueError(f"format must be {own} for source {self.source}")
+        if self.error_pattern is not None:
+            if self.format != "text":
+                raise ValueError("error_pattern applies to text lines only (format = \"text\")")
+            _compiles(self.error_pattern, "error_pattern")
+        _compiles(self.own_request_pattern, "own_request_pattern")
+        if self.source == "command" and self.path is not None:
+            raise ValueError("path applies to file sources only")
+
+    def config(self, base: Path) -> LogsConfig:
+        return LogsConfig(source=self.source, path=(base / self.path).resolve() if self.path else None,
+                          format=self.format, error_pattern=self.error_pattern, hook=self.hook,
+                          timeout_seconds=float(self.timeout_seconds), settle_seconds=float(self.settle_seconds),
+                          own_request_pattern=self.own_request_pattern or None)
+
+
 BACKUP_ENCRYPTION = ("age", "none")
 
 
@@ -611,6 +657,50 @@ class AppServerConfig:
         return f"your app: {self.command} in {self.cwd}"
 
 
+_ENV_NAME = Annotated[str, Meta(pattern=f"^{ENV_NAME.pattern}$")]
+_ENV_NAMES = Annotated[tuple[_ENV_NAME, ...], Meta(description="a list of environment variable names")]
+_STRINGS = Annotated[dict[str, str], Meta(description='a table of strings, e.g. { NAME = "value" }')]
+
+
+@dataclass(frozen=True)
+class AppServerSection:
+    """[rehearsal.app_new] / [rehearsal.app_legacy] as the description writes them (AppServerConfig says what each
+    key means): a command, variable names that are names, the three the gate hands over different and not also in
+    env or pass_env; `cwd` resolves from the description's folder (config())."""
+
+    command: Annotated[str, Meta(description="a shell command (a non-empty string)")] = ""
+    cwd: Annotated[str, Meta(description="a folder (relative to the description's)")] = "."
+    health: Annotated[str, Meta(pattern="^/", description="a path starting with /")] = AppServerConfig.health
+    env: _STRINGS = field(default_factory=dict)
+    pass_env: _ENV_NAMES = ()
+    headers: _STRINGS = field(default_factory=dict)
+    dsn_env: Annotated[_ENV_NAME, Meta(description="an environment variable name")] = AppServerConfig.dsn_env
+    key_env: Annotated[_ENV_NAME, Meta(description="an environment variable name")] = AppServerConfig.key_env
+    port_env: Annotated[_ENV_NAME, Meta(description="an environment variable name")] = AppServerConfig.port_env
+    start_timeout_seconds: Annotated[float, Meta(gt=0, description="a positive number of seconds")] = \
+        AppServerConfig.start_timeout_seconds
+    database_role: Annotated[Literal["app", "owner"], Meta(description="'app' or 'owner'")] = \
+        AppServerConfig.database_role
+
+    def __post_init__(self) -> None:
+        if not self.command.strip():
+            raise ValueError("command must be a shell command (a non-empty string)")
+        bad = [n for n in self.env if not ENV_NAME.fullmatch(n)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not an environment variable name")
+        handed = (self.dsn_env, self.key_env, self.port_env)
+        if len(set(handed)) < 3:
+            raise ValueError("dsn_env, key_env and port_env must be three different names")
+        twice = sorted(set(handed) & (set(self.env) | set(self.pass_env)))
+        if twice:
+            raise ValueError(f"{twice[0]} is handed over by the gate; it cannot also be in env or pass_env")
+
+    def config(self, base: Path) -> AppServerConfig:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return AppServerConfig(**fields | {"cwd": (base / self.cwd).resolve(),
+                                           "start_timeout_seconds": float(self.start_timeout_seconds)})
+
+
 
 
 @dataclass(frozen=True)
@@ -627,6 +717,39 @@ class RehearsalConfig:
     timeout_seconds: float = 1800.0  # each hook call; a copy of a large database takes a while
     app_new: AppServerConfig | None = None  # the team's app in place of the reference API from the deploy on
     app_legacy: AppServerConfig | None = None  # ... on the legacy side (before the window, after a rollback)
+
+
+_COMMAND = Annotated[str | None, Meta(description="a shell command (a non-empty string)")]
+
+
+@dataclass(frozen=True)
+class RehearsalSection:
+    """[rehearsal] as the description writes it (RehearsalConfig says what each key means): a kind we know, the
+    hooks kind with both commands, the apps' folders resolved from the description's folder (config())."""
+
+    kind: Annotated[str, Meta(description=f"one of {', '.join(REHEARSAL_KINDS)}",
+                              extra_json_schema={"enum": list(REHEARSAL_KINDS)})] = RehearsalConfig.kind
+    create_copy: _COMMAND = None
+    delete_copy: _COMMAND = None
+    timeout_seconds: Annotated[float, Meta(gt=0, description="a positive number of seconds")] = \
+        RehearsalConfig.timeout_seconds
+    app_new: Annotated[AppServerSection | None, Meta(description="a table ([rehearsal.app_new])")] = None
+    app_legacy: Annotated[AppServerSection | None, Meta(description="a table ([rehearsal.app_legacy])")] = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in REHEARSAL_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(REHEARSAL_KINDS)} (got {self.kind!r})")
+        for name in ("create_copy", "delete_copy"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise ValueError(f"{name} must be a shell command (a non-empty string)")
+        if self.kind == "hooks" and not (self.create_copy and self.delete_copy):
+            raise ValueError("kind 'hooks' needs both create_copy and delete_copy commands")
+
+    def config(self, base: Path) -> RehearsalConfig:
+        return RehearsalConfig(kind=self.kind, create_copy=self.create_copy, delete_copy=self.delete_copy,
+                               timeout_seconds=float(self.timeout_seconds),
+                               app_new=self.app_new.config(base) if self.app_new else None,
+                               app_legacy=self.app_legacy.config(base) if self.app_legacy else None)
 
 
 @dataclass(frozen=True)
@@ -677,7 +800,8 @@ class WatchSection:
         WatchSlot(until, every) for until, every in WatchConfig.schedule)
     latency_samples: Annotated[int, _WHOLE_1] = WatchConfig.latency_samples
     baseline_factor: Annotated[float, Meta(gt=0, description="a number above zero")] = WatchConfig.baseline_factor
-    rollback_criteria: RollbackCriteria = field(default_factory=RollbackCriteria)
+    rollback_criteria: Annotated[RollbackCriteria, Meta(description="a table ([watch.rollback_criteria])")] = \
+        field(default_factory=RollbackCriteria)
 
     def __post_init__(self) -> None:
         last = 0.0

@@ -17,12 +17,14 @@ from migration_gate.config.model import (
     BackupConfig,
     DeployConfig,
     LintConfig,
+    LogsSection,
     NotApplicable,
     NotifyConfig,
     PeopleItem,
     PerformanceConfig,
     PrecheckConfig,
     Probe,
+    RehearsalSection,
     SecurityConfig,
     Waiver,
     WatchSection,
@@ -31,7 +33,7 @@ from migration_gate.config.model import (
 # The sections whose checks are their declarations (load.py's _section); the others are checked by hand.
 DECLARED = {"backup": BackupConfig, "precheck": PrecheckConfig, "performance": PerformanceConfig,
             "notify": NotifyConfig, "lint": LintConfig, "watch": WatchSection, "security": SecurityConfig,
-            "deploy": DeployConfig}
+            "deploy": DeployConfig, "logs": LogsSection, "rehearsal": RehearsalSection}
 
 # The arrays of tables whose entries are declared (load.py's _entries).
 ENTRIES = {"people": PeopleItem, "waivers": Waiver, "not_applicable": NotApplicable}
