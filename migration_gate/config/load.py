@@ -16,18 +16,16 @@ import msgspec
 from migration_gate.config.environment import REHEARSAL_KIND_ENV, variable
 from migration_gate.config.errors import ConfigError
 from migration_gate.config.model import (
-    DEFAULT_SANDBOX_PROVIDER,
     ENV_NAME,
     ON_DELETE,
     RULES,
-    SEQUENCE_PRIVILEGES,
-    TABLE_PRIVILEGES,
     AnswerLogin,
     AnswerRequest,
     AnswersConfig,
     ApiRoute,
     ApiRules,
     AppRole,
+    AppRoleSection,
     AppServerConfig,
     AppServerSection,
     AuditTable,
@@ -41,6 +39,7 @@ from migration_gate.config.model import (
     LogsConfig,
     LogsSection,
     MembershipRight,
+    MigrationSection,
     MoneyColumns,
     NotApplicable,
     NotifyConfig,
@@ -50,6 +49,7 @@ from migration_gate.config.model import (
     Probe,
     RehearsalConfig,
     RehearsalSection,
+    SandboxSection,
     SearchHash,
     SecurityConfig,
     TableMap,
@@ -156,31 +156,9 @@ def load_probe(spec: object, where: str) -> Probe:
     return _section(spec, Probe, where)
 
 
-def _privileges(value: object, allowed: tuple[str, ...], where: str) -> frozenset[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}: must be a list of privileges ({', '.join(allowed)})")
-    found = frozenset(v.upper() for v in value)
-    unknown = sorted(found - set(allowed))
-    if unknown:
-        raise ConfigError(f"{where}: {unknown[0]} is not one of {', '.join(allowed)}")
-    return found
-
-
-def load_app_role(spec: dict | None, where: str) -> AppRole | None:
-    """[app_role]: name, privileges, sequences, and per-table privileges in [app_role.tables]."""
-    if spec is None:
-        return None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a table")
-    unknown = set(spec) - {"name", "privileges", "sequences", "tables"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
-    return AppRole(
-        name=_need(spec, "name", str, where),
-        privileges=_privileges(_need(spec, "privileges", list, where), TABLE_PRIVILEGES, f"{where} privileges"),
-        sequences=_privileges(spec.get("sequences", []), SEQUENCE_PRIVILEGES, f"{where} sequences"),
-        tables={str(t): _privileges(v, TABLE_PRIVILEGES, f"{where} tables.{t}")
-                for t, v in _need_dict(spec, "tables", where).items()})
+def load_app_role(spec: object, where: str) -> AppRole | None:
+    """[app_role] by its declaration: name, privileges, sequences, and per-table privileges in [app_role.tables]."""
+    return None if spec is None else _section(spec, AppRoleSection, where).role()
 
 
 def _need_dict(spec: dict, key: str, where: str) -> dict:
@@ -565,9 +543,7 @@ SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tabl
 
 
 # The fixed sections still checked by hand (the declared ones refuse unknown keys themselves, _section).
-KEYS = {"migration": ("file", "rollback_file", "lock_timeout", "statement_timeout", "rollback_method", "schema"),
-        "budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes"),
-        "sandbox": ("patients", "seed", "username", "password", "provider")}
+KEYS = {"budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes")}
 
 
 def _known_keys(data: dict, where: str) -> None:
@@ -654,18 +630,21 @@ def _laid_over(under: dict, over: dict) -> dict:
 
 
 def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
-    mig = _need(data, "migration", dict, where)
+    if "migration" not in data:
+        raise ConfigError(f"{where}: [migration] is missing")
+    mig = _section(data["migration"], MigrationSection, f"{where} [migration]")
     # GATE_MIGRATION_FILE: rehearse another migration file with the same description (scripts/rehearse --migration)
-    migration_file = Path(variable("GATE_MIGRATION_FILE") or base / _need(mig, "file", str,
-                                                                                  f"{where} [migration]")).resolve()
+    override = variable("GATE_MIGRATION_FILE")
+    if not (override or mig.file):
+        raise ConfigError(f"{where} [migration]: needs file (the migration's SQL file)")
+    migration_file = Path(override or base / mig.file).resolve()
     if not migration_file.is_file():
         raise ConfigError(f"{where} [migration]: migration file {migration_file} not found")
-    rollback = mig.get("rollback_file")
-    rollback_file = (base / rollback).resolve() if rollback else None
+    rollback_file = (base / mig.rollback_file).resolve() if mig.rollback_file else None
     if rollback_file and not rollback_file.is_file():
         raise ConfigError(f"{where} [migration]: rollback file {rollback_file} not found")
     budgets = _need(data, "budgets", dict, where)
-    sandbox = data.get("sandbox", {})
+    sandbox = _section(data.get("sandbox"), SandboxSection, f"{where} [sandbox]")
     api = data.get("api", {})
     tables = []
     for name, spec in _need(data, "tables", dict, where).items():
@@ -689,19 +668,17 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
     tenancy = _tenancy(data["tenancy"], f"{where} [tenancy]") if "tenancy" in data else None
     config = GateConfig(
         path=path, migration_file=migration_file, rollback_file=rollback_file,
-        lock_timeout=str(mig.get("lock_timeout", "10s")), statement_timeout=str(mig.get("statement_timeout", "0")),
+        lock_timeout=mig.lock_timeout, statement_timeout=mig.statement_timeout,
         downtime_minutes=_need(budgets, "downtime_minutes", float, f"{where} [budgets]"),
         phase_minutes={str(k): _minutes(v, f"{where} [budgets.phase_minutes] {k}")
                        for k, v in _need_dict(budgets, "phase_minutes", f"{where} [budgets]").items()},
         api_p95_ms=_need(budgets, "api_p95_ms", float, f"{where} [budgets]"),
         api_latency_samples=int(budgets.get("api_latency_samples", 20)),
         deploy_wait_seconds=float(budgets.get("deploy_wait_seconds", 300)),
-        sandbox_provider=variable("GATE_SANDBOX_PROVIDER") or str(sandbox.get("provider",
-                                                                                  DEFAULT_SANDBOX_PROVIDER)),
-        sandbox_patients=int(sandbox.get("patients", 300)), sandbox_seed=int(sandbox.get("seed", 1)),
-        sandbox_username=str(sandbox.get("username", "demo_therapist1")),
-        sandbox_password=str(sandbox.get("password", "demo-password-1")),
-        api=_api(api, tenancy, str(mig.get("schema", "public")), f"{where} [api]"),
+        sandbox_provider=variable("GATE_SANDBOX_PROVIDER") or sandbox.provider,
+        sandbox_patients=sandbox.patients, sandbox_seed=sandbox.seed, sandbox_username=sandbox.username,
+        sandbox_password=sandbox.password,
+        api=_api(api, tenancy, mig.schema, f"{where} [api]"),
         tables=tuple(tables),
         search_hashes=tuple(SearchHash(_need(h, "table", str, f"{where} [[search_hashes]]"),
                                        _need(h, "hash", str, f"{where} [[search_hashes]]"),
@@ -713,11 +690,11 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         legacy_schema={t: dict(c) for t, c in _need(data, "legacy_schema", dict, where).items()},
         new_foreign_keys=_foreign_keys(data.get("new_foreign_keys", {}), f"{where} [new_foreign_keys]"),
         legacy_foreign_keys=_foreign_keys(data.get("legacy_foreign_keys", {}), f"{where} [legacy_foreign_keys]"),
-        rollback_method=str(mig.get("rollback_method", "restore")),
+        rollback_method=mig.rollback_method,
         hooks={k: str(v) for k, v in data.get("hooks", {}).items() if k not in ("timeout_seconds", "pass_env")},
         hook_timeout_seconds=_hook_timeout(data, where),
         hook_pass_env=_hook_pass_env(data, where),
-        schema=str(mig.get("schema", "public")),
+        schema=mig.schema,
         new_objects={t: _objects(o, f"{where} [new_objects.{t}]") for t, o in data.get("new_objects", {}).items()},
         legacy_objects={t: _objects(o, f"{where} [legacy_objects.{t}]")
                         for t, o in data.get("legacy_objects", {}).items()},
@@ -743,10 +720,6 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         app_tables=load_app_tables(data.get("deploy"), f"{where} [deploy]"),
         insecure_transport=load_security(data.get("security"), f"{where} [security]"),
     )
-    if config.rollback_method not in ("restore", "sql"):
-        raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")
-    if config.rollback_method == "sql" and config.rollback_file is None:
-        raise ConfigError(f"{where} [migration]: rollback_method 'sql' needs rollback_file")
     for name in config.app_tables:
         if name in config.new_schema or name in config.legacy_schema:
             raise ConfigError(f"{where} [deploy]: app_tables names {name}, a table of the migration's own schema "

@@ -286,6 +286,40 @@ class AppRole:
         return self.tables.get(table, self.privileges)
 
 
+_TABLE_GRANTS = Annotated[tuple[str, ...], Meta(description=f"a list of privileges ({', '.join(TABLE_PRIVILEGES)})")]
+
+
+def _granted(found: tuple[str, ...], allowed: tuple[str, ...], key: str) -> frozenset[str]:
+    """Privileges as GRANT spells them, any case; one the list does not know is refused."""
+    upper = frozenset(p.upper() for p in found)
+    unknown = sorted(upper - set(allowed))
+    if unknown:
+        raise ValueError(f"{key}: {unknown[0]} is not one of {', '.join(allowed)}")
+    return upper
+
+
+@dataclass(frozen=True)
+class AppRoleSection:
+    """[app_role] as the description writes it (AppRole says what it means): privileges in any case, each one
+    PostgreSQL grants on a table (sequences: on a sequence); [app_role.tables] maps a table to its own list."""
+
+    name: _Field
+    privileges: _TABLE_GRANTS
+    sequences: Annotated[tuple[str, ...], Meta(
+        description=f"a list of privileges ({', '.join(SEQUENCE_PRIVILEGES)})")] = ()
+    tables: Annotated[dict[str, tuple[str, ...]], Meta(
+        description=f"a table of table name = [privileges ({', '.join(TABLE_PRIVILEGES)})]")] = \
+        field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.role()
+
+    def role(self) -> AppRole:
+        return AppRole(name=self.name, privileges=_granted(self.privileges, TABLE_PRIVILEGES, "privileges"),
+                       sequences=_granted(self.sequences, SEQUENCE_PRIVILEGES, "sequences"),
+                       tables={t: _granted(v, TABLE_PRIVILEGES, f"tables.{t}") for t, v in self.tables.items()})
+
+
 LOG_SOURCES = ("jsonl", "text", "command")
 
 
@@ -842,6 +876,36 @@ class DeployConfig:
     def __post_init__(self) -> None:
         if len(set(self.app_tables)) != len(self.app_tables):
             raise ValueError("app_tables names a table twice")
+
+
+@dataclass(frozen=True)
+class MigrationSection:
+    """[migration]: the migration's SQL file (and the one undoing it), relative to the description's folder
+    (GATE_MIGRATION_FILE stands in for `file`); the timeouts its session runs with; how a cut-over rolls back."""
+
+    file: Annotated[str | None, Meta(description="the migration's SQL file")] = None
+    rollback_file: Annotated[str | None, Meta(description="the SQL file undoing the migration")] = None
+    lock_timeout: Annotated[str, Meta(description="a PostgreSQL duration such as '10s'")] = "10s"
+    statement_timeout: Annotated[str, Meta(description="a PostgreSQL duration ('0': none)")] = "0"
+    rollback_method: Annotated[Literal["restore", "sql"], Meta(description="'restore' or 'sql'")] = "restore"
+    schema: _Field = "public"
+
+    def __post_init__(self) -> None:
+        if self.rollback_method == "sql" and not self.rollback_file:
+            raise ValueError("rollback_method 'sql' needs rollback_file")
+
+
+@dataclass(frozen=True)
+class SandboxSection:
+    """[sandbox]: the embedded sandbox the suites bring up when DATABASE_URL is not set: its synthetic practice
+    (patients, seed), the therapist it logs in as, and what brings it up (module:attribute of a class implementing
+    migration_gate.run.provider.SandboxProvider; GATE_SANDBOX_PROVIDER overrides it)."""
+
+    patients: Annotated[int, Meta(ge=0, description="a whole number >= 0")] = 300
+    seed: Annotated[int, Meta(description="a whole number")] = 1
+    username: _Field = "demo_therapist1"
+    password: Annotated[str, Meta(description="a string")] = "demo-password-1"
+    provider: Annotated[str, Meta(pattern=":", description="module:attribute")] = DEFAULT_SANDBOX_PROVIDER
 
 
 @dataclass(frozen=True)

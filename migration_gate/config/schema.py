@@ -14,10 +14,12 @@ import msgspec
 
 from migration_gate.config.load import SECTIONS
 from migration_gate.config.model import (
+    AppRoleSection,
     BackupConfig,
     DeployConfig,
     LintConfig,
     LogsSection,
+    MigrationSection,
     NotApplicable,
     NotifyConfig,
     PeopleItem,
@@ -25,6 +27,7 @@ from migration_gate.config.model import (
     PrecheckConfig,
     Probe,
     RehearsalSection,
+    SandboxSection,
     SecurityConfig,
     Waiver,
     WatchSection,
@@ -33,7 +36,8 @@ from migration_gate.config.model import (
 # The sections whose checks are their declarations (load.py's _section); the others are checked by hand.
 DECLARED = {"backup": BackupConfig, "precheck": PrecheckConfig, "performance": PerformanceConfig,
             "notify": NotifyConfig, "lint": LintConfig, "watch": WatchSection, "security": SecurityConfig,
-            "deploy": DeployConfig, "logs": LogsSection, "rehearsal": RehearsalSection}
+            "deploy": DeployConfig, "logs": LogsSection, "rehearsal": RehearsalSection,
+            "app_role": AppRoleSection, "migration": MigrationSection, "sandbox": SandboxSection}
 
 # The arrays of tables whose entries are declared (load.py's _entries).
 ENTRIES = {"people": PeopleItem, "waivers": Waiver, "not_applicable": NotApplicable}
