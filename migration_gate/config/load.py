@@ -19,9 +19,8 @@ from migration_gate.config.model import (
     ENV_NAME,
     ON_DELETE,
     RULES,
-    AnswerLogin,
-    AnswerRequest,
     AnswersConfig,
+    AnswersSection,
     ApiRoute,
     ApiRules,
     AppRole,
@@ -199,78 +198,19 @@ def load_performance(spec: object, where: str) -> PerformanceConfig:
     return _section(spec, PerformanceConfig, where)
 
 
-def _names(spec: dict, key: str, where: str) -> tuple[str, ...]:
-    value = spec.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{where}: {key} must be a list of field names")
-    return tuple(value)
-
-
-def _answer_request(spec: object, paths: set[str], where: str) -> AnswerRequest:
-    if not isinstance(spec, dict) or not isinstance(spec.get("path"), str) or not spec["path"].startswith("/"):
-        raise ConfigError(f"{where}: each request needs a path starting with /")
-    unknown = set(spec) - {"path", "records", "id", "ids_from", "paginated", "new_path"}
-    if unknown:
-        raise ConfigError(f"{where}: request {spec['path']}: unknown key {sorted(unknown)[0]}")
-    new_path = spec.get("new_path")
-    if new_path is not None and new_path is not False and not (isinstance(new_path, str) and new_path.startswith("/")):
-        raise ConfigError(f"{where}: request {spec['path']}: new_path must be a path starting with / (or false: "
-                          "the new app has no such route)")
-    if isinstance(new_path, str) and ("{id}" in new_path) != ("{id}" in spec["path"]):
-        raise ConfigError(f"{where}: request {spec['path']}: new_path must hold {{id}} exactly when path does")
-    request = AnswerRequest(path=spec["path"], records=str(spec.get("records", "data")), id=str(spec.get("id", "id")),
-                            ids_from=spec.get("ids_from"), paginated=bool(spec.get("paginated", False)),
-                            new_path=new_path or None, on_new=new_path is not False)
-    templated = "{id}" in request.path
-    if templated != (request.ids_from is not None):
-        raise ConfigError(f"{where}: request {request.path}: a path with {{id}} needs ids_from (and only it)")
-    if request.ids_from is not None and request.ids_from not in paths:
-        raise ConfigError(f"{where}: request {request.path}: ids_from {request.ids_from} is not a request "
-                          "listed before it")
-    return request
-
-
 def load_answers(spec: object, where: str) -> AnswersConfig:
-    """[answers] validated: logins name environment variables, requests are well-formed, counts positive."""
-    if spec is None:
-        return AnswersConfig()
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a table")
-    logins = []
-    for item in spec.get("logins", [{}]):
-        if not isinstance(item, dict) or set(item) - {"username", "username_env", "password_env"}:
-            raise ConfigError(f"{where}: each login is {{ username_env = ..., password_env = ... }} "
-                              "(or username = ...): the password itself never goes in this file")
-        if "password" in item:
-            raise ConfigError(f"{where}: a login names the environment variable of its password (password_env)")
-        login = AnswerLogin(username_env=str(item.get("username_env", "GATE_API_USERNAME")),
-                            password_env=str(item.get("password_env", "GATE_API_PASSWORD")),
-                            username=item.get("username"))
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", login.password_env):
-            raise ConfigError(f"{where}: password_env must be an environment variable's name")
-        logins.append(login)
-    requests: list[AnswerRequest] = []
-    for item in spec.get("requests", []):
-        requests.append(_answer_request(item, {r.path for r in requests}, where))
-    counts = {}
-    for key, least in (("sample", 0), ("page_size", 1), ("max_pages", 1)):
-        value = spec.get(key, getattr(AnswersConfig, key))
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(f"{where}: {key} must be a whole number of at least {least}")
-        counts[key] = value
-    renames = spec.get("renames", {})
-    if not isinstance(renames, dict) or not all(isinstance(v, str) for v in renames.values()):
-        raise ConfigError(f"{where}: renames must map legacy field names to the new API's")
-    unknown = set(spec) - {"logins", "requests", "sample", "page_size", "max_pages", "renames", "ignore", "added",
-                           "nested", "absent_equals_null"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
-    absent = spec.get("absent_equals_null", True)
-    if not isinstance(absent, bool):
-        raise ConfigError(f"{where}: absent_equals_null must be true or false")
-    return AnswersConfig(logins=tuple(logins) or (AnswerLogin(),), requests=tuple(requests), renames=dict(renames),
-                         ignore=_names(spec, "ignore", where), added=_names(spec, "added", where),
-                         nested=_names(spec, "nested", where), absent_equals_null=absent, **counts)
+    """[answers] by its declaration: logins name environment variables, requests are well-formed (ids_from a
+    request listed before), counts positive."""
+    logins = spec.get("logins", []) if isinstance(spec, dict) else []
+    if any(isinstance(login, dict) and "password" in login for login in logins):
+        raise ConfigError(f"{where}: a login names the environment variable of its password (password_env); the "
+                          "password itself never goes in this file")
+    answers = _section(spec, AnswersSection, where)
+    for number, request in enumerate(answers.requests):
+        if request.ids_from is not None and request.ids_from not in {r.path for r in answers.requests[:number]}:
+            raise ConfigError(f"{where}: request {request.path}: ids_from {request.ids_from} is not a request "
+                              "listed before it")
+    return answers.config()
 
 
 def load_people(spec: object, where: str) -> tuple[PeopleItem, ...]:

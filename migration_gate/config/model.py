@@ -567,6 +567,76 @@ class AnswersConfig:
 _ITEM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
+_WHOLE_1 = Meta(ge=1, description="a whole number of at least 1")
+_ENV_VAR = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="an environment variable's name")]
+_FIELD_NAMES = Annotated[tuple[Annotated[str, Meta(pattern=r"\S")], ...], Meta(description="a list of field names")]
+
+
+@dataclass(frozen=True)
+class AnswerLoginSection:
+    """One of [answers] logins as the description writes it: the NAMES of the variables holding the username and
+    the password (a literal username may stand in for username_env; the password never goes in the file)."""
+
+    username_env: _ENV_VAR = AnswerLogin.username_env
+    password_env: _ENV_VAR = AnswerLogin.password_env
+    username: Annotated[str | None, Meta(description="a username (instead of username_env)")] = None
+
+
+@dataclass(frozen=True)
+class AnswerRequestSection:
+    """One of [answers] requests as the description writes it (AnswerRequest says what each key means); new_path
+    false: the new app has no such route."""
+
+    path: _Route
+    records: Annotated[str, Meta(description="a dotted path into the JSON answer")] = AnswerRequest.records
+    id: Annotated[str, Meta(description="a record's id field")] = AnswerRequest.id
+    ids_from: Annotated[str | None, Meta(description="the path of a request listed before this one")] = None
+    paginated: _Flag = False
+    new_path: Annotated[str | bool | None, Meta(
+        description="a path starting with / (or false: the new app has no such route)")] = None
+
+    def __post_init__(self) -> None:
+        new = self.new_path
+        if new is True or (isinstance(new, str) and not new.startswith("/")):
+            raise ValueError(f"request {self.path}: new_path must be a path starting with / (or false: the new app "
+                             "has no such route)")
+        if isinstance(new, str) and ("{id}" in new) != ("{id}" in self.path):
+            raise ValueError(f"request {self.path}: new_path must hold {{id}} exactly when path does")
+        if ("{id}" in self.path) != (self.ids_from is not None):
+            raise ValueError(f"request {self.path}: a path with {{id}} needs ids_from (and only it)")
+
+    def request(self) -> AnswerRequest:
+        return AnswerRequest(path=self.path, records=self.records, id=self.id, ids_from=self.ids_from,
+                             paginated=self.paginated, new_path=self.new_path or None,
+                             on_new=self.new_path is not False)
+
+
+@dataclass(frozen=True)
+class AnswersSection:
+    """[answers] as the description writes it (AnswersConfig says what each key means)."""
+
+    logins: Annotated[tuple[AnswerLoginSection, ...], Meta(
+        description="a list of { username_env, password_env } (or username)")] = (AnswerLoginSection(),)
+    requests: Annotated[tuple[AnswerRequestSection, ...], Meta(
+        description="a list of { path, records, id, ids_from, paginated, new_path }")] = ()
+    sample: Annotated[int, Meta(ge=0, description="a whole number of at least 0")] = AnswersConfig.sample
+    page_size: Annotated[int, _WHOLE_1] = AnswersConfig.page_size
+    max_pages: Annotated[int, _WHOLE_1] = AnswersConfig.max_pages
+    renames: Annotated[dict[str, str], Meta(description="a table mapping legacy field names to the new API's")] = \
+        field(default_factory=dict)
+    ignore: _FIELD_NAMES = ()
+    added: _FIELD_NAMES = ()
+    nested: _FIELD_NAMES = ()
+    absent_equals_null: _Flag = AnswersConfig.absent_equals_null
+
+    def config(self) -> AnswersConfig:
+        logins = tuple(AnswerLogin(**dataclasses.asdict(login)) for login in self.logins)
+        return AnswersConfig(logins=logins or (AnswerLogin(),), requests=tuple(r.request() for r in self.requests),
+                             sample=self.sample, page_size=self.page_size, max_pages=self.max_pages,
+                             renames=dict(self.renames), ignore=self.ignore, added=self.added, nested=self.nested,
+                             absent_equals_null=self.absent_equals_null)
+
+
 @dataclass(frozen=True)
 class PeopleItem:
     """One human item of the checklist ([[people]]): what someone attests (scripts/attest) before or after the
@@ -799,9 +869,6 @@ class WatchConfig:
     error_rate_over: float = 0.05  # criterion: the round's requests not answered 2xx, as a fraction, over this...
     error_rate_rounds: int = 2  # ...for this many rounds in a row
     p95_over_budget_rounds: int = 3  # criterion: some endpoint's p95 over budget this many rounds in a row (0: off)
-
-
-_WHOLE_1 = Meta(ge=1, description="a whole number of at least 1")
 
 
 @dataclass(frozen=True)

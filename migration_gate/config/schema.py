@@ -14,6 +14,7 @@ import msgspec
 
 from migration_gate.config.load import SECTIONS
 from migration_gate.config.model import (
+    AnswersSection,
     AppRoleSection,
     BackupConfig,
     DeployConfig,
@@ -37,7 +38,8 @@ from migration_gate.config.model import (
 DECLARED = {"backup": BackupConfig, "precheck": PrecheckConfig, "performance": PerformanceConfig,
             "notify": NotifyConfig, "lint": LintConfig, "watch": WatchSection, "security": SecurityConfig,
             "deploy": DeployConfig, "logs": LogsSection, "rehearsal": RehearsalSection,
-            "app_role": AppRoleSection, "migration": MigrationSection, "sandbox": SandboxSection}
+            "app_role": AppRoleSection, "migration": MigrationSection, "sandbox": SandboxSection,
+            "answers": AnswersSection}
 
 # The arrays of tables whose entries are declared (load.py's _entries).
 ENTRIES = {"people": PeopleItem, "waivers": Waiver, "not_applicable": NotApplicable}
