@@ -17,7 +17,6 @@ from migration_gate.config.environment import REHEARSAL_KIND_ENV, variable
 from migration_gate.config.errors import ConfigError
 from migration_gate.config.model import (
     ENV_NAME,
-    ON_DELETE,
     RULES,
     AnswersConfig,
     AnswersSection,
@@ -33,6 +32,7 @@ from migration_gate.config.model import (
     DeployConfig,
     Endpoint,
     ForeignKey,
+    ForeignKeyEntry,
     GateConfig,
     LintConfig,
     LogsConfig,
@@ -312,17 +312,13 @@ def _minutes(value: object, where: str) -> float:
     return float(value)
 
 
-def _foreign_keys(data: dict, where: str) -> tuple[ForeignKey, ...]:
-    found = []
-    for table, items in data.items():
-        for i, item in enumerate(items):
-            spot = f"{where}.{table}[{i}]"
-            on_delete = _need(item, "on_delete", str, spot).lower()
-            if on_delete not in ON_DELETE:
-                raise ConfigError(f"{spot}: on_delete must be one of {', '.join(ON_DELETE)}")
-            found.append(ForeignKey(table, _need(item, "column", str, spot), _need(item, "references", str, spot),
-                                    ON_DELETE[on_delete]))
-    return tuple(found)
+def _foreign_keys(data: object, where: str) -> tuple[ForeignKey, ...]:
+    """[new_foreign_keys] / [legacy_foreign_keys]: <table> = [{ column, references, on_delete }, ...], each entry
+    by its declaration."""
+    if not isinstance(data, dict) or not all(isinstance(items, list) for items in data.values()):
+        raise ConfigError(f"{where}: each table's foreign keys must be a list of {{ column, references, on_delete }}")
+    return tuple(_section(item, ForeignKeyEntry, f"{where}.{table}[{i}]").key(table)
+                 for table, items in data.items() for i, item in enumerate(items))
 
 
 def _rule(value: object, where: str) -> ColumnRule:
@@ -336,17 +332,6 @@ def _rule(value: object, where: str) -> ColumnRule:
         raise ConfigError(f"{where}: rule must be one of null, phi, tenancy, search_hash, key, 'derived: <how>' or "
                           "{ value = ... }")
     return ColumnRule(kind.strip(), reason=reason.strip())
-
-
-def _objects(spec: dict, where: str) -> TableObjects:
-    unknown = set(spec) - {"unique", "checks", "indexes", "triggers", "row_level_security", "policies"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
-    return TableObjects(unique=tuple(tuple(u) for u in spec.get("unique", [])), checks=tuple(spec.get("checks", [])),
-                        indexes=tuple(tuple(i) for i in spec.get("indexes", [])),
-                        triggers=tuple(spec.get("triggers", [])),
-                        row_level_security=bool(spec.get("row_level_security", False)),
-                        policies=tuple(spec.get("policies", [])))
 
 
 def _declared_objects(data: dict, section: str, where: str) -> dict[str, str] | None:
@@ -635,8 +620,9 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         hook_timeout_seconds=_hook_timeout(data, where),
         hook_pass_env=_hook_pass_env(data, where),
         schema=mig.schema,
-        new_objects={t: _objects(o, f"{where} [new_objects.{t}]") for t, o in data.get("new_objects", {}).items()},
-        legacy_objects={t: _objects(o, f"{where} [legacy_objects.{t}]")
+        new_objects={t: _section(o, TableObjects, f"{where} [new_objects.{t}]")
+                     for t, o in data.get("new_objects", {}).items()},
+        legacy_objects={t: _section(o, TableObjects, f"{where} [legacy_objects.{t}]")
                         for t, o in data.get("legacy_objects", {}).items()},
         new_catalog=_declared_objects(data, "new_catalog", where),
         legacy_catalog=_declared_objects(data, "legacy_catalog", where),

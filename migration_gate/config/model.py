@@ -38,6 +38,24 @@ class ForeignKey:
         return f"{self.table}.{self.column} -> {self.references}"
 
 
+@dataclass(frozen=True)
+class ForeignKeyEntry:
+    """One entry of [new_foreign_keys] / [legacy_foreign_keys] <table> = [...]: the column, the table it references
+    and what its ON DELETE must be."""
+
+    column: Annotated[str, Meta(pattern=r"\S", description="a column name")]
+    references: Annotated[str, Meta(pattern=r"\S", description="a table name")]
+    on_delete: Annotated[str, Meta(description=f"one of {', '.join(ON_DELETE)}",
+                                   extra_json_schema={"enum": list(ON_DELETE)})]
+
+    def __post_init__(self) -> None:
+        if self.on_delete.lower() not in ON_DELETE:
+            raise ValueError(f"on_delete must be one of {', '.join(ON_DELETE)}")
+
+    def key(self, table: str) -> ForeignKey:
+        return ForeignKey(table, self.column, self.references, ON_DELETE[self.on_delete.lower()])
+
+
 RULES = ("null", "phi", "value", "tenancy", "search_hash", "key", "derived")
 
 
@@ -89,12 +107,14 @@ class TableMap:
 class TableObjects:
     """What a table must carry besides its columns; anything else found there is a finding."""
 
-    unique: tuple[tuple[str, ...], ...] = ()
-    checks: tuple[str, ...] = ()
-    indexes: tuple[tuple[str, ...], ...] = ()  # key columns, then "WHERE <predicate>" for a partial index
-    triggers: tuple[str, ...] = ()
-    row_level_security: bool = False
-    policies: tuple[str, ...] = ()
+    unique: Annotated[tuple[tuple[str, ...], ...], Meta(description="a list of column lists")] = ()
+    checks: Annotated[tuple[str, ...], Meta(description="a list of CHECK constraints' expressions")] = ()
+    # key columns, then "WHERE <predicate>" for a partial index
+    indexes: Annotated[tuple[tuple[str, ...], ...], Meta(
+        description='a list of column lists (then "WHERE <predicate>" for a partial index)')] = ()
+    triggers: Annotated[tuple[str, ...], Meta(description="a list of trigger names")] = ()
+    row_level_security: Annotated[bool, Meta(description="true or false")] = False
+    policies: Annotated[tuple[str, ...], Meta(description="a list of policy names")] = ()
 
 
 @dataclass(frozen=True)

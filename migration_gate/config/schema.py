@@ -18,6 +18,7 @@ from migration_gate.config.model import (
     AppRoleSection,
     BackupConfig,
     DeployConfig,
+    ForeignKeyEntry,
     LintConfig,
     LogsSection,
     MigrationSection,
@@ -30,6 +31,7 @@ from migration_gate.config.model import (
     RehearsalSection,
     SandboxSection,
     SecurityConfig,
+    TableObjects,
     Waiver,
     WatchSection,
 )
@@ -47,16 +49,21 @@ ENTRIES = {"people": PeopleItem, "waivers": Waiver, "not_applicable": NotApplica
 
 def json_schema() -> dict:
     """The description's JSON Schema (draft 2020-12): every section, the declared ones in full."""
-    models = [*DECLARED.values(), *ENTRIES.values(), Probe]
+    models = [*DECLARED.values(), *ENTRIES.values(), Probe, TableObjects, ForeignKeyEntry]
     refs, components = msgspec.json.schema_components(models, ref_template="#/$defs/{name}")
     for component in components.values():
         component["additionalProperties"] = False  # a misspelt key is refused, as load.py refuses it
     properties: dict[str, dict] = {name: {"type": "object"} for name in SECTIONS}
     properties.update(dict(zip(DECLARED, refs[:len(DECLARED)], strict=True)))
     properties["search_hashes"] = {"type": "array", "items": {"type": "object"}}
-    for name, ref in zip(ENTRIES, refs[len(DECLARED):-1], strict=True):
+    for name, ref in zip(ENTRIES, refs[len(DECLARED):-3], strict=True):
         properties[name] = {"type": "array", "items": ref}
-    properties["api"] = {"type": "object", "properties": {"probe": refs[-1]}}
+    probe, objects, foreign_key = refs[-3:]
+    properties["api"] = {"type": "object", "properties": {"probe": probe}}
+    for side in ("new", "legacy"):  # <table> = its objects; <table> = [its foreign keys]
+        properties[f"{side}_objects"] = {"type": "object", "additionalProperties": objects}
+        properties[f"{side}_foreign_keys"] = {"type": "object",
+                                              "additionalProperties": {"type": "array", "items": foreign_key}}
     properties["extends"] = {"type": "string", "description": "another description this one is laid over"}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "migration.toml",
             "description": "The migration description of hipaa-migration-gate", "type": "object",
