@@ -54,7 +54,7 @@ from migration_gate.config.model import (
     TableMap,
     TableObjects,
     Tenancy,
-    TenantRow,
+    TenancySection,
     UniqueKey,
     UserTable,
     Visibility,
@@ -345,28 +345,6 @@ def _declared_objects(data: dict, section: str, where: str) -> dict[str, str] | 
     return dict(spec)
 
 
-def _tenancy(spec: dict, where: str) -> Tenancy:
-    kind = spec.get("organization_type")
-    rows = []
-    for i, row in enumerate(_need(spec, "rows", list, where)):
-        spot = f"{where} rows[{i}]"
-        rows.append(TenantRow(_need(row, "table", str, spot), _need(row, "column", str, spot), row.get("owner"),
-                              row.get("through"), row.get("parent")))
-        if not (rows[-1].owner or (rows[-1].through and rows[-1].parent)):
-            raise ConfigError(f"{spot}: needs 'owner', or 'through' and 'parent'")
-    return Tenancy(
-        organizations=_need(spec, "organizations", str, where), memberships=_need(spec, "memberships", str, where),
-        users=_need(spec, "users", str, where),
-        membership_organization=_need(spec, "membership_organization", str, where),
-        membership_user=_need(spec, "membership_user", str, where),
-        primary_owner=_need(spec, "primary_owner", str, where), active=_need(spec, "active", str, where),
-        role_column=_need(spec, "role_column", str, where), owner_role=_need(spec, "owner_role", str, where),
-        owner_flags=tuple(spec.get("owner_flags", [])),
-        organization_type=(_need(kind, "column", str, where), _need(kind, "value", str, where)) if kind else None,
-        organization_name={str(k): str(v) for k, v in spec.get("organization_name", {}).items()},
-        one_per_user=bool(spec.get("one_per_user", False)), rows=tuple(rows))
-
-
 def _pair(value: object, where: str) -> tuple[str, str] | None:
     """A column named the same on both sides ("deleted"), or { legacy = ..., new = ... }."""
     if value is None:
@@ -590,7 +568,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
             if column not in tables[-1].columns:
                 raise ConfigError(f"{spot}: count_by column {column} is not mapped in columns")
     pre = data.get("preconditions", {})
-    tenancy = _tenancy(data["tenancy"], f"{where} [tenancy]") if "tenancy" in data else None
+    tenancy = _section(data["tenancy"], TenancySection, f"{where} [tenancy]").tenancy() if "tenancy" in data else None
     config = GateConfig(
         path=path, migration_file=migration_file, rollback_file=rollback_file,
         lock_timeout=mig.lock_timeout, statement_timeout=mig.statement_timeout,
@@ -605,10 +583,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         sandbox_password=sandbox.password,
         api=_api(api, tenancy, mig.schema, f"{where} [api]"),
         tables=tuple(tables),
-        search_hashes=tuple(SearchHash(_need(h, "table", str, f"{where} [[search_hashes]]"),
-                                       _need(h, "hash", str, f"{where} [[search_hashes]]"),
-                                       _need(h, "source", str, f"{where} [[search_hashes]]"),
-                                       bool(h.get("plaintext", False))) for h in data.get("search_hashes", [])),
+        search_hashes=_entries(data.get("search_hashes"), SearchHash, f"{where} [[search_hashes]]", "search_hashes"),
         unique_keys=tuple(UniqueKey(u["table"], tuple(u["columns"])) for u in pre.get("unique", [])),
         money=tuple(MoneyColumns(m["table"], tuple(m["columns"])) for m in pre.get("money", [])),
         new_schema={t: dict(c) for t, c in _need(data, "new_schema", dict, where).items()},

@@ -122,11 +122,17 @@ class TenantRow:
     """Which column ties a row to its organization: directly through its owner's membership, or through a parent
     row (a session is in its patient's organization)."""
 
-    table: str
-    column: str
-    owner: str | None = None  # the user column whose primary-owner membership names the organization
-    through: str | None = None  # or: the column pointing at the parent row...
-    parent: str | None = None  # ...of this table, whose own organization column is the same
+    table: Annotated[str, Meta(description="a table name")]
+    column: Annotated[str, Meta(description="a column name")]
+    # the user column whose primary-owner membership names the organization
+    owner: Annotated[str | None, Meta(description="a column name")] = None
+    # or: the column pointing at the parent row of `parent`, whose own organization column is the same
+    through: Annotated[str | None, Meta(description="a column name")] = None
+    parent: Annotated[str | None, Meta(description="a table name")] = None
+
+    def __post_init__(self) -> None:
+        if not (self.owner or (self.through and self.parent)):
+            raise ValueError("needs 'owner', or 'through' and 'parent'")
 
 
 @dataclass(frozen=True)
@@ -147,12 +153,54 @@ class Tenancy:
     rows: tuple[TenantRow, ...]
 
 
+_NAME = Annotated[str, Meta(description="a table or column name")]
+
+
+@dataclass(frozen=True)
+class OrganizationType:
+    """[tenancy] organization_type: the column every derived organization has and its value there."""
+
+    column: _NAME
+    value: Annotated[str, Meta(description="a string")]
+
+
+@dataclass(frozen=True)
+class TenancySection:
+    """[tenancy] as the description writes it (Tenancy holds it): the organizations and memberships tables and
+    their columns, the flags an owner's membership has, and which column ties each row to its organization."""
+
+    organizations: _NAME
+    memberships: _NAME
+    users: _NAME
+    membership_organization: _NAME
+    membership_user: _NAME
+    primary_owner: _NAME
+    active: _NAME
+    role_column: _NAME
+    owner_role: _NAME
+    rows: Annotated[tuple[TenantRow, ...], Meta(
+        description="a list of { table, column, owner } or { table, column, through, parent }")]
+    owner_flags: Annotated[tuple[str, ...], Meta(description="a list of column names")] = ()
+    organization_type: Annotated[OrganizationType | None, Meta(description="a table { column, value }")] = None
+    organization_name: Annotated[dict[str, str], Meta(description="a table of strings")] = \
+        field(default_factory=dict)
+    one_per_user: Annotated[bool, Meta(description="true or false")] = False
+
+    def tenancy(self) -> Tenancy:
+        kind = self.organization_type
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return Tenancy(**fields | {"organization_type": (kind.column, kind.value) if kind else None})
+
+
 @dataclass(frozen=True)
 class SearchHash:
-    table: str
-    hash: str
-    source: str
-    plaintext: bool = False
+    """[[search_hashes]]: a search-hash column, the column it is the hash of, in `table` (`plaintext`: the source
+    column holds plaintext, not ciphertext)."""
+
+    table: Annotated[str, Meta(description="a table name")]
+    hash: Annotated[str, Meta(description="a column name")]
+    source: Annotated[str, Meta(description="a column name")]
+    plaintext: Annotated[bool, Meta(description="true or false")] = False
 
 
 @dataclass(frozen=True)

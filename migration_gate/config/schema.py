@@ -30,8 +30,10 @@ from migration_gate.config.model import (
     Probe,
     RehearsalSection,
     SandboxSection,
+    SearchHash,
     SecurityConfig,
     TableObjects,
+    TenancySection,
     Waiver,
     WatchSection,
 )
@@ -41,10 +43,10 @@ DECLARED = {"backup": BackupConfig, "precheck": PrecheckConfig, "performance": P
             "notify": NotifyConfig, "lint": LintConfig, "watch": WatchSection, "security": SecurityConfig,
             "deploy": DeployConfig, "logs": LogsSection, "rehearsal": RehearsalSection,
             "app_role": AppRoleSection, "migration": MigrationSection, "sandbox": SandboxSection,
-            "answers": AnswersSection}
+            "answers": AnswersSection, "tenancy": TenancySection}
 
 # The arrays of tables whose entries are declared (load.py's _entries).
-ENTRIES = {"people": PeopleItem, "waivers": Waiver, "not_applicable": NotApplicable}
+ENTRIES = {"people": PeopleItem, "waivers": Waiver, "not_applicable": NotApplicable, "search_hashes": SearchHash}
 
 
 def json_schema() -> dict:
@@ -55,7 +57,6 @@ def json_schema() -> dict:
         component["additionalProperties"] = False  # a misspelt key is refused, as load.py refuses it
     properties: dict[str, dict] = {name: {"type": "object"} for name in SECTIONS}
     properties.update(dict(zip(DECLARED, refs[:len(DECLARED)], strict=True)))
-    properties["search_hashes"] = {"type": "array", "items": {"type": "object"}}
     for name, ref in zip(ENTRIES, refs[len(DECLARED):-3], strict=True):
         properties[name] = {"type": "array", "items": ref}
     probe, objects, foreign_key = refs[-3:]
