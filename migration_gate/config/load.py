@@ -17,7 +17,6 @@ from migration_gate.config.environment import REHEARSAL_KIND_ENV, variable
 from migration_gate.config.errors import ConfigError
 from migration_gate.config.model import (
     ENV_NAME,
-    RULES,
     AnswersConfig,
     AnswersSection,
     ApiRoute,
@@ -28,7 +27,6 @@ from migration_gate.config.model import (
     AppServerSection,
     AuditTable,
     BackupConfig,
-    ColumnRule,
     DeployConfig,
     Endpoint,
     ForeignKey,
@@ -51,8 +49,8 @@ from migration_gate.config.model import (
     SandboxSection,
     SearchHash,
     SecurityConfig,
-    TableMap,
     TableObjects,
+    TableSection,
     Tenancy,
     TenancySection,
     UniqueKey,
@@ -321,19 +319,6 @@ def _foreign_keys(data: object, where: str) -> tuple[ForeignKey, ...]:
                  for table, items in data.items() for i, item in enumerate(items))
 
 
-def _rule(value: object, where: str) -> ColumnRule:
-    if isinstance(value, dict):
-        if "value" not in value:
-            raise ConfigError(f"{where}: a table rule needs 'value' (or use a string rule)")
-        return ColumnRule("value", value["value"])
-    text = str(value)
-    kind, _, reason = text.partition(":")
-    if kind.strip() not in RULES or kind.strip() == "value":
-        raise ConfigError(f"{where}: rule must be one of null, phi, tenancy, search_hash, key, 'derived: <how>' or "
-                          "{ value = ... }")
-    return ColumnRule(kind.strip(), reason=reason.strip())
-
-
 def _declared_objects(data: dict, section: str, where: str) -> dict[str, str] | None:
     """[<side>_catalog]: "<kind> <identity>" = "<spec>" (scripts/describe-schema writes it); None when absent."""
     if section not in data:
@@ -343,17 +328,6 @@ def _declared_objects(data: dict, section: str, where: str) -> dict[str, str] | 
         raise ConfigError(f"{where} [{section}]: each entry must be \"<kind> <identity>\" = \"<properties>\" "
                           "(a string, \"\" for none)")
     return dict(spec)
-
-
-def _pair(value: object, where: str) -> tuple[str, str] | None:
-    """A column named the same on both sides ("deleted"), or { legacy = ..., new = ... }."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value, value
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: must be a column name or {{ legacy = ..., new = ... }}")
-    return _need(value, "legacy", str, where), _need(value, "new", str, where)
 
 
 def _only(spec: object, allowed: set[str], where: str) -> dict:
@@ -549,24 +523,8 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
     budgets = _need(data, "budgets", dict, where)
     sandbox = _section(data.get("sandbox"), SandboxSection, f"{where} [sandbox]")
     api = data.get("api", {})
-    tables = []
-    for name, spec in _need(data, "tables", dict, where).items():
-        spot = f"{where} [tables.{name}]"
-        owner = spec.get("owner")
-        tables.append(TableMap(
-            name=name, new=str(spec.get("new", name)), legacy=_need(spec, "legacy", str, spot),
-            key=_need(spec, "key", str, spot), legacy_key=str(spec.get("legacy_key", "")),
-            columns=dict(spec.get("columns", {})), phi=dict(spec.get("phi", {})),
-            hashes=dict(spec.get("hashes", {})), encrypt=dict(spec.get("encrypt", {})),
-            dropped={str(k): str(v) for k, v in spec.get("dropped", {}).items()},
-            new_columns={str(k): _rule(v, f"{spot} new_columns.{k}") for k, v in spec.get("new_columns", {}).items()},
-            owner=(_need(owner, "legacy", str, spot + " owner"), _need(owner, "new", str, spot + " owner"))
-            if owner else None, partial=bool(spec.get("partial", False)),
-            soft_delete=_pair(spec.get("soft_delete"), spot + " soft_delete"),
-            append_only=bool(spec.get("append_only", False)), count_by=tuple(spec.get("count_by", []))))
-        for column in tables[-1].count_by:
-            if column not in tables[-1].columns:
-                raise ConfigError(f"{spot}: count_by column {column} is not mapped in columns")
+    tables = [_section(spec, TableSection, f"{where} [tables.{name}]").mapping(name)
+              for name, spec in _need(data, "tables", dict, where).items()]
     pre = data.get("preconditions", {})
     tenancy = _section(data["tenancy"], TenancySection, f"{where} [tenancy]").tenancy() if "tenancy" in data else None
     config = GateConfig(

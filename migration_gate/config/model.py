@@ -103,6 +103,74 @@ class TableMap:
         return {self.key, *self.columns.values(), *self.phi.values(), *self.hashes.values(), *self.encrypt.values()}
 
 
+def column_rule(value: str | dict, key: str) -> ColumnRule:
+    """A [tables.*.new_columns] rule: "null", "phi", "tenancy", "search_hash", "key", "derived: <how>", or
+    { value = ... }."""
+    if isinstance(value, dict):
+        if set(value) != {"value"}:
+            raise ValueError(f"new_columns.{key}: a table rule is {{ value = ... }} (or use a string rule)")
+        return ColumnRule("value", value["value"])
+    kind, _, reason = value.partition(":")
+    if kind.strip() not in RULES or kind.strip() == "value":
+        raise ValueError(f"new_columns.{key}: rule must be one of null, phi, tenancy, search_hash, key, "
+                         "'derived: <how>' or { value = ... }")
+    return ColumnRule(kind.strip(), reason=reason.strip())
+
+
+_COLUMN = Annotated[str, Meta(pattern=r"\S", description="a column name")]
+_COLUMN_MAP = Annotated[dict[str, str], Meta(description="a table of legacy column = new column")]
+
+
+@dataclass(frozen=True)
+class ColumnPair:
+    """A column named differently on the two sides: { legacy = ..., new = ... }."""
+
+    legacy: _COLUMN
+    new: _COLUMN
+
+
+@dataclass(frozen=True)
+class TableSection:
+    """[tables.<name>] as the description writes it (TableMap says what each key means)."""
+
+    legacy: Annotated[str, Meta(pattern=r"\S", description="a table name")]
+    key: _COLUMN
+    new: Annotated[str | None, Meta(description="a table name (default: the section's name)")] = None
+    legacy_key: Annotated[str, Meta(description="a column name")] = ""
+    columns: _COLUMN_MAP = field(default_factory=dict)
+    phi: _COLUMN_MAP = field(default_factory=dict)
+    hashes: _COLUMN_MAP = field(default_factory=dict)
+    encrypt: _COLUMN_MAP = field(default_factory=dict)
+    dropped: Annotated[dict[str, str], Meta(description="a table of legacy column = why it has no new column")] = \
+        field(default_factory=dict)
+    new_columns: Annotated[dict[str, str | dict], Meta(
+        description="a table of new column = its rule (null, phi, tenancy, search_hash, key, 'derived: <how>' or "
+                    "{ value = ... })")] = field(default_factory=dict)
+    owner: Annotated[ColumnPair | None, Meta(description="a table { legacy, new }")] = None
+    soft_delete: Annotated[str | ColumnPair | None, Meta(
+        description="a column name or { legacy = ..., new = ... }")] = None
+    partial: Annotated[bool, Meta(description="true or false")] = False
+    append_only: Annotated[bool, Meta(description="true or false")] = False
+    count_by: Annotated[tuple[str, ...], Meta(description="a list of legacy columns mapped in columns")] = ()
+
+    def __post_init__(self) -> None:
+        for key, value in self.new_columns.items():
+            column_rule(value, key)
+        for column in self.count_by:
+            if column not in self.columns:
+                raise ValueError(f"count_by column {column} is not mapped in columns")
+
+    def mapping(self, name: str) -> TableMap:
+        soft = self.soft_delete
+        return TableMap(
+            name=name, new=self.new or name, legacy=self.legacy, key=self.key, legacy_key=self.legacy_key,
+            columns=dict(self.columns), phi=dict(self.phi), hashes=dict(self.hashes), encrypt=dict(self.encrypt),
+            dropped=dict(self.dropped), new_columns={k: column_rule(v, k) for k, v in self.new_columns.items()},
+            owner=(self.owner.legacy, self.owner.new) if self.owner else None, partial=self.partial,
+            soft_delete=(soft, soft) if isinstance(soft, str) else (soft.legacy, soft.new) if soft else None,
+            append_only=self.append_only, count_by=self.count_by)
+
+
 @dataclass(frozen=True)
 class TableObjects:
     """What a table must carry besides its columns; anything else found there is a finding."""

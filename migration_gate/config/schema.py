@@ -33,6 +33,7 @@ from migration_gate.config.model import (
     SearchHash,
     SecurityConfig,
     TableObjects,
+    TableSection,
     TenancySection,
     Waiver,
     WatchSection,
@@ -51,15 +52,16 @@ ENTRIES = {"people": PeopleItem, "waivers": Waiver, "not_applicable": NotApplica
 
 def json_schema() -> dict:
     """The description's JSON Schema (draft 2020-12): every section, the declared ones in full."""
-    models = [*DECLARED.values(), *ENTRIES.values(), Probe, TableObjects, ForeignKeyEntry]
+    models = [*DECLARED.values(), *ENTRIES.values(), TableSection, Probe, TableObjects, ForeignKeyEntry]
     refs, components = msgspec.json.schema_components(models, ref_template="#/$defs/{name}")
     for component in components.values():
         component["additionalProperties"] = False  # a misspelt key is refused, as load.py refuses it
     properties: dict[str, dict] = {name: {"type": "object"} for name in SECTIONS}
     properties.update(dict(zip(DECLARED, refs[:len(DECLARED)], strict=True)))
-    for name, ref in zip(ENTRIES, refs[len(DECLARED):-3], strict=True):
+    for name, ref in zip(ENTRIES, refs[len(DECLARED):-4], strict=True):
         properties[name] = {"type": "array", "items": ref}
-    probe, objects, foreign_key = refs[-3:]
+    table, probe, objects, foreign_key = refs[-4:]
+    properties["tables"] = {"type": "object", "additionalProperties": table}  # [tables.<name>]
     properties["api"] = {"type": "object", "properties": {"probe": probe}}
     for side in ("new", "legacy"):  # <table> = its objects; <table> = [its foreign keys]
         properties[f"{side}_objects"] = {"type": "object", "additionalProperties": objects}
