@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,21 +22,19 @@ from migration_gate.config.model import (
     AnswersSection,
     ApiRoute,
     ApiRules,
+    ApiSection,
     AppRole,
     AppRoleSection,
     AppServerConfig,
     AppServerSection,
-    AuditTable,
     BackupConfig,
     DeployConfig,
-    Endpoint,
     ForeignKey,
     ForeignKeyEntry,
     GateConfig,
     LintConfig,
     LogsConfig,
     LogsSection,
-    MembershipRight,
     MigrationSection,
     MoneyColumns,
     NotApplicable,
@@ -54,8 +53,8 @@ from migration_gate.config.model import (
     Tenancy,
     TenancySection,
     UniqueKey,
-    UserTable,
     Visibility,
+    VisibilitySides,
     Waiver,
     WatchConfig,
     WatchSection,
@@ -88,8 +87,8 @@ def _entries(spec: object, model: type[T], where: str, section: str) -> tuple[T,
 
 
 def _no_unknown_keys(spec: object, model: type, where: str, prefix: str) -> None:
-    """A misspelt key is refused, never ignored (msgspec ignores a dataclass's unknown fields), in nested tables
-    and arrays of tables too."""
+    """A misspelt key is refused, never ignored (msgspec ignores a dataclass's unknown fields), in nested tables,
+    arrays of tables and tables of tables too."""
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: {prefix.rstrip('.') + ' ' if prefix else ''}must be a table")
     hints = typing.get_type_hints(model)
@@ -97,14 +96,24 @@ def _no_unknown_keys(spec: object, model: type, where: str, prefix: str) -> None
     if unknown:
         raise ConfigError(f"{where}: unknown key {prefix}{unknown[0]} (known: {', '.join(hints)})")
     for key, value in spec.items():
-        inner = _dataclass_in(hints[key])
-        if inner is None:
-            continue
-        if isinstance(value, list):
-            for number, item in enumerate(value):
-                _no_unknown_keys(item, inner, where, f"{prefix}{key}[{number}].")
-        elif isinstance(value, dict):
-            _no_unknown_keys(value, inner, where, f"{prefix}{key}.")
+        _tables_in(value, hints[key], where, f"{prefix}{key}")
+
+
+def _tables_in(value: object, hint: Any, where: str, at: str) -> None:
+    """Into the tables a value of this declared type holds (a value of the wrong type is msgspec's to refuse)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        _no_unknown_keys(value, hint, where, f"{at}.")
+    elif origin in (tuple, list) and isinstance(value, list):
+        for number, item in enumerate(value):
+            _tables_in(item, args[0], where, f"{at}[{number}]")
+    elif origin is dict and isinstance(value, dict):
+        for key, item in value.items():
+            _tables_in(item, args[1], where, f"{at}.{key}")
+    elif origin in (typing.Union, types.UnionType):
+        inner = next((a for a in args if dataclasses.is_dataclass(a)), None)
+        if inner is not None and isinstance(value, dict):
+            _no_unknown_keys(value, inner, where, f"{at}.")
 
 
 def _dataclass_in(hint: Any) -> type | None:
@@ -330,84 +339,35 @@ def _declared_objects(data: dict, section: str, where: str) -> dict[str, str] | 
     return dict(spec)
 
 
-def _only(spec: object, allowed: set[str], where: str) -> dict:
+def _api(spec: object, tenancy: Tenancy | None, schema: str, where: str) -> ApiRules:
+    """[api] by its declaration. Each route and each visibility rule is checked on its own first, so a problem
+    names it ("routes[1]", "visibility.patients"); users and audit take the [migration] schema unless they name
+    one; a count_table needs its visibility rule, an organization rule needs [tenancy]."""
+    spec = {} if spec is None else spec
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: must be a table")
-    unknown = set(spec) - allowed
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
-    return spec
-
-
-def _api_paths(spec: dict, key: str, where: str) -> tuple[str, ...]:
-    """A list of paths ("/api/..."), each once."""
-    paths = spec.get(key, [])
-    if not isinstance(paths, list) or not all(isinstance(p, str) and p.startswith("/") for p in paths):
-        raise ConfigError(f"{where}: {key} must be a list of paths starting with /")
-    return tuple(dict.fromkeys(paths))
-
-
-def _api_routes(spec: dict, where: str) -> tuple[ApiRoute, ...]:
-    """[api] routes: paths, or { path = ".../{id}", ids_from = "/api/..." } for a route that needs a record id."""
-    routes = []
-    for i, item in enumerate(spec.get("routes", [])):
-        spot = f"{where} routes[{i}]"
-        if isinstance(item, str):
-            item = {"path": item}
-        item = _only(item, {"path", "ids_from"}, spot)
-        route = ApiRoute(_need(item, "path", str, spot), item.get("ids_from"))
-        if not route.path.startswith("/"):
-            raise ConfigError(f"{spot}: path must start with /")
-        if ("{id}" in route.path) != (route.ids_from is not None):
-            raise ConfigError(f"{spot}: a path with {{id}} needs ids_from (a list path), and ids_from needs {{id}}")
-        if route.ids_from is not None and (not isinstance(route.ids_from, str) or not route.ids_from.startswith("/")):
-            raise ConfigError(f"{spot}: ids_from must be a path starting with /")
-        routes.append(route)
-    return tuple(routes)
-
-
-def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRules:
-    _only(spec, {"endpoints", "audited", "users", "audit", "visibility", "membership_rights", "probe", "debug_routes",
-                 "user_routes", "routes"}, where)
-    users = spec.get("users")
-    audit = spec.get("audit")
+    routes = spec.get("routes", [])
+    if isinstance(routes, list):
+        for i, item in enumerate(routes):
+            _section({"path": item} if isinstance(item, str) else item, ApiRoute, f"{where} routes[{i}]")
     visibility: dict[str, dict[str, Visibility]] = {}
-    for name, sides in spec.get("visibility", {}).items():
-        spot = f"{where} visibility.{name}"
-        visibility[name] = {}
-        for side, rule in _only(sides, {"new", "legacy"}, spot).items():
-            rule = _only(rule, {"table", "owner", "organization", "active"}, f"{spot}.{side}")
-            visibility[name][side] = Visibility(_need(rule, "table", str, f"{spot}.{side}"),
-                                                _need(rule, "owner", str, f"{spot}.{side}"),
-                                                rule.get("organization"), rule.get("active"))
-            if rule.get("organization") and tenancy is None:
-                raise ConfigError(f"{spot}.{side}: an organization rule needs [tenancy] (its memberships)")
-    rights = []
-    for i, right in enumerate(spec.get("membership_rights", [])):
-        spot = f"{where} membership_rights[{i}]"
-        _only(right, {"roles", "sees", "flag", "list"}, spot)
-        sees = _need(right, "sees", str, spot)
-        if sees not in ("all", "own", "selected") or (sees == "selected" and not right.get("list")):
-            raise ConfigError(f"{spot}: sees must be 'all', 'own' or 'selected' (with list)")
-        rights.append(MembershipRight(tuple(_need(right, "roles", list, spot)), sees, right.get("flag"),
-                                      right.get("list")))
-    endpoints = []
-    for e in spec.get("endpoints", []):
-        endpoint = Endpoint(_need(e, "path", str, where), _need(e, "shape", str, where), e.get("count_table"))
+    for name, sides in (spec.get("visibility") or {}).items():
+        rule = _section(sides, VisibilitySides, f"{where} visibility.{name}")
+        visibility[name] = {side: getattr(rule, side) for side in ("new", "legacy") if getattr(rule, side)}
+        if any(v.organization for v in visibility[name].values()) and tenancy is None:
+            raise ConfigError(f"{where} visibility.{name}: an organization rule needs [tenancy] (its memberships)")
+    api = _section(spec, ApiSection, where)
+    for endpoint in api.endpoints:
         if endpoint.count_table and endpoint.count_table not in visibility:
             raise ConfigError(f"{where}: count_table {endpoint.count_table} of {endpoint.path} has no "
                               f"[api.visibility.{endpoint.count_table}] rule")
-        endpoints.append(endpoint)
+    users, audit = (dataclasses.replace(table, schema=schema) if table and "schema" not in spec[key] else table
+                    for key, table in (("users", api.users), ("audit", api.audit)))
     return ApiRules(
-        endpoints=tuple(endpoints), audited=dict(spec.get("audited", {})),
-        users=UserTable(**{"schema": schema, **_only(users, set(UserTable.__dataclass_fields__), f"{where}.users")})
-        if users else None,
-        audit=AuditTable(**{"schema": schema, **_only(audit, set(AuditTable.__dataclass_fields__), f"{where}.audit")})
-        if audit else None,
-        visibility=visibility, rights=tuple(rights), memberships=tenancy, schema=schema,
-        probe=load_probe(spec.get("probe"), f"{where}.probe"),
-        debug_routes=_api_paths(spec, "debug_routes", where), user_routes=_api_paths(spec, "user_routes", where),
-        routes=_api_routes(spec, where))
+        endpoints=api.endpoints, audited=dict(api.audited), users=users, audit=audit, visibility=visibility,
+        rights=api.membership_rights, memberships=tenancy, schema=schema, probe=api.probe,
+        debug_routes=tuple(dict.fromkeys(api.debug_routes)), user_routes=tuple(dict.fromkeys(api.user_routes)),
+        routes=tuple(ApiRoute(r) if isinstance(r, str) else r for r in api.routes))
 
 
 # What a description may hold: a misspelt section or key is refused, never silently ignored.

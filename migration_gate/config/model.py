@@ -273,9 +273,11 @@ class SearchHash:
 
 @dataclass(frozen=True)
 class Endpoint:
-    path: str
-    shape: str
-    count_table: str | None = None
+    """[api] endpoints: a list GET, the shape of its answer, and the table whose visible rows it counts."""
+
+    path: Annotated[str, Meta(pattern="^/", description="a path starting with /")]
+    shape: Annotated[str, Meta(description="the answer's shape (list or paginated)")]
+    count_table: Annotated[str | None, Meta(description="an [api.visibility] table")] = None
 
 
 @dataclass(frozen=True)
@@ -308,10 +310,18 @@ class Visibility:
     """Which rows of `table` the signed-in user sees: their own (`owner` = the user, `active` true when named),
     or, with `organization`, the rows of organizations where an active membership grants them (the rights)."""
 
-    table: str
-    owner: str
-    organization: str | None = None
-    active: str | None = None
+    table: Annotated[str, Meta(description="a table name")]
+    owner: Annotated[str, Meta(description="a column name")]
+    organization: Annotated[str | None, Meta(description="a column name")] = None
+    active: Annotated[str | None, Meta(description="a column name")] = None
+
+
+@dataclass(frozen=True)
+class VisibilitySides:
+    """[api.visibility.<table>]: the rule on each side."""
+
+    new: Annotated[Visibility | None, Meta(description="a table { table, owner, organization, active }")] = None
+    legacy: Annotated[Visibility | None, Meta(description="a table { table, owner, organization, active }")] = None
 
 
 @dataclass(frozen=True)
@@ -319,10 +329,15 @@ class MembershipRight:
     """What a membership with one of `roles` sees of its organization: "all" rows (when `flag` is true), its
     "own" rows, or the rows of the "selected" owners listed in the JSON array column `list`."""
 
-    roles: tuple[str, ...]
-    sees: str
-    flag: str | None = None
-    list: str | None = None
+    roles: Annotated[tuple[str, ...], Meta(description="a list of role names")]
+    sees: Annotated[str, Meta(description="'all', 'own' or 'selected' (with list)",
+                              extra_json_schema={"enum": ["all", "own", "selected"]})]
+    flag: Annotated[str | None, Meta(description="a column name")] = None
+    list: Annotated[str | None, Meta(description="a column name")] = None
+
+    def __post_init__(self) -> None:
+        if self.sees not in ("all", "own", "selected") or (self.sees == "selected" and not self.list):
+            raise ValueError("sees must be 'all', 'own' or 'selected' (with list)")
 
 
 # A field's description is the schema's documentation and the end of its one-line error ("<key> must be <it>").
@@ -362,8 +377,38 @@ class ApiRoute:
     """An authenticated GET the app must answer 2xx (POST-21). A path with "{id}" takes the id of the first record
     of the list `ids_from` answers (its `data`)."""
 
-    path: str
-    ids_from: str | None = None
+    path: _Route
+    ids_from: _Route | None = None
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/"):
+            raise ValueError("path must start with /")
+        if ("{id}" in self.path) != (self.ids_from is not None):
+            raise ValueError("a path with {id} needs ids_from (a list path), and ids_from needs {id}")
+
+
+_PATHS = Annotated[tuple[Annotated[str, Meta(pattern="^/")], ...], Meta(description="a list of paths starting with /")]
+
+
+@dataclass(frozen=True)
+class ApiSection:
+    """[api] as the description writes it (ApiRules says what each key means); users and audit take the
+    [migration] schema unless they name one."""
+
+    endpoints: Annotated[tuple[Endpoint, ...], Meta(description="a list of { path, shape, count_table }")] = ()
+    audited: Annotated[dict[str, str], Meta(description="a table of path = the audit log's resource type")] = \
+        field(default_factory=dict)
+    users: Annotated[UserTable | None, Meta(description="a table { table, key, username, password, ... }")] = None
+    audit: Annotated[AuditTable | None, Meta(description="a table { table, user, resource_type, ... }")] = None
+    visibility: Annotated[dict[str, VisibilitySides], Meta(
+        description="a table of count_table = { new, legacy }")] = field(default_factory=dict)
+    membership_rights: Annotated[tuple[MembershipRight, ...], Meta(
+        description="a list of { roles, sees, flag, list }")] = ()
+    probe: Probe = field(default_factory=Probe)
+    debug_routes: _PATHS = ()
+    user_routes: _PATHS = ()
+    routes: Annotated[tuple[_Route | ApiRoute, ...], Meta(
+        description='a list of paths, or { path = ".../{id}", ids_from = "/api/..." }')] = ()
 
 
 @dataclass(frozen=True)

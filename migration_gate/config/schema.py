@@ -15,6 +15,7 @@ import msgspec
 from migration_gate.config.load import SECTIONS
 from migration_gate.config.model import (
     AnswersSection,
+    ApiSection,
     AppRoleSection,
     BackupConfig,
     DeployConfig,
@@ -27,7 +28,6 @@ from migration_gate.config.model import (
     PeopleItem,
     PerformanceConfig,
     PrecheckConfig,
-    Probe,
     RehearsalSection,
     SandboxSection,
     SearchHash,
@@ -44,7 +44,8 @@ DECLARED = {"backup": BackupConfig, "precheck": PrecheckConfig, "performance": P
             "notify": NotifyConfig, "lint": LintConfig, "watch": WatchSection, "security": SecurityConfig,
             "deploy": DeployConfig, "logs": LogsSection, "rehearsal": RehearsalSection,
             "app_role": AppRoleSection, "migration": MigrationSection, "sandbox": SandboxSection,
-            "answers": AnswersSection, "tenancy": TenancySection}
+            "answers": AnswersSection, "tenancy": TenancySection,
+            "api": ApiSection}
 
 # The arrays of tables whose entries are declared (load.py's _entries).
 ENTRIES = {"people": PeopleItem, "waivers": Waiver, "not_applicable": NotApplicable, "search_hashes": SearchHash}
@@ -52,17 +53,16 @@ ENTRIES = {"people": PeopleItem, "waivers": Waiver, "not_applicable": NotApplica
 
 def json_schema() -> dict:
     """The description's JSON Schema (draft 2020-12): every section, the declared ones in full."""
-    models = [*DECLARED.values(), *ENTRIES.values(), TableSection, Probe, TableObjects, ForeignKeyEntry]
+    models = [*DECLARED.values(), *ENTRIES.values(), TableSection, TableObjects, ForeignKeyEntry]
     refs, components = msgspec.json.schema_components(models, ref_template="#/$defs/{name}")
     for component in components.values():
         component["additionalProperties"] = False  # a misspelt key is refused, as load.py refuses it
     properties: dict[str, dict] = {name: {"type": "object"} for name in SECTIONS}
     properties.update(dict(zip(DECLARED, refs[:len(DECLARED)], strict=True)))
-    for name, ref in zip(ENTRIES, refs[len(DECLARED):-4], strict=True):
+    for name, ref in zip(ENTRIES, refs[len(DECLARED):-3], strict=True):
         properties[name] = {"type": "array", "items": ref}
-    table, probe, objects, foreign_key = refs[-4:]
+    table, objects, foreign_key = refs[-3:]
     properties["tables"] = {"type": "object", "additionalProperties": table}  # [tables.<name>]
-    properties["api"] = {"type": "object", "properties": {"probe": probe}}
     for side in ("new", "legacy"):  # <table> = its objects; <table> = [its foreign keys]
         properties[f"{side}_objects"] = {"type": "object", "additionalProperties": objects}
         properties[f"{side}_foreign_keys"] = {"type": "object",
