@@ -1,6 +1,7 @@
-"""Reading the migration description: the TOML chain (extends), unknown sections and keys, and each section
-checked into its model (config/model.py). Sections declared with msgspec annotations are checked by the library
-(`_section`); the others by hand. Every problem is one ConfigError line naming the section and the key."""
+"""Reading the migration description: the TOML chain (extends), unknown sections, and each section checked into
+its model (config/model.py) by its msgspec declaration (`_section`, `_entries`); what a declaration cannot say
+(a file that exists, a [hooks] command a section names, ids_from listed before, a table named twice, [budgets] and
+[hooks] themselves) is checked here by hand. Every problem is one ConfigError line naming the section and the key."""
 
 from __future__ import annotations
 
@@ -36,12 +37,12 @@ from migration_gate.config.model import (
     LogsConfig,
     LogsSection,
     MigrationSection,
-    MoneyColumns,
     NotApplicable,
     NotifyConfig,
     PeopleItem,
     PerformanceConfig,
     PrecheckConfig,
+    PreconditionsSection,
     Probe,
     RehearsalConfig,
     RehearsalSection,
@@ -52,7 +53,6 @@ from migration_gate.config.model import (
     TableSection,
     Tenancy,
     TenancySection,
-    UniqueKey,
     Visibility,
     VisibilitySides,
     Waiver,
@@ -485,7 +485,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
     api = data.get("api", {})
     tables = [_section(spec, TableSection, f"{where} [tables.{name}]").mapping(name)
               for name, spec in _need(data, "tables", dict, where).items()]
-    pre = data.get("preconditions", {})
+    pre = _section(data.get("preconditions"), PreconditionsSection, f"{where} [preconditions]")
     tenancy = _section(data["tenancy"], TenancySection, f"{where} [tenancy]").tenancy() if "tenancy" in data else None
     config = GateConfig(
         path=path, migration_file=migration_file, rollback_file=rollback_file,
@@ -502,8 +502,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         api=_api(api, tenancy, mig.schema, f"{where} [api]"),
         tables=tuple(tables),
         search_hashes=_entries(data.get("search_hashes"), SearchHash, f"{where} [[search_hashes]]", "search_hashes"),
-        unique_keys=tuple(UniqueKey(u["table"], tuple(u["columns"])) for u in pre.get("unique", [])),
-        money=tuple(MoneyColumns(m["table"], tuple(m["columns"])) for m in pre.get("money", [])),
+        unique_keys=pre.unique, money=pre.money,
         new_schema={t: dict(c) for t, c in _need(data, "new_schema", dict, where).items()},
         legacy_schema={t: dict(c) for t, c in _need(data, "legacy_schema", dict, where).items()},
         new_foreign_keys=_foreign_keys(data.get("new_foreign_keys", {}), f"{where} [new_foreign_keys]"),

@@ -430,16 +430,31 @@ class ApiRules:
     routes: tuple[ApiRoute, ...] = ()  # further authenticated GETs that must answer 2xx (POST-21)
 
 
+_COLUMNS = Annotated[tuple[str, ...], Meta(min_length=1, description="a non-empty list of column names")]
+
+
 @dataclass(frozen=True)
 class UniqueKey:
-    table: str
-    columns: tuple[str, ...]
+    """[preconditions] unique: legacy columns whose values must be unique before the migration (it adds the key)."""
+
+    table: Annotated[str, Meta(description="a table name")]
+    columns: _COLUMNS
 
 
 @dataclass(frozen=True)
 class MoneyColumns:
-    table: str
-    columns: tuple[str, ...]
+    """[preconditions] money: legacy columns whose values must fit the new schema's money type."""
+
+    table: Annotated[str, Meta(description="a table name")]
+    columns: _COLUMNS
+
+
+@dataclass(frozen=True)
+class PreconditionsSection:
+    """[preconditions]: what the legacy data must satisfy for the migration to go through."""
+
+    unique: Annotated[tuple[UniqueKey, ...], Meta(description="a list of { table, columns }")] = ()
+    money: Annotated[tuple[MoneyColumns, ...], Meta(description="a list of { table, columns }")] = ()
 
 
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")

@@ -1,7 +1,7 @@
 """The migration description as a JSON Schema, for editors (taplo, VS Code's Even Better TOML: `#:schema
 ./docs/migration.schema.json` at the top of a description). The sections declared in model.py are described field
-by field from their declarations; the sections still checked by hand in load.py are named (so a misspelt section
-is flagged) and left open.
+by field from their declarations; the open tables (a name of the team's own = a value: [hooks], [new_schema],
+[new_catalog]...) by their values' shapes; [budgets] is named (so a misspelt section is flagged) and left open.
 
     python -m migration_gate.config.schema > docs/migration.schema.json   # tests/test_config_schema.py checks it
 """
@@ -28,6 +28,7 @@ from migration_gate.config.model import (
     PeopleItem,
     PerformanceConfig,
     PrecheckConfig,
+    PreconditionsSection,
     RehearsalSection,
     SandboxSection,
     SearchHash,
@@ -45,7 +46,7 @@ DECLARED = {"backup": BackupConfig, "precheck": PrecheckConfig, "performance": P
             "deploy": DeployConfig, "logs": LogsSection, "rehearsal": RehearsalSection,
             "app_role": AppRoleSection, "migration": MigrationSection, "sandbox": SandboxSection,
             "answers": AnswersSection, "tenancy": TenancySection,
-            "api": ApiSection}
+            "api": ApiSection, "preconditions": PreconditionsSection}
 
 # The arrays of tables whose entries are declared (load.py's _entries).
 ENTRIES = {"people": PeopleItem, "waivers": Waiver, "not_applicable": NotApplicable, "search_hashes": SearchHash}
@@ -67,6 +68,15 @@ def json_schema() -> dict:
         properties[f"{side}_objects"] = {"type": "object", "additionalProperties": objects}
         properties[f"{side}_foreign_keys"] = {"type": "object",
                                               "additionalProperties": {"type": "array", "items": foreign_key}}
+    # The open tables (a name of the user's own = a value), checked by hand in load.py: their values' shapes.
+    strings = {"type": "object", "additionalProperties": {"type": "string"}}
+    for name in ("new_tables", "dropped_tables", "new_catalog", "legacy_catalog"):
+        properties[name] = strings
+    for name in ("new_schema", "legacy_schema"):  # <table> = { <column> = "<type>..." }
+        properties[name] = {"type": "object", "additionalProperties": strings}
+    properties["hooks"] = {"type": "object", "additionalProperties": {"type": "string"}, "properties": {
+        "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
+        "pass_env": {"type": "array", "items": {"type": "string"}}}}
     properties["extends"] = {"type": "string", "description": "another description this one is laid over"}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "migration.toml",
             "description": "The migration description of hipaa-migration-gate", "type": "object",
