@@ -86,6 +86,11 @@ def _entries(spec: object, model: type[T], where: str, section: str) -> tuple[T,
     return tuple(_section(item, model, f"{where} item {number}") for number, item in enumerate(spec, 1))
 
 
+def _twice(names: list[str]) -> str | None:
+    """The first name an array of tables gives twice (each entry is for one thing), None when each is once."""
+    return next((name for name in names if names.count(name) > 1), None)
+
+
 def _no_unknown_keys(spec: object, model: type, where: str, prefix: str) -> None:
     """A misspelt key is refused, never ignored (msgspec ignores a dataclass's unknown fields), in nested tables,
     arrays of tables and tables of tables too."""
@@ -223,9 +228,8 @@ def load_answers(spec: object, where: str) -> AnswersConfig:
 def load_people(spec: object, where: str) -> tuple[PeopleItem, ...]:
     """[[people]] by its declaration, each id once and at most one decision_maker."""
     items = _entries(spec, PeopleItem, where, "people")
-    ids = [i.id for i in items]
-    if len(set(ids)) != len(ids):
-        raise ConfigError(f"{where}: item id {next(i for i in ids if ids.count(i) > 1)} appears twice")
+    if (twice := _twice([i.id for i in items])) is not None:
+        raise ConfigError(f"{where}: item id {twice} appears twice")
     if sum(i.decision_maker for i in items) > 1:
         raise ConfigError(f"{where}: only one item may be the decision_maker")
     return items
@@ -235,9 +239,7 @@ def load_waivers(spec: object, where: str) -> tuple[Waiver, ...]:
     """[[waivers]] by their declaration (a known criterion, one finding, exact or a pattern, a reason, who decided
     and an expiry date each); the same finding waived twice for one criterion is refused (which one would it be?)."""
     found = _entries(spec, Waiver, where, "waivers")
-    labels = [w.label for w in found]
-    twice = next((label for label in labels if labels.count(label) > 1), None)
-    if twice:
+    if (twice := _twice([w.label for w in found])) is not None:
         raise ConfigError(f"{where}: {twice} is waived twice")
     return found
 
@@ -246,9 +248,7 @@ def load_not_applicable(spec: object, where: str) -> tuple[NotApplicable, ...]:
     """[[not_applicable]] by its declaration, as [[waivers]] are: a known criterion, a reason and who decided, each
     criterion once."""
     found = _entries(spec, NotApplicable, where, "not_applicable")
-    criteria = [n.criterion for n in found]
-    twice = next((c for c in criteria if criteria.count(c) > 1), None)
-    if twice:
+    if (twice := _twice([n.criterion for n in found])) is not None:
         raise ConfigError(f"{where}: {twice} is declared not applicable twice")
     return found
 
