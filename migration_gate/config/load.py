@@ -6,6 +6,7 @@ its model (config/model.py) by its msgspec declaration (`_section`, `_entries`);
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import tomllib
 import types
@@ -96,12 +97,18 @@ def _no_unknown_keys(spec: object, model: type, where: str, prefix: str) -> None
     arrays of tables and tables of tables too."""
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: {prefix.rstrip('.') + ' ' if prefix else ''}must be a table")
-    hints = typing.get_type_hints(model)
+    hints = _hints(model)
     unknown = sorted(set(spec) - set(hints))
     if unknown:
         raise ConfigError(f"{where}: unknown key {prefix}{unknown[0]} (known: {', '.join(hints)})")
     for key, value in spec.items():
         _tables_in(value, hints[key], where, f"{prefix}{key}")
+
+
+@functools.cache
+def _hints(model: type) -> dict[str, Any]:
+    """A declaration's fields and their types (evaluated once: a description reads hundreds of tables)."""
+    return typing.get_type_hints(model)
 
 
 def _tables_in(value: object, hint: Any, where: str, at: str) -> None:
