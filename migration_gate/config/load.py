@@ -1,15 +1,16 @@
-"""Reading the migration description: the TOML chain (extends), unknown sections and keys, and each section
-checked into its model (config/model.py). Sections declared with msgspec annotations are checked by the library
-(`_section`); the others by hand. Every problem is one ConfigError line naming the section and the key."""
+"""Reading the migration description: the TOML chain (extends), unknown sections, and each section checked into
+its model (config/model.py) by its msgspec declaration (`_section`, `_entries`); what a declaration cannot say
+(a file that exists, a [hooks] command a section names, ids_from listed before, a table named twice, [budgets] and
+[hooks] themselves) is checked here by hand. Every problem is one ConfigError line naming the section and the key."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import tomllib
+import types
 import typing
-from collections.abc import Iterator
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,55 +19,47 @@ import msgspec
 from migration_gate.config.environment import REHEARSAL_KIND_ENV, variable
 from migration_gate.config.errors import ConfigError
 from migration_gate.config.model import (
-    _ITEM_ID,
-    DEFAULT_SANDBOX_PROVIDER,
     ENV_NAME,
-    LOG_FORMATS,
-    LOG_SOURCES,
-    NOT_APPLICABLE_KEYS,
-    ON_DELETE,
-    OWN_REQUEST_PATTERN,
-    REHEARSAL_KINDS,
-    RULES,
-    SEQUENCE_PRIVILEGES,
-    TABLE_PRIVILEGES,
-    WAIVER_KEYS,
-    AnswerLogin,
-    AnswerRequest,
     AnswersConfig,
+    AnswersSection,
     ApiRoute,
     ApiRules,
+    ApiSection,
     AppRole,
+    AppRoleSection,
     AppServerConfig,
-    AuditTable,
+    AppServerSection,
     BackupConfig,
-    ColumnRule,
-    Endpoint,
+    DeployConfig,
     ForeignKey,
+    ForeignKeyEntry,
     GateConfig,
     LintConfig,
     LogsConfig,
-    MembershipRight,
-    MoneyColumns,
+    LogsSection,
+    MigrationSection,
     NotApplicable,
     NotifyConfig,
     PeopleItem,
     PerformanceConfig,
     PrecheckConfig,
+    PreconditionsSection,
     Probe,
     RehearsalConfig,
+    RehearsalSection,
+    SandboxSection,
     SearchHash,
-    TableMap,
+    SecurityConfig,
     TableObjects,
+    TableSection,
     Tenancy,
-    TenantRow,
-    UniqueKey,
-    UserTable,
+    TenancySection,
     Visibility,
+    VisibilitySides,
     Waiver,
     WatchConfig,
+    WatchSection,
 )
-from migration_gate.core.criteria import CRITERIA
 from migration_gate.core.paths import ROOT
 
 T = TypeVar("T")
@@ -74,8 +67,8 @@ T = TypeVar("T")
 
 def _section(spec: object, model: type[T], where: str) -> T:
     """A section declared in model.py, checked by msgspec against its declaration (absent: the defaults). Every
-    problem is one line naming the section and the key: "<where>: unknown key <key>", or "<where>: <key> must be
-    <the field's description>"; never a value from the file (it may hold a secret)."""
+    problem is one line naming the section and the key: "<where>: unknown key <key>", "<where>: <key> must be
+    <the field's description>" or "<where>: needs <key>"; never a value from the file (it may hold a secret)."""
     if spec is None:
         spec = {}
     _no_unknown_keys(spec, model, where, "")
@@ -85,24 +78,54 @@ def _section(spec: object, model: type[T], where: str) -> T:
         raise ConfigError(f"{where}: {_problem(str(exc), model)}") from None
 
 
+def _entries(spec: object, model: type[T], where: str, section: str) -> tuple[T, ...]:
+    """An array of tables ([[people]], [[waivers]]...), each entry by its declaration: "<where> item <n>: ..."."""
+    if spec is None:
+        return ()
+    if not isinstance(spec, list) or not all(isinstance(item, dict) for item in spec):
+        raise ConfigError(f"{where}: must be an array of tables ([[{section}]])")
+    return tuple(_section(item, model, f"{where} item {number}") for number, item in enumerate(spec, 1))
+
+
+def _twice(names: list[str]) -> str | None:
+    """The first name an array of tables gives twice (each entry is for one thing), None when each is once."""
+    return next((name for name in names if names.count(name) > 1), None)
+
+
 def _no_unknown_keys(spec: object, model: type, where: str, prefix: str) -> None:
-    """A misspelt key is refused, never ignored (msgspec ignores a dataclass's unknown fields), in nested tables
-    and arrays of tables too."""
+    """A misspelt key is refused, never ignored (msgspec ignores a dataclass's unknown fields), in nested tables,
+    arrays of tables and tables of tables too."""
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: {prefix.rstrip('.') + ' ' if prefix else ''}must be a table")
-    hints = typing.get_type_hints(model)
+    hints = _hints(model)
     unknown = sorted(set(spec) - set(hints))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {prefix}{unknown[0]}")
+        raise ConfigError(f"{where}: unknown key {prefix}{unknown[0]} (known: {', '.join(hints)})")
     for key, value in spec.items():
-        inner = _dataclass_in(hints[key])
-        if inner is None:
-            continue
-        if isinstance(value, list):
-            for number, item in enumerate(value):
-                _no_unknown_keys(item, inner, where, f"{prefix}{key}[{number}].")
-        elif isinstance(value, dict):
-            _no_unknown_keys(value, inner, where, f"{prefix}{key}.")
+        _tables_in(value, hints[key], where, f"{prefix}{key}")
+
+
+@functools.cache
+def _hints(model: type) -> dict[str, Any]:
+    """A declaration's fields and their types (evaluated once: a description reads hundreds of tables)."""
+    return typing.get_type_hints(model)
+
+
+def _tables_in(value: object, hint: Any, where: str, at: str) -> None:
+    """Into the tables a value of this declared type holds (a value of the wrong type is msgspec's to refuse)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        _no_unknown_keys(value, hint, where, f"{at}.")
+    elif origin in (tuple, list) and isinstance(value, list):
+        for number, item in enumerate(value):
+            _tables_in(item, args[0], where, f"{at}[{number}]")
+    elif origin is dict and isinstance(value, dict):
+        for key, item in value.items():
+            _tables_in(item, args[1], where, f"{at}.{key}")
+    elif origin in (typing.Union, types.UnionType):
+        inner = next((a for a in args if dataclasses.is_dataclass(a)), None)
+        if inner is not None and isinstance(value, dict):
+            _no_unknown_keys(value, inner, where, f"{at}.")
 
 
 def _dataclass_in(hint: Any) -> type | None:
@@ -113,19 +136,37 @@ def _dataclass_in(hint: Any) -> type | None:
     return next((a for a in args if isinstance(a, type) and dataclasses.is_dataclass(a)), None)
 
 
+def _description(hint: Any) -> str | None:
+    return next((m.description for m in getattr(hint, "__metadata__", ()) if getattr(m, "description", None)), None)
+
+
 def _problem(message: str, model: type) -> str:
     """msgspec's "Expected `int` >= 1 - at `$.workers`" as the declaration words it: "workers must be a number of
-    at least 1" (the field's description); a check of the model's own (__post_init__) says its line itself."""
+    at least 1" (the description of the deepest field on the path that has one, nested tables included);
+    "Object missing required field `reason`" as "needs reason (<its description>)"; a check of the model's own
+    (__post_init__) says its line itself, after the path of the nested table it is about."""
     text, _, path = message.partition(" - at `$")
-    key = re.match(r"\.(\w+)", path)
-    if key is None:
-        return text
-    meta = typing.get_type_hints(model, include_extras=True)[key.group(1)]
-    described = next((m.description for m in getattr(meta, "__metadata__", ()) if getattr(m, "description", None)),
-                     None)
-    if described:
-        return f"{key.group(1)} must be {described}"
-    return f"{path.rstrip('`').lstrip('.')}: {text}"
+    path = path.rstrip("`")
+    missing = re.fullmatch(r"Object missing required field `(\w+)`", text)
+    if missing:
+        path += f".{missing.group(1)}"
+    shown, described, here, owner = "", None, "", model
+    for key, index in re.findall(r"\.(\w+)|\[(\d+)\]", path):
+        here += f"[{index}]" if index else (f".{key}" if here else key)
+        if not key:
+            continue
+        hint = typing.get_type_hints(owner, include_extras=True).get(key) if owner is not None else None
+        if hint is None:
+            break
+        if _description(hint):
+            shown, described = here, _description(hint)
+        owner = _dataclass_in(typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint)
+    if missing:
+        parent, _, key = here.rpartition(".")
+        return (f"{parent}: " if parent else "") + f"needs {key}" + (f" ({described})" if shown == here else "")
+    if described and text.startswith(("Expected", "Invalid")):
+        return f"{shown} must be {described}"
+    return f"{here}: {text}" if here else text
 
 
 def load_probe(spec: object, where: str) -> Probe:
@@ -133,31 +174,9 @@ def load_probe(spec: object, where: str) -> Probe:
     return _section(spec, Probe, where)
 
 
-def _privileges(value: object, allowed: tuple[str, ...], where: str) -> frozenset[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}: must be a list of privileges ({', '.join(allowed)})")
-    found = frozenset(v.upper() for v in value)
-    unknown = sorted(found - set(allowed))
-    if unknown:
-        raise ConfigError(f"{where}: {unknown[0]} is not one of {', '.join(allowed)}")
-    return found
-
-
-def load_app_role(spec: dict | None, where: str) -> AppRole | None:
-    """[app_role]: name, privileges, sequences, and per-table privileges in [app_role.tables]."""
-    if spec is None:
-        return None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a table")
-    unknown = set(spec) - {"name", "privileges", "sequences", "tables"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
-    return AppRole(
-        name=_need(spec, "name", str, where),
-        privileges=_privileges(_need(spec, "privileges", list, where), TABLE_PRIVILEGES, f"{where} privileges"),
-        sequences=_privileges(spec.get("sequences", []), SEQUENCE_PRIVILEGES, f"{where} sequences"),
-        tables={str(t): _privileges(v, TABLE_PRIVILEGES, f"{where} tables.{t}")
-                for t, v in _need_dict(spec, "tables", where).items()})
+def load_app_role(spec: object, where: str) -> AppRole | None:
+    """[app_role] by its declaration: name, privileges, sequences, and per-table privileges in [app_role.tables]."""
+    return None if spec is None else _section(spec, AppRoleSection, where).role()
 
 
 def _need_dict(spec: dict, key: str, where: str) -> dict:
@@ -168,51 +187,12 @@ def _need_dict(spec: dict, key: str, where: str) -> dict:
 
 
 def load_logs(spec: object, hooks: dict[str, str], base: Path, where: str) -> LogsConfig:
-    """[logs], validated: a source we know, a format we read, a regex that compiles, a hook that exists."""
-    if spec is None:
-        return LogsConfig()
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a table")
-    unknown = set(spec) - {"source", "path", "format", "error_pattern", "hook", "timeout_seconds", "settle_seconds",
-                           "own_request_pattern"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
-    source = str(spec.get("source", "jsonl"))
-    if source not in LOG_SOURCES:
-        raise ConfigError(f"{where}: source must be one of {', '.join(LOG_SOURCES)}")
-    default_format = "text" if source == "text" else "jsonl"
-    line_format = str(spec.get("format", default_format))
-    if line_format not in LOG_FORMATS or (source != "command" and line_format != default_format):
-        raise ConfigError(f"{where}: format must be " + ("jsonl or text" if source == "command" else default_format)
-                          + f" for source {source}")
-    pattern = spec.get("error_pattern")
-    if pattern is not None:
-        if line_format != "text":
-            raise ConfigError(f"{where}: error_pattern applies to text lines only (format = \"text\")")
-        try:
-            re.compile(str(pattern))
-        except re.error as exc:
-            raise ConfigError(f"{where}: error_pattern is not a valid regular expression ({exc})") from None
-    own = spec.get("own_request_pattern", OWN_REQUEST_PATTERN)
-    if not isinstance(own, str):
-        raise ConfigError(f"{where}: own_request_pattern must be a string (a regular expression, or \"\" for none)")
-    try:
-        re.compile(own)
-    except re.error as exc:
-        raise ConfigError(f"{where}: own_request_pattern is not a valid regular expression ({exc})") from None
-    hook = str(spec.get("hook", "logs_since"))
-    if source == "command" and not hooks.get(hook):
-        raise ConfigError(f"{where}: source \"command\" needs the command [hooks] {hook}")
-    if source == "command" and "path" in spec:
-        raise ConfigError(f"{where}: path applies to file sources only")
-    numbers = {k: spec.get(k, d) for k, d in (("timeout_seconds", 60.0), ("settle_seconds", 0.0))}
-    timeout, settle = (_need(numbers, k, float, where) for k in numbers)
-    if timeout <= 0 or settle < 0:
-        raise ConfigError(f"{where}: timeout_seconds must be positive and settle_seconds not negative")
-    path = (base / str(spec["path"])).resolve() if spec.get("path") else None
-    return LogsConfig(source=source, path=path, format=line_format,
-                      error_pattern=str(pattern) if pattern is not None else None, hook=hook,
-                      timeout_seconds=timeout, settle_seconds=settle, own_request_pattern=own or None)
+    """[logs] by its declaration (a source we know, a format we read, regexes that compile), and a command source's
+    hook among [hooks]."""
+    logs = _section(spec, LogsSection, where)
+    if logs.source == "command" and not hooks.get(logs.hook):
+        raise ConfigError(f"{where}: source \"command\" needs the command [hooks] {logs.hook}")
+    return logs.config(base)
 
 
 def load_backup(spec: object, where: str) -> BackupConfig:
@@ -237,171 +217,47 @@ def load_performance(spec: object, where: str) -> PerformanceConfig:
     return _section(spec, PerformanceConfig, where)
 
 
-def _names(spec: dict, key: str, where: str) -> tuple[str, ...]:
-    value = spec.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{where}: {key} must be a list of field names")
-    return tuple(value)
-
-
-def _answer_request(spec: object, paths: set[str], where: str) -> AnswerRequest:
-    if not isinstance(spec, dict) or not isinstance(spec.get("path"), str) or not spec["path"].startswith("/"):
-        raise ConfigError(f"{where}: each request needs a path starting with /")
-    unknown = set(spec) - {"path", "records", "id", "ids_from", "paginated", "new_path"}
-    if unknown:
-        raise ConfigError(f"{where}: request {spec['path']}: unknown key {sorted(unknown)[0]}")
-    new_path = spec.get("new_path")
-    if new_path is not None and new_path is not False and not (isinstance(new_path, str) and new_path.startswith("/")):
-        raise ConfigError(f"{where}: request {spec['path']}: new_path must be a path starting with / (or false: "
-                          "the new app has no such route)")
-    if isinstance(new_path, str) and ("{id}" in new_path) != ("{id}" in spec["path"]):
-        raise ConfigError(f"{where}: request {spec['path']}: new_path must hold {{id}} exactly when path does")
-    request = AnswerRequest(path=spec["path"], records=str(spec.get("records", "data")), id=str(spec.get("id", "id")),
-                            ids_from=spec.get("ids_from"), paginated=bool(spec.get("paginated", False)),
-                            new_path=new_path or None, on_new=new_path is not False)
-    templated = "{id}" in request.path
-    if templated != (request.ids_from is not None):
-        raise ConfigError(f"{where}: request {request.path}: a path with {{id}} needs ids_from (and only it)")
-    if request.ids_from is not None and request.ids_from not in paths:
-        raise ConfigError(f"{where}: request {request.path}: ids_from {request.ids_from} is not a request "
-                          "listed before it")
-    return request
-
-
 def load_answers(spec: object, where: str) -> AnswersConfig:
-    """[answers] validated: logins name environment variables, requests are well-formed, counts positive."""
-    if spec is None:
-        return AnswersConfig()
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a table")
-    logins = []
-    for item in spec.get("logins", [{}]):
-        if not isinstance(item, dict) or set(item) - {"username", "username_env", "password_env"}:
-            raise ConfigError(f"{where}: each login is {{ username_env = ..., password_env = ... }} "
-                              "(or username = ...): the password itself never goes in this file")
-        if "password" in item:
-            raise ConfigError(f"{where}: a login names the environment variable of its password (password_env)")
-        login = AnswerLogin(username_env=str(item.get("username_env", "GATE_API_USERNAME")),
-                            password_env=str(item.get("password_env", "GATE_API_PASSWORD")),
-                            username=item.get("username"))
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", login.password_env):
-            raise ConfigError(f"{where}: password_env must be an environment variable's name")
-        logins.append(login)
-    requests: list[AnswerRequest] = []
-    for item in spec.get("requests", []):
-        requests.append(_answer_request(item, {r.path for r in requests}, where))
-    counts = {}
-    for key, least in (("sample", 0), ("page_size", 1), ("max_pages", 1)):
-        value = spec.get(key, getattr(AnswersConfig, key))
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(f"{where}: {key} must be a whole number of at least {least}")
-        counts[key] = value
-    renames = spec.get("renames", {})
-    if not isinstance(renames, dict) or not all(isinstance(v, str) for v in renames.values()):
-        raise ConfigError(f"{where}: renames must map legacy field names to the new API's")
-    unknown = set(spec) - {"logins", "requests", "sample", "page_size", "max_pages", "renames", "ignore", "added",
-                           "nested", "absent_equals_null"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
-    absent = spec.get("absent_equals_null", True)
-    if not isinstance(absent, bool):
-        raise ConfigError(f"{where}: absent_equals_null must be true or false")
-    return AnswersConfig(logins=tuple(logins) or (AnswerLogin(),), requests=tuple(requests), renames=dict(renames),
-                         ignore=_names(spec, "ignore", where), added=_names(spec, "added", where),
-                         nested=_names(spec, "nested", where), absent_equals_null=absent, **counts)
+    """[answers] by its declaration: logins name environment variables, requests are well-formed (ids_from a
+    request listed before), counts positive."""
+    logins = spec.get("logins", []) if isinstance(spec, dict) else []
+    if any(isinstance(login, dict) and "password" in login for login in logins):
+        raise ConfigError(f"{where}: a login names the environment variable of its password (password_env); the "
+                          "password itself never goes in this file")
+    answers = _section(spec, AnswersSection, where)
+    for number, request in enumerate(answers.requests):
+        if request.ids_from is not None and request.ids_from not in {r.path for r in answers.requests[:number]}:
+            raise ConfigError(f"{where}: request {request.path}: ids_from {request.ids_from} is not a request "
+                              "listed before it")
+    return answers.config()
 
 
 def load_people(spec: object, where: str) -> tuple[PeopleItem, ...]:
-    """[[people]] validated: unique ids a command line can name, a text each, at most one decision maker."""
-    if spec is None:
-        return ()
-    if not isinstance(spec, list) or not all(isinstance(item, dict) for item in spec):
-        raise ConfigError(f"{where}: must be an array of tables ([[people]])")
-    items = []
-    for number, item in enumerate(spec, 1):
-        unknown = sorted(set(item) - set(PeopleItem.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"{where} item {number}: unknown key {unknown[0]} (known: "
-                              f"{', '.join(PeopleItem.__dataclass_fields__)})")
-        if not isinstance(item.get("id"), str) or not _ITEM_ID.match(item["id"]):
-            raise ConfigError(f"{where} item {number}: id must be lower-case letters, digits, '-' or '_'")
-        if not isinstance(item.get("text"), str) or not item["text"].strip():
-            raise ConfigError(f"{where} {item['id']}: text must be a non-empty string")
-        flags = {k: item.get(k, getattr(PeopleItem, k)) for k in ("required_before_cutover", "decision_maker")}
-        if not all(isinstance(v, bool) for v in flags.values()):
-            raise ConfigError(f"{where} {item['id']}: required_before_cutover and decision_maker must be true or false")
-        items.append(PeopleItem(id=item["id"], text=item["text"].strip(), **flags))
-    ids = [i.id for i in items]
-    if len(set(ids)) != len(ids):
-        raise ConfigError(f"{where}: item id {next(i for i in ids if ids.count(i) > 1)} appears twice")
+    """[[people]] by its declaration, each id once and at most one decision_maker."""
+    items = _entries(spec, PeopleItem, where, "people")
+    if (twice := _twice([i.id for i in items])) is not None:
+        raise ConfigError(f"{where}: item id {twice} appears twice")
     if sum(i.decision_maker for i in items) > 1:
         raise ConfigError(f"{where}: only one item may be the decision_maker")
-    return tuple(items)
-
-
-def _criterion_entries(spec: object, where: str, section: str, keys: tuple[str, ...],
-                       example: str) -> Iterator[tuple[str, dict, dict[str, str]]]:
-    """An array of tables about checklist criteria ([[waivers]], [[not_applicable]]), each entry checked the same
-    way: known keys only, a non-empty criterion, reason and decided_by, and a criterion the checklist has. Yields
-    (where the entry is, the entry, those three texts stripped)."""
-    if spec is None:
-        return
-    if not isinstance(spec, list) or not all(isinstance(item, dict) for item in spec):
-        raise ConfigError(f"{where}: must be an array of tables ([[{section}]])")
-    for number, item in enumerate(spec, 1):
-        spot = f"{where} item {number}"
-        unknown = sorted(set(item) - set(keys))
-        if unknown:
-            raise ConfigError(f"{spot}: unknown key {unknown[0]} (known: {', '.join(keys)})")
-        texts = {}
-        for key in ("criterion", "reason", "decided_by"):
-            value = item.get(key)
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(f"{spot}: needs {key} (a non-empty string)")
-            texts[key] = value.strip()
-        if texts["criterion"] not in CRITERIA:
-            raise ConfigError(f"{spot}: criterion {texts['criterion']} is not a checklist criterion (e.g. {example})")
-        yield spot, item, texts
+    return items
 
 
 def load_waivers(spec: object, where: str) -> tuple[Waiver, ...]:
-    """[[waivers]] validated: a known criterion, one finding (exact or a pattern), a reason, who decided and an
-    expiry date each; the same finding waived twice for one criterion is refused (which one would it be?)."""
-    found: list[Waiver] = []
-    for spot, item, texts in _criterion_entries(spec, where, "waivers", WAIVER_KEYS, "POST-09"):
-        given = [k for k in ("finding", "finding_regex") if k in item]
-        if len(given) != 1 or not isinstance(item[given[0]], str) or not item[given[0]].strip():
-            raise ConfigError(f"{spot}: give the finding it waives as finding (the exact problem line) or "
-                              "finding_regex (a pattern of the whole line), one of them, a non-empty string")
-        if given == ["finding_regex"]:
-            try:
-                re.compile(item["finding_regex"])
-            except re.error as exc:
-                raise ConfigError(f"{spot}: finding_regex is not a valid regular expression ({exc})") from None
-        expires = item.get("expires")
-        if isinstance(expires, str):
-            try:
-                expires = date.fromisoformat(expires.strip())
-            except ValueError:
-                expires = None
-        if not isinstance(expires, date) or isinstance(expires, datetime):
-            raise ConfigError(f"{spot}: expires must be a date such as 2027-01-31 (the last day the waiver holds)")
-        found.append(Waiver(**texts, expires=expires, **{given[0]: item[given[0]].strip()}))
-    labels = [w.label for w in found]
-    twice = next((label for label in labels if labels.count(label) > 1), None)
-    if twice:
+    """[[waivers]] by their declaration (a known criterion, one finding, exact or a pattern, a reason, who decided
+    and an expiry date each); the same finding waived twice for one criterion is refused (which one would it be?)."""
+    found = _entries(spec, Waiver, where, "waivers")
+    if (twice := _twice([w.label for w in found])) is not None:
         raise ConfigError(f"{where}: {twice} is waived twice")
-    return tuple(found)
+    return found
 
 
 def load_not_applicable(spec: object, where: str) -> tuple[NotApplicable, ...]:
-    """[[not_applicable]] validated as [[waivers]] are: a known criterion, a reason and who decided, each once."""
-    found: list[NotApplicable] = []
-    for _spot, _item, texts in _criterion_entries(spec, where, "not_applicable", NOT_APPLICABLE_KEYS, "POST-19"):
-        if any(n.criterion == texts["criterion"] for n in found):
-            raise ConfigError(f"{where}: {texts['criterion']} is declared not applicable twice")
-        found.append(NotApplicable(**texts))
-    return tuple(found)
+    """[[not_applicable]] by its declaration, as [[waivers]] are: a known criterion, a reason and who decided, each
+    criterion once."""
+    found = _entries(spec, NotApplicable, where, "not_applicable")
+    if (twice := _twice([n.criterion for n in found])) is not None:
+        raise ConfigError(f"{where}: {twice} is declared not applicable twice")
+    return found
 
 
 def load_notify(spec: object, where: str) -> NotifyConfig:
@@ -410,132 +266,45 @@ def load_notify(spec: object, where: str) -> NotifyConfig:
 
 
 def load_security(spec: object, where: str) -> str:
-    """[security] allow_insecure_transport: the operator's reason, as the sign-off records it; "" when absent. Not a
-    boolean: an opt-out of verified TLS to a remote target says why (one line, for whoever signs the run off)."""
-    spec = spec if isinstance(spec, dict) else {}
-    if "allow_insecure_transport" not in spec:
-        return ""
-    reason = spec["allow_insecure_transport"]
-    if not isinstance(reason, str) or not reason.strip() or "\n" in reason.strip():
-        raise ConfigError(f"{where}: allow_insecure_transport must be one non-empty line saying why TLS is not "
-                          "verified (e.g. \"the database is reached through an SSH tunnel\")")
-    return reason.strip()
-
-
-def _string_table(spec: dict, key: str, where: str) -> dict[str, str]:
-    value = spec.get(key, {})
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise ConfigError(f"{where}: {key} must be a table of strings, e.g. {{ NAME = \"value\" }}")
-    return {str(k): v for k, v in value.items()}
+    """[security] allow_insecure_transport by its declaration: the operator's one-line reason; "" when absent."""
+    return _section(spec, SecurityConfig, where).allow_insecure_transport
 
 
 def load_app_server(spec: object, base: Path, where: str) -> AppServerConfig | None:
-    """One app of [rehearsal], validated: a command, a folder that exists, variable names that are names."""
+    """One app of [rehearsal] ([rehearsal.app_new] alone: where names it) by its declaration, and a folder that
+    exists."""
     if spec is None:
         return None
-    spec = _only(spec, set(AppServerConfig.__dataclass_fields__), where)
-    command = spec.get("command")
-    if not isinstance(command, str) or not command.strip():
-        raise ConfigError(f"{where}: command must be a shell command (a non-empty string)")
-    cwd = (base / str(spec.get("cwd", "."))).resolve()
-    if not cwd.is_dir():
-        raise ConfigError(f"{where}: cwd {cwd} is not a folder")
-    health = str(spec.get("health", "/health"))
-    if not health.startswith("/"):
-        raise ConfigError(f"{where}: health must be a path starting with / (got {health!r})")
-    env, headers = _string_table(spec, "env", where), _string_table(spec, "headers", where)
-    pass_env = spec.get("pass_env", [])
-    if not isinstance(pass_env, list) or not all(isinstance(n, str) for n in pass_env):
-        raise ConfigError(f"{where}: pass_env must be a list of variable names")
-    names = {k: str(spec.get(k, AppServerConfig.__dataclass_fields__[k].default))
-             for k in ("dsn_env", "key_env", "port_env")}
-    bad = [n for n in [*env, *pass_env, *names.values()] if not ENV_NAME.fullmatch(n)]
-    if bad:
-        raise ConfigError(f"{where}: {bad[0]!r} is not an environment variable name")
-    if len(set(names.values())) < 3:
-        raise ConfigError(f"{where}: dsn_env, key_env and port_env must be three different names")
-    handed = sorted(set(names.values()) & (set(env) | set(pass_env)))
-    if handed:
-        raise ConfigError(f"{where}: {handed[0]} is handed over by the gate; it cannot also be in env or pass_env")
-    timeout = spec.get("start_timeout_seconds", AppServerConfig.start_timeout_seconds)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ConfigError(f"{where}: start_timeout_seconds must be a positive number of seconds")
-    role = spec.get("database_role", "app")
-    if role not in ("app", "owner"):
-        raise ConfigError(f"{where}: database_role must be 'app' or 'owner'")
-    return AppServerConfig(command=command, cwd=cwd, health=health, env=env, pass_env=tuple(pass_env),
-                           headers=headers, start_timeout_seconds=float(timeout), database_role=role, **names)
+    return _app_server(_section(spec, AppServerSection, where), base, where)
+
+
+def _app_server(app: AppServerSection, base: Path, where: str) -> AppServerConfig:
+    found = app.config(base)
+    if not found.cwd.is_dir():
+        raise ConfigError(f"{where}: cwd {found.cwd} is not a folder")
+    return found
 
 
 def load_rehearsal(spec: object, where: str, base: Path = ROOT) -> RehearsalConfig:
-    """[rehearsal] validated (GATE_REHEARSAL_KIND overrides kind): one line per problem."""
-    spec = {} if spec is None else spec
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a table")
-    unknown = sorted(set(spec) - set(RehearsalConfig.__dataclass_fields__))
-    if unknown:
-        known = ", ".join(RehearsalConfig.__dataclass_fields__)
-        raise ConfigError(f"{where}: unknown key {unknown[0]} (known: {known})")
-    kind = variable(REHEARSAL_KIND_ENV) or spec.get("kind", "scratch")
-    if kind not in REHEARSAL_KINDS:
-        raise ConfigError(f"{where}: kind must be one of {', '.join(REHEARSAL_KINDS)} (got {kind!r})")
-    hooks = {}
-    for name in ("create_copy", "delete_copy"):
-        value = spec.get(name)
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise ConfigError(f"{where}: {name} must be a shell command (a non-empty string)")
-        hooks[name] = value
-    if kind == "hooks" and not (hooks["create_copy"] and hooks["delete_copy"]):
-        raise ConfigError(f"{where}: kind 'hooks' needs both create_copy and delete_copy commands")
-    timeout = spec.get("timeout_seconds", RehearsalConfig.timeout_seconds)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ConfigError(f"{where}: timeout_seconds must be a positive number of seconds")
-    apps = {name: load_app_server(spec.get(name), base, f"{where} {name}") for name in ("app_new", "app_legacy")}
-    return RehearsalConfig(kind=kind, timeout_seconds=float(timeout), **hooks, **apps)
+    """[rehearsal] by its declaration (GATE_REHEARSAL_KIND overrides kind): one line per problem."""
+    kind = variable(REHEARSAL_KIND_ENV)
+    if kind and isinstance(spec, dict | None):
+        spec = {**(spec or {}), "kind": kind}
+    rehearsal = _section(spec, RehearsalSection, where)
+    for name in ("app_new", "app_legacy"):
+        if getattr(rehearsal, name) is not None:
+            _app_server(getattr(rehearsal, name), base, f"{where}: {name}")
+    return rehearsal.config(base)
 
 
 def load_app_tables(spec: object, where: str) -> tuple[str, ...]:
-    """[deploy] app_tables: the tables the app's own migrations may create when it starts on the new schema (a
-    list of table names in [migration] schema); none declared: the deploy may create nothing."""
-    spec = {} if spec is None else spec
-    value = spec.get("app_tables", [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ConfigError(f"{where}: app_tables must be a list of table names")
-    if len(set(value)) != len(value):
-        raise ConfigError(f"{where}: app_tables names a table twice")
-    return tuple(value)
+    """[deploy] app_tables by its declaration: table names, each once (none declared: the deploy creates nothing)."""
+    return _section(spec, DeployConfig, where).app_tables
 
 
 def load_watch(spec: object, where: str) -> WatchConfig:
-    """[watch] validated: a schedule whose segments end later and later, thresholds that make sense."""
-    if spec is None:
-        return WatchConfig()
-    spec = _only(spec, {"schedule", "latency_samples", "baseline_factor", "rollback_criteria"}, where)
-    criteria = _only(spec.get("rollback_criteria", {}), {"invariant_red", "error_rate_over", "error_rate_rounds",
-                                                         "p95_over_budget_rounds"}, f"{where}.rollback_criteria")
-    schedule, last = [], 0.0
-    for item in spec.get("schedule", [{"until_hours": h, "every_minutes": m} for h, m in WatchConfig.schedule]):
-        item = _only(item, {"until_hours", "every_minutes"}, f"{where} schedule")
-        until, every = float(item.get("until_hours", 0)), float(item.get("every_minutes", 0))
-        if until <= last or every <= 0:
-            raise ConfigError(f"{where}: schedule entries need until_hours rising past {last:g} and every_minutes "
-                              "above zero")
-        schedule.append((until, every))
-        last = until
-    if not schedule:
-        raise ConfigError(f"{where}: schedule is empty")
-    found = WatchConfig(
-        schedule=tuple(schedule), latency_samples=int(spec.get("latency_samples", 5)),
-        baseline_factor=float(spec.get("baseline_factor", 1.5)),
-        invariant_red=bool(criteria.get("invariant_red", True)),
-        error_rate_over=float(criteria.get("error_rate_over", 0.05)),
-        error_rate_rounds=int(criteria.get("error_rate_rounds", 2)),
-        p95_over_budget_rounds=int(criteria.get("p95_over_budget_rounds", 3)))
-    if found.latency_samples < 1 or found.baseline_factor <= 0 or not 0 <= found.error_rate_over <= 1 \
-            or found.error_rate_rounds < 1 or found.p95_over_budget_rounds < 0:
-        raise ConfigError(f"{where}: latency_samples >= 1, baseline_factor > 0, rollback_criteria.error_rate_over "
-                          "between 0 and 1, error_rate_rounds >= 1, p95_over_budget_rounds >= 0")
-    return found
+    """[watch] by its declaration: a schedule whose segments end later and later, thresholds that make sense."""
+    return _section(spec, WatchSection, where).config()
 
 
 def _need(data: dict, key: str, kind: type, where: str):
@@ -557,41 +326,13 @@ def _minutes(value: object, where: str) -> float:
     return float(value)
 
 
-def _foreign_keys(data: dict, where: str) -> tuple[ForeignKey, ...]:
-    found = []
-    for table, items in data.items():
-        for i, item in enumerate(items):
-            spot = f"{where}.{table}[{i}]"
-            on_delete = _need(item, "on_delete", str, spot).lower()
-            if on_delete not in ON_DELETE:
-                raise ConfigError(f"{spot}: on_delete must be one of {', '.join(ON_DELETE)}")
-            found.append(ForeignKey(table, _need(item, "column", str, spot), _need(item, "references", str, spot),
-                                    ON_DELETE[on_delete]))
-    return tuple(found)
-
-
-def _rule(value: object, where: str) -> ColumnRule:
-    if isinstance(value, dict):
-        if "value" not in value:
-            raise ConfigError(f"{where}: a table rule needs 'value' (or use a string rule)")
-        return ColumnRule("value", value["value"])
-    text = str(value)
-    kind, _, reason = text.partition(":")
-    if kind.strip() not in RULES or kind.strip() == "value":
-        raise ConfigError(f"{where}: rule must be one of null, phi, tenancy, search_hash, key, 'derived: <how>' or "
-                          "{ value = ... }")
-    return ColumnRule(kind.strip(), reason=reason.strip())
-
-
-def _objects(spec: dict, where: str) -> TableObjects:
-    unknown = set(spec) - {"unique", "checks", "indexes", "triggers", "row_level_security", "policies"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
-    return TableObjects(unique=tuple(tuple(u) for u in spec.get("unique", [])), checks=tuple(spec.get("checks", [])),
-                        indexes=tuple(tuple(i) for i in spec.get("indexes", [])),
-                        triggers=tuple(spec.get("triggers", [])),
-                        row_level_security=bool(spec.get("row_level_security", False)),
-                        policies=tuple(spec.get("policies", [])))
+def _foreign_keys(data: object, where: str) -> tuple[ForeignKey, ...]:
+    """[new_foreign_keys] / [legacy_foreign_keys]: <table> = [{ column, references, on_delete }, ...], each entry
+    by its declaration."""
+    if not isinstance(data, dict) or not all(isinstance(items, list) for items in data.values()):
+        raise ConfigError(f"{where}: each table's foreign keys must be a list of {{ column, references, on_delete }}")
+    return tuple(_section(item, ForeignKeyEntry, f"{where}.{table}[{i}]").key(table)
+                 for table, items in data.items() for i, item in enumerate(items))
 
 
 def _declared_objects(data: dict, section: str, where: str) -> dict[str, str] | None:
@@ -605,117 +346,35 @@ def _declared_objects(data: dict, section: str, where: str) -> dict[str, str] | 
     return dict(spec)
 
 
-def _tenancy(spec: dict, where: str) -> Tenancy:
-    kind = spec.get("organization_type")
-    rows = []
-    for i, row in enumerate(_need(spec, "rows", list, where)):
-        spot = f"{where} rows[{i}]"
-        rows.append(TenantRow(_need(row, "table", str, spot), _need(row, "column", str, spot), row.get("owner"),
-                              row.get("through"), row.get("parent")))
-        if not (rows[-1].owner or (rows[-1].through and rows[-1].parent)):
-            raise ConfigError(f"{spot}: needs 'owner', or 'through' and 'parent'")
-    return Tenancy(
-        organizations=_need(spec, "organizations", str, where), memberships=_need(spec, "memberships", str, where),
-        users=_need(spec, "users", str, where),
-        membership_organization=_need(spec, "membership_organization", str, where),
-        membership_user=_need(spec, "membership_user", str, where),
-        primary_owner=_need(spec, "primary_owner", str, where), active=_need(spec, "active", str, where),
-        role_column=_need(spec, "role_column", str, where), owner_role=_need(spec, "owner_role", str, where),
-        owner_flags=tuple(spec.get("owner_flags", [])),
-        organization_type=(_need(kind, "column", str, where), _need(kind, "value", str, where)) if kind else None,
-        organization_name={str(k): str(v) for k, v in spec.get("organization_name", {}).items()},
-        one_per_user=bool(spec.get("one_per_user", False)), rows=tuple(rows))
-
-
-def _pair(value: object, where: str) -> tuple[str, str] | None:
-    """A column named the same on both sides ("deleted"), or { legacy = ..., new = ... }."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value, value
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: must be a column name or {{ legacy = ..., new = ... }}")
-    return _need(value, "legacy", str, where), _need(value, "new", str, where)
-
-
-def _only(spec: object, allowed: set[str], where: str) -> dict:
+def _api(spec: object, tenancy: Tenancy | None, schema: str, where: str) -> ApiRules:
+    """[api] by its declaration. Each route and each visibility rule is checked on its own first, so a problem
+    names it ("routes[1]", "visibility.patients"); users and audit take the [migration] schema unless they name
+    one; a count_table needs its visibility rule, an organization rule needs [tenancy]."""
+    spec = {} if spec is None else spec
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: must be a table")
-    unknown = set(spec) - allowed
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}")
-    return spec
-
-
-def _api_paths(spec: dict, key: str, where: str) -> tuple[str, ...]:
-    """A list of paths ("/api/..."), each once."""
-    paths = spec.get(key, [])
-    if not isinstance(paths, list) or not all(isinstance(p, str) and p.startswith("/") for p in paths):
-        raise ConfigError(f"{where}: {key} must be a list of paths starting with /")
-    return tuple(dict.fromkeys(paths))
-
-
-def _api_routes(spec: dict, where: str) -> tuple[ApiRoute, ...]:
-    """[api] routes: paths, or { path = ".../{id}", ids_from = "/api/..." } for a route that needs a record id."""
-    routes = []
-    for i, item in enumerate(spec.get("routes", [])):
-        spot = f"{where} routes[{i}]"
-        if isinstance(item, str):
-            item = {"path": item}
-        item = _only(item, {"path", "ids_from"}, spot)
-        route = ApiRoute(_need(item, "path", str, spot), item.get("ids_from"))
-        if not route.path.startswith("/"):
-            raise ConfigError(f"{spot}: path must start with /")
-        if ("{id}" in route.path) != (route.ids_from is not None):
-            raise ConfigError(f"{spot}: a path with {{id}} needs ids_from (a list path), and ids_from needs {{id}}")
-        if route.ids_from is not None and (not isinstance(route.ids_from, str) or not route.ids_from.startswith("/")):
-            raise ConfigError(f"{spot}: ids_from must be a path starting with /")
-        routes.append(route)
-    return tuple(routes)
-
-
-def _api(spec: dict, tenancy: Tenancy | None, schema: str, where: str) -> ApiRules:
-    _only(spec, {"endpoints", "audited", "users", "audit", "visibility", "membership_rights", "probe", "debug_routes",
-                 "user_routes", "routes"}, where)
-    users = spec.get("users")
-    audit = spec.get("audit")
+    routes = spec.get("routes", [])
+    if isinstance(routes, list):
+        for i, item in enumerate(routes):
+            _section({"path": item} if isinstance(item, str) else item, ApiRoute, f"{where} routes[{i}]")
     visibility: dict[str, dict[str, Visibility]] = {}
-    for name, sides in spec.get("visibility", {}).items():
-        spot = f"{where} visibility.{name}"
-        visibility[name] = {}
-        for side, rule in _only(sides, {"new", "legacy"}, spot).items():
-            rule = _only(rule, {"table", "owner", "organization", "active"}, f"{spot}.{side}")
-            visibility[name][side] = Visibility(_need(rule, "table", str, f"{spot}.{side}"),
-                                                _need(rule, "owner", str, f"{spot}.{side}"),
-                                                rule.get("organization"), rule.get("active"))
-            if rule.get("organization") and tenancy is None:
-                raise ConfigError(f"{spot}.{side}: an organization rule needs [tenancy] (its memberships)")
-    rights = []
-    for i, right in enumerate(spec.get("membership_rights", [])):
-        spot = f"{where} membership_rights[{i}]"
-        _only(right, {"roles", "sees", "flag", "list"}, spot)
-        sees = _need(right, "sees", str, spot)
-        if sees not in ("all", "own", "selected") or (sees == "selected" and not right.get("list")):
-            raise ConfigError(f"{spot}: sees must be 'all', 'own' or 'selected' (with list)")
-        rights.append(MembershipRight(tuple(_need(right, "roles", list, spot)), sees, right.get("flag"),
-                                      right.get("list")))
-    endpoints = []
-    for e in spec.get("endpoints", []):
-        endpoint = Endpoint(_need(e, "path", str, where), _need(e, "shape", str, where), e.get("count_table"))
+    for name, sides in (spec.get("visibility") or {}).items():
+        rule = _section(sides, VisibilitySides, f"{where} visibility.{name}")
+        visibility[name] = {side: getattr(rule, side) for side in ("new", "legacy") if getattr(rule, side)}
+        if any(v.organization for v in visibility[name].values()) and tenancy is None:
+            raise ConfigError(f"{where} visibility.{name}: an organization rule needs [tenancy] (its memberships)")
+    api = _section(spec, ApiSection, where)
+    for endpoint in api.endpoints:
         if endpoint.count_table and endpoint.count_table not in visibility:
             raise ConfigError(f"{where}: count_table {endpoint.count_table} of {endpoint.path} has no "
                               f"[api.visibility.{endpoint.count_table}] rule")
-        endpoints.append(endpoint)
+    users, audit = (dataclasses.replace(table, schema=schema) if table and "schema" not in spec[key] else table
+                    for key, table in (("users", api.users), ("audit", api.audit)))
     return ApiRules(
-        endpoints=tuple(endpoints), audited=dict(spec.get("audited", {})),
-        users=UserTable(**{"schema": schema, **_only(users, set(UserTable.__dataclass_fields__), f"{where}.users")})
-        if users else None,
-        audit=AuditTable(**{"schema": schema, **_only(audit, set(AuditTable.__dataclass_fields__), f"{where}.audit")})
-        if audit else None,
-        visibility=visibility, rights=tuple(rights), memberships=tenancy, schema=schema,
-        probe=load_probe(spec.get("probe"), f"{where}.probe"),
-        debug_routes=_api_paths(spec, "debug_routes", where), user_routes=_api_paths(spec, "user_routes", where),
-        routes=_api_routes(spec, where))
+        endpoints=api.endpoints, audited=dict(api.audited), users=users, audit=audit, visibility=visibility,
+        rights=api.membership_rights, memberships=tenancy, schema=schema, probe=api.probe,
+        debug_routes=tuple(dict.fromkeys(api.debug_routes)), user_routes=tuple(dict.fromkeys(api.user_routes)),
+        routes=tuple(ApiRoute(r) if isinstance(r, str) else r for r in api.routes))
 
 
 # What a description may hold: a misspelt section or key is refused, never silently ignored.
@@ -727,14 +386,8 @@ SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tabl
             "not_applicable", "deploy", "security")
 
 
-KEYS = {"migration": ("file", "rollback_file", "lock_timeout", "statement_timeout", "rollback_method", "schema"),
-        "budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes"),
-        "sandbox": ("patients", "seed", "username", "password", "provider"),
-        "precheck": ("lock_timeout", "statement_timeout"),
-        "performance": ("requests", "workers", "p95_factor", "p95_allowance_ms", "max_seconds"),
-        "notify": ("interval_minutes", "timeout_seconds"),
-        "deploy": ("app_tables",),
-        "security": ("allow_insecure_transport",)}
+# The fixed sections still checked by hand (the declared ones refuse unknown keys themselves, _section).
+KEYS = {"budgets": ("downtime_minutes", "api_p95_ms", "api_latency_samples", "deploy_wait_seconds", "phase_minutes")}
 
 
 def _known_keys(data: dict, where: str) -> None:
@@ -821,72 +474,54 @@ def _laid_over(under: dict, over: dict) -> dict:
 
 
 def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
-    mig = _need(data, "migration", dict, where)
+    if "migration" not in data:
+        raise ConfigError(f"{where}: [migration] is missing")
+    mig = _section(data["migration"], MigrationSection, f"{where} [migration]")
     # GATE_MIGRATION_FILE: rehearse another migration file with the same description (scripts/rehearse --migration)
-    migration_file = Path(variable("GATE_MIGRATION_FILE") or base / _need(mig, "file", str,
-                                                                                  f"{where} [migration]")).resolve()
+    override = variable("GATE_MIGRATION_FILE")
+    if not (override or mig.file):
+        raise ConfigError(f"{where} [migration]: needs file (the migration's SQL file)")
+    migration_file = Path(override or base / mig.file).resolve()
     if not migration_file.is_file():
         raise ConfigError(f"{where} [migration]: migration file {migration_file} not found")
-    rollback = mig.get("rollback_file")
-    rollback_file = (base / rollback).resolve() if rollback else None
+    rollback_file = (base / mig.rollback_file).resolve() if mig.rollback_file else None
     if rollback_file and not rollback_file.is_file():
         raise ConfigError(f"{where} [migration]: rollback file {rollback_file} not found")
     budgets = _need(data, "budgets", dict, where)
-    sandbox = data.get("sandbox", {})
+    sandbox = _section(data.get("sandbox"), SandboxSection, f"{where} [sandbox]")
     api = data.get("api", {})
-    tables = []
-    for name, spec in _need(data, "tables", dict, where).items():
-        spot = f"{where} [tables.{name}]"
-        owner = spec.get("owner")
-        tables.append(TableMap(
-            name=name, new=str(spec.get("new", name)), legacy=_need(spec, "legacy", str, spot),
-            key=_need(spec, "key", str, spot), legacy_key=str(spec.get("legacy_key", "")),
-            columns=dict(spec.get("columns", {})), phi=dict(spec.get("phi", {})),
-            hashes=dict(spec.get("hashes", {})), encrypt=dict(spec.get("encrypt", {})),
-            dropped={str(k): str(v) for k, v in spec.get("dropped", {}).items()},
-            new_columns={str(k): _rule(v, f"{spot} new_columns.{k}") for k, v in spec.get("new_columns", {}).items()},
-            owner=(_need(owner, "legacy", str, spot + " owner"), _need(owner, "new", str, spot + " owner"))
-            if owner else None, partial=bool(spec.get("partial", False)),
-            soft_delete=_pair(spec.get("soft_delete"), spot + " soft_delete"),
-            append_only=bool(spec.get("append_only", False)), count_by=tuple(spec.get("count_by", []))))
-        for column in tables[-1].count_by:
-            if column not in tables[-1].columns:
-                raise ConfigError(f"{spot}: count_by column {column} is not mapped in columns")
-    pre = data.get("preconditions", {})
-    tenancy = _tenancy(data["tenancy"], f"{where} [tenancy]") if "tenancy" in data else None
+    tables = [_section(spec, TableSection, f"{where} [tables.{name}]").mapping(name)
+              for name, spec in _need(data, "tables", dict, where).items()]
+    pre = _section(data.get("preconditions"), PreconditionsSection, f"{where} [preconditions]")
+    tenancy = _section(data["tenancy"], TenancySection, f"{where} [tenancy]").tenancy() if "tenancy" in data else None
     config = GateConfig(
         path=path, migration_file=migration_file, rollback_file=rollback_file,
-        lock_timeout=str(mig.get("lock_timeout", "10s")), statement_timeout=str(mig.get("statement_timeout", "0")),
+        lock_timeout=mig.lock_timeout, statement_timeout=mig.statement_timeout,
         downtime_minutes=_need(budgets, "downtime_minutes", float, f"{where} [budgets]"),
         phase_minutes={str(k): _minutes(v, f"{where} [budgets.phase_minutes] {k}")
                        for k, v in _need_dict(budgets, "phase_minutes", f"{where} [budgets]").items()},
         api_p95_ms=_need(budgets, "api_p95_ms", float, f"{where} [budgets]"),
         api_latency_samples=int(budgets.get("api_latency_samples", 20)),
         deploy_wait_seconds=float(budgets.get("deploy_wait_seconds", 300)),
-        sandbox_provider=variable("GATE_SANDBOX_PROVIDER") or str(sandbox.get("provider",
-                                                                                  DEFAULT_SANDBOX_PROVIDER)),
-        sandbox_patients=int(sandbox.get("patients", 300)), sandbox_seed=int(sandbox.get("seed", 1)),
-        sandbox_username=str(sandbox.get("username", "demo_therapist1")),
-        sandbox_password=str(sandbox.get("password", "demo-password-1")),
-        api=_api(api, tenancy, str(mig.get("schema", "public")), f"{where} [api]"),
+        sandbox_provider=variable("GATE_SANDBOX_PROVIDER") or sandbox.provider,
+        sandbox_patients=sandbox.patients, sandbox_seed=sandbox.seed, sandbox_username=sandbox.username,
+        sandbox_password=sandbox.password,
+        api=_api(api, tenancy, mig.schema, f"{where} [api]"),
         tables=tuple(tables),
-        search_hashes=tuple(SearchHash(_need(h, "table", str, f"{where} [[search_hashes]]"),
-                                       _need(h, "hash", str, f"{where} [[search_hashes]]"),
-                                       _need(h, "source", str, f"{where} [[search_hashes]]"),
-                                       bool(h.get("plaintext", False))) for h in data.get("search_hashes", [])),
-        unique_keys=tuple(UniqueKey(u["table"], tuple(u["columns"])) for u in pre.get("unique", [])),
-        money=tuple(MoneyColumns(m["table"], tuple(m["columns"])) for m in pre.get("money", [])),
+        search_hashes=_entries(data.get("search_hashes"), SearchHash, f"{where} [[search_hashes]]", "search_hashes"),
+        unique_keys=pre.unique, money=pre.money,
         new_schema={t: dict(c) for t, c in _need(data, "new_schema", dict, where).items()},
         legacy_schema={t: dict(c) for t, c in _need(data, "legacy_schema", dict, where).items()},
         new_foreign_keys=_foreign_keys(data.get("new_foreign_keys", {}), f"{where} [new_foreign_keys]"),
         legacy_foreign_keys=_foreign_keys(data.get("legacy_foreign_keys", {}), f"{where} [legacy_foreign_keys]"),
-        rollback_method=str(mig.get("rollback_method", "restore")),
+        rollback_method=mig.rollback_method,
         hooks={k: str(v) for k, v in data.get("hooks", {}).items() if k not in ("timeout_seconds", "pass_env")},
         hook_timeout_seconds=_hook_timeout(data, where),
         hook_pass_env=_hook_pass_env(data, where),
-        schema=str(mig.get("schema", "public")),
-        new_objects={t: _objects(o, f"{where} [new_objects.{t}]") for t, o in data.get("new_objects", {}).items()},
-        legacy_objects={t: _objects(o, f"{where} [legacy_objects.{t}]")
+        schema=mig.schema,
+        new_objects={t: _section(o, TableObjects, f"{where} [new_objects.{t}]")
+                     for t, o in data.get("new_objects", {}).items()},
+        legacy_objects={t: _section(o, TableObjects, f"{where} [legacy_objects.{t}]")
                         for t, o in data.get("legacy_objects", {}).items()},
         new_catalog=_declared_objects(data, "new_catalog", where),
         legacy_catalog=_declared_objects(data, "legacy_catalog", where),
@@ -910,10 +545,6 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         app_tables=load_app_tables(data.get("deploy"), f"{where} [deploy]"),
         insecure_transport=load_security(data.get("security"), f"{where} [security]"),
     )
-    if config.rollback_method not in ("restore", "sql"):
-        raise ConfigError(f"{where} [migration]: rollback_method must be 'restore' or 'sql'")
-    if config.rollback_method == "sql" and config.rollback_file is None:
-        raise ConfigError(f"{where} [migration]: rollback_method 'sql' needs rollback_file")
     for name in config.app_tables:
         if name in config.new_schema or name in config.legacy_schema:
             raise ConfigError(f"{where} [deploy]: app_tables names {name}, a table of the migration's own schema "

@@ -5,6 +5,7 @@ the fields' msgspec annotations (types, bounds, the wording of their one-line er
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from msgspec import Meta
+
+from migration_gate.core.criteria import CRITERIA
 
 # The embedded sandbox, plugged in by name (migration_gate.run.provider); [sandbox] provider or GATE_SANDBOX_PROVIDER.
 DEFAULT_SANDBOX_PROVIDER = "sandbox.provider:SandboxProvider"
@@ -33,6 +36,24 @@ class ForeignKey:
     @property
     def label(self) -> str:
         return f"{self.table}.{self.column} -> {self.references}"
+
+
+@dataclass(frozen=True)
+class ForeignKeyEntry:
+    """One entry of [new_foreign_keys] / [legacy_foreign_keys] <table> = [...]: the column, the table it references
+    and what its ON DELETE must be."""
+
+    column: Annotated[str, Meta(pattern=r"\S", description="a column name")]
+    references: Annotated[str, Meta(pattern=r"\S", description="a table name")]
+    on_delete: Annotated[str, Meta(description=f"one of {', '.join(ON_DELETE)}",
+                                   extra_json_schema={"enum": list(ON_DELETE)})]
+
+    def __post_init__(self) -> None:
+        if self.on_delete.lower() not in ON_DELETE:
+            raise ValueError(f"on_delete must be one of {', '.join(ON_DELETE)}")
+
+    def key(self, table: str) -> ForeignKey:
+        return ForeignKey(table, self.column, self.references, ON_DELETE[self.on_delete.lower()])
 
 
 RULES = ("null", "phi", "value", "tenancy", "search_hash", "key", "derived")
@@ -82,16 +103,86 @@ class TableMap:
         return {self.key, *self.columns.values(), *self.phi.values(), *self.hashes.values(), *self.encrypt.values()}
 
 
+def column_rule(value: str | dict, key: str) -> ColumnRule:
+    """A [tables.*.new_columns] rule: "null", "phi", "tenancy", "search_hash", "key", "derived: <how>", or
+    { value = ... }."""
+    if isinstance(value, dict):
+        if set(value) != {"value"}:
+            raise ValueError(f"new_columns.{key}: a table rule is {{ value = ... }} (or use a string rule)")
+        return ColumnRule("value", value["value"])
+    kind, _, reason = value.partition(":")
+    if kind.strip() not in RULES or kind.strip() == "value":
+        raise ValueError(f"new_columns.{key}: rule must be one of null, phi, tenancy, search_hash, key, "
+                         "'derived: <how>' or { value = ... }")
+    return ColumnRule(kind.strip(), reason=reason.strip())
+
+
+_COLUMN = Annotated[str, Meta(pattern=r"\S", description="a column name")]
+_COLUMN_MAP = Annotated[dict[str, str], Meta(description="a table of legacy column = new column")]
+
+
+@dataclass(frozen=True)
+class ColumnPair:
+    """A column named differently on the two sides: { legacy = ..., new = ... }."""
+
+    legacy: _COLUMN
+    new: _COLUMN
+
+
+@dataclass(frozen=True)
+class TableSection:
+    """[tables.<name>] as the description writes it (TableMap says what each key means)."""
+
+    legacy: Annotated[str, Meta(pattern=r"\S", description="a table name")]
+    key: _COLUMN
+    new: Annotated[str | None, Meta(description="a table name (default: the section's name)")] = None
+    legacy_key: Annotated[str, Meta(description="a column name")] = ""
+    columns: _COLUMN_MAP = field(default_factory=dict)
+    phi: _COLUMN_MAP = field(default_factory=dict)
+    hashes: _COLUMN_MAP = field(default_factory=dict)
+    encrypt: _COLUMN_MAP = field(default_factory=dict)
+    dropped: Annotated[dict[str, str], Meta(description="a table of legacy column = why it has no new column")] = \
+        field(default_factory=dict)
+    new_columns: Annotated[dict[str, str | dict], Meta(
+        description="a table of new column = its rule (null, phi, tenancy, search_hash, key, 'derived: <how>' or "
+                    "{ value = ... })")] = field(default_factory=dict)
+    owner: Annotated[ColumnPair | None, Meta(description="a table { legacy, new }")] = None
+    soft_delete: Annotated[str | ColumnPair | None, Meta(
+        description="a column name or { legacy = ..., new = ... }")] = None
+    partial: Annotated[bool, Meta(description="true or false")] = False
+    append_only: Annotated[bool, Meta(description="true or false")] = False
+    count_by: Annotated[tuple[str, ...], Meta(description="a list of legacy columns mapped in columns")] = ()
+
+    def __post_init__(self) -> None:
+        for key, value in self.new_columns.items():
+            column_rule(value, key)
+        for column in self.count_by:
+            if column not in self.columns:
+                raise ValueError(f"count_by column {column} is not mapped in columns")
+
+    def mapping(self, name: str) -> TableMap:
+        soft = self.soft_delete
+        return TableMap(
+            name=name, new=self.new or name, legacy=self.legacy, key=self.key, legacy_key=self.legacy_key,
+            columns=dict(self.columns), phi=dict(self.phi), hashes=dict(self.hashes), encrypt=dict(self.encrypt),
+            dropped=dict(self.dropped), new_columns={k: column_rule(v, k) for k, v in self.new_columns.items()},
+            owner=(self.owner.legacy, self.owner.new) if self.owner else None, partial=self.partial,
+            soft_delete=(soft, soft) if isinstance(soft, str) else (soft.legacy, soft.new) if soft else None,
+            append_only=self.append_only, count_by=self.count_by)
+
+
 @dataclass(frozen=True)
 class TableObjects:
     """What a table must carry besides its columns; anything else found there is a finding."""
 
-    unique: tuple[tuple[str, ...], ...] = ()
-    checks: tuple[str, ...] = ()
-    indexes: tuple[tuple[str, ...], ...] = ()  # key columns, then "WHERE <predicate>" for a partial index
-    triggers: tuple[str, ...] = ()
-    row_level_security: bool = False
-    policies: tuple[str, ...] = ()
+    unique: Annotated[tuple[tuple[str, ...], ...], Meta(description="a list of column lists")] = ()
+    checks: Annotated[tuple[str, ...], Meta(description="a list of CHECK constraints' expressions")] = ()
+    # key columns, then "WHERE <predicate>" for a partial index
+    indexes: Annotated[tuple[tuple[str, ...], ...], Meta(
+        description='a list of column lists (then "WHERE <predicate>" for a partial index)')] = ()
+    triggers: Annotated[tuple[str, ...], Meta(description="a list of trigger names")] = ()
+    row_level_security: Annotated[bool, Meta(description="true or false")] = False
+    policies: Annotated[tuple[str, ...], Meta(description="a list of policy names")] = ()
 
 
 @dataclass(frozen=True)
@@ -99,11 +190,17 @@ class TenantRow:
     """Which column ties a row to its organization: directly through its owner's membership, or through a parent
     row (a session is in its patient's organization)."""
 
-    table: str
-    column: str
-    owner: str | None = None  # the user column whose primary-owner membership names the organization
-    through: str | None = None  # or: the column pointing at the parent row...
-    parent: str | None = None  # ...of this table, whose own organization column is the same
+    table: Annotated[str, Meta(description="a table name")]
+    column: Annotated[str, Meta(description="a column name")]
+    # the user column whose primary-owner membership names the organization
+    owner: Annotated[str | None, Meta(description="a column name")] = None
+    # or: the column pointing at the parent row of `parent`, whose own organization column is the same
+    through: Annotated[str | None, Meta(description="a column name")] = None
+    parent: Annotated[str | None, Meta(description="a table name")] = None
+
+    def __post_init__(self) -> None:
+        if not (self.owner or (self.through and self.parent)):
+            raise ValueError("needs 'owner', or 'through' and 'parent'")
 
 
 @dataclass(frozen=True)
@@ -124,19 +221,63 @@ class Tenancy:
     rows: tuple[TenantRow, ...]
 
 
+_NAME = Annotated[str, Meta(description="a table or column name")]
+
+
+@dataclass(frozen=True)
+class OrganizationType:
+    """[tenancy] organization_type: the column every derived organization has and its value there."""
+
+    column: _NAME
+    value: Annotated[str, Meta(description="a string")]
+
+
+@dataclass(frozen=True)
+class TenancySection:
+    """[tenancy] as the description writes it (Tenancy holds it): the organizations and memberships tables and
+    their columns, the flags an owner's membership has, and which column ties each row to its organization."""
+
+    organizations: _NAME
+    memberships: _NAME
+    users: _NAME
+    membership_organization: _NAME
+    membership_user: _NAME
+    primary_owner: _NAME
+    active: _NAME
+    role_column: _NAME
+    owner_role: _NAME
+    rows: Annotated[tuple[TenantRow, ...], Meta(
+        description="a list of { table, column, owner } or { table, column, through, parent }")]
+    owner_flags: Annotated[tuple[str, ...], Meta(description="a list of column names")] = ()
+    organization_type: Annotated[OrganizationType | None, Meta(description="a table { column, value }")] = None
+    organization_name: Annotated[dict[str, str], Meta(description="a table of strings")] = \
+        field(default_factory=dict)
+    one_per_user: Annotated[bool, Meta(description="true or false")] = False
+
+    def tenancy(self) -> Tenancy:
+        kind = self.organization_type
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return Tenancy(**fields | {"organization_type": (kind.column, kind.value) if kind else None})
+
+
 @dataclass(frozen=True)
 class SearchHash:
-    table: str
-    hash: str
-    source: str
-    plaintext: bool = False
+    """[[search_hashes]]: a search-hash column, the column it is the hash of, in `table` (`plaintext`: the source
+    column holds plaintext, not ciphertext)."""
+
+    table: Annotated[str, Meta(description="a table name")]
+    hash: Annotated[str, Meta(description="a column name")]
+    source: Annotated[str, Meta(description="a column name")]
+    plaintext: Annotated[bool, Meta(description="true or false")] = False
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    path: str
-    shape: str
-    count_table: str | None = None
+    """[api] endpoints: a list GET, the shape of its answer, and the table whose visible rows it counts."""
+
+    path: Annotated[str, Meta(pattern="^/", description="a path starting with /")]
+    shape: Annotated[str, Meta(description="the answer's shape (list or paginated)")]
+    count_table: Annotated[str | None, Meta(description="an [api.visibility] table")] = None
 
 
 @dataclass(frozen=True)
@@ -169,10 +310,18 @@ class Visibility:
     """Which rows of `table` the signed-in user sees: their own (`owner` = the user, `active` true when named),
     or, with `organization`, the rows of organizations where an active membership grants them (the rights)."""
 
-    table: str
-    owner: str
-    organization: str | None = None
-    active: str | None = None
+    table: Annotated[str, Meta(description="a table name")]
+    owner: Annotated[str, Meta(description="a column name")]
+    organization: Annotated[str | None, Meta(description="a column name")] = None
+    active: Annotated[str | None, Meta(description="a column name")] = None
+
+
+@dataclass(frozen=True)
+class VisibilitySides:
+    """[api.visibility.<table>]: the rule on each side."""
+
+    new: Annotated[Visibility | None, Meta(description="a table { table, owner, organization, active }")] = None
+    legacy: Annotated[Visibility | None, Meta(description="a table { table, owner, organization, active }")] = None
 
 
 @dataclass(frozen=True)
@@ -180,15 +329,27 @@ class MembershipRight:
     """What a membership with one of `roles` sees of its organization: "all" rows (when `flag` is true), its
     "own" rows, or the rows of the "selected" owners listed in the JSON array column `list`."""
 
-    roles: tuple[str, ...]
-    sees: str
-    flag: str | None = None
-    list: str | None = None
+    roles: Annotated[tuple[str, ...], Meta(description="a list of role names")]
+    sees: Annotated[str, Meta(description="'all', 'own' or 'selected' (with list)",
+                              extra_json_schema={"enum": ["all", "own", "selected"]})]
+    flag: Annotated[str | None, Meta(description="a column name")] = None
+    list: Annotated[str | None, Meta(description="a column name")] = None
+
+    def __post_init__(self) -> None:
+        if self.sees not in ("all", "own", "selected") or (self.sees == "selected" and not self.list):
+            raise ValueError("sees must be 'all', 'own' or 'selected' (with list)")
 
 
 # A field's description is the schema's documentation and the end of its one-line error ("<key> must be <it>").
 _Route = Annotated[str, Meta(pattern="^/", description="a path starting with /")]
 _Field = Annotated[str, Meta(pattern=r"\S", description="a non-empty string")]
+_Flag = Annotated[bool, Meta(description="true or false")]
+
+
+def _stripped(item: object, *keys: str) -> None:
+    """A frozen declaration's text fields without the spaces around them (as the reports show them)."""
+    for key in keys:
+        object.__setattr__(item, key, getattr(item, key).strip())
 
 
 @dataclass(frozen=True)
@@ -216,8 +377,38 @@ class ApiRoute:
     """An authenticated GET the app must answer 2xx (POST-21). A path with "{id}" takes the id of the first record
     of the list `ids_from` answers (its `data`)."""
 
-    path: str
-    ids_from: str | None = None
+    path: _Route
+    ids_from: _Route | None = None
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/"):
+            raise ValueError("path must start with /")
+        if ("{id}" in self.path) != (self.ids_from is not None):
+            raise ValueError("a path with {id} needs ids_from (a list path), and ids_from needs {id}")
+
+
+_PATHS = Annotated[tuple[Annotated[str, Meta(pattern="^/")], ...], Meta(description="a list of paths starting with /")]
+
+
+@dataclass(frozen=True)
+class ApiSection:
+    """[api] as the description writes it (ApiRules says what each key means); users and audit take the
+    [migration] schema unless they name one."""
+
+    endpoints: Annotated[tuple[Endpoint, ...], Meta(description="a list of { path, shape, count_table }")] = ()
+    audited: Annotated[dict[str, str], Meta(description="a table of path = the audit log's resource type")] = \
+        field(default_factory=dict)
+    users: Annotated[UserTable | None, Meta(description="a table { table, key, username, password, ... }")] = None
+    audit: Annotated[AuditTable | None, Meta(description="a table { table, user, resource_type, ... }")] = None
+    visibility: Annotated[dict[str, VisibilitySides], Meta(
+        description="a table of count_table = { new, legacy }")] = field(default_factory=dict)
+    membership_rights: Annotated[tuple[MembershipRight, ...], Meta(
+        description="a list of { roles, sees, flag, list }")] = ()
+    probe: Probe = field(default_factory=Probe)
+    debug_routes: _PATHS = ()
+    user_routes: _PATHS = ()
+    routes: Annotated[tuple[_Route | ApiRoute, ...], Meta(
+        description='a list of paths, or { path = ".../{id}", ids_from = "/api/..." }')] = ()
 
 
 @dataclass(frozen=True)
@@ -239,16 +430,31 @@ class ApiRules:
     routes: tuple[ApiRoute, ...] = ()  # further authenticated GETs that must answer 2xx (POST-21)
 
 
+_COLUMNS = Annotated[tuple[str, ...], Meta(min_length=1, description="a non-empty list of column names")]
+
+
 @dataclass(frozen=True)
 class UniqueKey:
-    table: str
-    columns: tuple[str, ...]
+    """[preconditions] unique: legacy columns whose values must be unique before the migration (it adds the key)."""
+
+    table: Annotated[str, Meta(description="a table name")]
+    columns: _COLUMNS
 
 
 @dataclass(frozen=True)
 class MoneyColumns:
-    table: str
-    columns: tuple[str, ...]
+    """[preconditions] money: legacy columns whose values must fit the new schema's money type."""
+
+    table: Annotated[str, Meta(description="a table name")]
+    columns: _COLUMNS
+
+
+@dataclass(frozen=True)
+class PreconditionsSection:
+    """[preconditions]: what the legacy data must satisfy for the migration to go through."""
+
+    unique: Annotated[tuple[UniqueKey, ...], Meta(description="a list of { table, columns }")] = ()
+    money: Annotated[tuple[MoneyColumns, ...], Meta(description="a list of { table, columns }")] = ()
 
 
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
@@ -274,6 +480,40 @@ class AppRole:
 
     def table_privileges(self, table: str) -> frozenset[str]:
         return self.tables.get(table, self.privileges)
+
+
+_TABLE_GRANTS = Annotated[tuple[str, ...], Meta(description=f"a list of privileges ({', '.join(TABLE_PRIVILEGES)})")]
+
+
+def _granted(found: tuple[str, ...], allowed: tuple[str, ...], key: str) -> frozenset[str]:
+    """Privileges as GRANT spells them, any case; one the list does not know is refused."""
+    upper = frozenset(p.upper() for p in found)
+    unknown = sorted(upper - set(allowed))
+    if unknown:
+        raise ValueError(f"{key}: {unknown[0]} is not one of {', '.join(allowed)}")
+    return upper
+
+
+@dataclass(frozen=True)
+class AppRoleSection:
+    """[app_role] as the description writes it (AppRole says what it means): privileges in any case, each one
+    PostgreSQL grants on a table (sequences: on a sequence); [app_role.tables] maps a table to its own list."""
+
+    name: _Field
+    privileges: _TABLE_GRANTS
+    sequences: Annotated[tuple[str, ...], Meta(
+        description=f"a list of privileges ({', '.join(SEQUENCE_PRIVILEGES)})")] = ()
+    tables: Annotated[dict[str, tuple[str, ...]], Meta(
+        description=f"a table of table name = [privileges ({', '.join(TABLE_PRIVILEGES)})]")] = \
+        field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.role()
+
+    def role(self) -> AppRole:
+        return AppRole(name=self.name, privileges=_granted(self.privileges, TABLE_PRIVILEGES, "privileges"),
+                       sequences=_granted(self.sequences, SEQUENCE_PRIVILEGES, "sequences"),
+                       tables={t: _granted(v, TABLE_PRIVILEGES, f"tables.{t}") for t, v in self.tables.items()})
 
 
 LOG_SOURCES = ("jsonl", "text", "command")
@@ -304,6 +544,52 @@ class LogsConfig:
     timeout_seconds: float = 60.0
     settle_seconds: float = 0.0
     own_request_pattern: str | None = OWN_REQUEST_PATTERN
+
+
+def _compiles(pattern: str, key: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{key} is not a valid regular expression ({exc})") from None
+
+
+@dataclass(frozen=True)
+class LogsSection:
+    """[logs] as the description writes it (LogsConfig says what each key means): a source we know, a format we
+    read, regular expressions that compile; `path` resolves from the description's folder (config())."""
+
+    source: Annotated[Literal[LOG_SOURCES], Meta(description=f"one of {', '.join(LOG_SOURCES)}")] = "jsonl"
+    path: Annotated[str | None, Meta(description="a file's path (file sources only)")] = None
+    format: Annotated[Literal[LOG_FORMATS] | None, Meta(
+        description="jsonl or text (a file source's own; the command's output for source command)")] = None
+    error_pattern: Annotated[str | None, Meta(description="a regular expression (text lines only)")] = None
+    hook: Annotated[str, Meta(description="the name of a [hooks] command")] = LogsConfig.hook
+    timeout_seconds: Annotated[float, Meta(gt=0, description="positive (a number of seconds)")] = \
+        LogsConfig.timeout_seconds
+    settle_seconds: Annotated[float, Meta(ge=0, description="not negative (a number of seconds)")] = \
+        LogsConfig.settle_seconds
+    own_request_pattern: Annotated[str, Meta(description='a regular expression, or "" for none')] = \
+        OWN_REQUEST_PATTERN
+
+    def __post_init__(self) -> None:
+        own = "text" if self.source == "text" else "jsonl"
+        if self.format is None:
+            object.__setattr__(self, "format", own)
+        if self.source != "command" and self.format != own:
+            raise ValueError(f"format must be {own} for source {self.source}")
+        if self.error_pattern is not None:
+            if self.format != "text":
+                raise ValueError("error_pattern applies to text lines only (format = \"text\")")
+            _compiles(self.error_pattern, "error_pattern")
+        _compiles(self.own_request_pattern, "own_request_pattern")
+        if self.source == "command" and self.path is not None:
+            raise ValueError("path applies to file sources only")
+
+    def config(self, base: Path) -> LogsConfig:
+        return LogsConfig(source=self.source, path=(base / self.path).resolve() if self.path else None,
+                          format=self.format, error_pattern=self.error_pattern, hook=self.hook,
+                          timeout_seconds=float(self.timeout_seconds), settle_seconds=float(self.settle_seconds),
+                          own_request_pattern=self.own_request_pattern or None)
 
 
 BACKUP_ENCRYPTION = ("age", "none")
@@ -474,18 +760,96 @@ class AnswersConfig:
     absent_equals_null: bool = True  # a field left out on one side equals null on the other
 
 
+_ITEM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+_WHOLE_1 = Meta(ge=1, description="a whole number of at least 1")
+_ENV_VAR = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="an environment variable's name")]
+_FIELD_NAMES = Annotated[tuple[Annotated[str, Meta(pattern=r"\S")], ...], Meta(description="a list of field names")]
+
+
+@dataclass(frozen=True)
+class AnswerLoginSection:
+    """One of [answers] logins as the description writes it: the NAMES of the variables holding the username and
+    the password (a literal username may stand in for username_env; the password never goes in the file)."""
+
+    username_env: _ENV_VAR = AnswerLogin.username_env
+    password_env: _ENV_VAR = AnswerLogin.password_env
+    username: Annotated[str | None, Meta(description="a username (instead of username_env)")] = None
+
+
+@dataclass(frozen=True)
+class AnswerRequestSection:
+    """One of [answers] requests as the description writes it (AnswerRequest says what each key means); new_path
+    false: the new app has no such route."""
+
+    path: _Route
+    records: Annotated[str, Meta(description="a dotted path into the JSON answer")] = AnswerRequest.records
+    id: Annotated[str, Meta(description="a record's id field")] = AnswerRequest.id
+    ids_from: Annotated[str | None, Meta(description="the path of a request listed before this one")] = None
+    paginated: _Flag = False
+    new_path: Annotated[str | bool | None, Meta(
+        description="a path starting with / (or false: the new app has no such route)")] = None
+
+    def __post_init__(self) -> None:
+        new = self.new_path
+        if new is True or (isinstance(new, str) and not new.startswith("/")):
+            raise ValueError(f"request {self.path}: new_path must be a path starting with / (or false: the new app "
+                             "has no such route)")
+        if isinstance(new, str) and ("{id}" in new) != ("{id}" in self.path):
+            raise ValueError(f"request {self.path}: new_path must hold {{id}} exactly when path does")
+        if ("{id}" in self.path) != (self.ids_from is not None):
+            raise ValueError(f"request {self.path}: a path with {{id}} needs ids_from (and only it)")
+
+    def request(self) -> AnswerRequest:
+        return AnswerRequest(path=self.path, records=self.records, id=self.id, ids_from=self.ids_from,
+                             paginated=self.paginated, new_path=self.new_path or None,
+                             on_new=self.new_path is not False)
+
+
+@dataclass(frozen=True)
+class AnswersSection:
+    """[answers] as the description writes it (AnswersConfig says what each key means)."""
+
+    logins: Annotated[tuple[AnswerLoginSection, ...], Meta(
+        description="a list of { username_env, password_env } (or username)")] = (AnswerLoginSection(),)
+    requests: Annotated[tuple[AnswerRequestSection, ...], Meta(
+        description="a list of { path, records, id, ids_from, paginated, new_path }")] = ()
+    sample: Annotated[int, Meta(ge=0, description="a whole number of at least 0")] = AnswersConfig.sample
+    page_size: Annotated[int, _WHOLE_1] = AnswersConfig.page_size
+    max_pages: Annotated[int, _WHOLE_1] = AnswersConfig.max_pages
+    renames: Annotated[dict[str, str], Meta(description="a table mapping legacy field names to the new API's")] = \
+        field(default_factory=dict)
+    ignore: _FIELD_NAMES = ()
+    added: _FIELD_NAMES = ()
+    nested: _FIELD_NAMES = ()
+    absent_equals_null: _Flag = AnswersConfig.absent_equals_null
+
+    def config(self) -> AnswersConfig:
+        logins = tuple(AnswerLogin(**dataclasses.asdict(login)) for login in self.logins)
+        return AnswersConfig(logins=logins or (AnswerLogin(),), requests=tuple(r.request() for r in self.requests),
+                             sample=self.sample, page_size=self.page_size, max_pages=self.max_pages,
+                             renames=dict(self.renames), ignore=self.ignore, added=self.added, nested=self.nested,
+                             absent_equals_null=self.absent_equals_null)
+
+
 @dataclass(frozen=True)
 class PeopleItem:
     """One human item of the checklist ([[people]]): what someone attests (scripts/attest) before or after the
     cut-over. `decision_maker` marks the item whose attestation names the rollback decision maker."""
 
-    id: str
-    text: str
-    required_before_cutover: bool = True
-    decision_maker: bool = False
+    id: Annotated[str, Meta(pattern=_ITEM_ID.pattern, description="lower-case letters, digits, '-' or '_'")]
+    text: _Field
+    required_before_cutover: _Flag = True
+    decision_maker: _Flag = False
+
+    def __post_init__(self) -> None:
+        _stripped(self, "text")
 
 
-_ITEM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+def _a_criterion(criterion: str, example: str) -> None:
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion {criterion} is not a checklist criterion (e.g. {example})")
 
 
 @dataclass(frozen=True)
@@ -495,12 +859,24 @@ class Waiver:
     why, who decided and until when. A finding it matches is shown as waived, never hidden; an expired waiver, or
     one that matched nothing in a run of its criterion, is red."""
 
-    criterion: str
-    reason: str
-    decided_by: str
-    expires: date  # the last day it holds
-    finding: str = ""  # the exact problem line, as the report shows it
-    finding_regex: str = ""  # or a pattern the whole problem line matches
+    criterion: _Field
+    reason: _Field
+    decided_by: _Field
+    # the last day it holds
+    expires: Annotated[date, Meta(description="a date such as 2027-01-31 (the last day the waiver holds)")]
+    finding: _Field = ""  # the exact problem line, as the report shows it
+    finding_regex: _Field = ""  # or a pattern the whole problem line matches
+
+    def __post_init__(self) -> None:
+        _stripped(self, "criterion", "reason", "decided_by", "finding", "finding_regex")
+        _a_criterion(self.criterion, "POST-09")
+        if bool(self.finding) == bool(self.finding_regex):
+            raise ValueError("give the finding it waives as finding (the exact problem line) or finding_regex (a "
+                             "pattern of the whole line), one of them, a non-empty string")
+        try:
+            re.compile(self.finding_regex)
+        except re.error as exc:
+            raise ValueError(f"finding_regex is not a valid regular expression ({exc})") from None
 
     @property
     def label(self) -> str:
@@ -521,21 +897,19 @@ def holding_waivers(waivers: tuple[Waiver, ...], criterion: str | None, today: d
     return [(n, w) for n, w in enumerate(waivers) if criterion and w.criterion == criterion and not w.expired(today)]
 
 
-WAIVER_KEYS = ("criterion", "finding", "finding_regex", "reason", "decided_by", "expires")
-
-
 @dataclass(frozen=True)
 class NotApplicable:
     """A criterion the description says does not apply to this migration ([[not_applicable]]): why, and who
     decided. A criterion whose tests all skipped is "not checked" and red in a cut-over unless one of these
     names it; then it is "not applicable" with this reason, in the reports and the sign-off."""
 
-    criterion: str
-    reason: str
-    decided_by: str
+    criterion: _Field
+    reason: _Field
+    decided_by: _Field
 
-
-NOT_APPLICABLE_KEYS = ("criterion", "reason", "decided_by")
+    def __post_init__(self) -> None:
+        _stripped(self, "criterion", "reason", "decided_by")
+        _a_criterion(self.criterion, "POST-19")
 
 
 _POSITIVE = Meta(gt=0, description="a positive number")
@@ -583,6 +957,50 @@ class AppServerConfig:
         return f"your app: {self.command} in {self.cwd}"
 
 
+_ENV_NAME = Annotated[str, Meta(pattern=f"^{ENV_NAME.pattern}$")]
+_ENV_NAMES = Annotated[tuple[_ENV_NAME, ...], Meta(description="a list of environment variable names")]
+_STRINGS = Annotated[dict[str, str], Meta(description='a table of strings, e.g. { NAME = "value" }')]
+
+
+@dataclass(frozen=True)
+class AppServerSection:
+    """[rehearsal.app_new] / [rehearsal.app_legacy] as the description writes them (AppServerConfig says what each
+    key means): a command, variable names that are names, the three the gate hands over different and not also in
+    env or pass_env; `cwd` resolves from the description's folder (config())."""
+
+    command: Annotated[str, Meta(description="a shell command (a non-empty string)")] = ""
+    cwd: Annotated[str, Meta(description="a folder (relative to the description's)")] = "."
+    health: Annotated[str, Meta(pattern="^/", description="a path starting with /")] = AppServerConfig.health
+    env: _STRINGS = field(default_factory=dict)
+    pass_env: _ENV_NAMES = ()
+    headers: _STRINGS = field(default_factory=dict)
+    dsn_env: Annotated[_ENV_NAME, Meta(description="an environment variable name")] = AppServerConfig.dsn_env
+    key_env: Annotated[_ENV_NAME, Meta(description="an environment variable name")] = AppServerConfig.key_env
+    port_env: Annotated[_ENV_NAME, Meta(description="an environment variable name")] = AppServerConfig.port_env
+    start_timeout_seconds: Annotated[float, Meta(gt=0, description="a positive number of seconds")] = \
+        AppServerConfig.start_timeout_seconds
+    database_role: Annotated[Literal["app", "owner"], Meta(description="'app' or 'owner'")] = \
+        AppServerConfig.database_role
+
+    def __post_init__(self) -> None:
+        if not self.command.strip():
+            raise ValueError("command must be a shell command (a non-empty string)")
+        bad = [n for n in self.env if not ENV_NAME.fullmatch(n)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not an environment variable name")
+        handed = (self.dsn_env, self.key_env, self.port_env)
+        if len(set(handed)) < 3:
+            raise ValueError("dsn_env, key_env and port_env must be three different names")
+        twice = sorted(set(handed) & (set(self.env) | set(self.pass_env)))
+        if twice:
+            raise ValueError(f"{twice[0]} is handed over by the gate; it cannot also be in env or pass_env")
+
+    def config(self, base: Path) -> AppServerConfig:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return AppServerConfig(**fields | {"cwd": (base / self.cwd).resolve(),
+                                           "start_timeout_seconds": float(self.start_timeout_seconds)})
+
+
 
 
 @dataclass(frozen=True)
@@ -601,6 +1019,39 @@ class RehearsalConfig:
     app_legacy: AppServerConfig | None = None  # ... on the legacy side (before the window, after a rollback)
 
 
+_COMMAND = Annotated[str | None, Meta(description="a shell command (a non-empty string)")]
+
+
+@dataclass(frozen=True)
+class RehearsalSection:
+    """[rehearsal] as the description writes it (RehearsalConfig says what each key means): a kind we know, the
+    hooks kind with both commands, the apps' folders resolved from the description's folder (config())."""
+
+    kind: Annotated[str, Meta(description=f"one of {', '.join(REHEARSAL_KINDS)}",
+                              extra_json_schema={"enum": list(REHEARSAL_KINDS)})] = RehearsalConfig.kind
+    create_copy: _COMMAND = None
+    delete_copy: _COMMAND = None
+    timeout_seconds: Annotated[float, Meta(gt=0, description="a positive number of seconds")] = \
+        RehearsalConfig.timeout_seconds
+    app_new: Annotated[AppServerSection | None, Meta(description="a table ([rehearsal.app_new])")] = None
+    app_legacy: Annotated[AppServerSection | None, Meta(description="a table ([rehearsal.app_legacy])")] = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in REHEARSAL_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(REHEARSAL_KINDS)} (got {self.kind!r})")
+        for name in ("create_copy", "delete_copy"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise ValueError(f"{name} must be a shell command (a non-empty string)")
+        if self.kind == "hooks" and not (self.create_copy and self.delete_copy):
+            raise ValueError("kind 'hooks' needs both create_copy and delete_copy commands")
+
+    def config(self, base: Path) -> RehearsalConfig:
+        return RehearsalConfig(kind=self.kind, create_copy=self.create_copy, delete_copy=self.delete_copy,
+                               timeout_seconds=float(self.timeout_seconds),
+                               app_new=self.app_new.config(base) if self.app_new else None,
+                               app_legacy=self.app_legacy.config(base) if self.app_legacy else None)
+
+
 @dataclass(frozen=True)
 class WatchConfig:
     """[watch]: the 48 hours after go-live (scripts/watch). The schedule as the checklist states it, what a round's
@@ -614,6 +1065,110 @@ class WatchConfig:
     error_rate_over: float = 0.05  # criterion: the round's requests not answered 2xx, as a fraction, over this...
     error_rate_rounds: int = 2  # ...for this many rounds in a row
     p95_over_budget_rounds: int = 3  # criterion: some endpoint's p95 over budget this many rounds in a row (0: off)
+
+
+@dataclass(frozen=True)
+class WatchSlot:
+    """One segment of [watch] schedule: a round every `every_minutes` until `until_hours` after go-live."""
+
+    until_hours: Annotated[float, Meta(gt=0, description="a number of hours above zero")]
+    every_minutes: Annotated[float, Meta(gt=0, description="a number of minutes above zero")]
+
+
+@dataclass(frozen=True)
+class RollbackCriteria:
+    """[watch.rollback_criteria]: when the watch says a rollback criterion is met (WatchConfig says each)."""
+
+    invariant_red: _Flag = WatchConfig.invariant_red
+    error_rate_over: Annotated[float, Meta(ge=0, le=1, description="a fraction from 0 to 1")] = \
+        WatchConfig.error_rate_over
+    error_rate_rounds: Annotated[int, _WHOLE_1] = WatchConfig.error_rate_rounds
+    p95_over_budget_rounds: Annotated[int, Meta(ge=0, description="a whole number >= 0 (0: off)")] = \
+        WatchConfig.p95_over_budget_rounds
+
+
+@dataclass(frozen=True)
+class WatchSection:
+    """[watch] as the description writes it (a schedule of tables, the criteria in their own table); read into
+    WatchConfig, the shape the watch works with."""
+
+    schedule: Annotated[tuple[WatchSlot, ...], Meta(
+        min_length=1, description="a non-empty list of { until_hours, every_minutes }")] = tuple(
+        WatchSlot(until, every) for until, every in WatchConfig.schedule)
+    latency_samples: Annotated[int, _WHOLE_1] = WatchConfig.latency_samples
+    baseline_factor: Annotated[float, Meta(gt=0, description="a number above zero")] = WatchConfig.baseline_factor
+    rollback_criteria: Annotated[RollbackCriteria, Meta(description="a table ([watch.rollback_criteria])")] = \
+        field(default_factory=RollbackCriteria)
+
+    def __post_init__(self) -> None:
+        last = 0.0
+        for slot in self.schedule:
+            if slot.until_hours <= last:
+                raise ValueError(f"schedule entries need until_hours rising past {last:g} and every_minutes above "
+                                 "zero")
+            last = slot.until_hours
+
+    def config(self) -> WatchConfig:
+        return WatchConfig(schedule=tuple((float(s.until_hours), float(s.every_minutes)) for s in self.schedule),
+                           latency_samples=self.latency_samples, baseline_factor=float(self.baseline_factor),
+                           **dataclasses.asdict(self.rollback_criteria))
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """[security]: allow_insecure_transport is the operator's reason, as the sign-off records it ("" when absent).
+    Not a boolean: an opt-out of verified TLS to a remote target says why (one line, for whoever signs off)."""
+
+    allow_insecure_transport: Annotated[str, Meta(
+        pattern=r"^\s*[^\n]*\S[^\n]*\s*$",
+        description="one non-empty line saying why TLS is not verified (e.g. \"the database is reached through an "
+                    "SSH tunnel\")")] = ""
+
+    def __post_init__(self) -> None:
+        _stripped(self, "allow_insecure_transport")
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """[deploy]: app_tables, the tables the app's own migrations may create when it starts on the new schema (in
+    [migration] schema); none declared: the deploy may create nothing."""
+
+    app_tables: Annotated[tuple[Annotated[str, Meta(pattern=r"\S")], ...],
+                          Meta(description="a list of table names")] = ()
+
+    def __post_init__(self) -> None:
+        if len(set(self.app_tables)) != len(self.app_tables):
+            raise ValueError("app_tables names a table twice")
+
+
+@dataclass(frozen=True)
+class MigrationSection:
+    """[migration]: the migration's SQL file (and the one undoing it), relative to the description's folder
+    (GATE_MIGRATION_FILE stands in for `file`); the timeouts its session runs with; how a cut-over rolls back."""
+
+    file: Annotated[str | None, Meta(description="the migration's SQL file")] = None
+    rollback_file: Annotated[str | None, Meta(description="the SQL file undoing the migration")] = None
+    lock_timeout: Annotated[str, Meta(description="a PostgreSQL duration such as '10s'")] = "10s"
+    statement_timeout: Annotated[str, Meta(description="a PostgreSQL duration ('0': none)")] = "0"
+    rollback_method: Annotated[Literal["restore", "sql"], Meta(description="'restore' or 'sql'")] = "restore"
+    schema: _Field = "public"
+
+    def __post_init__(self) -> None:
+        if self.rollback_method == "sql" and not self.rollback_file:
+            raise ValueError("rollback_method 'sql' needs rollback_file")
+
+
+@dataclass(frozen=True)
+class SandboxSection:
+    """[sandbox]: the embedded sandbox the suites bring up when DATABASE_URL is not set: its synthetic practice
+    (patients, seed), the therapist it logs in as, and what brings it up (module:attribute of a class implementing
+    migration_gate.run.provider.SandboxProvider; GATE_SANDBOX_PROVIDER overrides it)."""
+
+    patients: Annotated[int, Meta(ge=0, description="a whole number >= 0")] = 300
+    seed: Annotated[int, Meta(description="a whole number")] = 1
+    username: _Field = "demo_therapist1"
+    password: Annotated[str, Meta(description="a string")] = "demo-password-1"
+    provider: Annotated[str, Meta(pattern=":", description="module:attribute")] = DEFAULT_SANDBOX_PROVIDER
 
 
 @dataclass(frozen=True)
