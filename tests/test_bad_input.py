@@ -101,7 +101,7 @@ CASES = {
         "cutover", "line", 2, "[budgets]: 'downtime_minutes' must be a float",
         lambda b, f, c: (_edit(c, "downtime_minutes = 180", 'downtime_minutes = "3 hours"'), ({}, []))[1]),
     "configuration: wrong type of a number": (
-        "cutover", "line", 2, "a value has the wrong type (ValueError: invalid literal for int()",
+        "cutover", "line", 2, "[budgets]: 'api_latency_samples' must be an integer",
         lambda b, f, c: (_edit(c, "api_latency_samples = 20", 'api_latency_samples = "twenty"'), ({}, []))[1]),
     "configuration: hook timeout not a number": (
         "cutover", "line", 2, "[hooks]: timeout_seconds must be a positive number",

@@ -137,7 +137,8 @@ def load_config(path: Path | None = None) -> GateConfig:
     except (ValueError, TypeError) as exc:  # int("many"), float([1]): a wrong type, named in one line
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"{where}: a value has the wrong type ({exc.__class__.__name__}: {exc})") from None
+        # the error's own text would quote the value (int("twenty"): "invalid literal ... 'twenty'"): named, not shown
+        raise ConfigError(f"{where}: a value has the wrong type ({exc.__class__.__name__})") from None
 
 
 # every name importers use today, handed on from model.py and load.py

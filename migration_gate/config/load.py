@@ -313,9 +313,13 @@ def _need(data: dict, key: str, kind: type, where: str):
     value = data[key]
     if kind is float and isinstance(value, int):
         value = float(value)
-    if not isinstance(value, kind):
-        raise ConfigError(f"{where}: '{key}' must be a {kind.__name__}")
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{where}: '{key}' must be {_KIND_NAMES.get(kind, 'a ' + kind.__name__)}")
     return value
+
+
+_KIND_NAMES = {int: "an integer", float: "a float", str: "a string", dict: "a table", list: "a list",
+               bool: "true or false"}
 
 
 def _minutes(value: object, where: str) -> float:
@@ -501,8 +505,10 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         phase_minutes={str(k): _minutes(v, f"{where} [budgets.phase_minutes] {k}")
                        for k, v in _need_dict(budgets, "phase_minutes", f"{where} [budgets]").items()},
         api_p95_ms=_need(budgets, "api_p95_ms", float, f"{where} [budgets]"),
-        api_latency_samples=int(budgets.get("api_latency_samples", 20)),
-        deploy_wait_seconds=float(budgets.get("deploy_wait_seconds", 300)),
+        api_latency_samples=_need({"api_latency_samples": 20} | budgets, "api_latency_samples", int,
+                                  f"{where} [budgets]"),
+        deploy_wait_seconds=_need({"deploy_wait_seconds": 300.0} | budgets, "deploy_wait_seconds", float,
+                                  f"{where} [budgets]"),
         sandbox_provider=variable("GATE_SANDBOX_PROVIDER") or sandbox.provider,
         sandbox_patients=sandbox.patients, sandbox_seed=sandbox.seed, sandbox_username=sandbox.username,
         sandbox_password=sandbox.password,
