@@ -27,6 +27,7 @@ from migration_gate.core.criteria import (
     SUCCESS_LINES,
     ChecklistLine,
 )
+from migration_gate.core.status import Outcome, Phase
 from migration_gate.db.deploytables import DeployTable
 from migration_gate.db.writes import TableWrites
 from migration_gate.report.bundle import KEPT_BACK_FOLDERS, kept_back
@@ -81,7 +82,7 @@ def _criteria(run_dir: Path) -> tuple[dict[str, dict], list[dict]]:
         checks.extend(dict(c, phase=path.parent.name) for c in data.get("checks", []))
         for cid, entry in data["criteria"].items():
             entry = dict(entry, report=str(path.parent.relative_to(run_dir)))
-            if cid in merged and merged[cid]["result"] == "failed":
+            if cid in merged and merged[cid]["result"] == Outcome.FAILED:
                 continue
             merged[cid] = entry
     return merged, checks
@@ -181,16 +182,16 @@ def _line_result(state: RunState, line: ChecklistLine, criteria: dict[str, dict]
     """failed when a criterion or phase behind the line failed, passed when all of them passed, else not run."""
     results = [criteria.get(cid, {}).get("result", "not run") for cid in line.criteria]
     results += [_phase_status(state, name) for name in line.phases]
-    if any(r == "failed" for r in results):
-        return "failed"
+    if any(r == Outcome.FAILED for r in results):
+        return Outcome.FAILED
     if any(r == NOT_CHECKED for r in results):
         return NOT_CHECKED
-    if results and all(r in ("passed", "waived", PARTLY_CHECKED, NOT_APPLICABLE) for r in results):
+    if results and all(r in (Outcome.PASSED, Outcome.WAIVED, PARTLY_CHECKED, NOT_APPLICABLE) for r in results):
         if PARTLY_CHECKED in results:
             return PARTLY_CHECKED
         if "waived" in results:
             return "passed with waived findings"
-        return "passed" if NOT_APPLICABLE not in results else "passed (part not applicable: see Not checked)"
+        return Outcome.PASSED if NOT_APPLICABLE not in results else "passed (part not applicable: see Not checked)"
     return "not run"
 
 
@@ -229,8 +230,8 @@ def _checklist_tables(state: RunState, criteria: dict[str, dict]) -> Markup:
         elif line.phases == ("restore", "rollback") and state.status == "rollback-held":
             met, judged = "PENDING: the rollback is held for a decision", ", ".join(line.criteria)
         else:
-            failed = [c for c in line.criteria if criteria.get(c, {}).get("result") == "failed"]
-            failed += [f"phase {p}" for p in line.phases if _phase_status(state, p) == "failed"]
+            failed = [c for c in line.criteria if criteria.get(c, {}).get("result") == Outcome.FAILED]
+            failed += [f"phase {p}" for p in line.phases if _phase_status(state, p) == Phase.FAILED]
             met = "YES: " + ", ".join(failed) if failed else "no"
             judged = ", ".join([*line.criteria, *(f"phase {p}" for p in line.phases)])
         failure.append({"text": line.text, "judged": judged, "met": met})

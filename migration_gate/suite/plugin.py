@@ -58,6 +58,7 @@ from migration_gate.core.phi import CiphertextFormatError, DecryptionError, PhiC
 from migration_gate.core.provenance import gate_version
 from migration_gate.core.redact import connection_cause, describe_target, mask_quoted, redact_text, safe_message
 from migration_gate.core.result import CheckFailed, collecting, waiver_match, waiving
+from migration_gate.core.status import Outcome
 from migration_gate.db import connection as gate_db
 from migration_gate.db.catalog import Catalog, inspect
 from migration_gate.run.provider import SandboxProvider, load_provider
@@ -510,19 +511,19 @@ def _record_result(gate: GateSession, item: pytest.Item, report: pytest.TestRepo
     """One entry per test, over its setup, call and teardown: the first failure decides (a failed setup or
     teardown is an error, as pytest counts it), a skip counts only when nothing failed. A test that passed only
     because waivers matched its findings is "waived"; a failed one lists what was waived beside its problems."""
-    entry = gate.results.setdefault(item.nodeid, {"nodeid": item.nodeid, "outcome": "passed", "criterion": criterion,
-                                                  "duration": 0.0})
+    entry = gate.results.setdefault(item.nodeid, {"nodeid": item.nodeid, "outcome": Outcome.PASSED,
+                                                  "criterion": criterion, "duration": 0.0})
     entry["duration"] = round(entry["duration"] + report.duration, 3)
     if waived:
         entry["waived"] = waived
-        if report.passed and entry["outcome"] == "passed":
+        if report.passed and entry["outcome"] == Outcome.PASSED:
             entry["outcome"] = "waived"
-    if report.failed and entry["outcome"] not in ("failed", "error"):
-        entry["outcome"] = "failed" if report.when == "call" else "error"
+    if report.failed and entry["outcome"] not in (Outcome.FAILED, Outcome.ERROR):
+        entry["outcome"] = Outcome.FAILED if report.when == "call" else Outcome.ERROR
         entry["when"] = report.when
         entry["problems"] = _problem_lines(call.excinfo) if call.excinfo is not None else []
-    elif report.skipped and entry["outcome"] == "passed":
-        entry["outcome"] = "skipped"
+    elif report.skipped and entry["outcome"] == Outcome.PASSED:
+        entry["outcome"] = Outcome.SKIPPED
         entry["skipped"] = _skip_reason(report)
 
 
@@ -565,7 +566,7 @@ def waiver_ledger(gate: GateSession) -> list[dict]:
     or "unused" (its criterion's tests ran and it matched nothing); "not judged" when its criterion's tests did not
     run to a verdict here (another phase, deselected, skipped, or an error before its checks)."""
     ran = {e["criterion"] for e in gate.results.values()  # judged: a test that errored in its setup never was
-           if e.get("criterion") and e["outcome"] in ("passed", "waived", "failed")}
+           if e.get("criterion") and e["outcome"] in (Outcome.PASSED, Outcome.WAIVED, Outcome.FAILED)}
     prechecks = any(CRITERIA[c].phase == "premigration" for c in ran if c in CRITERIA)
     ledger = []
     for waiver in gate.gate.waivers:
@@ -638,7 +639,7 @@ def pytest_make_collect_report(collector: pytest.Collector):
     gate = collector.config.stash.get(GATE, None)
     if gate is not None and report.failed:
         text = str(report.longrepr).strip().splitlines()
-        gate.results[report.nodeid] = {"nodeid": report.nodeid, "outcome": "error", "criterion": None,
+        gate.results[report.nodeid] = {"nodeid": report.nodeid, "outcome": Outcome.ERROR, "criterion": None,
                                        "duration": 0.0, "when": "collect",
                                        "problems": [redact_text(mask_quoted(text[-1].lstrip("E ")))] if text else []}
     return report
@@ -751,7 +752,7 @@ def unchecked(gate: GateSession, outcomes: dict[str, tuple[str, list[str]]]) -> 
         if verdict not in (NOT_CHECKED, PARTLY_CHECKED, NOT_APPLICABLE):
             continue
         skipped = sorted({e["skipped"] for e in gate.results.values()
-                          if e.get("criterion") == cid and e["outcome"] == "skipped" and e.get("skipped")})
+                          if e.get("criterion") == cid and e["outcome"] == Outcome.SKIPPED and e.get("skipped")})
         entry = {"criterion": cid, "result": verdict, "skipped": skipped}
         if cid in declared:
             entry |= {"reason": declared[cid].reason, "decided_by": declared[cid].decided_by}
@@ -768,7 +769,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             gate._targets.close()
         except Exception as exc:  # noqa: BLE001 - a red entry of the results, never a traceback after them
             said = str(exc) if isinstance(exc, BackupError) else safe_message(exc)
-            gate.results["scratch databases"] = {"nodeid": "scratch databases", "outcome": "error",
+            gate.results["scratch databases"] = {"nodeid": "scratch databases", "outcome": Outcome.ERROR,
                                                  "criterion": None, "duration": 0.0, "when": "teardown",
                                                  "problems": [redact_text(said)]}
             exitstatus = session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -791,7 +792,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "checks": gate.checks,
         "waivers": ledger,
         "not_checked": unchecked(gate, outcomes),
-        "failure_criteria": {line: sorted(c for c in ids if outcomes.get(c, ("",))[0] == "failed")
+        "failure_criteria": {line: sorted(c for c in ids if outcomes.get(c, ("",))[0] == Outcome.FAILED)
                              for line, ids in FAILURE_CRITERIA.items()},
     }
     gate.results_path.parent.mkdir(parents=True, exist_ok=True)
