@@ -17,7 +17,6 @@ from pathlib import Path
 
 from migration_gate.config.errors import ConfigError
 
-CONTEXT_FILE = "context.json"  # beside the phase's reports (run/rundir.py may own this name later)
 # What stays in the environment, never in a context file: the target's secrets.
 SECRET_VARIABLES = ("DATABASE_URL", "PHI_ENCRYPTION_KEY", "GATE_API_USERNAME", "GATE_API_PASSWORD",
                     "GATE_API_HEADERS", "BASELINE_DATABASE_URL", "GATE_BACKUP_IDENTITY")

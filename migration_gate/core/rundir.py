@@ -9,6 +9,7 @@ measurements, app/answers.py the app's recorded answers). Layout of reports/<run
     <phase>/<marker>.html, .xml        its pytest-html report and JUnit XML
     <phase>/progress.jsonl             its progress while it runs
     <phase>/pytest-output.txt          its console output, redacted
+    <phase>/context.json               the run state the gate hands the phase's suite (config/context.py)
     performance/<name>.json            the API measurements: baseline (legacy), postmigration, golive
     answers/<name>.json                the app's recorded answers (digests only)
     watch/state.json, watch.html, round-NN.xml   the 48-hour watch
@@ -23,6 +24,7 @@ STATE = "state.json"
 SIGNOFF = "signoff.html"
 PROGRESS = "progress.jsonl"
 PYTEST_OUTPUT = "pytest-output.txt"
+CONTEXT = "context.json"
 PERFORMANCE = "performance"
 BASELINE = "baseline"  # the legacy app's measurement, performance/baseline.json
 BASELINE_FILE = f"{PERFORMANCE}/{BASELINE}.json"  # as messages name it, relative to the run folder
@@ -41,6 +43,11 @@ def state_file(run_dir: Path) -> Path:
 def criteria_file(folder: Path, marker: str) -> Path:
     """A phase suite's results (the folder is the phase's, or a hand run's run folder)."""
     return Path(folder) / f"criteria-{marker}.json"
+
+
+def context_file(folder: Path) -> Path:
+    """What a phase suite the gate starts is told (--gate-context), in the phase's folder."""
+    return Path(folder) / CONTEXT
 
 
 def html_report(folder: Path, marker: str) -> Path:

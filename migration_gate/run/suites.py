@@ -14,7 +14,7 @@ from pathlib import Path
 
 from migration_gate.app.hooks import CutoverTarget
 from migration_gate.config import TARGET_VARIABLES, GateConfig
-from migration_gate.config.context import CONTEXT_FILE, SuiteContext
+from migration_gate.config.context import SuiteContext
 from migration_gate.config.environment import CONTEXT_VARIABLES, variables
 from migration_gate.core import rundir
 from migration_gate.core.criteria import NOT_APPLICABLE, NOT_CHECKED, unchecked_line
@@ -80,7 +80,7 @@ class SuiteRunner:
         # this folder
         context = dataclasses.replace(context, run_dir=self.run_dir.resolve(), phase_folder=record.name,
                                       progress_file=progress_file.resolve(), parent_pid=os.getpid(),
-                                      ).write((folder / CONTEXT_FILE).resolve())
+                                      ).write(rundir.context_file(folder).resolve())
         with tempfile.TemporaryFile(mode="w+") as out:
             child = subprocess.Popen(
                 [sys.executable, "-m", "pytest", "-m", marker, f"--gate-context={context}", "-p", "no:cacheprovider",
