@@ -24,6 +24,10 @@ from migration_gate.core.redact import redact_text
 from migration_gate.core.status import Outcome
 from migration_gate.run.runstate import PhaseRecord, RunState
 
+# The plugins a phase suite loads (its conftest.py loads migration_gate.suite.plugin): the HTML report and the
+# metadata it shows. Autoloading is off in the suite's environment (suite_env).
+SUITE_PLUGINS = ("pytest_metadata.plugin", "pytest_html.plugin", "pytest_html.fixtures")
+
 
 def session_tag(run_dir: Path) -> str:
     """The application_name prefix of the sessions a run's child processes open (at most 63 bytes are kept)."""
@@ -40,6 +44,10 @@ def suite_env(target: CutoverTarget, gate: GateConfig, state: RunState) -> dict[
                 "GATE_API_USERNAME": target.api_username, "GATE_API_PASSWORD": target.api_password,
                 "GATE_API_HEADERS": json.dumps(target.api_headers),
                 "PGAPPNAME": f"{session_tag(Path(state.run_dir))} suite"})  # libpq reads it itself
+    # only the plugins a phase suite uses, named on its command line (SUITE_PLUGINS): not whatever else is installed
+    # beside pytest (xdist, anyio's, hypothesis'), which cost each suite half a second of start and would show in
+    # its report's environment
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     # what this target lacks (a backup run needs no API) is unset for the child, never set-but-empty (refused)
     return {k: v for k, v in env.items() if v or k not in TARGET_VARIABLES}
 
@@ -84,6 +92,7 @@ class SuiteRunner:
         with tempfile.TemporaryFile(mode="w+") as out:
             child = subprocess.Popen(
                 [sys.executable, "-m", "pytest", "-m", marker, f"--gate-context={context}", "-p", "no:cacheprovider",
+                 *(arg for plugin in SUITE_PLUGINS for arg in ("-p", plugin)),
                  "-q", "--no-header", "-rf", "--tb=short"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
             while True:  # progress every half second; the moment the suite ends, not up to half a second after
