@@ -25,7 +25,9 @@ from migration_gate.core.status import Outcome
 from migration_gate.run.runstate import PhaseRecord, RunState
 
 # The plugins a phase suite loads (its conftest.py loads migration_gate.suite.plugin): the HTML report and the
-# metadata it shows. Autoloading is off in the suite's environment (suite_env).
+# metadata it shows. Autoloading is off in the suite's environment (SuiteRunner.run): not whatever else is installed
+# beside pytest (xdist, anyio's, hypothesis'), which cost each suite half a second of start and would show in its
+# report's environment; and a plugin named on the command line and autoloaded too would be registered twice.
 SUITE_PLUGINS = ("pytest_metadata.plugin", "pytest_html.plugin", "pytest_html.fixtures")
 
 
@@ -44,10 +46,6 @@ def suite_env(target: CutoverTarget, gate: GateConfig, state: RunState) -> dict[
                 "GATE_API_USERNAME": target.api_username, "GATE_API_PASSWORD": target.api_password,
                 "GATE_API_HEADERS": json.dumps(target.api_headers),
                 "PGAPPNAME": f"{session_tag(Path(state.run_dir))} suite"})  # libpq reads it itself
-    # only the plugins a phase suite uses, named on its command line (SUITE_PLUGINS): not whatever else is installed
-    # beside pytest (xdist, anyio's, hypothesis'), which cost each suite half a second of start and would show in
-    # its report's environment
-    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     # what this target lacks (a backup run needs no API) is unset for the child, never set-but-empty (refused)
     return {k: v for k, v in env.items() if v or k not in TARGET_VARIABLES}
 
@@ -89,6 +87,7 @@ class SuiteRunner:
         context = dataclasses.replace(context, run_dir=self.run_dir.resolve(), phase_folder=record.name,
                                       progress_file=progress_file.resolve(), parent_pid=os.getpid(),
                                       ).write(rundir.context_file(folder).resolve())
+        env = {**env, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # SUITE_PLUGINS only
         with tempfile.TemporaryFile(mode="w+") as out:
             child = subprocess.Popen(
                 [sys.executable, "-m", "pytest", "-m", marker, f"--gate-context={context}", "-p", "no:cacheprovider",
