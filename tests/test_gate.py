@@ -54,11 +54,26 @@ from tests.support.waivers import YESTERDAY, description, waiver
 sandbox = cutover.sandbox  # the fixture: a seeded sandbox for each test
 
 
+class SlowDeployHooks(SandboxHooks):
+    """A host whose deploy returns at once and swaps the instance seconds later (as Render's does)."""
+
+    def deploy(self, use_hipaa_schema: bool) -> None:
+        if use_hipaa_schema:
+            threading.Timer(3.0, lambda: self.api.restart(use_hipaa_schema=True)).start()
+            return
+        super().deploy(use_hipaa_schema)
+
+
 def test_a_clean_cut_over_is_green_with_a_sign_off(sandbox: Sandbox, tmp_path: Path) -> None:
+    """On a host whose deploy returns at once and swaps the instance seconds later (as Render's does): the deploy
+    waits until the app reports the new schema, and records the version that answers."""
     from migration_gate.report import signoff
-    state = run_gate(sandbox, tmp_path / "run")
+    state = run_gate(sandbox, tmp_path / "run", hooks=SlowDeployHooks(sandbox.api))
     assert state.status == "green", state.failure
     assert [p.status for p in state.phases] == ["passed"] * 8
+    deploy = state.phase("deploy")
+    assert deploy.seconds >= 2.5 and "the app reported the expected schema after" in deploy.detail
+    assert state.app_version == "sandbox-hipaa"
     assert all(row["legacy_rows"] == row["new_rows"] for row in state.counts) and state.counts
     report = signoff.write(state, tmp_path / "run", {"Target": "sandbox"}).read_text()
     assert "Verdict: PASSED" in report and "POST-16" in report and "class='sign'" in report  # approval lines
@@ -74,25 +89,6 @@ def test_a_clean_cut_over_is_green_with_a_sign_off(sandbox: Sandbox, tmp_path: P
         "the backup: holds PHI (encrypted)"}
     links = re.findall(r"href='([^']+)'", (unpacked / "signoff.html").read_text())
     assert len(links) > 10 and all((unpacked / link).is_file() for link in links)
-
-
-class SlowDeployHooks(SandboxHooks):
-    """A host whose deploy returns at once and swaps the instance seconds later (as Render's does)."""
-
-    def deploy(self, use_hipaa_schema: bool) -> None:
-        if use_hipaa_schema:
-            threading.Timer(3.0, lambda: self.api.restart(use_hipaa_schema=True)).start()
-            return
-        super().deploy(use_hipaa_schema)
-
-
-def test_the_deploy_waits_until_the_app_reports_the_new_schema_and_records_its_version(sandbox: Sandbox,
-                                                                                      tmp_path: Path) -> None:
-    state = run_gate(sandbox, tmp_path / "run", hooks=SlowDeployHooks(sandbox.api))
-    assert state.status == "green", state.failure
-    deploy = state.phase("deploy")
-    assert deploy.seconds >= 2.5 and "the app reported the expected schema after" in deploy.detail
-    assert state.app_version == "sandbox-hipaa"
 
 
 class FailingHooks(SandboxHooks):
