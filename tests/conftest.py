@@ -8,7 +8,9 @@ creating roles uses the bootstrap superuser (``pg.admin_dsn()``), and a test tha
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
+import json
 import os
 import subprocess
 import tempfile
@@ -202,10 +204,21 @@ def migrated_db(new_db, migrated_template: str) -> str:
 def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
     """One rehearsal of the README's main command for the whole session (its output and reports folder): the tests
     of its verdict, its sign-off and how a browser shows them read the same run. In CI (a sandbox run by
-    definition), with the GATE_SANDBOX=1 the job sets."""
-    reports = tmp_path_factory.mktemp("rehearsal")
-    env = {k: v for k, v in os.environ.items() if k not in TARGET_VARIABLES + ("GATE_CONFIG",)}
-    env.update({"CI": "true", "GATE_SANDBOX": "1"})
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "rehearse"), "--patients", "120", "--json", "--quiet",
-                           "--reports", str(reports)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    return done, reports
+    definition), with the GATE_SANDBOX=1 the job sets. Under pytest-xdist the first worker to ask runs it and the
+    others wait for it and read the same folder (a rehearsal is ~20 s of CPU; its readers only read)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the session's folder, not older ones
+    reports, record = shared / "rehearsal", shared / "rehearsal.json"
+    with open(shared / "rehearsal.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            reports.mkdir(mode=0o700, exist_ok=True)  # as mktemp makes it: the run folders inside are 0700 too
+            env = {k: v for k, v in os.environ.items() if k not in TARGET_VARIABLES + ("GATE_CONFIG",)}
+            env.update({"CI": "true", "GATE_SANDBOX": "1"})
+            done = subprocess.run(["bash", str(ROOT / "scripts" / "rehearse"), "--patients", "120", "--json",
+                                   "--quiet", "--reports", str(reports)],
+                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+            record.write_text(json.dumps({"args": done.args, "returncode": done.returncode, "stdout": done.stdout,
+                                          "stderr": done.stderr}))
+    said = json.loads(record.read_text())
+    return subprocess.CompletedProcess(said["args"], said["returncode"], said["stdout"], said["stderr"]), reports
