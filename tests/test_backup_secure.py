@@ -31,14 +31,9 @@ from migration_gate.run.gate import Gate
 from migration_gate.run.runstate import schema_state
 from sandbox.api_process import SandboxHooks
 from sandbox.target import Sandbox
-from tests.support.cutover import PATIENTS, cutover_target, legacy_snapshot
+from tests.support.cutover import PATIENTS, cutover_target, legacy_snapshot, plaintext_dumps
 
 AGE = shutil.which("age")
-
-
-def _plaintext_dumps(*folders: Path) -> list[Path]:
-    """Every file under the folders that is a pg_dump archive in clear."""
-    return [p for folder in folders for p in folder.rglob("*") if p.is_file() and backup.is_plaintext_dump(p)]
 
 
 def _identity_file(keys: BackupKeys, folder: Path) -> Path:
@@ -76,7 +71,7 @@ def test_the_dump_is_an_age_file_streamed_from_pg_dump_with_both_digests(legacy_
     def watch() -> None:  # anything in clear in the backup folder while the dump runs
         while not done.is_set():
             if folder.exists():
-                seen.extend(_plaintext_dumps(folder))
+                seen.extend(plaintext_dumps(folder))
             time.sleep(0.002)
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -87,7 +82,7 @@ def test_the_dump_is_an_age_file_streamed_from_pg_dump_with_both_digests(legacy_
         watcher.join()
     dump = Path(record.path)
     assert dump.name.endswith(".dump.age") and backup.is_encrypted(dump) and not backup.is_plaintext_dump(dump)
-    assert not seen and not _plaintext_dumps(tmp_path)
+    assert not seen and not plaintext_dumps(tmp_path)
     calls = log.read_text().splitlines()
     dump_call = next(line for line in calls if "--snapshot=" in line)
     assert "--file" not in dump_call and "-f " not in dump_call  # pg_dump writes to its stdout...
@@ -222,30 +217,6 @@ def _run(box: Sandbox, run_dir: Path, hooks=None):
     gate = dataclasses.replace(load_config(), deploy_wait_seconds=6)
     return Gate(gate, cutover_target(box, hooks or SandboxHooks(box.api, offsite=box.offsite)), run_dir,
                 Progress(quiet=True)).run()
-
-
-def test_a_cut_over_stores_the_encrypted_backup_off_the_box_and_leaves_no_plaintext(sandbox: Sandbox,
-                                                                                    tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    state = _run(sandbox, run)
-    assert state.status == "green", state.failure
-    b = state.backup
-    assert b["encryption"] == "age" and b["recipients"] == list(sandbox.backup_keys.recipients)
-    assert b["location"].startswith("file://") and b["remote_verified"]
-    remote = Path(b["location"].removeprefix("file://"))
-    assert sandbox.offsite in remote.parents and run not in remote.parents
-    assert backup.sha256_file(remote) == b["sha256"] == backup.sha256_file(Path(b["path"]))
-    assert "tables in" in b["change_check"] and b["change_check"].endswith(", 0 changed")
-    assert not _plaintext_dumps(tmp_path, sandbox.offsite)
-    assert not list(Path(b["path"]).parent.glob("*.fetched"))
-    report = signoff.write(state, run, {"Target": "sandbox"}).read_text()
-    for fragment in (b["location"], b["sha256"], b["plaintext_sha256"], "Retention, local copy",
-                     "7 days (until", "Retention, copy off the box", "age -d -i IDENTITY FILE"):
-        assert fragment in report, fragment
-    assert "NOT ENCRYPTED" not in report
-    assert sandbox.backup_keys.identities[0] not in report + (run / "state.json").read_text()
-    pytest_outputs = "".join(p.read_text() for p in run.rglob("pytest-output.txt"))
-    assert "AGE-SECRET-KEY" not in report + pytest_outputs + (run / "state.json").read_text()
 
 
 class TamperingStore(SandboxHooks):

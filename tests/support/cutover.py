@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import psycopg
@@ -127,3 +128,28 @@ def config_without_rollback_sql(tmp_path: Path) -> Path:
     config = config_with_store(tmp_path)
     config.write_text(re.sub(r"^rollback_file = .*$", "", config.read_text(), flags=re.M))
     return config
+
+
+class SlowDeployHooks(SandboxHooks):
+    """A host whose deploy returns at once and swaps the instance seconds later (as Render's does)."""
+
+    def deploy(self, use_hipaa_schema: bool) -> None:
+        if use_hipaa_schema:
+            threading.Timer(3.0, lambda: self.api.restart(use_hipaa_schema=True)).start()
+            return
+        super().deploy(use_hipaa_schema)
+
+
+def performance_config(folder: Path, requests: int) -> Path:
+    """migration.toml with fewer requests per endpoint (the phase suites read the file, GATE_CONFIG)."""
+    text = load_config().path.read_text().replace('file = "sandbox/', f'file = "{ROOT}/sandbox/')
+    text, found = re.subn(r"^requests = 40 ", f"requests = {requests} ", text, flags=re.M)
+    assert found == 1
+    path = folder / "migration.toml"
+    path.write_text(text)
+    return path
+
+
+def plaintext_dumps(*folders: Path) -> list[Path]:
+    """Every file under the folders that is a pg_dump archive in clear."""
+    return [p for folder in folders for p in folder.rglob("*") if p.is_file() and backup.is_plaintext_dump(p)]
