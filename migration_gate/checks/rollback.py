@@ -95,7 +95,8 @@ def schema_as_at_backup(now: Catalog, dump: Path | None, tables: list[str], sche
         return result
     result.checked = len(tables)
     for line in then.only(tables, schema).differences(now.only(tables, schema)):
-        result.add(line.replace("only before", "only at backup time").replace("only after", "only now"))
+        result.add(line.replace("only before", "only at backup time").replace("only after", "only now")
+                   .replace("(before: ", "(at backup time: ").replace("; after: ", "; now: "))
     return result
 
 
