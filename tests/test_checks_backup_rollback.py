@@ -3,6 +3,7 @@ broken, and are green when nothing is."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -167,6 +168,20 @@ def test_a_rollback_that_recreates_a_table_in_another_column_order_is_red(legacy
         assert rollback.data_as_at_backup(conn, dump, LEGACY).ok  # the values are all there
     assert len(problems) == 1 and problems[0].startswith('"public"."clients_hipaa": column order differs from '
                                                          'column 41 on (at backup time: "photo_filename", '), problems
+
+
+def test_the_column_order_is_kept_in_the_backups_catalog_and_absent_from_an_older_one() -> None:
+    """The order round-trips through the JSON a backup records; a catalog recorded before it was kept compares
+    by name alone (no finding it cannot support)."""
+    columns = {n: catalog.Column(n, "text", False, None) for n in ("id", "a", "b")}
+    then = catalog.Catalog(("public",), {"public.t": catalog.Table("public", "t", columns, order=("id", "a", "b"))}, {})
+    now = catalog.Catalog(("public",), {"public.t": catalog.Table("public", "t", columns, order=("id", "b", "a"))}, {})
+    kept = catalog.Catalog.from_json(json.loads(json.dumps(then.to_json())))
+    assert kept.differences(now) == ['"public"."t": column order differs from column 2 on (before: "a", "b"; '
+                                     'after: "b", "a")']
+    older = then.to_json()
+    del older["tables"]["public.t"]["order"]
+    assert catalog.Catalog.from_json(older).differences(now) == []
 
 
 def test_the_scratch_rehearsal_passes_on_clean_data(legacy_db: str) -> None:
