@@ -3,6 +3,7 @@ broken, and are green when nothing is."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -14,7 +15,7 @@ import pytest
 from migration_gate import backup
 from migration_gate.checks import backups, rollback
 from migration_gate.config import load_config
-from migration_gate.db import migration
+from migration_gate.db import catalog, migration
 from migration_gate.rehearsal.scratch import ScratchDatabase, rehearse_on_copy
 from sandbox.synthetic import SANDBOX_KEY
 from tests.conftest import MIGRATION, ROLLBACK
@@ -129,6 +130,60 @@ def test_a_rollback_that_loses_or_changes_data_is_caught(legacy_db: str, dump: P
     assert result.problems == ["public.clients_hipaa: content differs from backup time (120 rows now, 120 then)"]
 
 
+def _careless_rollback(tmp_path: Path, *statements: str) -> Path:
+    """The sandbox's rollback SQL with statements of a careless hand after it, in the same transaction."""
+    careless = tmp_path / "careless_rollback.sql"
+    careless.write_text(ROLLBACK.read_text() + "\n" + "\n".join(statements) + "\n")
+    return careless
+
+
+LEAVES_ONE_VALUE = "UPDATE clients_hipaa SET photo_filename = 'left-behind.png' WHERE id = 7;"
+
+
+def test_a_rollback_that_leaves_one_value_changed_names_table_column_and_id(legacy_db: str, dump: Path, new_db,
+                                                                           legacy_template, tmp_path: Path) -> None:
+    """RB-02 drills into the table whose checksum differs, against the backup restored (here: a clone of what was
+    dumped): the column and the row's id, never the value."""
+    migration.run_file(legacy_db, MIGRATION, SANDBOX_KEY)
+    migration.run_file(legacy_db, _careless_rollback(tmp_path, LEAVES_ONE_VALUE), SANDBOX_KEY)
+    with psycopg.connect(legacy_db, autocommit=True) as conn, \
+            psycopg.connect(new_db(legacy_template), autocommit=True) as restored:
+        result = rollback.data_as_at_backup(conn, dump, LEGACY, baseline=lambda: restored)
+    assert result.problems == ["public.clients_hipaa: content differs from backup time (120 rows now, 120 then)",
+                               "public.clients_hipaa.photo_filename: 1 rows differ from the backup (first ids: 7)"]
+
+
+def test_a_rollback_that_recreates_a_table_in_another_column_order_is_red(legacy_db: str, dump: Path,
+                                                                         tmp_path: Path) -> None:
+    """RB-01 holds the column order recorded at backup time: same columns, types and values, but one of them
+    re-created last, and an INSERT or COPY without a column list breaks."""
+    moved_last = ("ALTER TABLE clients_hipaa ADD COLUMN photo_filename__new text;",
+                  "UPDATE clients_hipaa SET photo_filename__new = photo_filename;",
+                  "ALTER TABLE clients_hipaa DROP COLUMN photo_filename;",
+                  "ALTER TABLE clients_hipaa RENAME COLUMN photo_filename__new TO photo_filename;")
+    migration.run_file(legacy_db, MIGRATION, SANDBOX_KEY)
+    migration.run_file(legacy_db, _careless_rollback(tmp_path, *moved_last), SANDBOX_KEY)
+    with psycopg.connect(legacy_db, autocommit=True) as conn:
+        problems = rollback.schema_as_at_backup(catalog.inspect(conn), dump, LEGACY).problems
+        assert rollback.data_as_at_backup(conn, dump, LEGACY).ok  # the values are all there
+    assert len(problems) == 1 and problems[0].startswith('"public"."clients_hipaa": column order differs from '
+                                                         'column 41 on (at backup time: "photo_filename", '), problems
+
+
+def test_the_column_order_is_kept_in_the_backups_catalog_and_absent_from_an_older_one() -> None:
+    """The order round-trips through the JSON a backup records; a catalog recorded before it was kept compares
+    by name alone (no finding it cannot support)."""
+    columns = {n: catalog.Column(n, "text", False, None) for n in ("id", "a", "b")}
+    then = catalog.Catalog(("public",), {"public.t": catalog.Table("public", "t", columns, order=("id", "a", "b"))}, {})
+    now = catalog.Catalog(("public",), {"public.t": catalog.Table("public", "t", columns, order=("id", "b", "a"))}, {})
+    kept = catalog.Catalog.from_json(json.loads(json.dumps(then.to_json())))
+    assert kept.differences(now) == ['"public"."t": column order differs from column 2 on (before: "a", "b"; '
+                                     'after: "b", "a")']
+    older = then.to_json()
+    del older["tables"]["public.t"]["order"]
+    assert catalog.Catalog.from_json(older).differences(now) == []
+
+
 def test_the_scratch_rehearsal_passes_on_clean_data(legacy_db: str) -> None:
     result = rehearse_on_copy(legacy_db, GATE, SANDBOX_KEY)
     assert result.ok, result.problems
@@ -184,8 +239,24 @@ def test_the_scratch_rehearsal_compares_every_schema_after_each_rollback(legacy_
     result = rehearse_on_copy(legacy_db, gate, SANDBOX_KEY)
     assert [p for p in result.problems if "drizzle" in p] == [
         "after the SQL rollback, drizzle.__drizzle_migrations differs from before the migration (1 rows before,"
-        " 2 after)"], result.problems
+        " 2 after)",
+        "after the SQL rollback, drizzle.__drizzle_migrations: 1 rows not in the copy before the migration "
+        "(first ids: 2)"], result.problems
     assert any("restore of the backup" in n for n in result.notes)
+
+
+def test_the_scratch_rehearsal_names_the_row_and_column_a_rollback_left_changed(legacy_db: str,
+                                                                               tmp_path: Path) -> None:
+    """PRE-08's SQL rollback round trip drills into the table that differs from the copy before the migration, as
+    integrity does: the column and the row's id, never the value; the restore of the backup stays green."""
+    gate = load_config()
+    object.__setattr__(gate, "rollback_file", _careless_rollback(tmp_path, LEAVES_ONE_VALUE))
+    result = rehearse_on_copy(legacy_db, gate, SANDBOX_KEY)
+    assert result.problems == [
+        "after the SQL rollback, public.clients_hipaa differs from before the migration (120 rows before, 120 after)",
+        "after the SQL rollback, public.clients_hipaa.photo_filename: 1 rows differ from the copy before the "
+        "migration (first ids: 7)"], result.problems
+    assert not any("left-behind" in p for p in result.problems)
 
 
 def test_backup_with_a_pg_dump_older_than_the_server_is_refused(legacy_db: str, tmp_path: Path) -> None:

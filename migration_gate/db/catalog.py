@@ -7,9 +7,11 @@ other object of the schemas (``objects``): each row of every pg_catalog table wi
 querying pg_attribute, not listed here), the schemas themselves and rules, named by ``pg_identify_object()``, with
 owner, ACL and the properties a migration can change (persistence, replica identity, options, row-level security,
 column collations and ACLs, a view's, function's or rule's definition, an enum's values). Every check and
-every fingerprint works on this model, never on its own catalog query. Everything is keyed by name, so physical
-column order never matters; a ``Catalog`` round-trips through JSON so a moment (backup time) can be kept in a
-run folder and compared later. Identifiers in messages are always quoted.
+every fingerprint works on this model, never on its own catalog query. Everything is keyed by name; a table's
+physical column order is kept beside (``Table.order``), as an app that inserts or copies without a column list
+depends on it, and two moments compare it (a rollback that re-creates a table in another order). A ``Catalog``
+round-trips through JSON so a moment (backup time) can be kept in a run folder and compared later. Identifiers
+in messages are always quoted.
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ class Table:
     grants: frozenset[Grant] = frozenset()
     rls: bool = False
     force_rls: bool = False
+    order: tuple[str, ...] = ()  # the column names in physical order (attnum); () in a catalog recorded without it
 
     @property
     def qualified(self) -> str:
@@ -286,6 +289,9 @@ def _table_differences(a: Table, b: Table, grants: bool) -> list[str]:
         for name in sorted(set(mine) & set(theirs)):
             if mine[name] != theirs[name]:
                 lines.append(f"{where}: {noun} {quote(name)} differs ({_changes(mine[name], theirs[name])})")
+    moved = column_order_change(a, b)
+    if moved:
+        lines.append(f"{where}: column order differs {moved}")
     if (a.rls, a.force_rls) != (b.rls, b.force_rls):
         lines.append(f"{where}: row-level security {a.rls}/{a.force_rls} before, {b.rls}/{b.force_rls} after")
     if grants and a.grants != b.grants:
@@ -294,6 +300,20 @@ def _table_differences(a: Table, b: Table, grants: bool) -> list[str]:
         lines.append(f"{where}: grants differ (only before: {', '.join(gone) or 'none'}; only after: "
                      f"{', '.join(new) or 'none'})")
     return lines
+
+
+def column_order_change(a: Table, b: Table, shown: int = 4) -> str:
+    """Where the physical order of the columns both moments have differs, from the first position that does
+    (names only), or "" when it does not or a moment did not record it."""
+    common = set(a.order) & set(b.order)
+    mine, theirs = [c for c in a.order if c in common], [c for c in b.order if c in common]
+    if mine == theirs:
+        return ""
+    at = next(i for i, (x, y) in enumerate(zip(mine, theirs, strict=True)) if x != y)
+
+    def names(order: list[str]) -> str:
+        return ", ".join(quote(c) for c in order[at:at + shown]) + (", ..." if len(order) > at + shown else "")
+    return f"from column {at + 1} on (before: {names(mine)}; after: {names(theirs)})"
 
 
 def _table_json(t: Table) -> dict:
@@ -318,7 +338,8 @@ def _table_from_json(data: dict) -> Table:
         indexes={k: Index(**tupled(v)) for k, v in data["indexes"].items()},
         triggers={k: Trigger(**v) for k, v in data["triggers"].items()},
         policies={k: Policy(**tupled(v)) for k, v in data["policies"].items()},
-        grants=frozenset(Grant(*g) for g in data["grants"]), rls=data["rls"], force_rls=data["force_rls"])
+        grants=frozenset(Grant(*g) for g in data["grants"]), rls=data["rls"], force_rls=data["force_rls"],
+        order=tuple(data.get("order", ())))
 
 
 # -- reading the catalog --------------------------------------------------------------------------------------
@@ -335,7 +356,8 @@ SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
                                                       WHERE l.oid = a.attcollation) ELSE '' END
 FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 JOIN pg_type t ON t.oid = a.atttypid
-WHERE a.attrelid = ANY(%(oids)s) AND a.attnum > 0 AND NOT a.attisdropped"""
+WHERE a.attrelid = ANY(%(oids)s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attrelid, a.attnum"""
 
 _CONSTRAINTS = """
 SELECT k.conrelid, k.conname, k.contype::text, pg_get_constraintdef(k.oid),
@@ -427,6 +449,7 @@ def _inspect(conn: psycopg.Connection, schemas: Iterable[str] | None) -> Catalog
     tables = {}
     for spec in by_oid.values():
         spec["grants"] = frozenset(spec["grants"])
+        spec["order"] = tuple(spec["columns"])  # read in attnum order
         table = Table(**spec)
         tables[table.qualified] = table
     sequences = {f"{ns}.{name}": Sequence(ns, name, kind, inc, owner,

@@ -26,7 +26,7 @@ from migration_gate.backup.digests import Baseline
 from migration_gate.backup.inplace import restore_in_place
 from migration_gate.backup.keys import BackupKeys
 from migration_gate.backup.record import BackupError
-from migration_gate.checks import accounting, encryption, integrity, organizations, schema
+from migration_gate.checks import accounting, encryption, integrity, organizations, rollback, schema
 from migration_gate.config import GateConfig
 from migration_gate.core.errors import GateError
 from migration_gate.core.phi import PhiCodec
@@ -81,14 +81,24 @@ def _state(dsn: str) -> tuple[dict, catalog.Catalog]:
 
 
 def _compare_with_before(result: Result, label: str, before: tuple[dict, catalog.Catalog],
-                         after: tuple[dict, catalog.Catalog]) -> None:
+                         after: tuple[dict, catalog.Catalog], before_dsn: str, after_dsn: str) -> None:
+    """Schema and content against "before"; a table whose content differs is drilled into (rollback.differences:
+    which rows by key, which columns, how many), comparing the two copies inside PostgreSQL."""
     for line in before[1].differences(after[1])[:10]:
         result.add(f"after {label}, schema differs from before the migration: {line}")
-    for table in sorted(set(before[0]) | set(after[0])):
+    differing = [t for t in sorted(set(before[0]) | set(after[0])) if before[0].get(t) != after[0].get(t)]
+    for table in differing:
         was, now = before[0].get(table), after[0].get(table)
-        if was != now:
-            result.add(f"after {label}, {table} differs from before the migration "
-                       f"({was.rows if was else 0} rows before, {now.rows if now else 0} after)")
+        result.add(f"after {label}, {table} differs from before the migration "
+                   f"({was.rows if was else 0} rows before, {now.rows if now else 0} after)")
+    if not differing:
+        return
+    with db.connect(before_dsn, autocommit=True) as then, db.connect(after_dsn, autocommit=True) as conn:
+        for table in differing:
+            schema_name, name = table.split(".", 1)
+            with result.guard(schema_name, name):
+                result.problems.extend(f"after {label}, {line}" for line in rollback.differences(
+                    then, conn, name, schema_name, then="the copy before the migration"))
 
 
 def _migrate(result: Result, dsn: str, gate: GateConfig, key: str, what: str, record_to: Path | None = None,
@@ -104,22 +114,23 @@ def _migrate(result: Result, dsn: str, gate: GateConfig, key: str, what: str, re
         return False
 
 
-def _rehearse_sql_rollback(gate: GateConfig, key: str, dsn: str, before: tuple[dict, catalog.Catalog]) -> Result:
+def _rehearse_sql_rollback(gate: GateConfig, key: str, dsn: str, before: tuple[dict, catalog.Catalog],
+                           before_dsn: str) -> Result:
     result = Result("the SQL rollback")
     try:
         migration.run_file(dsn, gate.rollback_file, key, lock_timeout=gate.lock_timeout)
-        _compare_with_before(result, "the SQL rollback", before, _state(dsn))
+        _compare_with_before(result, "the SQL rollback", before, _state(dsn), before_dsn, dsn)
     except (psycopg.Error, migration.MigrationFileError, ValueError) as exc:
         result.add(f"the SQL rollback failed on the copy: {error_text(exc)}")
     return result
 
 
 def _rehearse_restore(dump: Path, keys: BackupKeys, binaries: PgBinaries | None, dsn: str,
-                      before: tuple[dict, catalog.Catalog]) -> Result:
+                      before: tuple[dict, catalog.Catalog], before_dsn: str) -> Result:
     result = Result("the restore of the backup")
     try:
         restore_in_place(dump, dsn, binaries, keys=keys)
-        _compare_with_before(result, "restoring the backup", before, _state(dsn))
+        _compare_with_before(result, "restoring the backup", before, _state(dsn), before_dsn, dsn)
     except BackupError as exc:
         result.add(f"restoring the backup failed on the copy: {exc}")
     return result
@@ -188,9 +199,9 @@ def _rehearse(result: Result, copy: copies.Copy, gate: GateConfig, key: str, rec
             rehearsals = {}
             if gate.rollback_file is not None:
                 rehearsals[f"SQL rollback ({gate.rollback_file.name})"] = pool.submit(
-                    _rehearse_sql_rollback, gate, key, copy_db.dsn, before)
+                    _rehearse_sql_rollback, gate, key, copy_db.dsn, before, copy.before_dsn)
             rehearsals["restore of the backup"] = pool.submit(_rehearse_restore, dump, keys, binaries,
-                                                              restored.dsn, before)
+                                                              restored.dsn, before, copy.before_dsn)
             outcomes = {label: future.result() for label, future in rehearsals.items()}
         for outcome in outcomes.values():
             result.problems.extend(outcome.problems)

@@ -145,6 +145,73 @@ ALTER TABLE therapist_profiles
     ALTER COLUMN business_city TYPE varchar(100),
     ALTER COLUMN business_state TYPE varchar(50),
     ALTER COLUMN business_zip_code TYPE varchar(10);
+-- ein_number came back as the last column; in Layer B it sits before legal_business_name. An app (or a COPY,
+-- an INSERT) without a column list depends on the order, so the columns after it move behind it again: each is
+-- re-added at the end, filled from the old one, which is then dropped (RB-01 compares the column order).
+ALTER TABLE therapist_profiles
+    ADD COLUMN legal_business_name__moved varchar(255),
+    ADD COLUMN default_note_format__moved text,
+    ADD COLUMN session_duration__moved integer,
+    ADD COLUMN time_zone__moved text,
+    ADD COLUMN is_insurance_provider__moved boolean,
+    ADD COLUMN accepted_providers__moved jsonb,
+    ADD COLUMN group_session_rate__moved numeric(10,2),
+    ADD COLUMN cv_filename__moved text,
+    ADD COLUMN cv_original_name__moved text,
+    ADD COLUMN cv_mime_type__moved text,
+    ADD COLUMN cv_parsed_for_credentialing__moved boolean,
+    ADD COLUMN created_at__moved timestamp,
+    ADD COLUMN updated_at__moved timestamp;
+UPDATE therapist_profiles SET
+    legal_business_name__moved = legal_business_name,
+    default_note_format__moved = default_note_format,
+    session_duration__moved = session_duration,
+    time_zone__moved = time_zone,
+    is_insurance_provider__moved = is_insurance_provider,
+    accepted_providers__moved = accepted_providers,
+    group_session_rate__moved = group_session_rate,
+    cv_filename__moved = cv_filename,
+    cv_original_name__moved = cv_original_name,
+    cv_mime_type__moved = cv_mime_type,
+    cv_parsed_for_credentialing__moved = cv_parsed_for_credentialing,
+    created_at__moved = created_at,
+    updated_at__moved = updated_at;
+ALTER TABLE therapist_profiles
+    DROP COLUMN legal_business_name,
+    DROP COLUMN default_note_format,
+    DROP COLUMN session_duration,
+    DROP COLUMN time_zone,
+    DROP COLUMN is_insurance_provider,
+    DROP COLUMN accepted_providers,
+    DROP COLUMN group_session_rate,
+    DROP COLUMN cv_filename,
+    DROP COLUMN cv_original_name,
+    DROP COLUMN cv_mime_type,
+    DROP COLUMN cv_parsed_for_credentialing,
+    DROP COLUMN created_at,
+    DROP COLUMN updated_at;
+ALTER TABLE therapist_profiles RENAME COLUMN legal_business_name__moved TO legal_business_name;
+ALTER TABLE therapist_profiles RENAME COLUMN default_note_format__moved TO default_note_format;
+ALTER TABLE therapist_profiles RENAME COLUMN session_duration__moved TO session_duration;
+ALTER TABLE therapist_profiles RENAME COLUMN time_zone__moved TO time_zone;
+ALTER TABLE therapist_profiles RENAME COLUMN is_insurance_provider__moved TO is_insurance_provider;
+ALTER TABLE therapist_profiles RENAME COLUMN accepted_providers__moved TO accepted_providers;
+ALTER TABLE therapist_profiles RENAME COLUMN group_session_rate__moved TO group_session_rate;
+ALTER TABLE therapist_profiles RENAME COLUMN cv_filename__moved TO cv_filename;
+ALTER TABLE therapist_profiles RENAME COLUMN cv_original_name__moved TO cv_original_name;
+ALTER TABLE therapist_profiles RENAME COLUMN cv_mime_type__moved TO cv_mime_type;
+ALTER TABLE therapist_profiles RENAME COLUMN cv_parsed_for_credentialing__moved TO cv_parsed_for_credentialing;
+ALTER TABLE therapist_profiles RENAME COLUMN created_at__moved TO created_at;
+ALTER TABLE therapist_profiles RENAME COLUMN updated_at__moved TO updated_at;
+ALTER TABLE therapist_profiles
+    ALTER COLUMN default_note_format SET DEFAULT 'SOAP',
+    ALTER COLUMN session_duration SET DEFAULT 50,
+    ALTER COLUMN time_zone SET DEFAULT 'America/New_York',
+    ALTER COLUMN is_insurance_provider SET DEFAULT false,
+    ALTER COLUMN accepted_providers SET DEFAULT '[]'::jsonb,
+    ALTER COLUMN cv_parsed_for_credentialing SET DEFAULT false,
+    ALTER COLUMN created_at SET DEFAULT now(),
+    ALTER COLUMN updated_at SET DEFAULT now();
 
 -- organizations and memberships have no place in Layer B.
 DROP TABLE organization_memberships;
