@@ -215,12 +215,12 @@ def _preflight_or_refuse(gate: GateConfig, target: CutoverTarget, run_dir: Path,
         raise Refused(f"refusing to start: {len(lines)} inputs missing or unusable, nothing was changed"
                       + "".join(f"\n  - {line}" for line in lines))
     progress.say(f"pre-flight: {len(inputs)} inputs ready")
+    if then is not None:
+        then()
     rehearsal = next(i for i in inputs if i.name == preflight.HOOKS_REHEARSAL)
     if hookrehearsal.keep_in_run(run_dir, rehearsal.missing, operator()):
         progress.say("FORCED: starting without a valid hooks rehearsal (in the report): "
                      + "; ".join(rehearsal.missing))
-    if then is not None:
-        then()
     forced = attest.missing_required(gate, attest.collected(run_dir, run_dir.parent, describe_target(target.dsn)))
     if forced:
         attest.record_override(run_dir, forced, operator())

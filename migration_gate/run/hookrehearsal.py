@@ -148,7 +148,7 @@ def problems(gate: GateConfig, reports: Path, now: datetime | None = None) -> tu
         return "", [f"hooks rehearsal: none recorded ({where} in the reports folder): run scripts/cutover "
                     "--rehearse-hooks against staging before the window (or --force, recorded in the run)"]
     age = record.age_hours(now)
-    found = f"green at {record.at} against {record.target}, {age:.1f} h ago"
+    found = f"{'green' if record.ok else 'red'} at {record.at} against {record.target}, {age:.1f} h ago"
     if record.failed:
         return found, [f"hooks rehearsal: the last one (at {record.at}) was red: "
                        + "; ".join(f"{s.hook}: {s.detail}" for s in record.failed)]
