@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from migration_gate.app.hooks import CutoverTarget
 from migration_gate.config import ConfigError, load_config
+from migration_gate.core.progress import Progress
 from migration_gate.run import hookrehearsal
+from migration_gate.run.gate import Gate
+from sandbox.synthetic import SANDBOX_KEY
 from tests.support.preflight import rehearsed, write_config
 
 
@@ -64,3 +68,13 @@ def test_rehearsal_max_age_hours_must_be_positive(config: Path, value: str) -> N
     config.write_text(config.read_text().replace("\n[hooks]\n", f"\n[hooks]\nrehearsal_max_age_hours = {value}\n"))
     with pytest.raises(ConfigError, match=r"\[hooks\]: rehearsal_max_age_hours must be a positive number of hours"):
         load_config(config)
+
+
+def test_a_run_started_without_a_valid_rehearsal_is_forced_never_green(config: Path, tmp_path: Path) -> None:
+    run = tmp_path / "cutover-1"
+    hookrehearsal.keep_in_run(run, ["hooks rehearsal: none recorded"], "Test Operator")
+    target = CutoverTarget(dsn="postgresql://x@127.0.0.1:1/x", key=SANDBOX_KEY, api_base_url="", api_username="",
+                           api_password="", hooks=None, app_log_file=tmp_path / "app.log")
+    runner = Gate(load_config(config), target, run, Progress(quiet=True))
+    runner._take_in_overrides()  # what the run does first
+    assert runner.state.forced and runner.state.forced_past == ["hooks not rehearsed (hooks rehearsal: none recorded)"]
