@@ -4,7 +4,9 @@ before maintenance is switched on when any is missing, with the line that names 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -13,10 +15,13 @@ import pytest
 from migration_gate.config import ConfigError, load_config
 from migration_gate.core.progress import Progress
 from migration_gate.report.verdict import finish_run
+from migration_gate.run import hookrehearsal
 from migration_gate.run.runstate import RunState, schema_state
+from sandbox.api_process import SandboxHooks
 from sandbox.target import DATABASE, Sandbox
 from tests.conftest import ROOT
-from tests.support.preflight import cutover, environment, write_config
+from tests.support.cutover import cutover_target
+from tests.support.preflight import cutover, environment, rehearsed, write_config
 
 OTHER_KEY = "7e" * 32
 
@@ -38,7 +43,7 @@ def test_the_dry_run_lists_every_input_ready_and_changes_nothing(box: Sandbox, t
     assert plan["ready"] and [i["name"] for i in plan["inputs"] if not i["ok"]] == []
     assert {i["name"] for i in plan["inputs"]} == {"database", "schema", "role privileges", "key", "pg_dump",
                                                    "reports folder", "transport", "API", "login", "hooks", "backup",
-                                                   "log source", "people", "notify"}
+                                                   "log source", "people", "notify", "hooks rehearsal"}
     human = cutover("--dry-run", env=env)
     assert human.returncode == 0 and "Ready: the cut-over can start." in human.stdout
     assert "phase premigration" in human.stdout and "backup into" in human.stdout
@@ -174,3 +179,89 @@ def test_an_opt_out_without_a_reason_is_one_line(tmp_path: Path, value: str) -> 
     config = _with_security(write_config(tmp_path, tmp_path / "calls"), value)
     with pytest.raises(ConfigError, match=r"\[security\]: allow_insecure_transport must be one non-empty line"):
         load_config(config)
+
+
+# -- the hooks rehearsed before the window (issue 22 item 4) ----------------------------------------------------
+
+class StoresSomethingElse(SandboxHooks):
+    """A store hook that says it stored the backup but keeps another file (a wrong path in a team's script)."""
+
+    def store_backup(self, env: dict[str, str]) -> str:
+        other = Path(env["GATE_BACKUP_FILE"]).with_name("other.bin")
+        other.write_bytes(b"not the backup")
+        return super().store_backup(env | {"GATE_BACKUP_FILE": str(other)})
+
+
+def _rehearse(box: Sandbox, config: Path, reports: Path, hooks: SandboxHooks) -> hookrehearsal.HooksRehearsal:
+    """The hooks rehearsal against the sandbox as staging, whose start command runs no migrations of the app's
+    own (the new release on a legacy database then starts, reporting its schema degraded, as on staging)."""
+    migrations, box.api.app_migrations = box.api.app_migrations, None
+    try:
+        return hookrehearsal.rehearse(dataclasses.replace(load_config(config), deploy_wait_seconds=20),
+                                      cutover_target(box, hooks), reports)
+    finally:
+        box.api.app_migrations = migrations
+
+
+def test_a_hooks_rehearsal_with_a_broken_store_hook_is_red_and_the_next_cut_over_refuses(box: Sandbox,
+                                                                                          tmp_path: Path) -> None:
+    calls, reports = tmp_path / "calls", tmp_path / "reports"
+    config = write_config(tmp_path, calls)
+    green = _rehearse(box, config, reports, SandboxHooks(box.api, offsite=tmp_path / "offsite"))
+    assert green.ok, [s.line() for s in green.steps]
+    assert [(s.hook, s.outcome) for s in green.steps] == [
+        ("maintenance_on", "passed"), ("deploy_new_schema", "passed"), ("deploy_legacy_schema", "passed"),
+        ("maintenance_off", "passed"), ("store_backup", "passed"), ("fetch_backup", "passed"),
+        ("notify", "passed"), ("alert", "skipped")]
+    assert "503 with Retry-After" in green.steps[0].detail and "useHipaaSchema true" in green.steps[1].detail
+    assert "/health 200 ok, useHipaaSchema false" in green.steps[2].detail
+    assert "sha256 equal" in green.steps[5].detail
+    saved = reports / "hooks-rehearsal.json"
+    assert saved.stat().st_mode & 0o777 == 0o600
+    env = environment(box, config, reports, hooks_rehearsed=False)
+    ready = cutover("--dry-run", "--json", env=env)
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    item = next(i for i in json.loads(ready.stdout)["inputs"] if i["name"] == "hooks rehearsal")
+    assert item["ok"] and item["found"].startswith(f"green at {green.at}")
+
+    red = _rehearse(box, config, reports, StoresSomethingElse(box.api, offsite=tmp_path / "offsite"))
+    assert not red.ok and [s.hook for s in red.failed] == ["store_backup", "fetch_backup"]
+    assert "does not have the stored file's sha256: store_backup or fetch_backup" in red.failed[1].detail
+    done = cutover(env=env)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert f"hooks rehearsal: the last one (at {red.at}) was red: store_backup: " in done.stderr, done.stderr
+    assert not calls.exists(), "a hook ran"
+    with psycopg.connect(box.dsn) as conn:
+        assert schema_state(conn, load_config()) == "legacy"
+
+
+def test_a_stale_hooks_rehearsal_is_refused(box: Sandbox, tmp_path: Path) -> None:
+    config = write_config(tmp_path, tmp_path / "calls")
+    reports = tmp_path / "reports"
+    rehearsed(config, reports, datetime.now(UTC) - timedelta(hours=73))
+    done = cutover("--dry-run", env=environment(box, config, reports, hooks_rehearsed=False))
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert ("MISSING hooks rehearsal: the last one is 73.0 h old" in done.stdout
+            and "older than [hooks] rehearsal_max_age_hours = 72" in done.stdout), done.stdout
+
+
+def test_rehearse_hooks_on_the_command_line_names_the_failing_hook(box: Sandbox, tmp_path: Path) -> None:
+    """Shell hooks: maintenance flips the sandbox's flag file (verified through HTTP); the deploys change nothing
+    (red: the app never reports the new schema); the store hook fails."""
+    flag = box.api.maintenance_file
+    config = write_config(tmp_path, tmp_path / "calls", maintenance_on=f"touch {flag}",
+                          maintenance_off=f"rm -f {flag}", store_backup="echo 'bucket not found' >&2; exit 3")
+    config.write_text(config.read_text().replace("deploy_wait_seconds = 300", "deploy_wait_seconds = 2"))
+    reports = tmp_path / "reports"
+    done = cutover("--rehearse-hooks", env=environment(box, config, reports, hooks_rehearsed=False))
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()[1:-1]}
+    assert list(lines) == list(hookrehearsal.HOOKS)
+    assert "PASSED" in lines["maintenance_on"] and "PASSED" in lines["maintenance_off"]
+    assert "FAILED" in lines["deploy_new_schema"] and "never reported useHipaaSchema true" in lines["deploy_new_schema"]
+    assert "hook store_backup failed with exit code 3: bucket not found" in lines["store_backup"]
+    assert "SKIPPED" in lines["fetch_backup"] and "not called: store_backup failed" in lines["fetch_backup"]
+    assert done.stdout.splitlines()[-1].startswith("RED: deploy_new_schema, store_backup")
+    assert not flag.exists(), "maintenance left on"
+    record = hookrehearsal.last(reports)
+    assert record is not None and not record.ok

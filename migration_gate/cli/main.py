@@ -38,7 +38,7 @@ from migration_gate.db.migration import MigrationFileError
 from migration_gate.db.migration import load as load_migration
 from migration_gate.report import bundle
 from migration_gate.report.verdict import finish_run
-from migration_gate.run import attest, forecast, preflight
+from migration_gate.run import attest, forecast, hookrehearsal, preflight
 from migration_gate.run.gate import Gate, RollbackPlan
 from migration_gate.run.runstate import (
     BUDGET_OF,
@@ -159,12 +159,20 @@ def cutover(argv: list[str] | None = None) -> int:
                                         "go-live, sign-off; roll back by itself when a gate after the migration fails.")
     parser.add_argument("--force", action="store_true",
                         help="go on past red pre-checks and red backup checks (a backup must still have been taken); "
-                             "recorded in the report, and the run ends FORCED (exit 5), never GREEN. It never skips "
+                             "recorded in the report, and the run ends FORCED (exit 5), never GREEN; also past "
+                             "missing [[people]] attestations and a missing, red or stale hooks rehearsal (recorded "
+                             "in the run). It never skips "
                              "the pre-flight, maintenance, or the checks after the migration; a resumed run needs it "
                              "again")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and check the inputs; change nothing")
     parser.add_argument("--rollback-interrupted", action="store_true",
                         help="roll back an interrupted run instead of resuming it")
+    parser.add_argument("--rehearse-hooks", action="store_true",
+                        help="against the target in the environment (staging, never production): call every "
+                             "configured hook with a test payload and verify it (maintenance on and off, deploy new "
+                             "and legacy, a test file stored and fetched back, a test notify and alert); recorded in "
+                             f"the reports folder's {rundir.HOOKS_REHEARSAL}, which a cut-over's pre-flight requires "
+                             "green and younger than [hooks] rehearsal_max_age_hours. Changes no data")
     parser.add_argument("--accept-forecast", action="store_true",
                         help="start (or pass the dry run) although the forecast of the window breaks a budget "
                              "([budgets]); recorded in the run and its sign-off")
@@ -174,6 +182,8 @@ def cutover(argv: list[str] | None = None) -> int:
         gate = load_config(args.config)
         target = _real_target(gate)
         reports = load_environment().reports_dir
+        if args.rehearse_hooks:
+            return rehearse_hooks(gate, target, reports, args, progress)
         if args.dry_run:
             return dry_run(gate, target, args, reports)
         runner = _resume_or_new(args, gate, target, reports, progress)
@@ -198,7 +208,7 @@ def _preflight_or_refuse(gate: GateConfig, target: CutoverTarget, run_dir: Path,
     refusal leaves them pending for the next attempt."""
     progress.say("pre-flight: checking every input the cut-over will need")
     inputs = preflight.check_inputs(gate, target, run_dir.parent, run_dir)
-    lines = preflight.missing([i for i in inputs if not (force and i.name == preflight.PEOPLE)])
+    lines = preflight.missing([i for i in inputs if not (force and i.name in preflight.FORCEABLE)])
     if lines:
         with contextlib.suppress(OSError):
             run_dir.rmdir()  # an empty folder, not a run to resume
@@ -207,11 +217,32 @@ def _preflight_or_refuse(gate: GateConfig, target: CutoverTarget, run_dir: Path,
     progress.say(f"pre-flight: {len(inputs)} inputs ready")
     if then is not None:
         then()
+    rehearsal = next(i for i in inputs if i.name == preflight.HOOKS_REHEARSAL)
+    if hookrehearsal.keep_in_run(run_dir, rehearsal.missing, operator()):
+        progress.say("FORCED: starting without a valid hooks rehearsal (in the report): "
+                     + "; ".join(rehearsal.missing))
     forced = attest.missing_required(gate, attest.collected(run_dir, run_dir.parent, describe_target(target.dsn)))
     if forced:
         attest.record_override(run_dir, forced, operator())
         progress.say(f"FORCED: starting although {', '.join(i.id for i in forced)} not attested (in the report)")
     attest.adopt_pending(run_dir.parent, run_dir, describe_target(target.dsn))
+
+
+def rehearse_hooks(gate: GateConfig, target: CutoverTarget, reports: Path, args: argparse.Namespace,
+                   progress: Progress) -> int:
+    """scripts/cutover --rehearse-hooks: one line per hook (outcome, seconds, what was seen); exit 0 green, 1 red."""
+    record = hookrehearsal.rehearse(gate, target, reports, progress)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(record) | {"ok": record.ok}, indent=2))
+    else:
+        print(f"Hooks rehearsal against {record.target} at {record.at}:")
+        for step in record.steps:
+            print(f"  {step.line()}")
+        print(f"GREEN: every configured hook did what it should (recorded in {rundir.hooks_rehearsal_file(reports)})"
+              if record.ok else f"RED: {', '.join(s.hook for s in record.failed) or 'a required hook was not called'}"
+              f" (recorded in {rundir.hooks_rehearsal_file(reports)}; the cut-over's pre-flight refuses until a "
+              "rehearsal is green)")
+    return hookrehearsal.exit_code(record)
 
 
 def dry_run(gate: GateConfig, target: CutoverTarget, args: argparse.Namespace, reports: Path) -> int:
@@ -227,7 +258,7 @@ def dry_run(gate: GateConfig, target: CutoverTarget, args: argparse.Namespace, r
     breaks = window.breaks()
     refused = bool(breaks) and not args.accept_forecast
     inputs = preflight.check_inputs(gate, target, reports, attest.open_run(reports, describe_target(target.dsn)))
-    lines = preflight.missing([i for i in inputs if not (args.force and i.name == preflight.PEOPLE)])
+    lines = preflight.missing([i for i in inputs if not (args.force and i.name in preflight.FORCEABLE)])
     plan = {"target": describe_target(target.dsn), "migration_file": str(gate.migration_file),
             "statements": sum(s.kind == "sql" for s in steps),
             "data_steps": [s.text for s in steps if s.kind == "data"], "rollback": gate.rollback_method,

@@ -410,8 +410,12 @@ def _known_keys(data: dict, where: str) -> None:
     if not isinstance(hooks, dict):
         raise ConfigError(f"{where}: [hooks] must be a table")
     for name, value in hooks.items():
-        if name not in ("timeout_seconds", "pass_env") and not isinstance(value, str):
+        if name not in HOOK_SETTINGS and not isinstance(value, str):
             raise ConfigError(f"{where} [hooks]: {name} must be a shell command (a string)")
+
+
+# The [hooks] keys that are settings, not commands.
+HOOK_SETTINGS = ("timeout_seconds", "pass_env", "rehearsal_max_age_hours")
 
 
 # What no hook is handed through pass_env: the gate's secrets (a copy hook's contract hands its source DSN itself)
@@ -433,6 +437,13 @@ def _hook_pass_env(data: dict, where: str) -> tuple[str, ...]:
         raise ConfigError(f"{where} [hooks]: pass_env cannot hand {refused[0]} to the hooks (the gate's own "
                           "secrets and GATE_* variables reach a hook only through its contract)")
     return tuple(dict.fromkeys(names))
+
+
+def _hook_rehearsal_age(data: dict, where: str) -> float:
+    value = data.get("hooks", {}).get("rehearsal_max_age_hours", 72)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{where} [hooks]: rehearsal_max_age_hours must be a positive number of hours")
+    return float(value)
 
 
 def _hook_timeout(data: dict, where: str) -> float:
@@ -521,8 +532,9 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         new_foreign_keys=_foreign_keys(data.get("new_foreign_keys", {}), f"{where} [new_foreign_keys]"),
         legacy_foreign_keys=_foreign_keys(data.get("legacy_foreign_keys", {}), f"{where} [legacy_foreign_keys]"),
         rollback_method=mig.rollback_method,
-        hooks={k: str(v) for k, v in data.get("hooks", {}).items() if k not in ("timeout_seconds", "pass_env")},
+        hooks={k: str(v) for k, v in data.get("hooks", {}).items() if k not in HOOK_SETTINGS},
         hook_timeout_seconds=_hook_timeout(data, where),
+        hook_rehearsal_max_age_hours=_hook_rehearsal_age(data, where),
         hook_pass_env=_hook_pass_env(data, where),
         schema=mig.schema,
         new_objects={t: _section(o, TableObjects, f"{where} [new_objects.{t}]")

@@ -1212,6 +1212,8 @@ class GateConfig:
     app_role: AppRole | None = None  # [app_role]: the app's own role and its privileges
     hook_timeout_seconds: float = 600.0  # [hooks] timeout_seconds: a hook that runs longer is stopped, red
     hook_pass_env: tuple[str, ...] = ()  # [hooks] pass_env: the operator's variables the hooks see (hooks.py)
+    # [hooks] rehearsal_max_age_hours: the pre-flight refuses a last `cutover --rehearse-hooks` older than this
+    hook_rehearsal_max_age_hours: float = 72.0
     logs: LogsConfig = field(default_factory=LogsConfig)  # [logs]: where the log check reads the app's lines
     backup: BackupConfig = field(default_factory=BackupConfig)  # [backup]: encryption, retention, checks
     precheck: PrecheckConfig = field(default_factory=PrecheckConfig)  # [precheck]: pre-check session timeouts

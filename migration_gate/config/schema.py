@@ -76,7 +76,8 @@ def json_schema() -> dict:
         properties[name] = {"type": "object", "additionalProperties": strings}
     properties["hooks"] = {"type": "object", "additionalProperties": {"type": "string"}, "properties": {
         "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
-        "pass_env": {"type": "array", "items": {"type": "string"}}}}
+        "pass_env": {"type": "array", "items": {"type": "string"}},
+        "rehearsal_max_age_hours": {"type": "number", "exclusiveMinimum": 0}}}
     properties["extends"] = {"type": "string", "description": "another description this one is laid over"}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "migration.toml",
             "description": "The migration description of hipaa-migration-gate", "type": "object",

@@ -14,6 +14,10 @@ measurements, app/answers.py the app's recorded answers). Layout of reports/<run
     answers/<name>.json                the app's recorded answers (digests only)
     watch/state.json, watch.html, round-NN.xml   the 48-hour watch
     sandbox/                           a sandbox's working folder (kept out of bundles)
+    hooks-rehearsal.json               the hooks rehearsal the pre-flight relied on (or overrode with --force)
+
+In the reports folder itself, beside the runs: hooks-rehearsal.json, the last `cutover --rehearse-hooks`
+(run/hookrehearsal.py), which the pre-flight of every cut-over reads.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ ANSWERS = "answers"
 WATCH = "watch"
 WATCH_REPORT = "watch.html"
 SANDBOX = "sandbox"
+HOOKS_REHEARSAL = "hooks-rehearsal.json"  # the reports folder's last hooks rehearsal, and a run's copy of it
 CRITERIA = "criteria-*.json"  # a phase's results, in its folder
 CRITERIA_GLOB = f"*/{CRITERIA}"  # every phase's results, from the run folder
 
@@ -69,3 +74,8 @@ def baseline_file(run_dir: Path) -> Path:
 
 def round_junit(watch_folder: Path, number: int) -> Path:
     return Path(watch_folder) / f"round-{number:02d}.xml"
+
+
+def hooks_rehearsal_file(folder: Path) -> Path:
+    """The last hooks rehearsal (in the reports folder), or the copy a run's pre-flight relied on (in the run's)."""
+    return Path(folder) / HOOKS_REHEARSAL

@@ -46,7 +46,7 @@ from migration_gate.core.status import Outcome, Phase, Verdict
 from migration_gate.db import connection as db
 from migration_gate.db import deploytables, migration, writes
 from migration_gate.db.catalog import inspect
-from migration_gate.run import attest, forecast, notify
+from migration_gate.run import attest, forecast, hookrehearsal, notify
 from migration_gate.run.runstate import (
     AFTER_MIGRATION_STARTS,
     BUDGET_OF,
@@ -507,6 +507,10 @@ class Gate:
         missing = [item for entry in attest.overrides(self.run_dir) for item in entry.missing]
         if missing:
             self._mark_forced([f"{NOT_ATTESTED}{item}" for item in missing])
+            self.state.save()
+        unrehearsed = hookrehearsal.overridden(self.run_dir)
+        if unrehearsed:  # started (--force) without a valid hooks rehearsal: as forced as a red gate
+            self._mark_forced([f"hooks not rehearsed ({'; '.join(unrehearsed)})"])
             self.state.save()
 
     def _mark_forced(self, past: list[str]) -> None:

@@ -15,7 +15,7 @@ import psycopg
 
 from migration_gate.app import logsource
 from migration_gate.app.client import http_client
-from migration_gate.app.hooks import CutoverTarget, hook_problems
+from migration_gate.app.hooks import CutoverTarget, ShellHooks, hook_problems
 from migration_gate.backup.inputs import backup_inputs
 from migration_gate.checks import api as app
 from migration_gate.checks import encryption, environment
@@ -26,11 +26,13 @@ from migration_gate.core.result import CheckFailed, Result, error_text
 from migration_gate.db import connection as db
 from migration_gate.db.binaries import BinariesNotFound, find_binaries
 from migration_gate.db.catalog import quote, user_schemas
-from migration_gate.run import attest, notify
+from migration_gate.run import attest, hookrehearsal, notify
 from migration_gate.run.runstate import schema_state
 
 KEY_SAMPLE = 20  # rows per table the key must decrypt: enough to catch a wrong key, cheap on a large table
-PEOPLE = "people"  # the checklist's human items: the one input --force may override
+PEOPLE = "people"  # the checklist's human items: an input --force may override
+HOOKS_REHEARSAL = "hooks rehearsal"  # the last `cutover --rehearse-hooks`: the other one (recorded in the run)
+FORCEABLE = (PEOPLE, HOOKS_REHEARSAL)
 
 
 @dataclass
@@ -181,6 +183,16 @@ def _notify(target: CutoverTarget) -> Input:
     return Input("notify", "not configured ([hooks] notify): no status updates will be sent (optional)")
 
 
+def _hooks_rehearsal(gate: GateConfig, target: CutoverTarget, reports: Path) -> Input:
+    """The hooks were rehearsed on staging (scripts/cutover --rehearse-hooks), green, with these commands and
+    recently enough ([hooks] rehearsal_max_age_hours): else the window would be their first real call. Hooks that
+    are code (a sandbox's) are not the team's commands: nothing to rehearse."""
+    if not isinstance(target.hooks, ShellHooks):
+        return Input(HOOKS_REHEARSAL, "the hooks are code, not [hooks] commands: not rehearsed")
+    found, problems = hookrehearsal.problems(gate, reports)
+    return Input(HOOKS_REHEARSAL, found, problems)
+
+
 def check_inputs(gate: GateConfig, target: CutoverTarget, reports: Path, run_dir: Path | None = None) -> list[Input]:
     """Every input, in the order the phases need them. Never raises for a missing input: it is listed. `run_dir`:
     the run the cut-over would continue, whose attestations count with the pending ones."""
@@ -197,6 +209,7 @@ def check_inputs(gate: GateConfig, target: CutoverTarget, reports: Path, run_dir
     inputs.append(transport or _transport(gate, target, None))
     inputs += _api(target)
     inputs.append(Input("hooks", "maintenance on/off, deploy new/legacy schema", hook_problems(target.hooks)))
+    inputs.append(_hooks_rehearsal(gate, target, reports))
     inputs.append(Input("backup", f"encrypt {gate.backup.encrypt}; store_backup and fetch_backup hooks",
                         backup_inputs(gate, hooks=target.hooks)))
     inputs.append(_log_source(gate, target))

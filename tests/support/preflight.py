@@ -4,15 +4,18 @@ target in the environment, and `migration-gate cutover` in a child."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from migration_gate.config import load_config
-from migration_gate.run import attest
+from migration_gate.config import ConfigError, load_config
+from migration_gate.core.status import Outcome
+from migration_gate.run import attest, hookrehearsal
 from sandbox.synthetic import SANDBOX_KEY
 from sandbox.target import Sandbox
 from tests.conftest import ROOT
@@ -38,10 +41,24 @@ def write_config(folder: Path, calls: Path, **hooks: str | None) -> Path:
     return path
 
 
-def environment(box: Sandbox, config: Path, reports: Path, attested: bool = True,
+def rehearsed(config: Path, reports: Path, at: datetime | None = None, **outcomes: str) -> None:
+    """A hooks rehearsal of `config`'s [hooks] recorded in the reports folder as `cutover --rehearse-hooks` records
+    one: every hook passed (unless `outcomes` says otherwise), at `at` (default: now)."""
+    record = hookrehearsal.HooksRehearsal(
+        at=(at or datetime.now(UTC)).isoformat(timespec="seconds"), target="staging", by="Test Operator",
+        hooks_sha256=hookrehearsal.hooks_digest(load_config(config)),
+        steps=[hookrehearsal.HookStep(h, outcomes.get(h, Outcome.PASSED), 0.1, "test") for h in hookrehearsal.HOOKS])
+    record.save(reports)
+
+
+def environment(box: Sandbox, config: Path, reports: Path, attested: bool = True, hooks_rehearsed: bool = True,
                 **overrides: str | None) -> dict[str, str]:
     """The target in the environment as an operator sets it; with `attested`, every [[people]] item attested the
-    day before (pending in the reports folder), so a test's refusal is its own input's."""
+    day before (pending in the reports folder), with `hooks_rehearsed` a green hooks rehearsal of the description's
+    hooks an hour ago, so a test's refusal is its own input's."""
+    if hooks_rehearsed:
+        with contextlib.suppress(ConfigError):  # a case's broken description: refused before the pre-flight
+            rehearsed(config, reports, datetime.now(UTC) - timedelta(hours=1))
     if attested:  # from the shipped description: a case may break the one under test on purpose
         gate = load_config()
         for item in gate.people:
