@@ -38,7 +38,7 @@ def test_the_dry_run_lists_every_input_ready_and_changes_nothing(box: Sandbox, t
     assert plan["ready"] and [i["name"] for i in plan["inputs"] if not i["ok"]] == []
     assert {i["name"] for i in plan["inputs"]} == {"database", "schema", "role privileges", "key", "pg_dump",
                                                    "reports folder", "transport", "API", "login", "hooks", "backup",
-                                                   "log source", "people", "notify"}
+                                                   "log source", "people", "notify", "alert"}
     human = cutover("--dry-run", env=env)
     assert human.returncode == 0 and "Ready: the cut-over can start." in human.stdout
     assert "phase premigration" in human.stdout and "backup into" in human.stdout
@@ -56,7 +56,8 @@ def test_the_dry_run_with_the_shipped_placeholders_and_no_app_is_not_ready(box: 
                  "MISSING hook maintenance_on: still the shipped placeholder",
                  "MISSING hook deploy_legacy_schema: still the shipped placeholder",
                  "MISSING hook store_backup: still the shipped placeholder",
-                 "MISSING log source: no log source", "Not ready: 9 inputs missing"):
+                 "MISSING log source: no log source", "MISSING alert: still the shipped placeholder",
+                 "Not ready: 10 inputs missing"):
         assert line in done.stdout, done.stdout
 
 

@@ -13,6 +13,7 @@ measurements, app/answers.py the app's recorded answers). Layout of reports/<run
     performance/<name>.json            the API measurements: baseline (legacy), postmigration, golive
     answers/<name>.json                the app's recorded answers (digests only)
     watch/state.json, watch.html, round-NN.xml   the 48-hour watch
+    watch/acks.jsonl, started.json, watch.log    red rounds acknowledged; the watch the cut-over started
     sandbox/                           a sandbox's working folder (kept out of bundles)
 """
 
@@ -31,6 +32,9 @@ BASELINE_FILE = f"{PERFORMANCE}/{BASELINE}.json"  # as messages name it, relativ
 ANSWERS = "answers"
 WATCH = "watch"
 WATCH_REPORT = "watch.html"
+WATCH_ACKS = "acks.jsonl"  # scripts/watch --ack: red rounds a person took on (in watch/)
+WATCH_STARTED = "started.json"  # the watch the cut-over started after go-live: its pid, command, log (in watch/)
+WATCH_LOG = "watch.log"  # that watch's output (in watch/)
 SANDBOX = "sandbox"
 CRITERIA = "criteria-*.json"  # a phase's results, in its folder
 CRITERIA_GLOB = f"*/{CRITERIA}"  # every phase's results, from the run folder
