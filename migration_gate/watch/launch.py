@@ -18,7 +18,7 @@ from migration_gate.core import rundir
 from migration_gate.core.paths import ROOT
 from migration_gate.run.watchstate import iso, watch_command
 
-SETTLE_SECONDS = 2.0  # a watch that cannot start (no target in the environment) exits at once: looked at after this
+SETTLE_SECONDS = 3.0  # a watch that cannot start (no target in the environment) exits at once: looked at after this
 
 
 def start_after_golive(gate: GateConfig, run_dir: Path) -> list[str]:
