@@ -200,6 +200,7 @@ def iso(epoch: float) -> str:
 
 
 NEVER_STARTED, RUNNING, RAN, STOPPED, NOT_LIVE = "never started", "running", "ran", "stopped", "not live"
+NOT_WATCHED = "rehearsal"  # a sandbox rehearsal without its compressed watch (scripts/rehearse --watch)
 
 
 @dataclass
@@ -212,7 +213,7 @@ class WatchStatus:
 
     @property
     def ok(self) -> bool:
-        return self.status in (RUNNING, RAN, NOT_LIVE)
+        return self.status in (RUNNING, RAN, NOT_LIVE, NOT_WATCHED)
 
 
 def watch_command(run_dir: Path) -> str:
