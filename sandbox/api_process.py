@@ -222,6 +222,11 @@ class SandboxHooks:
         with self.notify_file.open("a", encoding="utf-8") as out:
             out.write(f"{datetime.now(UTC):%H:%M:%S}Z {line}\n")
 
+    def alert(self, env: dict[str, str]) -> None:
+        """A red watch round's alert appended to alerts.log in the sandbox folder, as a pager would get it."""
+        with (self.api.log_file.parent / "alerts.log").open("a", encoding="utf-8") as out:
+            out.write(f"{datetime.now(UTC):%H:%M:%S}Z {env['GATE_ALERT_MESSAGE']}\n---\n")
+
     def store_backup(self, env: dict[str, str]) -> str:
         folder = self.offsite / env["GATE_RUN_ID"]
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -43,7 +43,7 @@ def test_the_dry_run_lists_every_input_ready_and_changes_nothing(box: Sandbox, t
     assert plan["ready"] and [i["name"] for i in plan["inputs"] if not i["ok"]] == []
     assert {i["name"] for i in plan["inputs"]} == {"database", "schema", "role privileges", "key", "pg_dump",
                                                    "reports folder", "transport", "API", "login", "hooks", "backup",
-                                                   "log source", "people", "notify", "hooks rehearsal"}
+                                                   "log source", "people", "notify", "hooks rehearsal", "alert"}
     human = cutover("--dry-run", env=env)
     assert human.returncode == 0 and "Ready: the cut-over can start." in human.stdout
     assert "phase premigration" in human.stdout and "backup into" in human.stdout
@@ -61,7 +61,8 @@ def test_the_dry_run_with_the_shipped_placeholders_and_no_app_is_not_ready(box: 
                  "MISSING hook maintenance_on: still the shipped placeholder",
                  "MISSING hook deploy_legacy_schema: still the shipped placeholder",
                  "MISSING hook store_backup: still the shipped placeholder",
-                 "MISSING log source: no log source", "Not ready: 9 inputs missing"):
+                 "MISSING log source: no log source", "MISSING alert: still the shipped placeholder",
+                 "Not ready: 10 inputs missing"):
         assert line in done.stdout, done.stdout
 
 
@@ -88,6 +89,9 @@ BROKEN = {
                       "log source: app.log does not exist: the post-migration log check (POST-11) would go red"),
     "failing log command": ({"APP_LOG_FILE": None}, {"logs_since": "exit 3"}, None, None,
                             "log source: [hooks] logs_since exited with code 3"),
+    "no alert hook": ({}, {"alert": None}, None, None,
+                      "alert: not configured in [hooks]: a red watch round would tell nobody; configure [hooks] alert, "
+                      "or say why not in [watch] no_alert_because"),
     "no CREATEDB": ({}, {}, "ALTER ROLE gate_owner NOCREATEDB", "ALTER ROLE gate_owner CREATEDB",
                     'role "gate_owner" lacks CREATEDB'),
     "a table of another owner": (
@@ -120,6 +124,18 @@ def test_a_missing_input_refuses_before_maintenance(box: Sandbox, tmp_path: Path
     assert not list(reports.glob("*/state.json")), f"{case}: a run was recorded"
     with psycopg.connect(box.dsn) as conn:
         assert schema_state(conn, load_config()) == "legacy"
+
+
+def test_no_alert_hook_is_ready_only_when_the_description_says_why(box: Sandbox, tmp_path: Path) -> None:
+    config = write_config(tmp_path, tmp_path / "calls", alert=None)
+    config.write_text(config.read_text().replace('\nafter_golive = "start"\n', '\nafter_golive = "start"\n'
+                                                 'no_alert_because = "the DBA sits at the watch report"\n'))
+    done = cutover("--dry-run", "--json", env=environment(box, config, tmp_path / "reports"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    alert = next(i for i in json.loads(done.stdout)["inputs"] if i["name"] == "alert")
+    assert alert["ok"] and alert["found"].startswith(
+        "no alert hook ([watch] no_alert_because: the DBA sits at the watch report); no [[escalation]]: nobody is "
+        "told next")
 
 
 # -- one TLS policy (issue 20 item 3): off this host, verified TLS or a recorded reason why not ---------------------

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,11 +27,14 @@ from migration_gate.app import ownrequests
 from migration_gate.app.client import send
 from migration_gate.checks import api as app
 from migration_gate.config import ConfigError, Waiver, load_config, load_watch
+from migration_gate.config.model import EscalationStep
 from migration_gate.core.progress import Progress
 from migration_gate.report import signoff
 from migration_gate.run import attest
 from migration_gate.run.gate import Gate
 from migration_gate.run.runstate import RunState
+from migration_gate.run.watchstate import watch_status
+from migration_gate.watch import launch
 from migration_gate.watch.rounds import (
     NO_DECISION_MAKER,
     Watch,
@@ -92,10 +96,13 @@ def test_a_compressed_watch_runs_every_round_green_with_a_report_and_junit_per_r
     box, run, _ = live
     copy = _copy(run, "cutover-green")
     signoff.write(RunState.load(copy), copy, {"Run by": "Test Operator"})  # as the cut-over ends
+    assert ("Watch status: never started: the watch NEVER STARTED: the run is not complete until it runs: "
+            f"scripts/watch --run-dir {copy}") in (copy / "signoff.html").read_text()
     watch = _watch(box, copy)
     assert watch.run_rounds() == 0
     record = (copy / "signoff.html").read_text()  # the sign-off carries the rounds: the migration's record
     assert "Final verdict after all 3 rounds: green" in record and "href='watch/watch.html'" in record
+    assert "Watch status: ran: the watch ran: all 3 rounds" in record
     rounds = watch.state.rounds
     assert [r.number for r in rounds] == [1, 2, 3] and all(r.verdict == "green" for r in rounds), \
         [(r.number, [(c.name, c.problems) for c in r.checks if not c.ok]) for r in rounds]
@@ -237,6 +244,80 @@ def test_an_app_logging_errors_after_go_live_turns_a_round_red_alerts_and_states
     assert f"scripts/rollback --run-dir {copy} --dry-run" in message and "never rolls back by itself" in message
     html = (copy / "watch" / "watch.html").read_text()
     assert "ROLLBACK CRITERION MET" in html and "Dana Reyes (clinical director)" in html and "--dry-run" in html
+
+
+def test_a_red_round_nobody_acknowledges_escalates_after_its_time_and_an_acknowledged_one_does_not(live) -> None:
+    """[[escalation]]: each step once, after_minutes from the red round's end (compressed as the schedule is);
+    scripts/watch --ack stops it; the watch's own loop calls the steps due; the sign-off shows both."""
+    box, run, folder = live
+    told = folder / "escalated.txt"
+    tell = f'echo "$GATE_ESCALATION_STEP $GATE_ESCALATION_NAME round $GATE_WATCH_ROUND" >> {told}'
+    steps = (EscalationStep("Engineering lead", tell, 1), EscalationStep("Clinical director", tell, 2))
+    # every endpoint over a budget of a microsecond: a red round that breaks nothing in the sandbox
+    gate = dataclasses.replace(_gate(), api_p95_ms=0.001, escalation=steps)
+    copy = _copy(run, "cutover-escalate")
+    signoff.write(RunState.load(copy), copy, {"Run by": "Test Operator"})
+    watch = Watch(gate, cutover_target(box), copy, Progress(quiet=True), factor=FACTOR)
+    assert watch.run_rounds(once=True) == 1
+    first = watch.state.rounds[0]
+    assert first.verdict == "red" and "Acknowledge: scripts/watch --run-dir" in watch.message(first)
+    assert "Watch status: running: the watch is running: 1 of 3 rounds so far" in (copy / "signoff.html").read_text()
+    # a minute at 60 times real time is a second after the round ended
+    assert watch.escalate(now=first.ended_at + 0.9) == []
+    called = watch.escalate(now=first.ended_at + 1.1)
+    assert [(e.round, e.step, e.name, e.outcome) for e in called] == [(1, 1, "Engineering lead", "sent")]
+    assert watch.escalate(now=first.ended_at + 1.2) == []  # each step once
+    ack = subprocess.run([sys.executable, "-m", "migration_gate.cli", "watch", "--run-dir", str(copy), "--ack", "1",
+                          "--by", "Dana Reyes"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert ack.returncode == 0 and "red round(s) 1 acknowledged by Dana Reyes" in ack.stdout, ack.stderr
+    assert watch.escalate(now=first.ended_at + 60) == []  # acknowledged: the director is never told
+    assert told.read_text() == "1 Engineering lead round 1\n"
+    # the loop: round 2 red and nobody acknowledges it; the next run of the watch calls its first step
+    assert watch.run_rounds(once=True) == 1
+    time.sleep(1.2)
+    watch.run_rounds(once=True)
+    state = WatchState.load(copy / "watch")
+    assert [(e.round, e.step) for e in state.escalations] == [(1, 1), (2, 1)]
+    assert state.rounds[0].acknowledged_by == "Dana Reyes" and state.rounds[1].acknowledged_by is None
+    record = (copy / "signoff.html").read_text()
+    assert "Dana Reyes at " in record and "round 2: step 1, Engineering lead, at " in record
+    wrong = subprocess.run([sys.executable, "-m", "migration_gate.cli", "watch", "--run-dir", str(copy), "--ack", "9",
+                            "--by", "Dana Reyes"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and wrong.stderr.strip() == "watch: round 9 has not run (3 rounds so far)"
+
+
+def test_after_go_live_the_watch_is_started_detached_or_its_command_printed(live, monkeypatch) -> None:
+    """[watch] after_golive: "start" runs the watch's own command detached (the sign-off: running); "print" says
+    the run is not complete and gives the command; a watch that cannot start is said, never silent."""
+    box, run, folder = live
+    gate = load_config()
+    printed = launch.start_after_golive(dataclasses.replace(gate, watch=dataclasses.replace(
+        gate.watch, after_golive="print")), run)
+    assert printed[0].startswith("THE RUN IS NOT COMPLETE") and f"scripts/watch --run-dir {run}" in printed[0]
+    failed = launch.start_after_golive(gate, folder / "nowhere")  # no run there: the watch exits at once
+    assert failed[0].startswith("THE RUN IS NOT COMPLETE: the watch exited at once (exit 2")
+    copy = _copy(run, "cutover-started")
+    (folder / "started").mkdir()
+    config = config_with_store(folder / "started")  # the first round a day after go-live: it waits, holding its lock
+    config.write_text(re.sub(r"^schedule = \[.*?^\]", "schedule = [{ until_hours = 48, every_minutes = 1440 }]",
+                             config.read_text(), flags=re.M | re.S))
+    for name, value in {"DATABASE_URL": box.dsn, "PHI_ENCRYPTION_KEY": SANDBOX_KEY, "API_BASE_URL": box.api.base_url,
+                        "GATE_API_USERNAME": gate.sandbox_username, "GATE_API_PASSWORD": gate.sandbox_password,
+                        "GATE_API_HEADERS": json.dumps(box.api.bypass_headers),
+                        "APP_LOG_FILE": str(box.api.log_file)}.items():
+        monkeypatch.setenv(name, value)
+    started = launch.start_after_golive(load_config(config), copy)
+    pid = json.loads((copy / "watch" / "started.json").read_text())["pid"]
+    try:
+        assert started[0].startswith(f"Watch started (pid {pid}, detached"), started
+        began = time.monotonic()  # a loaded machine may take a while to import and take the lock
+        while (status := watch_status(copy, live=True)).status != "running" and time.monotonic() - began < 30:
+            time.sleep(0.2)
+        assert (status.status, status.line) == ("running", "the watch is running: its first round is not due yet")
+        signoff.write(RunState.load(copy), copy, {"Run by": "Test Operator"})
+        assert "Watch status: running" in (copy / "signoff.html").read_text()
+    finally:
+        os.kill(pid, signal.SIGTERM)
 
 
 def test_a_finding_waived_at_the_post_checks_is_waived_in_the_watch_and_an_expired_waiver_waives_nothing(live) -> None:

@@ -39,6 +39,9 @@ CONTRACTS: dict[str, tuple[str, ...]] = {
     "fetch_backup": (*_BACKUP, "GATE_BACKUP_LOCATION", "GATE_BACKUP_DEST"),
     "notify": ("GATE_STATUS", "GATE_RUN_ID", "GATE_PHASE", "GATE_PHASE_STATUS", "GATE_DOWNTIME_MINUTES"),
     "alert": ("GATE_ALERT_MESSAGE", "GATE_RUN_ID", "GATE_WATCH_ROUND", "GATE_WATCH_CRITERION_MET"),
+    # an [[escalation]] step's command: the alert's, plus who this step tells and which step it is
+    "escalate": ("GATE_ALERT_MESSAGE", "GATE_RUN_ID", "GATE_WATCH_ROUND", "GATE_WATCH_CRITERION_MET",
+                 "GATE_ESCALATION_NAME", "GATE_ESCALATION_STEP"),
     "create_copy": ("GATE_COPY_SOURCE", "GATE_COPY_OWNER_PID"),
     "delete_copy": ("GATE_COPY_OWNER_PID", "GATE_COPY_DSN", "GATE_COPY_LABEL"),
 }
@@ -226,6 +229,10 @@ class ShellHooks:
     def alert(self, env: dict[str, str]) -> None:
         """[hooks] alert: tell a human (the watch's red rounds); GATE_ALERT_MESSAGE carries a PHI-free message."""
         self._run("alert", env)
+
+    def escalate(self, env: dict[str, str]) -> None:
+        """An [[escalation]] step's command (held here under the name "escalate"): the next person is told."""
+        self._run("escalate", env)
 
     def maintenance(self, on: bool) -> None:
         self._run("maintenance_on" if on else "maintenance_off")

@@ -49,6 +49,8 @@ from migration_gate.run.runstate import (
     schema_state,
     unfinished_runs,
 )
+from migration_gate.run.watchstate import went_live
+from migration_gate.watch import launch
 
 _APP = ("API_BASE_URL", "GATE_API_USERNAME", "GATE_API_PASSWORD", "GATE_API_HEADERS")
 NEEDS = {
@@ -194,9 +196,12 @@ def cutover(argv: list[str] | None = None) -> int:
         state = runner.run_rollback_only() if runner.rollback_only else runner.run()
     except HANDLED as exc:
         return _failed("cutover", exc)
+    # live: the 48 hours after go-live start now, the watch started or its command printed ([watch] after_golive),
+    # before the sign-off, which says which
+    watch_lines = launch.start_after_golive(gate, Path(state.run_dir)) if went_live(state) else []
     code = finish_run(args, gate, state, _environment(target, gate))
-    if state.status in (Verdict.GREEN, Verdict.FORCED) and not args.json:  # live: the 48 hours after go-live start now
-        print(f"Watch the next 48 hours (see --help for a cron line): scripts/watch --run-dir {state.run_dir}")
+    for line in watch_lines:
+        print(line, file=sys.stderr if args.json else sys.stdout)
     return code
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import psycopg
 
 from migration_gate.app.hooks import target_from_environment
 from migration_gate.config import ConfigError, load_config
+from migration_gate.core import rundir
 from migration_gate.core.errors import GateError
 from migration_gate.core.helptext import epilog
 from migration_gate.core.progress import Progress
@@ -19,6 +21,7 @@ from migration_gate.core.redact import redact_text
 from migration_gate.core.result import error_text
 from migration_gate.core.status import WATCH_EXITS, Exit
 from migration_gate.run.runstate import owner_only
+from migration_gate.run.watchstate import acknowledge
 from migration_gate.watch import report as watchreport
 from migration_gate.watch.rounds import COMPRESS, Watch, summary
 
@@ -52,11 +55,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compress", action="store_const", const=COMPRESS, dest="schedule",
                         help=f"the same as --schedule {COMPRESS:g}")
     parser.add_argument("--config", type=Path, default=None, help="migration description (default: migration.toml)")
+    parser.add_argument("--ack", type=int, metavar="ROUND", default=None,
+                        help="acknowledge red round ROUND (and the red rounds before it): [[escalation]] tells nobody "
+                             "further about them; needs --by. Nothing else runs (no database or app needed)")
+    parser.add_argument("--by", metavar="NAME", default=None, help="who takes the acknowledged round on")
     parser.add_argument("--json", action="store_true", help="print the watch's state summary as JSON at the end")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     if args.schedule is not None and args.schedule <= 0:
         parser.error("--schedule FACTOR must be above zero")
+    if (args.ack is None) != (args.by is None):
+        parser.error("--ack ROUND and --by NAME go together")
     return args
 
 
@@ -64,6 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     owner_only()
     args = parse_args(argv)
     progress = Progress(quiet=args.quiet or args.json)
+    if args.ack is not None:
+        try:
+            taken = acknowledge(args.run_dir / rundir.WATCH, args.ack, args.by, time.time())
+        except ConfigError as exc:
+            print(f"watch: {exc}", file=sys.stderr)
+            return Exit.USAGE
+        print(f"watch: red round(s) {', '.join(map(str, taken)) or 'none new'} acknowledged by "
+              f"{' '.join(args.by.split())}: no further escalation for them")
+        return Exit.GREEN
     try:
         gate = load_config(args.config)
         watch = Watch(gate, target_from_environment(gate), args.run_dir, progress, factor=args.schedule)

@@ -31,6 +31,7 @@ from migration_gate.config.model import (
     AppServerSection,
     BackupConfig,
     DeployConfig,
+    EscalationStep,
     ForeignKey,
     ForeignKeyEntry,
     GateConfig,
@@ -307,6 +308,16 @@ def load_watch(spec: object, where: str) -> WatchConfig:
     return _section(spec, WatchSection, where).config()
 
 
+def load_escalation(spec: object, where: str) -> tuple[EscalationStep, ...]:
+    """[[escalation]] by its declaration, its steps in rising after_minutes (each later than the one before)."""
+    steps = _entries(spec, EscalationStep, where, "escalation")
+    for number, (before, step) in enumerate(zip(steps, steps[1:], strict=False), 2):
+        if step.after_minutes <= before.after_minutes:
+            raise ConfigError(f"{where} item {number}: after_minutes must be later than the step before it "
+                              f"({before.after_minutes:g})")
+    return steps
+
+
 def _need(data: dict, key: str, kind: type, where: str):
     if key not in data:
         raise ConfigError(f"{where}: '{key}' is missing")
@@ -387,7 +398,7 @@ SECTIONS = ("migration", "hooks", "budgets", "sandbox", "api", "app_role", "tabl
             "legacy_objects", "new_schema", "new_objects", "legacy_catalog", "new_catalog", "backup", "logs",
             "precheck", "performance", "people",
             "notify", "watch", "lint", "rehearsal", "answers", "waivers",
-            "not_applicable", "deploy", "security")
+            "not_applicable", "deploy", "security", "escalation")
 
 
 # The fixed sections still checked by hand (the declared ones refuse unknown keys themselves, _section).
@@ -562,6 +573,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         not_applicable=load_not_applicable(data.get("not_applicable"), f"{where} [[not_applicable]]"),
         app_tables=load_app_tables(data.get("deploy"), f"{where} [deploy]"),
         insecure_transport=load_security(data.get("security"), f"{where} [security]"),
+        escalation=load_escalation(data.get("escalation"), f"{where} [[escalation]]"),
     )
     for name in config.app_tables:
         if name in config.new_schema or name in config.legacy_schema:

@@ -1065,6 +1065,8 @@ class WatchConfig:
     error_rate_over: float = 0.05  # criterion: the round's requests not answered 2xx, as a fraction, over this...
     error_rate_rounds: int = 2  # ...for this many rounds in a row
     p95_over_budget_rounds: int = 3  # criterion: some endpoint's p95 over budget this many rounds in a row (0: off)
+    after_golive: str = "start"  # the cut-over starts the watch (detached), or "print": its command, run not complete
+    no_alert_because: str = ""  # why there is no [hooks] alert ("": the pre-flight refuses a description without one)
 
 
 @dataclass(frozen=True)
@@ -1099,8 +1101,14 @@ class WatchSection:
     baseline_factor: Annotated[float, Meta(gt=0, description="a number above zero")] = WatchConfig.baseline_factor
     rollback_criteria: Annotated[RollbackCriteria, Meta(description="a table ([watch.rollback_criteria])")] = \
         field(default_factory=RollbackCriteria)
+    after_golive: Annotated[Literal["start", "print"], Meta(description="'start' or 'print'")] = \
+        WatchConfig.after_golive
+    no_alert_because: Annotated[str, Meta(
+        pattern=r"^\s*[^\n]*\S[^\n]*\s*$",
+        description="one non-empty line saying why no [hooks] alert tells anyone of a red watch round")] = ""
 
     def __post_init__(self) -> None:
+        _stripped(self, "no_alert_because")
         last = 0.0
         for slot in self.schedule:
             if slot.until_hours <= last:
@@ -1111,7 +1119,22 @@ class WatchSection:
     def config(self) -> WatchConfig:
         return WatchConfig(schedule=tuple((float(s.until_hours), float(s.every_minutes)) for s in self.schedule),
                            latency_samples=self.latency_samples, baseline_factor=float(self.baseline_factor),
+                           after_golive=self.after_golive, no_alert_because=self.no_alert_because,
                            **dataclasses.asdict(self.rollback_criteria))
+
+
+@dataclass(frozen=True)
+class EscalationStep:
+    """One step of [[escalation]]: who is told next (`name`, by `command`, a shell command run as [hooks] alert is,
+    with GATE_ESCALATION_NAME and GATE_ESCALATION_STEP besides) when a red watch round is still not acknowledged
+    (scripts/watch --ack ROUND --by NAME) `after_minutes` after it ended. Steps in rising after_minutes."""
+
+    name: _Field
+    command: _Field
+    after_minutes: Annotated[float, Meta(gt=0, description="a number of minutes above zero")]
+
+    def __post_init__(self) -> None:
+        _stripped(self, "name")
 
 
 @dataclass(frozen=True)
@@ -1231,6 +1254,8 @@ class GateConfig:
     # [[not_applicable]]: criteria that cannot apply here, with why (a skipped criterion is otherwise red)
     not_applicable: tuple[NotApplicable, ...] = ()
     app_tables: tuple[str, ...] = ()  # [deploy] app_tables: what the app's own migrations may create at the deploy
+    # [[escalation]]: who is told next when a red watch round is not acknowledged in time (watch.rounds)
+    escalation: tuple[EscalationStep, ...] = ()
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:

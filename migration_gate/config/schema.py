@@ -19,6 +19,7 @@ from migration_gate.config.model import (
     AppRoleSection,
     BackupConfig,
     DeployConfig,
+    EscalationStep,
     ForeignKeyEntry,
     LintConfig,
     LogsSection,
@@ -49,7 +50,8 @@ DECLARED = {"backup": BackupConfig, "precheck": PrecheckConfig, "performance": P
             "api": ApiSection, "preconditions": PreconditionsSection}
 
 # The arrays of tables whose entries are declared (load.py's _entries).
-ENTRIES = {"people": PeopleItem, "waivers": Waiver, "not_applicable": NotApplicable, "search_hashes": SearchHash}
+ENTRIES = {"people": PeopleItem, "waivers": Waiver, "not_applicable": NotApplicable, "search_hashes": SearchHash,
+           "escalation": EscalationStep}
 
 
 def json_schema() -> dict:

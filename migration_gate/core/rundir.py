@@ -13,6 +13,7 @@ measurements, app/answers.py the app's recorded answers). Layout of reports/<run
     performance/<name>.json            the API measurements: baseline (legacy), postmigration, golive
     answers/<name>.json                the app's recorded answers (digests only)
     watch/state.json, watch.html, round-NN.xml   the 48-hour watch
+    watch/acks.jsonl, started.json, watch.log    red rounds acknowledged; the watch the cut-over started
     sandbox/                           a sandbox's working folder (kept out of bundles)
     hooks-rehearsal.json               the hooks rehearsal the pre-flight relied on (or overrode with --force)
 
@@ -35,6 +36,9 @@ BASELINE_FILE = f"{PERFORMANCE}/{BASELINE}.json"  # as messages name it, relativ
 ANSWERS = "answers"
 WATCH = "watch"
 WATCH_REPORT = "watch.html"
+WATCH_ACKS = "acks.jsonl"  # scripts/watch --ack: red rounds a person took on (in watch/)
+WATCH_STARTED = "started.json"  # the watch the cut-over started after go-live: its pid, command, log (in watch/)
+WATCH_LOG = "watch.log"  # that watch's output (in watch/)
 SANDBOX = "sandbox"
 HOOKS_REHEARSAL = "hooks-rehearsal.json"  # the reports folder's last hooks rehearsal, and a run's copy of it
 CRITERIA = "criteria-*.json"  # a phase's results, in its folder

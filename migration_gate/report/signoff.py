@@ -36,7 +36,14 @@ from migration_gate.report.render import render as render_template
 from migration_gate.run import attest, notify
 from migration_gate.run.forecast import Forecast, against_actual
 from migration_gate.run.runstate import RunState, budget_report, forced_label
-from migration_gate.run.watchstate import WatchState
+from migration_gate.run.watchstate import (
+    NEVER_STARTED,
+    NOT_WATCHED,
+    WatchState,
+    WatchStatus,
+    watch_status,
+    went_live,
+)
 
 REHEARSAL = "REHEARSAL: synthetic data"
 PHI_WORDS = ("PHI", "decrypt", "ciphertext", "IV", "hash", "plaintext")
@@ -331,7 +338,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
         "rehearsal_copy": _rehearsal_copy_section(checks), "phi": _phi_section(checks),
         "comparisons": _comparisons_section(checks), "performance": performance_section(run_dir),
         "people": _people_section(run_dir, people), "backup": _backup_section(state),
-        "rollback": _rollback_section(state), "watch": _watch_section(run_dir)}
+        "rollback": _rollback_section(state), "watch": _watch_section(run_dir, went_live(state), sandbox)}
     return str(render_template(
         "signoff.html.j2", state=state, sandbox=sandbox, dress=dress, title=title, label=label, colour=colour,
         sentence=sentence, rehearsal=REHEARSAL, banner=SANDBOX_BANNER, run=Path(state.run_dir).name,
@@ -354,20 +361,28 @@ def rewrite(run_dir: Path, gate: GateConfig) -> Path:
     return write(state, run_dir, state.environment, gate.downtime_minutes, state.sandbox, gate.people)
 
 
-def _watch_section(run_dir: Path) -> Markup:
-    """The 48 hours after go-live as far as the watch has come: each round's verdict, what failed, criteria met;
+def _watch_section(run_dir: Path, live: bool = True, sandbox: bool = False) -> Markup:
+    """The 48 hours after go-live as far as the watch has come: whether it ran, is running or never started (never
+    nothing), each round's verdict, what failed, criteria met, who acknowledged a red round and who was told next;
     the final verdict once every round of the schedule ran. The rounds' details are in watch/watch.html."""
     try:
+        status = watch_status(run_dir, live)
         watch = WatchState.load(run_dir / rundir.WATCH)
+        if sandbox and status.status == NEVER_STARTED:  # a rehearsal's watch is scripts/rehearse --watch, compressed
+            status = WatchStatus(NOT_WATCHED, "no watch in this rehearsal (scripts/rehearse --watch runs it, "
+                                              "compressed)", status.command)
     except ConfigError as exc:
-        return render_template("signoff/watch.html.j2", error=str(exc))
+        return render_template("signoff/watch.html.j2", error=str(exc), status=None)
     if watch is None:
-        return Markup()
+        return render_template("signoff/watch.html.j2", error=None, status=status, rounds=None)
     done, total = len(watch.rounds), watch.total
     worst = {"green": "green", "red": "RED rounds", "criterion": "a ROLLBACK CRITERION was met"}[watch.worst()]
     verdict = (f"Final verdict after all {total} rounds: {worst}" if done >= total else
                f"In progress: {done} of {total} rounds so far, {worst}")
     rounds = [{"number": r.number, "due": r.due, "verdict": r.verdict, "criteria": "; ".join(r.criteria),
-               "red": ", ".join(c.name for c in r.checks if not c.ok)} for r in watch.rounds]
-    return render_template("signoff/watch.html.j2", error=None, green=watch.worst() == "green", verdict=verdict,
-                           rounds=rounds)
+               "red": ", ".join(c.name for c in r.checks if not c.ok),
+               "acknowledged": f"{r.acknowledged_by} at {r.acknowledged_at}" if r.acknowledged_by else ""}
+              for r in watch.rounds]
+    escalations = [f"round {e.round}: step {e.step}, {e.name}, at {e.at}: {e.outcome}" for e in watch.escalations]
+    return render_template("signoff/watch.html.j2", error=None, status=status, green=watch.worst() == "green",
+                           verdict=verdict, rounds=rounds, escalations=escalations)

@@ -15,7 +15,7 @@ import psycopg
 
 from migration_gate.app import logsource
 from migration_gate.app.client import http_client
-from migration_gate.app.hooks import CutoverTarget, ShellHooks, hook_problems
+from migration_gate.app.hooks import CutoverTarget, ShellHooks, command_problems, hook_problems
 from migration_gate.backup.inputs import backup_inputs
 from migration_gate.checks import api as app
 from migration_gate.checks import encryption, environment
@@ -193,6 +193,24 @@ def _hooks_rehearsal(gate: GateConfig, target: CutoverTarget, reports: Path) -> 
     return Input(HOOKS_REHEARSAL, found, problems)
 
 
+def _alert(gate: GateConfig, target: CutoverTarget) -> Input:
+    """A red watch round must reach a person: [hooks] alert configured (code hooks: an alert of their own), or
+    [watch] no_alert_because says why not; refused otherwise, never silently absent. The [[escalation]] steps are
+    said (optional)."""
+    if isinstance(target.hooks, ShellHooks):
+        problems = command_problems(target.hooks.commands, ("alert",), "your pager's or chat's")
+    else:
+        problems = [] if callable(getattr(target.hooks, "alert", None)) else ["hook alert: the hooks have no alert"]
+    chain = (f"; then [[escalation]]: {', '.join(f'{s.name} after {s.after_minutes:g} min' for s in gate.escalation)}"
+             if gate.escalation else "; no [[escalation]]: nobody is told next when a red round is not acknowledged")
+    if not problems:
+        return Input("alert", "a red watch round calls the alert hook" + chain)
+    if gate.watch.no_alert_because:
+        return Input("alert", f"no alert hook ([watch] no_alert_because: {gate.watch.no_alert_because})" + chain)
+    return Input("alert", missing=[f"alert: {problems[0].removeprefix('hook alert: ')}: a red watch round would tell "
+                                   "nobody; configure [hooks] alert, or say why not in [watch] no_alert_because"])
+
+
 def check_inputs(gate: GateConfig, target: CutoverTarget, reports: Path, run_dir: Path | None = None) -> list[Input]:
     """Every input, in the order the phases need them. Never raises for a missing input: it is listed. `run_dir`:
     the run the cut-over would continue, whose attestations count with the pending ones."""
@@ -213,7 +231,7 @@ def check_inputs(gate: GateConfig, target: CutoverTarget, reports: Path, run_dir
     inputs.append(Input("backup", f"encrypt {gate.backup.encrypt}; store_backup and fetch_backup hooks",
                         backup_inputs(gate, hooks=target.hooks)))
     inputs.append(_log_source(gate, target))
-    inputs += [_people(gate, target, reports, run_dir), _notify(target)]
+    inputs += [_people(gate, target, reports, run_dir), _notify(target), _alert(gate, target)]
     return inputs
 
 

@@ -4,6 +4,7 @@ each other."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -11,9 +12,11 @@ from pathlib import Path
 
 from migration_gate.config import ConfigError
 from migration_gate.core import rundir
-from migration_gate.core.status import Round
+from migration_gate.core.status import Round, Verdict
+from migration_gate.run.runstate import RunState
 
 STATE_FILE = rundir.STATE
+ACKS_FILE = rundir.WATCH_ACKS
 API, INVARIANT = "api", "invariant"
 
 
@@ -68,6 +71,9 @@ class RoundRecord:
     criteria: list[str] = field(default_factory=list)  # rollback criteria met at this round
     rollback_cost: str | None = None
     alert: str | None = None  # what became of the alert
+    ended_at: float | None = None  # epoch seconds the round ended: a red one's escalation counts from here
+    acknowledged_by: str | None = None  # scripts/watch --ack: who took a red round on (its escalation stops)
+    acknowledged_at: str | None = None
 
     @property
     def error_rate(self) -> float:
@@ -89,6 +95,17 @@ class RoundRecord:
 
 
 @dataclass
+class Escalated:
+    """One [[escalation]] step called for a red round nobody acknowledged in time: to whom, when, and the outcome."""
+
+    round: int
+    step: int  # 1-based, in [[escalation]] order
+    name: str
+    at: str
+    outcome: str
+
+
+@dataclass
 class WatchState:
     """The watch of one run, on disk: when rounds are due, what each found."""
 
@@ -100,6 +117,7 @@ class WatchState:
     sandbox: bool = False
     write_mark: dict | None = None  # the watch's own mark, when the run has none from its migration
     rounds: list[RoundRecord] = field(default_factory=list)
+    escalations: list[Escalated] = field(default_factory=list)  # each [[escalation]] step called, in order
 
     @property
     def total(self) -> int:
@@ -112,6 +130,29 @@ class WatchState:
         if any(r.criteria for r in self.rounds):
             return Round.CRITERION
         return Round.RED if any(r.verdict == Round.RED for r in self.rounds) else Round.GREEN
+
+    def escalation_due(self, number: int, after_minutes: float) -> float | None:
+        """When a red, unacknowledged round's escalation step is due (epoch; the minutes compressed as the
+        schedule is), None for a green or acknowledged round."""
+        record = self.rounds[number - 1]
+        if record.verdict != Round.RED or record.acknowledged_by or record.ended_at is None:
+            return None
+        return record.ended_at + after_minutes * 60 / self.factor
+
+    def take_acks(self, folder: Path) -> None:
+        """The acknowledgements scripts/watch --ack appended (acks.jsonl, apart from the state a running watch
+        rewrites): each marks the red rounds up to its round as taken on (an earlier red round is part of it)."""
+        path = folder / ACKS_FILE
+        lines = path.read_text().splitlines() if path.is_file() else []
+        for line in lines:
+            try:
+                ack = json.loads(line)
+                number, by, at = int(ack["round"]), str(ack["by"]), str(ack["at"])
+            except (ValueError, TypeError, KeyError):
+                continue  # a torn last line: the next one is whole
+            for record in self.rounds[:number]:
+                if record.verdict == Round.RED and not record.acknowledged_by:
+                    record.acknowledged_by, record.acknowledged_at = by, at
 
     def save(self, folder: Path) -> None:
         """Atomically (temporary file, then rename): a crash never leaves half a state."""
@@ -127,10 +168,94 @@ class WatchState:
         try:
             data = json.loads(path.read_text())
             data["rounds"] = [RoundRecord.from_json(r) for r in data.get("rounds", [])]
-            return cls(**data)
+            data["escalations"] = [Escalated(**e) for e in data.get("escalations", [])]
+            state = cls(**data)
         except (OSError, ValueError, TypeError, KeyError):
             raise ConfigError(f"{path} is not a readable watch state") from None
+        state.take_acks(folder)
+        return state
+
+
+def acknowledge(folder: Path, number: int, by: str, now: float) -> list[int]:
+    """scripts/watch --ack ROUND --by NAME: a person takes red round ROUND (and the red ones before it) on, so
+    [[escalation]] tells nobody further. Appended to acks.jsonl, which a running watch reads before each
+    escalation (its own state file it rewrites). Returns the rounds newly acknowledged."""
+    state = WatchState.load(folder)
+    if state is None:
+        raise ConfigError(f"{folder} holds no watch state: no round has run")
+    if not 1 <= number <= len(state.rounds):
+        raise ConfigError(f"round {number} has not run ({len(state.rounds)} rounds so far)")
+    if state.rounds[number - 1].verdict != Round.RED:
+        raise ConfigError(f"round {number} is {state.rounds[number - 1].verdict}: only a red round is acknowledged")
+    if not by.strip():
+        raise ConfigError("--by needs the name of whoever takes the round on")
+    taken = [r.number for r in state.rounds[:number] if r.verdict == Round.RED and not r.acknowledged_by]
+    with open(folder / ACKS_FILE, "a", encoding="utf-8") as out:
+        out.write(json.dumps({"round": number, "by": " ".join(by.split())[:120], "at": iso(now)}) + "\n")
+    return taken
 
 
 def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+NEVER_STARTED, RUNNING, RAN, STOPPED, NOT_LIVE = "never started", "running", "ran", "stopped", "not live"
+NOT_WATCHED = "rehearsal"  # a sandbox rehearsal without its compressed watch (scripts/rehearse --watch)
+
+
+@dataclass
+class WatchStatus:
+    """Whether the watch of a run ran, is running, or never started (the sign-off says which, never nothing)."""
+
+    status: str
+    line: str
+    command: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (RUNNING, RAN, NOT_LIVE, NOT_WATCHED)
+
+
+def watch_command(run_dir: Path) -> str:
+    """The exact command that starts (or resumes) the watch of a run."""
+    return f"scripts/watch --run-dir {run_dir}"
+
+
+def watch_running(folder: Path) -> bool:
+    """A watch process holds the folder's lock now (it holds it while it waits for the next round too)."""
+    lock = folder / "lock"
+    if not lock.is_file():
+        return False
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def went_live(run: RunState) -> bool:
+    """The run went live (green, forced or over the downtime limit; maintenance off): it has 48 hours to watch."""
+    return run.status in (Verdict.GREEN, Verdict.FORCED, Verdict.OVER_LIMIT) and run.maintenance_off_at is not None
+
+
+def watch_status(run_dir: Path, live: bool) -> WatchStatus:
+    """From the run folder alone: the watch's state on disk and whether a watch holds its lock. `live`: the run
+    went live (a run that did not has nothing to watch)."""
+    folder, command = Path(run_dir) / rundir.WATCH, watch_command(run_dir)
+    if not live:
+        return WatchStatus(NOT_LIVE, "no watch: the run did not go live", command)
+    state = WatchState.load(folder)
+    running = watch_running(folder)
+    done = len(state.rounds) if state else 0
+    if state is not None and done >= state.total:
+        return WatchStatus(RAN, f"the watch ran: all {state.total} rounds", command)
+    if running:
+        return WatchStatus(RUNNING, "the watch is running: " + (f"{done} of {state.total} rounds so far" if state
+                                                                  else "its first round is not due yet"), command)
+    if state is not None and done:
+        return WatchStatus(STOPPED, f"the watch is not running: {done} of {state.total} rounds so far (stopped, or "
+                                    f"run by cron between ticks); {command} resumes it", command)
+    return WatchStatus(NEVER_STARTED, f"the watch NEVER STARTED: the run is not complete until it runs: {command}",
+                       command)

@@ -26,31 +26,43 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 
 from migration_gate.app import logsource, ownrequests, performance
 from migration_gate.app.client import http_client, send
-from migration_gate.app.hooks import CutoverTarget, ShellHooks
+from migration_gate.app.hooks import PLACEHOLDER_MARK, CutoverTarget, ShellHooks
 from migration_gate.checks import api as app
 from migration_gate.checks import encryption, organizations, schema
 from migration_gate.checks.api.endpoints import p95
 from migration_gate.config import ConfigError, GateConfig, WatchConfig, holding_waivers
+from migration_gate.config.model import EscalationStep
 from migration_gate.core import rundir
 from migration_gate.core.errors import GateError
 from migration_gate.core.phi import PhiCodec
 from migration_gate.core.progress import Progress
 from migration_gate.core.redact import describe_target, mask_values, redact_text
 from migration_gate.core.result import CheckFailed, Result, collecting, error_text, waiver_match, waiving
-from migration_gate.core.status import WATCH_EXIT_OF, Round, Verdict
+from migration_gate.core.status import WATCH_EXIT_OF, Round
 from migration_gate.db import connection as db
 from migration_gate.db import writes
 from migration_gate.db.connection import session_dsn
 from migration_gate.report import signoff
 from migration_gate.run import attest
 from migration_gate.run.runstate import RunState
-from migration_gate.run.watchstate import API, INVARIANT, CheckRecord, RoundRecord, WatchState, iso, round_offsets
+from migration_gate.run.watchstate import (
+    API,
+    INVARIANT,
+    CheckRecord,
+    Escalated,
+    RoundRecord,
+    WatchState,
+    iso,
+    round_offsets,
+    went_live,
+)
 from migration_gate.watch import report as watchreport
 
 BASELINE = rundir.BASELINE_FILE
@@ -148,21 +160,30 @@ class Watch:
         no waiting. Returns the exit code of every round so far: 0 green, 1 a red round, 3 a criterion met."""
         with self._locked():
             while True:
+                self.escalate()
                 number = len(self.state.rounds) + 1
+                escalation = self.next_escalation()
                 if number > self.state.total:
-                    self.progress.say(f"watch over: {self.state.total} rounds, {self._tally()}")
-                    break
-                due = self.state.due(number)
-                wait = due - time.time()
+                    if escalation is None or once:  # a red last round still escalates until acknowledged
+                        self.progress.say(f"watch over: {self.state.total} rounds, {self._tally()}")
+                        break
+                    due = escalation
+                else:
+                    due = self.state.due(number)
+                wait = min(due, escalation or due) - time.time()
                 if wait > 0:
                     if once:
                         self.progress.say(f"round {number}/{self.state.total} due at {iso(due)}: not yet "
                                           f"({self._tally()})")
                         break
                     if wait >= 1:
-                        self.progress.say(f"round {number}/{self.state.total} due at {iso(due)}: waiting {wait:.0f} s")
+                        self.progress.say(f"round {number}/{self.state.total} due at {iso(due)}: waiting {wait:.0f} s"
+                                          if number <= self.state.total else
+                                          f"next escalation of an unacknowledged red round in {wait:.0f} s")
                     sleep(wait)
                     continue
+                if number > self.state.total or time.time() < self.state.due(number):
+                    continue  # an escalation fell due first
                 self.run_round(number)
                 if once:
                     break
@@ -219,6 +240,7 @@ class Watch:
         record.criteria = self._criteria()
         if record.criteria:
             record.rollback_cost = self._rollback_cost()
+        record.ended_at = time.time()  # a red round's escalation counts from here
         if record.verdict == Round.RED:
             record.alert = self._alert(record)
         self.state.save(self.folder)
@@ -422,6 +444,9 @@ class Watch:
         lines = [f"watch {self.run_dir.name}: round {record.number}/{self.state.total} RED: "
                  + "; ".join(f"{c.name}: {c.problems[0]}" for c in failed[:4])
                  + (f"; and {len(failed) - 4} more checks" if len(failed) > 4 else "")]
+        if self.gate.escalation:
+            lines.append(f"Unacknowledged, it goes to {self.gate.escalation[0].name} in "
+                         f"{self.gate.escalation[0].after_minutes:g} min. Acknowledge: {self.ack_command(record)}")
         if record.criteria:
             lines.append("ROLLBACK CRITERION MET: " + "; ".join(record.criteria))
             lines.append(f"Decision maker: {decision_maker(self.gate, self.run_dir)}")
@@ -434,16 +459,80 @@ class Watch:
     def _alert(self, record: RoundRecord) -> str:
         text = self.message(record)
         print(text, file=sys.stderr)
-        if not (self.gate.hooks.get("alert") or "").strip():
+        hooks = self._alert_hooks()
+        if hooks is None:
             return "no [hooks] alert configured: the alert is in this report and on stderr only"
         env = {"GATE_ALERT_MESSAGE": text, "GATE_RUN_ID": self.run_dir.name, "GATE_WATCH_ROUND": str(record.number),
                "GATE_WATCH_CRITERION_MET": "1" if record.criteria else "0"}
         try:
-            ShellHooks(self.gate.hooks, timeout=self.gate.hook_timeout_seconds,
-                       pass_env=self.gate.hook_pass_env).alert(env)
+            hooks.alert(env)
         except GateError as exc:
             return f"the alert hook failed: {exc}"
+        except Exception as exc:  # noqa: BLE001 - code hooks (the sandbox's): a failed alert is recorded, never a crash
+            return f"the alert hook failed: {error_text(exc)}"
         return "sent through [hooks] alert"
+
+    def _alert_hooks(self) -> Any:
+        """Who carries the alert: the [hooks] alert command when one is configured (not the shipped placeholder),
+        else the target's own hooks when they are code with an alert (the sandbox's), else nobody."""
+        command = (self.gate.hooks.get("alert") or "").strip()
+        if command and PLACEHOLDER_MARK not in command:
+            return ShellHooks(self.gate.hooks, timeout=self.gate.hook_timeout_seconds,
+                              pass_env=self.gate.hook_pass_env)
+        hooks = self.target.hooks
+        if not isinstance(hooks, ShellHooks) and callable(getattr(hooks, "alert", None)):
+            return hooks
+        return None
+
+    # -- escalation ------------------------------------------------------------------------------------------------
+    def _pending(self) -> list[tuple[float, RoundRecord, int, EscalationStep]]:
+        """Every [[escalation]] step not yet called for a red round nobody acknowledged: (due, round, step, ...)."""
+        self.state.take_acks(self.folder)
+        called = {(e.round, e.step) for e in self.state.escalations}
+        pending = []
+        for record in self.state.rounds:
+            for number, step in enumerate(self.gate.escalation, 1):
+                due = self.state.escalation_due(record.number, step.after_minutes)
+                if due is not None and (record.number, number) not in called:
+                    pending.append((due, record, number, step))
+        return sorted(pending, key=lambda p: (p[0], p[1].number, p[2]))
+
+    def next_escalation(self) -> float | None:
+        """When the next escalation step falls due (epoch), None when none is pending."""
+        pending = self._pending()
+        return pending[0][0] if pending else None
+
+    def escalate(self, now: float | None = None) -> list[Escalated]:
+        """Call every [[escalation]] step due by now for a red round not acknowledged (scripts/watch --ack), in
+        order, each once; recorded in the watch state (who, when, the outcome) and its report."""
+        now = time.time() if now is None else now
+        called = []
+        for due, record, number, step in self._pending():
+            if due > now:
+                break
+            minutes = (due - record.ended_at) * self.state.factor / 60
+            text = (f"{self.message(record)}\nNot acknowledged within {minutes:g} min: escalated to {step.name} "
+                    f"(step {number} of {len(self.gate.escalation)}). Acknowledge: {self.ack_command(record)}")
+            env = {"GATE_ALERT_MESSAGE": text, "GATE_RUN_ID": self.run_dir.name,
+                   "GATE_WATCH_ROUND": str(record.number), "GATE_WATCH_CRITERION_MET": "1" if record.criteria else "0",
+                   "GATE_ESCALATION_NAME": step.name, "GATE_ESCALATION_STEP": str(number)}
+            try:
+                ShellHooks({"escalate": step.command}, timeout=self.gate.hook_timeout_seconds,
+                           pass_env=self.gate.hook_pass_env).escalate(env)
+                outcome = "sent"
+            except GateError as exc:
+                outcome = f"the escalation command failed: {exc}"
+            entry = Escalated(round=record.number, step=number, name=step.name, at=iso(now), outcome=outcome)
+            self.state.escalations.append(entry)
+            called.append(entry)
+            self.progress.say(f"round {record.number} red and not acknowledged: escalated to {step.name} "
+                              f"(step {number}): {outcome}")
+        if called:
+            self.state.save(self.folder)
+        return called
+
+    def ack_command(self, record: RoundRecord) -> str:
+        return f"scripts/watch --run-dir {self.run_dir} --ack {record.number} --by NAME"
 
 
 def _live_run(run_dir: Path, target: CutoverTarget) -> RunState:
@@ -453,7 +542,7 @@ def _live_run(run_dir: Path, target: CutoverTarget) -> RunState:
     if run.target != describe_target(target.dsn):
         raise ConfigError(f"{run_dir.name} is a run against {run.target}, not {describe_target(target.dsn)}")
     # a forced run went live too (every phase after the forced ones passed): its 48 hours are watched like any
-    if run.status not in (Verdict.GREEN, Verdict.FORCED, Verdict.OVER_LIMIT) or run.maintenance_off_at is None:
+    if not went_live(run):
         raise ConfigError(f"{run_dir.name} did not go live (status {run.status}): there is nothing to watch")
     return run
 

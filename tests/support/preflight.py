@@ -26,7 +26,8 @@ def write_config(folder: Path, calls: Path, **hooks: str | None) -> Path:
     text = (ROOT / "migration.toml").read_text()
     text = re.sub(r'^(file|rollback_file) = "([^"]+)"', lambda m: f'{m[1]} = "{ROOT / m[2]}"', text, flags=re.M)
     commands = {name: f"echo {name} >> {calls}" for name in
-                ("maintenance_on", "maintenance_off", "deploy_new_schema", "deploy_legacy_schema", "fetch_backup")}
+                ("maintenance_on", "maintenance_off", "deploy_new_schema", "deploy_legacy_schema", "fetch_backup",
+                  "alert")}
     commands["store_backup"] = f"echo store_backup >> {calls}; echo file:///nowhere"
     commands.update(hooks)
     block = "\n".join(f"{name} = {json.dumps(cmd)}" for name, cmd in commands.items() if cmd is not None)
