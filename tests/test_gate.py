@@ -110,6 +110,58 @@ def test_a_cut_over_broken_at_each_phase_ends_red_there_with_a_verified_rollback
     assert legacy_snapshot(sandbox.dsn, audit=False) == before, \
         "the database differs from its state before the cut-over"
     assert state.phase("rollback").status == "passed"  # RB-02: every table equal to the backup's record
+    if phase == "deploy":  # the app never turned healthy: the checklist's diagnosis, in order, then the rollback
+        assert_diagnosed(state, tmp_path / "run")
+    else:
+        assert state.deploy_diagnosis == []
+
+
+def assert_diagnosed(state: RunState, run_dir: Path) -> None:
+    """The host kept the old flag: the diagnosis records what the app reports, its log lines since the deploy, the
+    app's role answering the smoke queries, and the previous release still answering; then the rollback."""
+    from migration_gate.report import signoff
+    (found,) = state.deploy_diagnosis
+    steps = {step["step"]: step for step in found["steps"]}
+    assert list(steps) == ["environment", "logs", "database", "version"]
+    environment, logs, database, version = steps.values()
+    assert environment["ok"] is False and environment["facts"]["config.useHipaaSchema"] is False, environment
+    assert "/health 503" in environment["detail"] and "config.useHipaaSchema false" in environment["detail"]
+    assert logs["facts"]["lines"] > 0 and f"api.log (jsonl): {logs['facts']['lines']} lines since" in logs["detail"]
+    assert database["ok"] is True and database["facts"]["role"] == "app_user", database
+    assert database["detail"].startswith("the database answers as app_user: 5 of 5 smoke queries ran")
+    assert version["ok"] is False and "version sandbox-legacy answers" in version["detail"], version
+    assert "it is the previous release (sandbox-legacy): the deploy did not replace the running app" in \
+        version["detail"]
+    assert (found["decision"], found["why"]) == ("rollback", "rolling back: [deploy] retries = 0 (no redeploy "
+                                                 "allowed)")
+    assert "rolling back: [deploy] retries = 0" in state.phase("deploy").detail
+    report = signoff.write(state, run_dir, {"Target": "sandbox"}).read_text()
+    assert "Deploy diagnosis: the app did not turn healthy" in report and "sandbox-legacy answers" in report
+
+
+class FlakyDeployHooks(SandboxHooks):
+    """A host whose first deploy of the new app keeps the old flag; the second one takes."""
+
+    def deploy(self, use_hipaa_schema: bool) -> None:
+        if use_hipaa_schema and not getattr(self, "failed_once", False):
+            self.failed_once = True
+            self.api.restart(use_hipaa_schema=False)
+            return
+        super().deploy(use_hipaa_schema)
+
+
+def test_with_one_retry_a_deploy_that_did_not_take_is_diagnosed_then_redeployed_once(sandbox: Sandbox,
+                                                                                       tmp_path: Path) -> None:
+    """[deploy] retries = 1: the diagnosis first, then one redeploy recorded with why; the redeployed app goes on
+    (its log lines are read from the redeploy on) and the cut-over is green."""
+    state = run_gate(sandbox, tmp_path / "run", hooks=FlakyDeployHooks(sandbox.api), deploy_retries=1)
+    assert state.status == "green", state.failure
+    (found,) = state.deploy_diagnosis
+    assert [step["step"] for step in found["steps"]] == ["environment", "logs", "database", "version"]
+    assert found["decision"] == "redeploy" and found["why"].startswith("redeploying once ([deploy] retries = 1")
+    assert "app healthy with useHipaaSchema true" in state.phase("deploy").detail
+    assert "redeployed once: redeploying once ([deploy] retries = 1, 0 used)" in state.phase("deploy").detail
+    assert state.new_app_version == "sandbox-hipaa"
 
 
 def test_a_new_app_that_drops_a_field_and_swaps_a_session_is_red_at_the_post_checks(sandbox: Sandbox,

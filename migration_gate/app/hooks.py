@@ -132,7 +132,7 @@ class Hooks(Protocol):
     """How the gate talks to the app's hosting: maintenance mode and deploys."""
 
     def maintenance(self, on: bool) -> None: ...
-    def deploy(self, use_hipaa_schema: bool) -> None: ...
+    def deploy(self, use_hipaa_schema: bool) -> str | None: ...  # what it printed (a version for the diagnosis)
     # The backup off the box (environment contract in migration_gate.backup.offsite.hook_env): store returns the
     # location (a shell hook's last output line); fetch writes the copy at that location to GATE_BACKUP_DEST.
     def store_backup(self, env: dict[str, str]) -> str: ...
@@ -237,8 +237,9 @@ class ShellHooks:
     def maintenance(self, on: bool) -> None:
         self._run("maintenance_on" if on else "maintenance_off")
 
-    def deploy(self, use_hipaa_schema: bool) -> None:
-        self._run("deploy_new_schema" if use_hipaa_schema else "deploy_legacy_schema")
+    def deploy(self, use_hipaa_schema: bool) -> str:
+        """The deploy hook; its stdout (the release it deployed, for the diagnosis: run/diagnosis.hook_version)."""
+        return self._run("deploy_new_schema" if use_hipaa_schema else "deploy_legacy_schema")
 
 
 @dataclass

@@ -572,6 +572,7 @@ def _load(data: dict, path: Path, base: Path, where: str) -> GateConfig:
         waivers=load_waivers(data.get("waivers"), f"{where} [[waivers]]"),
         not_applicable=load_not_applicable(data.get("not_applicable"), f"{where} [[not_applicable]]"),
         app_tables=load_app_tables(data.get("deploy"), f"{where} [deploy]"),
+        deploy=_section(data.get("deploy"), DeployConfig, f"{where} [deploy]"),
         insecure_transport=load_security(data.get("security"), f"{where} [security]"),
         escalation=load_escalation(data.get("escalation"), f"{where} [[escalation]]"),
     )

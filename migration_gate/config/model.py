@@ -1158,10 +1158,23 @@ class DeployConfig:
 
     app_tables: Annotated[tuple[Annotated[str, Meta(pattern=r"\S")], ...],
                           Meta(description="a list of table names")] = ()
+    # when the new app does not turn healthy (run/diagnosis.py): the app's own read-only queries, run as
+    # [app_role]; the version the new release reports ("": what the deploy hook printed); redeploys before the
+    # rollback (0 or 1)
+    smoke_queries: Annotated[tuple[str, ...], Meta(description="a list of read-only SELECT statements")] = ()
+    expected_version: Annotated[str, Meta(pattern=r"^([A-Za-z0-9][A-Za-z0-9._+-]{0,63})?$",
+                                          description="a version or commit ('' for the deploy hook's)")] = ""
+    retries: Annotated[int, Meta(ge=0, le=1, description="0 or 1")] = 0
 
     def __post_init__(self) -> None:
         if len(set(self.app_tables)) != len(self.app_tables):
             raise ValueError("app_tables names a table twice")
+        for number, query in enumerate(self.smoke_queries, 1):
+            if not SMOKE_QUERY.match(query) or ";" in query.strip().rstrip(";"):
+                raise ValueError(f"smoke_queries item {number} is not one SELECT statement")
+
+
+SMOKE_QUERY = re.compile(r"\s*(SELECT|WITH)\b", re.IGNORECASE)  # one read-only query (run read-only anyway)
 
 
 @dataclass(frozen=True)
@@ -1256,6 +1269,7 @@ class GateConfig:
     app_tables: tuple[str, ...] = ()  # [deploy] app_tables: what the app's own migrations may create at the deploy
     # [[escalation]]: who is told next when a red watch round is not acknowledged in time (watch.rounds)
     escalation: tuple[EscalationStep, ...] = ()
+    deploy: DeployConfig = field(default_factory=DeployConfig)  # [deploy]: smoke queries, version, retries
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:

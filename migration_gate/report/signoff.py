@@ -166,6 +166,13 @@ def _rollback_section(state: RunState) -> Markup:
                            decision=state.rollback_decision or {}, held=state.rollback_held)
 
 
+def _diagnosis_section(state: RunState) -> Markup:
+    """What the deploy phase found when the new app did not turn healthy, each attempt with its decision."""
+    if not state.deploy_diagnosis:
+        return Markup()
+    return render_template("signoff/diagnosis.html.j2", attempts=state.deploy_diagnosis)
+
+
 def _forecast_section(state: RunState) -> Markup:
     """The window forecast at the run's start against what it took, per phase and for the downtime; how it was
     forecast (from which run, scaled how), and a start that accepted a forecast over budget."""
@@ -338,7 +345,8 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
         "rehearsal_copy": _rehearsal_copy_section(checks), "phi": _phi_section(checks),
         "comparisons": _comparisons_section(checks), "performance": performance_section(run_dir),
         "people": _people_section(run_dir, people), "backup": _backup_section(state),
-        "rollback": _rollback_section(state), "watch": _watch_section(run_dir, went_live(state), sandbox)}
+        "rollback": _rollback_section(state), "watch": _watch_section(run_dir, went_live(state), sandbox),
+        "diagnosis": _diagnosis_section(state)}
     return str(render_template(
         "signoff.html.j2", state=state, sandbox=sandbox, dress=dress, title=title, label=label, colour=colour,
         sentence=sentence, rehearsal=REHEARSAL, banner=SANDBOX_BANNER, run=Path(state.run_dir).name,

@@ -46,7 +46,7 @@ from migration_gate.core.status import Outcome, Phase, Verdict
 from migration_gate.db import connection as db
 from migration_gate.db import deploytables, migration, writes
 from migration_gate.db.catalog import inspect
-from migration_gate.run import attest, forecast, hookrehearsal, notify
+from migration_gate.run import attest, diagnosis, forecast, hookrehearsal, notify
 from migration_gate.run.runstate import (
     AFTER_MIGRATION_STARTS,
     BUDGET_OF,
@@ -329,16 +329,55 @@ class Gate:
         return self.run_suite("integrity", record)
 
     def _deploy(self, record: PhaseRecord) -> bool:
-        self.state.log_offset = app.log_offset(self.target.app_log_file) if self.target.app_log_file else 0
-        self.state.log_source = self.log_source.to_json() if self.log_source else None
-        self.state.log_marker = logsource.mark(self.log_source).to_json()  # before the deploy: its lines count
-        self.target.hooks.deploy(True)
-        result = self._wait_for_app(expect_hipaa=True)
-        self.state.new_app_version = self.state.app_version if result.ok else self.state.new_app_version
-        record.detail = "; ".join(result.problems) or (
-            f"app healthy with useHipaaSchema true ({'; '.join(result.notes[-1:])}"
-            f"{', version ' + self.state.app_version if self.state.app_version else ''})")
-        return result.ok
+        """Deploy the new app and wait for it; when its health does not turn, the diagnosis (run/diagnosis.py) is
+        recorded before anything is decided, then a redeploy where [deploy] retries allows, else red (rollback)."""
+        self.state.deploy_diagnosis = []
+        for attempt in range(1, self.gate.deploy.retries + 2):
+            self.state.log_offset = app.log_offset(self.target.app_log_file) if self.target.app_log_file else 0
+            self.state.log_source = self.log_source.to_json() if self.log_source else None
+            # before the deploy (or the redeploy, whose app is the one that goes on): its lines count
+            self.state.log_marker = logsource.mark(self.log_source).to_json()
+            self.state.save()
+            try:
+                printed = self.target.hooks.deploy(True)
+            except Exception as exc:  # noqa: BLE001 - a failed hook is diagnosed like an app that never turns
+                printed, result = None, Result("deploy")
+                result.add(mask_values(safe_message(exc), self._secrets()))
+            else:
+                result = self._wait_for_app(expect_hipaa=True)
+            if result.ok:
+                self.state.new_app_version = self.state.app_version
+                redeployed = f"; redeployed once: {self.state.deploy_diagnosis[-1]['why']}" if attempt > 1 else ""
+                record.detail = (f"app healthy with useHipaaSchema true ({'; '.join(result.notes[-1:])}"
+                                 f"{', version ' + self.state.app_version if self.state.app_version else ''})"
+                                 f"{redeployed}")
+                return True
+            found = self._diagnose(attempt, result.problems[0] if result.problems else "not healthy", printed)
+            record.detail = f"{'; '.join(result.problems)}; {found.why} (diagnosis in the run)"
+            if found.decision != "redeploy":
+                return False
+            self.progress.say(f"  {found.why}")
+        return False
+
+    def _diagnose(self, attempt: int, problem: str, printed: str | None) -> diagnosis.Diagnosis:
+        """The checklist's "If application won't start" steps, recorded in the run before the decision."""
+        self.progress.say("  the app did not turn healthy: diagnosing (environment, logs, database, version)")
+        expected = self.gate.deploy.expected_version or diagnosis.hook_version(printed)
+        expected_from = ("[deploy] expected_version" if self.gate.deploy.expected_version
+                         else "printed by the deploy hook" if expected else "not known")
+        marker = logsource.LogMarker.from_json(self.state.log_marker) if self.state.log_marker else None
+        with http_client(self.target.api_base_url, timeout=15, headers=self.target.api_headers) as client:
+            answering = app.app_version(client)
+            found = diagnosis.diagnose(attempt, mask_values(problem, self._secrets()), client, self.target.dsn,
+                                       self.gate, self.log_source, marker, answering, expected, expected_from,
+                                       self.state.legacy_app_version)
+        for step in found.steps:
+            step.detail = mask_values(step.detail, self._secrets())
+            self.progress.say(f"  diagnosis {step.step}: {'?' if step.ok is None else 'ok' if step.ok else 'RED'} "
+                              f"- {step.detail}")
+        self.state.deploy_diagnosis.append(found.to_json())
+        self.state.save()
+        return found
 
     def _wait_for_app(self, expect_hipaa: bool) -> Result:
         """Poll the app after a deploy until it reports the expected schema (progress meanwhile), and record

@@ -93,6 +93,8 @@ class RunState:
     dress_rehearsal: dict | None = None
     sizes: dict | None = None  # what the target held at the start (forecast.measure): later forecasts scale by it
     forecast: dict | None = None  # this run's window, forecast at its start (forecast.Forecast JSON)
+    # when the new app did not turn healthy: each attempt's diagnosis and what was decided (diagnosis.Diagnosis)
+    deploy_diagnosis: list[dict] = field(default_factory=list)
 
     def phase(self, name: str) -> PhaseRecord:
         for record in self.phases + self.rollback_phases:

@@ -66,11 +66,14 @@ def broken_migration(tmp_path: Path, sql: str) -> Path:
     return path
 
 
-def run_gate(box: Sandbox, run_dir: Path, migration_file: Path | None = None, hooks=None) -> RunState:
+def run_gate(box: Sandbox, run_dir: Path, migration_file: Path | None = None, hooks=None,
+             deploy_retries: int = 0) -> RunState:
     if migration_file:
         os.environ["GATE_MIGRATION_FILE"] = str(migration_file)
     try:  # a deploy that never reports the new schema fails after 6 s here, not the default 300
-        gate = dataclasses.replace(load_config(), deploy_wait_seconds=6)
+        gate = load_config()
+        gate = dataclasses.replace(gate, deploy_wait_seconds=6,
+                                   deploy=dataclasses.replace(gate.deploy, retries=deploy_retries))
         return Gate(gate, cutover_target(box, hooks), run_dir, Progress(quiet=True)).run()
     finally:
         os.environ.pop("GATE_MIGRATION_FILE", None)

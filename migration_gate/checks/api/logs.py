@@ -145,11 +145,31 @@ def logs_clean(source: LogSource | None, marker: LogMarker | None, requests_made
     since = f"since {marker.since}" if marker.since else f"after byte {marker.offset}"
     result.notes.append(f"log source: {source.label}; {len(lines)} lines {since}; at least {requests_made} "
                         "request(s) made in the window")
-    text_errors = None
-    if source.format == "text":
-        text_errors = re.compile(source.error_pattern) if source.error_pattern else PLAIN_ERROR_LINE
+    text_errors = _text_errors(source)
     start = ownrequests.parse_time(marker.since)
     if start is not None:
         own_requests = [r for r in own_requests if (w := r.window()) is not None and w[1] >= start]
     _scan(result, source.name, lines, "since the deploy", text_errors, source.own_request_pattern, own_requests)
     return result
+
+
+def _text_errors(source: LogSource) -> re.Pattern[str] | None:
+    """A text source's error rule ([logs] error_pattern, else the plain one); None for JSON lines."""
+    if source.format != "text":
+        return None
+    return re.compile(source.error_pattern) if source.error_pattern else PLAIN_ERROR_LINE
+
+
+def line_levels(lines: Sequence[str], source: LogSource) -> tuple[list[int], list[str]]:
+    """Which of `lines` are error lines by the log check's own rule for the source's format (their indexes), and a
+    safe name for each (the JSON event and exception class, else "unnamed"): a diagnosis counts them without ever
+    repeating a line's text."""
+    text_errors = _text_errors(source)
+    found: list[int] = []
+    kinds: list[str] = []
+    for index, line in enumerate(lines):
+        is_error, kind = _log_error(line, text_errors)
+        if is_error:
+            found.append(index)
+            kinds.append(kind or "unnamed")
+    return found, kinds
