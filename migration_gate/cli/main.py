@@ -362,8 +362,10 @@ def rollback_command(argv: list[str] | None = None) -> int:
                         help="say how the rollback would go and what it would discard (rows written since the "
                              "migration, per table), counted now; change nothing")
     parser.add_argument("--discard-writes", action="store_true",
-                        help="restore even though that discards rows others wrote since the migration (after "
-                             "go-live: the users'); without it such a rollback refuses. Needs --decided-by")
+                        help="restore the backup even though that discards rows others wrote since the migration "
+                             "(after go-live: the users'), also where a rollback SQL would carry them back (or has "
+                             "carried them: corrupt rows); without it a restore that discards rows refuses. Needs "
+                             "--decided-by")
     parser.add_argument("--decided-by", metavar="NAME", default="",
                         help="who decided to discard them (recorded with the counts in the run and the sign-off)")
     parser.add_argument("--reason", default="", help="why, in a few words (recorded)")

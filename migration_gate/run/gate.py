@@ -426,7 +426,7 @@ class Gate:
 
     def run_rollback_only(self) -> RunState:
         """Roll back (an interrupted run, or on an operator's decision) and verify."""
-        if self.state.backup and self.gate.rollback_method == "restore":
+        if self.state.backup and (self.gate.rollback_method == "restore" or self.decision is not None):
             dump = Path(self.state.backup["path"])
             try:
                 if not dump.is_file():  # the box lost it: the copy off the box comes back first, sha256 checked
@@ -648,11 +648,16 @@ class Gate:
             deploy = deploytables.survey(conn, self.gate, self._marked()) if where != "legacy" else []
         status = {p.name: p.status for p in self.state.phases}  # a hand-made or older state may lack phases
         went_live = status.get("golive", Phase.PENDING) != Phase.PENDING
+        # --discard-writes (a named decision) means restore the backup, even where a rollback SQL would carry rows
+        discard = self.decision is not None and bool(self.state.backup)
+        if where == "legacy" and discard and self.state.rollback_method == "sql":
+            return self._plan_discarding_carried(went_live)
         if where == "legacy":  # never migrated, or a restore of an interrupted rollback already committed
             return RollbackPlan("none", None, 0, None, went_live)
         since = self._count_writes()
         sql_possible = self.gate.rollback_file is not None and where == "migrated"
-        use_sql = sql_possible and (self.gate.rollback_method == "sql" or bool(since and since.others))
+        use_sql = sql_possible and not discard and (
+            self.gate.rollback_method == "sql" or bool(since and since.others))
         if since is None:
             lost = None
         elif use_sql:  # what the rollback SQL has no place for: rows in tables only the new schema has
@@ -676,6 +681,13 @@ class Gate:
                     "--discard-writes --decided-by NAME"
                     + ("" if sql_possible else ", or set [migration] rollback_file to carry them back"))
         return RollbackPlan(method, since, lost, held, went_live, deploy)
+
+    def _plan_discarding_carried(self, went_live: bool) -> RollbackPlan:
+        """After a SQL rollback (the database is legacy again, with the rows it carried back): --discard-writes
+        restores the backup over it, and what that discards is what the rollback SQL carried (its record)."""
+        carried = writes.Carried.load(Path(self.state.carried)) if self.state.carried else None
+        lost = sum(len(t.written) for t in carried.tables) if carried else None
+        return RollbackPlan("restore", None, lost, None, went_live)
 
     def _marked(self) -> set[str] | None:
         """The tables that existed right after the migration (None: the run has no mark)."""
@@ -755,6 +767,7 @@ class Gate:
             fetch_back(BackupRecord.load(dump, keys.record_key), self.target.hooks, self.run_dir.name)
         restore_in_place(dump, self.target.dsn, keys=keys, timeout_s=self.gate.backup.dump_timeout_seconds,
                          application_name=self.session_tag, expected=self.state.backup)
+        self.state.carried = None  # nothing carried: the rollback checks compare with the backup alone
         record.detail = (f"restored {dump.name} (record authenticated, decrypted into pg_restore; the stream's file "
                          "and plaintext sha256 equal to state.json's before COMMIT)")
         return True
