@@ -407,9 +407,19 @@ def _print_plan(args: argparse.Namespace, plan: RollbackPlan) -> int:
     if args.json:
         print(json.dumps({"method": plan.method, "went_live": plan.went_live, "discarded": plan.lost,
                           "held": plan.held, "writes_since": plan.writes.to_json() if plan.writes else None,
-                          "deploy_tables": [t.line(plan.method) for t in plan.deploy_tables]}, indent=2))
+                          "deploy_tables": [t.line(plan.method) for t in plan.deploy_tables],
+                          "carry": plan.carry, "discard": plan.discard,
+                          "carried_failing": None if plan.carried_phi is None else {
+                              "rows": plan.carried_phi.carried, "failing": plan.carried_phi.failing,
+                              "first_ids": plan.carried_phi.ids, "problems": plan.carried_phi.result.problems}},
+                         indent=2))
     else:
         print(f"Dry run, nothing was changed: the rollback would {plan.describe()}")
+        choice = plan.choice()
+        if choice:
+            print("The rows written since the migration, either way:")
+            for line in choice:
+                print(f"  {line}")
         if plan.held:
             print(f"It would refuse: {plan.held}")
     return Exit.REFUSED if plan.held else Exit.GREEN
