@@ -32,6 +32,7 @@ ANSWERS = "answers"
 WATCH = "watch"
 WATCH_REPORT = "watch.html"
 SANDBOX = "sandbox"
+EMERGENCY = "emergency.jsonl"  # scripts/emergency's maintenance switches (who, why, when), one per line
 CRITERIA = "criteria-*.json"  # a phase's results, in its folder
 CRITERIA_GLOB = f"*/{CRITERIA}"  # every phase's results, from the run folder
 
@@ -69,3 +70,8 @@ def baseline_file(run_dir: Path) -> Path:
 
 def round_junit(watch_folder: Path, number: int) -> Path:
     return Path(watch_folder) / f"round-{number:02d}.xml"
+
+
+def emergency_file(run_dir: Path) -> Path:
+    """The run's emergency maintenance switches (append-only: a running gate owns state.json)."""
+    return Path(run_dir) / EMERGENCY

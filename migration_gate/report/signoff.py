@@ -33,7 +33,7 @@ from migration_gate.db.writes import TableWrites
 from migration_gate.report.bundle import KEPT_BACK_FOLDERS, kept_back
 from migration_gate.report.performance import section as performance_section
 from migration_gate.report.render import render as render_template
-from migration_gate.run import attest, notify
+from migration_gate.run import attest, emergency, notify
 from migration_gate.run.forecast import Forecast, against_actual
 from migration_gate.run.runstate import RunState, budget_report, forced_label
 from migration_gate.run.watchstate import WatchState
@@ -157,6 +157,12 @@ def _rollback_section(state: RunState) -> Markup:
     return render_template("signoff/rollback.html.j2", method=method, writes=writes, others=since.get("others", 0),
                            own=since.get("own", 0), deploy_tables=tables, deploy_steps=state.deploy_steps or [],
                            decision=state.rollback_decision or {}, held=state.rollback_held)
+
+
+def _emergency_section(run_dir: Path) -> Markup:
+    """scripts/emergency's maintenance switches in this run: when, which, who, why, and a hook that failed."""
+    switches = emergency.recorded(run_dir)
+    return render_template("signoff/emergency.html.j2", switches=switches) if switches else Markup()
 
 
 def _forecast_section(state: RunState) -> Markup:
@@ -331,7 +337,8 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
         "rehearsal_copy": _rehearsal_copy_section(checks), "phi": _phi_section(checks),
         "comparisons": _comparisons_section(checks), "performance": performance_section(run_dir),
         "people": _people_section(run_dir, people), "backup": _backup_section(state),
-        "rollback": _rollback_section(state), "watch": _watch_section(run_dir)}
+        "rollback": _rollback_section(state), "watch": _watch_section(run_dir),
+        "emergency": _emergency_section(run_dir)}
     return str(render_template(
         "signoff.html.j2", state=state, sandbox=sandbox, dress=dress, title=title, label=label, colour=colour,
         sentence=sentence, rehearsal=REHEARSAL, banner=SANDBOX_BANNER, run=Path(state.run_dir).name,
