@@ -458,8 +458,9 @@ def emergency_command(argv: list[str] | None = None) -> int:
             return Exit.GREEN
         hooks = ShellHooks(gate.hooks, timeout=gate.hook_timeout_seconds, pass_env=gate.hook_pass_env)
         done = emergency.switch(hooks, args.run_dir, args.action, args.by, args.why)
-        with contextlib.suppress(ConfigError, OSError, ValueError):  # the record stands; the page follows it
-            signoff.rewrite(args.run_dir, gate)
+        if (args.run_dir / rundir.SIGNOFF).is_file():  # a finished run's page lists it now (best effort: the
+            with contextlib.suppress(Exception):          # record above stands whatever the page does)
+                signoff.rewrite(args.run_dir, gate)
     except HANDLED as exc:
         return _failed("emergency", exc)
     if args.json:

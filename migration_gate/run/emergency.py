@@ -15,7 +15,7 @@ from pathlib import Path
 from migration_gate.app.hooks import Hooks
 from migration_gate.config import ConfigError
 from migration_gate.core import rundir
-from migration_gate.core.redact import one_line, safe_message
+from migration_gate.core.redact import failure_line, one_line
 
 ACTIONS = {"maintenance-on": True, "maintenance-off": False}  # the command's word -> maintenance on?
 
@@ -57,7 +57,7 @@ def switch(hooks: Hooks, run_dir: Path, action: str, by: str, why: str) -> Switc
         hooks.maintenance(ACTIONS[action])
         ok, detail = True, ""
     except Exception as exc:  # noqa: BLE001 - recorded and said in one line, never a traceback
-        ok, detail = False, safe_message(exc)
+        ok, detail = False, failure_line(exc)
     done = Switch(action, one_line(by.strip()), one_line(why.strip()),
                   datetime.now(UTC).isoformat(timespec="seconds"), ok, detail)
     with rundir.emergency_file(run_dir).open("a", encoding="utf-8") as out:
