@@ -222,9 +222,11 @@ def test_corruption_after_go_live_is_stopped_named_in_the_carried_rows_and_disca
     out, err = dry.communicate(timeout=120)
     assert dry.returncode == 0, out + err
     carry = next(line for line in out.splitlines() if "carry them back (the rollback SQL)" in line)
-    assert "public.clients_hipaa: 2 rows" in carry and "public.sessions_hipaa: 1 rows" in carry, carry
+    assert "public.patients -> clients_hipaa: 2 rows" in carry, carry  # the user's and the gate's probe patient
+    assert "public.clinical_sessions -> sessions_hipaa: 1 rows" in carry, carry
     assert f"fail the PHI checks (format, plaintext, decryption): public.patients: 1 (first ids: {patient})" in carry
-    assert "discard them (restore the backup, --discard-writes --decided-by NAME): loses public.patients: " in out
+    assert ("discard them (restore the backup, --discard-writes --decided-by NAME): loses public.audit_logs_hipaa: "
+            "2 changes; public.clinical_sessions: 1 changes; public.patients: 1 changes") in out  # the gate's own kept
     assert email not in out + err
 
     state = _rollback(sandbox, run, rollback_file=True)  # carries the corrupt row back: red, named

@@ -87,9 +87,9 @@ class RollbackPlan:
     went_live: bool = False
     # the tables the app's deploy created ([deploy] app_tables), each with its rows: what this method does with them
     deploy_tables: list[deploytables.DeployTable] = field(default_factory=list)
-    # both costs, per table, before anyone decides: the rows the rollback SQL would carry back into each legacy
-    # table (None: no rollback SQL for this database), the changes by others a restore would discard per table,
-    # and the PHI checks on the rows it would carry (None: no rollback SQL, or no mark to find them by)
+    # both costs, per table, before anyone decides: the rows the rollback SQL would carry back, per new table and
+    # the legacy table it goes into (None: no rollback SQL for this database), the changes by others a restore
+    # would discard per table, and the PHI checks on the rows it would carry (None: no rollback SQL, or no mark)
     carry: dict[str, int] | None = None
     discard: dict[str, int] = field(default_factory=dict)
     carried_phi: carried_rows.CarriedPhi | None = None
@@ -715,7 +715,7 @@ class Gate:
             return None, discard, None
         carried = writes.what_to_carry(self.target.dsn, self.gate, writes.WriteMark.from_json(self.state.write_mark),
                                        since, digest=False)
-        carry = {f"{carried.schema}.{t.legacy}": len(t.written) for t in carried.tables if t.written}
+        carry = {f"{carried.schema}.{t.new} -> {t.legacy}": len(t.written) for t in carried.tables if t.written}
         with db.connect(self.target.dsn, connect_timeout=10) as conn:
             phi = carried_rows.check(conn, PhiCodec(self.target.key), carried, self.gate.new_encrypted_columns(),
                                      side="new")
