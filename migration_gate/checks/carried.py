@@ -37,6 +37,8 @@ class CarriedPhi:
 
     def line(self) -> str:
         """One line for the plan: how many carried rows fail, where (table and first ids, never a value)."""
+        if not self.carried and self.result.problems:
+            return f"the rows to carry could not be read: {'; '.join(self.result.problems)}"
         if not self.carried:
             return "no rows to carry"
         if not self.failing_rows:

@@ -713,12 +713,15 @@ class Gate:
         discard = {t.table: t.others for t in since.tables if t.others}
         if not sql_possible:
             return None, discard, None
-        carried = writes.what_to_carry(self.target.dsn, self.gate, writes.WriteMark.from_json(self.state.write_mark),
-                                       since, digest=False)
-        carry = {f"{carried.schema}.{t.new} -> {t.legacy}": len(t.written) for t in carried.tables if t.written}
-        with db.connect(self.target.dsn, connect_timeout=10) as conn:
-            phi = carried_rows.check(conn, PhiCodec(self.target.key), carried, self.gate.new_encrypted_columns(),
-                                     side="new")
+        try:  # a preview that cannot be read says so; it never stops the rollback it describes
+            carried = writes.what_to_carry(self.target.dsn, self.gate,
+                                           writes.WriteMark.from_json(self.state.write_mark), since, digest=False)
+            carry = {f"{carried.schema}.{t.new} -> {t.legacy}": len(t.written) for t in carried.tables if t.written}
+            with db.connect(self.target.dsn, connect_timeout=10) as conn:
+                phi = carried_rows.check(conn, PhiCodec(self.target.key), carried, self.gate.new_encrypted_columns(),
+                                         side="new")
+        except psycopg.Error as exc:
+            return {}, discard, carried_rows.CarriedPhi(Result(carried_rows.CHECK, [safe_message(exc)]))
         return carry, discard, phi
 
     def _plan_discarding_carried(self, went_live: bool) -> RollbackPlan:
