@@ -9,11 +9,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from migration_gate.checks import carried as carried_rows
 from migration_gate.checks import data, encryption, environment, integrity, organizations, schema
 from migration_gate.config import load_config
 from migration_gate.core.phi import PhiCodec
 from migration_gate.core.result import Result
 from migration_gate.db.binaries import PgBinaries, find_binaries
+from migration_gate.db.writes import Carried, CarriedTable
 from sandbox.synthetic import SANDBOX_KEY
 from tests.support import check_bite
 from tests.support.check_bite import INTEGRITY, red
@@ -230,3 +232,25 @@ def test_an_unwritable_backup_folder_is_caught(legacy_db, tmp_path: Path, known_
 def test_a_bad_key_is_caught(key, fragment, known_phi):
     assert environment.key_configured(SANDBOX_KEY).ok
     red(environment.key_configured(key), fragment, known_phi)
+
+
+def test_the_rows_a_sql_rollback_carried_back_are_checked_and_only_they(legacy_db, known_phi):
+    """RB-04: a corrupt PHI value among the rows carried back is red, named by table and id; one outside them is
+    not this check's (RB-02 compares those with the backup)."""
+    carried = Carried("public", [CarriedTable("clients_hipaa", "id", "patients", "id", 0, "", written=[2, 3, 4, 5])])
+    assert _run(legacy_db, lambda c: carried_rows.check(c, CODEC, carried, LEGACY_PHI).result).ok
+    value = CODEC.encrypt("a note about nothing")
+    _break(legacy_db, [f"UPDATE clients_hipaa SET email_encrypted = '{value[:-2]}' WHERE id = 2",
+                       "UPDATE clients_hipaa SET email_encrypted = 'jane@example.com' WHERE id = 3",
+                       f"UPDATE clients_hipaa SET email_encrypted = '{value[:-1]}' WHERE id = 4",
+                       "UPDATE clients_hipaa SET email_encrypted = 'john@example.com' WHERE id = 7"])
+    found = _run(legacy_db, lambda c: carried_rows.check(c, CODEC, carried, LEGACY_PHI))
+    red(found.result, "public.clients_hipaa.email_encrypted: 2 values are not v1 ciphertext (first ids: 3, 4)",
+        known_phi)
+    problems = "\n".join(found.result.problems)
+    assert "look like an email in the clear (first ids: 3)" in problems
+    assert "public.clients_hipaa.email_encrypted: 1 values do not decrypt" in problems and "ids: 2)" in problems
+    assert found.failing == {"public.clients_hipaa": 3} and found.ids["public.clients_hipaa"] == [2, 3, 4]
+    assert found.line().startswith("3 of 4 fail the PHI checks (format, plaintext, decryption): public.clients_hipaa")
+    nothing = _run(legacy_db, lambda c: carried_rows.check(c, CODEC, None, LEGACY_PHI).result)
+    assert nothing.ok and "nothing to check" in nothing.notes[0]

@@ -44,7 +44,7 @@ def test_each_help_lists_its_own_options_and_the_environment_it_reads(name: str)
     assert listed == list(NEEDS[name])
     options = text.split("Environment:")[0]  # the exit codes below name scripts/rollback --dry-run for everyone
     assert ("--force" in options) is (name in ("cutover", "migrate"))
-    assert ("--dry-run" in options) is (name in ("cutover", "rollback"))
+    assert ("--dry-run" in options) is (name in ("cutover", "rollback", "emergency"))
     assert ("--run-dir" in text) is (name != "cutover")
 
 

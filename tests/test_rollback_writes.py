@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from migration_gate.run.gate import Gate
 from migration_gate.run.runstate import RunState, schema_state
 from sandbox.api_process import SandboxHooks
 from sandbox.target import Sandbox
-from tests.support.cutover import config_without_rollback_sql, cutover_target, gate_cli
+from tests.support.cutover import config_with_store, config_without_rollback_sql, cutover_target, gate_cli
 
 PATIENTS = 60
 OTHER_USER = ("demo_therapist2", "demo-password-2")
@@ -172,3 +173,78 @@ def test_before_go_live_a_write_through_maintenance_holds_the_automatic_restore(
     assert state.status == "rolled-back" and state.rollback_verified, state.failure
     assert dump.is_file()
     assert "ROLLBACK HELD" not in state.failure and state.rollback_decision["discarded"] == 1
+
+
+def _maintenance_config(tmp_path: Path, box: Sandbox, failing_off: bool = False) -> Path:
+    """migration.toml whose maintenance hooks switch the sandbox's flag file (its API answers 503 while it is there);
+    `failing_off`: maintenance_off fails as a host's API might."""
+    config = config_with_store(tmp_path)
+    flag = box.api.maintenance_file
+    text = re.sub(r"^maintenance_on = .*$", f"maintenance_on = 'touch {flag}'", config.read_text(), flags=re.M)
+    off = "echo 'host API: 502 Bad Gateway' >&2; exit 1" if failing_off else f"rm -f {flag}"
+    config.write_text(re.sub(r"^maintenance_off = .*$", f'maintenance_off = "{off}"', text, flags=re.M))
+    return config
+
+
+def _emergency(box: Sandbox, run: Path, config: Path, *args: str) -> tuple[int, str, str]:
+    child = gate_cli(box, "emergency", *args, "--run-dir", str(run), reports=run.parent, config=config)
+    out, err = child.communicate(timeout=60)
+    return child.returncode, out, err
+
+
+def test_corruption_after_go_live_is_stopped_named_in_the_carried_rows_and_discarded_by_a_restore(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """Issue 22 item 1: users stopped at once (scripts/emergency, recorded); the plan shows both costs and the
+    carried rows that fail; the SQL rollback that carries a corrupt value back is red (RB-04), named by table and id;
+    --discard-writes then restores the backup although a rollback_file is configured."""
+    run = tmp_path / "reports" / "cutover-live"
+    _live(sandbox, run, rollback_file=True)
+    patient = _users_write(sandbox)
+    email = "corrupt.after.golive@example.org"
+    with psycopg.connect(sandbox.dsn) as conn:  # the new app stored a contact email in the clear
+        conn.execute("UPDATE patients SET patient_contact_email_encrypted = %s WHERE id = %s", (email, patient))
+
+    config = _maintenance_config(tmp_path, sandbox, failing_off=True)
+    assert _emergency(sandbox, run, config, "maintenance-on", "--by", "Dana Reyes (DBA)")[0] == 2  # no --why
+    code, out, err = _emergency(sandbox, run, config, "maintenance-on", "--by", "Dana Reyes (DBA)",
+                                "--why", "plaintext emails found after go-live")
+    assert code == 0 and "maintenance-on by Dana Reyes (DBA) (plaintext emails found after go-live): done" in out
+    with httpx.Client(base_url=sandbox.api.base_url, timeout=15) as client:
+        assert send(client, "GET", "/api/patients").status_code == 503  # users stopped at once
+    code, out, err = _emergency(sandbox, run, config, "maintenance-off", "--by", "Sam Okafor", "--why", "test",
+                                "--dry-run")
+    assert code == 0 and "would call [hooks] maintenance_off" in out
+    code, out, err = _emergency(sandbox, run, config, "maintenance-off", "--by", "Sam Okafor", "--why", "too early")
+    assert code == 1 and "FAILED: hook maintenance_off failed with exit code 1: host API: 502" in err, out + err
+    assert len(err.strip().splitlines()) == 1
+
+    dry = gate_cli(sandbox, "rollback", "--run-dir", str(run), "--dry-run", reports=run.parent, config=config)
+    out, err = dry.communicate(timeout=120)
+    assert dry.returncode == 0, out + err
+    carry = next(line for line in out.splitlines() if "carry them back (the rollback SQL)" in line)
+    assert "public.patients -> clients_hipaa: 2 rows" in carry, carry  # the user's and the gate's probe patient
+    assert "public.clinical_sessions -> sessions_hipaa: 1 rows" in carry, carry
+    assert f"fail the PHI checks (format, plaintext, decryption): public.patients: 1 (first ids: {patient})" in carry
+    assert ("discard them (restore the backup, --discard-writes --decided-by NAME): loses public.audit_logs_hipaa: "
+            "2 changes; public.clinical_sessions: 1 changes; public.patients: 1 changes") in out  # the gate's own kept
+    assert email not in out + err
+
+    state = _rollback(sandbox, run, rollback_file=True)  # carries the corrupt row back: red, named
+    assert state.rollback_method == "sql" and state.status == "rollback-failed", state.failure
+    results = json.loads(next(run.glob("rollback/criteria-*.json")).read_text())["criteria"]
+    assert results["RB-02"]["result"] == "passed" and results["RB-04"]["result"] == "failed"
+    detail = state.phase("rollback").detail
+    assert "public.clients_hipaa.email_encrypted" in detail and f"first ids: {patient}" in detail, detail
+    assert email not in detail + (run / "state.json").read_text()
+
+    state = _rollback(sandbox, run, rollback_file=True, decided_by="Dana Reyes (DBA)")  # --discard-writes
+    assert state.status == "rolled-back" and state.rollback_verified, state.failure
+    assert state.rollback_method == "restore" and state.rollback_decision["by"] == "Dana Reyes (DBA)"
+    assert state.carried is None and state.rollback_decision["discarded"] >= 3
+    results = json.loads(next(run.glob("rollback/criteria-*.json")).read_text())["criteria"]
+    assert results["RB-02"]["result"] == "passed" and results["RB-04"]["result"] == "passed"  # legacy == backup
+    with psycopg.connect(sandbox.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM clients_hipaa WHERE id = %s", (patient,)).fetchone()[0] == 0
+    report = signoff.write(state, run, {}).read_text()
+    assert "Emergency maintenance switches" in report and "plaintext emails found after go-live" in report
+    assert "FAILED: hook maintenance_off failed" in report

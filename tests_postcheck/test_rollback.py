@@ -4,6 +4,7 @@ the migration, where a SQL rollback carried them back)."""
 import pytest
 
 from migration_gate.checks import api as app
+from migration_gate.checks import carried as carried_rows
 from migration_gate.checks import rollback, schema
 from migration_gate.db import writes
 
@@ -57,3 +58,9 @@ def test_every_legacy_table_equals_its_state_at_backup_time(gate_db, gate_target
 @pytest.mark.criterion("RB-03")
 def test_app_is_healthy_on_the_legacy_schema(gate_api):
     app.health(gate_api, expect_hipaa=False).expect()
+
+
+@pytest.mark.criterion("RB-04")
+def test_rows_carried_back_pass_the_phi_checks(gate_db, gate_codec, gate_target, gate_config):
+    carried = writes.Carried.load(gate_target.carried_rows) if gate_target.carried_rows else None
+    carried_rows.check(gate_db, gate_codec, carried, gate_config.legacy_phi_columns()).result.expect()

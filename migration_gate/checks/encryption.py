@@ -225,23 +225,23 @@ def well_formed(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], sc
 
 
 def no_plaintext(conn: psycopg.Connection, columns: Iterable[tuple[str, str]], schema: str = "public",
-                 proof: proven.Proven | None = None) -> Result:
-    """No encrypted column holds something that looks like PHI in the clear. `proof`: as well_formed's (the scan
-    the two share)."""
+                 proof: proven.Proven | None = None, scope: sql.Composable | None = None) -> Result:
+    """No encrypted column holds something that looks like PHI in the clear. `proof`, `scope`: as well_formed's
+    (the scan the two share)."""
     result = Result("no plaintext-looking PHI in encrypted columns", unit="columns")
     catalog = catalog_of(conn, schema)
     for table, (key, cols) in _present(result, catalog, schema, columns).items():
         if not cols:
             continue
         with result.guard(table):
-            found = _scan(conn, schema, table, key, cols, None,
-                          _differing(conn, catalog, schema, table, key, cols, proof))
+            found = _scan(conn, schema, table, key, cols, scope,
+                          _differing(conn, catalog, schema, table, key, cols, proof) if scope is None else {})
             for column in cols:
                 for label, pattern in PLAINTEXT_PATTERNS.items():
                     count = found.plaintext[(column, label)]
                     if count:
                         ids = _first(conn, schema, table, key, sql.SQL("{c} ~* {p}").format(
-                            c=sql.Identifier(column), p=sql.Literal(pattern)))
+                            c=sql.Identifier(column), p=sql.Literal(pattern)), scope)
                         result.add(f"{table}.{column}: {count} values look like {label} in the clear "
                                    f"({first_ids(ids)})")
                 result.checked += 1

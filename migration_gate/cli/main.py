@@ -1,5 +1,6 @@
-"""Command lines behind scripts/: cutover, rehearse, backup, migrate, rollback, attest. They parse arguments, call the
-gate and map its errors to the exit codes in migration_gate.report.verdict (printed by every --help)."""
+"""Command lines behind scripts/: cutover, rehearse, backup, migrate, rollback, emergency, attest. They parse
+arguments, call the gate and map its errors to the exit codes in migration_gate.report.verdict (printed by every
+--help)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate.app.hooks import CutoverTarget, sigterm_unwinds, target_from_environment
+from migration_gate.app.hooks import CutoverTarget, ShellHooks, sigterm_unwinds, target_from_environment
 from migration_gate.backup.record import BackupError, sha256_file
 from migration_gate.cli.rehearse import main as rehearse_main
 from migration_gate.cli.watch import main as watch_main
@@ -32,13 +33,13 @@ from migration_gate.core.redact import (
     one_line,
     redact_text,
 )
-from migration_gate.core.status import Exit, Phase, Verdict
+from migration_gate.core.status import EMERGENCY_EXITS, Exit, Phase, Verdict
 from migration_gate.db import connection as db
 from migration_gate.db.migration import MigrationFileError
 from migration_gate.db.migration import load as load_migration
-from migration_gate.report import bundle
+from migration_gate.report import bundle, signoff
 from migration_gate.report.verdict import finish_run
-from migration_gate.run import attest, forecast, hookrehearsal, preflight
+from migration_gate.run import attest, emergency, forecast, hookrehearsal, preflight
 from migration_gate.run.gate import Gate, RollbackPlan
 from migration_gate.run.runstate import (
     BUDGET_OF,
@@ -63,6 +64,7 @@ NEEDS = {
     "rollback": ("DATABASE_URL", "PHI_ENCRYPTION_KEY", *_APP, "GATE_BACKUP_IDENTITY"),
     "bundle": (),
     "attest": ("DATABASE_URL", "GATE_REPORTS_DIR"),
+    "emergency": (),
 }
 
 
@@ -398,8 +400,10 @@ def rollback_command(argv: list[str] | None = None) -> int:
                         help="say how the rollback would go and what it would discard (rows written since the "
                              "migration, per table), counted now; change nothing")
     parser.add_argument("--discard-writes", action="store_true",
-                        help="restore even though that discards rows others wrote since the migration (after "
-                             "go-live: the users'); without it such a rollback refuses. Needs --decided-by")
+                        help="restore the backup even though that discards rows others wrote since the migration "
+                             "(after go-live: the users'), also where a rollback SQL would carry them back (or has "
+                             "carried them: corrupt rows); without it a restore that discards rows refuses. Needs "
+                             "--decided-by")
     parser.add_argument("--decided-by", metavar="NAME", default="",
                         help="who decided to discard them (recorded with the counts in the run and the sign-off)")
     parser.add_argument("--reason", default="", help="why, in a few words (recorded)")
@@ -441,12 +445,66 @@ def _print_plan(args: argparse.Namespace, plan: RollbackPlan) -> int:
     if args.json:
         print(json.dumps({"method": plan.method, "went_live": plan.went_live, "discarded": plan.lost,
                           "held": plan.held, "writes_since": plan.writes.to_json() if plan.writes else None,
-                          "deploy_tables": [t.line(plan.method) for t in plan.deploy_tables]}, indent=2))
+                          "deploy_tables": [t.line(plan.method) for t in plan.deploy_tables],
+                          "carry": plan.carry, "discard": plan.discard,
+                          "carried_failing": None if plan.carried_phi is None else {
+                              "rows": plan.carried_phi.carried, "failing": plan.carried_phi.failing,
+                              "first_ids": plan.carried_phi.ids, "problems": plan.carried_phi.result.problems}},
+                         indent=2))
     else:
         print(f"Dry run, nothing was changed: the rollback would {plan.describe()}")
+        choice = plan.choice()
+        if choice:
+            print("The rows written since the migration, either way:")
+            for line in choice:
+                print(f"  {line}")
         if plan.held:
             print(f"It would refuse: {plan.held}")
     return Exit.REFUSED if plan.held else Exit.GREEN
+
+
+def emergency_command(argv: list[str] | None = None) -> int:
+    """scripts/emergency: maintenance on or off now, through the configured hook, recorded in the run."""
+    parser = argparse.ArgumentParser(
+        prog="scripts/emergency", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Emergency procedures: switch maintenance mode on (users stopped at once: corruption found "
+                    "after go-live, while the rollback is decided) or off again, through the configured [hooks] "
+                    "maintenance_on / maintenance_off, without a rollback and without waiting for the cut-over's "
+                    "lock. Recorded in the run (who, why, when, what the hook said, also when it failed) in "
+                    f"{rundir.EMERGENCY}; the sign-off lists it.",
+        epilog=epilog(NEEDS["emergency"], exits=EMERGENCY_EXITS, title="Exit codes:"))
+    parser.add_argument("action", choices=list(emergency.ACTIONS), help="maintenance-on or maintenance-off")
+    parser.add_argument("--run-dir", type=Path, required=True, help="the cut-over run to record the switch in")
+    parser.add_argument("--by", metavar="NAME", required=True, help="who switches (recorded)")
+    parser.add_argument("--why", metavar="TEXT", required=True, help="why, in a few words, never PHI (recorded)")
+    parser.add_argument("--dry-run", action="store_true", help="say which hook it would call; change and record "
+                                                               "nothing")
+    parser.add_argument("--config", type=Path, default=None, help="migration description (default: migration.toml)")
+    parser.add_argument("--json", action="store_true", help="print the recorded switch on stdout as JSON")
+    args = parser.parse_args(argv)
+    try:
+        gate = load_config(args.config)
+        emergency.check_request(args.run_dir, args.action, args.by, args.why)
+        hook = "maintenance_on" if emergency.ACTIONS[args.action] else "maintenance_off"
+        if not (gate.hooks.get(hook) or "").strip():
+            raise ConfigError(f"no [hooks] {hook} command configured")
+        if args.dry_run:
+            print(f"Dry run, nothing was changed or recorded: would call [hooks] {hook} now and record it in "
+                  f"{rundir.emergency_file(args.run_dir)}")
+            return Exit.GREEN
+        hooks = ShellHooks(gate.hooks, timeout=gate.hook_timeout_seconds, pass_env=gate.hook_pass_env)
+        done = emergency.switch(hooks, args.run_dir, args.action, args.by, args.why)
+        if (args.run_dir / rundir.SIGNOFF).is_file():  # a finished run's page lists it now (best effort: the
+            with contextlib.suppress(Exception):          # record above stands whatever the page does)
+                signoff.rewrite(args.run_dir, gate)
+    except HANDLED as exc:
+        return _failed("emergency", exc)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(done), indent=2))
+    else:
+        print(f"emergency: {done.line()} (recorded in {rundir.emergency_file(args.run_dir)})",
+              file=sys.stdout if done.ok else sys.stderr)
+    return Exit.GREEN if done.ok else Exit.RED
 
 
 def bundle_command(argv: list[str] | None = None) -> int:
@@ -534,7 +592,7 @@ def _list_attestations(args: argparse.Namespace, gate: GateConfig, reports: Path
 def main(argv: list[str] | None = None) -> int:
     owner_only()
     argv = sys.argv[1:] if argv is None else argv
-    names = ["cutover", "rehearse", *PHASE_COMMANDS, "rollback", "attest", "bundle", "watch"]
+    names = ["cutover", "rehearse", *PHASE_COMMANDS, "rollback", "emergency", "attest", "bundle", "watch"]
     if not argv or argv[0] not in names:
         called = "migration-gate" if Path(sys.argv[0]).name == "migration-gate" else "python -m migration_gate.cli"
         print(f"usage: {called} {{{','.join(names)}}} [--help]", file=sys.stderr)
@@ -546,8 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         return watch_main(rest)
     if name in PHASE_COMMANDS:
         return phase_command(name, rest)
-    return {"cutover": cutover, "rollback": rollback_command, "attest": attest_command,
-            "bundle": bundle_command}[name](rest)
+    return {"cutover": cutover, "rollback": rollback_command, "emergency": emergency_command,
+            "attest": attest_command, "bundle": bundle_command}[name](rest)
 
 
 def console() -> int:

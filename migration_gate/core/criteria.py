@@ -84,6 +84,8 @@ CRITERIA: dict[str, Criterion] = {c.id: c for c in (
     Criterion("RB-01", "rollback", "After a rollback the legacy schema is back exactly"),
     Criterion("RB-02", "rollback", "After a rollback every legacy table's data equals the state at backup time"),
     Criterion("RB-03", "rollback", "After a rollback the app is healthy on the legacy schema"),
+    Criterion("RB-04", "rollback", "After a SQL rollback the rows it carried back (written since the migration) are "
+                                   "v1 ciphertext that decrypts with the key, none in the clear"),
 )}
 
 @dataclass(frozen=True)
@@ -116,7 +118,8 @@ FAILURE_LINES: tuple[ChecklistLine, ...] = (
     ChecklistLine("Data loss detected", ("INT-01", "INT-02", "INT-03", "INT-04", "BAK-03")),
     ChecklistLine("Application won't start", ("POST-06",), ("deploy",)),
     ChecklistLine("Critical endpoints broken", ("POST-08", "POST-09", "POST-21")),
-    ChecklistLine("Cannot rollback successfully", ("PRE-08", "RB-01", "RB-02", "RB-03"), ("restore", "rollback")),
+    ChecklistLine("Cannot rollback successfully", ("PRE-08", "RB-01", "RB-02", "RB-03", "RB-04"),
+                  ("restore", "rollback")),
     ChecklistLine("Downtime exceeds 3 hours"),
     ChecklistLine("Users cannot access application", ("POST-07",), ("golive",)),
     ChecklistLine("Critical functionality broken", ("POST-09", "POST-13", "POST-16", "POST-19")),

@@ -41,6 +41,7 @@ WATCH_STARTED = "started.json"  # the watch the cut-over started after go-live: 
 WATCH_LOG = "watch.log"  # that watch's output (in watch/)
 SANDBOX = "sandbox"
 HOOKS_REHEARSAL = "hooks-rehearsal.json"  # the reports folder's last hooks rehearsal, and a run's copy of it
+EMERGENCY = "emergency.jsonl"  # scripts/emergency's maintenance switches (who, why, when), one per line
 CRITERIA = "criteria-*.json"  # a phase's results, in its folder
 CRITERIA_GLOB = f"*/{CRITERIA}"  # every phase's results, from the run folder
 
@@ -83,3 +84,8 @@ def round_junit(watch_folder: Path, number: int) -> Path:
 def hooks_rehearsal_file(folder: Path) -> Path:
     """The last hooks rehearsal (in the reports folder), or the copy a run's pre-flight relied on (in the run's)."""
     return Path(folder) / HOOKS_REHEARSAL
+
+
+def emergency_file(run_dir: Path) -> Path:
+    """The run's emergency maintenance switches (append-only: a running gate owns state.json)."""
+    return Path(run_dir) / EMERGENCY

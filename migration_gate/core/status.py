@@ -127,6 +127,11 @@ LINT_EXITS: dict[Exit, str] = {
     Exit.RED: "a finding [lint] denies",
     Exit.USAGE: "bad input (configuration, file, connection)",
 }
+EMERGENCY_EXITS: dict[Exit, str] = {
+    Exit.GREEN: "maintenance switched through the hook and recorded in the run (--dry-run: it could be)",
+    Exit.RED: "the maintenance hook failed: the attempt is recorded; switch maintenance by hand now",
+    Exit.USAGE: "bad usage or configuration: no run folder, no --by or --why, no such hook (one line)",
+}
 # The watch's exit code of its worst round so far.
 WATCH_EXIT_OF: dict[str, Exit] = {Round.GREEN: Exit.GREEN, Round.RED: Exit.RED, Round.CRITERION: Exit.HUMAN}
 

@@ -263,9 +263,10 @@ def _written_keys(conn: psycopg.Connection, schema: str, table: str, key: str, m
             yield value if isinstance(value, int) else str(value)  # JSON-safe: a UUID or text key as text
 
 
-def what_to_carry(dsn: str, gate: GateConfig, mark: WriteMark, writes: WritesSince) -> Carried:
+def what_to_carry(dsn: str, gate: GateConfig, mark: WriteMark, writes: WritesSince, digest: bool = True) -> Carried:
     """Before a SQL rollback: per mapping (legacy <- new, not partial), the new table's key set and the keys of
-    the rows written since the migration, so that the rollback's result can be proven complete."""
+    the rows written since the migration, so that the rollback's result can be proven complete. digest=False: the
+    keys of the rows to carry only (the plan's cost, and the rows its PHI checks read), no scan of whole tables."""
     schema = gate.schema
     carried = Carried(schema=schema)
     with db.connect(dsn, connect_timeout=10) as conn, snapshots.session(conn):
@@ -273,12 +274,12 @@ def what_to_carry(dsn: str, gate: GateConfig, mark: WriteMark, writes: WritesSin
         for mapping in gate.tables:
             if mapping.partial or mapping.new not in present:
                 continue
-            rows, digest = key_checksum(conn, mapping.new, mapping.key, schema)
+            rows, digest_of = key_checksum(conn, mapping.new, mapping.key, schema) if digest else (0, "")
             changed = writes.of(f"{schema}.{mapping.new}")
             keys = list(_written_keys(conn, schema, mapping.new, mapping.key, mark)) if changed else []
             carried.tables.append(CarriedTable(
                 legacy=mapping.legacy, legacy_key=mapping.source_key, new=mapping.new, key=mapping.key, rows=rows,
-                key_digest=digest, written=keys, deleted=changed.deleted if changed else 0))
+                key_digest=digest_of, written=keys, deleted=changed.deleted if changed else 0))
     return carried
 
 

@@ -33,7 +33,7 @@ from migration_gate.db.writes import TableWrites
 from migration_gate.report.bundle import KEPT_BACK_FOLDERS, kept_back
 from migration_gate.report.performance import section as performance_section
 from migration_gate.report.render import render as render_template
-from migration_gate.run import attest, notify
+from migration_gate.run import attest, emergency, notify
 from migration_gate.run.forecast import Forecast, against_actual
 from migration_gate.run.runstate import RunState, budget_report, forced_label
 from migration_gate.run.watchstate import (
@@ -171,6 +171,12 @@ def _diagnosis_section(state: RunState) -> Markup:
     if not state.deploy_diagnosis:
         return Markup()
     return render_template("signoff/diagnosis.html.j2", attempts=state.deploy_diagnosis)
+
+
+def _emergency_section(run_dir: Path) -> Markup:
+    """scripts/emergency's maintenance switches in this run: when, which, who, why, and a hook that failed."""
+    switches = emergency.recorded(run_dir)
+    return render_template("signoff/emergency.html.j2", switches=switches) if switches else Markup()
 
 
 def _forecast_section(state: RunState) -> Markup:
@@ -346,7 +352,7 @@ def render(state: RunState, run_dir: Path, environment: dict[str, str], downtime
         "comparisons": _comparisons_section(checks), "performance": performance_section(run_dir),
         "people": _people_section(run_dir, people), "backup": _backup_section(state),
         "rollback": _rollback_section(state), "watch": _watch_section(run_dir, went_live(state), sandbox),
-        "diagnosis": _diagnosis_section(state)}
+        "diagnosis": _diagnosis_section(state), "emergency": _emergency_section(run_dir)}
     return str(render_template(
         "signoff.html.j2", state=state, sandbox=sandbox, dress=dress, title=title, label=label, colour=colour,
         sentence=sentence, rehearsal=REHEARSAL, banner=SANDBOX_BANNER, run=Path(state.run_dir).name,

@@ -35,10 +35,12 @@ from migration_gate.backup.offsite import fetch_back, store_offsite
 from migration_gate.backup.reading import verify_unchanged
 from migration_gate.backup.record import BackupError, BackupRecord, sha256_file
 from migration_gate.checks import api as app
+from migration_gate.checks import carried as carried_rows
 from migration_gate.config import GateConfig
 from migration_gate.config.environment import operator
 from migration_gate.core import rundir
 from migration_gate.core.errors import GateError, Refused
+from migration_gate.core.phi import PhiCodec
 from migration_gate.core.progress import Progress
 from migration_gate.core.redact import describe_target, mask_values, safe_message
 from migration_gate.core.result import Result
@@ -85,6 +87,12 @@ class RollbackPlan:
     went_live: bool = False
     # the tables the app's deploy created ([deploy] app_tables), each with its rows: what this method does with them
     deploy_tables: list[deploytables.DeployTable] = field(default_factory=list)
+    # both costs, per table, before anyone decides: the rows the rollback SQL would carry back, per new table and
+    # the legacy table it goes into (None: no rollback SQL for this database), the changes by others a restore
+    # would discard per table, and the PHI checks on the rows it would carry (None: no rollback SQL, or no mark)
+    carry: dict[str, int] | None = None
+    discard: dict[str, int] = field(default_factory=dict)
+    carried_phi: carried_rows.CarriedPhi | None = None
 
     def describe(self) -> str:
         how = {"restore": "restore the verified backup", "sql": "run the rollback SQL (rows written since the "
@@ -95,6 +103,19 @@ class RollbackPlan:
         deploy = (f"; the tables the app's deploy created: {deploytables.summary(self.deploy_tables, self.method)}"
                   if self.deploy_tables else "")
         return f"{how}; written since the migration: {count}; discarded by this rollback: {lost}{deploy}"
+
+    def choice(self) -> list[str]:
+        """The two costs side by side, for whoever decides between carrying the rows back and discarding them."""
+        if self.method == "none" or self.writes is None:
+            return []
+        lines = []
+        if self.carry is not None:
+            rows = "; ".join(f"{table}: {n} rows" for table, n in self.carry.items()) or "no rows"
+            checked = f" ({self.carried_phi.line()})" if self.carried_phi is not None else ""
+            lines.append(f"carry them back (the rollback SQL): brings back {rows}{checked}")
+        gone = "; ".join(f"{table}: {n} changes" for table, n in self.discard.items()) or "nothing"
+        lines.append(f"discard them (restore the backup, --discard-writes --decided-by NAME): loses {gone}")
+        return lines
 
 
 class Gate:
@@ -465,7 +486,7 @@ class Gate:
 
     def run_rollback_only(self) -> RunState:
         """Roll back (an interrupted run, or on an operator's decision) and verify."""
-        if self.state.backup and self.gate.rollback_method == "restore":
+        if self.state.backup and (self.gate.rollback_method == "restore" or self.decision is not None):
             dump = Path(self.state.backup["path"])
             try:
                 if not dump.is_file():  # the box lost it: the copy off the box comes back first, sha256 checked
@@ -691,11 +712,16 @@ class Gate:
             deploy = deploytables.survey(conn, self.gate, self._marked()) if where != "legacy" else []
         status = {p.name: p.status for p in self.state.phases}  # a hand-made or older state may lack phases
         went_live = status.get("golive", Phase.PENDING) != Phase.PENDING
+        # --discard-writes (a named decision) means restore the backup, even where a rollback SQL would carry rows
+        discard = self.decision is not None and bool(self.state.backup)
+        if where == "legacy" and discard and self.state.rollback_method == "sql":
+            return self._plan_discarding_carried(went_live)
         if where == "legacy":  # never migrated, or a restore of an interrupted rollback already committed
             return RollbackPlan("none", None, 0, None, went_live)
         since = self._count_writes()
         sql_possible = self.gate.rollback_file is not None and where == "migrated"
-        use_sql = sql_possible and (self.gate.rollback_method == "sql" or bool(since and since.others))
+        use_sql = sql_possible and not discard and (
+            self.gate.rollback_method == "sql" or bool(since and since.others))
         if since is None:
             lost = None
         elif use_sql:  # what the rollback SQL has no place for: rows in tables only the new schema has
@@ -705,6 +731,7 @@ class Gate:
         else:
             lost = since.others
         method = "sql" if use_sql else "restore"
+        carry, discard_cost, phi = self._costs(since, sql_possible)
         # a restore drops the deploy's tables with their rows: never silently, even where nothing else counts them
         deploy_lost = [] if use_sql else [t for t in deploy if t.rows]
         held = None
@@ -718,7 +745,39 @@ class Gate:
                     f"the migration: {why}{count}{in_deploy}. Decide: scripts/rollback --run-dir {self.state.run_dir} "
                     "--discard-writes --decided-by NAME"
                     + ("" if sql_possible else ", or set [migration] rollback_file to carry them back"))
-        return RollbackPlan(method, since, lost, held, went_live, deploy)
+        return RollbackPlan(method, since, lost, held, went_live, deploy, carry, discard_cost, phi)
+
+    def _costs(self, since: writes.WritesSince | None, sql_possible: bool
+               ) -> tuple[dict[str, int] | None, dict[str, int], carried_rows.CarriedPhi | None]:
+        """What carrying would bring back into each legacy table and what the PHI checks say of those rows (read in
+        the new tables, before anything changes), and what discarding would lose per table."""
+        if since is None or not self.state.write_mark:
+            return None, {}, None
+        discard = {t.table: t.others for t in since.tables if t.others}
+        if not sql_possible:
+            return None, discard, None
+        try:  # a preview that cannot be read says so; it never stops the rollback it describes
+            carried = writes.what_to_carry(self.target.dsn, self.gate,
+                                           writes.WriteMark.from_json(self.state.write_mark), since, digest=False)
+            carry = {f"{carried.schema}.{t.new} -> {t.legacy}": len(t.written) for t in carried.tables if t.written}
+            with db.connect(self.target.dsn, connect_timeout=10) as conn:
+                phi = carried_rows.check(conn, PhiCodec(self.target.key), carried, self.gate.new_encrypted_columns(),
+                                         side="new")
+        except psycopg.Error as exc:
+            return {}, discard, carried_rows.CarriedPhi(Result(carried_rows.CHECK, [safe_message(exc)]))
+        return carry, discard, phi
+
+    def _plan_discarding_carried(self, went_live: bool) -> RollbackPlan:
+        """After a SQL rollback (the database is legacy again, with the rows it carried back): --discard-writes
+        restores the backup over it, and what that discards is what the rollback SQL carried (its record)."""
+        carried = writes.Carried.load(Path(self.state.carried)) if self.state.carried else None
+        if carried is None:
+            return RollbackPlan("restore", None, None, None, went_live)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        since = writes.WritesSince(now, now, [writes.TableWrites(f"{carried.schema}.{t.legacy}", len(t.written), None,
+                                                                 None) for t in carried.tables if t.written])
+        return RollbackPlan("restore", since, since.others, None, went_live,
+                            discard={t.table: t.others for t in since.tables})
 
     def _marked(self) -> set[str] | None:
         """The tables that existed right after the migration (None: the run has no mark)."""
@@ -774,6 +833,8 @@ class Gate:
         self.state.deploy_tables, self.state.deploy_steps = deploytables.to_json(plan.deploy_tables), []
         if plan.writes:
             self.progress.say(f"written since the migration: {plan.writes.summary()}")
+        for line in plan.choice():
+            self.progress.say(f"  {line}")
         if plan.deploy_tables:
             self.progress.say("the tables the app's deploy created: "
                               f"{deploytables.summary(plan.deploy_tables, plan.method)}")
@@ -784,7 +845,8 @@ class Gate:
         if self.decision is not None and plan.lost != 0:
             self.state.rollback_decision = self.decision | {
                 "at": datetime.now(UTC).isoformat(timespec="seconds"), "method": plan.method,
-                "discarded": plan.lost, "what": plan.writes.summary("others") if plan.writes else "not countable"}
+                "discarded": plan.lost, "what": plan.writes.summary("others") if plan.writes else "not countable",
+                "choice": plan.choice()}
             self.state.save()
             self.progress.say(f"DISCARDING {plan.lost if plan.lost is not None else 'an unknown number of'} changes "
                               f"by others, as decided by {self.decision['by']}")
@@ -798,6 +860,7 @@ class Gate:
             fetch_back(BackupRecord.load(dump, keys.record_key), self.target.hooks, self.run_dir.name)
         restore_in_place(dump, self.target.dsn, keys=keys, timeout_s=self.gate.backup.dump_timeout_seconds,
                          application_name=self.session_tag, expected=self.state.backup)
+        self.state.carried = None  # nothing carried: the rollback checks compare with the backup alone
         record.detail = (f"restored {dump.name} (record authenticated, decrypted into pg_restore; the stream's file "
                          "and plaintext sha256 equal to state.json's before COMMIT)")
         return True
