@@ -97,7 +97,8 @@ def test_your_app_that_exits_at_once_rolls_the_cutover_back_with_one_line(tmp_pa
     assert deploy["status"] == "failed"
     assert deploy["detail"] == (f"AppStartError: your app: echo starting; exit 3 in {tmp_path}: exited with code 3 "
                                 f"before GET /health answered; its log (1 line): "
-                                f"{Path(state['run_dir']) / 'sandbox' / 'app-new.log'}")
+                                f"{Path(state['run_dir']) / 'sandbox' / 'app-new.log'}; rolling back: [deploy] "
+                                f"retries = 0 (no redeploy allowed) (diagnosis in the run)")
     assert [p["status"] for p in state["rollback_phases"]] == ["passed", "passed", "passed"]
 
 
