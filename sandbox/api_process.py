@@ -7,6 +7,7 @@ new schema flag with a restart, all through real HTTP.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -34,6 +35,10 @@ SANDBOX_JWT_SECRET = "sandbox-jwt-secret-not-for-production-0123456789"  # 32+ b
 STOP_TIMEOUT = 10.0
 
 
+class PortTaken(RuntimeError):
+    """The API could not listen on its port: another process took it between free_port() and the bind."""
+
+
 class ApiProcess:
     """One API server process; start() returns once GET /health answers (any status)."""
 
@@ -45,6 +50,7 @@ class ApiProcess:
         self.log_file = Path(log_file)
         self.maintenance_file = Path(maintenance_file)
         self.port = port or free_port()
+        self._port_picked = port is None  # ours to pick again while it never served (free_port's rare race)
         self.jwt_secret = jwt_secret
         self.bypass_token = secrets.token_hex(16)
         self.extra_env: dict[str, str] = {}  # more of the API's configuration (SANDBOX_API_DELAY_MS), at next start
@@ -97,22 +103,57 @@ class ApiProcess:
                 self.app_migrations()
             except psycopg.Error as exc:  # the start command fails before the server starts, as a deploy would
                 raise RuntimeError(f"the app's migrations failed at start: {safe_message(exc)}") from None
+        for _ in range(3):
+            try:
+                return self._start_once()
+            except PortTaken:
+                if not self._port_picked:  # a restart keeps its port: another process took it meanwhile
+                    raise RuntimeError(f"API cannot listen on {HOST}:{self.port}: another process took it") from None
+                self.port = free_port()
+        raise RuntimeError("API found no free port in 3 tries")
+
+    def _start_once(self) -> ApiProcess:
+        """One start: ready once its own startup line is in its log (it listens: a /health answer alone could come
+        from another process that took the same port) and /health answers."""
+        offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - open for the whole life of the child
         self._proc = subprocess.Popen([sys.executable, "-m", "sandbox.api"], cwd=ROOT, env=self.child_env(),
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr)
         deadline = time.monotonic() + START_TIMEOUT
+        listening = False
         with httpx.Client(timeout=1.0) as client:
             while time.monotonic() < deadline:
                 if self._proc.poll() is not None:
                     message = self._last_stderr_line()
                     self._close_stderr()
+                    if "cannot listen" in message or "in use by another program" in message:  # ours, werkzeug's
+                        raise PortTaken(message)
                     raise RuntimeError(f"API exited with code {self._proc.returncode}: {message}")
-                with contextlib.suppress(httpx.TransportError):
-                    client.get(f"{self.base_url}/health")
-                    return self
+                listening = listening or self._started_since(offset)
+                if listening:
+                    with contextlib.suppress(httpx.TransportError):
+                        client.get(f"{self.base_url}/health")
+                        self._port_picked = False
+                        return self
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"API did not answer GET /health within {START_TIMEOUT:.0f}s")
+
+    def _started_since(self, offset: int) -> bool:
+        """Our child wrote its startup line (after it bound its port) into the log, past `offset`."""
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(offset)
+                lines = log.read().splitlines()
+        except OSError:
+            return False
+        pid = self._proc.pid if self._proc is not None else None
+        for line in lines:
+            if b'"startup"' in line:
+                with contextlib.suppress(ValueError):
+                    if json.loads(line).get("pid") == pid:
+                        return True
+        return False
 
     def detach(self) -> None:
         """Leave the server running after we exit (scripts/rehearse --keep)."""

@@ -159,6 +159,25 @@ def _all_patients(client: httpx.Client, limit: int = 7) -> tuple[int, list[dict[
 # ------------------------------------------------------------------------------------------------------- health
 
 
+def test_an_api_whose_picked_port_another_api_holds_starts_on_its_own_port(legacy_server: Server,
+                                                                           tmp_path: Path) -> None:
+    """free_port()'s rare race (two sandboxes handed the same port): /health answered by the other process is not
+    a start; the picked port is picked again, and a restart on a port taken meanwhile says so."""
+    taken = legacy_server.api.port
+    second = _serve(legacy_server.dsn, False, tmp_path)
+    second.port = taken  # as if free_port() had handed it out twice
+    with second:
+        assert second.port != taken and second.running
+        health = httpx.get(f"{second.base_url}/health", timeout=5)
+        assert health.status_code == 200
+        started = [json.loads(line) for line in (tmp_path / "api.log").read_text().splitlines() if '"startup"' in line]
+        assert [line["pid"] for line in started][-1] == second.pid
+        second.stop()
+        second.port = taken
+        with pytest.raises(RuntimeError, match="another process took it"):
+            second.start()
+
+
 def test_health_reports_schema_flag(server: Server) -> None:
     with server.client() as client:
         for path in ("/health", "/api/health"):
