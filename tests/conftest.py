@@ -54,6 +54,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for marker, fixtures in LANES.items():
             if names & fixtures:
                 item.add_marker(marker)
+    # pytest-xdist hands out whole files in this order: the heaviest first, so the last minutes are many small files
+    # spread over the workers, not one long file on one worker while the others idle. A file's weight: a sandbox or
+    # rehearsal started for each of its tests (by a fixture, or in its own code) counts each time, one its tests
+    # share counts once; the rest is small.
+    # The sort is stable: a file's tests keep their order.
+    weight: dict[Path, float] = {}
+    shared: set[tuple[Path, str]] = set()
+    for item in items:
+        weight.setdefault(item.path, 0.0)
+        defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        started = set(getattr(item, "fixturenames", ())) & (SANDBOX_FIXTURES | REHEARSAL_FIXTURES)
+        for name in started:
+            scope = defs[name][-1].scope if defs.get(name) else "function"
+            if scope == "function" or (item.path, name) not in shared:
+                weight[item.path] += 10
+                shared.add((item.path, name))
+        if not started and (item.get_closest_marker("sandbox") or item.get_closest_marker("rehearsal")):
+            weight[item.path] += 10  # marked by hand: it starts one in its own code
+        weight[item.path] += 0.1
+    items.sort(key=lambda item: -weight[item.path])
 
 
 def _gate_command(args: object) -> bool:
